@@ -1,0 +1,98 @@
+//! The storage seam: the only way raft-store touches durable state.
+//!
+//! It is deliberately narrow (point read, bounded range scan, atomic batch, make durable) so
+//! that a second implementation, the in-memory disk model the simulation runs on, can copy its
+//! semantics exactly: writes are visible at once, survive a crash only once made durable, and a
+//! batch is all-or-nothing.
+
+mod mem;
+mod sled_disk;
+
+use std::io;
+
+pub use mem::{MemDisk, MemFaults};
+pub use sled_disk::{SledDisk, SledOptions};
+
+use crate::snapshot::SnapshotData;
+
+/// A half-open range of keys `[start, end)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+}
+
+/// Scan direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Ascending,
+    Descending,
+}
+
+/// One change in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// Changes applied all together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub ops: Vec<Op>,
+    /// Bytes of keys and values, to let callers bound a batch.
+    pub bytes: usize,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+        let key = key.into();
+        self.bytes += key.len() + value.len();
+        self.ops.push(Op::Put(key, value));
+    }
+
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        let key = key.into();
+        self.bytes += key.len();
+        self.ops.push(Op::Delete(key));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Called once the writes before it are durable (or durability failed).
+pub type SyncCallback = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+/// A (key, value) pair returned by a scan.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// The storage seam. All methods are synchronous and quick, except `sync`.
+pub trait Disk: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>>;
+
+    /// At most `limit` pairs of `range`, in `order`. Callers page through larger ranges, so
+    /// memory stays bounded however large the store is.
+    fn scan(&self, range: &KeyRange, order: Order, limit: usize) -> io::Result<Vec<KeyValue>>;
+
+    /// Applies the batch atomically. Visible to readers at once; durable only after a sync.
+    fn write(&self, batch: WriteBatch) -> io::Result<()>;
+
+    /// Blocks until every write that returned before this call is durable.
+    fn sync(&self) -> io::Result<()>;
+
+    /// Like `sync`, but reports through `done`, possibly later and from another thread, so
+    /// that concurrent callers can share one fdatasync (group commit).
+    fn sync_then(&self, done: SyncCallback) {
+        done(self.sync());
+    }
+
+    /// A writable, seekable scratch space for a snapshot being received.
+    fn snapshot_spool(&self) -> io::Result<SnapshotData> {
+        Ok(SnapshotData::memory())
+    }
+
+    /// Bytes the store occupies (for benchmarks and metrics).
+    fn size_on_disk(&self) -> io::Result<u64>;
+}

@@ -1,0 +1,279 @@
+//! The production disk: sled, made durable for real.
+//!
+//! sled's `flush` writes its buffers with `pwrite` and then calls `sync_file_range`, which
+//! starts and waits for writeback of those pages but does not flush the drive's cache or the
+//! file's metadata (sled issue 1452). So after `flush` we call `fdatasync` on our own handle to
+//! sled's `db` file (fsync acts on the inode, whichever descriptor is used). Values too large
+//! for a log segment are written by sled to files under `blobs/` without any sync at all; when a
+//! write may have produced one, the next sync also fdatasyncs each new blob file and fsyncs the
+//! `blobs` directory.
+//!
+//! Syncs go through one flusher thread that drains every waiting request before each
+//! fdatasync: concurrent log appends share one fdatasync (group commit).
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::{Disk, KeyRange, KeyValue, Op, Order, SyncCallback, WriteBatch};
+use crate::snapshot::SnapshotData;
+
+/// Default size of sled's page cache. sled's own default (1 GiB) would let one node's RSS grow
+/// far past what a small container has.
+pub const DEFAULT_SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's log segment size (its default). Values above a quarter of it become blob files.
+pub const SLED_SEGMENT_BYTES: usize = 512 * 1024;
+/// Values at least this large may be stored by sled as separate blob files.
+const BLOB_THRESHOLD_BYTES: usize = SLED_SEGMENT_BYTES / 4 - 64;
+/// Sync requests queued for the flusher thread. At the limit `sync_then` blocks its caller
+/// until the flusher catches up: backpressure on the writers, never an unbounded queue.
+pub const MAX_PENDING_SYNCS: usize = 4096;
+/// Most sync requests answered by one fdatasync.
+pub const MAX_SYNCS_PER_FDATASYNC: usize = 1024;
+
+/// Options for opening a sled-backed disk.
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            cache_capacity_bytes: DEFAULT_SLED_CACHE_BYTES,
+        }
+    }
+}
+
+/// Makes everything sled has accepted durable.
+struct Durability {
+    db: sled::Db,
+    db_file: File,
+    blob_dir: PathBuf,
+    /// Set when a write may have produced a blob file since the last sync.
+    blobs_dirty: AtomicBool,
+    /// Blob files already fdatasynced (pruned to the files that still exist).
+    synced_blobs: Mutex<HashSet<OsString>>,
+}
+
+impl Durability {
+    fn sync(&self) -> io::Result<()> {
+        self.db.flush()?;
+        self.db_file.sync_data()?;
+        if self.blobs_dirty.swap(false, AtomicOrdering::AcqRel) {
+            if let Err(e) = self.sync_new_blobs() {
+                self.blobs_dirty.store(true, AtomicOrdering::Release);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_new_blobs(&self) -> io::Result<()> {
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut present = HashSet::new();
+        for entry in std::fs::read_dir(&self.blob_dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match File::open(entry.path()) {
+                    Ok(f) => f.sync_data()?,
+                    // sled removed it meanwhile: nothing to make durable.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            present.insert(name);
+        }
+        sync_dir(&self.blob_dir)?;
+        *synced = present;
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn copy_error(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
+}
+
+/// Answers queued sync requests, many per fdatasync.
+fn run_flusher(durability: Arc<Durability>, requests: Receiver<SyncCallback>) {
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_SYNCS_PER_FDATASYNC {
+            match requests.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let result = durability.sync();
+        for done in group {
+            done(result.as_ref().map(|_| ()).map_err(copy_error));
+        }
+    }
+}
+
+/// sled behind the storage seam.
+pub struct SledDisk {
+    db: sled::Db,
+    dir: PathBuf,
+    durability: Arc<Durability>,
+    flusher: Option<SyncSender<SyncCallback>>,
+    flusher_thread: Option<JoinHandle<()>>,
+}
+
+impl SledDisk {
+    pub fn open(dir: impl AsRef<Path>, options: SledOptions) -> io::Result<Arc<Self>> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let db = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(options.cache_capacity_bytes)
+            .segment_size(SLED_SEGMENT_BYTES)
+            // We flush ourselves, right before each fdatasync.
+            .flush_every_ms(None)
+            .open()?;
+        let db_file = File::open(dir.join("db"))?;
+        let blob_dir = dir.join("blobs");
+        // Make the files sled just created (and their names) durable before anything relies on
+        // them.
+        db_file.sync_all()?;
+        sync_dir(&blob_dir)?;
+        sync_dir(&dir)?;
+        let durability = Arc::new(Durability {
+            db: db.clone(),
+            db_file,
+            blob_dir,
+            blobs_dirty: AtomicBool::new(true),
+            synced_blobs: Mutex::new(HashSet::new()),
+        });
+        let (tx, rx) = sync_channel(MAX_PENDING_SYNCS);
+        let flusher_durability = durability.clone();
+        let flusher_thread = std::thread::Builder::new()
+            .name("cairn-fdatasync".into())
+            .spawn(move || run_flusher(flusher_durability, rx))?;
+        Ok(Arc::new(SledDisk {
+            db,
+            dir,
+            durability,
+            flusher: Some(tx),
+            flusher_thread: Some(flusher_thread),
+        }))
+    }
+}
+
+impl Drop for SledDisk {
+    fn drop(&mut self) {
+        // Closing the channel stops the flusher after it answers what is queued; joining it
+        // releases its handle on the database so the directory can be opened again at once.
+        self.flusher.take();
+        if let Some(thread) = self.flusher_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Disk for SledDisk {
+    fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.db.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, range: &KeyRange, order: Order, limit: usize) -> io::Result<Vec<KeyValue>> {
+        if range.start >= range.end {
+            return Ok(Vec::new());
+        }
+        let iter = self.db.range(range.start.as_slice()..range.end.as_slice());
+        let mut pairs = Vec::with_capacity(limit.min(1024));
+        let mut push = |item: sled::Result<(sled::IVec, sled::IVec)>| -> io::Result<()> {
+            let (k, v) = item?;
+            pairs.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        };
+        match order {
+            Order::Ascending => {
+                for item in iter.take(limit) {
+                    push(item)?;
+                }
+            }
+            Order::Descending => {
+                for item in iter.rev().take(limit) {
+                    push(item)?;
+                }
+            }
+        }
+        Ok(pairs)
+    }
+
+    fn write(&self, batch: WriteBatch) -> io::Result<()> {
+        let mut sled_batch = sled::Batch::default();
+        let mut large = false;
+        for op in batch.ops {
+            match op {
+                Op::Put(k, v) => {
+                    large |= v.len() >= BLOB_THRESHOLD_BYTES;
+                    sled_batch.insert(k, v);
+                }
+                Op::Delete(k) => sled_batch.remove(k),
+            }
+        }
+        if large {
+            self.durability
+                .blobs_dirty
+                .store(true, AtomicOrdering::Release);
+        }
+        self.db.apply_batch(sled_batch)?;
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.durability.sync()
+    }
+
+    fn sync_then(&self, done: SyncCallback) {
+        match &self.flusher {
+            Some(tx) => {
+                if let Err(unsent) = tx.send(done) {
+                    // The flusher is gone (only during drop): sync here instead.
+                    (unsent.0)(self.durability.sync());
+                }
+            }
+            None => done(self.durability.sync()),
+        }
+    }
+
+    fn snapshot_spool(&self) -> io::Result<SnapshotData> {
+        // An unnamed file in the data directory: it vanishes when dropped, even after a crash.
+        let file = tempfile::tempfile_in(&self.dir)?;
+        Ok(SnapshotData::file(file))
+    }
+
+    fn size_on_disk(&self) -> io::Result<u64> {
+        dir_size(&self.dir)
+    }
+}
+
+fn dir_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}

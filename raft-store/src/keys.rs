@@ -1,0 +1,110 @@
+//! The layout of the one ordered keyspace that both the log and the state machine live in.
+//!
+//! The first byte names the table, so one atomic write batch can span tables (sled batches are
+//! atomic within one tree). Integers are big-endian so byte order is numeric order.
+
+use uuid::Uuid;
+
+use crate::disk::KeyRange;
+
+/// Single keys: vote, purge point, applied state, snapshot record, install marker.
+pub const META: u8 = 0x01;
+/// Raft log: index -> entry.
+pub const LOG: u8 = 0x02;
+/// Events: first `$all` position of an append -> the whole append group.
+pub const EVENTS: u8 = 0x03;
+/// Stream index: stream name, NUL, first revision of an append -> (first position, count).
+pub const STREAMS: u8 = 0x04;
+/// Event-id index: event id -> `$all` position.
+pub const EVENT_IDS: u8 = 0x05;
+
+/// The state machine's tables (cleared when a snapshot is installed).
+pub const STATE_MACHINE_TABLES: [u8; 3] = [EVENTS, STREAMS, EVENT_IDS];
+
+pub const VOTE: &[u8] = &[META, b'v'];
+pub const LAST_PURGED: &[u8] = &[META, b'p'];
+pub const APPLIED: &[u8] = &[META, b'a'];
+pub const SNAPSHOT: &[u8] = &[META, b's'];
+pub const INSTALLING: &[u8] = &[META, b'i'];
+
+fn table_u64(table: u8, n: u64) -> [u8; 9] {
+    let mut key = [table; 9];
+    key[1..].copy_from_slice(&n.to_be_bytes());
+    key
+}
+
+pub fn log_key(index: u64) -> [u8; 9] {
+    table_u64(LOG, index)
+}
+
+pub fn event_key(position: u64) -> [u8; 9] {
+    table_u64(EVENTS, position)
+}
+
+/// The u64 after the table byte, for keys of `LOG` and `EVENTS`.
+pub fn key_u64(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// Stream names contain no NUL, so `name NUL` is a prefix no other stream's keys share.
+pub fn stream_key(stream: &str, revision: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 10);
+    key.push(STREAMS);
+    key.extend_from_slice(stream.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&revision.to_be_bytes());
+    key
+}
+
+/// The revision at the end of a stream-index key.
+pub fn stream_key_revision(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// Stream-index keys of one stream with revision in `[from, to)`.
+pub fn stream_range(stream: &str, from: u64, to_exclusive: Option<u64>) -> KeyRange {
+    let start = stream_key(stream, from);
+    let end = match to_exclusive {
+        Some(to) => stream_key(stream, to),
+        None => {
+            let mut end = Vec::with_capacity(stream.len() + 2);
+            end.push(STREAMS);
+            end.extend_from_slice(stream.as_bytes());
+            end.push(1);
+            end
+        }
+    };
+    KeyRange { start, end }
+}
+
+pub fn event_id_key(id: &Uuid) -> [u8; 17] {
+    let mut key = [EVENT_IDS; 17];
+    key[1..].copy_from_slice(id.as_bytes());
+    key
+}
+
+/// Every key of one table.
+pub fn table_range(table: u8) -> KeyRange {
+    KeyRange {
+        start: vec![table],
+        end: vec![table + 1],
+    }
+}
+
+/// Keys of a u64-keyed table in `[from, to)`.
+pub fn u64_range(table: u8, from: u64, to_exclusive: u64) -> KeyRange {
+    KeyRange {
+        start: table_u64(table, from).to_vec(),
+        end: table_u64(table, to_exclusive).to_vec(),
+    }
+}
+
+/// Keys of a u64-keyed table from `from` to the end of the table.
+pub fn u64_range_from(table: u8, from: u64) -> KeyRange {
+    KeyRange {
+        start: table_u64(table, from).to_vec(),
+        end: vec![table + 1],
+    }
+}

@@ -1,0 +1,169 @@
+//! Input limits, named with their unit, and the validation that enforces them.
+//!
+//! Validation runs twice: at the API edge (so bad input never reaches Raft) and again when the
+//! state machine applies a command (so every replica reaches the same verdict even if a buggy
+//! or hostile proposer skipped the edge). Because the apply-time check must be deterministic,
+//! the limits are a cluster-wide setting: every node must run with the same [`Limits`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Append, NewEvent};
+
+/// Longest stream name, in bytes of UTF-8 (data model: 1..=255 bytes).
+pub const MAX_STREAM_NAME_BYTES: usize = 255;
+/// Longest event type, in bytes of UTF-8.
+pub const MAX_EVENT_TYPE_BYTES: usize = 255;
+/// Default largest single event (type + data + metadata), in bytes.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// Default largest append (all events of one append together), in bytes.
+pub const DEFAULT_MAX_APPEND_BYTES: usize = 16 * 1024 * 1024;
+/// Default largest number of events in one append.
+pub const DEFAULT_MAX_EVENTS_PER_APPEND: usize = 10_000;
+/// Prefix of stream names reserved for the system; clients may not append to them.
+pub const RESERVED_STREAM_PREFIX: char = '$';
+
+/// The configurable limits. Every node of a cluster must use the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    pub max_append_bytes: usize,
+    pub max_events_per_append: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
+            max_events_per_append: DEFAULT_MAX_EVENTS_PER_APPEND,
+        }
+    }
+}
+
+/// Why an append was refused before anything was written. Each variant names the field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum InvalidInput {
+    #[error("stream name is empty")]
+    EmptyStreamName,
+    #[error("stream name is {bytes} bytes; the limit is {max}")]
+    StreamNameTooLong { bytes: usize, max: usize },
+    #[error("stream name contains a NUL character")]
+    StreamNameHasNul,
+    #[error("stream name {name:?} starts with '$', which is reserved for the system")]
+    ReservedStreamName { name: String },
+    #[error("append has no events")]
+    NoEvents,
+    #[error("append has {count} events; the limit is {max}")]
+    TooManyEvents { count: usize, max: usize },
+    #[error("event {index}: type is empty")]
+    EmptyEventType { index: usize },
+    #[error("event {index}: type is {bytes} bytes; the limit is {max}")]
+    EventTypeTooLong {
+        index: usize,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("event {index}: {bytes} bytes; the limit is {max}")]
+    EventTooLarge {
+        index: usize,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("append is {bytes} bytes; the limit is {max}")]
+    AppendTooLarge { bytes: usize, max: usize },
+    #[error("event {index}: id {id} appears twice in the same append")]
+    DuplicateEventIdInAppend { index: usize, id: uuid::Uuid },
+}
+
+/// Checks a client-chosen stream name against the data model.
+pub fn validate_stream_name(name: &str) -> Result<(), InvalidInput> {
+    if name.is_empty() {
+        return Err(InvalidInput::EmptyStreamName);
+    }
+    if name.len() > MAX_STREAM_NAME_BYTES {
+        return Err(InvalidInput::StreamNameTooLong {
+            bytes: name.len(),
+            max: MAX_STREAM_NAME_BYTES,
+        });
+    }
+    if name.as_bytes().contains(&0) {
+        return Err(InvalidInput::StreamNameHasNul);
+    }
+    if name.starts_with(RESERVED_STREAM_PREFIX) {
+        return Err(InvalidInput::ReservedStreamName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Bytes an event counts against the size limits.
+pub fn event_size_bytes(event: &NewEvent) -> usize {
+    event.event_type.len() + event.data.len() + event.metadata.len()
+}
+
+impl Limits {
+    /// Checks everything about an append that does not depend on stored state.
+    pub fn validate_append(&self, append: &Append) -> Result<(), InvalidInput> {
+        validate_stream_name(&append.stream)?;
+        let count = append.events.len();
+        if count == 0 {
+            return Err(InvalidInput::NoEvents);
+        }
+        if count > self.max_events_per_append {
+            return Err(InvalidInput::TooManyEvents {
+                count,
+                max: self.max_events_per_append,
+            });
+        }
+        let mut total = 0usize;
+        for (index, event) in append.events.iter().enumerate() {
+            self.validate_event(index, event)?;
+            total += event_size_bytes(event);
+        }
+        if total > self.max_append_bytes {
+            return Err(InvalidInput::AppendTooLarge {
+                bytes: total,
+                max: self.max_append_bytes,
+            });
+        }
+        // Appends are small in count (bounded above), so a quadratic scan would be wasteful
+        // only for big ones; sort a copy of the ids instead.
+        let mut ids: Vec<(uuid::Uuid, usize)> = append
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id, i))
+            .collect();
+        ids.sort_unstable();
+        if let Some(pair) = ids.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(InvalidInput::DuplicateEventIdInAppend {
+                index: pair[0].1.max(pair[1].1),
+                id: pair[0].0,
+            });
+        }
+        Ok(())
+    }
+
+    fn validate_event(&self, index: usize, event: &NewEvent) -> Result<(), InvalidInput> {
+        if event.event_type.is_empty() {
+            return Err(InvalidInput::EmptyEventType { index });
+        }
+        if event.event_type.len() > MAX_EVENT_TYPE_BYTES {
+            return Err(InvalidInput::EventTypeTooLong {
+                index,
+                bytes: event.event_type.len(),
+                max: MAX_EVENT_TYPE_BYTES,
+            });
+        }
+        let bytes = event_size_bytes(event);
+        if bytes > self.max_event_bytes {
+            return Err(InvalidInput::EventTooLarge {
+                index,
+                bytes,
+                max: self.max_event_bytes,
+            });
+        }
+        Ok(())
+    }
+}

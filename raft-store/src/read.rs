@@ -1,0 +1,337 @@
+//! Reading the state machine: `$all` and single streams, forwards or backwards, as iterators
+//! that hold at most one append group in memory at a time.
+//!
+//! Readers go straight to the disk, beside `apply`: every group is written in the same atomic
+//! batch as its index entries and the applied state, so a reader sees whole appends only.
+
+use std::sync::Arc;
+
+use crate::disk::{Disk, Order};
+use crate::error::{decode, StoreError};
+use crate::keys;
+use crate::records::{decode_position, AppliedState, StoredGroup, StreamRun};
+use crate::types::RecordedEvent;
+
+/// Which way a read goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forwards,
+    Backwards,
+}
+
+/// The last revision of `stream`, or `None` if it has no events.
+pub(crate) fn stream_head(disk: &dyn Disk, stream: &str) -> Result<Option<u64>, StoreError> {
+    let last = disk.scan(&keys::stream_range(stream, 0, None), Order::Descending, 1)?;
+    match last.first() {
+        Some((key, value)) => {
+            let first_revision = keys::stream_key_revision(key)
+                .ok_or_else(|| StoreError::corrupt("stream key", "short key"))?;
+            let run = StreamRun::decode(value)?;
+            Ok(Some(first_revision + u64::from(run.count) - 1))
+        }
+        None => Ok(None),
+    }
+}
+
+/// One decoded append group; events are moved out as they are read.
+struct LoadedGroup {
+    first_position: u64,
+    group: StoredGroup,
+}
+
+impl LoadedGroup {
+    fn len(&self) -> u64 {
+        self.group.events.len() as u64
+    }
+
+    fn contains_position(&self, position: u64) -> bool {
+        position >= self.first_position && position - self.first_position < self.len()
+    }
+
+    fn last_position(&self) -> u64 {
+        self.first_position + self.len() - 1
+    }
+
+    fn take(&mut self, position: u64) -> RecordedEvent {
+        let offset = position - self.first_position;
+        let event = std::mem::take(&mut self.group.events[offset as usize]);
+        RecordedEvent {
+            stream: self.group.stream.clone(),
+            revision: self.group.first_revision + offset,
+            position,
+            id: event.id,
+            event_type: event.event_type,
+            content_type: event.content_type,
+            data: event.data,
+            metadata: event.metadata,
+            created_unix_ms: self.group.created_unix_ms,
+        }
+    }
+}
+
+fn decode_group(first_position: u64, bytes: &[u8]) -> Result<LoadedGroup, StoreError> {
+    let group: StoredGroup = decode("event group", bytes)?;
+    if group.events.is_empty() {
+        return Err(StoreError::corrupt(
+            "event group",
+            format!("empty group at {first_position}"),
+        ));
+    }
+    Ok(LoadedGroup {
+        first_position,
+        group,
+    })
+}
+
+/// The group with the greatest first position at or below `position` (the one containing it,
+/// or the last group if `position` lies beyond the end).
+fn group_at_or_before(disk: &dyn Disk, position: u64) -> Result<Option<LoadedGroup>, StoreError> {
+    let range = keys::u64_range(keys::EVENTS, 0, position.saturating_add(1));
+    let found = disk.scan(&range, Order::Descending, 1)?;
+    match found.first() {
+        Some((key, value)) => {
+            let first =
+                keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
+            Ok(Some(decode_group(first, value)?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Read access to the event store. Cheap to clone.
+#[derive(Clone)]
+pub struct EventReader {
+    disk: Arc<dyn Disk>,
+}
+
+impl EventReader {
+    pub fn new(disk: Arc<dyn Disk>) -> Self {
+        EventReader { disk }
+    }
+
+    /// The stream's last revision, or `None` if it has no events.
+    pub fn stream_head(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        stream_head(self.disk.as_ref(), stream)
+    }
+
+    /// The `$all` position the next event will get: the number of events applied.
+    pub fn next_position(&self) -> Result<u64, StoreError> {
+        match self.disk.get(keys::APPLIED)? {
+            Some(bytes) => Ok(decode::<AppliedState>("applied state", &bytes)?.next_position),
+            None => Ok(0),
+        }
+    }
+
+    /// The `$all` position of the event with this id, if stored.
+    pub fn position_of_event(&self, id: &uuid::Uuid) -> Result<Option<u64>, StoreError> {
+        match self.disk.get(&keys::event_id_key(id))? {
+            Some(bytes) => Ok(Some(decode_position(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `$all` from `from` (inclusive; backwards from `u64::MAX` means from the end), at most
+    /// `max_count` events.
+    pub fn read_all(&self, from: u64, direction: Direction, max_count: u64) -> AllEvents {
+        AllEvents {
+            disk: self.disk.clone(),
+            next: Some(from),
+            direction,
+            remaining: max_count,
+            current: None,
+        }
+    }
+
+    /// One stream from revision `from` (inclusive; backwards from `u64::MAX` means from the
+    /// end), at most `max_count` events. A stream that does not exist yields nothing.
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max_count: u64,
+    ) -> StreamEvents {
+        StreamEvents {
+            disk: self.disk.clone(),
+            stream: stream.to_owned(),
+            next: Some(from),
+            direction,
+            remaining: max_count,
+            current: None,
+        }
+    }
+}
+
+/// Events of `$all` in position order (or reverse).
+pub struct AllEvents {
+    disk: Arc<dyn Disk>,
+    next: Option<u64>,
+    direction: Direction,
+    remaining: u64,
+    current: Option<LoadedGroup>,
+}
+
+impl AllEvents {
+    fn step(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
+        let Some(mut position) = self.next else {
+            return Ok(None);
+        };
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        if !self
+            .current
+            .as_ref()
+            .is_some_and(|g| g.contains_position(position))
+        {
+            let Some(group) = group_at_or_before(self.disk.as_ref(), position)? else {
+                self.next = None;
+                return Ok(None);
+            };
+            if !group.contains_position(position) {
+                // `position` is past the last event.
+                match self.direction {
+                    Direction::Forwards => {
+                        self.next = None;
+                        return Ok(None);
+                    }
+                    Direction::Backwards => position = group.last_position(),
+                }
+            }
+            self.current = Some(group);
+        }
+        let Some(group) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let event = group.take(position);
+        self.remaining -= 1;
+        self.next = match self.direction {
+            Direction::Forwards => position.checked_add(1),
+            Direction::Backwards => position.checked_sub(1),
+        };
+        Ok(Some(event))
+    }
+}
+
+impl Iterator for AllEvents {
+    type Item = Result<RecordedEvent, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.step() {
+            Ok(Some(event)) => Some(Ok(event)),
+            Ok(None) => None,
+            Err(e) => {
+                self.next = None;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Events of one stream in revision order (or reverse).
+pub struct StreamEvents {
+    disk: Arc<dyn Disk>,
+    stream: String,
+    next: Option<u64>,
+    direction: Direction,
+    remaining: u64,
+    current: Option<LoadedGroup>,
+}
+
+impl StreamEvents {
+    fn contains_revision(group: &LoadedGroup, revision: u64) -> bool {
+        revision >= group.group.first_revision
+            && revision - group.group.first_revision < group.len()
+    }
+
+    /// Loads the append group holding `revision` (or the stream's last group if `revision` is
+    /// past the end); `None` if the stream has none at or below it.
+    fn load(&self, revision: u64) -> Result<Option<LoadedGroup>, StoreError> {
+        let range = keys::stream_range(&self.stream, 0, Some(revision.saturating_add(1)));
+        let found = self.disk.scan(&range, Order::Descending, 1)?;
+        let Some((key, value)) = found.first() else {
+            return Ok(None);
+        };
+        let first_revision = keys::stream_key_revision(key)
+            .ok_or_else(|| StoreError::corrupt("stream key", "short key"))?;
+        let run = StreamRun::decode(value)?;
+        let bytes = self
+            .disk
+            .get(&keys::event_key(run.first_position))?
+            .ok_or_else(|| {
+                StoreError::corrupt(
+                    "stream index",
+                    format!(
+                        "{}@{first_revision} points at missing group {}",
+                        self.stream, run.first_position
+                    ),
+                )
+            })?;
+        let group = decode_group(run.first_position, &bytes)?;
+        if group.group.stream != self.stream
+            || group.group.first_revision != first_revision
+            || group.len() != u64::from(run.count)
+        {
+            return Err(StoreError::corrupt(
+                "stream index",
+                format!("{}@{first_revision} disagrees with its group", self.stream),
+            ));
+        }
+        Ok(Some(group))
+    }
+
+    fn step(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
+        let Some(mut revision) = self.next else {
+            return Ok(None);
+        };
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        if !self
+            .current
+            .as_ref()
+            .is_some_and(|g| Self::contains_revision(g, revision))
+        {
+            let Some(group) = self.load(revision)? else {
+                self.next = None;
+                return Ok(None);
+            };
+            if !Self::contains_revision(&group, revision) {
+                match self.direction {
+                    Direction::Forwards => {
+                        self.next = None;
+                        return Ok(None);
+                    }
+                    Direction::Backwards => revision = group.group.first_revision + group.len() - 1,
+                }
+            }
+            self.current = Some(group);
+        }
+        let Some(group) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let position = group.first_position + (revision - group.group.first_revision);
+        let event = group.take(position);
+        self.remaining -= 1;
+        self.next = match self.direction {
+            Direction::Forwards => revision.checked_add(1),
+            Direction::Backwards => revision.checked_sub(1),
+        };
+        Ok(Some(event))
+    }
+}
+
+impl Iterator for StreamEvents {
+    type Item = Result<RecordedEvent, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.step() {
+            Ok(Some(event)) => Some(Ok(event)),
+            Ok(None) => None,
+            Err(e) => {
+                self.next = None;
+                Some(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The values stored in the keyspace (see `keys` for the keys).
+
+use serde::{Deserialize, Serialize};
+
+use crate::disk::WriteBatch;
+use crate::error::StoreError;
+use crate::keys;
+use crate::types::{LogId, NewEvent, SnapshotMeta, StoredMembership};
+
+/// One append, stored whole under the `$all` position of its first event. Storing the group
+/// rather than each event keeps the apply path at one write per append (plus the id index).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredGroup {
+    pub stream: String,
+    pub first_revision: u64,
+    pub created_unix_ms: u64,
+    pub events: Vec<NewEvent>,
+}
+
+/// Value of a stream-index key: where one append to the stream landed in `$all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRun {
+    pub first_position: u64,
+    pub count: u32,
+}
+
+impl StreamRun {
+    pub fn encode(self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(12);
+        v.extend_from_slice(&self.first_position.to_be_bytes());
+        v.extend_from_slice(&self.count.to_be_bytes());
+        v
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let position: [u8; 8] = bytes
+            .get(0..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| StoreError::corrupt("stream run", "short value"))?;
+        let count: [u8; 4] = bytes
+            .get(8..12)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| StoreError::corrupt("stream run", "short value"))?;
+        Ok(StreamRun {
+            first_position: u64::from_be_bytes(position),
+            count: u32::from_be_bytes(count),
+        })
+    }
+}
+
+pub fn decode_position(bytes: &[u8]) -> Result<u64, StoreError> {
+    let b: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt("event id index", "value is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// The state machine's own progress, written in the same batch as what it describes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    /// The `$all` position the next event will get (= number of events stored).
+    pub next_position: u64,
+}
+
+/// The current snapshot: its metadata and the `$all` position it ends before. Its data is the
+/// prefix of the (append-only) state machine below `end_position`, streamed on demand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub meta: SnapshotMeta,
+    pub end_position: u64,
+}
+
+/// Writes one append group and its index entries. Shared by apply and snapshot install, so an
+/// installed snapshot indexes exactly as applying the log would have.
+pub fn write_group(
+    batch: &mut WriteBatch,
+    first_position: u64,
+    group: &StoredGroup,
+    encoded_group: Vec<u8>,
+) {
+    batch.put(keys::event_key(first_position), encoded_group);
+    let run = StreamRun {
+        first_position,
+        count: group.events.len() as u32,
+    };
+    batch.put(
+        keys::stream_key(&group.stream, group.first_revision),
+        run.encode(),
+    );
+    for (offset, event) in group.events.iter().enumerate() {
+        let position = first_position + offset as u64;
+        batch.put(
+            keys::event_id_key(&event.id),
+            position.to_be_bytes().to_vec(),
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! Snapshot data: the type openraft moves around, its byte format, and the lazy reader that
+//! streams a snapshot straight out of the store.
+//!
+//! The state machine is append-only, so the snapshot at `$all` position P is simply every append
+//! group below P. Building one costs nothing; its bytes are produced only when somebody reads
+//! them, a few groups at a time, so neither side ever holds the store in memory.
+//!
+//! Format: `MAGIC`, then frames `[len: u32 LE][first_position: u64 LE][group: len bytes]` in
+//! position order, then `[0u32][end_position: u64 LE][group_count: u64 LE]`.
+
+use std::io::{self, Cursor, SeekFrom};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
+
+use crate::disk::{Disk, Order};
+use crate::error::StoreError;
+use crate::keys;
+
+pub const MAGIC: &[u8; 8] = b"CAIRNSN1";
+/// Append groups read from the store per chunk of a lazy snapshot. A group is at most
+/// `MAX_APPEND_BYTES`, so a chunk is bounded by this many of those.
+pub const SNAPSHOT_GROUPS_PER_CHUNK: usize = 8;
+
+/// Snapshot bytes: streamed from a store, or spooled to a file or memory while being received.
+pub struct SnapshotData {
+    inner: Inner,
+}
+
+enum Inner {
+    Memory(Cursor<Vec<u8>>),
+    File(tokio::fs::File),
+    Lazy(Box<LazySnapshot>),
+}
+
+impl std::fmt::Debug for SnapshotData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.inner {
+            Inner::Memory(c) => format!("memory({} bytes)", c.get_ref().len()),
+            Inner::File(_) => "file".to_string(),
+            Inner::Lazy(l) => format!("lazy(end_position {})", l.source.end_position),
+        };
+        write!(f, "SnapshotData::{kind}")
+    }
+}
+
+impl SnapshotData {
+    /// An empty in-memory spool (the simulation's disk model uses this).
+    pub fn memory() -> Self {
+        SnapshotData {
+            inner: Inner::Memory(Cursor::new(Vec::new())),
+        }
+    }
+
+    /// A spool on disk.
+    pub fn file(file: std::fs::File) -> Self {
+        SnapshotData {
+            inner: Inner::File(tokio::fs::File::from_std(file)),
+        }
+    }
+
+    pub(crate) fn lazy(source: SnapshotSource) -> Self {
+        SnapshotData {
+            inner: Inner::Lazy(Box::new(LazySnapshot::new(source))),
+        }
+    }
+}
+
+/// Where a lazy snapshot reads from.
+#[derive(Clone)]
+pub(crate) struct SnapshotSource {
+    pub disk: Arc<dyn Disk>,
+    /// Bumped whenever the state machine is replaced; a reader of the old one must stop.
+    pub generation: Arc<AtomicU64>,
+    pub expected_generation: u64,
+    /// The snapshot holds every group below this `$all` position.
+    pub end_position: u64,
+}
+
+enum Stage {
+    Header,
+    Groups { next_position: u64, groups: u64 },
+    Done,
+}
+
+/// Produces the snapshot bytes chunk by chunk.
+struct Generator {
+    stage: Stage,
+    chunk: Vec<u8>,
+    chunk_pos: usize,
+}
+
+impl Generator {
+    fn new() -> Self {
+        Generator {
+            stage: Stage::Header,
+            chunk: Vec::new(),
+            chunk_pos: 0,
+        }
+    }
+
+    fn available(&self) -> &[u8] {
+        &self.chunk[self.chunk_pos..]
+    }
+
+    /// Refills `chunk` with the next piece; leaves it empty at the end of the stream.
+    fn fill(&mut self, source: &SnapshotSource) -> Result<(), StoreError> {
+        self.chunk.clear();
+        self.chunk_pos = 0;
+        match self.stage {
+            Stage::Header => {
+                self.chunk.extend_from_slice(MAGIC);
+                self.stage = Stage::Groups {
+                    next_position: 0,
+                    groups: 0,
+                };
+            }
+            Stage::Groups {
+                mut next_position,
+                mut groups,
+            } => {
+                if source.generation.load(Ordering::Acquire) != source.expected_generation {
+                    return Err(StoreError::SnapshotSourceChanged);
+                }
+                let range = keys::u64_range(keys::EVENTS, next_position, source.end_position);
+                let page = source
+                    .disk
+                    .scan(&range, Order::Ascending, SNAPSHOT_GROUPS_PER_CHUNK)?;
+                if page.is_empty() {
+                    // Contiguity and the end are checked by the receiver, which decodes groups.
+                    self.chunk.extend_from_slice(&0u32.to_le_bytes());
+                    self.chunk
+                        .extend_from_slice(&source.end_position.to_le_bytes());
+                    self.chunk.extend_from_slice(&groups.to_le_bytes());
+                    self.stage = Stage::Done;
+                    return Ok(());
+                }
+                for (key, value) in page {
+                    let position = keys::key_u64(&key)
+                        .ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
+                    let len = u32::try_from(value.len())
+                        .map_err(|_| StoreError::corrupt("event group", "larger than 4 GiB"))?;
+                    self.chunk.extend_from_slice(&len.to_le_bytes());
+                    self.chunk.extend_from_slice(&position.to_le_bytes());
+                    self.chunk.extend_from_slice(&value);
+                    next_position = position + 1;
+                    groups += 1;
+                }
+                self.stage = Stage::Groups {
+                    next_position,
+                    groups,
+                };
+            }
+            Stage::Done => {}
+        }
+        Ok(())
+    }
+}
+
+/// A read-only snapshot generated from the store as it is read. Seeking backwards restarts the
+/// generator; seeking from the end first measures the whole stream (a full pass without
+/// keeping anything), which is why Cairn's own transport streams snapshots without asking for
+/// their length.
+struct LazySnapshot {
+    source: SnapshotSource,
+    generator: Generator,
+    /// Bytes handed out so far (the stream position).
+    offset: u64,
+    total_len: Option<u64>,
+    seek_target: Option<SeekFrom>,
+}
+
+impl LazySnapshot {
+    fn new(source: SnapshotSource) -> Self {
+        LazySnapshot {
+            source,
+            generator: Generator::new(),
+            offset: 0,
+            total_len: None,
+            seek_target: None,
+        }
+    }
+
+    /// Makes bytes available unless the stream has ended.
+    fn ensure_available(&mut self) -> io::Result<()> {
+        while self.generator.available().is_empty() && !matches!(self.generator.stage, Stage::Done)
+        {
+            self.generator.fill(&self.source)?;
+        }
+        Ok(())
+    }
+
+    fn measure(&mut self) -> io::Result<u64> {
+        if let Some(len) = self.total_len {
+            return Ok(len);
+        }
+        let mut generator = Generator::new();
+        let mut len = 0u64;
+        loop {
+            generator.fill(&self.source)?;
+            len += generator.chunk.len() as u64;
+            if matches!(generator.stage, Stage::Done) {
+                break;
+            }
+        }
+        self.total_len = Some(len);
+        Ok(len)
+    }
+
+    fn seek_to(&mut self, target: SeekFrom) -> io::Result<u64> {
+        let absolute = match target {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => self.offset.checked_add_signed(d),
+            SeekFrom::End(d) => self.measure()?.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+        if absolute < self.offset {
+            self.generator = Generator::new();
+            self.offset = 0;
+        }
+        while self.offset < absolute {
+            self.ensure_available()?;
+            let available = self.generator.available().len() as u64;
+            if available == 0 {
+                break; // past the end: reads return nothing, as with a file
+            }
+            let step = available.min(absolute - self.offset);
+            self.generator.chunk_pos += step as usize;
+            self.offset += step;
+        }
+        Ok(absolute)
+    }
+}
+
+impl AsyncRead for SnapshotData {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Memory(c) => Pin::new(c).poll_read(cx, buf),
+            Inner::File(f) => Pin::new(f).poll_read(cx, buf),
+            Inner::Lazy(lazy) => {
+                lazy.ensure_available()?;
+                let available = lazy.generator.available();
+                let n = available.len().min(buf.remaining());
+                buf.put_slice(&available[..n]);
+                lazy.generator.chunk_pos += n;
+                lazy.offset += n as u64;
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a snapshot streamed from the store is read-only",
+    )
+}
+
+impl AsyncWrite for SnapshotData {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            Inner::Memory(c) => Pin::new(c).poll_write(cx, data),
+            Inner::File(f) => Pin::new(f).poll_write(cx, data),
+            Inner::Lazy(_) => Poll::Ready(Err(read_only())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Memory(c) => Pin::new(c).poll_flush(cx),
+            Inner::File(f) => Pin::new(f).poll_flush(cx),
+            Inner::Lazy(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Memory(c) => Pin::new(c).poll_shutdown(cx),
+            Inner::File(f) => Pin::new(f).poll_shutdown(cx),
+            Inner::Lazy(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncSeek for SnapshotData {
+    fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
+        match &mut self.get_mut().inner {
+            Inner::Memory(c) => Pin::new(c).start_seek(position),
+            Inner::File(f) => Pin::new(f).start_seek(position),
+            Inner::Lazy(lazy) => {
+                lazy.seek_target = Some(position);
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        match &mut self.get_mut().inner {
+            Inner::Memory(c) => Pin::new(c).poll_complete(cx),
+            Inner::File(f) => Pin::new(f).poll_complete(cx),
+            Inner::Lazy(lazy) => match lazy.seek_target.take() {
+                Some(target) => Poll::Ready(lazy.seek_to(target)),
+                None => Poll::Ready(Ok(lazy.offset)),
+            },
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Applying commands: validation, idempotency, the expected-revision check, and the writes.
+//!
+//! Everything here is deterministic: the verdict depends only on the command and the stored
+//! state, so every replica reaches the same one. All writes of one `apply` call go into one
+//! atomic batch together with the new applied state; what has not been written yet lives in
+//! small overlays (stream heads, event ids) so later entries of the same call see it.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::disk::{Disk, WriteBatch};
+use crate::error::{decode, encode, StoreError};
+use crate::keys;
+use crate::limits::Limits;
+use crate::read::stream_head;
+use crate::records::{decode_position, write_group, AppliedState, StoredGroup};
+use crate::types::{Append, AppendPosition, AppendRejection, AppendResult, ExpectedRevision};
+
+/// Bytes of pending writes after which an `apply` call writes what it has so far (with the
+/// applied state up to the last finished entry) before going on. Bounds its memory.
+pub const MAX_APPLY_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Accumulates the effects of one `apply` call.
+pub(crate) struct Applier<'a> {
+    disk: &'a dyn Disk,
+    limits: &'a Limits,
+    pub applied: &'a mut AppliedState,
+    batch: WriteBatch,
+    heads: HashMap<String, u64>,
+    ids: HashMap<Uuid, u64>,
+}
+
+fn expected_holds(expected: ExpectedRevision, head: Option<u64>) -> bool {
+    match expected {
+        ExpectedRevision::Any => true,
+        ExpectedRevision::NoStream => head.is_none(),
+        ExpectedRevision::StreamExists => head.is_some(),
+        ExpectedRevision::Exact(revision) => head == Some(revision),
+    }
+}
+
+/// Whether an earlier append whose first event got `first_revision` could have been made with
+/// `expected`: a retry must ask for the same place.
+fn same_place(expected: ExpectedRevision, first_revision: u64) -> bool {
+    match expected {
+        ExpectedRevision::Any => true,
+        ExpectedRevision::NoStream => first_revision == 0,
+        ExpectedRevision::StreamExists => first_revision > 0,
+        ExpectedRevision::Exact(revision) => revision.checked_add(1) == Some(first_revision),
+    }
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(disk: &'a dyn Disk, limits: &'a Limits, applied: &'a mut AppliedState) -> Self {
+        Applier {
+            disk,
+            limits,
+            applied,
+            batch: WriteBatch::default(),
+            heads: HashMap::new(),
+            ids: HashMap::new(),
+        }
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.batch.bytes
+    }
+
+    /// Writes pending changes and the applied state atomically, then forgets the overlays
+    /// (the disk now answers for them).
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.put(keys::APPLIED, encode(&*self.applied)?);
+        self.disk.write(batch)?;
+        self.heads.clear();
+        self.ids.clear();
+        Ok(())
+    }
+
+    fn head(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        match self.heads.get(stream) {
+            Some(&revision) => Ok(Some(revision)),
+            None => stream_head(self.disk, stream),
+        }
+    }
+
+    pub fn append(&mut self, append: Append) -> Result<AppendResult, StoreError> {
+        if let Err(invalid) = self.limits.validate_append(&append) {
+            return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid)));
+        }
+        if let Some(verdict) = self.check_idempotency(&append)? {
+            return Ok(verdict);
+        }
+        let head = self.head(&append.stream)?;
+        if !expected_holds(append.expected, head) {
+            return Ok(AppendResult::WrongExpectedVersion {
+                expected: append.expected,
+                actual: head,
+            });
+        }
+        let count = append.events.len() as u64;
+        let first_revision = head.map_or(0, |h| h + 1);
+        let first_position = self.applied.next_position;
+        let group = StoredGroup {
+            stream: append.stream,
+            first_revision,
+            created_unix_ms: append.created_unix_ms,
+            events: append.events,
+        };
+        let encoded = encode(&group)?;
+        write_group(&mut self.batch, first_position, &group, encoded);
+        for (offset, event) in group.events.iter().enumerate() {
+            self.ids.insert(event.id, first_position + offset as u64);
+        }
+        let last_revision = first_revision + count - 1;
+        let last_position = first_position + count - 1;
+        self.heads.insert(group.stream, last_revision);
+        self.applied.next_position = last_position + 1;
+        Ok(AppendResult::Written(AppendPosition {
+            last_revision,
+            last_position,
+        }))
+    }
+
+    /// `None` when no event id is stored yet (a new append). Otherwise the verdict: an exact
+    /// retry returns the original result and writes nothing; anything else is a conflict.
+    fn check_idempotency(&mut self, append: &Append) -> Result<Option<AppendResult>, StoreError> {
+        let mut found: Vec<(usize, u64)> = Vec::new();
+        let mut in_overlay = false;
+        for (index, event) in append.events.iter().enumerate() {
+            if let Some(&position) = self.ids.get(&event.id) {
+                in_overlay = true;
+                found.push((index, position));
+            } else if let Some(bytes) = self.disk.get(&keys::event_id_key(&event.id))? {
+                found.push((index, decode_position(&bytes)?));
+            }
+        }
+        let Some(&(first_index, first_found)) = found.first() else {
+            return Ok(None);
+        };
+        if in_overlay {
+            // Rare (a retry committed in the same batch as its original): write what is pending
+            // so the stored group can be read back below.
+            self.flush()?;
+        }
+        let count = append.events.len();
+        let start = first_found.wrapping_sub(first_index as u64);
+        let contiguous = found.len() == count
+            && found
+                .iter()
+                .all(|&(index, position)| position == start.wrapping_add(index as u64));
+        if contiguous {
+            if let Some(bytes) = self.disk.get(&keys::event_key(start))? {
+                let group: StoredGroup = decode("event group", &bytes)?;
+                if group.stream == append.stream
+                    && group.events.len() == count
+                    && same_place(append.expected, group.first_revision)
+                {
+                    return Ok(Some(AppendResult::AlreadyWritten(AppendPosition {
+                        last_revision: group.first_revision + count as u64 - 1,
+                        last_position: start + count as u64 - 1,
+                    })));
+                }
+            }
+        }
+        Ok(Some(AppendResult::Rejected(
+            AppendRejection::IdempotencyConflict {
+                id: append.events[first_index].id,
+                position: first_found,
+            },
+        )))
+    }
+}

@@ -1,0 +1,281 @@
+//! The event-store state machine, as openraft's `RaftStateMachine`.
+//!
+//! Its state is append-only (groups by position, the stream index, the event-id index) plus
+//! one record of progress (`AppliedState`) written in the same batch as the changes it
+//! describes. `apply` does not fdatasync: the Raft log is durable, and after a crash openraft
+//! re-applies from the last applied id that survived. A snapshot makes the state durable
+//! before it is recorded, because recording it lets the log below it be purged.
+
+mod apply;
+mod install;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+
+pub use apply::MAX_APPLY_BATCH_BYTES;
+
+use crate::disk::{Disk, WriteBatch};
+use crate::error::{decode, encode, Failed, OrStorage, StoreError};
+use crate::keys;
+use crate::limits::Limits;
+use crate::log_store::sync_async;
+use crate::records::{AppliedState, SnapshotRecord};
+use crate::snapshot::{SnapshotData, SnapshotSource};
+use crate::types::{
+    Command, Entry, LogId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
+};
+
+struct Shared {
+    disk: Arc<dyn Disk>,
+    limits: Limits,
+    /// Bumped when a snapshot replaces the state: lazy readers of the old state stop.
+    generation: Arc<AtomicU64>,
+    /// Serializes writers of the snapshot record (builds run beside `apply`).
+    snapshot_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    fn snapshot_record(&self) -> Result<Option<SnapshotRecord>, StoreError> {
+        match self.disk.get(keys::SNAPSHOT)? {
+            Some(bytes) => Ok(Some(decode("snapshot record", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn snapshot_from(&self, record: SnapshotRecord) -> Snapshot {
+        let source = SnapshotSource {
+            disk: self.disk.clone(),
+            generation: self.generation.clone(),
+            expected_generation: self.generation.load(Ordering::Acquire),
+            end_position: record.end_position,
+        };
+        Snapshot {
+            meta: record.meta,
+            snapshot: Box::new(SnapshotData::lazy(source)),
+        }
+    }
+}
+
+/// The state machine. `apply` takes `&mut self`; reads go through [`crate::EventReader`].
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+    applied: AppliedState,
+}
+
+fn read_applied(disk: &dyn Disk) -> Result<AppliedState, StoreError> {
+    match disk.get(keys::APPLIED)? {
+        Some(bytes) => decode("applied state", &bytes),
+        None => Ok(AppliedState::default()),
+    }
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, first undoing a snapshot install that a crash interrupted.
+    pub fn open(disk: Arc<dyn Disk>, limits: Limits) -> Result<Self, StoreError> {
+        if disk.get(keys::INSTALLING)?.is_some() {
+            tracing::warn!("a snapshot install was interrupted; clearing the state machine");
+            install::clear_state_machine(disk.as_ref())?;
+            let mut batch = WriteBatch::default();
+            batch.delete(keys::APPLIED);
+            batch.delete(keys::SNAPSHOT);
+            batch.delete(keys::INSTALLING);
+            disk.write(batch)?;
+            disk.sync()?;
+        }
+        let applied = read_applied(disk.as_ref())?;
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                disk,
+                limits,
+                generation: Arc::new(AtomicU64::new(0)),
+                snapshot_lock: tokio::sync::Mutex::new(()),
+            }),
+            applied,
+        })
+    }
+
+    /// The last applied log id.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.applied.last_applied
+    }
+
+    /// The `$all` position the next event will get.
+    pub fn next_position(&self) -> u64 {
+        self.applied.next_position
+    }
+
+    async fn install(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: &mut SnapshotData,
+    ) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let disk = shared.disk.as_ref();
+        let _guard = shared.snapshot_lock.lock().await;
+        shared.generation.fetch_add(1, Ordering::AcqRel);
+
+        let mut mark = WriteBatch::default();
+        mark.put(keys::INSTALLING, Vec::new());
+        mark.delete(keys::SNAPSHOT);
+        mark.delete(keys::APPLIED);
+        disk.write(mark)?;
+        sync_async(disk).await?;
+
+        install::clear_state_machine(disk)?;
+        let end_position = install::load_snapshot(disk, &shared.limits, data).await?;
+
+        let applied = AppliedState {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            next_position: end_position,
+        };
+        let record = SnapshotRecord {
+            meta: meta.clone(),
+            end_position,
+        };
+        let mut done = WriteBatch::default();
+        done.put(keys::APPLIED, encode(&applied)?);
+        done.put(keys::SNAPSHOT, encode(&record)?);
+        done.delete(keys::INSTALLING);
+        disk.write(done)?;
+        sync_async(disk).await?;
+        tracing::info!(last_log_id = ?meta.last_log_id, end_position, "installed snapshot");
+        self.applied = applied;
+        Ok(())
+    }
+}
+
+/// Builds snapshots beside `apply`: it captures the applied state when created, and the
+/// append-only store still holds exactly that prefix however far `apply` has gone since.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+    applied: AppliedState,
+}
+
+impl SnapshotBuilder {
+    async fn build(&mut self) -> Result<Snapshot, StoreError> {
+        // The snapshot lets openraft purge the log below it, so what it covers must be durable
+        // first.
+        sync_async(self.shared.disk.as_ref()).await?;
+        let _guard = self.shared.snapshot_lock.lock().await;
+        if let Some(existing) = self.shared.snapshot_record()? {
+            if existing.meta.last_log_id >= self.applied.last_applied {
+                return Ok(self.shared.snapshot_from(existing));
+            }
+        }
+        let last_log_id = self.applied.last_applied;
+        let end_position = self.applied.next_position;
+        let snapshot_id = match last_log_id {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, end_position),
+            None => format!("none-{end_position}"),
+        };
+        let record = SnapshotRecord {
+            meta: SnapshotMeta {
+                last_log_id,
+                last_membership: self.applied.membership.clone(),
+                snapshot_id,
+            },
+            end_position,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(keys::SNAPSHOT, encode(&record)?);
+        self.shared.disk.write(batch)?;
+        sync_async(self.shared.disk.as_ref()).await?;
+        tracing::info!(?last_log_id, end_position, "built snapshot");
+        Ok(self.shared.snapshot_from(record))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        self.build().await.or_storage(Failed::WriteSnapshot)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.applied.last_applied, self.applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let shared = self.shared.clone();
+        let mut applier =
+            apply::Applier::new(shared.disk.as_ref(), &shared.limits, &mut self.applied);
+        let mut responses = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id;
+            if let Some(last) = applier.applied.last_applied {
+                if log_id.index <= last.index {
+                    return Err(StoreError::corrupt(
+                        "apply order",
+                        format!("entry {log_id} applied after {last}"),
+                    ))
+                    .or_storage(Failed::WriteStateMachine);
+                }
+            }
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::Empty,
+                EntryPayload::Normal(Command::Append(append)) => Response::Append(
+                    applier
+                        .append(append)
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Membership(membership) => {
+                    applier.applied.membership = StoredMembership::new(Some(log_id), membership);
+                    Response::Empty
+                }
+            };
+            applier.applied.last_applied = Some(log_id);
+            responses.push(response);
+            if applier.pending_bytes() >= MAX_APPLY_BATCH_BYTES {
+                applier.flush().or_storage(Failed::WriteStateMachine)?;
+            }
+        }
+        applier.flush().or_storage(Failed::WriteStateMachine)?;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+            applied: self.applied.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        let spool = self
+            .shared
+            .disk
+            .snapshot_spool()
+            .or_storage(Failed::WriteSnapshot)?;
+        Ok(Box::new(spool))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        mut snapshot: Box<SnapshotData>,
+    ) -> Result<(), StorageError> {
+        self.install(meta, &mut snapshot)
+            .await
+            .or_storage(Failed::WriteSnapshot)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let record = self
+            .shared
+            .snapshot_record()
+            .or_storage(Failed::ReadSnapshot)?;
+        Ok(record.map(|r| self.shared.snapshot_from(r)))
+    }
+}

@@ -1,0 +1,194 @@
+//! Raft type configuration, the commands the state machine applies, their responses, and the
+//! event types as written and as recorded.
+
+use std::fmt;
+
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::limits::InvalidInput;
+use crate::snapshot::SnapshotData;
+
+/// A node's id in the cluster.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// Cairn's Raft types. The runtime is tokio; the simulation (issue 5) swaps in a runtime
+    /// whose randomness comes from the seed.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = NodeId,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = SnapshotData,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// Media type of an event's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ContentType {
+    #[default]
+    Json,
+    Binary,
+}
+
+impl ContentType {
+    pub fn as_mime(self) -> &'static str {
+        match self {
+            ContentType::Json => "application/json",
+            ContentType::Binary => "application/octet-stream",
+        }
+    }
+}
+
+/// An event as the client writes it.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// Chosen by the client; the key of idempotency.
+    pub id: Uuid,
+    pub event_type: String,
+    pub content_type: ContentType,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub metadata: Vec<u8>,
+}
+
+impl fmt::Debug for NewEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewEvent")
+            .field("id", &self.id)
+            .field("type", &self.event_type)
+            .field("data_bytes", &self.data.len())
+            .field("metadata_bytes", &self.metadata.len())
+            .finish()
+    }
+}
+
+/// An event as the store recorded it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    pub stream: String,
+    /// 0-based, gapless within the stream.
+    pub revision: u64,
+    /// 0-based, gapless across the store: the order of `$all`.
+    pub position: u64,
+    pub id: Uuid,
+    pub event_type: String,
+    pub content_type: ContentType,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub metadata: Vec<u8>,
+    /// Milliseconds since the Unix epoch, assigned by the leader when it proposed the append.
+    pub created_unix_ms: u64,
+}
+
+impl fmt::Debug for RecordedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordedEvent")
+            .field("stream", &self.stream)
+            .field("revision", &self.revision)
+            .field("position", &self.position)
+            .field("id", &self.id)
+            .field("type", &self.event_type)
+            .field("data_bytes", &self.data.len())
+            .finish()
+    }
+}
+
+/// The optimistic-concurrency condition of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedRevision {
+    /// No condition.
+    Any,
+    /// The stream must have no events.
+    NoStream,
+    /// The stream must have at least one event.
+    StreamExists,
+    /// The stream's last event must have exactly this revision.
+    Exact(u64),
+}
+
+impl fmt::Display for ExpectedRevision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedRevision::Any => f.write_str("any"),
+            ExpectedRevision::NoStream => f.write_str("no-stream"),
+            ExpectedRevision::StreamExists => f.write_str("exists"),
+            ExpectedRevision::Exact(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+/// Append events to one stream, atomically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Append {
+    pub stream: String,
+    pub expected: ExpectedRevision,
+    pub events: Vec<NewEvent>,
+    /// Set once by the leader when it proposes; every replica records this value, so created
+    /// times never come from a follower's clock.
+    pub created_unix_ms: u64,
+}
+
+/// A command carried by the Raft log and applied by the state machine.
+///
+/// Postcard encodes the variant by its index: new commands (stream metadata, deletes,
+/// multi-stream appends) are added at the end, never reordered, so old logs stay readable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Append(Append),
+}
+
+/// Where the last event of a successful append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendPosition {
+    /// Revision of the last event written: what to pass as the next expected revision.
+    pub last_revision: u64,
+    /// `$all` position of the last event written: the minimum position for read-your-writes.
+    pub last_position: u64,
+}
+
+/// Why a well-formed append was refused by the state machine (other than a version conflict).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AppendRejection {
+    #[error("invalid append: {0}")]
+    Invalid(InvalidInput),
+    /// Some of the event ids are already stored, but the request is not an exact retry of the
+    /// append that stored them (different ids, order, stream, or place).
+    #[error("event id {id} is already stored at position {position}, and this append is not an exact retry of the append that stored it")]
+    IdempotencyConflict { id: Uuid, position: u64 },
+}
+
+/// The verdict of an append, reached identically on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendResult {
+    Written(AppendPosition),
+    /// An exact retry of an append that was already written: nothing new was written.
+    AlreadyWritten(AppendPosition),
+    /// The condition did not hold. `actual` is the stream's last revision (`None`: no stream).
+    WrongExpectedVersion {
+        expected: ExpectedRevision,
+        actual: Option<u64>,
+    },
+    Rejected(AppendRejection),
+}
+
+/// What applying one log entry produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A blank or membership entry: nothing for a client.
+    Empty,
+    Append(AppendResult),
+}
