@@ -195,7 +195,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
         match self.disk.get(keys::VOTE).or_storage(Failed::ReadVote)? {
-            Some(bytes) => decode("vote", &bytes).or_storage(Failed::ReadVote),
+            Some(bytes) => decode::<Vote>("vote", &bytes)
+                .map(Some)
+                .or_storage(Failed::ReadVote),
             None => Ok(None),
         }
     }

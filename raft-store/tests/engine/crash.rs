@@ -1,0 +1,228 @@
+//! Crashes: only what was never reported durable may be lost.
+
+use cairn_raft_store::disk::{Disk, MemDisk, MemFaults, SledDisk, SledOptions};
+use cairn_raft_store::{open_store, Entry, ExpectedRevision as E, Limits, Vote};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::{EntryPayload, RaftLogReader};
+
+use crate::common::*;
+
+fn log_entries(from: u64, to: u64) -> Vec<Entry> {
+    (from..=to)
+        .map(|i| Entry {
+            log_id: log_id(i),
+            payload: EntryPayload::Normal(append(&format!("s{}", i % 3), E::Any, events(2))),
+        })
+        .collect()
+}
+
+/// Re-applies the log after the state machine's last applied index, as openraft does on start.
+async fn recover(s: &mut TestStore) {
+    let from = s
+        .store
+        .state_machine
+        .last_applied()
+        .map_or(1, |l| l.index + 1);
+    let entries = s.store.log.try_get_log_entries(from..).await.unwrap();
+    s.sm().apply(entries).await.unwrap();
+}
+
+#[test]
+fn a_crash_loses_only_writes_never_reported_durable() {
+    run(async {
+        let disk = MemDisk::new();
+        let mut s = TestStore::on(disk.clone(), None);
+        s.store.log.save_vote(&Vote::new(3, 1)).await.unwrap();
+        let entries = log_entries(1, 10);
+        s.store.log.blocking_append(entries.clone()).await.unwrap();
+        // Applying does not sync: the state machine's writes are still in flight.
+        s.sm().apply(entries).await.unwrap();
+        assert!(disk.unflushed_batches() > 0);
+        let before = s.all();
+        assert_eq!(before.len(), 20);
+
+        disk.crash(0);
+        let mut s = TestStore::on(disk.clone(), None);
+        assert_eq!(
+            s.store.log.read_vote().await.unwrap(),
+            Some(Vote::new(3, 1)),
+            "vote was durable"
+        );
+        let state = s.store.log.get_log_state().await.unwrap();
+        assert_eq!(
+            state.last_log_id,
+            Some(log_id(10)),
+            "every reported log entry survived"
+        );
+        assert_eq!(
+            s.store.state_machine.last_applied(),
+            None,
+            "unsynced apply was lost"
+        );
+        recover(&mut s).await;
+        assert_eq!(
+            s.all(),
+            before,
+            "re-applying the log restores the same state"
+        );
+    });
+}
+
+#[test]
+fn a_crash_keeping_any_prefix_of_unflushed_batches_leaves_a_consistent_store() {
+    run(async {
+        for survivors in 0..6 {
+            let disk = MemDisk::new();
+            let mut s = TestStore::on(disk.clone(), None);
+            let entries = log_entries(1, 5);
+            s.store.log.blocking_append(entries.clone()).await.unwrap();
+            for entry in entries {
+                s.sm().apply(vec![entry]).await.unwrap();
+            }
+            let full = s.all();
+            disk.crash(survivors);
+            let mut s = TestStore::on(disk.clone(), None);
+            let applied = s.store.state_machine.last_applied().map_or(0, |l| l.index);
+            assert_eq!(
+                applied,
+                survivors.min(5) as u64,
+                "applied state moves with its writes"
+            );
+            assert_eq!(s.all().len() as u64, applied * 2, "whole appends only");
+            recover(&mut s).await;
+            assert_eq!(s.all(), full, "survivors={survivors}");
+        }
+    });
+}
+
+#[test]
+fn a_failed_sync_is_reported_and_never_acknowledged() {
+    run(async {
+        let disk = MemDisk::new();
+        let mut s = TestStore::on(disk.clone(), None);
+        s.store
+            .log
+            .blocking_append(log_entries(1, 2))
+            .await
+            .unwrap();
+        disk.set_faults(MemFaults {
+            fail_syncs: true,
+            ..Default::default()
+        });
+        let err = s.store.log.blocking_append(log_entries(3, 4)).await;
+        assert!(err.is_err(), "append must report the failed sync");
+        assert!(s.store.log.save_vote(&Vote::new(9, 1)).await.is_err());
+        disk.crash(0);
+        let mut s = TestStore::on(disk, None);
+        let state = s.store.log.get_log_state().await.unwrap();
+        assert_eq!(
+            state.last_log_id,
+            Some(log_id(2)),
+            "only acknowledged entries remain"
+        );
+        assert_eq!(s.store.log.read_vote().await.unwrap(), None);
+    });
+}
+
+#[test]
+fn failing_writes_are_errors_not_panics() {
+    run(async {
+        let disk = MemDisk::new();
+        let mut s = TestStore::on(disk.clone(), None);
+        disk.set_faults(MemFaults {
+            fail_writes: true,
+            fail_reads: true,
+            ..Default::default()
+        });
+        assert!(s
+            .store
+            .log
+            .blocking_append(log_entries(1, 1))
+            .await
+            .is_err());
+        assert!(s.sm().apply(log_entries(1, 1)).await.is_err());
+        assert!(s
+            .store
+            .reader
+            .read_all(0, cairn_raft_store::Direction::Forwards, 1)
+            .next()
+            .unwrap()
+            .is_err());
+    });
+}
+
+#[test]
+fn sled_reopened_after_drop_keeps_every_acknowledged_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = run(async {
+        let disk = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+        let mut store = open_store(disk.clone(), Limits::default()).unwrap();
+        store.log.save_vote(&Vote::new(2, 1)).await.unwrap();
+        for i in 1..=50 {
+            store.log.blocking_append(log_entries(i, i)).await.unwrap();
+        }
+        // A large entry goes to one of sled's blob files, which sled itself never syncs.
+        let mut big = events(1);
+        big[0].data = vec![b'b'; 600 * 1024];
+        store
+            .log
+            .blocking_append(vec![Entry {
+                log_id: log_id(51),
+                payload: EntryPayload::Normal(append("big", E::Any, big)),
+            }])
+            .await
+            .unwrap();
+        store
+            .state_machine
+            .apply(store.log.try_get_log_entries(1..=51).await.unwrap())
+            .await
+            .unwrap();
+        let all: Vec<_> = store
+            .reader
+            .read_all(0, cairn_raft_store::Direction::Forwards, u64::MAX)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        disk.sync().unwrap();
+        all
+    });
+    run(async {
+        let disk = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+        let mut store = open_store(disk, Limits::default()).unwrap();
+        assert_eq!(store.log.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+        let entries = store.log.try_get_log_entries(1..).await.unwrap();
+        assert_eq!(entries.len(), 51);
+        assert_eq!(entries.last().unwrap().log_id, log_id(51));
+        let all: Vec<_> = store
+            .reader
+            .read_all(0, cairn_raft_store::Direction::Forwards, u64::MAX)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(all, expected);
+        assert_eq!(all.last().unwrap().data.len(), 600 * 1024);
+    });
+}
+
+#[test]
+fn truncate_and_purge_leave_no_holes() {
+    for (name, make) in both() {
+        run(async {
+            let mut s = make();
+            s.store
+                .log
+                .blocking_append(log_entries(1, 20))
+                .await
+                .unwrap();
+            s.store.log.truncate(log_id(15)).await.unwrap();
+            s.store.log.purge(log_id(4)).await.unwrap();
+            let state = s.store.log.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, Some(log_id(4)), "{name}");
+            assert_eq!(state.last_log_id, Some(log_id(14)), "{name}");
+            let entries = s.store.log.try_get_log_entries(0..100).await.unwrap();
+            let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+            assert_eq!(indexes, (5..=14).collect::<Vec<_>>(), "{name}");
+            let limited = s.store.log.limited_get_log_entries(5, 15).await.unwrap();
+            assert_eq!(limited.len(), 10, "{name}");
+            s.disk.sync().unwrap();
+        });
+    }
+}

@@ -1,0 +1,10 @@
+//! Engine tests: one test binary (link time is the slow part of a build here), one module per
+//! concern.
+
+mod common;
+mod crash;
+mod limits;
+mod reads;
+mod semantics;
+mod snapshot;
+mod suite;

@@ -1,0 +1,37 @@
+//! openraft's storage conformance suite, against both disks.
+
+use cairn_raft_store::disk::{MemDisk, SledDisk, SledOptions};
+use cairn_raft_store::{open_store, Limits, LogStore, StateMachineStore, StorageError, TypeConfig};
+use openraft::testing::{StoreBuilder, Suite};
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = SledDisk::open(dir.path(), SledOptions::default()).expect("open sled");
+        let store = open_store(disk, Limits::default()).expect("open store");
+        Ok((dir, store.log, store.state_machine))
+    }
+}
+
+struct MemBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for MemBuilder {
+    async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError> {
+        let store = open_store(MemDisk::new(), Limits::default()).expect("open store");
+        Ok(((), store.log, store.state_machine))
+    }
+}
+
+#[test]
+fn openraft_suite_passes_on_sled() -> Result<(), StorageError> {
+    Suite::test_all(SledBuilder)
+}
+
+#[test]
+fn openraft_suite_passes_on_the_memory_model() -> Result<(), StorageError> {
+    Suite::test_all(MemBuilder)
+}
