@@ -66,6 +66,7 @@ pub(crate) enum Failed {
     WriteSnapshot,
 }
 
+#[allow(clippy::result_large_err)]
 pub(crate) fn to_storage_error(failed: Failed, e: impl Into<StoreError>) -> StorageError {
     let source = AnyError::new(&e.into());
     let io = match failed {
@@ -80,7 +81,9 @@ pub(crate) fn to_storage_error(failed: Failed, e: impl Into<StoreError>) -> Stor
     io.into()
 }
 
-/// `result.or_storage(Failed::X)?` inside openraft trait methods.
+/// `result.or_storage(Failed::X)?` inside openraft trait methods. The error type is openraft's,
+/// so its size is not ours to choose.
+#[allow(clippy::result_large_err)]
 pub(crate) trait OrStorage<T> {
     fn or_storage(self, failed: Failed) -> Result<T, StorageError>;
 }

@@ -7,12 +7,10 @@
 //! writes on a simulated crash and can fail I/O on demand.
 //!
 //! ```
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use cairn_raft_store::{disk::MemDisk, open_store, Direction, Limits};
-//! let store = open_store(MemDisk::new(), Limits::default())?;
-//! let events: Vec<_> = store.reader.read_all(0, Direction::Forwards, 10).collect();
-//! assert!(events.is_empty());
-//! # Ok(()) }
+//! let store = open_store(MemDisk::new(), Limits::default()).expect("open");
+//! assert_eq!(store.reader.next_position().expect("read"), 0);
+//! assert!(store.reader.read_all(0, Direction::Forwards, 10).next().is_none());
 //! ```
 
 pub mod disk;

@@ -130,7 +130,10 @@ pub fn run<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// Makes a fresh store.
+pub type MakeStore = fn() -> TestStore;
+
 /// Both disks, for tests that must hold on each.
-pub fn both() -> [(&'static str, fn() -> TestStore); 2] {
+pub fn both() -> [(&'static str, MakeStore); 2] {
     [("mem", TestStore::mem), ("sled", TestStore::sled)]
 }

@@ -27,11 +27,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for MemBuilder {
 }
 
 #[test]
-fn openraft_suite_passes_on_sled() -> Result<(), StorageError> {
-    Suite::test_all(SledBuilder)
+fn openraft_suite_passes_on_sled() {
+    Suite::test_all(SledBuilder).expect("openraft storage suite on sled");
 }
 
 #[test]
-fn openraft_suite_passes_on_the_memory_model() -> Result<(), StorageError> {
-    Suite::test_all(MemBuilder)
+fn openraft_suite_passes_on_the_memory_model() {
+    Suite::test_all(MemBuilder).expect("openraft storage suite on the memory model");
 }
