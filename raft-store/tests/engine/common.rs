@@ -5,9 +5,9 @@ use std::sync::Arc;
 use cairn_raft_store::disk::{Disk, MemDisk, SledDisk, SledOptions};
 use cairn_raft_store::{
     open_store, Append, AppendResult, Command, ContentType, Direction, Entry, ExpectedRevision,
-    Limits, LogId, NewEvent, RecordedEvent, Response, StateMachineStore, Store,
+    Limits, LogId, NewEvent, RecordedEvent, Response, Snapshot, StateMachineStore, Store,
 };
-use openraft::storage::RaftStateMachine;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload};
 use uuid::Uuid;
 
@@ -98,6 +98,15 @@ impl TestStore {
                 other => panic!("unexpected response {other:?}"),
             })
             .collect()
+    }
+
+    pub async fn build_snapshot(&mut self) -> Snapshot {
+        self.sm()
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build snapshot")
     }
 
     pub async fn apply(&mut self, command: Command) -> AppendResult {

@@ -5,7 +5,7 @@ use cairn_raft_store::{
     AppendPosition, AppendResult, Direction, ExpectedRevision as E, NewEvent, RecordedEvent,
     Snapshot,
 };
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::storage::RaftStateMachine;
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
@@ -64,13 +64,7 @@ fn a_snapshot_of_100k_events_installs_on_empty_and_stale_stores_identically() {
             EVENTS_TOTAL / EVENTS_PER_APPEND / 10..EVENTS_TOTAL / EVENTS_PER_APPEND,
         )
         .await;
-        let snapshot = source
-            .sm()
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = source.build_snapshot().await;
         assert_eq!(
             snapshot.meta.last_log_id,
             source.store.state_machine.last_applied()
@@ -159,13 +153,7 @@ fn a_corrupt_snapshot_is_rejected_and_a_restart_comes_back_empty() {
         fill(&mut target, 0..3).await;
         let mut source = TestStore::mem();
         fill(&mut source, 0..5).await;
-        let snapshot = source
-            .sm()
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = source.build_snapshot().await;
 
         // Only the first 1000 bytes arrive.
         let mut bytes = Vec::new();
