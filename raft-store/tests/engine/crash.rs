@@ -226,3 +226,113 @@ fn truncate_and_purge_leave_no_holes() {
         });
     }
 }
+
+/// Where the SIGKILL child writes; set only in the child process.
+const CHILD_DIR_ENV: &str = "CAIRN_TEST_SIGKILL_CHILD_DIR";
+
+fn numbered_entry(i: u64) -> Entry {
+    Entry {
+        log_id: log_id(i),
+        payload: EntryPayload::Normal(append(&format!("s-{i}"), E::Any, events(3))),
+    }
+}
+
+/// The child half of `sled_keeps_every_acknowledged_entry_across_sigkill`: appends entries
+/// forever, printing each index once the store reports it durable. Ignored in normal runs.
+#[test]
+#[ignore = "run as a child process by sled_keeps_every_acknowledged_entry_across_sigkill"]
+fn sigkill_child_appends_until_killed() {
+    use std::io::Write;
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
+        return;
+    };
+    run(async {
+        let disk = SledDisk::open(dir, SledOptions::default()).unwrap();
+        let mut store = open_store(disk, Limits::default()).unwrap();
+        let mut stdout = std::io::stdout();
+        for i in 1.. {
+            let entry = numbered_entry(i);
+            store
+                .log
+                .blocking_append(vec![entry.clone()])
+                .await
+                .unwrap();
+            writeln!(stdout, "acked {i}").unwrap();
+            stdout.flush().unwrap();
+            store.state_machine.apply(vec![entry]).await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn sled_keeps_every_acknowledged_entry_across_sigkill() {
+    use std::io::BufRead;
+    const ACKS_BEFORE_KILL: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash::sigkill_child_appends_until_killed",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut last_acked = 0u64;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("acked ") {
+            last_acked = n.parse().unwrap();
+            if last_acked >= ACKS_BEFORE_KILL {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(
+        last_acked >= ACKS_BEFORE_KILL,
+        "child stopped early at {last_acked}"
+    );
+
+    run(async {
+        let disk = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+        let mut store = open_store(disk, Limits::default()).unwrap();
+        let entries = store.log.try_get_log_entries(1..).await.unwrap();
+        assert!(
+            entries.len() as u64 >= last_acked,
+            "{} entries survived, {last_acked} were acknowledged",
+            entries.len()
+        );
+        for (i, entry) in (1..).zip(&entries) {
+            assert_eq!(entry.log_id, log_id(i), "no hole in the log");
+            let EntryPayload::Normal(cairn_raft_store::Command::Append(a)) = &entry.payload else {
+                panic!("entry {i} is not an append");
+            };
+            assert_eq!(
+                a.stream,
+                format!("s-{i}"),
+                "entry {i} holds what was written"
+            );
+        }
+        // The state machine may lag the log; re-applying brings it to the same place.
+        let from = store
+            .state_machine
+            .last_applied()
+            .map_or(1, |l| l.index + 1);
+        let rest = store.log.try_get_log_entries(from..).await.unwrap();
+        store.state_machine.apply(rest).await.unwrap();
+        let all: Vec<_> = store
+            .reader
+            .read_all(0, cairn_raft_store::Direction::Forwards, u64::MAX)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(all.len(), entries.len() * 3);
+        assert!(all.iter().enumerate().all(|(p, e)| e.position == p as u64));
+    });
+}
