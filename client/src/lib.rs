@@ -1,4 +1,59 @@
 //! # cairn-client
 //!
-//! The public gRPC contract (`client/proto`) and the Rust client library. Not built yet: it
-//! arrives with the issue "The cairn server".
+//! The public gRPC contract of Cairn ([`proto`]) and the Rust client library: append events
+//! to streams with optimistic concurrency, read streams and `$all`, ask for cluster status.
+//! The client follows the Raft leader and retries appends safely (a retry reuses the event
+//! ids, which the server deduplicates). See `DESIGN.md` for the rules and the limits.
+//!
+//! ```no_run
+//! use cairn_client::{Client, Error, EventData, ExpectedRevision, ReadOptions};
+//! use tokio_stream::StreamExt;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Error> {
+//! let client = Client::connect(["http://127.0.0.1:2113"])?;
+//!
+//! let placed = EventData::json(
+//!     "OrderPlaced",
+//!     &serde_json::json!({ "order": "order-42", "total_cents": 1999 }),
+//! )?;
+//! match client.append("order-42", ExpectedRevision::NoStream, vec![placed]).await {
+//!     Ok(written) => println!("written as revision {}", written.last_revision),
+//!     Err(Error::WrongExpectedVersion { actual, .. }) => {
+//!         println!("order-42 was already placed (last revision {actual:?})")
+//!     }
+//!     Err(other) => return Err(other),
+//! }
+//!
+//! let mut events = client.read_stream("order-42", ReadOptions::forwards()).await?;
+//! while let Some(event) = events.next().await {
+//!     let event = event?;
+//!     let body: serde_json::Value = event.json()?;
+//!     println!("{} {} {body}", event.revision, event.event_type);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod endpoints;
+mod error;
+mod event;
+mod read;
+
+pub use client::{
+    AppendResult, Client, ClientConfig, DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS,
+    DEFAULT_REQUEST_TIMEOUT_MS, RETRY_BACKOFF_INITIAL_MS, RETRY_BACKOFF_MAX_MS,
+};
+pub use endpoints::{ChannelFactory, CONNECT_TIMEOUT_MS, MAX_ENDPOINTS};
+pub use error::{Error, LEADER_METADATA_KEY};
+pub use event::{ContentType, EventData, ExpectedRevision, RecordedEvent};
+pub use read::{Direction, EventStream, ReadConsistency, ReadFrom, ReadOptions, ALL_STREAM};
+
+/// Generated from `proto/cairn/v1/cairn.proto`.
+pub mod proto {
+    tonic::include_proto!("cairn.v1");
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,11 @@
 //! # cairn-node
 //!
-//! The Cairn server (gRPC API, Raft network, cluster) and the `cairn` binary. Not built yet:
-//! this crate exists so the workspace has the layout of the design; the server arrives with
-//! the issue "The cairn server".
+//! The Cairn server: openraft over tonic between nodes (`network`), the public gRPC services
+//! (`api`), and the wiring that runs a node (`app`). The `cairn` binary (server and command
+//! line) lives in `main.rs` and `cli/`.
+
+pub mod api;
+pub mod app;
+pub mod network;
+
+pub use app::{run, NodeSetup};

@@ -1,0 +1,389 @@
+//! The client: appends that follow the leader and retry safely, reads, cluster status.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::endpoints::{ChannelFactory, Endpoints, Node};
+use crate::error::{classify, Error, Failure};
+use crate::event::{EventData, ExpectedRevision};
+use crate::proto;
+use crate::proto::cluster_client::ClusterClient;
+use crate::proto::streams_client::StreamsClient;
+use crate::read::{event_stream, EventStream, ReadConsistency, ReadOptions, ALL_STREAM};
+
+/// Where a default client connects: the first node of `cairn dev`.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2113";
+/// Default bound on each attempt of a call (and on each wait for the next event of a read).
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Default number of attempts of an append; with the backoff below, about 8 s of trying,
+/// enough to ride out a leader election.
+pub const DEFAULT_MAX_APPEND_ATTEMPTS: u32 = 20;
+/// First pause between attempts; doubles on each retry up to [`RETRY_BACKOFF_MAX_MS`].
+pub const RETRY_BACKOFF_INITIAL_MS: u64 = 20;
+/// Longest pause between attempts.
+pub const RETRY_BACKOFF_MAX_MS: u64 = 500;
+
+/// How a [`Client`] connects and how hard it tries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Node URLs (`http://host:port`); reads and status try them in this order.
+    pub endpoints: Vec<String>,
+    /// Bound on each attempt; also the connect timeout when below [`crate::CONNECT_TIMEOUT_MS`].
+    pub request_timeout: Duration,
+    /// Attempts of an append (and of opening a read) before giving up with `Unavailable`.
+    pub max_append_attempts: u32,
+    /// Ask followers to answer "not the leader, it is there" instead of forwarding appends:
+    /// the client then talks to the leader directly, saving a hop on every later append.
+    pub leader_only: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            endpoints: vec![DEFAULT_ENDPOINT.to_owned()],
+            request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
+            max_append_attempts: DEFAULT_MAX_APPEND_ATTEMPTS,
+            leader_only: true,
+        }
+    }
+}
+
+/// The outcome of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AppendResult {
+    /// Revision of the last event written: the expected revision of the next append.
+    pub last_revision: u64,
+    /// `$all` position of the last event written: the minimum position for read-your-writes.
+    pub last_position: u64,
+    /// This was a retry of an append that had already landed; nothing new was written.
+    pub already_written: bool,
+}
+
+/// A handle on a Cairn cluster. Cheap to clone; clones share channels and the known leader.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Endpoints,
+    request_timeout: Duration,
+    max_attempts: u32,
+    leader_only: bool,
+    /// Highest `$all` position this client has written; shared by clones.
+    last_position: Mutex<Option<u64>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let endpoints: Vec<String> = self
+            .inner
+            .endpoints
+            .all()
+            .iter()
+            .map(|node| node.url.clone())
+            .collect();
+        f.debug_struct("Client")
+            .field("endpoints", &endpoints)
+            .field(
+                "leader",
+                &self.inner.endpoints.leader().map(|node| node.url.clone()),
+            )
+            .field("request_timeout", &self.inner.request_timeout)
+            .field("max_append_attempts", &self.inner.max_attempts)
+            .field("leader_only", &self.inner.leader_only)
+            .finish()
+    }
+}
+
+/// The pause before retry number `retry` (0-based): exponential, capped. No jitter on
+/// purpose: the simulation replays a run from its seed, and OS randomness would break that.
+pub(crate) fn backoff(retry: u32) -> Duration {
+    let factor = 1u64.checked_shl(retry).unwrap_or(u64::MAX);
+    Duration::from_millis(
+        RETRY_BACKOFF_INITIAL_MS
+            .saturating_mul(factor)
+            .min(RETRY_BACKOFF_MAX_MS),
+    )
+}
+
+impl Client {
+    /// A client with default settings for these endpoints. Not async: nothing connects until
+    /// the first call, and a node that is down now may be up by then.
+    pub fn connect<I, S>(endpoints: I) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Client::with_config(ClientConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            ..ClientConfig::default()
+        })
+    }
+
+    pub fn with_config(config: ClientConfig) -> Result<Client, Error> {
+        Client::with_channel_factory(config, Endpoint::connect_lazy)
+    }
+
+    /// Like [`Client::with_config`], with the caller building each channel (the simulation
+    /// connects over its own network this way). Called once per endpoint, on first use.
+    pub fn with_channel_factory<F>(config: ClientConfig, factory: F) -> Result<Client, Error>
+    where
+        F: Fn(&Endpoint) -> Channel + Send + Sync + 'static,
+    {
+        if config.request_timeout.is_zero() {
+            return Err(Error::InvalidArgument(
+                "request_timeout: must be above zero".to_owned(),
+            ));
+        }
+        if config.max_append_attempts == 0 {
+            return Err(Error::InvalidArgument(
+                "max_append_attempts: must be at least 1".to_owned(),
+            ));
+        }
+        let factory: Arc<ChannelFactory> = Arc::new(factory);
+        let endpoints = Endpoints::new(&config.endpoints, config.request_timeout, factory)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoints,
+                request_timeout: config.request_timeout,
+                max_attempts: config.max_append_attempts,
+                leader_only: config.leader_only,
+                last_position: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Appends `events` atomically if `expected` holds.
+    ///
+    /// Retries the very same request (same event ids, so the server deduplicates it) on
+    /// transport errors, timeouts and "not the leader", following the leader's address when a
+    /// follower gives it. A wrong expected version is returned at once, never retried.
+    #[tracing::instrument(level = "debug", skip(self, events), fields(events = events.len()))]
+    pub async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, Error> {
+        let request = proto::AppendRequest {
+            stream: stream.to_owned(),
+            expected: Some(expected.into()),
+            events: events.into_iter().map(Into::into).collect(),
+            leader_only: self.inner.leader_only,
+        };
+        let timeout = self.inner.request_timeout;
+        let start = self.inner.endpoints.leader_or_first();
+        let (response, node) = self
+            .with_retries("append", stream, start, |channel| {
+                let mut request = Request::new(request.clone());
+                // Lets the server give up too, instead of working for a caller who left.
+                request.set_timeout(timeout);
+                async move {
+                    let response = StreamsClient::new(channel).append(request).await?;
+                    Ok(response.into_inner())
+                }
+            })
+            .await?;
+        if self.inner.leader_only {
+            // Only the leader answers a leader-only append.
+            self.inner.endpoints.set_leader(&node);
+        }
+        match response.result {
+            Some(proto::append_response::Result::Success(success)) => {
+                self.record_position(success.last_position);
+                Ok(AppendResult {
+                    last_revision: success.last_revision,
+                    last_position: success.last_position,
+                    already_written: success.already_written,
+                })
+            }
+            Some(proto::append_response::Result::WrongExpectedVersion(wrong)) => {
+                Err(Error::WrongExpectedVersion {
+                    stream: stream.to_owned(),
+                    expected,
+                    actual: wrong.actual_revision,
+                })
+            }
+            None => Err(Error::Internal(format!(
+                "append to {stream:?}: {} answered without a result",
+                node.url
+            ))),
+        }
+    }
+
+    /// Reads one stream. An empty stream is `Error::StreamNotFound`.
+    pub async fn read_stream(
+        &self,
+        stream: &str,
+        options: ReadOptions,
+    ) -> Result<EventStream, Error> {
+        self.read(stream, options).await
+    }
+
+    /// Reads the global log, `$all`; `ReadFrom::At` takes a position.
+    pub async fn read_all(&self, options: ReadOptions) -> Result<EventStream, Error> {
+        self.read(ALL_STREAM, options).await
+    }
+
+    /// Opens a read, retrying until the first answer (an event, the end, or a final error);
+    /// after that nothing is retried, since the caller may already hold events.
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn read(&self, stream: &str, options: ReadOptions) -> Result<EventStream, Error> {
+        let request = options.to_request(stream);
+        let linearizable = options.consistency == ReadConsistency::Linearizable;
+        let start = if linearizable {
+            self.inner.endpoints.leader_or_first()
+        } else {
+            self.inner.endpoints.first()
+        };
+        let ((messages, first), node) = self
+            .with_retries("read", stream, start, |channel| {
+                let request = request.clone();
+                async move {
+                    let mut messages = StreamsClient::new(channel)
+                        .read(request)
+                        .await?
+                        .into_inner();
+                    let first = messages.message().await?;
+                    Ok((messages, first))
+                }
+            })
+            .await?;
+        if linearizable {
+            self.inner.endpoints.set_leader(&node);
+        }
+        Ok(event_stream(
+            messages,
+            first,
+            stream,
+            options.direction,
+            self.inner.request_timeout,
+        ))
+    }
+
+    /// The cluster as the first node that answers sees it. Also teaches the client the leader.
+    pub async fn status(&self) -> Result<proto::StatusResponse, Error> {
+        let mut cause = String::from("no endpoint tried");
+        for node in self.inner.endpoints.all() {
+            let mut request = Request::new(proto::StatusRequest { local_only: false });
+            request.set_timeout(self.inner.request_timeout);
+            let channel = self.inner.endpoints.channel(&node);
+            let mut cluster = ClusterClient::new(channel);
+            match tokio::time::timeout(self.inner.request_timeout, cluster.status(request)).await {
+                Ok(Ok(response)) => {
+                    let status = response.into_inner();
+                    if !status.leader_endpoint.is_empty() {
+                        self.inner.endpoints.follow_hint(&status.leader_endpoint);
+                    }
+                    return Ok(status);
+                }
+                Ok(Err(status)) => match classify(&status, "") {
+                    Failure::Fatal(err) => return Err(err),
+                    Failure::Retry { cause: why, .. } => cause = format!("{}: {why}", node.url),
+                },
+                Err(_elapsed) => cause = self.timeout_cause(&node),
+            }
+            tracing::debug!(endpoint = %node.url, %cause, "status: trying the next endpoint");
+        }
+        Err(Error::Unavailable(format!(
+            "status: no endpoint answered; last: {cause}"
+        )))
+    }
+
+    /// The `$all` position of this client's (or a clone's) latest successful append: pass it
+    /// as `ReadOptions::min_position` to read your own writes from any node.
+    pub fn last_position(&self) -> Option<u64> {
+        *self
+            .inner
+            .last_position
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record_position(&self, position: u64) {
+        let mut last = self
+            .inner
+            .last_position
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Concurrent appends from clones may finish out of order; keep the highest.
+        *last = Some(last.map_or(position, |known| known.max(position)));
+    }
+
+    fn timeout_cause(&self, node: &Node) -> String {
+        format!(
+            "{}: no answer within {} ms",
+            node.url,
+            self.inner.request_timeout.as_millis()
+        )
+    }
+
+    /// Runs `call` against `start`, then against wherever the failures point, at most
+    /// `max_append_attempts` times, each bounded by the request timeout.
+    ///
+    /// Leader hint: go there, without a pause the first time (the hint is fresh news), with
+    /// the backoff if hints keep bouncing. No hint, an error or a timeout: forget that node as
+    /// leader, back off, try the next endpoint. Returns the value and the node that gave it.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        what: &str,
+        stream: &str,
+        start: Arc<Node>,
+        mut call: F,
+    ) -> Result<(T, Arc<Node>), Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let endpoints = &self.inner.endpoints;
+        let max_attempts = self.inner.max_attempts;
+        let mut node = start;
+        let mut cause = String::new();
+        let mut pauses = 0u32;
+        let mut redirected = false;
+        for attempt in 1..=max_attempts {
+            let channel = endpoints.channel(&node);
+            let outcome = tokio::time::timeout(self.inner.request_timeout, call(channel)).await;
+            let (next, follow_at_once) = match outcome {
+                Ok(Ok(value)) => return Ok((value, node)),
+                Ok(Err(status)) => match classify(&status, stream) {
+                    Failure::Fatal(err) => return Err(err),
+                    Failure::Retry { leader, cause: why } => {
+                        cause = format!("{}: {why}", node.url);
+                        match leader.and_then(|hint| endpoints.follow_hint(&hint)) {
+                            Some(leader) => {
+                                let fresh = !redirected && !Arc::ptr_eq(&leader, &node);
+                                (leader, fresh)
+                            }
+                            None => {
+                                endpoints.forget_leader(&node);
+                                (endpoints.after(&node), false)
+                            }
+                        }
+                    }
+                },
+                Err(_elapsed) => {
+                    cause = self.timeout_cause(&node);
+                    endpoints.forget_leader(&node);
+                    (endpoints.after(&node), false)
+                }
+            };
+            tracing::debug!(what, stream, attempt, %cause, next = %next.url, "retrying");
+            redirected = follow_at_once;
+            if attempt < max_attempts && !follow_at_once {
+                tokio::time::sleep(backoff(pauses)).await;
+                pauses = pauses.saturating_add(1);
+            }
+            node = next;
+        }
+        Err(Error::Unavailable(format!(
+            "{what} of {stream:?} gave up after {max_attempts} attempts; last: {cause}"
+        )))
+    }
+}

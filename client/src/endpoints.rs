@@ -1,0 +1,202 @@
+//! The nodes a client talks to, one lazily connected channel each, and the last known leader.
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::Error;
+
+/// Most endpoints a client holds, configured plus learned from leader hints: a confused or
+/// hostile server cannot make the client open channels without bound. A hint beyond the limit
+/// is ignored (the client keeps cycling through the endpoints it has).
+pub const MAX_ENDPOINTS: usize = 64;
+
+/// Longest wait for a TCP connection, capped further by the request timeout. Short, so a dead
+/// node costs little of an append's retry budget.
+pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// Builds a channel for an endpoint. The default is [`Endpoint::connect_lazy`]; the
+/// simulation passes one that connects over its own network.
+pub type ChannelFactory = dyn Fn(&Endpoint) -> Channel + Send + Sync;
+
+pub(crate) struct Node {
+    /// Normalised URL (no trailing slash), to match leader hints against.
+    pub(crate) url: String,
+    endpoint: Endpoint,
+    /// Built on first use, inside the runtime: building a channel spawns a task.
+    channel: OnceLock<Channel>,
+}
+
+pub(crate) struct Endpoints {
+    nodes: Mutex<Vec<Arc<Node>>>,
+    leader: Mutex<Option<Arc<Node>>>,
+    factory: Arc<ChannelFactory>,
+    request_timeout: Duration,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data is a plain list or pointer, valid even if a holder panicked.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Adds `http://` when the scheme is missing and drops trailing slashes, so `host:port`,
+/// `http://host:port` and `http://host:port/` name the same node.
+fn normalise(url: &str) -> String {
+    let url = url.trim();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    format!("{scheme}://{}", rest.trim_end_matches('/'))
+}
+
+fn parse(url: &str, request_timeout: Duration) -> Result<Node, Error> {
+    let url = normalise(url);
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|err| Error::InvalidArgument(format!("endpoint {url:?}: {err}")))?;
+    match endpoint.uri().scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(Error::InvalidArgument(format!(
+                "endpoint {url:?}: https is not supported (this build has no TLS)"
+            )))
+        }
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "endpoint {url:?}: the scheme must be http"
+            )))
+        }
+    }
+    let uri = endpoint.uri();
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(Error::InvalidArgument(format!("endpoint {url:?}: no host")));
+    }
+    // gRPC methods live at fixed paths; a path prefix would be silently dropped.
+    if uri
+        .path_and_query()
+        .is_some_and(|path| path.as_str() != "/")
+    {
+        return Err(Error::InvalidArgument(format!(
+            "endpoint {url:?}: only scheme, host and port are allowed"
+        )));
+    }
+    let connect_timeout = request_timeout.min(Duration::from_millis(CONNECT_TIMEOUT_MS));
+    let endpoint = endpoint
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout);
+    Ok(Node {
+        url,
+        endpoint,
+        channel: OnceLock::new(),
+    })
+}
+
+impl Endpoints {
+    pub(crate) fn new(
+        urls: &[String],
+        request_timeout: Duration,
+        factory: Arc<ChannelFactory>,
+    ) -> Result<Endpoints, Error> {
+        if urls.is_empty() {
+            return Err(Error::InvalidArgument(
+                "endpoints: at least one is needed".to_owned(),
+            ));
+        }
+        if urls.len() > MAX_ENDPOINTS {
+            return Err(Error::InvalidArgument(format!(
+                "endpoints: {} given, at most {MAX_ENDPOINTS}",
+                urls.len()
+            )));
+        }
+        let mut nodes: Vec<Arc<Node>> = Vec::with_capacity(urls.len());
+        for url in urls {
+            let node = parse(url, request_timeout)?;
+            if !nodes.iter().any(|known| known.url == node.url) {
+                nodes.push(Arc::new(node));
+            }
+        }
+        Ok(Endpoints {
+            nodes: Mutex::new(nodes),
+            leader: Mutex::new(None),
+            factory,
+            request_timeout,
+        })
+    }
+
+    pub(crate) fn channel(&self, node: &Node) -> Channel {
+        node.channel
+            .get_or_init(|| (self.factory)(&node.endpoint))
+            .clone()
+    }
+
+    /// Every node, configured ones first, in a snapshot that does not hold the lock.
+    pub(crate) fn all(&self) -> Vec<Arc<Node>> {
+        lock(&self.nodes).clone()
+    }
+
+    pub(crate) fn first(&self) -> Arc<Node> {
+        // `new` refuses an empty list and nodes are never removed.
+        let nodes = lock(&self.nodes);
+        Arc::clone(&nodes[0])
+    }
+
+    pub(crate) fn leader(&self) -> Option<Arc<Node>> {
+        lock(&self.leader).clone()
+    }
+
+    pub(crate) fn leader_or_first(&self) -> Arc<Node> {
+        self.leader().unwrap_or_else(|| self.first())
+    }
+
+    /// The node after `node`, wrapping around: where to go when there is no hint.
+    pub(crate) fn after(&self, node: &Arc<Node>) -> Arc<Node> {
+        let nodes = lock(&self.nodes);
+        let next = nodes
+            .iter()
+            .position(|known| Arc::ptr_eq(known, node))
+            .map_or(0, |index| (index + 1) % nodes.len());
+        Arc::clone(&nodes[next])
+    }
+
+    pub(crate) fn set_leader(&self, node: &Arc<Node>) {
+        *lock(&self.leader) = Some(Arc::clone(node));
+    }
+
+    /// Forgets `node` as leader (and only it: another task may have learned better meanwhile).
+    pub(crate) fn forget_leader(&self, node: &Arc<Node>) {
+        let mut leader = lock(&self.leader);
+        if leader
+            .as_ref()
+            .is_some_and(|known| Arc::ptr_eq(known, node))
+        {
+            *leader = None;
+        }
+    }
+
+    /// Records a leader hint and returns its node, adding it if new. `None` when the hint is
+    /// not a usable URL or the endpoint limit is reached.
+    pub(crate) fn follow_hint(&self, hint: &str) -> Option<Arc<Node>> {
+        let url = normalise(hint);
+        let node = {
+            let mut nodes = lock(&self.nodes);
+            match nodes.iter().find(|known| known.url == url) {
+                Some(known) => Arc::clone(known),
+                None => {
+                    if nodes.len() >= MAX_ENDPOINTS {
+                        tracing::debug!(hint, MAX_ENDPOINTS, "leader hint ignored: endpoint limit");
+                        return None;
+                    }
+                    let node = match parse(&url, self.request_timeout) {
+                        Ok(node) => Arc::new(node),
+                        Err(err) => {
+                            tracing::debug!(hint, %err, "leader hint ignored");
+                            return None;
+                        }
+                    };
+                    nodes.push(Arc::clone(&node));
+                    node
+                }
+            }
+        };
+        self.set_leader(&node);
+        Some(node)
+    }
+}

@@ -1,0 +1,117 @@
+//! The crate's one error type, and how a gRPC status becomes one (or a reason to retry).
+
+use tonic::{Code, Status};
+
+use crate::event::ExpectedRevision;
+
+/// ASCII metadata key on a FAILED_PRECONDITION status: the endpoint URL of the leader, sent by
+/// a follower that was asked for the leader only (or that cannot serve a linearizable read).
+pub const LEADER_METADATA_KEY: &str = "x-cairn-leader";
+
+/// What went wrong, typed so callers can act on it (the CLI maps these to exit codes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The optimistic-concurrency check failed: a normal outcome, never retried by the client.
+    #[error("wrong expected version on stream {stream:?}: expected {expected}, actual {}", actual_text(.actual))]
+    WrongExpectedVersion {
+        stream: String,
+        expected: ExpectedRevision,
+        /// The stream's last revision; `None` when the stream has no events.
+        actual: Option<u64>,
+    },
+    /// A read of a stream that has no events.
+    #[error("stream {stream:?} not found")]
+    StreamNotFound { stream: String },
+    /// The request was malformed (the message names the field); retrying cannot help.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// An event id is already stored, written by a different append.
+    #[error("idempotency conflict: {0}")]
+    IdempotencyConflict(String),
+    /// No node could serve the request within the retry budget; the text is the last cause.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Event data could not be turned into or read from JSON.
+    #[error("serialization: {0}")]
+    Serialization(String),
+    /// Anything else, including answers from the server that break the contract.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+fn actual_text(actual: &Option<u64>) -> String {
+    match actual {
+        Some(revision) => revision.to_string(),
+        None => "no stream".to_owned(),
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Error::Serialization(err.to_string())
+    }
+}
+
+/// What to do about a failed RPC.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Try again (the same request). `leader` is the endpoint a follower pointed to, if any.
+    Retry {
+        leader: Option<String>,
+        cause: String,
+    },
+    /// Give up and return this error.
+    Fatal(Error),
+}
+
+/// Sorts a status into retryable or final. `stream` names the stream for NOT_FOUND.
+///
+/// tonic reports transport failures that happen on this side (connection refused or reset,
+/// broken HTTP/2 stream) as UNAVAILABLE, CANCELLED or UNKNOWN, and as INTERNAL for some h2
+/// errors; those carry a `source()`, which a status decoded from a server's answer never has.
+/// The server never sends UNKNOWN on purpose, so UNKNOWN is treated as a transport failure.
+/// Retrying is safe for appends because a retry reuses the same event ids.
+pub(crate) fn classify(status: &Status, stream: &str) -> Failure {
+    let cause = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::InvalidArgument => {
+            Failure::Fatal(Error::InvalidArgument(status.message().to_owned()))
+        }
+        Code::AlreadyExists => {
+            Failure::Fatal(Error::IdempotencyConflict(status.message().to_owned()))
+        }
+        Code::NotFound => Failure::Fatal(Error::StreamNotFound {
+            stream: stream.to_owned(),
+        }),
+        Code::FailedPrecondition => Failure::Retry {
+            leader: leader_hint(status),
+            cause,
+        },
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            Failure::Retry {
+                leader: None,
+                cause,
+            }
+        }
+        Code::Internal if std::error::Error::source(status).is_some() => Failure::Retry {
+            leader: None,
+            cause,
+        },
+        _ => Failure::Fatal(Error::Internal(cause)),
+    }
+}
+
+/// The error a failed RPC becomes when it is not (or no longer) retried.
+pub(crate) fn status_to_error(status: &Status, stream: &str) -> Error {
+    match classify(status, stream) {
+        Failure::Fatal(err) => err,
+        Failure::Retry { cause, .. } => Error::Unavailable(cause),
+    }
+}
+
+/// The leader's endpoint from a "not the leader" answer; absent or unreadable means no hint.
+fn leader_hint(status: &Status) -> Option<String> {
+    let value = status.metadata().get(LEADER_METADATA_KEY)?;
+    let text = value.to_str().ok()?.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}

@@ -1,0 +1,99 @@
+//! The public gRPC services (`cairn.v1.Streams`, `cairn.v1.Cluster`) on top of the local Raft
+//! instance and the applied state.
+
+mod cluster;
+mod convert;
+mod streams;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cairn_raft_store::{EventReader, Limits, NodeId, TypeConfig};
+use openraft::Raft;
+use tonic::transport::Channel;
+
+pub use cluster::ClusterService;
+pub use streams::StreamsService;
+
+use crate::network::Connector;
+
+/// gRPC metadata key carrying the leader's endpoint on a not-leader answer.
+pub const LEADER_METADATA_KEY: &str = "x-cairn-leader";
+/// Largest public gRPC message: an append of `DEFAULT_MAX_APPEND_BYTES` (16 MiB) plus framing.
+/// Bigger messages are refused by the transport before they are decoded.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+/// What the services share.
+pub struct NodeContext {
+    pub id: NodeId,
+    pub raft: Raft<TypeConfig>,
+    pub reader: EventReader,
+    pub limits: Limits,
+    pub connector: Arc<dyn Connector>,
+    /// One channel per peer address, reused across forwarded calls (bounded by membership).
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl NodeContext {
+    pub fn new(
+        id: NodeId,
+        raft: Raft<TypeConfig>,
+        reader: EventReader,
+        limits: Limits,
+        connector: Arc<dyn Connector>,
+    ) -> Arc<Self> {
+        Arc::new(NodeContext {
+            id,
+            raft,
+            reader,
+            limits,
+            connector,
+            channels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A channel to a peer's `HOST:PORT`.
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = self
+            .connector
+            .channel(addr)
+            .map_err(|e| tonic::Status::unavailable(format!("cannot reach {addr}: {e}")))?;
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The current leader's id and `HOST:PORT`, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
+    }
+}
+
+/// FAILED_PRECONDITION saying where the leader is (if known), for callers that asked for the
+/// leader only.
+pub fn not_leader(ctx: &NodeContext) -> tonic::Status {
+    match ctx.leader() {
+        Some((id, addr)) => {
+            let endpoint = format!("http://{addr}");
+            let mut status = tonic::Status::failed_precondition(format!(
+                "node {} is not the leader; the leader is node {id} at {endpoint}",
+                ctx.id
+            ));
+            if let Ok(value) = endpoint.parse() {
+                status.metadata_mut().insert(LEADER_METADATA_KEY, value);
+            }
+            status
+        }
+        None => tonic::Status::failed_precondition(format!(
+            "node {} is not the leader and knows no leader",
+            ctx.id
+        )),
+    }
+}

@@ -1,0 +1,276 @@
+//! `cairn.v1.Streams`: appends through Raft, reads from the applied state.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cairn_client::proto;
+use cairn_client::proto::streams_client::StreamsClient;
+use cairn_client::proto::streams_server::Streams;
+use cairn_raft_store::{
+    AppendRejection, AppendResult, Command, Direction, NodeId, Response as RaftResponse,
+};
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, invalid, invalid_input};
+use super::{not_leader, NodeContext, MAX_CLIENT_MESSAGE_BYTES};
+
+/// Longest an append waits to be committed and applied. At the limit the caller gets
+/// UNAVAILABLE; the append may still commit later, and a retry with the same event ids is safe.
+pub const APPEND_TIMEOUT_MS: u64 = 5_000;
+/// Longest a linearizable read waits for the leader to confirm its leadership.
+pub const LINEARIZABLE_READ_TIMEOUT_MS: u64 = 5_000;
+/// Longest a read waits for this node to apply the caller's minimum position.
+pub const MIN_POSITION_WAIT_MS: u64 = 5_000;
+/// Events converted ahead of the gRPC stream per read; gRPC flow control does the rest.
+pub const READ_BUFFER_EVENTS: usize = 256;
+/// The name that reads the whole store.
+pub const ALL_STREAM: &str = "$all";
+
+pub struct StreamsService {
+    ctx: Arc<NodeContext>,
+}
+
+impl StreamsService {
+    pub fn new(ctx: Arc<NodeContext>) -> Self {
+        StreamsService { ctx }
+    }
+
+    /// Sends the request on to the leader, which will not forward it again.
+    async fn forward(
+        &self,
+        mut request: proto::AppendRequest,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        let Some((leader, addr)) = self.ctx.leader() else {
+            return Err(Status::unavailable("no leader is known; retry shortly"));
+        };
+        if leader == self.ctx.id {
+            return Err(Status::unavailable("leadership is changing; retry shortly"));
+        }
+        request.leader_only = true;
+        let mut client = StreamsClient::new(self.ctx.channel(&addr)?)
+            .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
+        let reply = tokio::time::timeout(
+            Duration::from_millis(APPEND_TIMEOUT_MS),
+            client.append(request),
+        )
+        .await
+        .map_err(|_| Status::unavailable(format!("leader {leader} did not answer in time")))??;
+        Ok(Response::new(reply.into_inner()))
+    }
+
+    /// Waits until this node has applied `position` (so a read sees the caller's own write).
+    async fn wait_for_position(&self, position: u64) -> Result<(), Status> {
+        let mut metrics = self.ctx.raft.metrics();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(MIN_POSITION_WAIT_MS);
+        loop {
+            let applied = self
+                .ctx
+                .reader
+                .next_position()
+                .map_err(|e| Status::internal(e.to_string()))?;
+            if applied > position {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(Status::unavailable("node is shutting down")),
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "node {} has not applied position {position} within {MIN_POSITION_WAIT_MS} ms (it has {applied} events)",
+                        self.ctx.id
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+type ReadStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::ReadResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Streams for StreamsService {
+    async fn append(
+        &self,
+        request: Request<proto::AppendRequest>,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        let request = request.into_inner();
+        let leader_only = request.leader_only;
+        // Validate before anything else: bad input never reaches Raft or another node.
+        let check = convert::append_from_proto(request.clone(), 0)?;
+        self.ctx
+            .limits
+            .validate_append(&check)
+            .map_err(|e| invalid_input(&e))?;
+        drop(check);
+
+        let span = tracing::info_span!("append", node = self.ctx.id, stream = %request.stream);
+        let _enter = span.enter();
+        let append = convert::append_from_proto(request.clone(), now_unix_ms())?;
+        let expected = append.expected;
+        let write = self.ctx.raft.client_write(Command::Append(append));
+        let outcome = match tokio::time::timeout(Duration::from_millis(APPEND_TIMEOUT_MS), write).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return Err(Status::unavailable(format!(
+                    "append not committed within {APPEND_TIMEOUT_MS} ms (no quorum?); retrying with the same event ids is safe"
+                )))
+            }
+        };
+        match outcome {
+            Ok(written) => match written.data {
+                RaftResponse::Append(AppendResult::Written(position)) => {
+                    Ok(Response::new(convert::success(position, false)))
+                }
+                RaftResponse::Append(AppendResult::AlreadyWritten(position)) => {
+                    Ok(Response::new(convert::success(position, true)))
+                }
+                RaftResponse::Append(AppendResult::WrongExpectedVersion { actual, .. }) => Ok(
+                    Response::new(convert::wrong_expected_version(expected, actual)),
+                ),
+                RaftResponse::Append(AppendResult::Rejected(AppendRejection::Invalid(e))) => {
+                    Err(invalid_input(&e))
+                }
+                RaftResponse::Append(AppendResult::Rejected(
+                    conflict @ AppendRejection::IdempotencyConflict { .. },
+                )) => Err(Status::already_exists(conflict.to_string())),
+                RaftResponse::Empty => Err(Status::internal("append produced no result")),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                if leader_only {
+                    Err(not_leader(&self.ctx))
+                } else {
+                    drop(_enter);
+                    self.forward(request).await
+                }
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Status::internal(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!(
+                "node {} cannot serve: {e}",
+                self.ctx.id
+            ))),
+        }
+    }
+
+    type ReadStream = ReadStream;
+
+    async fn read(
+        &self,
+        request: Request<proto::ReadRequest>,
+    ) -> Result<Response<ReadStream>, Status> {
+        let request = request.into_inner();
+        let all = request.stream == ALL_STREAM;
+        if !all {
+            if request.stream.is_empty() {
+                return Err(invalid("stream", "stream name is empty"));
+            }
+            if request.stream.len() > cairn_raft_store::limits::MAX_STREAM_NAME_BYTES {
+                return Err(invalid("stream", "stream name is longer than 255 bytes"));
+            }
+        }
+        let direction = match proto::Direction::try_from(request.direction) {
+            Ok(proto::Direction::Forwards) => Direction::Forwards,
+            Ok(proto::Direction::Backwards) => Direction::Backwards,
+            Err(_) => {
+                return Err(invalid(
+                    "direction",
+                    format!("unknown value {}", request.direction),
+                ))
+            }
+        };
+        match proto::ReadConsistency::try_from(request.consistency) {
+            Ok(proto::ReadConsistency::Local) => {}
+            Ok(proto::ReadConsistency::Linearizable) => {
+                let check = self.ctx.raft.ensure_linearizable();
+                match tokio::time::timeout(
+                    Duration::from_millis(LINEARIZABLE_READ_TIMEOUT_MS),
+                    check,
+                )
+                .await
+                {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(RaftError::APIError(_))) => return Err(not_leader(&self.ctx)),
+                    Ok(Err(RaftError::Fatal(e))) => return Err(Status::unavailable(e.to_string())),
+                    Err(_) => {
+                        return Err(Status::unavailable(
+                            "leadership could not be confirmed in time",
+                        ))
+                    }
+                }
+            }
+            Err(_) => {
+                return Err(invalid(
+                    "consistency",
+                    format!("unknown value {}", request.consistency),
+                ))
+            }
+        }
+        if let Some(position) = request.min_position {
+            self.wait_for_position(position).await?;
+        }
+        let from = if request.from_end {
+            u64::MAX
+        } else {
+            request.from
+        };
+        let count = if request.count == 0 {
+            u64::MAX
+        } else {
+            request.count
+        };
+        let events = if all {
+            Box::new(self.ctx.reader.read_all(from, direction, count))
+                as Box<dyn Iterator<Item = _> + Send>
+        } else {
+            let head = self
+                .ctx
+                .reader
+                .stream_head(&request.stream)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            if head.is_none() {
+                return Err(Status::not_found(format!(
+                    "stream {:?} not found",
+                    request.stream
+                )));
+            }
+            Box::new(
+                self.ctx
+                    .reader
+                    .read_stream(&request.stream, from, direction, count),
+            )
+        };
+        let (tx, rx) = mpsc::channel(READ_BUFFER_EVENTS);
+        let node: NodeId = self.ctx.id;
+        tokio::spawn(async move {
+            for item in events {
+                let message = item
+                    .map(|event| proto::ReadResponse {
+                        event: Some(convert::recorded_to_proto(event)),
+                    })
+                    .map_err(|e| {
+                        tracing::error!(node, error = %e, "read failed");
+                        Status::internal(e.to_string())
+                    });
+                let failed = message.is_err();
+                if tx.send(message).await.is_err() || failed {
+                    break; // the caller went away, or the read failed
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,135 @@
+//! Wiring: storage, Raft, the gRPC services, bootstrap and shutdown.
+//!
+//! [`run`] takes its disk, its incoming connections and its channel factory as parameters, so
+//! the same node runs on sled and TCP in production and on the disk model and turmoil in the
+//! simulation.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use cairn_client::proto::cluster_server::ClusterServer;
+use cairn_client::proto::streams_server::StreamsServer;
+use cairn_raft_store::disk::Disk;
+use cairn_raft_store::{open_store, Limits, NodeId, TypeConfig};
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+use tonic::transport::Server;
+
+use crate::api::{ClusterService, NodeContext, StreamsService, MAX_CLIENT_MESSAGE_BYTES};
+use crate::network::proto::raft_internal_server::RaftInternalServer;
+use crate::network::{Connector, NetworkFactory, RaftService, MAX_RAFT_MESSAGE_BYTES};
+
+/// Leader heartbeat period; openraft 0.9 also uses it as the AppendEntries deadline.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// Election timeout range: a follower that hears nothing this long stands for election.
+/// Short enough for sub-second failover, three heartbeats or more to ride out a late one.
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+/// A snapshot is recorded after this many log entries (cheap: snapshots are lazy views)...
+pub const SNAPSHOT_EVERY_LOG_ENTRIES: u64 = 5_000;
+/// ...and this many entries are kept behind it for followers that lag a little.
+pub const LOG_ENTRIES_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
+/// Most entries in one AppendEntries message (their bytes are bounded by the log reader).
+pub const MAX_ENTRIES_PER_REPLICATION: u64 = 300;
+
+/// Who this node is and who its peers are.
+#[derive(Debug, Clone)]
+pub struct NodeSetup {
+    pub id: NodeId,
+    /// Every member's `HOST:PORT`, this node's included.
+    pub peers: BTreeMap<NodeId, String>,
+    pub limits: Limits,
+}
+
+pub fn raft_config() -> anyhow::Result<Arc<Config>> {
+    let config = Config {
+        cluster_name: "cairn".into(),
+        heartbeat_interval: HEARTBEAT_INTERVAL_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOG_ENTRIES),
+        max_in_snapshot_log_to_keep: LOG_ENTRIES_KEPT_AFTER_SNAPSHOT,
+        max_payload_entries: MAX_ENTRIES_PER_REPLICATION,
+        ..Default::default()
+    };
+    Ok(Arc::new(config.validate()?))
+}
+
+/// Runs one node until `shutdown` resolves.
+pub async fn run<I, IO, IE>(
+    setup: NodeSetup,
+    disk: Arc<dyn Disk>,
+    incoming: I,
+    connector: Arc<dyn Connector>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()>
+where
+    I: Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let id = setup.id;
+    if !setup.peers.contains_key(&id) {
+        anyhow::bail!("node {id} is not among the peers {:?}", setup.peers);
+    }
+    let store = open_store(disk, setup.limits)?;
+    let reader = store.reader.clone();
+    let raft = Raft::<TypeConfig>::new(
+        id,
+        raft_config()?,
+        NetworkFactory::new(connector.clone()),
+        store.log,
+        store.state_machine,
+    )
+    .await?;
+    bootstrap(&setup, &raft).await?;
+
+    let ctx = NodeContext::new(id, raft.clone(), reader, setup.limits, connector);
+    tracing::info!(node = id, peers = ?setup.peers, "serving");
+    let served = Server::builder()
+        .add_service(
+            RaftInternalServer::new(RaftService::new(raft.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
+        .add_service(
+            StreamsServer::new(StreamsService::new(ctx.clone()))
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+        )
+        .add_service(ClusterServer::new(ClusterService::new(ctx)))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    tracing::info!(node = id, "shutting down");
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(node = id, error = %e, "raft did not shut down cleanly");
+    }
+    served?;
+    Ok(())
+}
+
+/// Static bootstrap: the lowest id initializes an empty cluster with every peer as a voter.
+/// A node with any Raft state (a restart) never initializes again.
+async fn bootstrap(setup: &NodeSetup, raft: &Raft<TypeConfig>) -> anyhow::Result<()> {
+    let lowest = setup.peers.keys().next().copied();
+    if lowest != Some(setup.id) || raft.is_initialized().await? {
+        return Ok(());
+    }
+    let members: BTreeMap<NodeId, BasicNode> = setup
+        .peers
+        .iter()
+        .map(|(&id, addr)| (id, BasicNode { addr: addr.clone() }))
+        .collect();
+    tracing::info!(node = setup.id, ?members, "initializing a new cluster");
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        // Another start of this node got there first: fine.
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(_),
+        )) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,99 @@
+//! Receiving Raft messages from peers and handing them to the local openraft instance.
+
+use cairn_raft_store::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use openraft::error::Fatal;
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
+use openraft::Raft;
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::proto::raft_internal_server::RaftInternal;
+use super::proto::{snapshot_chunk, RaftBytes, SnapshotChunk};
+use super::{decode, encode};
+
+/// The `RaftInternal` gRPC service.
+pub struct RaftService {
+    raft: Raft<TypeConfig>,
+}
+
+impl RaftService {
+    pub fn new(raft: Raft<TypeConfig>) -> Self {
+        RaftService { raft }
+    }
+}
+
+fn bad_message(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("undecodable raft message: {e}"))
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftBytes>, Status> {
+    let payload = encode(value).map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
+    Ok(Response::new(RaftBytes { payload }))
+}
+
+#[tonic::async_trait]
+impl RaftInternal for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftBytes>,
+    ) -> Result<Response<RaftBytes>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            decode(&request.into_inner().payload).map_err(bad_message)?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let rpc: VoteRequest<NodeId> =
+            decode(&request.into_inner().payload).map_err(bad_message)?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftBytes>, Status> {
+        let mut chunks = request.into_inner();
+        let (vote, meta): (Vote, SnapshotMeta) = match chunks.message().await? {
+            Some(SnapshotChunk {
+                part: Some(snapshot_chunk::Part::Header(header)),
+            }) => decode(&header).map_err(bad_message)?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a snapshot stream starts with its header",
+                ))
+            }
+        };
+        let mut data = self
+            .raft
+            .begin_receiving_snapshot()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        while let Some(chunk) = chunks.message().await? {
+            match chunk.part {
+                Some(snapshot_chunk::Part::Data(bytes)) => data
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|e| Status::internal(format!("spooling snapshot: {e}")))?,
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "only data may follow the snapshot header",
+                    ))
+                }
+            }
+        }
+        data.flush()
+            .await
+            .map_err(|e| Status::internal(format!("spooling snapshot: {e}")))?;
+        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = self
+            .raft
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: data,
+                },
+            )
+            .await;
+        reply(&result)
+    }
+}
