@@ -27,6 +27,10 @@ pub const DEFAULT_MAX_APPEND_ATTEMPTS: u32 = 20;
 pub const RETRY_BACKOFF_INITIAL_MS: u64 = 20;
 /// Longest pause between attempts.
 pub const RETRY_BACKOFF_MAX_MS: u64 = 500;
+/// Largest gRPC message either way, the same as the server's limit: an append beyond it is
+/// refused here (`InvalidArgument`) without a round trip, and a read can carry any event the
+/// server accepted (tonic's default of 4 MiB would not).
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
 /// How a [`Client`] connects and how hard it tries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +103,12 @@ impl fmt::Debug for Client {
             .field("leader_only", &self.inner.leader_only)
             .finish()
     }
+}
+
+fn streams(channel: Channel) -> StreamsClient<Channel> {
+    StreamsClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// The pause before retry number `retry` (0-based): exponential, capped. No jitter on
@@ -177,6 +187,12 @@ impl Client {
             events: events.into_iter().map(Into::into).collect(),
             leader_only: self.inner.leader_only,
         };
+        let size = prost::Message::encoded_len(&request);
+        if size > MAX_MESSAGE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "events: the append is {size} bytes, at most {MAX_MESSAGE_BYTES}"
+            )));
+        }
         let timeout = self.inner.request_timeout;
         let start = self.inner.endpoints.leader_or_first();
         let (response, node) = self
@@ -185,7 +201,7 @@ impl Client {
                 // Lets the server give up too, instead of working for a caller who left.
                 request.set_timeout(timeout);
                 async move {
-                    let response = StreamsClient::new(channel).append(request).await?;
+                    let response = streams(channel).append(request).await?;
                     Ok(response.into_inner())
                 }
             })
@@ -246,10 +262,7 @@ impl Client {
             .with_retries("read", stream, start, |channel| {
                 let request = request.clone();
                 async move {
-                    let mut messages = StreamsClient::new(channel)
-                        .read(request)
-                        .await?
-                        .into_inner();
+                    let mut messages = streams(channel).read(request).await?.into_inner();
                     let first = messages.message().await?;
                     Ok((messages, first))
                 }

@@ -437,3 +437,39 @@ async fn status_with_every_endpoint_down_is_unavailable() {
     let client = client(&[&dead_url().await, &dead_url().await], 3);
     assert!(matches!(client.status().await, Err(Error::Unavailable(_))));
 }
+
+#[tokio::test]
+async fn an_append_over_the_message_limit_is_refused_without_a_round_trip() {
+    let node = Arc::new(Fake::new().on_append(|_| Ok(success(0, 0, false))));
+    let url = serve(Arc::clone(&node)).await;
+    let client = client(&[&url], 3);
+
+    let huge = EventData::binary("Blob", vec![0u8; cairn_client::MAX_MESSAGE_BYTES]);
+    let err = client.append("s", ExpectedRevision::Any, vec![huge]).await;
+    assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
+    assert!(node.appends().is_empty());
+}
+
+#[tokio::test]
+async fn a_read_can_carry_an_event_larger_than_tonics_default_limit() {
+    let node = Arc::new(Fake::new().on_read(|_| {
+        let mut big = event("s", 0, 0);
+        if let Ok(response) = &mut big {
+            if let Some(event) = response.event.as_mut() {
+                event.data = vec![b' '; 8 * 1024 * 1024];
+            }
+        }
+        Ok(vec![big])
+    }));
+    let url = serve(Arc::clone(&node)).await;
+    let client = client(&[&url], 3);
+
+    let items: Vec<_> = client
+        .read_stream("s", ReadOptions::forwards())
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].as_ref().unwrap().data.len(), 8 * 1024 * 1024);
+}

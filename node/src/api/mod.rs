@@ -17,11 +17,10 @@ pub use streams::StreamsService;
 
 use crate::network::Connector;
 
-/// gRPC metadata key carrying the leader's endpoint on a not-leader answer.
-pub const LEADER_METADATA_KEY: &str = "x-cairn-leader";
-/// Largest public gRPC message: an append of `DEFAULT_MAX_APPEND_BYTES` (16 MiB) plus framing.
-/// Bigger messages are refused by the transport before they are decoded.
-pub const MAX_CLIENT_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+/// The contract's constants live with the contract, in the client crate: the metadata key of a
+/// not-leader answer, and the largest public message (an append of 16 MiB plus framing; bigger
+/// ones are refused by the transport before they are decoded).
+pub use cairn_client::{LEADER_METADATA_KEY, MAX_MESSAGE_BYTES as MAX_CLIENT_MESSAGE_BYTES};
 
 /// What the services share.
 pub struct NodeContext {

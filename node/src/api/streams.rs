@@ -4,9 +4,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cairn_client::proto;
 use cairn_client::proto::streams_client::StreamsClient;
 use cairn_client::proto::streams_server::Streams;
+use cairn_client::{proto, ALL_STREAM};
 use cairn_raft_store::{
     AppendRejection, AppendResult, Command, Direction, NodeId, Response as RaftResponse,
 };
@@ -18,17 +18,18 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, invalid, invalid_input};
 use super::{not_leader, NodeContext, MAX_CLIENT_MESSAGE_BYTES};
 
+/// Server-side waits stay below the client's default request timeout (5 s), so a client gets
+/// the server's typed answer rather than its own timeout.
+///
 /// Longest an append waits to be committed and applied. At the limit the caller gets
 /// UNAVAILABLE; the append may still commit later, and a retry with the same event ids is safe.
-pub const APPEND_TIMEOUT_MS: u64 = 5_000;
+pub const APPEND_TIMEOUT_MS: u64 = 4_000;
 /// Longest a linearizable read waits for the leader to confirm its leadership.
-pub const LINEARIZABLE_READ_TIMEOUT_MS: u64 = 5_000;
+pub const LINEARIZABLE_READ_TIMEOUT_MS: u64 = 4_000;
 /// Longest a read waits for this node to apply the caller's minimum position.
-pub const MIN_POSITION_WAIT_MS: u64 = 5_000;
+pub const MIN_POSITION_WAIT_MS: u64 = 4_000;
 /// Events converted ahead of the gRPC stream per read; gRPC flow control does the rest.
 pub const READ_BUFFER_EVENTS: usize = 256;
-/// The name that reads the whole store.
-pub const ALL_STREAM: &str = "$all";
 
 pub struct StreamsService {
     ctx: Arc<NodeContext>,

@@ -1,0 +1,8 @@
+//! Real-process tests: `cairn node` processes on free loopback ports with temporary data
+//! directories, killed with SIGKILL where the test says so. One test binary, one module per
+//! concern.
+
+mod bad_input;
+mod cli;
+mod failover;
+mod harness;
