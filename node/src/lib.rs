@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod app;
+pub mod local;
 pub mod network;
 
 pub use app::{run, NodeSetup};

@@ -4,22 +4,23 @@
 //! by hand with the same flags and rejoin; it reports children that exit and keeps the rest
 //! running until Ctrl-C, then stops them with SIGTERM.
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use cairn_client::Client;
+use cairn_node::local::LocalCluster;
 use clap::Args;
-use tokio::process::{Child, Command};
 
 use super::{EXIT_FAILURE, EXIT_USAGE};
 
 /// Most nodes `cairn dev` starts.
 pub const MAX_DEV_NODES: u64 = 9;
-/// How long stopping children may take before they are killed.
+/// How long stopping the nodes may take before they are killed.
 pub const STOP_GRACE_MS: u64 = 5_000;
 /// How long to wait for the cluster to elect a leader before saying so.
 pub const READY_WAIT_MS: u64 = 15_000;
+/// How often exited children are looked for.
+const REAP_INTERVAL_MS: u64 = 500;
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -32,36 +33,6 @@ pub struct DevArgs {
     /// Port of node 1; node N listens on PORT + N - 1.
     #[arg(long, default_value_t = 2113)]
     pub port: u16,
-}
-
-struct DevNode {
-    id: u64,
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-fn spawn(exe: &Path, node: &DevNode) -> std::io::Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&node.log)?;
-    Command::new(exe)
-        .args(&node.args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-}
-
-fn terminate(child: &Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: sending a signal to our own child's pid.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
-    }
 }
 
 pub async fn run(args: DevArgs) -> ExitCode {
@@ -80,112 +51,46 @@ pub async fn run(args: DevArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
-        eprintln!("error: cannot create {}: {e}", args.data_dir.display());
-        return ExitCode::from(EXIT_FAILURE);
-    }
-    let addr = |id: u64| format!("127.0.0.1:{}", u64::from(args.port) + id - 1);
-    let peers = (1..=args.nodes)
-        .map(|id| format!("{id}={}", addr(id)))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut nodes: Vec<DevNode> = (1..=args.nodes)
-        .map(|id| DevNode {
-            id,
-            args: vec![
-                "node".into(),
-                "--id".into(),
-                id.to_string(),
-                "--listen".into(),
-                addr(id),
-                "--peers".into(),
-                peers.clone(),
-                "--data-dir".into(),
-                args.data_dir
-                    .join(format!("node-{id}"))
-                    .display()
-                    .to_string(),
-            ],
-            log: args.data_dir.join(format!("node-{id}.log")),
-            child: None,
-        })
+    let addrs = (0..args.nodes)
+        .map(|i| format!("127.0.0.1:{}", u64::from(args.port) + i))
         .collect();
-    for node in &mut nodes {
-        match spawn(&exe, node) {
-            Ok(child) => node.child = Some(child),
-            Err(e) => {
-                eprintln!("error: cannot start node {}: {e}", node.id);
-                return ExitCode::from(EXIT_FAILURE);
-            }
+    let mut cluster = LocalCluster::new(exe, &args.data_dir, addrs);
+    for id in 1..=cluster.size() {
+        if let Err(e) = cluster.start_node(id) {
+            eprintln!("error: cannot start node {id}: {e}");
+            return ExitCode::from(EXIT_FAILURE);
         }
         println!(
-            "node {}: pid {}  http://{}  log {}",
-            node.id,
-            node.child.as_ref().and_then(|c| c.id()).unwrap_or(0),
-            addr(node.id),
-            node.log.display()
+            "node {id}: pid {}  {}  log {}",
+            cluster.pid(id).unwrap_or(0),
+            cluster.endpoint(id),
+            cluster.log_path(id).display()
         );
-        println!("  restart with: {} {}", exe.display(), node.args.join(" "));
+        println!("  restart with: {}", cluster.command_line(id));
     }
-    let endpoints: Vec<String> = (1..=args.nodes)
-        .map(|id| format!("http://{}", addr(id)))
-        .collect();
-    println!("endpoints: {}", endpoints.join(","));
-    println!("try: cairn append orders-1 --data '{{\"total\": 10}}' --expected no-stream");
-    wait_for_leader(&endpoints).await;
+    println!("endpoints: {}", cluster.endpoints().join(","));
+    match cluster
+        .wait_for_leader(Duration::from_millis(READY_WAIT_MS))
+        .await
+    {
+        Some(leader) => println!("cluster ready: leader is node {leader}"),
+        None => println!("no leader after {READY_WAIT_MS} ms yet; see the node logs"),
+    }
+    println!("try, in another terminal: cairn append orders-1 --data '{{\"total\": 10}}' --expected no-stream");
     println!("Ctrl-C stops the cluster.");
 
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(Duration::from_millis(REAP_INTERVAL_MS));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => {
-                for node in &mut nodes {
-                    if let Some(child) = node.child.as_mut() {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            println!("node {} exited ({status}); start it again with the command above to rejoin", node.id);
-                            node.child = None;
-                        }
-                    }
+                for (id, status) in cluster.reap_exited() {
+                    println!("node {id} exited ({status}); start it again with the command above to rejoin");
                 }
             }
         }
     }
     println!("stopping...");
-    for node in &nodes {
-        if let Some(child) = &node.child {
-            terminate(child);
-        }
-    }
-    for node in &mut nodes {
-        if let Some(child) = node.child.as_mut() {
-            if tokio::time::timeout(Duration::from_millis(STOP_GRACE_MS), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
-            }
-        }
-    }
+    cluster.stop_all(Duration::from_millis(STOP_GRACE_MS));
     ExitCode::SUCCESS
-}
-
-async fn wait_for_leader(endpoints: &[String]) {
-    let Ok(client) = Client::connect(endpoints.iter().cloned()) else {
-        return;
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(READY_WAIT_MS);
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(status) = client.status().await {
-            if let Some(leader) = status.leader_id {
-                println!(
-                    "cluster ready: leader is node {leader} (term {})",
-                    status.term
-                );
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    println!("no leader after {READY_WAIT_MS} ms yet; check the node logs");
 }

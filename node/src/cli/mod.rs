@@ -1,6 +1,7 @@
 //! The `cairn` command line. The contract (subcommands, flags, `--json`, exit codes) is in
 //! DESIGN.md; scripts and tests rely on it.
 
+mod bench;
 mod commands;
 mod dev;
 mod node;
@@ -44,6 +45,8 @@ enum Command {
     ReadAll(commands::ReadAllArgs),
     /// Show the cluster: members, leader, term, roles, applied positions.
     Status(commands::StatusArgs),
+    /// Measure: the peer workload (S1, S2, S3) or leader failover.
+    Bench(bench::BenchArgs),
 }
 
 /// Options every client subcommand takes.
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
             Command::Read(args) => commands::read(args).await,
             Command::ReadAll(args) => commands::read_all(args).await,
             Command::Status(args) => commands::status(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

@@ -199,7 +199,7 @@ fn acknowledged_appends_survive_sigkill_of_the_leader_on_every_node() {
         cluster.kill(leader);
         let killed_at = Instant::now();
         tokio::time::sleep(RUN_AFTER_KILL).await;
-        cluster.start_node(leader);
+        cluster.restart(leader);
         tokio::time::sleep(RUN_AFTER_RESTART).await;
         stop.store(true, Ordering::Relaxed);
         for task in tasks {

@@ -1,0 +1,242 @@
+//! A cluster of `cairn node` child processes on 127.0.0.1: what `cairn dev`, `cairn bench
+//! --spawn` and the real-process tests run. Children are killed when this is dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_client::{Client, ClientConfig};
+
+/// Pause between status polls while waiting for a cluster.
+const POLL_INTERVAL_MS: u64 = 100;
+
+pub struct LocalCluster {
+    exe: PathBuf,
+    data_root: PathBuf,
+    addrs: Vec<String>,
+    children: Vec<Option<Child>>,
+}
+
+/// A free port on 127.0.0.1, chosen by the OS (another process could take it before the node
+/// binds it; rare enough for tests and benchmarks).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl LocalCluster {
+    /// Nodes 1..=addrs.len() listening on `addrs`, with data and logs under `data_root`.
+    /// Nothing is started yet.
+    pub fn new(exe: impl Into<PathBuf>, data_root: impl Into<PathBuf>, addrs: Vec<String>) -> Self {
+        let children = addrs.iter().map(|_| None).collect();
+        LocalCluster {
+            exe: exe.into(),
+            data_root: data_root.into(),
+            addrs,
+            children,
+        }
+    }
+
+    /// `nodes` nodes on free ports.
+    pub fn on_free_ports(
+        exe: impl Into<PathBuf>,
+        data_root: impl Into<PathBuf>,
+        nodes: usize,
+    ) -> std::io::Result<Self> {
+        let addrs = (0..nodes)
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self::new(exe, data_root, addrs))
+    }
+
+    pub fn size(&self) -> u64 {
+        self.addrs.len() as u64
+    }
+
+    pub fn data_root(&self) -> &Path {
+        &self.data_root
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.data_root.join(format!("node-{id}"))
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.data_root.join(format!("node-{id}.log"))
+    }
+
+    pub fn endpoint(&self, id: u64) -> String {
+        format!("http://{}", self.addrs[id as usize - 1])
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        (1..=self.size()).map(|id| self.endpoint(id)).collect()
+    }
+
+    /// The flags node `id` runs with (the same on every restart).
+    pub fn node_args(&self, id: u64) -> Vec<String> {
+        let peers = self
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        vec![
+            "node".into(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            self.addrs[id as usize - 1].clone(),
+            "--peers".into(),
+            peers,
+            "--data-dir".into(),
+            self.data_dir(id).display().to_string(),
+        ]
+    }
+
+    /// The command line to start node `id` by hand.
+    pub fn command_line(&self, id: u64) -> String {
+        format!("{} {}", self.exe.display(), self.node_args(id).join(" "))
+    }
+
+    /// Starts (or restarts) node `id`, logging to its log file.
+    pub fn start_node(&mut self, id: u64) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.data_root)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))?;
+        let child = Command::new(&self.exe)
+            .args(self.node_args(id))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.children[id as usize - 1] = Some(child);
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> std::io::Result<()> {
+        for id in 1..=self.size() {
+            self.start_node(id)?;
+        }
+        Ok(())
+    }
+
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children[id as usize - 1].as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.children[id as usize - 1].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Children that have exited since the last call, with their status.
+    pub fn reap_exited(&mut self) -> Vec<(u64, ExitStatus)> {
+        let mut exited = Vec::new();
+        for (i, slot) in self.children.iter_mut().enumerate() {
+            if let Some(child) = slot {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited.push((i as u64 + 1, status));
+                    *slot = None;
+                }
+            }
+        }
+        exited
+    }
+
+    /// SIGTERM to every node, then SIGKILL to those still running after `grace`.
+    pub fn stop_all(&mut self, grace: Duration) {
+        for child in self.children.iter().flatten() {
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        for slot in self.children.iter_mut() {
+            if let Some(child) = slot {
+                while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            *slot = None;
+        }
+    }
+
+    pub fn client(&self) -> Result<Client, cairn_client::Error> {
+        Client::connect(self.endpoints())
+    }
+
+    /// A client that talks to node `id` only.
+    pub fn node_client(&self, id: u64) -> Result<Client, cairn_client::Error> {
+        Client::with_config(ClientConfig {
+            endpoints: vec![self.endpoint(id)],
+            ..ClientConfig::default()
+        })
+    }
+
+    /// Waits until a node that says it is the leader is known to the others; its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        let client = self.client().ok()?;
+        while Instant::now() < deadline {
+            if let Ok(status) = client.status().await {
+                if let Some(leader) = status.leader_id {
+                    let confirmed = match self.node_client(leader) {
+                        Ok(c) => c.status().await.is_ok_and(|s| s.leader_id == Some(leader)),
+                        Err(_) => false,
+                    };
+                    if confirmed {
+                        return Some(leader);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+        }
+        None
+    }
+
+    /// Waits until every node reports the same applied position; that position.
+    pub async fn wait_until_converged(&self, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let mut positions = Vec::new();
+            for id in 1..=self.size() {
+                let own = match self.node_client(id) {
+                    Ok(c) => c
+                        .status()
+                        .await
+                        .ok()
+                        .and_then(|s| s.members.into_iter().find(|m| m.id == id)),
+                    Err(_) => None,
+                };
+                positions.push(own.map(|m| m.applied_position));
+            }
+            if let Some(Some(first)) = positions.first() {
+                if positions.iter().all(|p| *p == Some(*first)) {
+                    return Some(*first);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+        }
+        None
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
