@@ -374,17 +374,13 @@ impl Client {
                                 let fresh = !redirected && !Arc::ptr_eq(&leader, &node);
                                 (leader, fresh)
                             }
-                            None => {
-                                endpoints.forget_leader(&node);
-                                (endpoints.after(&node), false)
-                            }
+                            None => (endpoints.failed(&node), false),
                         }
                     }
                 },
                 Err(_elapsed) => {
                     cause = self.timeout_cause(&node);
-                    endpoints.forget_leader(&node);
-                    (endpoints.after(&node), false)
+                    (endpoints.failed(&node), false)
                 }
             };
             tracing::debug!(what, stream, attempt, %cause, next = %next.url, "retrying");

@@ -31,6 +31,9 @@ pub(crate) struct Node {
 pub(crate) struct Endpoints {
     nodes: Mutex<Vec<Arc<Node>>>,
     leader: Mutex<Option<Arc<Node>>>,
+    /// Where a call starts when no leader is known: the node after the last one that failed,
+    /// so that a dead first endpoint does not swallow the first attempt of every call.
+    fallback: Mutex<Option<Arc<Node>>>,
     factory: Arc<ChannelFactory>,
     request_timeout: Duration,
 }
@@ -116,6 +119,7 @@ impl Endpoints {
         Ok(Endpoints {
             nodes: Mutex::new(nodes),
             leader: Mutex::new(None),
+            fallback: Mutex::new(None),
             factory,
             request_timeout,
         })
@@ -132,10 +136,23 @@ impl Endpoints {
         lock(&self.nodes).clone()
     }
 
+    /// Where to start without a leader: past the last node that failed, else the first.
     pub(crate) fn first(&self) -> Arc<Node> {
+        if let Some(node) = lock(&self.fallback).clone() {
+            return node;
+        }
         // `new` refuses an empty list and nodes are never removed.
         let nodes = lock(&self.nodes);
         Arc::clone(&nodes[0])
+    }
+
+    /// `node` failed without pointing elsewhere: forget it as leader, and return the next node,
+    /// which later calls start from too.
+    pub(crate) fn failed(&self, node: &Arc<Node>) -> Arc<Node> {
+        self.forget_leader(node);
+        let next = self.after(node);
+        *lock(&self.fallback) = Some(Arc::clone(&next));
+        next
     }
 
     pub(crate) fn leader(&self) -> Option<Arc<Node>> {

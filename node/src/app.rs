@@ -24,10 +24,13 @@ use crate::network::{Connector, NetworkFactory, RaftService, MAX_RAFT_MESSAGE_BY
 
 /// Leader heartbeat period; openraft 0.9 also uses it as the AppendEntries deadline.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
-/// Election timeout range: a follower that hears nothing this long stands for election.
-/// Short enough for sub-second failover, three heartbeats or more to ride out a late one.
-pub const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
-pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+/// Election timeout range. openraft 0.9 makes a follower that has seen a committed leader wait
+/// the leader lease (= the maximum) *plus* a random timeout, checked on a tick every 1.5
+/// heartbeats: 200..400 ms gives 600..800 ms (+ up to 150 ms) of silence before it stands,
+/// six heartbeats at least, and a measured failover median under a second (300..600 ms
+/// measured 1.12 s).
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 200;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 400;
 /// A snapshot is recorded after this many log entries (cheap: snapshots are lazy views)...
 pub const SNAPSHOT_EVERY_LOG_ENTRIES: u64 = 5_000;
 /// ...and this many entries are kept behind it for followers that lag a little.
