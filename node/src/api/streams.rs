@@ -117,7 +117,9 @@ impl Streams for StreamsService {
             .map_err(|e| invalid_input(&e))?;
         drop(check);
 
-        let span = tracing::info_span!("append", node = self.ctx.id, stream = %request.stream);
+        let term = self.ctx.raft.metrics().borrow().current_term;
+        let span =
+            tracing::info_span!("append", node = self.ctx.id, term, stream = %request.stream);
         let _enter = span.enter();
         let append = convert::append_from_proto(request.clone(), now_unix_ms())?;
         let expected = append.expected;
