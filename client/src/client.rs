@@ -14,7 +14,9 @@ use crate::event::{EventData, ExpectedRevision};
 use crate::proto;
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::streams_client::StreamsClient;
-use crate::read::{event_stream, EventStream, ReadConsistency, ReadOptions, ALL_STREAM};
+use crate::read::{
+    event_stream, EventStream, NodePreference, ReadConsistency, ReadOptions, ALL_STREAM,
+};
 
 /// Where a default client connects: the first node of `cairn dev`.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2113";
@@ -105,7 +107,7 @@ impl fmt::Debug for Client {
     }
 }
 
-fn streams(channel: Channel) -> StreamsClient<Channel> {
+pub(crate) fn streams(channel: Channel) -> StreamsClient<Channel> {
     StreamsClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -196,7 +198,7 @@ impl Client {
         let timeout = self.inner.request_timeout;
         let start = self.inner.endpoints.leader_or_first();
         let (response, node) = self
-            .with_retries("append", stream, start, |channel| {
+            .with_retries("append", stream, start, NodePreference::Leader, |channel| {
                 let mut request = Request::new(request.clone());
                 // Lets the server give up too, instead of working for a caller who left.
                 request.set_timeout(timeout);
@@ -253,13 +255,19 @@ impl Client {
     async fn read(&self, stream: &str, options: ReadOptions) -> Result<EventStream, Error> {
         let request = options.to_request(stream);
         let linearizable = options.consistency == ReadConsistency::Linearizable;
-        let start = if linearizable {
-            self.inner.endpoints.leader_or_first()
+        // A linearizable read starts at the known leader without asking for it first: a
+        // follower's answer names the leader, which costs less than a status round.
+        let (start, preference) = if linearizable {
+            (
+                self.inner.endpoints.leader_or_first(),
+                NodePreference::Leader,
+            )
         } else {
-            self.inner.endpoints.first()
+            let preference = options.node_preference;
+            (self.choose(preference, &[]).await, preference)
         };
         let ((messages, first), node) = self
-            .with_retries("read", stream, start, |channel| {
+            .with_retries("read", stream, start, preference, |channel| {
                 let request = request.clone();
                 async move {
                     let mut messages = streams(channel).read(request).await?.into_inner();
@@ -329,6 +337,31 @@ impl Client {
         *last = Some(last.map_or(position, |known| known.max(position)));
     }
 
+    /// Where a call with `preference` goes, avoiding the nodes in `avoid` if another qualifies.
+    /// Leader and Follower need the leader: if none is known, a status call learns it (when no
+    /// node answers, the choice falls back to any node).
+    pub(crate) async fn choose(
+        &self,
+        preference: NodePreference,
+        avoid: &[Arc<Node>],
+    ) -> Arc<Node> {
+        let endpoints = &self.inner.endpoints;
+        if preference != NodePreference::Any && endpoints.leader().is_none() {
+            if let Err(err) = self.status().await {
+                tracing::debug!(%err, ?preference, "no leader known; any node will do");
+            }
+        }
+        endpoints.pick(preference, avoid)
+    }
+
+    pub(crate) fn endpoints(&self) -> &Endpoints {
+        &self.inner.endpoints
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
     fn timeout_cause(&self, node: &Node) -> String {
         format!(
             "{}: no answer within {} ms",
@@ -342,12 +375,14 @@ impl Client {
     ///
     /// Leader hint: go there, without a pause the first time (the hint is fresh news), with
     /// the backoff if hints keep bouncing. No hint, an error or a timeout: forget that node as
-    /// leader, back off, try the next endpoint. Returns the value and the node that gave it.
+    /// leader, back off, try the next node `preference` allows that has not failed yet this
+    /// round. Returns the value and the node that gave it.
     async fn with_retries<T, F, Fut>(
         &self,
         what: &str,
         stream: &str,
         start: Arc<Node>,
+        preference: NodePreference,
         mut call: F,
     ) -> Result<(T, Arc<Node>), Error>
     where
@@ -360,6 +395,7 @@ impl Client {
         let mut cause = String::new();
         let mut pauses = 0u32;
         let mut redirected = false;
+        let mut tried = Vec::new();
         for attempt in 1..=max_attempts {
             let channel = endpoints.channel(&node);
             let outcome = tokio::time::timeout(self.inner.request_timeout, call(channel)).await;
@@ -374,13 +410,17 @@ impl Client {
                                 let fresh = !redirected && !Arc::ptr_eq(&leader, &node);
                                 (leader, fresh)
                             }
-                            None => (endpoints.failed(&node), false),
+                            None => {
+                                endpoints.avoid(&node, &mut tried);
+                                (endpoints.pick(preference, &tried), false)
+                            }
                         }
                     }
                 },
                 Err(_elapsed) => {
                     cause = self.timeout_cause(&node);
-                    (endpoints.failed(&node), false)
+                    endpoints.avoid(&node, &mut tried);
+                    (endpoints.pick(preference, &tried), false)
                 }
             };
             tracing::debug!(what, stream, attempt, %cause, next = %next.url, "retrying");

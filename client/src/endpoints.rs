@@ -6,6 +6,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
+use crate::read::NodePreference;
 
 /// Most endpoints a client holds, configured plus learned from leader hints: a confused or
 /// hostile server cannot make the client open channels without bound. A hint beyond the limit
@@ -15,6 +16,15 @@ pub const MAX_ENDPOINTS: usize = 64;
 /// Longest wait for a TCP connection, capped further by the request timeout. Short, so a dead
 /// node costs little of an append's retry budget.
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// How often HTTP/2 pings go out while a call is open. A live subscription can be silent for
+/// hours; without pings a node that vanished without closing the connection (power loss,
+/// partition) would hold it forever instead of letting it move to another node.
+pub const KEEPALIVE_INTERVAL_MS: u64 = 10_000;
+
+/// How long a ping may go unanswered before the connection counts as dead (its calls fail with
+/// a transport error, which a subscription answers by resubscribing elsewhere).
+pub const KEEPALIVE_TIMEOUT_MS: u64 = 5_000;
 
 /// Builds a channel for an endpoint. The default is [`Endpoint::connect_lazy`]; the
 /// simulation passes one that connects over its own network.
@@ -82,9 +92,13 @@ fn parse(url: &str, request_timeout: Duration) -> Result<Node, Error> {
         )));
     }
     let connect_timeout = request_timeout.min(Duration::from_millis(CONNECT_TIMEOUT_MS));
+    // `timeout` bounds a call until its response headers only, so it does not cut a
+    // subscription short; the keepalive is what notices a dead peer under an open stream.
     let endpoint = endpoint
         .connect_timeout(connect_timeout)
-        .timeout(request_timeout);
+        .timeout(request_timeout)
+        .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
+        .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS));
     Ok(Node {
         url,
         endpoint,
@@ -146,13 +160,61 @@ impl Endpoints {
         Arc::clone(&nodes[0])
     }
 
-    /// `node` failed without pointing elsewhere: forget it as leader, and return the next node,
-    /// which later calls start from too.
-    pub(crate) fn failed(&self, node: &Arc<Node>) -> Arc<Node> {
+    /// `node` failed without pointing elsewhere: forget it as leader, and start later calls
+    /// from the node after it.
+    fn failed(&self, node: &Arc<Node>) {
         self.forget_leader(node);
         let next = self.after(node);
-        *lock(&self.fallback) = Some(Arc::clone(&next));
-        next
+        *lock(&self.fallback) = Some(next);
+    }
+
+    /// Where a call with this preference goes, avoiding the nodes in `avoid` (those that failed
+    /// lately) when another qualifies. Leader: the known leader; Follower: the first node from
+    /// [`Endpoints::first`] on that is not the known leader; Any (and the fallback of the other
+    /// two): the first node from there on. With every node avoided, [`Endpoints::first`].
+    pub(crate) fn pick(&self, preference: NodePreference, avoid: &[Arc<Node>]) -> Arc<Node> {
+        let leader = self.leader();
+        let avoided = |node: &Arc<Node>| avoid.iter().any(|bad| Arc::ptr_eq(bad, node));
+        let is_leader = |node: &Arc<Node>| leader.as_ref().is_some_and(|l| Arc::ptr_eq(l, node));
+        if preference == NodePreference::Leader {
+            if let Some(leader) = leader.as_ref().filter(|l| !avoided(l)) {
+                return Arc::clone(leader);
+            }
+        }
+        let start = self.first();
+        let ring = {
+            let nodes = lock(&self.nodes);
+            let at = nodes
+                .iter()
+                .position(|known| Arc::ptr_eq(known, &start))
+                .unwrap_or(0);
+            let mut ring = nodes.clone();
+            ring.rotate_left(at);
+            ring
+        };
+        if preference == NodePreference::Follower {
+            if let Some(node) = ring.iter().find(|n| !is_leader(n) && !avoided(n)) {
+                return Arc::clone(node);
+            }
+        }
+        ring.iter()
+            .find(|node| !avoided(node))
+            .cloned()
+            .unwrap_or(start)
+    }
+
+    /// `node` failed without pointing elsewhere: [`Endpoints::failed`], and remember it in
+    /// `tried` (the nodes [`Endpoints::pick`] should avoid). Once every node has failed, only
+    /// `node` stays avoided, so the next round starts over from the others.
+    pub(crate) fn avoid(&self, node: &Arc<Node>, tried: &mut Vec<Arc<Node>>) {
+        self.failed(node);
+        if !tried.iter().any(|known| Arc::ptr_eq(known, node)) {
+            tried.push(Arc::clone(node));
+        }
+        if tried.len() >= lock(&self.nodes).len() {
+            tried.clear();
+            tried.push(Arc::clone(node));
+        }
     }
 
     pub(crate) fn leader(&self) -> Option<Arc<Node>> {

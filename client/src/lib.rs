@@ -1,9 +1,10 @@
 //! # cairn-client
 //!
 //! The public gRPC contract of Cairn ([`proto`]) and the Rust client library: append events
-//! to streams with optimistic concurrency, read streams and `$all`, ask for cluster status.
-//! The client follows the Raft leader and retries appends safely (a retry reuses the event
-//! ids, which the server deduplicates). See `DESIGN.md` for the rules and the limits.
+//! to streams with optimistic concurrency, read streams and `$all`, follow them with catch-up
+//! subscriptions, ask for cluster status. The client follows the Raft leader, retries appends
+//! safely (a retry reuses the event ids, which the server deduplicates) and resubscribes where
+//! delivery stopped when a node fails. See `DESIGN.md` for the rules and the limits.
 //!
 //! ```no_run
 //! use cairn_client::{Client, Error, EventData, ExpectedRevision, ReadOptions};
@@ -34,21 +35,51 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Following a stream: its history, then `CaughtUp`, then new events as they are written.
+//!
+//! ```no_run
+//! use cairn_client::{Client, Error, SubscribeOptions, SubscriptionMessage};
+//! use tokio_stream::StreamExt;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Error> {
+//! let client = Client::connect(["http://127.0.0.1:2113", "http://127.0.0.1:2114"])?;
+//! let mut orders = client.subscribe("order-42", SubscribeOptions::default()).await?;
+//! while let Some(message) = orders.next().await {
+//!     match message? {
+//!         SubscriptionMessage::Event(event) => println!("{} {}", event.revision, event.event_type),
+//!         SubscriptionMessage::CaughtUp { next } => println!("live from revision {next}"),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod client;
 mod endpoints;
 mod error;
 mod event;
 mod read;
+mod subscribe;
 
 pub use client::{
     AppendResult, Client, ClientConfig, DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS,
     DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES, RETRY_BACKOFF_INITIAL_MS, RETRY_BACKOFF_MAX_MS,
 };
-pub use endpoints::{ChannelFactory, CONNECT_TIMEOUT_MS, MAX_ENDPOINTS};
+pub use endpoints::{
+    ChannelFactory, CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_ENDPOINTS,
+};
 pub use error::{Error, LEADER_METADATA_KEY};
 pub use event::{ContentType, EventData, ExpectedRevision, RecordedEvent};
-pub use read::{Direction, EventStream, ReadConsistency, ReadFrom, ReadOptions, ALL_STREAM};
+pub use read::{
+    Direction, EventStream, NodePreference, ReadConsistency, ReadFrom, ReadOptions, ALL_STREAM,
+};
+pub use subscribe::{
+    SubscribeOptions, Subscription, SubscriptionFilter, SubscriptionMessage,
+    MAX_RESUBSCRIBE_ATTEMPTS,
+};
 
 /// Generated from `proto/cairn/v1/cairn.proto`.
 pub mod proto {

@@ -44,6 +44,21 @@ pub enum ReadConsistency {
     Linearizable,
 }
 
+/// Which node a read or a subscription goes to. Spreads load; it never changes what a read
+/// returns (a linearizable read goes to the leader whatever the preference says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NodePreference {
+    /// The known leader (asked of the cluster with a status call if none is known): the
+    /// freshest data, at the cost of loading the node that also does every append.
+    Leader,
+    /// A node that is not the known leader, to keep read load off it. Falls back to any node
+    /// when every endpoint is the leader or unreachable.
+    Follower,
+    /// The first endpoint, or the one after the last that failed: the caller orders the list.
+    #[default]
+    Any,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ReadOptions {
     pub direction: Direction,
@@ -54,6 +69,8 @@ pub struct ReadOptions {
     /// A local read first waits (boundedly, on the server) until this `$all` position is
     /// applied: pass [`crate::Client::last_position`] to read your own writes on a follower.
     pub min_position: Option<u64>,
+    /// Where a `Local` read starts; ignored by a `Linearizable` one.
+    pub node_preference: NodePreference,
 }
 
 impl ReadOptions {
@@ -92,6 +109,13 @@ impl ReadOptions {
     pub fn min_position(self, position: u64) -> Self {
         ReadOptions {
             min_position: Some(position),
+            ..self
+        }
+    }
+
+    pub fn prefer(self, node_preference: NodePreference) -> Self {
+        ReadOptions {
+            node_preference,
             ..self
         }
     }

@@ -1,13 +1,16 @@
 //! What can be proven without a server: parsing, wire conversions, configuration checks,
 //! and how every kind of failure is classified.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
 use crate::client::backoff;
+use crate::endpoints::{Endpoints, Node};
 use crate::error::{classify, Failure};
 use crate::*;
 
@@ -418,4 +421,145 @@ fn backoff_doubles_from_the_initial_pause_and_stops_at_the_cap() {
         backoff(u32::MAX),
         Duration::from_millis(RETRY_BACKOFF_MAX_MS)
     );
+}
+
+#[test]
+fn read_options_default_to_any_node_and_take_a_preference() {
+    assert_eq!(ReadOptions::default().node_preference, NodePreference::Any);
+    let options = ReadOptions::forwards().prefer(NodePreference::Follower);
+    assert_eq!(options.node_preference, NodePreference::Follower);
+}
+
+#[test]
+fn subscribe_options_default_to_the_start_with_resubscription() {
+    let options = SubscribeOptions::default();
+    assert_eq!(options.from, ReadFrom::Start);
+    assert!(options.resubscribe);
+    assert_eq!(options.node_preference, NodePreference::Any);
+    assert_eq!(
+        options.to_request("order-42"),
+        proto::SubscribeRequest {
+            stream: "order-42".to_owned(),
+            from: 0,
+            from_end: false,
+            filter: None,
+            checkpoint_interval: 0,
+            consistency: proto::ReadConsistency::Local as i32,
+            min_position: None,
+        }
+    );
+}
+
+#[test]
+fn subscribe_options_become_the_documented_request() {
+    let options = SubscribeOptions::default()
+        .from(ReadFrom::End)
+        .filter(
+            SubscriptionFilter::default()
+                .stream_prefix("order-")
+                .event_type_regex("Order(Placed|Paid)"),
+        )
+        .checkpoint_interval(50)
+        .linearizable()
+        .min_position(7)
+        .no_resubscribe()
+        .prefer(NodePreference::Follower);
+    assert!(!options.resubscribe);
+    assert_eq!(options.node_preference, NodePreference::Follower);
+    let request = options.to_request(ALL_STREAM);
+    assert_eq!(request.stream, "$all");
+    assert!(request.from_end);
+    assert_eq!(
+        request.filter,
+        Some(proto::SubscriptionFilter {
+            stream_prefix: "order-".to_owned(),
+            event_type_prefix: String::new(),
+            event_type_regex: "Order(Placed|Paid)".to_owned(),
+        })
+    );
+    assert_eq!(request.checkpoint_interval, 50);
+    assert_eq!(
+        request.consistency,
+        proto::ReadConsistency::Linearizable as i32
+    );
+    assert_eq!(request.min_position, Some(7));
+
+    let request = SubscribeOptions::default()
+        .from(ReadFrom::At(12))
+        .to_request("s");
+    assert_eq!((request.from, request.from_end), (12, false));
+}
+
+fn three_nodes() -> (Endpoints, Vec<Arc<Node>>) {
+    let urls: Vec<String> = (1..=3)
+        .map(|n| format!("http://127.0.0.1:{}", 2112 + n))
+        .collect();
+    let endpoints = Endpoints::new(
+        &urls,
+        Duration::from_secs(1),
+        Arc::new(Endpoint::connect_lazy),
+    )
+    .unwrap();
+    let nodes = endpoints.all();
+    (endpoints, nodes)
+}
+
+#[test]
+fn pick_follows_the_preference_and_avoids_failed_nodes() {
+    let (endpoints, nodes) = three_nodes();
+    let same = |a: &Arc<Node>, b: &Arc<Node>| Arc::ptr_eq(a, b);
+
+    // No leader known: every preference is "any", which starts at the first endpoint.
+    for preference in [
+        NodePreference::Leader,
+        NodePreference::Follower,
+        NodePreference::Any,
+    ] {
+        assert!(same(&endpoints.pick(preference, &[]), &nodes[0]));
+    }
+
+    endpoints.set_leader(&nodes[0]);
+    assert!(same(
+        &endpoints.pick(NodePreference::Leader, &[]),
+        &nodes[0]
+    ));
+    assert!(same(
+        &endpoints.pick(NodePreference::Follower, &[]),
+        &nodes[1]
+    ));
+    assert!(same(&endpoints.pick(NodePreference::Any, &[]), &nodes[0]));
+
+    let failed = [Arc::clone(&nodes[1])];
+    assert!(same(
+        &endpoints.pick(NodePreference::Follower, &failed),
+        &nodes[2]
+    ));
+    // Every follower failed: fall back to the leader rather than a node known to be down.
+    let failed = [Arc::clone(&nodes[1]), Arc::clone(&nodes[2])];
+    assert!(same(
+        &endpoints.pick(NodePreference::Follower, &failed),
+        &nodes[0]
+    ));
+    // The leader failed: another node rather than the same one again.
+    let failed = [Arc::clone(&nodes[0])];
+    assert!(same(
+        &endpoints.pick(NodePreference::Leader, &failed),
+        &nodes[1]
+    ));
+}
+
+#[test]
+fn avoid_moves_past_the_failed_node_and_starts_over_once_all_failed() {
+    let (endpoints, nodes) = three_nodes();
+    let mut tried = Vec::new();
+    for node in &nodes {
+        endpoints.avoid(node, &mut tried);
+    }
+    // All three failed: only the last stays avoided, and the next round starts after it.
+    assert_eq!(tried.len(), 1);
+    assert!(Arc::ptr_eq(&tried[0], &nodes[2]));
+    assert!(Arc::ptr_eq(
+        &endpoints.pick(NodePreference::Any, &tried),
+        &nodes[0]
+    ));
 }

@@ -1,16 +1,20 @@
-//! The client against scripted in-process nodes: leader following, safe retries, reads.
+//! The client against scripted in-process nodes: leader following, safe retries, reads,
+//! subscriptions (resubscribing, guarding against duplicates and gaps, node preference).
 //! The real server is tested elsewhere; these pin down what the client does with each answer.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_client::proto::cluster_server::{Cluster, ClusterServer};
 use cairn_client::proto::streams_server::{Streams, StreamsServer};
-use cairn_client::proto::{self, append_response};
+use cairn_client::proto::{self, append_response, subscribe_response};
 use cairn_client::{
-    Client, ClientConfig, Error, EventData, ExpectedRevision, ReadOptions, LEADER_METADATA_KEY,
+    Client, ClientConfig, Error, EventData, ExpectedRevision, NodePreference, ReadFrom,
+    ReadOptions, SubscribeOptions, Subscription, SubscriptionFilter, SubscriptionMessage,
+    LEADER_METADATA_KEY, MAX_RESUBSCRIBE_ATTEMPTS,
 };
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
@@ -21,14 +25,45 @@ use tonic::{Request, Response, Status};
 type AppendScript = Box<dyn Fn(usize) -> Result<proto::AppendResponse, Status> + Send + Sync>;
 type ReadScript =
     Box<dyn Fn(usize) -> Result<Vec<Result<proto::ReadResponse, Status>>, Status> + Send + Sync>;
+type SubscribeItem = Result<proto::SubscribeResponse, Status>;
+type SubscribeScript =
+    Box<dyn Fn(usize, &proto::SubscribeRequest) -> Result<Served, Status> + Send + Sync>;
+type SubscribeStream = Pin<Box<dyn tokio_stream::Stream<Item = SubscribeItem> + Send>>;
+
+/// What a fake node sends on a subscription: these items, then it either stays open (live and
+/// idle, as a real node waits for the next event) or ends the stream.
+struct Served {
+    items: Vec<SubscribeItem>,
+    stay_open: bool,
+}
+
+/// Sends `items` and stays open.
+fn live(items: Vec<SubscribeItem>) -> Result<Served, Status> {
+    Ok(Served {
+        items,
+        stay_open: true,
+    })
+}
+
+/// Sends `items` and ends the stream (an error item ends it with that status).
+fn ends(items: Vec<SubscribeItem>) -> Result<Served, Status> {
+    Ok(Served {
+        items,
+        stay_open: false,
+    })
+}
 
 /// A node whose answer to the n-th call (0-based) is scripted.
 struct Fake {
     append: AppendScript,
     read: ReadScript,
+    subscribe: SubscribeScript,
     appends: Mutex<Vec<proto::AppendRequest>>,
     reads: AtomicUsize,
+    subscribes: Mutex<Vec<proto::SubscribeRequest>>,
     statuses: AtomicUsize,
+    /// What status reports as the leader's endpoint (empty: none known).
+    leader_endpoint: Mutex<String>,
 }
 
 impl Fake {
@@ -36,10 +71,34 @@ impl Fake {
         Fake {
             append: Box::new(|_| Err(Status::unimplemented("no append script"))),
             read: Box::new(|_| Err(Status::unimplemented("no read script"))),
+            subscribe: Box::new(|_, _| Err(Status::unimplemented("no subscribe script"))),
             appends: Mutex::new(Vec::new()),
             reads: AtomicUsize::new(0),
+            subscribes: Mutex::new(Vec::new()),
             statuses: AtomicUsize::new(0),
+            leader_endpoint: Mutex::new(String::new()),
         }
+    }
+
+    fn on_subscribe(
+        self,
+        script: impl Fn(usize, &proto::SubscribeRequest) -> Result<Served, Status>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Fake {
+        Fake {
+            subscribe: Box::new(script),
+            ..self
+        }
+    }
+
+    fn subscribes(&self) -> Vec<proto::SubscribeRequest> {
+        self.subscribes.lock().unwrap().clone()
+    }
+
+    fn report_leader(&self, url: &str) {
+        *self.leader_endpoint.lock().unwrap() = url.to_owned();
     }
 
     fn on_append(
@@ -93,6 +152,28 @@ impl Streams for Fake {
         let n = self.reads.fetch_add(1, Ordering::SeqCst);
         (self.read)(n).map(|items| Response::new(tokio_stream::iter(items)))
     }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let request = request.into_inner();
+        let n = {
+            let mut subscribes = self.subscribes.lock().unwrap();
+            subscribes.push(request.clone());
+            subscribes.len() - 1
+        };
+        let served = (self.subscribe)(n, &request)?;
+        let tail: SubscribeStream = if served.stay_open {
+            Box::pin(tokio_stream::pending())
+        } else {
+            Box::pin(tokio_stream::empty())
+        };
+        let stream: SubscribeStream = Box::pin(tokio_stream::iter(served.items).chain(tail));
+        Ok(Response::new(stream))
+    }
 }
 
 #[tonic::async_trait]
@@ -104,6 +185,7 @@ impl Cluster for Fake {
         self.statuses.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(proto::StatusResponse {
             node_id: 1,
+            leader_endpoint: self.leader_endpoint.lock().unwrap().clone(),
             ..Default::default()
         }))
     }
@@ -157,19 +239,23 @@ fn not_leader(leader: &str) -> Status {
     status
 }
 
+fn recorded(stream: &str, revision: u64, position: u64) -> proto::RecordedEvent {
+    proto::RecordedEvent {
+        stream: stream.to_owned(),
+        revision,
+        position,
+        id: uuid::Uuid::now_v7().to_string(),
+        r#type: "T".to_owned(),
+        content_type: proto::ContentType::Json as i32,
+        data: b"{}".to_vec(),
+        metadata: Vec::new(),
+        created_unix_ms: 1,
+    }
+}
+
 fn event(stream: &str, revision: u64, position: u64) -> Result<proto::ReadResponse, Status> {
     Ok(proto::ReadResponse {
-        event: Some(proto::RecordedEvent {
-            stream: stream.to_owned(),
-            revision,
-            position,
-            id: uuid::Uuid::now_v7().to_string(),
-            r#type: "T".to_owned(),
-            content_type: proto::ContentType::Json as i32,
-            data: b"{}".to_vec(),
-            metadata: Vec::new(),
-            created_unix_ms: 1,
-        }),
+        event: Some(recorded(stream, revision, position)),
     })
 }
 
@@ -472,4 +558,473 @@ async fn a_read_can_carry_an_event_larger_than_tonics_default_limit() {
         .await;
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].as_ref().unwrap().data.len(), 8 * 1024 * 1024);
+}
+
+// Subscriptions.
+
+/// Bound on any wait for a subscription in these tests, so a bug fails instead of hanging.
+const TEST_WAIT_MS: u64 = 30_000;
+
+fn message(message: subscribe_response::Message) -> SubscribeItem {
+    Ok(proto::SubscribeResponse {
+        message: Some(message),
+    })
+}
+
+fn confirmed(node_id: u64) -> SubscribeItem {
+    message(subscribe_response::Message::Confirmation(
+        proto::SubscriptionConfirmation { node_id },
+    ))
+}
+
+fn sub_event(stream: &str, revision: u64, position: u64) -> SubscribeItem {
+    message(subscribe_response::Message::Event(recorded(
+        stream, revision, position,
+    )))
+}
+
+fn caught_up(next: u64) -> SubscribeItem {
+    message(subscribe_response::Message::CaughtUp(proto::CaughtUp {
+        next,
+    }))
+}
+
+fn checkpoint(next_position: u64) -> SubscribeItem {
+    message(subscribe_response::Message::Checkpoint(proto::Checkpoint {
+        next_position,
+    }))
+}
+
+/// A node that serves stream `s` (revision r at position 10 + r) up to revision `last` from
+/// whatever `from` it is asked, then catches up and waits for more.
+fn serves_stream_s(
+    node_id: u64,
+    last: u64,
+) -> impl Fn(usize, &proto::SubscribeRequest) -> Result<Served, Status> + Send + Sync + 'static {
+    move |_, request| {
+        let mut items = vec![confirmed(node_id)];
+        items.extend((request.from..=last).map(|revision| sub_event("s", revision, 10 + revision)));
+        items.push(caught_up(last + 1));
+        live(items)
+    }
+}
+
+/// A node that confirms, catches up at once and waits.
+fn idle(
+    node_id: u64,
+) -> impl Fn(usize, &proto::SubscribeRequest) -> Result<Served, Status> + Send + Sync + 'static {
+    move |_, request| live(vec![confirmed(node_id), caught_up(request.from)])
+}
+
+/// The messages up to and including the first `CaughtUp`; panics on an error or the end.
+async fn until_caught_up(subscription: &mut Subscription) -> Vec<SubscriptionMessage> {
+    let mut messages = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(TEST_WAIT_MS), subscription.next())
+            .await
+            .expect("the subscription went quiet");
+        match next {
+            Some(Ok(message)) => {
+                let done = matches!(message, SubscriptionMessage::CaughtUp { .. });
+                messages.push(message);
+                if done {
+                    return messages;
+                }
+            }
+            Some(Err(err)) => panic!("error after {messages:?}: {err}"),
+            None => panic!("ended after {messages:?}"),
+        }
+    }
+}
+
+/// Everything the subscription yields until it ends.
+async fn until_the_end(subscription: Subscription) -> Vec<Result<SubscriptionMessage, Error>> {
+    tokio::time::timeout(
+        Duration::from_millis(TEST_WAIT_MS),
+        subscription.collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the subscription did not end")
+}
+
+/// The (revision, position) of each event, in delivery order.
+fn events(messages: &[SubscriptionMessage]) -> Vec<(u64, u64)> {
+    messages
+        .iter()
+        .filter_map(|message| match message {
+            SubscriptionMessage::Event(event) => Some((event.revision, event.position)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn subscription_resumes_on_another_node_after_a_drop_with_no_duplicate_and_no_gap() {
+    let first = Arc::new(Fake::new().on_subscribe(|n, _| match n {
+        0 => ends(vec![
+            confirmed(1),
+            sub_event("s", 0, 10),
+            sub_event("s", 1, 11),
+            sub_event("s", 2, 12),
+            Err(Status::unavailable("shutting down")),
+        ]),
+        _ => Err(Status::unavailable("shut down")),
+    }));
+    let first_url = serve(Arc::clone(&first)).await;
+    let second = Arc::new(Fake::new().on_subscribe(serves_stream_s(2, 5)));
+    let second_url = serve(Arc::clone(&second)).await;
+    let client = client(&[&first_url, &second_url], 3);
+
+    let mut subscription = client
+        .subscribe("s", SubscribeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(subscription.served_by(), Some(1));
+    let messages = until_caught_up(&mut subscription).await;
+
+    let revisions: Vec<u64> = events(&messages).iter().map(|(r, _)| *r).collect();
+    assert_eq!(revisions, vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(
+        messages.last(),
+        Some(&SubscriptionMessage::CaughtUp { next: 6 })
+    );
+    assert_eq!(subscription.served_by(), Some(2));
+    assert_eq!(first.subscribes().len(), 1, "the failed node was skipped");
+    let resumed = &second.subscribes()[0];
+    assert_eq!((resumed.from, resumed.from_end), (3, false));
+    assert_eq!(
+        resumed.min_position,
+        Some(12),
+        "the new node must have applied what was already delivered"
+    );
+}
+
+#[tokio::test]
+async fn subscription_drops_duplicates_and_resubscribes_over_a_gap() {
+    let first = Arc::new(Fake::new().on_subscribe(|_, _| {
+        live(vec![
+            confirmed(1),
+            sub_event("s", 0, 10),
+            sub_event("s", 1, 11),
+            sub_event("s", 1, 11),
+            sub_event("s", 0, 10),
+            sub_event("s", 3, 13),
+            sub_event("s", 4, 14),
+        ])
+    }));
+    let first_url = serve(Arc::clone(&first)).await;
+    let second = Arc::new(Fake::new().on_subscribe(serves_stream_s(2, 4)));
+    let second_url = serve(Arc::clone(&second)).await;
+    let client = client(&[&first_url, &second_url], 3);
+
+    let mut subscription = client
+        .subscribe("s", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let messages = until_caught_up(&mut subscription).await;
+
+    assert_eq!(
+        events(&messages),
+        vec![(0, 10), (1, 11), (2, 12), (3, 13), (4, 14)]
+    );
+    assert_eq!(second.subscribes()[0].from, 2);
+}
+
+#[tokio::test]
+async fn filtered_all_subscription_resumes_from_the_last_checkpoint() {
+    let first = Arc::new(Fake::new().on_subscribe(|n, _| match n {
+        0 => ends(vec![
+            confirmed(1),
+            sub_event("a-1", 0, 3),
+            checkpoint(10),
+            caught_up(10),
+        ]),
+        _ => Err(Status::unavailable("gone")),
+    }));
+    let first_url = serve(Arc::clone(&first)).await;
+    let second = Arc::new(Fake::new().on_subscribe(|_, request| {
+        live(vec![
+            confirmed(2),
+            checkpoint(request.from),
+            sub_event("a-1", 1, request.from + 2),
+            caught_up(request.from + 3),
+        ])
+    }));
+    let second_url = serve(Arc::clone(&second)).await;
+    let client = client(&[&first_url, &second_url], 3);
+
+    let filter = SubscriptionFilter::default().stream_prefix("a-");
+    let mut subscription = client
+        .subscribe_all(
+            SubscribeOptions::default()
+                .filter(filter)
+                .checkpoint_interval(5),
+        )
+        .await
+        .unwrap();
+    let mut messages = until_caught_up(&mut subscription).await;
+    messages.extend(until_caught_up(&mut subscription).await);
+
+    assert_eq!(events(&messages), vec![(0, 3), (1, 12)]);
+    assert!(messages.contains(&SubscriptionMessage::Checkpoint { next_position: 10 }));
+    assert_eq!(
+        messages.last(),
+        Some(&SubscriptionMessage::CaughtUp { next: 13 })
+    );
+    let resumed = &second.subscribes()[0];
+    assert_eq!(resumed.stream, "$all");
+    assert_eq!((resumed.from, resumed.from_end), (10, false));
+    assert_eq!(resumed.checkpoint_interval, 5);
+    assert_eq!(
+        resumed.filter.as_ref().map(|f| f.stream_prefix.as_str()),
+        Some("a-")
+    );
+    assert_eq!(resumed.min_position, Some(9));
+}
+
+#[tokio::test]
+async fn subscription_from_the_end_resumes_at_the_end_it_learnt() {
+    let first = Arc::new(Fake::new().on_subscribe(|n, _| match n {
+        0 => ends(vec![
+            confirmed(1),
+            caught_up(7),
+            Err(Status::unavailable("gone")),
+        ]),
+        _ => Err(Status::unavailable("gone")),
+    }));
+    let first_url = serve(Arc::clone(&first)).await;
+    let second = Arc::new(Fake::new().on_subscribe(idle(2)));
+    let second_url = serve(Arc::clone(&second)).await;
+    let client = client(&[&first_url, &second_url], 3);
+
+    let mut subscription = client
+        .subscribe("s", SubscribeOptions::default().from(ReadFrom::End))
+        .await
+        .unwrap();
+    assert_eq!(
+        until_caught_up(&mut subscription).await,
+        vec![SubscriptionMessage::CaughtUp { next: 7 }]
+    );
+    assert_eq!(
+        until_caught_up(&mut subscription).await,
+        vec![SubscriptionMessage::CaughtUp { next: 7 }],
+        "the consumer sees the switch to live again"
+    );
+    assert!(first.subscribes()[0].from_end);
+    let resumed = &second.subscribes()[0];
+    assert_eq!((resumed.from, resumed.from_end), (7, false));
+}
+
+#[tokio::test]
+async fn invalid_argument_ends_a_subscription_whether_refused_or_streamed() {
+    let node = Arc::new(Fake::new().on_subscribe(|n, _| match n {
+        0 => Err(Status::invalid_argument("stream: must not be empty")),
+        _ => ends(vec![
+            confirmed(1),
+            sub_event("s", 0, 0),
+            Err(Status::invalid_argument(
+                "filter.event_type_regex: unclosed group",
+            )),
+        ]),
+    }));
+    let url = serve(Arc::clone(&node)).await;
+    let other = Arc::new(Fake::new().on_subscribe(serves_stream_s(2, 3)));
+    let other_url = serve(Arc::clone(&other)).await;
+    let client = client(&[&url, &other_url], 3);
+
+    let refused = client.subscribe("s", SubscribeOptions::default()).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+
+    let subscription = client
+        .subscribe("s", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let items = until_the_end(subscription).await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(matches!(items[0], Ok(SubscriptionMessage::Event(_))));
+    assert!(matches!(&items[1], Err(Error::InvalidArgument(m)) if m.contains("regex")));
+    assert_eq!(node.subscribes().len(), 2);
+    assert!(
+        other.subscribes().is_empty(),
+        "a final error is not retried"
+    );
+}
+
+#[tokio::test]
+async fn no_resubscribe_ends_the_subscription_with_the_error() {
+    let node = Arc::new(Fake::new().on_subscribe(|_, _| {
+        ends(vec![
+            confirmed(1),
+            sub_event("s", 0, 0),
+            Err(Status::unavailable("leaving the cluster")),
+        ])
+    }));
+    let url = serve(Arc::clone(&node)).await;
+    let other = Arc::new(Fake::new().on_subscribe(serves_stream_s(2, 3)));
+    let other_url = serve(Arc::clone(&other)).await;
+    let client = client(&[&url, &other_url], 3);
+
+    let subscription = client
+        .subscribe("s", SubscribeOptions::default().no_resubscribe())
+        .await
+        .unwrap();
+    let items = until_the_end(subscription).await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(matches!(&items[1], Err(Error::Unavailable(m)) if m.contains("leaving")));
+    assert!(other.subscribes().is_empty());
+}
+
+#[tokio::test]
+async fn subscription_gives_up_after_the_resubscribe_limit() {
+    let node = Arc::new(Fake::new().on_subscribe(|n, _| match n {
+        0 => ends(vec![confirmed(1), sub_event("s", 0, 0)]),
+        _ => Err(Status::unavailable("no quorum")),
+    }));
+    let url = serve(Arc::clone(&node)).await;
+    let client = client(&[&url], 3);
+
+    let subscription = client
+        .subscribe("s", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let items = until_the_end(subscription).await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(
+        matches!(&items[1], Err(Error::Unavailable(m)) if m.contains("no quorum")),
+        "{items:?}"
+    );
+    let attempts = usize::try_from(MAX_RESUBSCRIBE_ATTEMPTS).unwrap();
+    assert_eq!(node.subscribes().len(), 1 + attempts);
+    // The attempts after the event resumed right after it.
+    assert!(node.subscribes()[1..]
+        .iter()
+        .all(|request| request.from == 1));
+}
+
+#[tokio::test]
+async fn linearizable_subscription_follows_the_leader_hint() {
+    let leader = Arc::new(Fake::new().on_subscribe(idle(1)));
+    let leader_url = serve(Arc::clone(&leader)).await;
+    let hint = leader_url.clone();
+    let follower = Arc::new(Fake::new().on_subscribe(move |_, _| Err(not_leader(&hint))));
+    let follower_url = serve(Arc::clone(&follower)).await;
+    let client = client(&[&follower_url, &leader_url], 3);
+
+    let subscription = client
+        .subscribe("s", SubscribeOptions::default().linearizable())
+        .await
+        .unwrap();
+    assert_eq!(subscription.served_by(), Some(1));
+    assert_eq!(
+        leader.subscribes()[0].consistency,
+        proto::ReadConsistency::Linearizable as i32
+    );
+    assert_eq!(follower.subscribes().len(), 1);
+}
+
+#[tokio::test]
+async fn follower_preference_avoids_the_known_leader() {
+    let leader = Arc::new(
+        Fake::new()
+            .on_subscribe(idle(1))
+            .on_read(|_| Ok(vec![event("s", 0, 0)])),
+    );
+    let leader_url = serve(Arc::clone(&leader)).await;
+    leader.report_leader(&leader_url);
+    let follower = Arc::new(
+        Fake::new()
+            .on_subscribe(idle(2))
+            .on_read(|_| Ok(vec![event("s", 0, 0)])),
+    );
+    let follower_url = serve(Arc::clone(&follower)).await;
+    follower.report_leader(&leader_url);
+    let client = client(&[&leader_url, &follower_url], 3);
+
+    let subscription = client
+        .subscribe(
+            "s",
+            SubscribeOptions::default().prefer(NodePreference::Follower),
+        )
+        .await
+        .unwrap();
+    assert_eq!(subscription.served_by(), Some(2));
+    assert!(leader.subscribes().is_empty());
+    assert_eq!(
+        leader.statuses.load(Ordering::SeqCst),
+        1,
+        "the leader was learnt once, from status"
+    );
+
+    let read: Vec<_> = client
+        .read_stream(
+            "s",
+            ReadOptions::forwards().prefer(NodePreference::Follower),
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(read.len(), 1);
+    assert_eq!(follower.reads.load(Ordering::SeqCst), 1);
+    assert_eq!(leader.reads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn leader_preference_goes_to_the_leader_status_names() {
+    let leader = Arc::new(Fake::new().on_subscribe(idle(1)));
+    let leader_url = serve(Arc::clone(&leader)).await;
+    let follower = Arc::new(Fake::new().on_subscribe(idle(2)));
+    let follower_url = serve(Arc::clone(&follower)).await;
+    follower.report_leader(&leader_url);
+    let client = client(&[&follower_url, &leader_url], 3);
+
+    let subscription = client
+        .subscribe(
+            "s",
+            SubscribeOptions::default().prefer(NodePreference::Leader),
+        )
+        .await
+        .unwrap();
+    assert_eq!(subscription.served_by(), Some(1));
+    assert!(follower.subscribes().is_empty());
+}
+
+#[tokio::test]
+async fn follower_preference_falls_back_to_the_leader_when_followers_are_down() {
+    let leader = Arc::new(Fake::new().on_subscribe(idle(1)));
+    let leader_url = serve(Arc::clone(&leader)).await;
+    leader.report_leader(&leader_url);
+    let dead = dead_url().await;
+    let client = client(&[&leader_url, &dead], 3);
+
+    let subscription = client
+        .subscribe(
+            "s",
+            SubscribeOptions::default().prefer(NodePreference::Follower),
+        )
+        .await
+        .unwrap();
+    assert_eq!(subscription.served_by(), Some(1));
+}
+
+#[tokio::test]
+async fn a_filter_on_a_stream_subscription_is_refused_without_a_round_trip() {
+    let node = Arc::new(Fake::new().on_subscribe(idle(1)));
+    let url = serve(Arc::clone(&node)).await;
+    let client = client(&[&url], 3);
+
+    let refused = client
+        .subscribe(
+            "s",
+            SubscribeOptions::default().filter(SubscriptionFilter::default().stream_prefix("s")),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    assert!(node.subscribes().is_empty());
 }

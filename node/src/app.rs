@@ -18,6 +18,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
+use crate::api::subscribe::{LiveFeed, LIVE_BUFFER_EVENTS};
 use crate::api::{ClusterService, NodeContext, StreamsService, MAX_CLIENT_MESSAGE_BYTES};
 use crate::network::proto::raft_internal_server::RaftInternalServer;
 use crate::network::{Connector, NetworkFactory, RaftService, MAX_RAFT_MESSAGE_BYTES};
@@ -90,7 +91,8 @@ where
     .await?;
     bootstrap(&setup, &raft).await?;
 
-    let ctx = NodeContext::new(id, raft.clone(), reader, setup.limits, connector);
+    let feed = LiveFeed::start(reader.clone(), applied_watch(&raft), LIVE_BUFFER_EVENTS)?;
+    let ctx = NodeContext::new(id, raft.clone(), reader, setup.limits, connector, feed);
     tracing::info!(node = id, peers = ?setup.peers, "serving");
     let served = Server::builder()
         .add_service(
@@ -112,6 +114,20 @@ where
     }
     served?;
     Ok(())
+}
+
+/// The last applied log index, as a watch that changes whenever the node applies something
+/// (what wakes the live feed). It closes when Raft shuts down.
+fn applied_watch(raft: &Raft<TypeConfig>) -> tokio::sync::watch::Receiver<u64> {
+    let mut metrics = raft.metrics();
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        while metrics.changed().await.is_ok() {
+            let applied = metrics.borrow().last_applied.map_or(0, |l| l.index);
+            tx.send_if_modified(|current| std::mem::replace(current, applied) != applied);
+        }
+    });
+    rx
 }
 
 /// Static bootstrap: the lowest id initializes an empty cluster with every peer as a voter.

@@ -4,6 +4,7 @@
 mod cluster;
 mod convert;
 mod streams;
+pub mod subscribe;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ pub struct NodeContext {
     pub reader: EventReader,
     pub limits: Limits,
     pub connector: Arc<dyn Connector>,
+    pub feed: subscribe::LiveFeed,
     /// One channel per peer address, reused across forwarded calls (bounded by membership).
     channels: Mutex<HashMap<String, Channel>>,
 }
@@ -40,6 +42,7 @@ impl NodeContext {
         reader: EventReader,
         limits: Limits,
         connector: Arc<dyn Connector>,
+        feed: subscribe::LiveFeed,
     ) -> Arc<Self> {
         Arc::new(NodeContext {
             id,
@@ -47,6 +50,7 @@ impl NodeContext {
             reader,
             limits,
             connector,
+            feed,
             channels: Mutex::new(HashMap::new()),
         })
     }

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, invalid, invalid_input};
+use super::subscribe::{self, Filter, Subscription, Target, DEFAULT_CHECKPOINT_INTERVAL};
 use super::{not_leader, NodeContext, MAX_CLIENT_MESSAGE_BYTES};
 
 /// Server-side waits stay below the client's default request timeout (5 s), so a client gets
@@ -64,6 +65,45 @@ impl StreamsService {
         Ok(Response::new(reply.into_inner()))
     }
 
+    /// LINEARIZABLE: confirm leadership (and apply) first. A minimum position: wait for it.
+    async fn ensure_consistency(
+        &self,
+        consistency: i32,
+        min_position: Option<u64>,
+    ) -> Result<(), Status> {
+        match proto::ReadConsistency::try_from(consistency) {
+            Ok(proto::ReadConsistency::Local) => {}
+            Ok(proto::ReadConsistency::Linearizable) => {
+                let check = self.ctx.raft.ensure_linearizable();
+                match tokio::time::timeout(
+                    Duration::from_millis(LINEARIZABLE_READ_TIMEOUT_MS),
+                    check,
+                )
+                .await
+                {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(RaftError::APIError(_))) => return Err(not_leader(&self.ctx)),
+                    Ok(Err(RaftError::Fatal(e))) => return Err(Status::unavailable(e.to_string())),
+                    Err(_) => {
+                        return Err(Status::unavailable(
+                            "leadership could not be confirmed in time",
+                        ))
+                    }
+                }
+            }
+            Err(_) => {
+                return Err(invalid(
+                    "consistency",
+                    format!("unknown value {consistency}"),
+                ))
+            }
+        }
+        if let Some(position) = min_position {
+            self.wait_for_position(position).await?;
+        }
+        Ok(())
+    }
+
     /// Waits until this node has applied `position` (so a read sees the caller's own write).
     async fn wait_for_position(&self, position: u64) -> Result<(), Status> {
         let mut metrics = self.ctx.raft.metrics();
@@ -91,6 +131,20 @@ impl StreamsService {
     }
 }
 
+/// A stream name to read or follow (`$`-names other than `$all` simply have no events).
+fn validate_read_name(stream: &str) -> Result<(), Status> {
+    if stream.is_empty() {
+        return Err(invalid("stream", "stream name is empty"));
+    }
+    if stream.len() > cairn_raft_store::limits::MAX_STREAM_NAME_BYTES {
+        return Err(invalid("stream", "stream name is longer than 255 bytes"));
+    }
+    if stream.contains('\0') {
+        return Err(invalid("stream", "stream name contains a NUL character"));
+    }
+    Ok(())
+}
+
 fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -100,6 +154,8 @@ fn now_unix_ms() -> u64 {
 
 type ReadStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::ReadResponse, Status>> + Send>>;
+type SubscribeStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::SubscribeResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Streams for StreamsService {
@@ -178,12 +234,7 @@ impl Streams for StreamsService {
         let request = request.into_inner();
         let all = request.stream == ALL_STREAM;
         if !all {
-            if request.stream.is_empty() {
-                return Err(invalid("stream", "stream name is empty"));
-            }
-            if request.stream.len() > cairn_raft_store::limits::MAX_STREAM_NAME_BYTES {
-                return Err(invalid("stream", "stream name is longer than 255 bytes"));
-            }
+            validate_read_name(&request.stream)?;
         }
         let direction = match proto::Direction::try_from(request.direction) {
             Ok(proto::Direction::Forwards) => Direction::Forwards,
@@ -195,36 +246,8 @@ impl Streams for StreamsService {
                 ))
             }
         };
-        match proto::ReadConsistency::try_from(request.consistency) {
-            Ok(proto::ReadConsistency::Local) => {}
-            Ok(proto::ReadConsistency::Linearizable) => {
-                let check = self.ctx.raft.ensure_linearizable();
-                match tokio::time::timeout(
-                    Duration::from_millis(LINEARIZABLE_READ_TIMEOUT_MS),
-                    check,
-                )
-                .await
-                {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(RaftError::APIError(_))) => return Err(not_leader(&self.ctx)),
-                    Ok(Err(RaftError::Fatal(e))) => return Err(Status::unavailable(e.to_string())),
-                    Err(_) => {
-                        return Err(Status::unavailable(
-                            "leadership could not be confirmed in time",
-                        ))
-                    }
-                }
-            }
-            Err(_) => {
-                return Err(invalid(
-                    "consistency",
-                    format!("unknown value {}", request.consistency),
-                ))
-            }
-        }
-        if let Some(position) = request.min_position {
-            self.wait_for_position(position).await?;
-        }
+        self.ensure_consistency(request.consistency, request.min_position)
+            .await?;
         let from = if request.from_end {
             u64::MAX
         } else {
@@ -274,6 +297,49 @@ impl Streams for StreamsService {
                 }
             }
         });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<SubscribeStream>, Status> {
+        let request = request.into_inner();
+        let target = if request.stream == ALL_STREAM {
+            Target::All(Filter::from_proto(request.filter.as_ref())?)
+        } else {
+            validate_read_name(&request.stream)?;
+            if Filter::from_proto(request.filter.as_ref())?.is_some() {
+                return Err(invalid("filter", "only $all subscriptions take a filter"));
+            }
+            Target::Stream(request.stream)
+        };
+        self.ensure_consistency(request.consistency, request.min_position)
+            .await?;
+        let checkpoint_interval = match request.checkpoint_interval {
+            0 => DEFAULT_CHECKPOINT_INTERVAL,
+            n => n,
+        };
+        let from = subscribe::start(
+            &target,
+            (!request.from_end).then_some(request.from),
+            &self.ctx.reader,
+        )?;
+        let subscription = Subscription {
+            target,
+            from,
+            checkpoint_interval,
+            node_id: self.ctx.id,
+        };
+        let (tx, rx) = subscribe::channel();
+        tokio::spawn(subscribe::run(
+            subscription,
+            self.ctx.reader.clone(),
+            self.ctx.feed.clone(),
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

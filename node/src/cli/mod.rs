@@ -6,6 +6,7 @@ mod commands;
 mod dev;
 mod node;
 mod output;
+mod subscribe;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,8 @@ enum Command {
     Read(commands::ReadArgs),
     /// Read $all, the whole store in commit order.
     ReadAll(commands::ReadAllArgs),
+    /// Follow a stream or $all: history, then live events.
+    Subscribe(subscribe::SubscribeArgs),
     /// Show the cluster: members, leader, term, roles, applied positions.
     Status(commands::StatusArgs),
     /// Measure: the peer workload (S1, S2, S3) or leader failover.
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
             Command::Append(args) => commands::append(args).await,
             Command::Read(args) => commands::read(args).await,
             Command::ReadAll(args) => commands::read_all(args).await,
+            Command::Subscribe(args) => subscribe::run(args).await,
             Command::Status(args) => commands::status(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

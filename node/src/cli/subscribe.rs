@@ -1,0 +1,158 @@
+//! `cairn subscribe`: follow a stream or $all (history, then live events) until Ctrl-C.
+//!
+//! Events go to stdout (`event_text` lines, or `event_json` lines with `--json`). The
+//! subscription's markers go to stderr as `-- ...` lines in text mode, so the events can be
+//! piped on their own; with `--json` they are JSON lines on stdout, in order with the events.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use cairn_client::{
+    Client, ClientConfig, Error, ReadFrom, SubscribeOptions, SubscriptionFilter,
+    SubscriptionMessage,
+};
+use clap::Args;
+use tokio_stream::StreamExt;
+
+use super::output::{event_json, event_text, fail};
+use super::{ClientOptions, EXIT_FAILURE};
+
+#[derive(Args, Debug)]
+pub struct SubscribeArgs {
+    /// The stream to follow, or '$all' for every stream in commit order.
+    pub stream: String,
+    /// First revision (stream) or position ($all) to deliver, or `end` for new events only
+    /// (default: the start).
+    #[arg(long, value_parser = parse_from)]
+    pub from: Option<ReadFrom>,
+    /// $all only: events of streams whose name starts with this.
+    #[arg(long)]
+    pub stream_prefix: Option<String>,
+    /// $all only: events whose type starts with this.
+    #[arg(long)]
+    pub type_prefix: Option<String>,
+    /// $all only: events whose whole type matches this regular expression.
+    #[arg(long)]
+    pub type_regex: Option<String>,
+    /// Filtered $all: a checkpoint after this many scanned events (default: the server's).
+    #[arg(long)]
+    pub checkpoint_interval: Option<u64>,
+    /// Stop with the error when the serving node fails, instead of resubscribing elsewhere.
+    #[arg(long)]
+    pub no_resubscribe: bool,
+    #[command(flatten)]
+    pub client: ClientOptions,
+}
+
+/// `end`, or a revision / position.
+fn parse_from(text: &str) -> Result<ReadFrom, String> {
+    if text == "end" {
+        return Ok(ReadFrom::End);
+    }
+    text.parse()
+        .map(ReadFrom::At)
+        .map_err(|_| format!("{text:?} is neither a number nor `end`"))
+}
+
+fn options(args: &SubscribeArgs) -> SubscribeOptions {
+    let mut options = SubscribeOptions::default().from(args.from.unwrap_or_default());
+    if args.stream_prefix.is_some() || args.type_prefix.is_some() || args.type_regex.is_some() {
+        options = options.filter(SubscriptionFilter {
+            stream_prefix: args.stream_prefix.clone(),
+            event_type_prefix: args.type_prefix.clone(),
+            event_type_regex: args.type_regex.clone(),
+        });
+    }
+    if let Some(interval) = args.checkpoint_interval {
+        options = options.checkpoint_interval(interval);
+    }
+    if args.no_resubscribe {
+        options = options.no_resubscribe();
+    }
+    options
+}
+
+/// Writes one message: events (and, with `--json`, markers) on stdout, text markers on stderr.
+fn print(message: &SubscriptionMessage, json: bool) -> io::Result<()> {
+    let line = match (message, json) {
+        (SubscriptionMessage::Event(event), true) => event_json(event).to_string(),
+        (SubscriptionMessage::Event(event), false) => event_text(event),
+        (SubscriptionMessage::CaughtUp { next }, true) => {
+            serde_json::json!({ "caught_up": { "next": next } }).to_string()
+        }
+        (SubscriptionMessage::FellBehind { next }, true) => {
+            serde_json::json!({ "fell_behind": { "next": next } }).to_string()
+        }
+        (SubscriptionMessage::Checkpoint { next_position }, true) => {
+            serde_json::json!({ "checkpoint": { "next_position": next_position } }).to_string()
+        }
+        (SubscriptionMessage::CaughtUp { next }, false) => {
+            return writeln!(io::stderr(), "-- caught up (next {next})");
+        }
+        (SubscriptionMessage::FellBehind { next }, false) => {
+            return writeln!(io::stderr(), "-- fell behind (next {next})");
+        }
+        (SubscriptionMessage::Checkpoint { next_position }, false) => {
+            return writeln!(io::stderr(), "-- checkpoint {next_position}");
+        }
+    };
+    // stdout is line-buffered: each line reaches a pipe as soon as it is written.
+    writeln!(io::stdout().lock(), "{line}")
+}
+
+/// A reader that went away (`cairn subscribe ... | head`) ends the command normally.
+fn output_failed(e: &io::Error) -> ExitCode {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: cannot write the output: {e}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+pub async fn run(args: SubscribeArgs) -> ExitCode {
+    let config = ClientConfig {
+        endpoints: args.client.endpoints.clone(),
+        ..ClientConfig::default()
+    };
+    let client = match Client::with_config(config) {
+        Ok(client) => client,
+        Err(e) => return fail(&e),
+    };
+    let json = args.client.json;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut subscription = tokio::select! {
+        opened = client.subscribe(&args.stream, options(&args)) => match opened {
+            Ok(subscription) => subscription,
+            Err(e) => return fail(&e),
+        },
+        signal = &mut ctrl_c => return interrupted(signal),
+    };
+    loop {
+        let item = tokio::select! {
+            item = subscription.next() => item,
+            signal = &mut ctrl_c => return interrupted(signal),
+        };
+        match item {
+            Some(Ok(message)) => {
+                if let Err(e) = print(&message, json) {
+                    return output_failed(&e);
+                }
+            }
+            Some(Err(e)) => return fail(&e),
+            // A subscription ends only after yielding its error; this is a defensive exit.
+            None => return fail(&Error::Unavailable("the subscription ended".to_owned())),
+        }
+    }
+}
+
+/// Ctrl-C is the normal way out; a signal handler that could not be installed is not.
+fn interrupted(signal: io::Result<()>) -> ExitCode {
+    match signal {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot listen for Ctrl-C: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
