@@ -325,6 +325,10 @@ struct Follow {
     resume: Resume,
     /// The open server stream; `None` between a failure and the next attempt.
     messages: Option<Streaming<proto::SubscribeResponse>>,
+    /// Events of a batch message not yet judged, one message each (at most one batch: the
+    /// server's `MAX_EVENTS_PER_MESSAGE`). Dropped with the stream: the resume point still
+    /// covers them.
+    unbatched: std::collections::VecDeque<proto::SubscribeResponse>,
     /// The node of the open (or last) server stream.
     node: Option<Arc<Node>>,
     /// Where the next attempt goes when a follower named the leader.
@@ -352,6 +356,7 @@ impl Follow {
             resume: Resume::new(stream, &options),
             options,
             messages: None,
+            unbatched: std::collections::VecDeque::new(),
             node: None,
             next_node: None,
             redirected: false,
@@ -420,6 +425,7 @@ impl Follow {
                         self.client.endpoints().set_leader(&node);
                     }
                     self.messages = Some(messages);
+                    self.unbatched.clear();
                     self.delivered = false;
                     return Ok(());
                 }
@@ -506,7 +512,21 @@ impl Follow {
                 }
                 continue;
             };
-            let loss = match messages.message().await {
+            let received = match self.unbatched.pop_front() {
+                Some(response) => Ok(Some(response)),
+                None => messages.message().await,
+            };
+            let loss = match received {
+                Ok(Some(proto::SubscribeResponse {
+                    message: Some(Message::Events(batch)),
+                })) => {
+                    self.unbatched.extend(batch.events.into_iter().map(|event| {
+                        proto::SubscribeResponse {
+                            message: Some(Message::Event(event)),
+                        }
+                    }));
+                    continue;
+                }
                 Ok(Some(response)) => match self.judge(response) {
                     Verdict::Deliver(message) => {
                         self.delivered = true;
@@ -545,6 +565,7 @@ impl Follow {
                 },
             };
             self.messages = None;
+            self.unbatched.clear();
             if !self.options.resubscribe {
                 return self.end(loss.error);
             }
@@ -568,6 +589,7 @@ impl Follow {
     fn end(&mut self, err: Error) -> Option<Result<SubscriptionMessage, Error>> {
         self.done = true;
         self.messages = None;
+        self.unbatched.clear();
         Some(Err(err))
     }
 
@@ -632,6 +654,10 @@ impl Follow {
                 }
                 Verdict::Deliver(SubscriptionMessage::FellBehind { next })
             }
+            // Batches are split into single events before they are judged.
+            Some(Message::Events(_)) => Verdict::Fatal(Error::Internal(
+                "an event batch reached the judge unsplit".to_owned(),
+            )),
             Some(Message::Checkpoint(checkpoint)) => {
                 let next_position = checkpoint.next_position;
                 if single || resume.next.is_some_and(|next| next_position < next) {

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_client::{Client, ClientConfig, Error, EventData, ExpectedRevision, ReadOptions};
+use cairn_client::{
+    Client, ClientConfig, Error, EventData, ExpectedRevision, NodePreference, ReadFrom,
+    ReadOptions, SubscribeOptions, SubscriptionMessage,
+};
 use cairn_node::local::LocalCluster;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
@@ -35,6 +38,15 @@ pub const FAILOVER_POLL_MS: u64 = 5;
 pub const FAILOVER_ATTEMPT_TIMEOUT_MS: u64 = 300;
 /// Most failover trials.
 pub const MAX_FAILOVER_TRIALS: usize = 1_000;
+/// Events per append while loading the store for catch-up.
+pub const CATCHUP_LOAD_BATCH: u64 = 1_000;
+/// Concurrent writers loading the store for catch-up.
+pub const CATCHUP_LOAD_WRITERS: u64 = 4;
+/// Lag: concurrent writers, and events per append (the rate is split between writers).
+pub const LAG_WRITERS: u64 = 4;
+pub const LAG_EVENTS_PER_APPEND: u64 = 50;
+/// Lag: longest the subscribers may take to receive the last event once writing stops.
+pub const LAG_DRAIN_MS: u64 = 30_000;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -42,6 +54,10 @@ pub enum Scenario {
     S2,
     S3,
     Failover,
+    /// Catch-up read: one subscriber on a follower from the start of a loaded store.
+    Catchup,
+    /// Live lag: subscribers on a follower while writers hold a steady rate.
+    Lag,
 }
 
 #[derive(Args, Debug)]
@@ -66,6 +82,15 @@ pub struct BenchArgs {
     /// Failover trials.
     #[arg(long, default_value_t = 10)]
     pub trials: usize,
+    /// Catch-up: events to load and read back.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub catchup_events: u64,
+    /// Lag: live subscribers.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+    /// Lag: events per second the writers hold.
+    #[arg(long, default_value_t = 5_000)]
+    pub rate: u64,
     /// Start a fresh three-node cluster for the run (required for failover).
     #[arg(long)]
     pub spawn: bool,
@@ -216,7 +241,9 @@ async fn run_workload(args: &BenchArgs, client: Client) -> ExitCode {
         Scenario::S1 => ("S1", 1, 1),
         Scenario::S2 => ("S2", 64, 1),
         Scenario::S3 => ("S3", 8, 100),
-        Scenario::Failover => unreachable!("failover has its own runner"),
+        Scenario::Failover | Scenario::Catchup | Scenario::Lag => {
+            unreachable!("this scenario has its own runner")
+        }
     };
     let clients = args.clients.unwrap_or(default_clients);
     let events_per_append = args.events_per_append.unwrap_or(default_events);
@@ -461,6 +488,8 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     };
     let code = match (&mut spawned, args.scenario) {
         (Some((cluster, _)), Scenario::Failover) => run_failover(&args, cluster).await,
+        (_, Scenario::Catchup) => run_catchup(&args, client).await,
+        (_, Scenario::Lag) => run_lag(&args, client).await,
         _ => run_workload(&args, client).await,
     };
     if let Some((mut cluster, dir)) = spawned {
@@ -468,4 +497,288 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         let _ = std::fs::remove_dir_all(dir);
     }
     code
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Appends `total` events from several writers in large batches; returns the last position.
+async fn load(client: &Client, prefix: &str, total: u64) -> Result<u64, Error> {
+    let per_writer = total.div_ceil(CATCHUP_LOAD_WRITERS);
+    let writers: Vec<_> = (0..CATCHUP_LOAD_WRITERS)
+        .map(|w| {
+            let client = client.clone();
+            let stream = format!("{prefix}-{w}");
+            tokio::spawn(async move {
+                let mut rng = SplitMix64(w);
+                let mut written = 0;
+                let mut last = 0;
+                while written < per_writer {
+                    let n = CATCHUP_LOAD_BATCH.min(per_writer - written);
+                    let events = (0..n)
+                        .map(|_| EventData::binary("Loaded", rng.payload()))
+                        .collect();
+                    last = client
+                        .append(&stream, ExpectedRevision::Any, events)
+                        .await?
+                        .last_position;
+                    written += n;
+                }
+                Ok::<u64, Error>(last)
+            })
+        })
+        .collect();
+    let mut last = 0;
+    for writer in writers {
+        last = last.max(writer.await.map_err(|e| Error::Internal(e.to_string()))??);
+    }
+    Ok(last)
+}
+
+async fn run_catchup(args: &BenchArgs, client: Client) -> ExitCode {
+    let first = match client.status().await {
+        Ok(status) => status
+            .members
+            .iter()
+            .map(|m| m.applied_position)
+            .max()
+            .unwrap_or(0),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    eprintln!("catchup: loading {} events", args.catchup_events);
+    let loading = Instant::now();
+    let last = match load(
+        &client,
+        &format!("cb{}-catchup", std::process::id()),
+        args.catchup_events,
+    )
+    .await
+    {
+        Ok(last) => last,
+        Err(e) => {
+            eprintln!("error: loading: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    eprintln!(
+        "catchup: loaded in {:.1} s; subscribing on a follower",
+        loading.elapsed().as_secs_f64()
+    );
+    let options = SubscribeOptions::default()
+        .from(ReadFrom::At(first))
+        .prefer(NodePreference::Follower)
+        .min_position(last)
+        .no_resubscribe();
+    let started = Instant::now();
+    let mut sub = match client.subscribe_all(options).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let mut received = 0u64;
+    let mut expected = first;
+    while let Some(message) = sub.next().await {
+        match message {
+            Ok(SubscriptionMessage::Event(event)) => {
+                if event.position != expected {
+                    eprintln!(
+                        "error: expected position {expected}, got {}",
+                        event.position
+                    );
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+                expected += 1;
+                received += 1;
+                if event.position >= last {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{{\"target\":{},\"scenario\":\"catchup\",\"events\":{received},\"seconds\":{seconds:.3},\"events_per_s\":{:.1},\"served_by\":{}}}",
+        serde_json::Value::String(args.label.clone()),
+        received as f64 / seconds,
+        sub.served_by().unwrap_or(0)
+    );
+    ExitCode::SUCCESS
+}
+
+/// Lag: most positions a run may cover (acknowledgement times are kept per position).
+pub const LAG_MAX_EVENTS: usize = 4_000_000;
+
+async fn run_lag(args: &BenchArgs, client: Client) -> ExitCode {
+    if args.subscribers == 0 || args.rate == 0 {
+        eprintln!("error: --subscribers and --rate must be positive");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let expected_events = (args.rate as f64 * (args.seconds + args.warmup) * 2.0) as usize;
+    if expected_events > LAG_MAX_EVENTS {
+        eprintln!("error: --rate x --seconds asks for more than {LAG_MAX_EVENTS} events");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let base = match client.status().await {
+        Ok(status) => status
+            .members
+            .iter()
+            .map(|m| m.applied_position)
+            .max()
+            .unwrap_or(0),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    // When each event's append was acknowledged (commit + apply on the leader), in
+    // nanoseconds since `clock`, plus one (0: not yet).
+    let clock = Instant::now();
+    let acked: Arc<Vec<AtomicU64>> =
+        Arc::new((0..expected_events).map(|_| AtomicU64::new(0)).collect());
+    let mut subs = Vec::with_capacity(args.subscribers);
+    for _ in 0..args.subscribers {
+        let options = SubscribeOptions::default()
+            .from(ReadFrom::End)
+            .prefer(NodePreference::Follower)
+            .no_resubscribe();
+        match client.subscribe_all(options).await {
+            Ok(sub) => subs.push(sub),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    }
+    let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let stop_at = measure_from + Duration::from_secs_f64(args.seconds);
+    let last_position = Arc::new(AtomicU64::new(0));
+    let new_histogram =
+        || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds");
+    let collectors: Vec<_> = subs
+        .into_iter()
+        .map(|mut sub| {
+            let last_position = last_position.clone();
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                // Commit (acknowledgement) to delivery, and proposal to delivery, in µs.
+                let (mut from_commit, mut from_proposal) = (new_histogram(), new_histogram());
+                let deadline = stop_at + Duration::from_millis(LAG_DRAIN_MS);
+                while Instant::now() < deadline {
+                    let message = match tokio::time::timeout_at(deadline.into(), sub.next()).await {
+                        Ok(Some(Ok(message))) => message,
+                        _ => break,
+                    };
+                    if let SubscriptionMessage::Event(event) = message {
+                        let received = clock.elapsed().as_nanos() as u64 + 1;
+                        if Instant::now() >= measure_from {
+                            let slot = event
+                                .position
+                                .checked_sub(base)
+                                .and_then(|i| acked.get(i as usize));
+                            let ack = slot.map_or(0, |a| a.load(Ordering::Acquire));
+                            // Delivered before the writer heard its acknowledgement: no lag.
+                            let lag_us = if ack == 0 {
+                                0
+                            } else {
+                                received.saturating_sub(ack) / 1000
+                            };
+                            let _ = from_commit.record(lag_us.clamp(1, 600_000_000));
+                            let proposal_us =
+                                now_unix_ms().saturating_sub(event.created_unix_ms) * 1000;
+                            let _ = from_proposal.record(proposal_us.clamp(1, 600_000_000));
+                        }
+                        let done = last_position.load(Ordering::Acquire);
+                        if done > 0 && event.position >= done {
+                            break;
+                        }
+                    }
+                }
+                (from_commit, from_proposal)
+            })
+        })
+        .collect();
+    let per_writer_interval = Duration::from_secs_f64(
+        LAG_WRITERS as f64 * LAG_EVENTS_PER_APPEND as f64 / args.rate as f64,
+    );
+    let written = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..LAG_WRITERS)
+        .map(|w| {
+            let client = client.clone();
+            let written = written.clone();
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                let stream = format!("cb{}-lag-{w}", std::process::id());
+                let mut rng = SplitMix64(w);
+                let mut tick = tokio::time::interval(per_writer_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut last = 0;
+                while Instant::now() < stop_at {
+                    tick.tick().await;
+                    let events = (0..LAG_EVENTS_PER_APPEND)
+                        .map(|_| EventData::binary("Live", rng.payload()))
+                        .collect();
+                    if let Ok(result) = client.append(&stream, ExpectedRevision::Any, events).await
+                    {
+                        let at = clock.elapsed().as_nanos() as u64 + 1;
+                        let first = result.last_position + 1 - LAG_EVENTS_PER_APPEND;
+                        for position in first..=result.last_position {
+                            if let Some(slot) = position
+                                .checked_sub(base)
+                                .and_then(|i| acked.get(i as usize))
+                            {
+                                slot.store(at, Ordering::Release);
+                            }
+                        }
+                        last = last.max(result.last_position);
+                        written.fetch_add(LAG_EVENTS_PER_APPEND, Ordering::Relaxed);
+                    }
+                }
+                last
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut last = 0;
+    for writer in writers {
+        last = last.max(writer.await.unwrap_or(0));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    last_position.store(last.max(1), Ordering::Release);
+    let (mut from_commit, mut from_proposal) = (new_histogram(), new_histogram());
+    for collector in collectors {
+        if let Ok((c, p)) = collector.await {
+            let _ = from_commit.add(&c);
+            let _ = from_proposal.add(&p);
+        }
+    }
+    let ms = |h: &Histogram<u64>, q: f64| format!("{:.3}", h.value_at_quantile(q) as f64 / 1000.0);
+    println!(
+        "{{\"target\":{},\"scenario\":\"lag\",\"subscribers\":{},\"events_per_s\":{:.1},\"events_per_append\":{LAG_EVENTS_PER_APPEND},\"deliveries\":{},\
+         \"p50_ms\":{},\"p99_ms\":{},\"p999_ms\":{},\"max_ms\":{},\"from_proposal_p50_ms\":{},\"from_proposal_p99_ms\":{}}}",
+        serde_json::Value::String(args.label.clone()),
+        args.subscribers,
+        written.load(Ordering::Relaxed) as f64 / elapsed,
+        from_commit.len(),
+        ms(&from_commit, 0.5),
+        ms(&from_commit, 0.99),
+        ms(&from_commit, 0.999),
+        ms(&from_commit, 1.0),
+        ms(&from_proposal, 0.5),
+        ms(&from_proposal, 0.99),
+    );
+    ExitCode::SUCCESS
 }
