@@ -539,18 +539,26 @@ async fn load(client: &Client, prefix: &str, total: u64) -> Result<u64, Error> {
     Ok(last)
 }
 
-async fn run_catchup(args: &BenchArgs, client: Client) -> ExitCode {
-    let first = match client.status().await {
-        Ok(status) => status
+/// The store's size now: the highest applied position any member reports.
+async fn highest_applied(client: &Client) -> Result<u64, ExitCode> {
+    match client.status().await {
+        Ok(status) => Ok(status
             .members
             .iter()
             .map(|m| m.applied_position)
             .max()
-            .unwrap_or(0),
+            .unwrap_or(0)),
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+            Err(ExitCode::from(EXIT_FAILURE))
         }
+    }
+}
+
+async fn run_catchup(args: &BenchArgs, client: Client) -> ExitCode {
+    let first = match highest_applied(&client).await {
+        Ok(position) => position,
+        Err(code) => return code,
     };
     eprintln!("catchup: loading {} events", args.catchup_events);
     let loading = Instant::now();
@@ -632,17 +640,9 @@ async fn run_lag(args: &BenchArgs, client: Client) -> ExitCode {
         eprintln!("error: --rate x --seconds asks for more than {LAG_MAX_EVENTS} events");
         return ExitCode::from(EXIT_USAGE);
     }
-    let base = match client.status().await {
-        Ok(status) => status
-            .members
-            .iter()
-            .map(|m| m.applied_position)
-            .max()
-            .unwrap_or(0),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+    let base = match highest_applied(&client).await {
+        Ok(position) => position,
+        Err(code) => return code,
     };
     // When each event's append was acknowledged (commit + apply on the leader), in
     // nanoseconds since `clock`, plus one (0: not yet).
