@@ -14,6 +14,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::convert::{self, invalid, invalid_input};
 use super::subscribe::{self, Filter, Subscription, Target, DEFAULT_CHECKPOINT_INTERVAL};
@@ -63,6 +64,61 @@ impl StreamsService {
         .await
         .map_err(|_| Status::unavailable(format!("leader {leader} did not answer in time")))??;
         Ok(Response::new(reply.into_inner()))
+    }
+
+    /// The leader's path: convert once (moving the event data), validate, propose, and turn
+    /// the state machine's verdict into the response.
+    async fn propose(
+        &self,
+        request: proto::AppendRequest,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        let append = convert::append_from_proto(request, now_unix_ms())?;
+        self.ctx
+            .limits
+            .validate_append(&append)
+            .map_err(|e| invalid_input(&e))?;
+        let expected = append.expected;
+        let write = self.ctx.raft.client_write(Command::Append(append));
+        let outcome = match tokio::time::timeout(Duration::from_millis(APPEND_TIMEOUT_MS), write).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return Err(Status::unavailable(format!(
+                    "append not committed within {APPEND_TIMEOUT_MS} ms (no quorum?); retrying with the same event ids is safe"
+                )))
+            }
+        };
+        match outcome {
+            Ok(written) => match written.data {
+                RaftResponse::Append(AppendResult::Written(position)) => {
+                    Ok(Response::new(convert::success(position, false)))
+                }
+                RaftResponse::Append(AppendResult::AlreadyWritten(position)) => {
+                    Ok(Response::new(convert::success(position, true)))
+                }
+                RaftResponse::Append(AppendResult::WrongExpectedVersion { actual, .. }) => Ok(
+                    Response::new(convert::wrong_expected_version(expected, actual)),
+                ),
+                RaftResponse::Append(AppendResult::Rejected(AppendRejection::Invalid(e))) => {
+                    Err(invalid_input(&e))
+                }
+                RaftResponse::Append(AppendResult::Rejected(
+                    conflict @ AppendRejection::IdempotencyConflict { .. },
+                )) => Err(Status::already_exists(conflict.to_string())),
+                RaftResponse::Empty => Err(Status::internal("append produced no result")),
+            },
+            // Leadership moved between the check and the proposal: the caller retries (with the
+            // same event ids, so safely) and finds the new leader.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(not_leader(&self.ctx))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Status::internal(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!(
+                "node {} cannot serve: {e}",
+                self.ctx.id
+            ))),
+        }
     }
 
     /// LINEARIZABLE: confirm leadership (and apply) first. A minimum position: wait for it.
@@ -164,65 +220,28 @@ impl Streams for StreamsService {
         request: Request<proto::AppendRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
         let request = request.into_inner();
-        let leader_only = request.leader_only;
-        // Validate before anything else: bad input never reaches Raft or another node.
-        let check = convert::append_from_proto(request.clone(), 0)?;
-        self.ctx
-            .limits
-            .validate_append(&check)
-            .map_err(|e| invalid_input(&e))?;
-        drop(check);
-
-        let term = self.ctx.raft.metrics().borrow().current_term;
+        let (term, leader) = {
+            let metrics = self.ctx.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.current_term, metrics.current_leader)
+        };
+        if leader != Some(self.ctx.id) {
+            // Not the leader: validate a copy (bad input never reaches another node), then hand
+            // the request on untouched.
+            let check = convert::append_from_proto(request.clone(), 0)?;
+            self.ctx
+                .limits
+                .validate_append(&check)
+                .map_err(|e| invalid_input(&e))?;
+            return if request.leader_only {
+                Err(not_leader(&self.ctx))
+            } else {
+                self.forward(request).await
+            };
+        }
         let span =
             tracing::info_span!("append", node = self.ctx.id, term, stream = %request.stream);
-        let _enter = span.enter();
-        let append = convert::append_from_proto(request.clone(), now_unix_ms())?;
-        let expected = append.expected;
-        let write = self.ctx.raft.client_write(Command::Append(append));
-        let outcome = match tokio::time::timeout(Duration::from_millis(APPEND_TIMEOUT_MS), write).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                return Err(Status::unavailable(format!(
-                    "append not committed within {APPEND_TIMEOUT_MS} ms (no quorum?); retrying with the same event ids is safe"
-                )))
-            }
-        };
-        match outcome {
-            Ok(written) => match written.data {
-                RaftResponse::Append(AppendResult::Written(position)) => {
-                    Ok(Response::new(convert::success(position, false)))
-                }
-                RaftResponse::Append(AppendResult::AlreadyWritten(position)) => {
-                    Ok(Response::new(convert::success(position, true)))
-                }
-                RaftResponse::Append(AppendResult::WrongExpectedVersion { actual, .. }) => Ok(
-                    Response::new(convert::wrong_expected_version(expected, actual)),
-                ),
-                RaftResponse::Append(AppendResult::Rejected(AppendRejection::Invalid(e))) => {
-                    Err(invalid_input(&e))
-                }
-                RaftResponse::Append(AppendResult::Rejected(
-                    conflict @ AppendRejection::IdempotencyConflict { .. },
-                )) => Err(Status::already_exists(conflict.to_string())),
-                RaftResponse::Empty => Err(Status::internal("append produced no result")),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                if leader_only {
-                    Err(not_leader(&self.ctx))
-                } else {
-                    drop(_enter);
-                    self.forward(request).await
-                }
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Status::internal(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!(
-                "node {} cannot serve: {e}",
-                self.ctx.id
-            ))),
-        }
+        self.propose(request).instrument(span).await
     }
 
     type ReadStream = ReadStream;

@@ -100,6 +100,14 @@ async fn run_tailer(
     tx: broadcast::Sender<LiveItem>,
 ) {
     loop {
+        // Nobody live: skip ahead instead of reading every event back. The position is read
+        // *before* the receiver count, so a subscriber that joins after the check reads its
+        // history after this position was taken: nothing falls between.
+        if let Ok(applied_position) = reader.next_position() {
+            if tx.receiver_count() == 0 {
+                next = next.max(applied_position);
+            }
+        }
         loop {
             let page: Result<Vec<RecordedEvent>, _> = reader
                 .read_all(next, Direction::Forwards, HISTORY_PAGE_EVENTS)
