@@ -97,13 +97,8 @@ pub struct BenchArgs {
     /// The `target` label in the output.
     #[arg(long, default_value = "cairn")]
     pub label: String,
-    #[arg(
-        long,
-        env = "CAIRN_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:2113"
-    )]
-    pub endpoints: Vec<String>,
+    #[command(flatten)]
+    pub nodes: super::Endpoints,
 }
 
 /// SplitMix64, as the peer load generator uses for payloads.
@@ -477,7 +472,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         spawned = Some((cluster, dir));
         client
     } else {
-        Client::connect(args.endpoints.clone())
+        Client::connect(args.nodes.endpoints.clone())
     };
     let client = match client {
         Ok(client) => client,

@@ -66,7 +66,7 @@ pub struct StatusArgs {
 
 fn connect(options: &ClientOptions) -> Result<Client, ExitCode> {
     let config = ClientConfig {
-        endpoints: options.endpoints.clone(),
+        endpoints: options.nodes.endpoints.clone(),
         ..ClientConfig::default()
     };
     Client::with_config(config).map_err(|e| fail(&e))

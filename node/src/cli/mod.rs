@@ -52,9 +52,9 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Options every client subcommand takes.
+/// The nodes a command talks to (the contract's `--endpoints`, env `CAIRN_ENDPOINTS`).
 #[derive(Args, Debug, Clone)]
-pub struct ClientOptions {
+pub struct Endpoints {
     /// Nodes to talk to, comma-separated.
     #[arg(
         long,
@@ -63,6 +63,13 @@ pub struct ClientOptions {
         default_value = "http://127.0.0.1:2113"
     )]
     pub endpoints: Vec<String>,
+}
+
+/// Options every client subcommand takes.
+#[derive(Args, Debug, Clone)]
+pub struct ClientOptions {
+    #[command(flatten)]
+    pub nodes: Endpoints,
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,

@@ -111,7 +111,7 @@ fn output_failed(e: &io::Error) -> ExitCode {
 
 pub async fn run(args: SubscribeArgs) -> ExitCode {
     let config = ClientConfig {
-        endpoints: args.client.endpoints.clone(),
+        endpoints: args.client.nodes.endpoints.clone(),
         ..ClientConfig::default()
     };
     let client = match Client::with_config(config) {
