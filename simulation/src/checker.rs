@@ -1,0 +1,1455 @@
+//! The history checker: judges a [`Record`] history against what Cairn promises.
+//!
+//! It is a pure function of the history, so it judges a simulated run and a JSON-lines history
+//! recorded from real processes alike. The yardstick is the *reference log*: the longest
+//! `NodeLog` (the first one on ties). The harness dumps the logs only after the heal and
+//! convergence, so every node must hold exactly that log, and every client observation (acks,
+//! refusals, reads, subscriptions) must be explainable by it.
+//!
+//! Each [`Rule`] is one promise. Violations are grouped by rule, in rule order, and capped at
+//! [`MAX_VIOLATIONS_PER_RULE`] per rule (plus one "N more" line), so a broken run gives a
+//! readable report instead of megabytes.
+//!
+//! Everything is indexed once (ids, per-stream runs of the log, acknowledgements by end time),
+//! so a history of ~100k events is checked in roughly linear time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::history::{AppendOutcome, Consistency, EventRef, Expected, ReadOutcome, Record};
+
+/// At most this many detailed violations are kept per rule; the rest are counted in one
+/// closing "N more" line for that rule.
+pub const MAX_VIOLATIONS_PER_RULE: usize = 20;
+
+/// One promise the history must keep. The names ([`Rule::name`]) are what reports print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// An acknowledged append is missing from the log, or is not where its ack said.
+    AcknowledgedLost,
+    /// One event id appears twice in the log.
+    DuplicateEventId,
+    /// A stream's revisions are not 0, 1, 2, ... in position order.
+    RevisionGap,
+    /// `$all` positions do not go up by exactly 1.
+    PositionOrder,
+    /// Two nodes' logs differ at some index.
+    DivergentLogs,
+    /// Two different appends both succeeded on the same expected revision.
+    ConflictingSuccess,
+    /// A definitely-failed append's events are in the log.
+    FailedVisible,
+    /// A read returned something other than a fresh enough prefix of the log.
+    StaleRead,
+    /// A subscription skipped, repeated, reordered or invented events.
+    SubscriptionGap,
+    /// One node's log is a strict prefix of another's after the run.
+    NotConverged,
+    /// Nothing was acknowledged, or there is no node log to judge against.
+    NothingCommitted,
+    /// After the heal, no append was acknowledged.
+    NoWriteAfterHeal,
+    /// An acknowledged append's events do not sit at the revision its expectation demanded.
+    WrongRevision,
+}
+
+impl Rule {
+    /// The kebab-case name reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::AcknowledgedLost => "acknowledged-lost",
+            Rule::DuplicateEventId => "duplicate-event-id",
+            Rule::RevisionGap => "revision-gap",
+            Rule::PositionOrder => "position-order",
+            Rule::DivergentLogs => "divergent-logs",
+            Rule::ConflictingSuccess => "conflicting-success",
+            Rule::FailedVisible => "failed-visible",
+            Rule::StaleRead => "stale-read",
+            Rule::SubscriptionGap => "subscription-gap",
+            Rule::NotConverged => "not-converged",
+            Rule::NothingCommitted => "nothing-committed",
+            Rule::NoWriteAfterHeal => "no-write-after-heal",
+            Rule::WrongRevision => "wrong-revision",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One broken promise, with enough detail (op numbers, stream, ids) to find it in the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub rule: Rule,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.rule, self.detail)
+    }
+}
+
+/// What the history contained, for the run summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `Append` records, whatever their outcome.
+    pub appends: u64,
+    /// Appends that ended `Ok`.
+    pub acknowledged: u64,
+    /// Appends that ended `Unknown`.
+    pub unknown: u64,
+    /// Appends that ended `WrongExpectedVersion` or `Rejected`.
+    pub definite_failures: u64,
+    /// `Read` records, whatever their outcome.
+    pub reads: u64,
+    pub subscriptions: u64,
+    /// Events delivered, summed over all subscriptions.
+    pub delivered: u64,
+    /// `Fault` records.
+    pub faults: u64,
+    /// Length of the reference log.
+    pub events_committed: u64,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "appends {} (acknowledged {}, unknown {}, failed {}), reads {}, subscriptions {} \
+             (delivered {}), faults {}, events committed {}",
+            self.appends,
+            self.acknowledged,
+            self.unknown,
+            self.definite_failures,
+            self.reads,
+            self.subscriptions,
+            self.delivered,
+            self.faults,
+            self.events_committed
+        )
+    }
+}
+
+/// The checker's verdict: the violations (grouped by rule) and the history's counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub violations: Vec<Violation>,
+    pub stats: Stats,
+}
+
+impl Report {
+    /// No promise was broken.
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    /// One summary line, then one line per violation.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_ok() {
+            write!(f, "ok: {}", self.stats)?;
+        } else {
+            write!(
+                f,
+                "FAILED ({} violations): {}",
+                self.violations.len(),
+                self.stats
+            )?;
+        }
+        for violation in &self.violations {
+            write!(f, "\n{violation}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Judges a history. See the module docs and [`Rule`] for what is checked.
+pub fn check(history: &[Record]) -> Report {
+    let mut sink = Sink::default();
+    let node_logs: Vec<(u64, &[EventRef])> = history
+        .iter()
+        .filter_map(|record| match record {
+            Record::NodeLog { node, events } => Some((*node, events.as_slice())),
+            _ => None,
+        })
+        .collect();
+    // The longest log, the first one on ties (so the choice does not depend on hashing).
+    let reference = node_logs.iter().copied().reduce(|best, next| {
+        if next.1.len() > best.1.len() {
+            next
+        } else {
+            best
+        }
+    });
+    let log = Log::new(reference.map_or(&[], |(_, events)| events));
+    let mut stats = count(history);
+    stats.events_committed = log.events.len() as u64;
+
+    check_committed(history, !node_logs.is_empty(), &mut sink);
+    if let Some(reference) = reference {
+        check_convergence(reference, &node_logs, &mut sink);
+        check_log_shape(&log, &mut sink);
+    }
+    // Without any node log there is nothing to compare client observations with: only the
+    // rules that need no log run then (NothingCommitted already says why).
+    check_appends(history, &log, reference.is_some(), &mut sink);
+    if reference.is_some() {
+        check_reads(history, &log, &mut sink);
+        check_subscriptions(history, &log, &mut sink);
+    }
+    check_heal(history, &mut sink);
+
+    Report {
+        violations: sink.finish(),
+        stats,
+    }
+}
+
+/// Collects violations, keeping at most [`MAX_VIOLATIONS_PER_RULE`] per rule. Details are
+/// built lazily so a run with 100k violations does not format 100k strings.
+#[derive(Default)]
+struct Sink {
+    kept: Vec<Violation>,
+    found: BTreeMap<Rule, usize>,
+}
+
+impl Sink {
+    fn push(&mut self, rule: Rule, detail: impl FnOnce() -> String) {
+        let found = self.found.entry(rule).or_default();
+        *found += 1;
+        if *found <= MAX_VIOLATIONS_PER_RULE {
+            self.kept.push(Violation {
+                rule,
+                detail: detail(),
+            });
+        }
+    }
+
+    fn finish(mut self) -> Vec<Violation> {
+        for (&rule, &found) in &self.found {
+            if found > MAX_VIOLATIONS_PER_RULE {
+                self.kept.push(Violation {
+                    rule,
+                    detail: format!("{} more not shown", found - MAX_VIOLATIONS_PER_RULE),
+                });
+            }
+        }
+        // Stable: within a rule, history order is kept.
+        self.kept.sort_by_key(|violation| violation.rule);
+        self.kept
+    }
+}
+
+/// The reference log with the indexes every rule needs.
+struct Log<'a> {
+    events: &'a [EventRef],
+    /// The whole log by reference, so `$all` and stream scopes are both `&[&EventRef]`.
+    all: Vec<&'a EventRef>,
+    /// Each id's first occurrence.
+    by_id: HashMap<Uuid, &'a EventRef>,
+    /// Each stream's events in position order.
+    streams: HashMap<&'a str, Vec<&'a EventRef>>,
+}
+
+impl<'a> Log<'a> {
+    fn new(events: &'a [EventRef]) -> Self {
+        let mut by_id = HashMap::with_capacity(events.len());
+        let mut streams: HashMap<&str, Vec<&EventRef>> = HashMap::new();
+        for event in events {
+            by_id.entry(event.id).or_insert(event);
+            streams.entry(&event.stream).or_default().push(event);
+        }
+        Log {
+            events,
+            all: events.iter().collect(),
+            by_id,
+            streams,
+        }
+    }
+
+    fn get(&self, id: &Uuid) -> Option<&'a EventRef> {
+        self.by_id.get(id).copied()
+    }
+
+    /// `$all` from `position` (included). Binary search: positions are sorted in a good log,
+    /// and a bad one is already reported by PositionOrder.
+    fn all_from(&self, position: u64) -> &[&'a EventRef] {
+        let start = self.all.partition_point(|e| e.position < position);
+        &self.all[start..]
+    }
+
+    /// `stream` from `revision` (included); empty if the stream is not in the log.
+    fn stream_from(&self, stream: &str, revision: u64) -> &[&'a EventRef] {
+        match self.streams.get(stream) {
+            Some(events) => &events[events.partition_point(|e| e.revision < revision)..],
+            None => &[],
+        }
+    }
+}
+
+/// Formats an event as `id stream/revision @position`.
+struct At<'a>(&'a EventRef);
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        write!(f, "{} {}/{} @{}", e.id, e.stream, e.revision, e.position)
+    }
+}
+
+/// Rule 11: the counts (all but `events_committed`, which needs the reference log).
+fn count(history: &[Record]) -> Stats {
+    let mut stats = Stats::default();
+    for record in history {
+        match record {
+            Record::Append { outcome, .. } => {
+                stats.appends += 1;
+                match outcome {
+                    AppendOutcome::Ok { .. } => stats.acknowledged += 1,
+                    AppendOutcome::Unknown { .. } => stats.unknown += 1,
+                    AppendOutcome::WrongExpectedVersion { .. } | AppendOutcome::Rejected { .. } => {
+                        stats.definite_failures += 1
+                    }
+                }
+            }
+            Record::Read { .. } => stats.reads += 1,
+            Record::Subscription { events, .. } => {
+                stats.subscriptions += 1;
+                stats.delivered += events.len() as u64;
+            }
+            Record::Fault { .. } => stats.faults += 1,
+            Record::Run { .. } | Record::Healed { .. } | Record::NodeLog { .. } => {}
+        }
+    }
+    stats
+}
+
+/// Rule 1: a run that committed nothing (or left no log) proves nothing, so it fails.
+fn check_committed(history: &[Record], has_node_log: bool, sink: &mut Sink) {
+    let acknowledged = history.iter().any(|record| {
+        matches!(
+            record,
+            Record::Append {
+                outcome: AppendOutcome::Ok { .. },
+                ..
+            }
+        )
+    });
+    if !acknowledged {
+        sink.push(Rule::NothingCommitted, || {
+            "no append was acknowledged".to_string()
+        });
+    }
+    if !has_node_log {
+        sink.push(Rule::NothingCommitted, || {
+            "the history has no node log".to_string()
+        });
+    }
+}
+
+/// Rule 2: after heal and convergence every node holds the reference log.
+fn check_convergence(reference: (u64, &[EventRef]), logs: &[(u64, &[EventRef])], sink: &mut Sink) {
+    let (reference_node, reference_log) = reference;
+    for &(node, events) in logs {
+        match events.iter().zip(reference_log).position(|(a, b)| a != b) {
+            Some(index) => sink.push(Rule::DivergentLogs, || {
+                format!(
+                    "node {node} differs from node {reference_node} at index {index}: {} vs {}",
+                    At(&events[index]),
+                    At(&reference_log[index])
+                )
+            }),
+            None if events.len() < reference_log.len() => sink.push(Rule::NotConverged, || {
+                format!(
+                    "node {node} has {} events, a strict prefix of node {reference_node}'s {}",
+                    events.len(),
+                    reference_log.len()
+                )
+            }),
+            None => {}
+        }
+    }
+}
+
+/// Rule 3: the reference log itself is well formed. Each check resynchronises after a
+/// violation so one bad event gives one violation, not one per event after it.
+fn check_log_shape(log: &Log, sink: &mut Sink) {
+    let mut next_revision: HashMap<&str, u64> = HashMap::new();
+    let mut first_at: HashMap<Uuid, u64> = HashMap::with_capacity(log.events.len());
+    let mut previous: Option<&EventRef> = None;
+    for event in log.events {
+        if let Some(previous) = previous {
+            if previous.position.checked_add(1) != Some(event.position) {
+                sink.push(Rule::PositionOrder, || {
+                    format!("{} follows position {}", At(event), previous.position)
+                });
+            }
+        }
+        previous = Some(event);
+
+        let next = next_revision.entry(&event.stream).or_insert(0);
+        if event.revision != *next {
+            let expected = *next;
+            sink.push(Rule::RevisionGap, || {
+                format!("{} should have revision {expected}", At(event))
+            });
+        }
+        *next = event.revision.saturating_add(1);
+
+        if let Some(&first) = first_at.get(&event.id) {
+            sink.push(Rule::DuplicateEventId, || {
+                format!("{} already at position {first}", At(event))
+            });
+        } else {
+            first_at.insert(event.id, event.position);
+        }
+    }
+}
+
+/// Rules 4–7: acknowledgements and refusals against the log.
+fn check_appends(history: &[Record], log: &Log, has_log: bool, sink: &mut Sink) {
+    // Id lists that may legitimately be in the log: acknowledged or possibly written.
+    let mut maybe_written: HashSet<&[Uuid]> = HashSet::new();
+    // (stream, expectation) -> the first id list that succeeded on it, and its op.
+    let mut winners: HashMap<(&str, Expected), (&[Uuid], u64)> = HashMap::new();
+
+    for record in history {
+        let Record::Append {
+            op,
+            stream,
+            expected,
+            ids,
+            outcome,
+            ..
+        } = record
+        else {
+            continue;
+        };
+        let op = *op;
+        let (last_revision, last_position) = match outcome {
+            AppendOutcome::Ok {
+                last_revision,
+                last_position,
+            } => (*last_revision, *last_position),
+            AppendOutcome::Unknown { .. } => {
+                maybe_written.insert(ids.as_slice());
+                continue;
+            }
+            _ => continue,
+        };
+        maybe_written.insert(ids.as_slice());
+        if has_log && !ids.is_empty() {
+            if let Some(detail) = misplaced(log, op, stream, ids, last_revision, last_position) {
+                sink.push(Rule::AcknowledgedLost, || detail);
+            }
+        }
+        check_expected(log, op, stream, *expected, ids, last_revision, sink);
+
+        if matches!(expected, Expected::Exact(_) | Expected::NoStream) {
+            match winners.get(&(stream.as_str(), *expected)) {
+                Some(&(winner, winner_op)) if winner != ids.as_slice() => {
+                    sink.push(Rule::ConflictingSuccess, || {
+                        format!(
+                            "stream {stream} expecting {expected:?}: op {winner_op} ({}) and \
+                             op {op} ({}) both succeeded",
+                            first_id(winner),
+                            first_id(ids)
+                        )
+                    })
+                }
+                Some(_) => {} // a re-send of the same append
+                None => {
+                    winners.insert((stream.as_str(), *expected), (ids.as_slice(), op));
+                }
+            }
+        }
+    }
+
+    if !has_log {
+        return;
+    }
+    for record in history {
+        let Record::Append {
+            op,
+            stream,
+            ids,
+            outcome,
+            ..
+        } = record
+        else {
+            continue;
+        };
+        let what = match outcome {
+            AppendOutcome::WrongExpectedVersion { .. } => "wrong_expected_version",
+            // Refused as an idempotency conflict: the ids clash with a write that exists.
+            AppendOutcome::Rejected { reason }
+                if reason.to_ascii_lowercase().contains("idempotency") =>
+            {
+                continue
+            }
+            AppendOutcome::Rejected { .. } => "rejected",
+            AppendOutcome::Ok { .. } | AppendOutcome::Unknown { .. } => continue,
+        };
+        // A re-send of an append that was (or may have been) written can be refused once the
+        // server has forgotten the ids; then those ids are visible because of the other send.
+        if maybe_written.contains(ids.as_slice()) {
+            continue;
+        }
+        if let Some(event) = ids.iter().find_map(|id| log.get(id)) {
+            sink.push(Rule::FailedVisible, || {
+                format!(
+                    "op {op} to {stream} ended {what}, yet {} is in the log",
+                    At(event)
+                )
+            });
+        }
+    }
+}
+
+fn first_id(ids: &[Uuid]) -> String {
+    match ids {
+        [] => "no events".to_string(),
+        [id] => id.to_string(),
+        [id, ..] => format!("{id} and {} more", ids.len() - 1),
+    }
+}
+
+/// Rule 4: why an acknowledged append is not where its ack says, if it is not.
+fn misplaced(
+    log: &Log,
+    op: u64,
+    stream: &str,
+    ids: &[Uuid],
+    last_revision: u64,
+    last_position: u64,
+) -> Option<String> {
+    let mut previous: Option<&EventRef> = None;
+    for (index, id) in ids.iter().enumerate() {
+        let Some(event) = log.get(id) else {
+            return Some(format!(
+                "op {op} to {stream}: event {} of {} ({id}) is not in the log",
+                index + 1,
+                ids.len()
+            ));
+        };
+        if event.stream != stream {
+            return Some(format!(
+                "op {op} to {stream}: {} is in another stream",
+                At(event)
+            ));
+        }
+        if let Some(previous) = previous {
+            if previous.revision.checked_add(1) != Some(event.revision) {
+                return Some(format!(
+                    "op {op} to {stream}: {} does not directly follow {}",
+                    At(event),
+                    At(previous)
+                ));
+            }
+        }
+        previous = Some(event);
+    }
+    let last = previous?;
+    (last.revision != last_revision || last.position != last_position).then(|| {
+        format!(
+            "op {op} acknowledged at {stream}/{last_revision} @{last_position}, \
+             but the log has {}",
+            At(last)
+        )
+    })
+}
+
+/// Rule 5: the first event sits where the expectation put it. Judged on the log when the first
+/// event is there (in the right stream), else on the revision the ack implies.
+fn check_expected(
+    log: &Log,
+    op: u64,
+    stream: &str,
+    expected: Expected,
+    ids: &[Uuid],
+    last_revision: u64,
+    sink: &mut Sink,
+) {
+    let Some(first) = ids.first() else { return };
+    let (first_revision, source) = match log.get(first) {
+        Some(event) if event.stream == stream => (Some(event.revision), "in the log"),
+        _ => (
+            last_revision
+                .checked_add(1)
+                .and_then(|next| next.checked_sub(ids.len() as u64)),
+            "per its ack",
+        ),
+    };
+    let fits = match (expected, first_revision) {
+        (Expected::Any, _) => true,
+        (_, None) => false,
+        (Expected::Exact(r), Some(first)) => r.checked_add(1) == Some(first),
+        (Expected::NoStream, Some(first)) => first == 0,
+        (Expected::StreamExists, Some(first)) => first >= 1,
+    };
+    if !fits {
+        sink.push(Rule::WrongRevision, || {
+            let at = first_revision.map_or("an impossible revision".to_string(), |r| {
+                format!("revision {r}")
+            });
+            format!(
+                "op {op} to {stream} expecting {expected:?} has its first event at {at} ({source})"
+            )
+        });
+    }
+}
+
+/// Acknowledged appends sorted by end time, with the running maximum of their last position:
+/// "the furthest append acknowledged before t" is then one binary search.
+#[derive(Default)]
+struct AckedBefore {
+    /// (end_ms, max last_position up to here, op of that max).
+    entries: Vec<(u64, u64, u64)>,
+}
+
+impl AckedBefore {
+    fn add(&mut self, end_ms: u64, last_position: u64, op: u64) {
+        self.entries.push((end_ms, last_position, op));
+    }
+
+    fn seal(&mut self) {
+        self.entries.sort_unstable();
+        let mut best: Option<(u64, u64)> = None;
+        for entry in &mut self.entries {
+            if best.is_none_or(|(position, _)| entry.1 > position) {
+                best = Some((entry.1, entry.2));
+            }
+            (entry.1, entry.2) = best.expect("set above");
+        }
+    }
+
+    /// (last_position, op) of the furthest append that ended strictly before `ms`.
+    fn before(&self, ms: u64) -> Option<(u64, u64)> {
+        let count = self.entries.partition_point(|entry| entry.0 < ms);
+        count.checked_sub(1).map(|last| {
+            let (_, position, op) = self.entries[last];
+            (position, op)
+        })
+    }
+}
+
+/// Rule 8: every successful read is a prefix of its scope in the log, fresh enough for the
+/// consistency it asked for.
+fn check_reads(history: &[Record], log: &Log, sink: &mut Sink) {
+    // Appends without events say nothing about what a read must see.
+    let mut acked_all = AckedBefore::default();
+    let mut acked_streams: HashMap<&str, AckedBefore> = HashMap::new();
+    for record in history {
+        if let Record::Append {
+            op,
+            end_ms,
+            stream,
+            ids,
+            outcome: AppendOutcome::Ok { last_position, .. },
+            ..
+        } = record
+        {
+            if !ids.is_empty() {
+                acked_all.add(*end_ms, *last_position, *op);
+                acked_streams
+                    .entry(stream)
+                    .or_default()
+                    .add(*end_ms, *last_position, *op);
+            }
+        }
+    }
+    acked_all.seal();
+    acked_streams.values_mut().for_each(AckedBefore::seal);
+
+    for record in history {
+        let Record::Read {
+            op,
+            start_ms,
+            stream,
+            from_position,
+            max_count,
+            consistency,
+            outcome: ReadOutcome::Ok { events },
+            ..
+        } = record
+        else {
+            continue;
+        };
+        let (op, from_position, max_count) = (*op, *from_position, *max_count);
+        let (scope, name) = match stream {
+            Some(stream) => (log.stream_from(stream, 0), format!("stream {stream}")),
+            None => (
+                log.all_from(from_position),
+                format!("$all from {from_position}"),
+            ),
+        };
+        let returned = events.len() as u64;
+        if returned > max_count {
+            sink.push(Rule::StaleRead, || {
+                format!("op {op} ({name}): returned {returned} events, max_count {max_count}")
+            });
+            continue;
+        }
+        if let Some(index) = first_mismatch(events, scope) {
+            sink.push(Rule::StaleRead, || {
+                format!(
+                    "op {op} ({name}): {}",
+                    describe_mismatch(events, index, scope, log)
+                )
+            });
+            continue;
+        }
+        if returned == max_count {
+            continue; // cut by its count: it makes no claim about what comes after
+        }
+        let seen = events.last().map(|e| e.position);
+        match *consistency {
+            Consistency::Local => {}
+            Consistency::Linearizable => {
+                let required = match stream {
+                    Some(stream) => acked_streams
+                        .get(stream.as_str())
+                        .and_then(|a| a.before(*start_ms)),
+                    None => acked_all
+                        .before(*start_ms)
+                        .filter(|&(position, _)| position >= from_position),
+                };
+                if let Some((position, append)) = required {
+                    if seen.is_none_or(|seen| seen < position) {
+                        sink.push(Rule::StaleRead, || {
+                            format!(
+                                "op {op} (linearizable, {name}, began at {start_ms}ms) saw up \
+                                 to position {}, but op {append}, acknowledged before it began, \
+                                 ends at {position}",
+                                seen.map_or("none".to_string(), |p| p.to_string())
+                            )
+                        });
+                    }
+                }
+            }
+            Consistency::LocalMinPosition(min) => {
+                let required = scope.partition_point(|e| e.position <= min);
+                if events.len() < required {
+                    sink.push(Rule::StaleRead, || {
+                        format!(
+                            "op {op} (local_min_position {min}, {name}) returned {} events, but \
+                             the log has {required} in scope at or below position {min}",
+                            events.len()
+                        )
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Rule 9: each subscription delivered a prefix of its scope: no gap, duplicate, reordering
+/// or invented event.
+fn check_subscriptions(history: &[Record], log: &Log, sink: &mut Sink) {
+    for record in history {
+        let Record::Subscription {
+            sub,
+            client,
+            stream,
+            from,
+            events,
+            ..
+        } = record
+        else {
+            continue;
+        };
+        let (scope, name) = match stream {
+            Some(stream) => (log.stream_from(stream, *from), format!("stream {stream}")),
+            None => (log.all_from(*from), "$all".to_string()),
+        };
+        if let Some(index) = first_mismatch(events, scope) {
+            sink.push(Rule::SubscriptionGap, || {
+                format!(
+                    "sub {sub} (client {client}, {name} from {from}): {}",
+                    describe_mismatch(events, index, scope, log)
+                )
+            });
+        }
+    }
+}
+
+/// Where `got` stops being a prefix of `scope`, if it does.
+fn first_mismatch(got: &[EventRef], scope: &[&EventRef]) -> Option<usize> {
+    got.iter()
+        .enumerate()
+        .position(|(index, event)| scope.get(index).copied() != Some(event))
+}
+
+/// Says what went wrong at `got[index]` (only called for kept violations: it scans).
+fn describe_mismatch(got: &[EventRef], index: usize, scope: &[&EventRef], log: &Log) -> String {
+    let event = &got[index];
+    let wanted = scope
+        .get(index)
+        .map_or("the end of the log".to_string(), |e| At(e).to_string());
+    let what = if got[..index].iter().any(|e| e.id == event.id) {
+        "a duplicate"
+    } else if scope.get(index).is_some_and(|e| e.id == event.id) {
+        "misreported"
+    } else {
+        match scope.iter().position(|e| e.id == event.id) {
+            Some(at) if at > index => "a gap",
+            Some(_) => "out of order",
+            None if log.get(&event.id).is_some() => "out of scope",
+            None => "not in the log",
+        }
+    };
+    format!(
+        "event {index} is {}, {what}; the log has {wanted}",
+        At(event)
+    )
+}
+
+/// Rule 10: once every fault is lifted the cluster must accept writes again.
+fn check_heal(history: &[Record], sink: &mut Sink) {
+    let Some(healed) = history
+        .iter()
+        .filter_map(|record| match record {
+            Record::Healed { at_ms } => Some(*at_ms),
+            _ => None,
+        })
+        .max()
+    else {
+        return;
+    };
+    let written = history.iter().any(|record| {
+        matches!(
+            record,
+            Record::Append {
+                start_ms,
+                outcome: AppendOutcome::Ok { .. },
+                ..
+            } if *start_ms >= healed
+        )
+    });
+    if !written {
+        sink.push(Rule::NoWriteAfterHeal, || {
+            format!("healed at {healed}ms, but no append begun since was acknowledged")
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::history::{read_jsonl, write_jsonl};
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn ev(n: u128, stream: &str, revision: u64, position: u64) -> EventRef {
+        EventRef {
+            id: id(n),
+            stream: stream.to_string(),
+            revision,
+            position,
+        }
+    }
+
+    fn ok(last_revision: u64, last_position: u64) -> AppendOutcome {
+        AppendOutcome::Ok {
+            last_revision,
+            last_position,
+        }
+    }
+
+    /// An append of events `ids` (as numbers) that ran from `start_ms` to `end_ms`.
+    fn append(
+        op: u64,
+        (start_ms, end_ms): (u64, u64),
+        stream: &str,
+        expected: Expected,
+        ids: &[u128],
+        outcome: AppendOutcome,
+    ) -> Record {
+        Record::Append {
+            op,
+            client: 0,
+            start_ms,
+            end_ms,
+            stream: stream.to_string(),
+            expected,
+            ids: ids.iter().map(|&n| id(n)).collect(),
+            outcome,
+        }
+    }
+
+    fn read(
+        op: u64,
+        start_ms: u64,
+        stream: Option<&str>,
+        from_position: u64,
+        max_count: u64,
+        consistency: Consistency,
+        events: Vec<EventRef>,
+    ) -> Record {
+        Record::Read {
+            op,
+            client: 1,
+            start_ms,
+            end_ms: start_ms + 5,
+            stream: stream.map(str::to_string),
+            from_position,
+            max_count,
+            consistency,
+            outcome: ReadOutcome::Ok { events },
+        }
+    }
+
+    fn subscription(sub: u32, stream: Option<&str>, from: u64, events: Vec<EventRef>) -> Record {
+        Record::Subscription {
+            sub,
+            client: 2,
+            stream: stream.map(str::to_string),
+            from,
+            events,
+            caught_up: 1,
+        }
+    }
+
+    /// The log every node holds in [`clean`].
+    fn clean_log() -> Vec<EventRef> {
+        vec![
+            ev(1, "a", 0, 0),
+            ev(2, "a", 1, 1),
+            ev(3, "b", 0, 2),
+            ev(4, "a", 2, 3),
+            ev(6, "b", 1, 4),
+            ev(7, "b", 2, 5),
+        ]
+    }
+
+    fn node_logs(log: &[EventRef]) -> Vec<Record> {
+        (1..=3)
+            .map(|node| Record::NodeLog {
+                node,
+                events: log.to_vec(),
+            })
+            .collect()
+    }
+
+    /// A small run that keeps every promise, exercising each exception the rules allow.
+    fn clean() -> Vec<Record> {
+        use Consistency::*;
+        use Expected::*;
+        let mut history = vec![
+            Record::Run {
+                seed: 7,
+                nodes: 3,
+                clients: 2,
+            },
+            append(1, (0, 10), "a", NoStream, &[1, 2], ok(1, 1)),
+            append(2, (5, 15), "b", Any, &[3], ok(0, 2)),
+            Record::Fault {
+                at_ms: 18,
+                fault: "partition 1".into(),
+            },
+            append(3, (20, 30), "a", Exact(1), &[4], ok(2, 3)),
+            // Lost the race with op 3: not written.
+            append(
+                4,
+                (31, 35),
+                "a",
+                Exact(1),
+                &[5],
+                AppendOutcome::WrongExpectedVersion { actual: Some(2) },
+            ),
+            // Timed out but was written.
+            append(
+                5,
+                (40, 50),
+                "b",
+                StreamExists,
+                &[6],
+                AppendOutcome::Unknown {
+                    error: "timeout".into(),
+                },
+            ),
+            // A re-send of op 3: the same place, not a conflict.
+            append(6, (52, 55), "a", Exact(1), &[4], ok(2, 3)),
+            // A re-send of op 5 refused once the id was forgotten: 6 may be visible.
+            append(
+                8,
+                (56, 57),
+                "b",
+                StreamExists,
+                &[6],
+                AppendOutcome::WrongExpectedVersion { actual: Some(2) },
+            ),
+            // Its ids clash with op 1: refused, but 1 is visible because of op 1.
+            append(
+                9,
+                (57, 58),
+                "c",
+                Any,
+                &[1],
+                AppendOutcome::Rejected {
+                    reason: "idempotency conflict".into(),
+                },
+            ),
+            Record::Fault {
+                at_ms: 59,
+                fault: "heal partition 1".into(),
+            },
+            Record::Healed { at_ms: 60 },
+            append(7, (61, 70), "b", Exact(1), &[7], ok(2, 5)),
+            read(
+                10,
+                40,
+                Some("a"),
+                0,
+                10,
+                Linearizable,
+                vec![ev(1, "a", 0, 0), ev(2, "a", 1, 1), ev(4, "a", 2, 3)],
+            ),
+            // Cut by its count.
+            read(
+                11,
+                45,
+                None,
+                2,
+                2,
+                Local,
+                vec![ev(3, "b", 0, 2), ev(4, "a", 2, 3)],
+            ),
+            // Stale, but Local promises no freshness.
+            read(12, 16, Some("b"), 0, 10, Local, vec![]),
+            read(
+                13,
+                41,
+                None,
+                0,
+                100,
+                LocalMinPosition(3),
+                clean_log()[..4].to_vec(),
+            ),
+            Record::Read {
+                op: 14,
+                client: 1,
+                start_ms: 19,
+                end_ms: 29,
+                stream: None,
+                from_position: 0,
+                max_count: 10,
+                consistency: Linearizable,
+                outcome: ReadOutcome::Failed {
+                    error: "no leader".into(),
+                },
+            },
+            subscription(
+                1,
+                None,
+                2,
+                vec![ev(3, "b", 0, 2), ev(4, "a", 2, 3), ev(6, "b", 1, 4)],
+            ),
+            subscription(2, Some("b"), 1, vec![ev(6, "b", 1, 4), ev(7, "b", 2, 5)]),
+        ];
+        history.extend(node_logs(&clean_log()));
+        history
+    }
+
+    /// The set of rules a history breaks.
+    fn rules(history: &[Record]) -> BTreeSet<Rule> {
+        check(history).violations.iter().map(|v| v.rule).collect()
+    }
+
+    fn only(rule: Rule) -> BTreeSet<Rule> {
+        BTreeSet::from([rule])
+    }
+
+    /// Replaces every node's log with `log`.
+    fn with_log(mut history: Vec<Record>, log: &[EventRef]) -> Vec<Record> {
+        history.retain(|r| !matches!(r, Record::NodeLog { .. }));
+        history.extend(node_logs(log));
+        history
+    }
+
+    /// The record of `op` (an append or a read).
+    fn op_mut(history: &mut [Record], wanted: u64) -> &mut Record {
+        history
+            .iter_mut()
+            .find(|r| matches!(r, Record::Append { op, .. } | Record::Read { op, .. } if *op == wanted))
+            .expect("no such op")
+    }
+
+    fn set_read_events(history: &mut [Record], wanted: u64, new: Vec<EventRef>) {
+        match op_mut(history, wanted) {
+            Record::Read {
+                outcome: ReadOutcome::Ok { events },
+                ..
+            } => *events = new,
+            other => panic!("not a successful read: {other:?}"),
+        }
+    }
+
+    fn set_sub_events(history: &mut [Record], wanted: u32, new: Vec<EventRef>) {
+        for record in history {
+            if let Record::Subscription { sub, events, .. } = record {
+                if *sub == wanted {
+                    *events = new;
+                    return;
+                }
+            }
+        }
+        panic!("no such subscription");
+    }
+
+    #[test]
+    fn clean_history_passes_with_right_stats() {
+        let report = check(&clean());
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(
+            report.stats,
+            Stats {
+                appends: 9,
+                acknowledged: 5,
+                unknown: 1,
+                definite_failures: 3,
+                reads: 5,
+                subscriptions: 2,
+                delivered: 5,
+                faults: 2,
+                events_committed: 6,
+            }
+        );
+    }
+
+    #[test]
+    fn empty_history_committed_nothing() {
+        assert_eq!(rules(&[]), only(Rule::NothingCommitted));
+        assert_eq!(check(&[]).violations.len(), 2, "no ack and no node log");
+    }
+
+    #[test]
+    fn lost_ack() {
+        let mut history = clean();
+        history.push(append(20, (80, 90), "c", Expected::Any, &[99], ok(0, 6)));
+        let report = check(&history);
+        assert_eq!(rules(&history), only(Rule::AcknowledgedLost));
+        assert!(report.violations[0].detail.contains("op 20"), "{report}");
+    }
+
+    #[test]
+    fn ack_at_the_wrong_place() {
+        let mut history = clean();
+        if let Record::Append { outcome, .. } = op_mut(&mut history, 6) {
+            *outcome = ok(2, 4);
+        }
+        assert_eq!(rules(&history), only(Rule::AcknowledgedLost));
+    }
+
+    #[test]
+    fn ack_not_contiguous() {
+        // Op 1's events with another stream's event between their revisions.
+        let mut log = clean_log();
+        log.truncate(2);
+        log[1] = ev(2, "a", 2, 1);
+        log.insert(1, ev(9, "a", 1, 1));
+        log[2].position = 2;
+        let history = vec![
+            append(1, (0, 10), "a", Expected::Any, &[1, 2], ok(2, 2)),
+            Record::NodeLog {
+                node: 1,
+                events: log,
+            },
+        ];
+        assert_eq!(rules(&history), only(Rule::AcknowledgedLost));
+    }
+
+    #[test]
+    fn duplicate_id_in_log() {
+        let mut log = clean_log();
+        log.push(ev(1, "a", 3, 6));
+        assert_eq!(
+            rules(&with_log(clean(), &log)),
+            only(Rule::DuplicateEventId)
+        );
+    }
+
+    #[test]
+    fn revision_gap() {
+        let mut log = clean_log();
+        log.push(ev(8, "b", 4, 6));
+        assert_eq!(rules(&with_log(clean(), &log)), only(Rule::RevisionGap));
+    }
+
+    #[test]
+    fn position_gap() {
+        let mut log = clean_log();
+        log.push(ev(8, "b", 3, 7));
+        assert_eq!(rules(&with_log(clean(), &log)), only(Rule::PositionOrder));
+    }
+
+    #[test]
+    fn divergent_node_logs() {
+        let mut history = clean();
+        let mut other = clean_log();
+        other[5] = ev(8, "b", 2, 5);
+        history.push(Record::NodeLog {
+            node: 4,
+            events: other,
+        });
+        let report = check(&history);
+        assert_eq!(rules(&history), only(Rule::DivergentLogs));
+        assert!(report.violations[0]
+            .detail
+            .starts_with("node 4 differs from node 1 at index 5"));
+    }
+
+    #[test]
+    fn lagging_node_not_converged() {
+        let mut history = clean();
+        history.push(Record::NodeLog {
+            node: 4,
+            events: clean_log()[..3].to_vec(),
+        });
+        assert_eq!(rules(&history), only(Rule::NotConverged));
+    }
+
+    #[test]
+    fn two_successes_for_the_same_exact_revision() {
+        // Both claim to be the event after a/1; only one of them can be in the log there.
+        let mut history = clean();
+        history.push(append(
+            20,
+            (80, 90),
+            "a",
+            Expected::Exact(1),
+            &[8],
+            ok(2, 3),
+        ));
+        assert_eq!(
+            rules(&history),
+            BTreeSet::from([Rule::AcknowledgedLost, Rule::ConflictingSuccess])
+        );
+    }
+
+    #[test]
+    fn two_successes_for_no_stream() {
+        let mut history = clean();
+        history.push(append(
+            20,
+            (80, 90),
+            "a",
+            Expected::NoStream,
+            &[8],
+            ok(0, 6),
+        ));
+        assert!(rules(&history).contains(&Rule::ConflictingSuccess));
+    }
+
+    #[test]
+    fn wrong_revision_for_exact() {
+        let mut history = clean();
+        if let Record::Append { expected, .. } = op_mut(&mut history, 3) {
+            *expected = Expected::Exact(0);
+        }
+        assert_eq!(rules(&history), only(Rule::WrongRevision));
+    }
+
+    #[test]
+    fn wrong_revision_for_stream_exists() {
+        let mut history = clean();
+        if let Record::Append { expected, .. } = op_mut(&mut history, 2) {
+            *expected = Expected::StreamExists;
+        }
+        assert_eq!(rules(&history), only(Rule::WrongRevision));
+    }
+
+    #[test]
+    fn wrong_expected_version_yet_visible() {
+        let mut log = clean_log();
+        log.push(ev(5, "a", 3, 6));
+        let history = with_log(clean(), &log);
+        let report = check(&history);
+        assert_eq!(rules(&history), only(Rule::FailedVisible));
+        assert!(report.violations[0].detail.contains("op 4"), "{report}");
+    }
+
+    #[test]
+    fn rejected_yet_visible() {
+        let mut log = clean_log();
+        log.push(ev(5, "a", 3, 6));
+        let mut history = with_log(clean(), &log);
+        if let Record::Append { outcome, .. } = op_mut(&mut history, 4) {
+            *outcome = AppendOutcome::Rejected {
+                reason: "event too large".into(),
+            };
+        }
+        assert_eq!(rules(&history), only(Rule::FailedVisible));
+    }
+
+    #[test]
+    fn stale_linearizable_read() {
+        // Began at 40, after op 3 (a/2 @3) was acknowledged at 30, yet misses it.
+        let mut history = clean();
+        set_read_events(&mut history, 10, vec![ev(1, "a", 0, 0), ev(2, "a", 1, 1)]);
+        let report = check(&history);
+        assert_eq!(rules(&history), only(Rule::StaleRead));
+        assert!(report.violations[0].detail.contains("op 3"), "{report}");
+    }
+
+    #[test]
+    fn empty_linearizable_read_after_an_ack() {
+        let mut history = clean();
+        history.push(read(
+            20,
+            16,
+            Some("b"),
+            0,
+            10,
+            Consistency::Linearizable,
+            vec![],
+        ));
+        assert_eq!(rules(&history), only(Rule::StaleRead));
+    }
+
+    #[test]
+    fn linearizable_read_cut_by_its_count_is_fine() {
+        let mut history = clean();
+        history.push(read(
+            20,
+            100,
+            None,
+            0,
+            1,
+            Consistency::Linearizable,
+            vec![ev(1, "a", 0, 0)],
+        ));
+        assert!(check(&history).is_ok());
+    }
+
+    #[test]
+    fn stale_local_min_position_read() {
+        let mut history = clean();
+        set_read_events(&mut history, 13, clean_log()[..3].to_vec());
+        assert_eq!(rules(&history), only(Rule::StaleRead));
+    }
+
+    #[test]
+    fn stale_local_read_is_fine() {
+        let mut history = clean();
+        history.push(read(
+            20,
+            100,
+            Some("a"),
+            0,
+            10,
+            Consistency::Local,
+            vec![ev(1, "a", 0, 0)],
+        ));
+        history.push(read(21, 100, None, 3, 10, Consistency::Local, vec![]));
+        assert!(check(&history).is_ok());
+    }
+
+    #[test]
+    fn read_with_a_hole_or_too_many_events() {
+        let mut history = clean();
+        set_read_events(&mut history, 10, vec![ev(1, "a", 0, 0), ev(4, "a", 2, 3)]);
+        assert_eq!(rules(&history), only(Rule::StaleRead));
+
+        let mut history = clean();
+        set_read_events(&mut history, 11, clean_log()[2..5].to_vec());
+        assert_eq!(rules(&history), only(Rule::StaleRead));
+    }
+
+    #[test]
+    fn subscription_with_a_gap() {
+        let mut history = clean();
+        set_sub_events(&mut history, 1, vec![ev(3, "b", 0, 2), ev(6, "b", 1, 4)]);
+        let report = check(&history);
+        assert_eq!(rules(&history), only(Rule::SubscriptionGap));
+        assert!(report.violations[0].detail.contains("a gap"), "{report}");
+    }
+
+    #[test]
+    fn subscription_with_a_duplicate() {
+        let mut history = clean();
+        let events = vec![ev(6, "b", 1, 4), ev(6, "b", 1, 4), ev(7, "b", 2, 5)];
+        set_sub_events(&mut history, 2, events);
+        let report = check(&history);
+        assert_eq!(rules(&history), only(Rule::SubscriptionGap));
+        assert!(
+            report.violations[0].detail.contains("a duplicate"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn subscription_with_an_invented_event() {
+        let mut history = clean();
+        set_sub_events(&mut history, 2, vec![ev(6, "b", 1, 4), ev(99, "b", 2, 5)]);
+        let report = check(&history);
+        assert_eq!(rules(&history), only(Rule::SubscriptionGap));
+        assert!(
+            report.violations[0].detail.contains("not in the log"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn healed_but_no_write_after() {
+        let mut history = clean();
+        for record in &mut history {
+            if let Record::Healed { at_ms } = record {
+                *at_ms = 100;
+            }
+        }
+        assert_eq!(rules(&history), only(Rule::NoWriteAfterHeal));
+    }
+
+    #[test]
+    fn violations_are_capped_per_rule() {
+        let mut history = clean();
+        for n in 0..50 {
+            history.push(append(
+                100 + n,
+                (80, 90),
+                "c",
+                Expected::Any,
+                &[1000 + n as u128],
+                ok(0, 6),
+            ));
+        }
+        let report = check(&history);
+        assert_eq!(report.violations.len(), MAX_VIOLATIONS_PER_RULE + 1);
+        let last = report.violations.last().unwrap();
+        assert_eq!(last.to_string(), "acknowledged-lost: 30 more not shown");
+    }
+
+    #[test]
+    fn violation_display() {
+        let violation = Violation {
+            rule: Rule::StaleRead,
+            detail: "op 3".into(),
+        };
+        assert_eq!(violation.to_string(), "stale-read: op 3");
+    }
+
+    #[test]
+    fn jsonl_round_trip_gives_the_same_report() {
+        let mut history = clean();
+        set_sub_events(&mut history, 1, vec![ev(3, "b", 0, 2), ev(6, "b", 1, 4)]);
+        let mut bytes = Vec::new();
+        write_jsonl(&history, &mut bytes).unwrap();
+        let back = read_jsonl(bytes.as_slice()).unwrap();
+        assert_eq!(back, history);
+        let report = check(&back);
+        assert!(!report.is_ok());
+        assert_eq!(report, check(&history));
+    }
+}
