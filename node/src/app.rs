@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_client::proto::cluster_server::ClusterServer;
 use cairn_client::proto::streams_server::StreamsServer;
 use cairn_raft_store::disk::Disk;
-use cairn_raft_store::{open_store, Limits, NodeId, TypeConfig};
+use cairn_raft_store::{open_store, EventReader, Limits, NodeId, TypeConfig};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::Stream;
@@ -39,6 +40,11 @@ pub const LOG_ENTRIES_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
 /// Most entries in one AppendEntries message (their bytes are bounded by the log reader).
 pub const MAX_ENTRIES_PER_REPLICATION: u64 = 300;
 
+/// How often the server pings a connection that is otherwise quiet, and how long it waits for
+/// the answer before dropping it: frees what a vanished client's subscriptions held.
+pub const SERVER_KEEPALIVE_INTERVAL_MS: u64 = 5_000;
+pub const SERVER_KEEPALIVE_TIMEOUT_MS: u64 = 5_000;
+
 /// Who this node is and who its peers are.
 #[derive(Debug, Clone)]
 pub struct NodeSetup {
@@ -62,6 +68,15 @@ pub fn raft_config() -> anyhow::Result<Arc<Config>> {
     Ok(Arc::new(config.validate()?))
 }
 
+/// A started node: Raft running, the store open, not yet serving.
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft<TypeConfig>,
+    /// Reads this node's applied state directly (what the simulation's checker compares).
+    pub reader: EventReader,
+    ctx: Arc<NodeContext>,
+}
+
 /// Runs one node until `shutdown` resolves.
 pub async fn run<I, IO, IE>(
     setup: NodeSetup,
@@ -75,6 +90,18 @@ where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    start(setup, disk, connector)
+        .await?
+        .serve(incoming, shutdown)
+        .await
+}
+
+/// Opens the store, starts Raft and bootstraps the cluster if this node is the one to.
+pub async fn start(
+    setup: NodeSetup,
+    disk: Arc<dyn Disk>,
+    connector: Arc<dyn Connector>,
+) -> anyhow::Result<Node> {
     let id = setup.id;
     if !setup.peers.contains_key(&id) {
         anyhow::bail!("node {id} is not among the peers {:?}", setup.peers);
@@ -92,28 +119,59 @@ where
     bootstrap(&setup, &raft).await?;
 
     let feed = LiveFeed::start(reader.clone(), applied_watch(&raft), LIVE_BUFFER_EVENTS)?;
-    let ctx = NodeContext::new(id, raft.clone(), reader, setup.limits, connector, feed);
+    let ctx = NodeContext::new(
+        id,
+        raft.clone(),
+        reader.clone(),
+        setup.limits,
+        connector,
+        feed,
+    );
     tracing::info!(node = id, peers = ?setup.peers, "serving");
-    let served = Server::builder()
-        .add_service(
-            RaftInternalServer::new(RaftService::new(raft.clone()))
-                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-        )
-        .add_service(
-            StreamsServer::new(StreamsService::new(ctx.clone()))
-                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
-        )
-        .add_service(ClusterServer::new(ClusterService::new(ctx)))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    tracing::info!(node = id, "shutting down");
-    if let Err(e) = raft.shutdown().await {
-        tracing::warn!(node = id, error = %e, "raft did not shut down cleanly");
+    Ok(Node {
+        id,
+        raft,
+        reader,
+        ctx,
+    })
+}
+
+impl Node {
+    /// Serves the gRPC services on `incoming` until `shutdown` resolves, then stops Raft.
+    pub async fn serve<I, IO, IE>(
+        self,
+        incoming: I,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()>
+    where
+        I: Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Node { id, raft, ctx, .. } = self;
+        let served = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_millis(SERVER_KEEPALIVE_INTERVAL_MS)))
+            .http2_keepalive_timeout(Some(Duration::from_millis(SERVER_KEEPALIVE_TIMEOUT_MS)))
+            .add_service(
+                RaftInternalServer::new(RaftService::new(raft.clone()))
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            )
+            .add_service(
+                StreamsServer::new(StreamsService::new(ctx.clone()))
+                    .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+            )
+            .add_service(ClusterServer::new(ClusterService::new(ctx)))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        tracing::info!(node = id, "shutting down");
+        if let Err(e) = raft.shutdown().await {
+            tracing::warn!(node = id, error = %e, "raft did not shut down cleanly");
+        }
+        served?;
+        Ok(())
     }
-    served?;
-    Ok(())
 }
 
 /// The last applied log index, as a watch that changes whenever the node applies something

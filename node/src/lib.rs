@@ -9,4 +9,4 @@ pub mod app;
 pub mod local;
 pub mod network;
 
-pub use app::{run, NodeSetup};
+pub use app::{run, start, Node, NodeSetup};

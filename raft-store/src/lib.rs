@@ -15,11 +15,13 @@
 
 pub mod disk;
 mod error;
+pub mod faults;
 mod keys;
 pub mod limits;
 mod log_store;
 mod read;
 mod records;
+pub mod runtime;
 mod snapshot;
 mod state_machine;
 mod types;

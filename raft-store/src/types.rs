@@ -14,8 +14,8 @@ use crate::snapshot::SnapshotData;
 pub type NodeId = u64;
 
 openraft::declare_raft_types!(
-    /// Cairn's Raft types. The runtime is tokio; the simulation (issue 5) swaps in a runtime
-    /// whose randomness comes from the seed.
+    /// Cairn's Raft types. The runtime is tokio with a generator the simulation can seed
+    /// ([`crate::runtime`]).
     pub TypeConfig:
         D = Command,
         R = Response,
@@ -23,7 +23,7 @@ openraft::declare_raft_types!(
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = SnapshotData,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = crate::runtime::CairnRuntime,
 );
 
 pub type LogId = openraft::LogId<NodeId>;

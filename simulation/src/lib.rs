@@ -1,4 +1,13 @@
 //! # cairn-simulation
 //!
-//! The deterministic simulation (turmoil, the in-memory disk model) and the history checker.
-//! Not built yet: it arrives with the issue "Deterministic simulation".
+//! The deterministic simulation of a Cairn cluster (turmoil, the in-memory disk model, one
+//! seed for everything) and the history checker that judges its runs. See `DESIGN.md`.
+
+pub mod checker;
+pub mod disk;
+pub mod faults;
+pub mod history;
+pub mod net;
+pub mod rng;
+pub mod sim;
+pub mod workload;

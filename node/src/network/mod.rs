@@ -31,15 +31,28 @@ pub trait Connector: Send + Sync + 'static {
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error>;
 }
 
+/// How often a connection to a peer is pinged when nothing else proves it alive...
+pub const PEER_KEEPALIVE_INTERVAL_MS: u64 = 1_000;
+/// ...and how long a ping may go unanswered before the connection is dropped and a new one
+/// made. Without it a connection whose peer vanished (power loss, a partition that swallowed
+/// bytes) stays open and every RPC on it times out, forever.
+pub const PEER_KEEPALIVE_TIMEOUT_MS: u64 = 1_000;
+
+/// The endpoint for a peer's `HOST:PORT`: connect timeout and keepalive set.
+pub fn peer_endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .http2_keep_alive_interval(Duration::from_millis(PEER_KEEPALIVE_INTERVAL_MS))
+        .keep_alive_timeout(Duration::from_millis(PEER_KEEPALIVE_TIMEOUT_MS))
+        .keep_alive_while_idle(true))
+}
+
 /// Plain TCP. Channels connect lazily and reconnect by themselves.
 pub struct TcpConnector;
 
 impl Connector for TcpConnector {
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        Ok(Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-            .tcp_nodelay(true)
-            .connect_lazy())
+        Ok(peer_endpoint(addr)?.tcp_nodelay(true).connect_lazy())
     }
 }
 

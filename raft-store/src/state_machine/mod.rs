@@ -36,6 +36,8 @@ struct Shared {
     generation: Arc<AtomicU64>,
     /// Serializes writers of the snapshot record (builds run beside `apply`).
     snapshot_lock: tokio::sync::Mutex<()>,
+    /// The `$all` position this store opened at (only the `forget_event_ids` bug reads it).
+    opened_at_position: u64,
 }
 
 impl Shared {
@@ -93,6 +95,7 @@ impl StateMachineStore {
                 limits,
                 generation: Arc::new(AtomicU64::new(0)),
                 snapshot_lock: tokio::sync::Mutex::new(()),
+                opened_at_position: applied.next_position,
             }),
             applied,
         })
@@ -211,6 +214,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let shared = self.shared.clone();
         let mut applier =
             apply::Applier::new(shared.disk.as_ref(), &shared.limits, &mut self.applied);
+        let bugs = crate::faults::active();
+        if bugs.forget_event_ids {
+            applier.forget_ids_below = shared.opened_at_position;
+        }
+        let mut entries: Vec<Entry> = entries.into_iter().collect();
+        if bugs.apply_out_of_order && entries.len() > 1 {
+            // The commands run in reverse order; the log ids stay where they were.
+            let last = entries.len() - 1;
+            for i in 0..entries.len() / 2 {
+                let (front, back) = entries.split_at_mut(last - i);
+                std::mem::swap(&mut front[i].payload, &mut back[0].payload);
+            }
+        }
         let mut responses = Vec::new();
         for entry in entries {
             let log_id = entry.log_id;

@@ -1,0 +1,47 @@
+//! Deliberate bugs, for proving that the simulation's checker catches real ones. Each switch
+//! is a bug a storage engine could plausibly have. They exist only with the
+//! `fault-injection` feature and are per thread (the simulation runs a whole cluster on one
+//! thread), so a test that turns one on cannot disturb a test running beside it.
+
+/// Which bugs are switched on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// The log store tells Raft entries are durable as soon as they are written, before the
+    /// disk has synced them.
+    pub ack_before_durable: bool,
+    /// The state machine appends whatever the expected revision says.
+    pub skip_expected_version: bool,
+    /// The state machine applies the commands of a batch of entries in reverse order.
+    pub apply_out_of_order: bool,
+    /// After a restart the state machine no longer finds event ids written before it.
+    pub forget_event_ids: bool,
+}
+
+#[cfg(feature = "fault-injection")]
+thread_local! {
+    static BUGS: std::cell::Cell<Bugs> = const { std::cell::Cell::new(Bugs {
+        ack_before_durable: false,
+        skip_expected_version: false,
+        apply_out_of_order: false,
+        forget_event_ids: false,
+    }) };
+}
+
+/// Switches bugs on (or off) for code running on this thread.
+#[cfg(feature = "fault-injection")]
+pub fn set(bugs: Bugs) {
+    BUGS.with(|b| b.set(bugs));
+}
+
+/// The bugs switched on for this thread: none, unless built with `fault-injection`.
+#[inline]
+pub(crate) fn active() -> Bugs {
+    #[cfg(feature = "fault-injection")]
+    {
+        BUGS.with(|b| b.get())
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        Bugs::default()
+    }
+}

@@ -1,0 +1,119 @@
+//! The fault schedule: what goes wrong, when, and for how long, all drawn from the seed before
+//! the run starts (except which node leads, which the schedule asks of the cluster when the
+//! fault fires).
+
+use crate::rng::SimRng;
+
+/// Which kinds of fault a run may inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultMix {
+    pub partitions: bool,
+    pub crashes: bool,
+    pub latency: bool,
+    pub disk: bool,
+}
+
+impl FaultMix {
+    pub const ALL: FaultMix = FaultMix {
+        partitions: true,
+        crashes: true,
+        latency: true,
+        disk: true,
+    };
+    pub const NONE: FaultMix = FaultMix {
+        partitions: false,
+        crashes: false,
+        latency: false,
+        disk: false,
+    };
+}
+
+/// One fault, from when it starts until `for_ms` later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Nodes `a` and `b` cannot reach each other.
+    Partition { a: u64, b: u64 },
+    /// Messages from `from` to `to` are lost; the other way works.
+    PartitionOneway { from: u64, to: u64 },
+    /// Whoever leads when this fires is cut off from every other node.
+    IsolateLeader,
+    /// The node loses power: unflushed writes are lost except a prefix chosen from the seed.
+    Crash { node: u64 },
+    /// Messages take up to this long.
+    Latency { max_ms: u64 },
+    /// Links fail at random (messages lost) with this chance per step, in thousandths.
+    Lossy { per_mille: u64 },
+    /// Every sync of this node's disk takes this long.
+    SlowDisk { node: u64, delay_ms: u64 },
+    /// This node's disk fails every write and sync; its Raft stops, and it is restarted when
+    /// the fault ends.
+    FailingDisk { node: u64 },
+}
+
+/// A fault at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled {
+    pub at_ms: u64,
+    pub for_ms: u64,
+    pub fault: Fault,
+}
+
+/// Faults between `start_ms` and `end_ms` (each lasts at most until `end_ms`, the heal).
+pub fn schedule(
+    rng: &mut SimRng,
+    nodes: u64,
+    mix: FaultMix,
+    start_ms: u64,
+    end_ms: u64,
+) -> Vec<Scheduled> {
+    let mut kinds: Vec<u64> = Vec::new();
+    if mix.partitions {
+        kinds.extend([0, 1, 2]);
+    }
+    if mix.crashes {
+        kinds.extend([3, 3]);
+    }
+    if mix.latency {
+        kinds.extend([4, 5]);
+    }
+    if mix.disk {
+        kinds.extend([6, 7]);
+    }
+    let mut faults = Vec::new();
+    if kinds.is_empty() {
+        return faults;
+    }
+    let mut at_ms = start_ms + rng.below(1_000);
+    while at_ms < end_ms {
+        let node = 1 + rng.below(nodes);
+        let other = 1 + (node + rng.below(nodes - 1)) % nodes;
+        let fault = match kinds[rng.below(kinds.len() as u64) as usize] {
+            0 => Fault::Partition { a: node, b: other },
+            1 => Fault::PartitionOneway {
+                from: node,
+                to: other,
+            },
+            2 => Fault::IsolateLeader,
+            3 => Fault::Crash { node },
+            4 => Fault::Latency {
+                max_ms: rng.between(20, 300),
+            },
+            5 => Fault::Lossy {
+                per_mille: rng.between(1, 20),
+            },
+            6 => Fault::SlowDisk {
+                node,
+                delay_ms: rng.between(1, 50),
+            },
+            _ => Fault::FailingDisk { node },
+        };
+        let for_ms = rng.between(200, 3_000).min(end_ms - at_ms);
+        faults.push(Scheduled {
+            at_ms,
+            for_ms,
+            fault,
+        });
+        at_ms += rng.between(100, 1_500);
+    }
+    faults
+}

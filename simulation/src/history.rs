@@ -1,0 +1,150 @@
+//! What a run did, as the clients and the nodes saw it: one [`Record`] per line of JSON.
+//!
+//! The simulation writes it; the checker judges it. A history recorded from real processes in
+//! the same format is judged the same way. Times are milliseconds since the run began (simulated
+//! time inside the simulation), so a seed gives the same bytes every time.
+
+use std::io::{self, BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What an append asked the stream to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expected {
+    Any,
+    NoStream,
+    StreamExists,
+    /// The stream's last revision is exactly this.
+    Exact(u64),
+}
+
+/// One event as a reader, a subscriber or a node's `$all` saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EventRef {
+    pub id: Uuid,
+    pub stream: String,
+    /// 0-based, gapless within the stream.
+    pub revision: u64,
+    /// Position in `$all`, gapless across the log.
+    pub position: u64,
+}
+
+/// How an append ended, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AppendOutcome {
+    /// Acknowledged: the events are committed, the last one at this revision and position.
+    Ok {
+        last_revision: u64,
+        last_position: u64,
+    },
+    /// Definitely not written: the expected revision did not hold.
+    WrongExpectedVersion { actual: Option<u64> },
+    /// Definitely not written: the server refused it (bad input, idempotency conflict).
+    Rejected { reason: String },
+    /// Unknown: timed out or the node went away; it may or may not have been written.
+    Unknown { error: String },
+}
+
+/// Which guarantee a read asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Through the leader: sees every append acknowledged before the read began.
+    Linearizable,
+    /// Any node's applied state: some prefix of the log.
+    Local,
+    /// Any node, but at least this `$all` position applied.
+    LocalMinPosition(u64),
+}
+
+/// How a read ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReadOutcome {
+    Ok { events: Vec<EventRef> },
+    Failed { error: String },
+}
+
+/// One line of a history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// First line: what ran.
+    Run { seed: u64, nodes: u32, clients: u32 },
+    /// A fault the schedule injected (or lifted), for the summary and for reading a failure.
+    Fault { at_ms: u64, fault: String },
+    /// Every fault is lifted from here on; the cluster must converge and accept writes.
+    Healed { at_ms: u64 },
+    /// One append, from the client's first try to its final answer (client-side retries with
+    /// the same ids included). A later `Append` with the same `ids` is a deliberate re-send.
+    Append {
+        op: u64,
+        client: u32,
+        start_ms: u64,
+        end_ms: u64,
+        stream: String,
+        expected: Expected,
+        ids: Vec<Uuid>,
+        #[serde(flatten)]
+        outcome: AppendOutcome,
+    },
+    /// A forwards read of a whole stream (`stream` = `Some`) or of `$all` from `from_position`
+    /// (`stream` = `None`), up to `max_count` events.
+    Read {
+        op: u64,
+        client: u32,
+        start_ms: u64,
+        end_ms: u64,
+        stream: Option<String>,
+        from_position: u64,
+        max_count: u64,
+        consistency: Consistency,
+        #[serde(flatten)]
+        outcome: ReadOutcome,
+    },
+    /// Everything one subscription delivered, in delivery order, across the client library's
+    /// resubscriptions. `stream` = `None` is `$all` from `from` (a position, included);
+    /// `Some` is that stream from revision `from`, included.
+    Subscription {
+        sub: u32,
+        client: u32,
+        stream: Option<String>,
+        from: u64,
+        events: Vec<EventRef>,
+        /// How many times it reported "caught up".
+        caught_up: u32,
+    },
+    /// A node's whole `$all` once the run ended, in position order.
+    NodeLog { node: u64, events: Vec<EventRef> },
+}
+
+/// Writes a history as JSON lines.
+pub fn write_jsonl(records: &[Record], out: &mut impl Write) -> io::Result<()> {
+    for record in records {
+        serde_json::to_writer(&mut *out, record)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Reads a history written by [`write_jsonl`] (or by a recorder of real processes).
+pub fn read_jsonl(input: impl BufRead) -> io::Result<Vec<Record>> {
+    let mut records = Vec::new();
+    for (number, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = serde_json::from_str(&line).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("history line {}: {e}", number + 1),
+            )
+        })?;
+        records.push(record);
+    }
+    Ok(records)
+}

@@ -1,0 +1,442 @@
+//! One simulated run: N real nodes (Raft, state machine, gRPC services) on turmoil with the
+//! in-memory disk model, a seeded workload, a seeded fault schedule, a heal, and the history
+//! that the checker judges. Everything comes from the seed, so a seed replays exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_node::NodeSetup;
+use cairn_raft_store::disk::{MemDisk, MemFaults};
+use cairn_raft_store::faults::Bugs;
+use cairn_raft_store::{Direction, EventReader, Limits, TypeConfig};
+use openraft::{Raft, ServerState};
+
+use crate::checker::{check, Report};
+use crate::disk::SimDisk;
+use crate::faults::{schedule, Fault, FaultMix, Scheduled};
+use crate::history::{EventRef, Record};
+use crate::net::{SimConnector, NODE_PORT};
+use crate::rng::SimRng;
+use crate::workload::{run_client, ClientPlan, Recorder};
+
+/// Faults start after this much quiet (the cluster elects its first leader).
+pub const FAULTS_START_MS: u64 = 1_000;
+/// After the run, how long the cluster gets to converge before its logs are compared.
+pub const CONVERGE_MS: u64 = 20_000;
+/// Simulated time per step.
+pub const TICK_MS: u64 = 1;
+/// Messages buffered per simulated host.
+pub const TCP_CAPACITY: usize = 4_096;
+/// Longest base message latency a seed may choose.
+pub const MAX_BASE_LATENCY_MS: u64 = 10;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: u64,
+    pub clients: u32,
+    /// Length of the phase with faults.
+    pub fault_ms: u64,
+    /// How long the clients go on after the heal.
+    pub heal_ms: u64,
+    pub faults: FaultMix,
+    /// Bugs planted on purpose (needs raft-store's `fault-injection` feature).
+    pub bugs: Bugs,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            nodes: 3,
+            clients: 3,
+            fault_ms: 8_000,
+            heal_ms: 3_000,
+            faults: FaultMix::ALL,
+            bugs: Bugs::default(),
+        }
+    }
+}
+
+/// What a run produced.
+pub struct RunOutcome {
+    pub history: Vec<Record>,
+    pub report: Report,
+}
+
+impl RunOutcome {
+    /// The history as JSON lines: byte-identical for the same seed.
+    pub fn history_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        crate::history::write_jsonl(&self.history, &mut bytes).expect("writing to memory");
+        bytes
+    }
+}
+
+/// The one line that replays a seed.
+pub fn reproduction(seed: u64) -> String {
+    format!("CAIRN_SIM_SEED={seed} cargo test -p cairn-simulation --test simulation -- seed_from_env --nocapture")
+}
+
+#[derive(Clone)]
+struct NodeHandle {
+    raft: Raft<TypeConfig>,
+    reader: EventReader,
+}
+
+type Registry = Arc<Mutex<BTreeMap<u64, NodeHandle>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn name(node: u64) -> String {
+    format!("n{node}")
+}
+
+struct Cluster {
+    nodes: u64,
+    disks: BTreeMap<u64, Arc<MemDisk>>,
+    sync_delays: BTreeMap<u64, Arc<AtomicU64>>,
+    registry: Registry,
+    down: BTreeSet<u64>,
+    base_latency: Duration,
+}
+
+impl Cluster {
+    fn leader(&self) -> Option<u64> {
+        lock(&self.registry)
+            .iter()
+            .filter_map(|(&id, handle)| {
+                let metrics = handle.raft.metrics().borrow().clone();
+                (metrics.state == ServerState::Leader).then_some((metrics.current_term, id))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    fn crash(&mut self, sim: &mut turmoil::Sim, node: u64, rng: &mut SimRng, keep_all: bool) {
+        sim.crash(name(node));
+        lock(&self.registry).remove(&node);
+        let disk = &self.disks[&node];
+        let unflushed = disk.unflushed_batches() as u64;
+        let surviving = if keep_all {
+            usize::MAX
+        } else {
+            rng.below(unflushed + 1) as usize
+        };
+        disk.crash(surviving);
+        self.down.insert(node);
+    }
+
+    fn restart(&mut self, sim: &mut turmoil::Sim, node: u64) {
+        if self.down.remove(&node) {
+            sim.bounce(name(node));
+        }
+    }
+
+    fn others(&self, node: u64) -> Vec<u64> {
+        (1..=self.nodes).filter(|&n| n != node).collect()
+    }
+
+    /// Starts `fault`; returns what ends it.
+    fn start(&mut self, sim: &mut turmoil::Sim, fault: &Fault, rng: &mut SimRng) -> Option<Ending> {
+        match *fault {
+            Fault::Partition { a, b } => {
+                sim.partition(name(a), name(b));
+                Some(Ending::Repair(vec![(a, b)]))
+            }
+            Fault::PartitionOneway { from, to } => {
+                sim.partition_oneway(name(from), name(to));
+                Some(Ending::RepairOneway(from, to))
+            }
+            Fault::IsolateLeader => {
+                let leader = self.leader()?;
+                let pairs: Vec<(u64, u64)> = self
+                    .others(leader)
+                    .into_iter()
+                    .map(|o| (leader, o))
+                    .collect();
+                for &(a, b) in &pairs {
+                    sim.partition(name(a), name(b));
+                }
+                Some(Ending::Repair(pairs))
+            }
+            Fault::Crash { node } => {
+                if self.down.contains(&node) {
+                    return None;
+                }
+                self.crash(sim, node, rng, false);
+                Some(Ending::Restart(node))
+            }
+            Fault::Latency { max_ms } => {
+                sim.set_max_message_latency(Duration::from_millis(max_ms));
+                Some(Ending::Latency)
+            }
+            Fault::Lossy { per_mille } => {
+                sim.set_fail_rate(per_mille as f64 / 1000.0);
+                Some(Ending::Lossless)
+            }
+            Fault::SlowDisk { node, delay_ms } => {
+                self.sync_delays[&node].store(delay_ms, Ordering::Relaxed);
+                Some(Ending::FastDisk(node))
+            }
+            Fault::FailingDisk { node } => {
+                self.disks[&node].set_faults(MemFaults {
+                    fail_reads: false,
+                    fail_writes: true,
+                    fail_syncs: true,
+                });
+                Some(Ending::GoodDisk(node))
+            }
+        }
+    }
+
+    fn end(&mut self, sim: &mut turmoil::Sim, ending: &Ending, rng: &mut SimRng) {
+        match *ending {
+            Ending::Repair(ref pairs) => {
+                for &(a, b) in pairs {
+                    sim.repair(name(a), name(b));
+                }
+            }
+            Ending::RepairOneway(from, to) => sim.repair_oneway(name(from), name(to)),
+            Ending::Restart(node) => self.restart(sim, node),
+            Ending::Latency => sim.set_max_message_latency(self.base_latency),
+            Ending::Lossless => sim.set_fail_rate(0.0),
+            Ending::FastDisk(node) => self.sync_delays[&node].store(0, Ordering::Relaxed),
+            Ending::GoodDisk(node) => {
+                self.disks[&node].set_faults(MemFaults::default());
+                if !self.down.contains(&node) {
+                    // The process restarts; what it wrote is still in the page cache.
+                    self.crash(sim, node, rng, true);
+                    self.restart(sim, node);
+                }
+            }
+        }
+    }
+
+    /// Lifts every fault: links, latency, loss, disks; restarts every node that is down or
+    /// whose Raft stopped.
+    fn heal(&mut self, sim: &mut turmoil::Sim, rng: &mut SimRng) {
+        for a in 1..=self.nodes {
+            for b in 1..=self.nodes {
+                if a != b {
+                    sim.repair_oneway(name(a), name(b));
+                }
+            }
+        }
+        sim.set_max_message_latency(self.base_latency);
+        sim.set_fail_rate(0.0);
+        for node in 1..=self.nodes {
+            self.sync_delays[&node].store(0, Ordering::Relaxed);
+            self.disks[&node].set_faults(MemFaults::default());
+            let stopped = lock(&self.registry)
+                .get(&node)
+                .is_some_and(|h| h.raft.metrics().borrow().running_state.is_err());
+            if stopped {
+                self.crash(sim, node, rng, true);
+            }
+            self.restart(sim, node);
+        }
+    }
+
+    /// Every node up, one leader, and every node has applied everything the leader has.
+    fn converged(&self) -> bool {
+        let registry = lock(&self.registry);
+        if registry.len() as u64 != self.nodes {
+            return false;
+        }
+        let metrics: Vec<_> = registry
+            .values()
+            .map(|h| h.raft.metrics().borrow().clone())
+            .collect();
+        let Some(leader) = metrics.iter().find(|m| m.state == ServerState::Leader) else {
+            return false;
+        };
+        metrics.iter().all(|m| {
+            m.last_applied.map(|l| l.index) == leader.last_log_index
+                && m.current_leader == Some(leader.id)
+        })
+    }
+
+    fn logs(&self) -> Vec<Record> {
+        lock(&self.registry)
+            .iter()
+            .map(|(&node, handle)| Record::NodeLog {
+                node,
+                events: handle
+                    .reader
+                    .read_all(0, Direction::Forwards, u64::MAX)
+                    .map_while(Result::ok)
+                    .map(|e| EventRef {
+                        id: e.id,
+                        stream: e.stream,
+                        revision: e.revision,
+                        position: e.position,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// How a started fault is lifted.
+enum Ending {
+    Repair(Vec<(u64, u64)>),
+    RepairOneway(u64, u64),
+    Restart(u64),
+    Latency,
+    Lossless,
+    FastDisk(u64),
+    GoodDisk(u64),
+}
+
+fn host_error(e: anyhow::Error) -> Box<dyn std::error::Error> {
+    e.into()
+}
+
+/// Runs one seed and checks its history.
+pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
+    cairn_raft_store::runtime::seed_thread_rng(config.seed);
+    #[allow(clippy::needless_update)]
+    cairn_raft_store::faults::set(config.bugs);
+    let root = SimRng::new(config.seed);
+    let mut fault_rng = root.split(1);
+    let base_latency = Duration::from_millis(fault_rng.between(1, MAX_BASE_LATENCY_MS));
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(config.seed)
+        .simulation_duration(Duration::from_secs(24 * 3600))
+        .tick_duration(Duration::from_millis(TICK_MS))
+        .min_message_latency(Duration::ZERO)
+        .max_message_latency(base_latency)
+        .tcp_capacity(TCP_CAPACITY)
+        .build();
+
+    let peers: BTreeMap<u64, String> = (1..=config.nodes)
+        .map(|id| (id, format!("{}:{NODE_PORT}", name(id))))
+        .collect();
+    let mut cluster = Cluster {
+        nodes: config.nodes,
+        disks: (1..=config.nodes).map(|id| (id, MemDisk::new())).collect(),
+        sync_delays: (1..=config.nodes)
+            .map(|id| (id, Arc::new(AtomicU64::new(0))))
+            .collect(),
+        registry: Arc::new(Mutex::new(BTreeMap::new())),
+        down: BTreeSet::new(),
+        base_latency,
+    };
+    for id in 1..=config.nodes {
+        let setup = NodeSetup {
+            id,
+            peers: peers.clone(),
+            limits: Limits::default(),
+        };
+        let disk = cluster.disks[&id].clone();
+        let delay = cluster.sync_delays[&id].clone();
+        let registry = cluster.registry.clone();
+        sim.host(name(id), move || {
+            let (setup, disk, delay, registry) =
+                (setup.clone(), disk.clone(), delay.clone(), registry.clone());
+            async move {
+                let disk = SimDisk::new(disk, delay);
+                let node = cairn_node::start(setup, disk, Arc::new(SimConnector))
+                    .await
+                    .map_err(host_error)?;
+                lock(&registry).insert(
+                    id,
+                    NodeHandle {
+                        raft: node.raft.clone(),
+                        reader: node.reader.clone(),
+                    },
+                );
+                let incoming = crate::net::incoming().await?;
+                node.serve(incoming, std::future::pending())
+                    .await
+                    .map_err(host_error)?;
+                Ok(())
+            }
+        });
+    }
+
+    let recorder: Recorder = Arc::new(Mutex::new(vec![Record::Run {
+        seed: config.seed,
+        nodes: config.nodes as u32,
+        clients: config.clients,
+    }]));
+    let heal_at = FAULTS_START_MS + config.fault_ms;
+    let until_ms = heal_at + config.heal_ms;
+    for client in 1..=config.clients {
+        let mut rng = root.split(100 + u64::from(client));
+        let mut endpoints: Vec<String> = peers.values().map(|a| format!("http://{a}")).collect();
+        endpoints.rotate_left(rng.below(config.nodes) as usize);
+        let plan = ClientPlan {
+            client,
+            rng,
+            endpoints,
+            until_ms,
+            subscribe_all: client == 1,
+        };
+        sim.client(format!("c{client}"), run_client(plan, recorder.clone()));
+    }
+
+    let mut pending: Vec<Scheduled> = schedule(
+        &mut fault_rng,
+        config.nodes,
+        config.faults,
+        FAULTS_START_MS,
+        heal_at,
+    );
+    pending.reverse();
+    let mut endings: Vec<(u64, u64, Ending)> = Vec::new();
+    let mut sequence = 0u64;
+    let mut healed = false;
+    let now = |sim: &turmoil::Sim| sim.elapsed().as_millis() as u64;
+    loop {
+        let at = now(&sim);
+        while pending.last().is_some_and(|s| s.at_ms <= at) {
+            let scheduled = pending.pop().expect("checked");
+            if let Some(ending) = cluster.start(&mut sim, &scheduled.fault, &mut fault_rng) {
+                crate::workload::record(
+                    &recorder,
+                    Record::Fault {
+                        at_ms: at,
+                        fault: format!("{:?} for {} ms", scheduled.fault, scheduled.for_ms),
+                    },
+                );
+                sequence += 1;
+                endings.push((at + scheduled.for_ms, sequence, ending));
+                endings.sort_by_key(|&(at, seq, _)| std::cmp::Reverse((at, seq)));
+            }
+        }
+        while endings.last().is_some_and(|&(end, _, _)| end <= at) {
+            let (_, _, ending) = endings.pop().expect("checked");
+            cluster.end(&mut sim, &ending, &mut fault_rng);
+        }
+        if !healed && at >= heal_at {
+            for (_, _, ending) in std::mem::take(&mut endings) {
+                cluster.end(&mut sim, &ending, &mut fault_rng);
+            }
+            cluster.heal(&mut sim, &mut fault_rng);
+            crate::workload::record(&recorder, Record::Healed { at_ms: at });
+            healed = true;
+        }
+        let finished = sim
+            .step()
+            .map_err(|e| anyhow::anyhow!("seed {}: a host failed: {e}", config.seed))?;
+        if finished && healed {
+            break;
+        }
+    }
+    let deadline = now(&sim) + CONVERGE_MS;
+    while !cluster.converged() && now(&sim) < deadline {
+        sim.step()
+            .map_err(|e| anyhow::anyhow!("seed {}: a host failed: {e}", config.seed))?;
+    }
+    let mut history = std::mem::take(&mut *lock(&recorder));
+    history.extend(cluster.logs());
+    let report = check(&history);
+    Ok(RunOutcome { history, report })
+}

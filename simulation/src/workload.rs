@@ -1,0 +1,396 @@
+//! What the simulated clients do, chosen from the seed: appends to a few hot streams with
+//! conflicting expected revisions and to many cold streams, re-sends with the same event ids
+//! (after a timeout, and of appends that were acknowledged), linearizable and local reads, and
+//! subscriptions. Everything they see goes into the history.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_client::{
+    Client, ClientConfig, Error, EventData, ExpectedRevision, NodePreference, ReadFrom,
+    ReadOptions, RecordedEvent, SubscribeOptions, SubscriptionMessage, ALL_STREAM,
+};
+use tokio_stream::StreamExt;
+
+use crate::history::{AppendOutcome, Consistency, EventRef, Expected, ReadOutcome, Record};
+use crate::rng::SimRng;
+
+/// Bound on one operation, client retries included: past it the outcome is unknown.
+pub const OP_TIMEOUT_MS: u64 = 4_000;
+/// Per-attempt bound inside the client library.
+pub const REQUEST_TIMEOUT_MS: u64 = 1_000;
+/// Attempts the client library makes per append before reporting `Unavailable`.
+pub const APPEND_ATTEMPTS: u32 = 3;
+/// Hot streams shared by every client (where expected revisions conflict).
+pub const HOT_STREAMS: u64 = 3;
+/// Cold streams per client.
+pub const COLD_STREAMS: u64 = 40;
+/// Most events a read asks for.
+pub const READ_MAX_COUNT: u64 = 64;
+/// Most events one append carries.
+pub const MAX_EVENTS_PER_APPEND: u64 = 4;
+/// Most appends a client remembers for re-sending.
+pub const RESEND_MEMORY: usize = 32;
+
+/// The history as it is being recorded (shared by the clients of one run).
+pub type Recorder = Arc<Mutex<Vec<Record>>>;
+
+pub(crate) fn record(recorder: &Recorder, record: Record) {
+    recorder
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(record);
+}
+
+/// Milliseconds of simulated time since the run began.
+pub fn now_ms() -> u64 {
+    turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+}
+
+/// One simulated client.
+pub struct ClientPlan {
+    pub client: u32,
+    pub rng: SimRng,
+    pub endpoints: Vec<String>,
+    /// Stop starting operations after this time.
+    pub until_ms: u64,
+    /// Follow `$all` (from the start) while working, and record what it delivered.
+    pub subscribe_all: bool,
+}
+
+/// An append as sent, kept for re-sending.
+#[derive(Clone)]
+struct Sent {
+    stream: String,
+    expected: ExpectedRevision,
+    events: Vec<EventData>,
+}
+
+struct ClientState {
+    plan: ClientPlan,
+    client: Client,
+    recorder: Recorder,
+    ops: u64,
+    /// The last revision this client believes each stream has.
+    known: BTreeMap<String, Option<u64>>,
+    sent: Vec<(Sent, bool)>,
+    last_position: Option<u64>,
+}
+
+pub fn client_for(endpoints: Vec<String>) -> Result<Client, Error> {
+    let config = ClientConfig {
+        endpoints,
+        request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
+        max_append_attempts: APPEND_ATTEMPTS,
+        leader_only: true,
+    };
+    Client::with_channel_factory(config, crate::net::channel)
+}
+
+/// Runs one client until `until_ms`.
+pub async fn run_client(plan: ClientPlan, recorder: Recorder) -> turmoil::Result {
+    let client = client_for(plan.endpoints.clone())?;
+    let subscription = plan
+        .subscribe_all
+        .then(|| tokio::spawn(follow_all(client.clone(), plan.client, recorder.clone())));
+    let mut state = ClientState {
+        plan,
+        client,
+        recorder,
+        ops: 0,
+        known: BTreeMap::new(),
+        sent: Vec::new(),
+        last_position: None,
+    };
+    while now_ms() < state.plan.until_ms {
+        state.step().await;
+        let pause = state.plan.rng.below(20);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    if let Some(subscription) = subscription {
+        subscription.abort();
+        let _ = subscription.await;
+    }
+    Ok(())
+}
+
+/// Everything a subscription to `$all` delivered, recorded when the task is dropped.
+struct Delivered {
+    recorder: Recorder,
+    client: u32,
+    events: Vec<EventRef>,
+    caught_up: u32,
+}
+
+impl Drop for Delivered {
+    fn drop(&mut self) {
+        record(
+            &self.recorder,
+            Record::Subscription {
+                sub: self.client,
+                client: self.client,
+                stream: None,
+                from: 0,
+                events: std::mem::take(&mut self.events),
+                caught_up: self.caught_up,
+            },
+        );
+    }
+}
+
+async fn follow_all(client: Client, id: u32, recorder: Recorder) {
+    let mut delivered = Delivered {
+        recorder,
+        client: id,
+        events: Vec::new(),
+        caught_up: 0,
+    };
+    let options = SubscribeOptions::default().from(ReadFrom::At(0));
+    let Ok(mut subscription) = client.subscribe_all(options).await else {
+        return;
+    };
+    while let Some(Ok(message)) = subscription.next().await {
+        match message {
+            SubscriptionMessage::Event(event) => delivered.events.push(event_ref(&event)),
+            SubscriptionMessage::CaughtUp { .. } => delivered.caught_up += 1,
+            _ => {}
+        }
+    }
+}
+
+fn event_ref(event: &RecordedEvent) -> EventRef {
+    EventRef {
+        id: event.id,
+        stream: event.stream.clone(),
+        revision: event.revision,
+        position: event.position,
+    }
+}
+
+fn expected_of(expected: ExpectedRevision) -> Expected {
+    match expected {
+        ExpectedRevision::Any => Expected::Any,
+        ExpectedRevision::NoStream => Expected::NoStream,
+        ExpectedRevision::StreamExists => Expected::StreamExists,
+        ExpectedRevision::Exact(revision) => Expected::Exact(revision),
+    }
+}
+
+impl ClientState {
+    fn next_op(&mut self) -> u64 {
+        self.ops += 1;
+        u64::from(self.plan.client) * 1_000_000 + self.ops
+    }
+
+    async fn step(&mut self) {
+        match self.plan.rng.below(100) {
+            0..=39 => {
+                let stream = format!("hot-{}", self.plan.rng.below(HOT_STREAMS));
+                let expected = match self.known.get(&stream) {
+                    Some(Some(revision)) => ExpectedRevision::Exact(*revision),
+                    Some(None) => ExpectedRevision::NoStream,
+                    None if self.plan.rng.percent(50) => ExpectedRevision::NoStream,
+                    None => ExpectedRevision::Any,
+                };
+                self.append_new(stream, expected).await;
+            }
+            40..=64 => {
+                let stream = format!(
+                    "cold-{}-{}",
+                    self.plan.client,
+                    self.plan.rng.below(COLD_STREAMS)
+                );
+                let expected = match self.plan.rng.below(3) {
+                    0 => ExpectedRevision::Any,
+                    1 => ExpectedRevision::StreamExists,
+                    _ => match self.known.get(&stream) {
+                        Some(Some(revision)) => ExpectedRevision::Exact(*revision),
+                        _ => ExpectedRevision::NoStream,
+                    },
+                };
+                self.append_new(stream, expected).await;
+            }
+            65..=74 => self.resend().await,
+            75..=89 => {
+                let stream = if self.plan.rng.percent(50) {
+                    format!("hot-{}", self.plan.rng.below(HOT_STREAMS))
+                } else {
+                    format!(
+                        "cold-{}-{}",
+                        self.plan.client,
+                        self.plan.rng.below(COLD_STREAMS)
+                    )
+                };
+                self.read(Some(stream)).await;
+            }
+            _ => self.read(None).await,
+        }
+    }
+
+    async fn append_new(&mut self, stream: String, expected: ExpectedRevision) {
+        let count = self.plan.rng.between(1, MAX_EVENTS_PER_APPEND);
+        let events = (0..count)
+            .map(|i| {
+                let id = self.plan.rng.uuid();
+                EventData::binary(format!("T{i}"), id.as_bytes().to_vec()).with_id(id)
+            })
+            .collect();
+        let sent = Sent {
+            stream,
+            expected,
+            events,
+        };
+        let outcome = self.append(&sent).await;
+        let unknown = matches!(outcome, AppendOutcome::Unknown { .. });
+        let acknowledged = matches!(outcome, AppendOutcome::Ok { .. });
+        if unknown || acknowledged {
+            if self.sent.len() == RESEND_MEMORY {
+                self.sent.remove(0);
+            }
+            self.sent.push((sent.clone(), unknown));
+        }
+        // A timed-out append is re-sent at once half the time, as an application would.
+        if unknown && self.plan.rng.percent(50) {
+            self.append(&sent).await;
+        }
+    }
+
+    /// Sends a remembered append again, same ids: what was written must not be written twice.
+    async fn resend(&mut self) {
+        if self.sent.is_empty() {
+            return;
+        }
+        let index = self.plan.rng.below(self.sent.len() as u64) as usize;
+        let (sent, _) = self.sent[index].clone();
+        self.append(&sent).await;
+    }
+
+    async fn append(&mut self, sent: &Sent) -> AppendOutcome {
+        let op = self.next_op();
+        let start_ms = now_ms();
+        let attempt = self
+            .client
+            .append(&sent.stream, sent.expected, sent.events.clone());
+        let outcome =
+            match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), attempt).await {
+                Ok(Ok(written)) => {
+                    self.known
+                        .insert(sent.stream.clone(), Some(written.last_revision));
+                    self.last_position = self.last_position.max(Some(written.last_position));
+                    AppendOutcome::Ok {
+                        last_revision: written.last_revision,
+                        last_position: written.last_position,
+                    }
+                }
+                Ok(Err(Error::WrongExpectedVersion { actual, .. })) => {
+                    self.known.insert(sent.stream.clone(), actual);
+                    AppendOutcome::WrongExpectedVersion { actual }
+                }
+                Ok(Err(e @ (Error::InvalidArgument(_) | Error::IdempotencyConflict(_)))) => {
+                    AppendOutcome::Rejected {
+                        reason: e.to_string(),
+                    }
+                }
+                Ok(Err(e)) => AppendOutcome::Unknown {
+                    error: e.to_string(),
+                },
+                Err(_) => AppendOutcome::Unknown {
+                    error: "timed out".into(),
+                },
+            };
+        record(
+            &self.recorder,
+            Record::Append {
+                op,
+                client: self.plan.client,
+                start_ms,
+                end_ms: now_ms(),
+                stream: sent.stream.clone(),
+                expected: expected_of(sent.expected),
+                ids: sent.events.iter().map(|e| e.id).collect(),
+                outcome: outcome.clone(),
+            },
+        );
+        outcome
+    }
+
+    /// A forwards read of a whole stream (`Some`) or of `$all` from a recent position.
+    async fn read(&mut self, stream: Option<String>) {
+        let op = self.next_op();
+        let (consistency, mut options) = match self.plan.rng.below(3) {
+            0 => (
+                Consistency::Linearizable,
+                ReadOptions::forwards().linearizable(),
+            ),
+            1 => (Consistency::Local, ReadOptions::forwards()),
+            _ => {
+                let min = self.last_position.unwrap_or(0);
+                (
+                    Consistency::LocalMinPosition(min),
+                    ReadOptions::forwards().min_position(min),
+                )
+            }
+        };
+        options = options
+            .max_count(READ_MAX_COUNT)
+            .prefer(match self.plan.rng.below(3) {
+                0 => NodePreference::Leader,
+                1 => NodePreference::Follower,
+                _ => NodePreference::Any,
+            });
+        let from_position = match &stream {
+            Some(_) => 0,
+            None => self.last_position.map_or(0, |p| {
+                p.saturating_sub(self.plan.rng.below(2 * READ_MAX_COUNT))
+            }),
+        };
+        if stream.is_none() {
+            options = options.from(ReadFrom::At(from_position));
+        }
+        let start_ms = now_ms();
+        let name = stream.clone().unwrap_or_else(|| ALL_STREAM.to_owned());
+        let read = collect(&self.client, &name, options);
+        let outcome = match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), read).await {
+            Ok(Ok(events)) => ReadOutcome::Ok { events },
+            Ok(Err(Error::StreamNotFound { .. })) => ReadOutcome::Ok { events: Vec::new() },
+            Ok(Err(e)) => ReadOutcome::Failed {
+                error: e.to_string(),
+            },
+            Err(_) => ReadOutcome::Failed {
+                error: "timed out".into(),
+            },
+        };
+        record(
+            &self.recorder,
+            Record::Read {
+                op,
+                client: self.plan.client,
+                start_ms,
+                end_ms: now_ms(),
+                stream,
+                from_position,
+                max_count: READ_MAX_COUNT,
+                consistency,
+                outcome,
+            },
+        );
+    }
+}
+
+async fn collect(
+    client: &Client,
+    stream: &str,
+    options: ReadOptions,
+) -> Result<Vec<EventRef>, Error> {
+    let mut events = if stream == ALL_STREAM {
+        client.read_all(options).await?
+    } else {
+        client.read_stream(stream, options).await?
+    };
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await {
+        seen.push(event_ref(&event?));
+    }
+    Ok(seen)
+}
