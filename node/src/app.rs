@@ -163,6 +163,7 @@ impl Node {
                     .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
             )
             .add_service(ClusterServer::new(ClusterService::new(ctx)))
+            .add_service(crate::health::grpc_service(raft.clone()))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         tracing::info!(node = id, "shutting down");

@@ -1,12 +1,16 @@
 //! # cairn-node
 //!
 //! The Cairn server: openraft over tonic between nodes (`network`), the public gRPC services
-//! (`api`), and the wiring that runs a node (`app`). The `cairn` binary (server and command
+//! (`api`), and the wiring that runs a node (`app`); readiness (`health`), metrics (`metrics`)
+//! and the HTTP endpoint that serves them (`http`). The `cairn` binary (server and command
 //! line) lives in `main.rs` and `cli/`.
 
 pub mod api;
 pub mod app;
+pub mod health;
+pub mod http;
 pub mod local;
+pub mod metrics;
 pub mod network;
 
 pub use app::{run, start, Node, NodeSetup};

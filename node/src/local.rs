@@ -14,6 +14,8 @@ pub struct LocalCluster {
     exe: PathBuf,
     data_root: PathBuf,
     addrs: Vec<String>,
+    /// Each node's `--http` address, if it serves one.
+    http_addrs: Vec<Option<String>>,
     children: Vec<Option<Child>>,
 }
 
@@ -30,24 +32,44 @@ impl LocalCluster {
     /// Nothing is started yet.
     pub fn new(exe: impl Into<PathBuf>, data_root: impl Into<PathBuf>, addrs: Vec<String>) -> Self {
         let children = addrs.iter().map(|_| None).collect();
+        let http_addrs = addrs.iter().map(|_| None).collect();
         LocalCluster {
             exe: exe.into(),
             data_root: data_root.into(),
             addrs,
+            http_addrs,
             children,
         }
     }
 
-    /// `nodes` nodes on free ports.
+    /// Gives node N the HTTP endpoint (`--http`) `http_addrs[N - 1]`.
+    pub fn with_http(mut self, http_addrs: Vec<String>) -> Self {
+        assert_eq!(
+            http_addrs.len(),
+            self.addrs.len(),
+            "one HTTP address per node"
+        );
+        self.http_addrs = http_addrs.into_iter().map(Some).collect();
+        self
+    }
+
+    /// `nodes` nodes on free ports, each with an HTTP endpoint on another free port.
     pub fn on_free_ports(
         exe: impl Into<PathBuf>,
         data_root: impl Into<PathBuf>,
         nodes: usize,
     ) -> std::io::Result<Self> {
-        let addrs = (0..nodes)
-            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
-            .collect::<std::io::Result<_>>()?;
-        Ok(Self::new(exe, data_root, addrs))
+        // Held open together so that no port is handed out twice.
+        let listeners = (0..nodes * 2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut ports = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.to_string()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        drop(listeners);
+        let http_addrs = ports.split_off(nodes);
+        Ok(Self::new(exe, data_root, ports).with_http(http_addrs))
     }
 
     pub fn size(&self) -> u64 {
@@ -74,6 +96,13 @@ impl LocalCluster {
         (1..=self.size()).map(|id| self.endpoint(id)).collect()
     }
 
+    /// Node `id`'s HTTP endpoint (health and metrics), if it has one.
+    pub fn http_endpoint(&self, id: u64) -> Option<String> {
+        self.http_addrs[id as usize - 1]
+            .as_ref()
+            .map(|addr| format!("http://{addr}"))
+    }
+
     /// The flags node `id` runs with (the same on every restart).
     pub fn node_args(&self, id: u64) -> Vec<String> {
         let peers = self
@@ -83,7 +112,7 @@ impl LocalCluster {
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        vec![
+        let mut args: Vec<String> = vec![
             "node".into(),
             "--id".into(),
             id.to_string(),
@@ -93,7 +122,11 @@ impl LocalCluster {
             peers,
             "--data-dir".into(),
             self.data_dir(id).display().to_string(),
-        ]
+        ];
+        if let Some(http) = &self.http_addrs[id as usize - 1] {
+            args.extend(["--http".into(), http.clone()]);
+        }
+        args
     }
 
     /// The command line to start node `id` by hand.

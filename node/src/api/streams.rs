@@ -213,13 +213,12 @@ type ReadStream =
 type SubscribeStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::SubscribeResponse, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Streams for StreamsService {
-    async fn append(
+impl StreamsService {
+    /// The Append RPC, on the node that received it.
+    async fn answer_append(
         &self,
-        request: Request<proto::AppendRequest>,
+        request: proto::AppendRequest,
     ) -> Result<Response<proto::AppendResponse>, Status> {
-        let request = request.into_inner();
         let (term, leader) = {
             let metrics = self.ctx.raft.metrics();
             let metrics = metrics.borrow();
@@ -242,6 +241,20 @@ impl Streams for StreamsService {
         let span =
             tracing::info_span!("append", node = self.ctx.id, term, stream = %request.stream);
         self.propose(request).instrument(span).await
+    }
+}
+
+#[tonic::async_trait]
+impl Streams for StreamsService {
+    async fn append(
+        &self,
+        request: Request<proto::AppendRequest>,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        let started = std::time::Instant::now();
+        let events = request.get_ref().events.len();
+        let answer = self.answer_append(request.into_inner()).await;
+        crate::metrics::node(self.ctx.id).append_answered(events, &answer, started.elapsed());
+        answer
     }
 
     type ReadStream = ReadStream;

@@ -372,6 +372,7 @@ pub fn start(target: &Target, from: Option<u64>, reader: &EventReader) -> Result
 
 /// Runs one subscription until the client goes away or the node shuts down.
 pub async fn run(sub: Subscription, reader: EventReader, feed: LiveFeed, out: Out) {
+    let _active = crate::metrics::node(sub.node_id).subscription_started();
     if send(
         &out,
         Message::Confirmation(proto::SubscriptionConfirmation {

@@ -30,9 +30,24 @@ pub struct DevArgs {
     /// Directory holding one data directory (and log file) per node.
     #[arg(long, default_value = "./cairn-data")]
     pub data_dir: PathBuf,
-    /// Port of node 1; node N listens on PORT + N - 1.
+    /// Port of node 1; node N listens on PORT + N - 1. Their HTTP endpoints (health,
+    /// metrics) take the next free ports after those.
     #[arg(long, default_value_t = 2113)]
     pub port: u16,
+}
+
+/// The first `count` ports from `first` on that are free on 127.0.0.1 now.
+fn free_ports_from(first: u16, count: u64) -> Option<Vec<u16>> {
+    let mut ports = Vec::new();
+    for port in first..=u16::MAX {
+        if ports.len() as u64 == count {
+            break;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    (ports.len() as u64 == count).then_some(ports)
 }
 
 pub async fn run(args: DevArgs) -> ExitCode {
@@ -54,7 +69,20 @@ pub async fn run(args: DevArgs) -> ExitCode {
     let addrs = (0..args.nodes)
         .map(|i| format!("127.0.0.1:{}", u64::from(args.port) + i))
         .collect();
-    let mut cluster = LocalCluster::new(exe, &args.data_dir, addrs);
+    // Checked above: PORT + nodes fits in a u16.
+    let http_from = (u64::from(args.port) + args.nodes) as u16;
+    let Some(http_ports) = free_ports_from(http_from, args.nodes) else {
+        eprintln!(
+            "error: no {} free ports from {http_from} on for the HTTP endpoints",
+            args.nodes
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let http_addrs = http_ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let mut cluster = LocalCluster::new(exe, &args.data_dir, addrs).with_http(http_addrs);
     for id in 1..=cluster.size() {
         if let Err(e) = cluster.start_node(id) {
             eprintln!("error: cannot start node {id}: {e}");
@@ -67,6 +95,9 @@ pub async fn run(args: DevArgs) -> ExitCode {
             cluster.log_path(id).display()
         );
         println!("  restart with: {}", cluster.command_line(id));
+        if let Some(http) = cluster.http_endpoint(id) {
+            println!("  http: {http}  (/health/live, /health/ready, /metrics)");
+        }
     }
     println!("endpoints: {}", cluster.endpoints().join(","));
     match cluster

@@ -1,14 +1,20 @@
 //! `cairn node`: one server process.
+//!
+//! Every flag is also an environment variable `CAIRN_<FLAG>` (what containers and Kubernetes
+//! set). The flags are read as text and checked here, not by clap, so that every mistake gets a
+//! one-line error and exit status 2, and `--check-config` checks exactly what a start would.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use cairn_node::http::HttpState;
 use cairn_node::network::TcpConnector;
 use cairn_node::NodeSetup;
-use cairn_raft_store::disk::{SledDisk, SledOptions};
+use cairn_raft_store::disk::{Disk, SledDisk, SledOptions};
 use cairn_raft_store::Limits;
+use clap::builder::FalseyValueParser;
 use clap::Args;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -16,18 +22,174 @@ use super::{EXIT_FAILURE, EXIT_USAGE};
 
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
-    /// This node's id (a member of --peers).
+    /// This node's id, a number (a member of --peers).
     #[arg(long, env = "CAIRN_ID")]
-    pub id: u64,
+    pub id: Option<String>,
+    /// Instead of --id: a StatefulSet pod name; the id is the ordinal after its last '-' plus
+    /// one (pod cairn-0 is node 1).
+    #[arg(long, env = "CAIRN_ID_FROM_POD_NAME", value_name = "POD_NAME")]
+    pub id_from_pod_name: Option<String>,
     /// Address to listen on for clients and peers, HOST:PORT.
     #[arg(long, env = "CAIRN_LISTEN")]
-    pub listen: String,
+    pub listen: Option<String>,
     /// Every member as ID=HOST:PORT, comma-separated, this node included.
     #[arg(long, env = "CAIRN_PEERS")]
-    pub peers: String,
-    /// Directory for this node's data.
+    pub peers: Option<String>,
+    /// Directory for this node's data (created if missing).
     #[arg(long, env = "CAIRN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Serve /health/live, /health/ready and /metrics over HTTP on HOST:PORT.
+    #[arg(long, env = "CAIRN_HTTP")]
+    pub http: Option<String>,
+    /// Log format on stderr: text, or json (one object per line).
+    #[arg(long, env = "CAIRN_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Check the flags and environment, print a one-line summary and exit (0 when valid, 2
+    /// when not) without starting anything or creating the data directory.
+    #[arg(long, env = "CAIRN_CHECK_CONFIG", value_parser = FalseyValueParser::new())]
+    pub check_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A node's configuration, checked.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub peers: BTreeMap<u64, String>,
+    pub listen: String,
+    pub http: Option<String>,
     pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+}
+
+impl NodeConfig {
+    /// Checks everything that can be checked without touching the network or the disk.
+    pub fn from_args(args: &NodeArgs) -> Result<NodeConfig, String> {
+        let id =
+            match (&args.id, &args.id_from_pod_name) {
+                (Some(_), Some(_)) => return Err(
+                    "give --id (CAIRN_ID) or --id-from-pod-name (CAIRN_ID_FROM_POD_NAME), not both"
+                        .into(),
+                ),
+                (None, None) => return Err(
+                    "--id (CAIRN_ID) or --id-from-pod-name (CAIRN_ID_FROM_POD_NAME) is required"
+                        .into(),
+                ),
+                (Some(id), None) => id
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("--id: {id:?} is not a node id (a number)"))?,
+                (None, Some(pod)) => id_from_pod_name(pod)?,
+            };
+        let listen = required(&args.listen, "--listen (CAIRN_LISTEN)")?;
+        check_host_port("--listen", &listen)?;
+        let peers = parse_peers(&required(&args.peers, "--peers (CAIRN_PEERS)")?)?;
+        if !peers.contains_key(&id) {
+            let ids: Vec<String> = peers.keys().map(u64::to_string).collect();
+            return Err(format!(
+                "node id {id} is not among --peers (ids {})",
+                ids.join(",")
+            ));
+        }
+        let data_dir = match &args.data_dir {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.clone(),
+            _ => return Err("--data-dir (CAIRN_DATA_DIR) is required".into()),
+        };
+        let http = match args.http.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(http) => {
+                check_host_port("--http", http)?;
+                if http == listen {
+                    return Err(format!("--http {http} is the same address as --listen"));
+                }
+                Some(http.to_owned())
+            }
+        };
+        let log_format = match args.log_format.trim() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(format!("--log-format: {other:?} is not one of: text, json")),
+        };
+        Ok(NodeConfig {
+            id,
+            peers,
+            listen,
+            http,
+            data_dir,
+            log_format,
+        })
+    }
+
+    /// One line for `--check-config`.
+    fn summary(&self, data_dir_state: &str) -> String {
+        let peers: Vec<String> = self
+            .peers
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect();
+        format!(
+            "config ok: node {} of {} (peers {}), listen {}, http {}, data dir {} ({data_dir_state}), log format {}",
+            self.id,
+            self.peers.len(),
+            peers.join(","),
+            self.listen,
+            self.http.as_deref().unwrap_or("off"),
+            self.data_dir.display(),
+            match self.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+        )
+    }
+}
+
+fn required(value: &Option<String>, what: &str) -> Result<String, String> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v.to_owned()),
+        _ => Err(format!("{what} is required")),
+    }
+}
+
+/// `cairn-2` is node 3: StatefulSet ordinals start at 0, node ids here at 1.
+fn id_from_pod_name(pod: &str) -> Result<u64, String> {
+    let ordinal = pod
+        .trim()
+        .rsplit_once('-')
+        .and_then(|(_, ordinal)| ordinal.parse::<u64>().ok())
+        .ok_or_else(|| {
+            format!("--id-from-pod-name: {pod:?} does not end in -ORDINAL (like cairn-0)")
+        })?;
+    ordinal
+        .checked_add(1)
+        .ok_or_else(|| format!("--id-from-pod-name: ordinal {ordinal} is too large"))
+}
+
+/// HOST:PORT, where HOST is a name, an IPv4 address or a bracketed IPv6 address. Names are not
+/// resolved (a peer's name may not resolve until its pod exists).
+fn check_host_port(flag: &str, value: &str) -> Result<(), String> {
+    let bad = || format!("{flag}: {value:?} is not HOST:PORT");
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    };
+    if host_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
 }
 
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
@@ -38,15 +200,11 @@ pub fn parse_peers(peers: &str) -> Result<BTreeMap<u64, String>, String> {
             .split_once('=')
             .ok_or_else(|| format!("--peers: {part:?} is not ID=HOST:PORT"))?;
         let id: u64 = id
+            .trim()
             .parse()
             .map_err(|_| format!("--peers: {id:?} is not a node id"))?;
-        if addr
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .is_none()
-        {
-            return Err(format!("--peers: {addr:?} is not HOST:PORT"));
-        }
+        let addr = addr.trim();
+        check_host_port("--peers", addr)?;
         if parsed.insert(id, addr.to_owned()).is_some() {
             return Err(format!("--peers: node {id} appears twice"));
         }
@@ -57,13 +215,66 @@ pub fn parse_peers(peers: &str) -> Result<BTreeMap<u64, String>, String> {
     Ok(parsed)
 }
 
-fn init_tracing() {
+/// The data directory exists and is a writable directory, or the nearest existing ancestor is
+/// a writable directory (so it can be created). Creates nothing.
+fn check_data_dir(dir: &Path) -> Result<&'static str, String> {
+    let writable = |path: &Path| -> Result<(), String> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| format!("--data-dir: {} contains a NUL byte", dir.display()))?;
+        // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+        if unsafe { libc::access(c_path.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "--data-dir: {} is not writable: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ))
+        }
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => writable(dir).map(|()| "exists"),
+        Ok(_) => Err(format!("--data-dir: {} is not a directory", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let absolute = std::path::absolute(dir)
+                .map_err(|e| format!("--data-dir: {}: {e}", dir.display()))?;
+            let mut ancestor = absolute.parent();
+            while let Some(path) = ancestor {
+                match std::fs::metadata(path) {
+                    Ok(meta) if meta.is_dir() => {
+                        return writable(path).map(|()| "will be created");
+                    }
+                    Ok(_) => {
+                        return Err(format!(
+                            "--data-dir: {} cannot be created: {} is not a directory",
+                            dir.display(),
+                            path.display()
+                        ))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        ancestor = path.parent();
+                    }
+                    Err(e) => return Err(format!("--data-dir: {}: {e}", path.display())),
+                }
+            }
+            Err(format!("--data-dir: {} cannot be created", dir.display()))
+        }
+        Err(e) => Err(format!("--data-dir: {}: {e}", dir.display())),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        // Fields beside the message at the top level: what log shippers index.
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -83,54 +294,119 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(args: NodeArgs) -> ExitCode {
-    init_tracing();
-    let peers = match parse_peers(&args.peers) {
-        Ok(peers) => peers,
+    let config = match NodeConfig::from_args(&args) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if !peers.contains_key(&args.id) {
-        eprintln!("error: --id {} is not among --peers", args.id);
-        return ExitCode::from(EXIT_USAGE);
+    if args.check_config {
+        return match check_data_dir(&config.data_dir) {
+            Ok(state) => {
+                println!("{}", config.summary(state));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        };
     }
-    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+    init_tracing(config.log_format);
+    let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            eprintln!("error: cannot listen on {}: {e}", config.listen);
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let disk = match SledDisk::open(args.data_dir.join("store"), SledOptions::default()) {
-        Ok(disk) => disk,
-        Err(e) => {
-            eprintln!(
-                "error: cannot open the store in {}: {e}",
-                args.data_dir.display()
-            );
-            return ExitCode::from(EXIT_FAILURE);
-        }
+    let http_listener = match &config.http {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr} (--http): {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        },
     };
+    let disk: Arc<dyn Disk> =
+        match SledDisk::open(config.data_dir.join("store"), SledOptions::default()) {
+            Ok(disk) => disk,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot open the store in {}: {e}",
+                    config.data_dir.display()
+                );
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
     let setup = NodeSetup {
-        id: args.id,
-        peers,
+        id: config.id,
+        peers: config.peers,
         limits: Limits::default(),
     };
+    let node = match cairn_node::start(setup, disk.clone(), Arc::new(TcpConnector)).await {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("error: node {} failed to start: {e:#}", config.id);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if let Some(listener) = http_listener {
+        let state = HttpState::new(&node, disk);
+        let id = config.id;
+        tokio::spawn(async move {
+            if let Err(e) = cairn_node::http::serve(listener, state).await {
+                tracing::error!(node = id, error = %e, "the HTTP endpoint stopped");
+            }
+        });
+    }
     let incoming = TcpListenerStream::new(listener);
-    match cairn_node::run(
-        setup,
-        disk,
-        incoming,
-        Arc::new(TcpConnector),
-        shutdown_signal(),
-    )
-    .await
-    {
+    match node.serve(incoming, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: node {} failed: {e:#}", args.id);
+            eprintln!("error: node {} failed: {e:#}", config.id);
             ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_ordinals_become_one_based_ids() {
+        assert_eq!(id_from_pod_name("cairn-0"), Ok(1));
+        assert_eq!(id_from_pod_name("my-cairn-12"), Ok(13));
+        assert!(id_from_pod_name("cairn").is_err());
+        assert!(id_from_pod_name("cairn-x").is_err());
+        assert!(id_from_pod_name(&format!("cairn-{}", u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn host_port_accepts_names_ipv4_and_bracketed_ipv6_only() {
+        for good in [
+            "0.0.0.0:2113",
+            "cairn-0.cairn-peers:2113",
+            "[::]:2114",
+            "localhost:1",
+        ] {
+            assert_eq!(check_host_port("--listen", good), Ok(()), "{good}");
+        }
+        for bad in [
+            "2113",
+            ":2113",
+            "host:",
+            "host:65536",
+            "::1:2113",
+            "[nope]:1",
+            "a b:1",
+            "http://h:1",
+        ] {
+            assert!(check_host_port("--listen", bad).is_err(), "{bad}");
         }
     }
 }

@@ -1,0 +1,95 @@
+//! The node's HTTP endpoint (`cairn node --http HOST:PORT`), for probes and Prometheus:
+//!
+//! - `GET /health/live`: 200 while the process runs.
+//! - `GET /health/ready`: 200 when the node is ready ([`RaftStatus::readiness`]), else 503;
+//!   the body is one line saying why.
+//! - `GET /metrics`: the Prometheus text format ([`crate::metrics`]).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use cairn_raft_store::disk::Disk;
+use cairn_raft_store::{EventReader, TypeConfig};
+use openraft::Raft;
+
+use crate::health::RaftStatus;
+use crate::metrics::{NodeMetrics, StoreFigures, CONTENT_TYPE};
+use crate::Node;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    raft: Raft<TypeConfig>,
+    reader: EventReader,
+    disk: Arc<dyn Disk>,
+    metrics: Arc<NodeMetrics>,
+}
+
+impl HttpState {
+    /// For a started node; `disk` is the one it was started on (for its size).
+    pub fn new(node: &Node, disk: Arc<dyn Disk>) -> HttpState {
+        HttpState {
+            raft: node.raft.clone(),
+            reader: node.reader.clone(),
+            disk,
+            metrics: crate::metrics::node(node.id),
+        }
+    }
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves until the process ends (or the listener fails).
+pub async fn serve(listener: tokio::net::TcpListener, state: HttpState) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
+async fn live() -> &'static str {
+    "live\n"
+}
+
+async fn ready(State(state): State<HttpState>) -> (StatusCode, String) {
+    match RaftStatus::read(&state.raft).await.readiness() {
+        Ok(summary) => (StatusCode::OK, format!("{summary}\n")),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    let raft = RaftStatus::read(&state.raft).await;
+    let events = match state.reader.next_position() {
+        Ok(events) => Some(events),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot read the event count");
+            None
+        }
+    };
+    // Walks the data directory: off the async threads.
+    let disk = state.disk.clone();
+    let bytes = match tokio::task::spawn_blocking(move || disk.size_on_disk()).await {
+        Ok(Ok(bytes)) => Some(bytes),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: cannot measure the store");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: the store measurement failed");
+            None
+        }
+    };
+    let body = state.metrics.render(&raft, StoreFigures { events, bytes });
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
+}

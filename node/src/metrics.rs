@@ -1,0 +1,267 @@
+//! Prometheus metrics of one node: counters kept as things happen (appends, subscriptions)
+//! and gauges read from Raft and storage when `/metrics` is scraped.
+//!
+//! The services that count (`api/streams.rs`, `api/subscribe.rs`) find their node's metrics
+//! by node id in a process-wide table ([`node`]) rather than through their constructors: one
+//! process runs one node in production, but the simulation runs several, and each keeps its
+//! own numbers. The exposition format and the histogram come from the `prometheus` crate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use cairn_client::proto;
+use cairn_raft_store::NodeId;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::health::RaftStatus;
+
+/// Upper bounds of the append latency histogram's buckets, in seconds: from one fdatasync on
+/// an idle disk (~0.2 ms) to the append timeout (4 s).
+pub const APPEND_LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The `result` label of `cairn_appends_total`.
+const RESULT_WRITTEN: &str = "written";
+const RESULT_ALREADY_WRITTEN: &str = "already_written";
+const RESULT_WRONG_EXPECTED_VERSION: &str = "wrong_expected_version";
+const RESULT_ERROR: &str = "error";
+
+/// One node's metrics.
+pub struct NodeMetrics {
+    registry: Registry,
+    appends: IntCounterVec,
+    appended_events: IntCounter,
+    append_seconds: Histogram,
+    subscriptions: IntGauge,
+    term: IntGauge,
+    leader_id: IntGauge,
+    is_leader: IntGauge,
+    last_log_index: IntGauge,
+    committed_index: IntGauge,
+    applied_index: IntGauge,
+    replication_lag: IntGaugeVec,
+    ready: IntGauge,
+    events: IntGauge,
+    storage_bytes: IntGauge,
+}
+
+/// What a scrape reads besides Raft: the store's event count and size, if they could be read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreFigures {
+    pub events: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// The metrics of node `id` in this process, created on first use.
+pub fn node(id: NodeId) -> Arc<NodeMetrics> {
+    static NODES: OnceLock<Mutex<HashMap<NodeId, Arc<NodeMetrics>>>> = OnceLock::new();
+    let mut nodes = NODES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    nodes
+        .entry(id)
+        .or_insert_with(|| Arc::new(NodeMetrics::new()))
+        .clone()
+}
+
+/// Keeps `cairn_subscriptions` up while a subscription runs.
+pub struct ActiveSubscription(Arc<NodeMetrics>);
+
+impl Drop for ActiveSubscription {
+    fn drop(&mut self) {
+        self.0.subscriptions.dec();
+    }
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help).expect("a valid metric name");
+    registry
+        .register(Box::new(gauge.clone()))
+        .expect("each metric is registered once");
+    gauge
+}
+
+impl NodeMetrics {
+    // The names and options below are constants: a failure here is a bug found by any test
+    // that creates a node, not something input can cause.
+    fn new() -> NodeMetrics {
+        let registry = Registry::new();
+        let appends = IntCounterVec::new(
+            Opts::new(
+                "cairn_appends_total",
+                "Append requests this node answered, by result (a forwarded append counts on the follower and on the leader)",
+            ),
+            &["result"],
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(appends.clone()))
+            .expect("registered once");
+        // Make every result visible from the start, so rates work from the first scrape.
+        for result in [
+            RESULT_WRITTEN,
+            RESULT_ALREADY_WRITTEN,
+            RESULT_WRONG_EXPECTED_VERSION,
+            RESULT_ERROR,
+        ] {
+            appends.with_label_values(&[result]);
+        }
+        let appended_events = IntCounter::new(
+            "cairn_appended_events_total",
+            "Events written by appends this node answered (retries that wrote nothing excluded)",
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(appended_events.clone()))
+            .expect("registered once");
+        let append_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "cairn_append_duration_seconds",
+                "Time from receiving an append request to answering it, on the node that received it",
+            )
+            .buckets(APPEND_LATENCY_BUCKETS_SECONDS.to_vec()),
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(append_seconds.clone()))
+            .expect("registered once");
+        let replication_lag = IntGaugeVec::new(
+            Opts::new(
+                "cairn_raft_replication_lag_entries",
+                "On the leader: log entries each follower still lacks (last log index minus the follower's matched index)",
+            ),
+            &["follower"],
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(replication_lag.clone()))
+            .expect("registered once");
+        NodeMetrics {
+            subscriptions: gauge(
+                &registry,
+                "cairn_subscriptions",
+                "Subscriptions this node is serving",
+            ),
+            term: gauge(&registry, "cairn_raft_term", "Current Raft term"),
+            leader_id: gauge(
+                &registry,
+                "cairn_raft_leader_id",
+                "Id of the leader this node knows, -1 when it knows none",
+            ),
+            is_leader: gauge(
+                &registry,
+                "cairn_raft_is_leader",
+                "1 when this node is the leader",
+            ),
+            last_log_index: gauge(
+                &registry,
+                "cairn_raft_last_log_index",
+                "Index of the last entry in this node's Raft log (0 when empty)",
+            ),
+            committed_index: gauge(
+                &registry,
+                "cairn_raft_committed_index",
+                "Highest log index this node knows to be committed (0 when none)",
+            ),
+            applied_index: gauge(
+                &registry,
+                "cairn_raft_applied_index",
+                "Highest log index applied to this node's state machine (0 when none)",
+            ),
+            ready: gauge(
+                &registry,
+                "cairn_ready",
+                "1 when the node is ready to serve (what /health/ready answers)",
+            ),
+            events: gauge(
+                &registry,
+                "cairn_store_events",
+                "Events in this node's applied state (the next $all position); -1 when it could not be read",
+            ),
+            storage_bytes: gauge(
+                &registry,
+                "cairn_storage_bytes",
+                "Bytes the store occupies on disk; -1 when they could not be counted",
+            ),
+            registry,
+            appends,
+            appended_events,
+            append_seconds,
+            replication_lag,
+        }
+    }
+
+    /// Records one answered append request of `events` events.
+    pub fn append_answered(
+        &self,
+        events: usize,
+        result: &Result<tonic::Response<proto::AppendResponse>, tonic::Status>,
+        elapsed: Duration,
+    ) {
+        use proto::append_response::Result as Outcome;
+        self.append_seconds.observe(elapsed.as_secs_f64());
+        let label = match result.as_ref().map(|r| r.get_ref().result.as_ref()) {
+            Ok(Some(Outcome::Success(success))) if success.already_written => {
+                RESULT_ALREADY_WRITTEN
+            }
+            Ok(Some(Outcome::Success(_))) => {
+                self.appended_events.inc_by(events as u64);
+                RESULT_WRITTEN
+            }
+            Ok(Some(Outcome::WrongExpectedVersion(_))) => RESULT_WRONG_EXPECTED_VERSION,
+            Ok(None) | Err(_) => RESULT_ERROR,
+        };
+        self.appends.with_label_values(&[label]).inc();
+    }
+
+    /// Counts a subscription until the returned guard is dropped.
+    pub fn subscription_started(self: Arc<Self>) -> ActiveSubscription {
+        self.subscriptions.inc();
+        ActiveSubscription(self)
+    }
+
+    /// Subscriptions running now.
+    pub fn subscriptions(&self) -> i64 {
+        self.subscriptions.get()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) with the gauges set from `raft` and
+    /// `store`.
+    pub fn render(&self, raft: &RaftStatus, store: StoreFigures) -> String {
+        let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.term.set(as_gauge(raft.term));
+        self.leader_id.set(raft.leader.map_or(-1, as_gauge));
+        self.is_leader.set(i64::from(raft.leader == Some(raft.id)));
+        self.last_log_index
+            .set(as_gauge(raft.last_log_index.unwrap_or(0)));
+        self.committed_index
+            .set(as_gauge(raft.committed_index.unwrap_or(0)));
+        self.applied_index
+            .set(as_gauge(raft.applied_index.unwrap_or(0)));
+        self.ready.set(i64::from(raft.readiness().is_ok()));
+        // Followers come and go with leadership and membership: only the current ones show.
+        self.replication_lag.reset();
+        for (follower, lag) in raft.replication_lag() {
+            self.replication_lag
+                .with_label_values(&[&follower.to_string()])
+                .set(as_gauge(lag));
+        }
+        self.events.set(store.events.map_or(-1, as_gauge));
+        self.storage_bytes.set(store.bytes.map_or(-1, as_gauge));
+
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The content type of [`NodeMetrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
