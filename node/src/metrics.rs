@@ -29,6 +29,9 @@ pub const APPEND_LATENCY_BUCKETS_SECONDS: &[f64] = &[
 const RESULT_WRITTEN: &str = "written";
 const RESULT_ALREADY_WRITTEN: &str = "already_written";
 const RESULT_WRONG_EXPECTED_VERSION: &str = "wrong_expected_version";
+/// Refused because this node is not the leader and the caller asked for the leader only (what
+/// the client library does: it then goes to the leader).
+const RESULT_NOT_LEADER: &str = "not_leader";
 const RESULT_ERROR: &str = "error";
 
 /// One node's metrics.
@@ -108,6 +111,7 @@ impl NodeMetrics {
             RESULT_WRITTEN,
             RESULT_ALREADY_WRITTEN,
             RESULT_WRONG_EXPECTED_VERSION,
+            RESULT_NOT_LEADER,
             RESULT_ERROR,
         ] {
             appends.with_label_values(&[result]);
@@ -215,6 +219,8 @@ impl NodeMetrics {
                 RESULT_WRITTEN
             }
             Ok(Some(Outcome::WrongExpectedVersion(_))) => RESULT_WRONG_EXPECTED_VERSION,
+            // The append path answers FAILED_PRECONDITION for "not the leader" only.
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => RESULT_NOT_LEADER,
             Ok(None) | Err(_) => RESULT_ERROR,
         };
         self.appends.with_label_values(&[label]).inc();

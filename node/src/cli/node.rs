@@ -233,10 +233,17 @@ fn check_data_dir(dir: &Path) -> Result<&'static str, String> {
             ))
         }
     };
+    // Below a file is missing too: the walk up then names the file.
+    let missing = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+        )
+    };
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => writable(dir).map(|()| "exists"),
         Ok(_) => Err(format!("--data-dir: {} is not a directory", dir.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if missing(&e) => {
             let absolute = std::path::absolute(dir)
                 .map_err(|e| format!("--data-dir: {}: {e}", dir.display()))?;
             let mut ancestor = absolute.parent();
@@ -252,7 +259,7 @@ fn check_data_dir(dir: &Path) -> Result<&'static str, String> {
                             path.display()
                         ))
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(e) if missing(&e) => {
                         ancestor = path.parent();
                     }
                     Err(e) => return Err(format!("--data-dir: {}: {e}", path.display())),

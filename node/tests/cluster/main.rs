@@ -4,6 +4,10 @@
 
 mod bad_input;
 mod cli;
+mod config;
+mod deploy;
 mod failover;
 mod harness;
+mod observability;
+mod prometheus_text;
 mod subscriptions;
