@@ -47,7 +47,7 @@ pub struct Store {
 pub fn open_store(disk: Arc<dyn disk::Disk>, limits: Limits) -> Result<Store, StoreError> {
     let state_machine = StateMachineStore::open(disk.clone(), limits)?;
     Ok(Store {
-        log: LogStore::new(disk.clone()),
+        log: LogStore::open(disk.clone())?,
         state_machine,
         reader: EventReader::new(disk),
     })

@@ -48,6 +48,25 @@ impl LogStore {
         LogStore { disk }
     }
 
+    /// Opens the log of a node that is starting. A vote this node had won (committed) is
+    /// stored back as merely cast, so the node comes back as a follower and must win a new
+    /// election, as in the Raft paper. openraft 0.9 would otherwise resume leadership at once,
+    /// without knowing what its previous life committed: its read index could then miss an
+    /// acknowledged append (a stale linearizable read the simulation found, seed 4).
+    pub fn open(disk: Arc<dyn Disk>) -> Result<Self, StoreError> {
+        if let Some(bytes) = disk.get(keys::VOTE)? {
+            let mut vote: Vote = decode("vote", &bytes)?;
+            if vote.is_committed() {
+                vote.committed = false;
+                let mut batch = WriteBatch::default();
+                batch.put(keys::VOTE, encode(&vote)?);
+                disk.write(batch)?;
+                disk.sync()?;
+            }
+        }
+        Ok(LogStore { disk })
+    }
+
     /// Entries with index in `[start, end)`, stopping early at `max_entries` / `max_bytes`
     /// (but always returning the first entry found).
     fn read_entries(

@@ -39,6 +39,9 @@ pub enum Fault {
     IsolateLeader,
     /// The node loses power: unflushed writes are lost except a prefix chosen from the seed.
     Crash { node: u64 },
+    /// Every node loses power at once (a data centre outage): each keeps only what it synced,
+    /// plus a prefix of the rest chosen from the seed.
+    PowerLoss,
     /// Messages take up to this long.
     Latency { max_ms: u64 },
     /// Links fail at random (messages lost) with this chance per step, in thousandths.
@@ -71,7 +74,7 @@ pub fn schedule(
         kinds.extend([0, 1, 2]);
     }
     if mix.crashes {
-        kinds.extend([3, 3]);
+        kinds.extend([3, 3, 8]);
     }
     if mix.latency {
         kinds.extend([4, 5]);
@@ -105,7 +108,8 @@ pub fn schedule(
                 node,
                 delay_ms: rng.between(1, 50),
             },
-            _ => Fault::FailingDisk { node },
+            7 => Fault::FailingDisk { node },
+            _ => Fault::PowerLoss,
         };
         let for_ms = rng.between(200, 3_000).min(end_ms - at_ms);
         faults.push(Scheduled {

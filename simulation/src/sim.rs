@@ -25,10 +25,14 @@ use crate::workload::{run_client, ClientPlan, Recorder};
 pub const FAULTS_START_MS: u64 = 1_000;
 /// After the run, how long the cluster gets to converge before its logs are compared.
 pub const CONVERGE_MS: u64 = 20_000;
+/// How long the simulated supervisor waits before starting a node that failed to start.
+pub const RESTART_BACKOFF_MS: u64 = 500;
 /// Simulated time per step.
 pub const TICK_MS: u64 = 1;
 /// Messages buffered per simulated host.
 pub const TCP_CAPACITY: usize = 4_096;
+/// Longest usual sync time a seed may give a node's disk.
+pub const MAX_BASE_SYNC_DELAY_MS: u64 = 3;
 /// Longest base message latency a seed may choose.
 pub const MAX_BASE_LATENCY_MS: u64 = 10;
 
@@ -76,6 +80,19 @@ impl RunOutcome {
     }
 }
 
+/// The planted bug called `name` (as `cairn-sim --bug` spells it).
+pub fn bug_named(name: &str) -> Option<Bugs> {
+    let mut bugs = Bugs::default();
+    match name {
+        "ack-before-durable" => bugs.ack_before_durable = true,
+        "skip-expected-version" => bugs.skip_expected_version = true,
+        "apply-out-of-order" => bugs.apply_out_of_order = true,
+        "forget-event-ids" => bugs.forget_event_ids = true,
+        _ => return None,
+    }
+    Some(bugs)
+}
+
 /// The one line that replays a seed.
 pub fn reproduction(seed: u64) -> String {
     format!("CAIRN_SIM_SEED={seed} cargo test -p cairn-simulation --test simulation -- seed_from_env --nocapture")
@@ -101,6 +118,8 @@ struct Cluster {
     nodes: u64,
     disks: BTreeMap<u64, Arc<MemDisk>>,
     sync_delays: BTreeMap<u64, Arc<AtomicU64>>,
+    /// Each node's usual sync time, chosen from the seed (a disk is never instant).
+    base_sync_delay_ms: BTreeMap<u64, u64>,
     registry: Registry,
     down: BTreeSet<u64>,
     base_latency: Duration,
@@ -172,6 +191,18 @@ impl Cluster {
                 self.crash(sim, node, rng, false);
                 Some(Ending::Restart(node))
             }
+            Fault::PowerLoss => {
+                let up: Vec<u64> = (1..=self.nodes)
+                    .filter(|n| !self.down.contains(n))
+                    .collect();
+                if up.is_empty() {
+                    return None;
+                }
+                for &node in &up {
+                    self.crash(sim, node, rng, false);
+                }
+                Some(Ending::RestartAll(up))
+            }
             Fault::Latency { max_ms } => {
                 sim.set_max_message_latency(Duration::from_millis(max_ms));
                 Some(Ending::Latency)
@@ -204,9 +235,16 @@ impl Cluster {
             }
             Ending::RepairOneway(from, to) => sim.repair_oneway(name(from), name(to)),
             Ending::Restart(node) => self.restart(sim, node),
+            Ending::RestartAll(ref nodes) => {
+                for &node in nodes {
+                    self.restart(sim, node);
+                }
+            }
             Ending::Latency => sim.set_max_message_latency(self.base_latency),
             Ending::Lossless => sim.set_fail_rate(0.0),
-            Ending::FastDisk(node) => self.sync_delays[&node].store(0, Ordering::Relaxed),
+            Ending::FastDisk(node) => {
+                self.sync_delays[&node].store(self.base_sync_delay_ms[&node], Ordering::Relaxed)
+            }
             Ending::GoodDisk(node) => {
                 self.disks[&node].set_faults(MemFaults::default());
                 if !self.down.contains(&node) {
@@ -231,7 +269,7 @@ impl Cluster {
         sim.set_max_message_latency(self.base_latency);
         sim.set_fail_rate(0.0);
         for node in 1..=self.nodes {
-            self.sync_delays[&node].store(0, Ordering::Relaxed);
+            self.sync_delays[&node].store(self.base_sync_delay_ms[&node], Ordering::Relaxed);
             self.disks[&node].set_faults(MemFaults::default());
             let stopped = lock(&self.registry)
                 .get(&node)
@@ -288,6 +326,7 @@ enum Ending {
     Repair(Vec<(u64, u64)>),
     RepairOneway(u64, u64),
     Restart(u64),
+    RestartAll(Vec<u64>),
     Latency,
     Lossless,
     FastDisk(u64),
@@ -318,12 +357,17 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
     let peers: BTreeMap<u64, String> = (1..=config.nodes)
         .map(|id| (id, format!("{}:{NODE_PORT}", name(id))))
         .collect();
+    let base_sync_delay_ms: BTreeMap<u64, u64> = (1..=config.nodes)
+        .map(|id| (id, fault_rng.below(MAX_BASE_SYNC_DELAY_MS + 1)))
+        .collect();
     let mut cluster = Cluster {
         nodes: config.nodes,
         disks: (1..=config.nodes).map(|id| (id, MemDisk::new())).collect(),
-        sync_delays: (1..=config.nodes)
-            .map(|id| (id, Arc::new(AtomicU64::new(0))))
+        sync_delays: base_sync_delay_ms
+            .iter()
+            .map(|(&id, &ms)| (id, Arc::new(AtomicU64::new(ms))))
             .collect(),
+        base_sync_delay_ms,
         registry: Arc::new(Mutex::new(BTreeMap::new())),
         down: BTreeSet::new(),
         base_latency,
@@ -341,10 +385,18 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
             let (setup, disk, delay, registry) =
                 (setup.clone(), disk.clone(), delay.clone(), registry.clone());
             async move {
-                let disk = SimDisk::new(disk, delay);
-                let node = cairn_node::start(setup, disk, Arc::new(SimConnector))
-                    .await
-                    .map_err(host_error)?;
+                // A node that cannot start (its disk fails) exits; its supervisor starts it
+                // again a little later, as systemd or Kubernetes would.
+                let node = loop {
+                    let disk = SimDisk::new(disk.clone(), delay.clone());
+                    match cairn_node::start(setup.clone(), disk, Arc::new(SimConnector)).await {
+                        Ok(node) => break node,
+                        Err(e) => {
+                            tracing::warn!(node = id, error = %e, "node failed to start");
+                            tokio::time::sleep(Duration::from_millis(RESTART_BACKOFF_MS)).await;
+                        }
+                    }
+                };
                 lock(&registry).insert(
                     id,
                     NodeHandle {

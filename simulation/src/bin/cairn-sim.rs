@@ -7,7 +7,8 @@
 
 use std::process::ExitCode;
 
-use cairn_simulation::sim::{reproduction, run, SimConfig};
+use cairn_raft_store::faults::Bugs;
+use cairn_simulation::sim::{bug_named, reproduction, run, SimConfig};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -37,14 +38,52 @@ struct Args {
     /// Stop at the first failing seed.
     #[arg(long)]
     fail_fast: bool,
+    /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
+    /// apply-out-of-order, forget-event-ids.
+    #[arg(long)]
+    bug: Option<String>,
+}
+
+/// Logs to stderr when `RUST_LOG` is set, stamped with simulated time.
+fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_none() {
+        return;
+    }
+    struct SimTime;
+    impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+        fn format_time(
+            &self,
+            w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+        ) -> std::fmt::Result {
+            let elapsed = turmoil::sim_elapsed().unwrap_or_default();
+            write!(w, "{:>8.3}s", elapsed.as_secs_f64())
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_timer(SimTime)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    init_tracing();
     if args.nodes < 1 || args.clients < 1 {
         eprintln!("error: --nodes and --clients must be at least 1");
         return ExitCode::from(2);
     }
+    let bugs = match args.bug.as_deref().map(bug_named) {
+        None => Bugs::default(),
+        Some(Some(bugs)) => bugs,
+        Some(None) => {
+            eprintln!(
+                "error: --bug: unknown bug {:?}",
+                args.bug.unwrap_or_default()
+            );
+            return ExitCode::from(2);
+        }
+    };
     let seeds: Vec<u64> = match args.seed {
         Some(seed) => vec![seed],
         None => (args.first..args.first.saturating_add(args.seeds)).collect(),
@@ -56,6 +95,7 @@ fn main() -> ExitCode {
             nodes: args.nodes,
             clients: args.clients,
             fault_ms: args.fault_ms,
+            bugs,
             ..SimConfig::new(seed)
         };
         let outcome = match run(&config) {
