@@ -6,8 +6,10 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use openraft::async_runtime::TokioOneShotSender;
 use openraft::{AsyncRuntime, OptionalSend, TokioInstant};
 use rand::rngs::StdRng;
@@ -15,6 +17,41 @@ use rand::{RngCore, SeedableRng};
 
 thread_local! {
     static THREAD_RNG: RefCell<StdRng> = RefCell::new(StdRng::from_entropy());
+    /// Set by the simulation: Raft's tasks that panic are caught and reported here instead.
+    static CAUGHT_PANICS: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+/// From now on, on this thread, a Raft task that panics is stopped and its panic message kept
+/// (see [`take_caught_panics`]) instead of reaching tokio. The simulation needs this: there a
+/// panicking task would abort the whole process (turmoil shuts the host down from inside the
+/// runtime), where it should be a finding like any other.
+pub fn catch_task_panics() {
+    CAUGHT_PANICS.with(|caught| caught.borrow_mut().get_or_insert_with(Vec::new).clear());
+}
+
+/// The panics caught on this thread since [`catch_task_panics`].
+pub fn take_caught_panics() -> Vec<String> {
+    CAUGHT_PANICS.with(|caught| {
+        caught
+            .borrow_mut()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    })
+}
+
+fn catching() -> bool {
+    CAUGHT_PANICS.with(|caught| caught.borrow().is_some())
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a task panicked".to_owned()
+    }
 }
 
 /// Restarts this thread's generator from `seed`. The simulation runs every node on one thread
@@ -67,7 +104,24 @@ impl AsyncRuntime for CairnRuntime {
         T: Future + OptionalSend + 'static,
         T::Output: OptionalSend + 'static,
     {
-        tokio::task::spawn(future)
+        if !catching() {
+            return tokio::task::spawn(future);
+        }
+        tokio::task::spawn(async move {
+            match AssertUnwindSafe(future).catch_unwind().await {
+                Ok(output) => output,
+                Err(payload) => {
+                    let message = panic_message(payload.as_ref());
+                    CAUGHT_PANICS.with(|caught| {
+                        if let Some(caught) = caught.borrow_mut().as_mut() {
+                            caught.push(message);
+                        }
+                    });
+                    // The task is stopped; whoever waits for it waits until the node restarts.
+                    std::future::pending().await
+                }
+            }
+        })
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {

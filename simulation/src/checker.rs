@@ -53,6 +53,8 @@ pub enum Rule {
     NoWriteAfterHeal,
     /// An acknowledged append's events do not sit at the revision its expectation demanded.
     WrongRevision,
+    /// Node code panicked (an assertion of ours or of openraft's caught a broken invariant).
+    NodePanicked,
 }
 
 impl Rule {
@@ -72,6 +74,7 @@ impl Rule {
             Rule::NothingCommitted => "nothing-committed",
             Rule::NoWriteAfterHeal => "no-write-after-heal",
             Rule::WrongRevision => "wrong-revision",
+            Rule::NodePanicked => "node-panicked",
         }
     }
 }
@@ -205,6 +208,7 @@ pub fn check(history: &[Record]) -> Report {
         check_subscriptions(history, &log, &mut sink);
     }
     check_heal(history, &mut sink);
+    check_panics(history, &mut sink);
 
     Report {
         violations: sink.finish(),
@@ -325,7 +329,10 @@ fn count(history: &[Record]) -> Stats {
                 stats.delivered += events.len() as u64;
             }
             Record::Fault { .. } => stats.faults += 1,
-            Record::Run { .. } | Record::Healed { .. } | Record::NodeLog { .. } => {}
+            Record::Run { .. }
+            | Record::Healed { .. }
+            | Record::NodeLog { .. }
+            | Record::Panic { .. } => {}
         }
     }
     stats
@@ -837,6 +844,15 @@ fn check_heal(history: &[Record], sink: &mut Sink) {
         sink.push(Rule::NoWriteAfterHeal, || {
             format!("healed at {healed}ms, but no append begun since was acknowledged")
         });
+    }
+}
+
+/// Rule 12: node code never panics, whatever the faults.
+fn check_panics(history: &[Record], sink: &mut Sink) {
+    for record in history {
+        if let Record::Panic { at_ms, message } = record {
+            sink.push(Rule::NodePanicked, || format!("at {at_ms}ms: {message}"));
+        }
     }
 }
 

@@ -117,6 +117,8 @@ pub enum Record {
         /// How many times it reported "caught up".
         caught_up: u32,
     },
+    /// Node code panicked (the simulation catches panics of Raft's tasks and records them).
+    Panic { at_ms: u64, message: String },
     /// A node's whole `$all` once the run ended, in position order.
     NodeLog { node: u64, events: Vec<EventRef> },
 }

@@ -32,7 +32,7 @@ pub const TICK_MS: u64 = 1;
 /// Messages buffered per simulated host.
 pub const TCP_CAPACITY: usize = 4_096;
 /// Longest usual sync time a seed may give a node's disk.
-pub const MAX_BASE_SYNC_DELAY_MS: u64 = 3;
+pub const MAX_BASE_SYNC_DELAY_MS: u64 = 10;
 /// Longest base message latency a seed may choose.
 pub const MAX_BASE_LATENCY_MS: u64 = 10;
 
@@ -123,6 +123,8 @@ struct Cluster {
     registry: Registry,
     down: BTreeSet<u64>,
     base_latency: Duration,
+    /// A Raft task panicked (we cannot tell on which node).
+    panicked: bool,
 }
 
 impl Cluster {
@@ -256,6 +258,15 @@ impl Cluster {
         }
     }
 
+    /// Records the panics of Raft tasks caught since the last call. The panicking node's Raft
+    /// is stopped; the heal restarts every node once anything panicked.
+    fn record_panics(&mut self, recorder: &Recorder, at_ms: u64) {
+        for message in cairn_raft_store::runtime::take_caught_panics() {
+            self.panicked = true;
+            crate::workload::record(recorder, Record::Panic { at_ms, message });
+        }
+    }
+
     /// Lifts every fault: links, latency, loss, disks; restarts every node that is down or
     /// whose Raft stopped.
     fn heal(&mut self, sim: &mut turmoil::Sim, rng: &mut SimRng) {
@@ -274,7 +285,7 @@ impl Cluster {
             let stopped = lock(&self.registry)
                 .get(&node)
                 .is_some_and(|h| h.raft.metrics().borrow().running_state.is_err());
-            if stopped {
+            if stopped || self.panicked {
                 self.crash(sim, node, rng, true);
             }
             self.restart(sim, node);
@@ -340,6 +351,7 @@ fn host_error(e: anyhow::Error) -> Box<dyn std::error::Error> {
 /// Runs one seed and checks its history.
 pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
     cairn_raft_store::runtime::seed_thread_rng(config.seed);
+    cairn_raft_store::runtime::catch_task_panics();
     #[allow(clippy::needless_update)]
     cairn_raft_store::faults::set(config.bugs);
     let root = SimRng::new(config.seed);
@@ -371,6 +383,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         registry: Arc::new(Mutex::new(BTreeMap::new())),
         down: BTreeSet::new(),
         base_latency,
+        panicked: false,
     };
     for id in 1..=config.nodes {
         let setup = NodeSetup {
@@ -478,6 +491,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         let finished = sim
             .step()
             .map_err(|e| anyhow::anyhow!("seed {}: a host failed: {e}", config.seed))?;
+        cluster.record_panics(&recorder, now(&sim));
         if finished && healed {
             break;
         }
@@ -486,6 +500,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
     while !cluster.converged() && now(&sim) < deadline {
         sim.step()
             .map_err(|e| anyhow::anyhow!("seed {}: a host failed: {e}", config.seed))?;
+        cluster.record_panics(&recorder, now(&sim));
     }
     let mut history = std::mem::take(&mut *lock(&recorder));
     history.extend(cluster.logs());

@@ -1,18 +1,49 @@
-//! The simulation's tests: fixed seeds that must pass, determinism, and the planted bugs the
-//! checker must catch.
+//! The simulation's tests: fixed seeds that must pass on 3 and 5 nodes, determinism, and the
+//! planted bugs that the simulation must find within a bounded number of seeds.
+//!
+//! A failing seed prints its one-line reproduction; `CAIRN_SIM_SEED=<seed>` replays it
+//! through `seed_from_env`. Long soaks: `cargo run -p cairn-simulation --bin cairn-sim --
+//! --seeds 1000`.
 
-use cairn_simulation::sim::{reproduction, run, SimConfig};
+use cairn_raft_store::faults::Bugs;
+use cairn_simulation::sim::{bug_named, reproduction, run, RunOutcome, SimConfig};
 
-fn run_seed(config: &SimConfig) -> cairn_simulation::sim::RunOutcome {
+/// Seeds every run of the test suite checks, per cluster size.
+const THREE_NODE_SEEDS: std::ops::RangeInclusive<u64> = 1..=6;
+const FIVE_NODE_SEEDS: std::ops::RangeInclusive<u64> = 1..=2;
+/// Most seeds a planted bug may take to be found.
+const SEEDS_TO_FIND_A_BUG: u64 = 20;
+
+fn run_seed(config: &SimConfig) -> RunOutcome {
     let started = std::time::Instant::now();
     let outcome = run(config).unwrap_or_else(|e| panic!("{e:#}\n{}", reproduction(config.seed)));
     eprintln!(
-        "seed {}: {:?} in {:.1?}",
+        "seed {} ({} nodes, bugs {:?}): {} violations, {:?} in {:.1?}",
         config.seed,
+        config.nodes,
+        config.bugs,
+        outcome.report.violations.len(),
         outcome.report.stats,
         started.elapsed()
     );
     outcome
+}
+
+fn assert_clean(config: &SimConfig) {
+    let outcome = run_seed(config);
+    for violation in &outcome.report.violations {
+        eprintln!("  {violation}");
+    }
+    assert!(
+        outcome.report.is_ok(),
+        "seed {} failed the checker:\n{}\n{}",
+        config.seed,
+        outcome.report,
+        reproduction(config.seed)
+    );
+    let stats = &outcome.report.stats;
+    assert!(stats.faults > 0, "the schedule injected no fault");
+    assert!(stats.acknowledged > 0 && stats.reads > 0 && stats.delivered > 0);
 }
 
 /// Replays `CAIRN_SIM_SEED` (does nothing without it).
@@ -22,9 +53,72 @@ fn seed_from_env() {
         return;
     };
     let seed: u64 = seed.parse().expect("CAIRN_SIM_SEED is a number");
-    let outcome = run_seed(&SimConfig::new(seed));
-    for violation in &outcome.report.violations {
-        eprintln!("{violation}");
+    let nodes = std::env::var("CAIRN_SIM_NODES").map_or(3, |n| n.parse().expect("a number"));
+    assert_clean(&SimConfig {
+        nodes,
+        ..SimConfig::new(seed)
+    });
+}
+
+#[test]
+fn three_nodes_survive_every_fault() {
+    for seed in THREE_NODE_SEEDS {
+        assert_clean(&SimConfig::new(seed));
     }
-    assert!(outcome.report.is_ok(), "{}", reproduction(seed));
+}
+
+#[test]
+fn five_nodes_survive_every_fault() {
+    for seed in FIVE_NODE_SEEDS {
+        assert_clean(&SimConfig {
+            nodes: 5,
+            clients: 4,
+            ..SimConfig::new(seed)
+        });
+    }
+}
+
+#[test]
+fn a_seed_replays_byte_for_byte() {
+    let first = run_seed(&SimConfig::new(11)).history_bytes();
+    let again = run_seed(&SimConfig::new(11)).history_bytes();
+    assert!(first == again, "seed 11 gave two different histories");
+    let other = run_seed(&SimConfig::new(12)).history_bytes();
+    assert!(first != other, "seeds 11 and 12 gave the same history");
+}
+
+/// Runs seeds with `bug` planted until the checker objects; returns the seed.
+fn find(bug: &str) -> u64 {
+    let bugs: Bugs = bug_named(bug).expect("a known bug");
+    for seed in 1..=SEEDS_TO_FIND_A_BUG {
+        let outcome = run_seed(&SimConfig {
+            bugs,
+            ..SimConfig::new(seed)
+        });
+        if let Some(first) = outcome.report.violations.first() {
+            eprintln!("{bug} found by seed {seed}: {first}");
+            return seed;
+        }
+    }
+    panic!("the simulation did not find {bug} in {SEEDS_TO_FIND_A_BUG} seeds");
+}
+
+#[test]
+fn finds_acknowledging_before_the_log_is_durable() {
+    find("ack-before-durable");
+}
+
+#[test]
+fn finds_a_skipped_expected_version_check() {
+    find("skip-expected-version");
+}
+
+#[test]
+fn finds_entries_applied_out_of_order() {
+    find("apply-out-of-order");
+}
+
+#[test]
+fn finds_an_event_id_index_forgotten_across_restart() {
+    find("forget-event-ids");
 }
