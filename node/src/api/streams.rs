@@ -137,7 +137,13 @@ impl StreamsService {
                 )
                 .await
                 {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(read_log_id)) => {
+                        tracing::debug!(
+                            node = self.ctx.id,
+                            ?read_log_id,
+                            "leadership confirmed for a read"
+                        );
+                    }
                     Ok(Err(RaftError::APIError(_))) => return Err(not_leader(&self.ctx)),
                     Ok(Err(RaftError::Fatal(e))) => return Err(Status::unavailable(e.to_string())),
                     Err(_) => {
