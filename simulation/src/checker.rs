@@ -118,6 +118,8 @@ pub struct Stats {
     pub faults: u64,
     /// Length of the reference log.
     pub events_committed: u64,
+    /// From the heal to the first acknowledgement of an append begun after it.
+    pub heal_to_write_ms: Option<u64>,
 }
 
 impl fmt::Display for Stats {
@@ -194,6 +196,7 @@ pub fn check(history: &[Record]) -> Report {
     let log = Log::new(reference.map_or(&[], |(_, events)| events));
     let mut stats = count(history);
     stats.events_committed = log.events.len() as u64;
+    stats.heal_to_write_ms = heal_to_write_ms(history);
 
     check_committed(history, !node_logs.is_empty(), &mut sink);
     if let Some(reference) = reference {
@@ -847,6 +850,29 @@ fn check_heal(history: &[Record], sink: &mut Sink) {
     }
 }
 
+/// How long after the (last) heal the first append begun since was acknowledged.
+fn heal_to_write_ms(history: &[Record]) -> Option<u64> {
+    let healed = history
+        .iter()
+        .filter_map(|record| match record {
+            Record::Healed { at_ms } => Some(*at_ms),
+            _ => None,
+        })
+        .max()?;
+    history
+        .iter()
+        .filter_map(|record| match record {
+            Record::Append {
+                start_ms,
+                end_ms,
+                outcome: AppendOutcome::Ok { .. },
+                ..
+            } if *start_ms >= healed => Some(end_ms - healed),
+            _ => None,
+        })
+        .min()
+}
+
 /// Rule 12: node code never panics, whatever the faults.
 fn check_panics(history: &[Record], sink: &mut Sink) {
     for record in history {
@@ -1140,6 +1166,7 @@ mod tests {
                 delivered: 5,
                 faults: 2,
                 events_committed: 6,
+                heal_to_write_ms: Some(10),
             }
         );
     }

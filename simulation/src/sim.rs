@@ -19,10 +19,12 @@ use crate::faults::{schedule, Fault, FaultMix, Scheduled};
 use crate::history::{EventRef, Record};
 use crate::net::{SimConnector, NODE_PORT};
 use crate::rng::SimRng;
-use crate::workload::{run_client, ClientPlan, Recorder};
+use crate::workload::{run_client, run_heal_probe, ClientPlan, Recorder};
 
 /// Faults start after this much quiet (the cluster elects its first leader).
 pub const FAULTS_START_MS: u64 = 1_000;
+/// How long after the heal the cluster has to acknowledge a write.
+pub const HEAL_DEADLINE_MS: u64 = 20_000;
 /// After the run, how long the cluster gets to converge before its logs are compared.
 pub const CONVERGE_MS: u64 = 20_000;
 /// How long the simulated supervisor waits before starting a node that failed to start.
@@ -446,6 +448,19 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         };
         sim.client(format!("c{client}"), run_client(plan, recorder.clone()));
     }
+
+    let mut endpoints: Vec<String> = peers.values().map(|a| format!("http://{a}")).collect();
+    endpoints.rotate_left(root.split(99).below(config.nodes) as usize);
+    sim.client(
+        "probe",
+        run_heal_probe(
+            endpoints,
+            root.split(98),
+            heal_at,
+            heal_at + HEAL_DEADLINE_MS,
+            recorder.clone(),
+        ),
+    );
 
     let mut pending: Vec<Scheduled> = schedule(
         &mut fault_rng,

@@ -115,6 +115,50 @@ pub async fn run_client(plan: ClientPlan, recorder: Recorder) -> turmoil::Result
     Ok(())
 }
 
+/// After the heal, appends one event until the cluster acknowledges it (or `deadline_ms`
+/// passes): the proof that the healed cluster accepts writes again, however long the
+/// workload's own clients were stuck on connections the faults broke.
+pub async fn run_heal_probe(
+    endpoints: Vec<String>,
+    mut rng: SimRng,
+    heal_at_ms: u64,
+    deadline_ms: u64,
+    recorder: Recorder,
+) -> turmoil::Result {
+    tokio::time::sleep(Duration::from_millis(heal_at_ms.saturating_sub(now_ms()))).await;
+    let mut state = ClientState {
+        plan: ClientPlan {
+            client: 0,
+            rng: rng.split(0),
+            endpoints: endpoints.clone(),
+            until_ms: deadline_ms,
+            subscribe_all: false,
+        },
+        client: client_for(endpoints)?,
+        recorder,
+        ops: 0,
+        known: BTreeMap::new(),
+        sent: Vec::new(),
+        last_position: None,
+    };
+    let id = rng.uuid();
+    let sent = Sent {
+        stream: "heal-probe".into(),
+        expected: ExpectedRevision::Any,
+        events: vec![EventData::binary("Healed", id.as_bytes().to_vec()).with_id(id)],
+    };
+    while now_ms() < deadline_ms {
+        if let AppendOutcome::Ok { .. } = state.append(&sent).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(HEAL_PROBE_PAUSE_MS)).await;
+    }
+    Ok(())
+}
+
+/// Pause between the heal probe's attempts.
+pub const HEAL_PROBE_PAUSE_MS: u64 = 100;
+
 /// Everything a subscription to `$all` delivered, recorded when the task is dropped.
 struct Delivered {
     recorder: Recorder,

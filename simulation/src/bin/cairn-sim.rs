@@ -90,6 +90,7 @@ fn main() -> ExitCode {
     };
     let started = std::time::Instant::now();
     let (mut failed, mut faults, mut operations, mut violations, mut events) = (0u64, 0, 0, 0, 0);
+    let mut heal_to_write: Vec<u64> = Vec::new();
     for &seed in &seeds {
         let config = SimConfig {
             nodes: args.nodes,
@@ -114,6 +115,7 @@ fn main() -> ExitCode {
         operations += stats.appends + stats.reads;
         events += stats.events_committed;
         violations += outcome.report.violations.len() as u64;
+        heal_to_write.extend(stats.heal_to_write_ms);
         if let Some(path) = &args.history {
             if let Err(e) = std::fs::write(path, outcome.history_bytes()) {
                 eprintln!("error: cannot write {}: {e}", path.display());
@@ -140,6 +142,14 @@ fn main() -> ExitCode {
         seeds.len(),
         started.elapsed()
     );
+    heal_to_write.sort_unstable();
+    if let (Some(max), false) = (heal_to_write.last(), heal_to_write.is_empty()) {
+        println!(
+            "first acknowledged write after the heal: median {} ms, p90 {} ms, max {max} ms (simulated)",
+            heal_to_write[heal_to_write.len() / 2],
+            heal_to_write[heal_to_write.len() * 9 / 10],
+        );
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
