@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
-use crate::endpoints::{ChannelFactory, Endpoints, Node};
+use crate::endpoints::{ChannelFactory, Endpoints, Node, MEMBERSHIP_REQUEST_TIMEOUT_MS};
 use crate::error::{classify, Error, Failure};
 use crate::event::{EventData, ExpectedRevision};
 use crate::proto;
@@ -68,6 +69,42 @@ pub struct AppendResult {
     pub last_position: u64,
     /// This was a retry of an append that had already landed; nothing new was written.
     pub already_written: bool,
+}
+
+/// The cluster's membership after [`Client::add_node`] or [`Client::remove_node`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Voter ids, ascending.
+    pub voters: Vec<u64>,
+    /// Learner ids (members that replicate but do not vote), ascending.
+    pub learners: Vec<u64>,
+    /// Nothing had to change: a retry found the change already made.
+    pub unchanged: bool,
+    /// The leader that made (or found) the change.
+    pub leader_id: u64,
+}
+
+impl From<proto::MembershipResponse> for Membership {
+    fn from(m: proto::MembershipResponse) -> Self {
+        let (mut voters, mut learners) = (m.voters, m.learners);
+        voters.sort_unstable();
+        learners.sort_unstable();
+        Membership {
+            voters,
+            learners,
+            unchanged: m.unchanged,
+            leader_id: m.leader_id,
+        }
+    }
+}
+
+/// Which channel and which per-attempt bound a call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    /// The request timeout.
+    Request,
+    /// [`MEMBERSHIP_REQUEST_TIMEOUT_MS`], on a channel of its own.
+    Membership,
 }
 
 /// A handle on a Cairn cluster. Cheap to clone; clones share channels and the known leader.
@@ -198,15 +235,22 @@ impl Client {
         let timeout = self.inner.request_timeout;
         let start = self.inner.endpoints.leader_or_first();
         let (response, node) = self
-            .with_retries("append", stream, start, NodePreference::Leader, |channel| {
-                let mut request = Request::new(request.clone());
-                // Lets the server give up too, instead of working for a caller who left.
-                request.set_timeout(timeout);
-                async move {
-                    let response = streams(channel).append(request).await?;
-                    Ok(response.into_inner())
-                }
-            })
+            .with_retries(
+                "append",
+                stream,
+                start,
+                NodePreference::Leader,
+                CallKind::Request,
+                |channel| {
+                    let mut request = Request::new(request.clone());
+                    // Lets the server give up too, instead of working for a caller who left.
+                    request.set_timeout(timeout);
+                    async move {
+                        let response = streams(channel).append(request).await?;
+                        Ok(response.into_inner())
+                    }
+                },
+            )
             .await?;
         if self.inner.leader_only {
             // Only the leader answers a leader-only append.
@@ -267,14 +311,21 @@ impl Client {
             (self.choose(preference, &[]).await, preference)
         };
         let ((messages, first), node) = self
-            .with_retries("read", stream, start, preference, |channel| {
-                let request = request.clone();
-                async move {
-                    let mut messages = streams(channel).read(request).await?.into_inner();
-                    let first = messages.message().await?;
-                    Ok((messages, first))
-                }
-            })
+            .with_retries(
+                "read",
+                stream,
+                start,
+                preference,
+                CallKind::Request,
+                |channel| {
+                    let request = request.clone();
+                    async move {
+                        let mut messages = streams(channel).read(request).await?.into_inner();
+                        let first = messages.message().await?;
+                        Ok((messages, first))
+                    }
+                },
+            )
             .await?;
         if linearizable {
             self.inner.endpoints.set_leader(&node);
@@ -286,6 +337,119 @@ impl Client {
             options.direction,
             self.inner.request_timeout,
         ))
+    }
+
+    /// Adds node `id`, reachable by the other members at `address` (`HOST:PORT`, as in
+    /// `--peers`): it joins as a learner, catches up (by snapshot if it starts empty and the
+    /// log it needs is gone), then becomes a voter. The node must be running already.
+    ///
+    /// Goes to the leader and follows leader changes like an append. Each attempt may take up
+    /// to [`MEMBERSHIP_REQUEST_TIMEOUT_MS`]; a learner still catching up when the server's
+    /// bound runs out is resumed by the next attempt. Bad input (malformed address, an id that
+    /// is already a voter, an address taken, another node at `address`) is
+    /// `Error::InvalidArgument` and changes nothing; a node that does not answer is
+    /// `Error::Unavailable`, not retried. A retry after an attempt whose outcome is unknown
+    /// accepts the node already being a voter at `address` (`unchanged`).
+    pub async fn add_node(&self, id: u64, address: &str) -> Result<Membership, Error> {
+        let request = proto::AddNodeRequest {
+            id,
+            address: address.trim().to_owned(),
+            retry: false,
+        };
+        self.change_membership(
+            "add-node",
+            request,
+            |r, retry| r.retry = retry,
+            |mut c, r| async move { c.add_node(r).await },
+        )
+        .await
+    }
+
+    /// Removes node `id` (a voter or a learner). A leader asked to remove itself first hands
+    /// leadership to another voter; the client then asks the new leader, which removes it.
+    /// Refuses (`Error::InvalidArgument`, nothing changed) an id that is not a member, the last
+    /// voter, or a removal that would leave fewer than three voters (see
+    /// [`Client::force_remove_node`]). Retried like [`Client::add_node`]; a retry after an
+    /// attempt whose outcome is unknown accepts the node being gone already (`unchanged`).
+    pub async fn remove_node(&self, id: u64) -> Result<Membership, Error> {
+        self.remove(id, false).await
+    }
+
+    /// [`Client::remove_node`], allowing fewer than three voters to remain (never none): a
+    /// cluster of two voters stops if either fails.
+    pub async fn force_remove_node(&self, id: u64) -> Result<Membership, Error> {
+        self.remove(id, true).await
+    }
+
+    async fn remove(&self, id: u64, force: bool) -> Result<Membership, Error> {
+        let request = proto::RemoveNodeRequest {
+            id,
+            force,
+            retry: false,
+        };
+        self.change_membership(
+            "remove-node",
+            request,
+            |r, retry| r.retry = retry,
+            |mut c, r| async move { c.remove_node(r).await },
+        )
+        .await
+    }
+
+    /// A membership change at the leader, with the append's retry rules. Once an attempt may
+    /// have acted (anything but a clean "not the leader"), later attempts are marked as
+    /// retries, so the server accepts finding the change made. ABORTED (the server could not
+    /// reach the node to add) is final.
+    async fn change_membership<R, F, Fut>(
+        &self,
+        what: &'static str,
+        request: R,
+        mark_retry: fn(&mut R, bool),
+        send: F,
+    ) -> Result<Membership, Error>
+    where
+        R: Clone + Send + 'static,
+        F: Fn(ClusterClient<Channel>, Request<R>) -> Fut + Copy,
+        Fut: Future<Output = Result<tonic::Response<proto::MembershipResponse>, Status>>,
+    {
+        let may_have_acted = Arc::new(AtomicBool::new(false));
+        let timeout = Duration::from_millis(MEMBERSHIP_REQUEST_TIMEOUT_MS);
+        let start = self.inner.endpoints.leader_or_first();
+        let (answer, node) = self
+            .with_retries(
+                what,
+                "",
+                start,
+                NodePreference::Leader,
+                CallKind::Membership,
+                |channel| {
+                    let mut request = request.clone();
+                    let retry = may_have_acted.swap(true, Ordering::SeqCst);
+                    mark_retry(&mut request, retry);
+                    let mut request = Request::new(request);
+                    request.set_timeout(timeout);
+                    let may_have_acted = may_have_acted.clone();
+                    async move {
+                        match send(ClusterClient::new(channel), request).await {
+                            Ok(response) => Ok(Ok(response.into_inner())),
+                            Err(status) if status.code() == Code::Aborted => {
+                                Ok(Err(Error::Unavailable(status.message().to_owned())))
+                            }
+                            Err(status) => {
+                                if status.code() == Code::FailedPrecondition {
+                                    // Not the leader: nothing happened; this attempt did not act.
+                                    may_have_acted.store(retry, Ordering::SeqCst);
+                                }
+                                Err(status)
+                            }
+                        }
+                    }
+                },
+            )
+            .await?;
+        let answer = answer?;
+        self.inner.endpoints.set_leader(&node);
+        Ok(answer.into())
     }
 
     /// The cluster as the first node that answers sees it. Also teaches the client the leader.
@@ -377,12 +541,14 @@ impl Client {
     /// the backoff if hints keep bouncing. No hint, an error or a timeout: forget that node as
     /// leader, back off, try the next node `preference` allows that has not failed yet this
     /// round. Returns the value and the node that gave it.
+    #[allow(clippy::too_many_arguments)]
     async fn with_retries<T, F, Fut>(
         &self,
         what: &str,
         stream: &str,
         start: Arc<Node>,
         preference: NodePreference,
+        kind: CallKind,
         mut call: F,
     ) -> Result<(T, Arc<Node>), Error>
     where
@@ -396,9 +562,16 @@ impl Client {
         let mut pauses = 0u32;
         let mut redirected = false;
         let mut tried = Vec::new();
+        let attempt_timeout = match kind {
+            CallKind::Request => self.inner.request_timeout,
+            CallKind::Membership => Duration::from_millis(MEMBERSHIP_REQUEST_TIMEOUT_MS),
+        };
         for attempt in 1..=max_attempts {
-            let channel = endpoints.channel(&node);
-            let outcome = tokio::time::timeout(self.inner.request_timeout, call(channel)).await;
+            let channel = match kind {
+                CallKind::Request => endpoints.channel(&node),
+                CallKind::Membership => endpoints.membership_channel(&node),
+            };
+            let outcome = tokio::time::timeout(attempt_timeout, call(channel)).await;
             let (next, follow_at_once) = match outcome {
                 Ok(Ok(value)) => return Ok((value, node)),
                 Ok(Err(status)) => match classify(&status, stream) {
@@ -418,7 +591,11 @@ impl Client {
                     }
                 },
                 Err(_elapsed) => {
-                    cause = self.timeout_cause(&node);
+                    cause = format!(
+                        "{}: no answer within {} ms",
+                        node.url,
+                        attempt_timeout.as_millis()
+                    );
                     endpoints.avoid(&node, &mut tried);
                     (endpoints.pick(preference, &tried), false)
                 }
@@ -431,8 +608,13 @@ impl Client {
             }
             node = next;
         }
+        let of = if stream.is_empty() {
+            String::new()
+        } else {
+            format!(" of {stream:?}")
+        };
         Err(Error::Unavailable(format!(
-            "{what} of {stream:?} gave up after {max_attempts} attempts; last: {cause}"
+            "{what}{of} gave up after {max_attempts} attempts; last: {cause}"
         )))
     }
 }

@@ -17,6 +17,11 @@ pub const MAX_ENDPOINTS: usize = 64;
 /// node costs little of an append's retry budget.
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
 
+/// Bound on each attempt of a membership change (add or remove a node). Above the server's
+/// own bounds on it: adding waits for the new node to catch up (30 s at most per attempt) and
+/// then for two commits (10 s each); removing the leader first hands leadership over.
+pub const MEMBERSHIP_REQUEST_TIMEOUT_MS: u64 = 60_000;
+
 /// How often HTTP/2 pings go out while a call is open. A live subscription can be silent for
 /// hours; without pings a node that vanished without closing the connection (power loss,
 /// partition) would hold it forever instead of letting it move to another node.
@@ -36,6 +41,9 @@ pub(crate) struct Node {
     endpoint: Endpoint,
     /// Built on first use, inside the runtime: building a channel spawns a task.
     channel: OnceLock<Channel>,
+    /// For membership changes, which may outlast the request timeout (a channel's timeout caps
+    /// every call on it): built on first use, if ever.
+    membership_channel: OnceLock<Channel>,
 }
 
 pub(crate) struct Endpoints {
@@ -103,6 +111,7 @@ fn parse(url: &str, request_timeout: Duration) -> Result<Node, Error> {
         url,
         endpoint,
         channel: OnceLock::new(),
+        membership_channel: OnceLock::new(),
     })
 }
 
@@ -142,6 +151,19 @@ impl Endpoints {
     pub(crate) fn channel(&self, node: &Node) -> Channel {
         node.channel
             .get_or_init(|| (self.factory)(&node.endpoint))
+            .clone()
+    }
+
+    /// A channel to `node` whose calls may take up to [`MEMBERSHIP_REQUEST_TIMEOUT_MS`].
+    pub(crate) fn membership_channel(&self, node: &Node) -> Channel {
+        node.membership_channel
+            .get_or_init(|| {
+                let endpoint = node
+                    .endpoint
+                    .clone()
+                    .timeout(Duration::from_millis(MEMBERSHIP_REQUEST_TIMEOUT_MS));
+                (self.factory)(&endpoint)
+            })
             .clone()
     }
 

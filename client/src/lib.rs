@@ -65,11 +65,12 @@ mod read;
 mod subscribe;
 
 pub use client::{
-    AppendResult, Client, ClientConfig, DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS,
+    AppendResult, Client, ClientConfig, Membership, DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS,
     DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES, RETRY_BACKOFF_INITIAL_MS, RETRY_BACKOFF_MAX_MS,
 };
 pub use endpoints::{
     ChannelFactory, CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_ENDPOINTS,
+    MEMBERSHIP_REQUEST_TIMEOUT_MS,
 };
 pub use error::{Error, LEADER_METADATA_KEY};
 pub use event::{ContentType, EventData, ExpectedRevision, RecordedEvent};

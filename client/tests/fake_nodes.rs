@@ -29,6 +29,23 @@ type SubscribeItem = Result<proto::SubscribeResponse, Status>;
 type SubscribeScript =
     Box<dyn Fn(usize, &proto::SubscribeRequest) -> Result<Served, Status> + Send + Sync>;
 type SubscribeStream = Pin<Box<dyn tokio_stream::Stream<Item = SubscribeItem> + Send>>;
+type MembershipScript =
+    Box<dyn Fn(usize) -> Result<proto::MembershipResponse, Status> + Send + Sync>;
+
+/// A membership call as a fake node received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MembershipCall {
+    Add {
+        id: u64,
+        address: String,
+        retry: bool,
+    },
+    Remove {
+        id: u64,
+        force: bool,
+        retry: bool,
+    },
+}
 
 /// What a fake node sends on a subscription: these items, then it either stays open (live and
 /// idle, as a real node waits for the next event) or ends the stream.
@@ -58,6 +75,8 @@ struct Fake {
     append: AppendScript,
     read: ReadScript,
     subscribe: SubscribeScript,
+    membership: MembershipScript,
+    membership_calls: Mutex<Vec<MembershipCall>>,
     appends: Mutex<Vec<proto::AppendRequest>>,
     reads: AtomicUsize,
     subscribes: Mutex<Vec<proto::SubscribeRequest>>,
@@ -72,6 +91,8 @@ impl Fake {
             append: Box::new(|_| Err(Status::unimplemented("no append script"))),
             read: Box::new(|_| Err(Status::unimplemented("no read script"))),
             subscribe: Box::new(|_, _| Err(Status::unimplemented("no subscribe script"))),
+            membership: Box::new(|_| Err(Status::unimplemented("no membership script"))),
+            membership_calls: Mutex::new(Vec::new()),
             appends: Mutex::new(Vec::new()),
             reads: AtomicUsize::new(0),
             subscribes: Mutex::new(Vec::new()),
@@ -126,6 +147,32 @@ impl Fake {
 
     fn appends(&self) -> Vec<proto::AppendRequest> {
         self.appends.lock().unwrap().clone()
+    }
+
+    fn on_membership(
+        self,
+        script: impl Fn(usize) -> Result<proto::MembershipResponse, Status> + Send + Sync + 'static,
+    ) -> Fake {
+        Fake {
+            membership: Box::new(script),
+            ..self
+        }
+    }
+
+    fn membership_calls(&self) -> Vec<MembershipCall> {
+        self.membership_calls.lock().unwrap().clone()
+    }
+
+    fn membership_call(
+        &self,
+        call: MembershipCall,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        let n = {
+            let mut calls = self.membership_calls.lock().unwrap();
+            calls.push(call);
+            calls.len() - 1
+        };
+        (self.membership)(n).map(Response::new)
     }
 }
 
@@ -188,6 +235,30 @@ impl Cluster for Fake {
             leader_endpoint: self.leader_endpoint.lock().unwrap().clone(),
             ..Default::default()
         }))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<proto::AddNodeRequest>,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        let r = request.into_inner();
+        self.membership_call(MembershipCall::Add {
+            id: r.id,
+            address: r.address,
+            retry: r.retry,
+        })
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<proto::RemoveNodeRequest>,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        let r = request.into_inner();
+        self.membership_call(MembershipCall::Remove {
+            id: r.id,
+            force: r.force,
+            retry: r.retry,
+        })
     }
 }
 
@@ -1027,4 +1098,90 @@ async fn a_filter_on_a_stream_subscription_is_refused_without_a_round_trip() {
         "{refused:?}"
     );
     assert!(node.subscribes().is_empty());
+}
+
+fn membership(voters: &[u64], unchanged: bool) -> proto::MembershipResponse {
+    proto::MembershipResponse {
+        voters: voters.to_vec(),
+        learners: Vec::new(),
+        unchanged,
+        leader_id: 2,
+    }
+}
+
+#[tokio::test]
+async fn add_node_goes_to_the_leader_and_a_redirect_is_not_a_retry() {
+    let leader = Arc::new(Fake::new().on_membership(|_| Ok(membership(&[4, 1, 2, 3], false))));
+    let leader_url = serve(Arc::clone(&leader)).await;
+    let hint = leader_url.clone();
+    let follower = Arc::new(Fake::new().on_membership(move |_| Err(not_leader(&hint))));
+    let follower_url = serve(Arc::clone(&follower)).await;
+    let client = client(&[&follower_url], 5);
+
+    let added = client.add_node(4, " 10.0.0.4:2113 ").await.unwrap();
+    assert_eq!(added.voters, vec![1, 2, 3, 4], "sorted");
+    assert!(!added.unchanged);
+    let call = MembershipCall::Add {
+        id: 4,
+        address: "10.0.0.4:2113".into(),
+        retry: false,
+    };
+    assert_eq!(follower.membership_calls(), vec![call.clone()]);
+    assert_eq!(
+        leader.membership_calls(),
+        vec![call],
+        "a refusal by a follower did nothing, so the leader's call is a first attempt"
+    );
+}
+
+#[tokio::test]
+async fn a_membership_call_after_an_unknown_outcome_is_marked_as_a_retry() {
+    let node = Arc::new(Fake::new().on_membership(|n| match n {
+        0 => Err(Status::unavailable("did not commit in time")),
+        1 => Err(Status::failed_precondition("election in progress")),
+        _ => Ok(membership(&[1, 2], true)),
+    }));
+    let url = serve(Arc::clone(&node)).await;
+    let client = client(&[&url], 5);
+
+    let removed = client.force_remove_node(3).await.unwrap();
+    assert!(removed.unchanged);
+    let retries: Vec<bool> = node
+        .membership_calls()
+        .iter()
+        .map(|call| match call {
+            MembershipCall::Remove { force, retry, .. } => {
+                assert!(force);
+                *retry
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        retries,
+        vec![false, true, true],
+        "once an attempt may have acted, every later one is a retry"
+    );
+}
+
+#[tokio::test]
+async fn membership_refusals_and_an_unreachable_new_node_are_final() {
+    let node = Arc::new(Fake::new().on_membership(|n| match n {
+        0 => Err(Status::invalid_argument("node 9 is not a member")),
+        _ => Err(Status::aborted("node 4 at 10.0.0.4:2113 did not answer")),
+    }));
+    let url = serve(Arc::clone(&node)).await;
+    let client = client(&[&url], 5);
+
+    assert_eq!(
+        client.remove_node(9).await,
+        Err(Error::InvalidArgument("node 9 is not a member".into()))
+    );
+    assert_eq!(
+        client.add_node(4, "10.0.0.4:2113").await,
+        Err(Error::Unavailable(
+            "node 4 at 10.0.0.4:2113 did not answer".into()
+        ))
+    );
+    assert_eq!(node.membership_calls().len(), 2, "neither was retried");
 }

@@ -21,6 +21,7 @@ use tonic::transport::Server;
 
 use crate::api::subscribe::{LiveFeed, LIVE_BUFFER_EVENTS};
 use crate::api::{ClusterService, NodeContext, StreamsService, MAX_CLIENT_MESSAGE_BYTES};
+use crate::leadership::{transfer_leadership, HandoffError};
 use crate::network::proto::raft_internal_server::RaftInternalServer;
 use crate::network::{Connector, NetworkFactory, RaftService, MAX_RAFT_MESSAGE_BYTES};
 
@@ -33,6 +34,14 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// measured 1.12 s).
 pub const ELECTION_TIMEOUT_MIN_MS: u64 = 200;
 pub const ELECTION_TIMEOUT_MAX_MS: u64 = 400;
+/// A restarted node stays out of elections until it hears from a leader, or for this long.
+/// The leader retries a peer it could not reach only every 500 ms (openraft's backoff), so a
+/// node that comes back would otherwise time out (200..400 ms) before the leader reaches it and
+/// stand for election: it wins (an idle cluster, where its log is as long), or its higher term
+/// makes the leader step down. Either way a healthy leader goes, and a rolling restart would
+/// pay an election per node. Above backoff + tick + heartbeat (~750 ms); a whole cluster that
+/// restarts elects this much later.
+pub const RESTART_ELECTION_GRACE_MS: u64 = 1_000;
 /// A snapshot is recorded after this many log entries (cheap: snapshots are lazy views)...
 pub const SNAPSHOT_EVERY_LOG_ENTRIES: u64 = 5_000;
 /// ...and this many entries are kept behind it for followers that lag a little.
@@ -116,6 +125,9 @@ pub async fn start(
         store.state_machine,
     )
     .await?;
+    if raft.is_initialized().await? {
+        hold_elections_until_a_leader_is_heard(&raft, id);
+    }
     bootstrap(&setup, &raft).await?;
 
     let feed = LiveFeed::start(reader.clone(), applied_watch(&raft), LIVE_BUFFER_EVENTS)?;
@@ -149,6 +161,14 @@ impl Node {
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let Node { id, raft, ctx, .. } = self;
+        // First the signal, then (if this node leads) the handoff, while the server still runs:
+        // the candidate's vote request must reach this node. Then the server stops.
+        let handoff_ctx = ctx.clone();
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!(node = id, "stopping");
+            hand_over_if_leader(&handoff_ctx).await;
+        };
         let served = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_millis(SERVER_KEEPALIVE_INTERVAL_MS)))
             .http2_keepalive_timeout(Some(Duration::from_millis(SERVER_KEEPALIVE_TIMEOUT_MS)))
@@ -172,6 +192,45 @@ impl Node {
         }
         served?;
         Ok(())
+    }
+}
+
+/// See [`RESTART_ELECTION_GRACE_MS`]. Only elections by timeout are held back; a leader's
+/// handoff (`TimeoutNow`) still works.
+fn hold_elections_until_a_leader_is_heard(raft: &Raft<TypeConfig>, id: NodeId) {
+    raft.runtime_config().elect(false);
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        let heard = tokio::time::timeout(
+            Duration::from_millis(RESTART_ELECTION_GRACE_MS),
+            // The borrow it returns is a read lock on the metrics: let it go at once.
+            async {
+                metrics
+                    .wait_for(|m| m.current_leader.is_some())
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+        if heard != Ok(true) {
+            tracing::info!(
+                node = id,
+                RESTART_ELECTION_GRACE_MS,
+                "no leader heard since the restart; elections allowed"
+            );
+        }
+        raft.runtime_config().elect(true);
+    });
+}
+
+/// On the way out: a leader hands over to a caught-up voter, so that clients see one short
+/// election instead of waiting for the others to notice it is gone.
+async fn hand_over_if_leader(ctx: &NodeContext) {
+    match transfer_leadership(&ctx.raft, ctx.connector.as_ref(), &ctx.gate).await {
+        Ok(leader) => tracing::info!(node = ctx.id, new_leader = leader, "handed leadership over"),
+        Err(HandoffError::NotLeader(_)) => {}
+        Err(e) => tracing::warn!(node = ctx.id, error = %e, "stopping without a handoff"),
     }
 }
 

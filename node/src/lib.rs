@@ -1,14 +1,16 @@
 //! # cairn-node
 //!
 //! The Cairn server: openraft over tonic between nodes (`network`), the public gRPC services
-//! (`api`), and the wiring that runs a node (`app`); readiness (`health`), metrics (`metrics`)
-//! and the HTTP endpoint that serves them (`http`). The `cairn` binary (server and command
-//! line) lives in `main.rs` and `cli/`.
+//! (`api`), the wiring that runs a node (`app`), leadership handoff (`leadership`); readiness
+//! (`health`), metrics (`metrics`) and the HTTP endpoint that serves them (`http`). The
+//! `cairn` binary (server and command line) lives in `main.rs` and `cli/`.
 
+pub mod address;
 pub mod api;
 pub mod app;
 pub mod health;
 pub mod http;
+pub mod leadership;
 pub mod local;
 pub mod metrics;
 pub mod network;

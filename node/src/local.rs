@@ -17,6 +17,9 @@ pub struct LocalCluster {
     /// Each node's `--http` address, if it serves one.
     http_addrs: Vec<Option<String>>,
     children: Vec<Option<Child>>,
+    /// Nodes 1..=initial form the cluster. Later ones ([`LocalCluster::add_joiner`]) list the
+    /// initial members and themselves as peers, so they do not bootstrap: they wait to be added.
+    initial: usize,
 }
 
 /// A free port on 127.0.0.1, chosen by the OS (another process could take it before the node
@@ -33,12 +36,14 @@ impl LocalCluster {
     pub fn new(exe: impl Into<PathBuf>, data_root: impl Into<PathBuf>, addrs: Vec<String>) -> Self {
         let children = addrs.iter().map(|_| None).collect();
         let http_addrs = addrs.iter().map(|_| None).collect();
+        let initial = addrs.len();
         LocalCluster {
             exe: exe.into(),
             data_root: data_root.into(),
             addrs,
             http_addrs,
             children,
+            initial,
         }
     }
 
@@ -70,6 +75,27 @@ impl LocalCluster {
         drop(listeners);
         let http_addrs = ports.split_off(nodes);
         Ok(Self::new(exe, data_root, ports).with_http(http_addrs))
+    }
+
+    /// A slot for a node that joins the running cluster: the next id, on free ports (and an
+    /// HTTP endpoint if node 1 has one). Not started; start it, then add it with
+    /// `cairn cluster add-node` (or `Client::add_node`) at [`LocalCluster::addr`].
+    pub fn add_joiner(&mut self) -> std::io::Result<u64> {
+        let grpc = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let http = std::net::TcpListener::bind("127.0.0.1:0")?;
+        self.addrs.push(grpc.local_addr()?.to_string());
+        let http = self.http_addrs[0]
+            .is_some()
+            .then(|| http.local_addr().map(|a| a.to_string()))
+            .transpose()?;
+        self.http_addrs.push(http);
+        self.children.push(None);
+        Ok(self.size())
+    }
+
+    /// Node `id`'s `HOST:PORT` (its `--listen` and its entry in `--peers`).
+    pub fn addr(&self, id: u64) -> &str {
+        &self.addrs[id as usize - 1]
     }
 
     pub fn size(&self) -> u64 {
@@ -105,10 +131,12 @@ impl LocalCluster {
 
     /// The flags node `id` runs with (the same on every restart).
     pub fn node_args(&self, id: u64) -> Vec<String> {
+        let index = id as usize - 1;
         let peers = self
             .addrs
             .iter()
             .enumerate()
+            .filter(|&(i, _)| i < self.initial || i == index)
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
@@ -167,6 +195,35 @@ impl LocalCluster {
         if let Some(mut child) = self.children[id as usize - 1].take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM: the node stops gracefully (a leader hands leadership over first). Does not
+    /// wait; see [`LocalCluster::wait_exit`].
+    pub fn terminate(&self, id: u64) {
+        if let Some(child) = &self.children[id as usize - 1] {
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for node `id` to exit; its exit status, or `None` if it is still
+    /// running (or was not).
+    pub async fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let slot = &mut self.children[id as usize - 1];
+        loop {
+            let status = slot.as_mut()?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                *slot = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS / 5)).await;
         }
     }
 

@@ -1,18 +1,51 @@
-//! `cairn.v1.Cluster`: this node's view, and (unless asked not to) each member's own.
+//! `cairn.v1.Cluster`: this node's view, and (unless asked not to) each member's own; and
+//! membership changes (add-node, remove-node), made by the leader.
+//!
+//! Adding: check the input against the membership and the new node itself (it must answer,
+//! with the id it was given, and not belong to another cluster), add it as a learner, wait
+//! (boundedly) until it has the log the leader had when the wait began, then make it a voter.
+//! A learner left by an earlier attempt (its catch-up outlasted the bound) is resumed.
+//! Removing: a voter or a learner; never the last voter, nor below [`MIN_SAFE_VOTERS`] without
+//! `force`; a leader asked to remove itself first hands leadership over
+//! (`leadership::transfer_leadership`) and points the caller at the new leader.
+//! Every check happens before anything changes, one change at a time per node.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_client::proto;
 use cairn_client::proto::cluster_client::ClusterClient;
 use cairn_client::proto::cluster_server::Cluster;
-use openraft::ServerState;
+use cairn_raft_store::NodeId;
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Membership, ServerState};
 use tonic::{Request, Response, Status};
 
-use super::NodeContext;
+use super::{not_leader, NodeContext};
+use crate::address::check_host_port;
+use crate::leadership::{transfer_leadership, GATE_WAIT_MS};
 
 /// Longest the status call waits for each other member's answer.
 pub const STATUS_PEER_TIMEOUT_MS: u64 = 500;
+/// Fewest voters remove-node leaves without `force`: three voters survive losing one.
+pub const MIN_SAFE_VOTERS: usize = 3;
+/// Longest add-node waits for the new node to answer before changing anything.
+pub const JOINER_PROBE_TIMEOUT_MS: u64 = 1_000;
+/// Longest one membership change may take to commit (openraft commits a joint configuration,
+/// then the new one). At the limit: UNAVAILABLE; the change may still land, and a retry (the
+/// client marks it as one) finds it made.
+pub const MEMBERSHIP_CHANGE_TIMEOUT_MS: u64 = 10_000;
+/// Longest add-node waits for the new learner to catch up. At the limit: UNAVAILABLE, the node
+/// stays a learner (still catching up), and add-node again resumes from there.
+pub const LEARNER_CATCH_UP_TIMEOUT_MS: u64 = 30_000;
+/// Longest remove-node waits for a removed voter to receive the configuration that demotes it
+/// to a learner (so that it stops standing for election). At the limit (it is down, say) it
+/// is removed anyway; if it comes back it may stand for election in vain: stop it.
+pub const REMOVED_NODE_NOTICE_TIMEOUT_MS: u64 = 2_000;
+/// Longest a membership change waits for another one on this node to finish.
+pub const MEMBERSHIP_LOCK_WAIT_MS: u64 = 5_000;
 
 pub struct ClusterService {
     ctx: Arc<NodeContext>,
@@ -94,8 +127,360 @@ impl ClusterService {
     }
 }
 
+fn ids(ids: impl IntoIterator<Item = NodeId>) -> String {
+    let ids: Vec<String> = ids.into_iter().map(|id| id.to_string()).collect();
+    if ids.is_empty() {
+        "none".to_owned()
+    } else {
+        ids.join(",")
+    }
+}
+
+fn describe(membership: &Membership<NodeId, BasicNode>) -> String {
+    format!(
+        "voters {}; learners {}",
+        ids(membership.voter_ids()),
+        ids(membership.learner_ids())
+    )
+}
+
+async fn bounded<T>(ms: u64, f: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(Duration::from_millis(ms), f)
+        .await
+        .ok()
+}
+
+impl ClusterService {
+    /// This node's current membership, if it leads; else the not-leader answer with the hint.
+    fn leader_membership(&self) -> Result<Membership<NodeId, BasicNode>, Status> {
+        let metrics = self.ctx.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader || metrics.current_leader != Some(self.ctx.id) {
+            return Err(not_leader(&self.ctx));
+        }
+        let membership = metrics.membership_config.membership().clone();
+        if membership.get_joint_config().len() > 1 {
+            return Err(Status::unavailable(
+                "a membership change is in progress; retry shortly",
+            ));
+        }
+        Ok(membership)
+    }
+
+    fn answer(&self, unchanged: bool) -> proto::MembershipResponse {
+        let metrics = self.ctx.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        proto::MembershipResponse {
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            unchanged,
+            leader_id: self.ctx.id,
+        }
+    }
+
+    /// Proposes one membership change through the proposal gate, boundedly; the log index of
+    /// the configuration it ends with. `retain`: removed voters stay as learners.
+    async fn change(
+        &self,
+        change: ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
+    ) -> Result<u64, Status> {
+        let Some(_in_flight) = self
+            .ctx
+            .gate
+            .enter(Duration::from_millis(GATE_WAIT_MS))
+            .await
+        else {
+            return Err(Status::unavailable(
+                "leadership is being handed over; retry shortly",
+            ));
+        };
+        let what = format!("{change:?}");
+        let done = bounded(
+            MEMBERSHIP_CHANGE_TIMEOUT_MS,
+            self.ctx.raft.change_membership(change, retain),
+        )
+        .await
+        .ok_or_else(|| {
+            Status::unavailable(format!(
+                "the membership change ({what}) did not commit within {MEMBERSHIP_CHANGE_TIMEOUT_MS} ms (no quorum?); it may still; retrying is safe"
+            ))
+        })?;
+        match done {
+            Ok(written) => Ok(written.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(not_leader(&self.ctx))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(e),
+            ))) => Err(Status::unavailable(format!("{e}; retry shortly"))),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Status::invalid_argument(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!(
+                "node {} cannot serve: {e}",
+                self.ctx.id
+            ))),
+        }
+    }
+
+    /// The node at `addr` must answer, be node `id`, and not belong to another cluster.
+    async fn probe_joiner(&self, id: NodeId, addr: &str) -> Result<(), Status> {
+        let mut client = ClusterClient::new(self.ctx.channel(addr)?);
+        let call = client.status(proto::StatusRequest { local_only: true });
+        let status = match bounded(JOINER_PROBE_TIMEOUT_MS, call).await {
+            Some(Ok(reply)) => reply.into_inner(),
+            Some(Err(status)) => {
+                return Err(Status::aborted(format!(
+                    "node {id} at {addr} did not answer ({}): start it (cairn node --id {id} ...) before adding it",
+                    status.message()
+                )))
+            }
+            None => {
+                return Err(Status::aborted(format!(
+                    "node {id} at {addr} did not answer within {JOINER_PROBE_TIMEOUT_MS} ms: start it (cairn node --id {id} ...) before adding it"
+                )))
+            }
+        };
+        if status.node_id != id {
+            return Err(Status::invalid_argument(format!(
+                "{addr} is node {}, not node {id}",
+                status.node_id
+            )));
+        }
+        if !status.members.is_empty() && !status.members.iter().any(|m| m.id == self.ctx.id) {
+            let theirs = ids(status.members.iter().map(|m| m.id));
+            return Err(Status::invalid_argument(format!(
+                "node {id} at {addr} belongs to another cluster (members {theirs}): start it with an empty data directory"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits until learner `id` holds the log this leader has now; Err at the bound.
+    async fn catch_up(&self, id: NodeId) -> Result<(), Status> {
+        let mut metrics = self.ctx.raft.metrics();
+        let target = metrics.borrow().last_log_index.unwrap_or(0);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(LEARNER_CATCH_UP_TIMEOUT_MS);
+        loop {
+            let matched = {
+                let m = metrics.borrow_and_update();
+                if m.state != ServerState::Leader {
+                    return Err(not_leader(&self.ctx));
+                }
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .map(|log_id| log_id.index)
+            };
+            if matched >= Some(target) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(Status::unavailable("node is shutting down")),
+                Err(_) => {
+                    let had = matched.map_or("nothing".to_owned(), |m| format!("up to {m}"));
+                    return Err(Status::unavailable(format!(
+                        "node {id} is a learner, still catching up after {LEARNER_CATCH_UP_TIMEOUT_MS} ms (it has the log {had}, the leader had {target}); add-node again resumes"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Waits (at most [`REMOVED_NODE_NOTICE_TIMEOUT_MS`]) until node `id` holds log `index`.
+    async fn replicated(&self, id: NodeId, index: u64) -> bool {
+        let mut metrics = self.ctx.raft.metrics();
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(REMOVED_NODE_NOTICE_TIMEOUT_MS);
+        loop {
+            let matched = metrics
+                .borrow_and_update()
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned().flatten())
+                .map(|log_id| log_id.index);
+            if matched >= Some(index) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return false,
+            }
+        }
+    }
+
+    async fn lock_membership(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, Status> {
+        bounded(MEMBERSHIP_LOCK_WAIT_MS, self.ctx.membership_lock.lock())
+            .await
+            .ok_or_else(|| {
+                Status::unavailable("another membership change is under way; retry shortly")
+            })
+    }
+
+    async fn add(
+        &self,
+        request: proto::AddNodeRequest,
+    ) -> Result<proto::MembershipResponse, Status> {
+        let proto::AddNodeRequest { id, address, retry } = request;
+        let addr = address.trim();
+        check_host_port("address", addr).map_err(Status::invalid_argument)?;
+        self.leader_membership()?;
+        let _one_change = self.lock_membership().await?;
+        let membership = self.leader_membership()?;
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if let Some(node) = membership.get_node(&id) {
+            if voters.contains(&id) {
+                if retry && node.addr == addr {
+                    return Ok(self.answer(true));
+                }
+                return Err(Status::invalid_argument(format!(
+                    "node {id} is already a voter (at {}); nothing changed",
+                    node.addr
+                )));
+            }
+            if node.addr != addr {
+                return Err(Status::invalid_argument(format!(
+                    "node {id} is already a learner at {}; remove-node {id} first to move it",
+                    node.addr
+                )));
+            }
+        }
+        if let Some((other, _)) = membership
+            .nodes()
+            .find(|(other, node)| **other != id && node.addr == addr)
+        {
+            return Err(Status::invalid_argument(format!(
+                "{addr} is the address of node {other}; nothing changed"
+            )));
+        }
+        self.probe_joiner(id, addr).await?;
+        if membership.get_node(&id).is_none() {
+            tracing::info!(node = self.ctx.id, new = id, addr, "adding a learner");
+            let learner = BTreeMap::from([(
+                id,
+                BasicNode {
+                    addr: addr.to_owned(),
+                },
+            )]);
+            self.change(ChangeMembers::AddNodes(learner), false).await?;
+        } else {
+            tracing::info!(
+                node = self.ctx.id,
+                new = id,
+                addr,
+                "resuming a learner's catch-up"
+            );
+        }
+        self.catch_up(id).await?;
+        tracing::info!(
+            node = self.ctx.id,
+            new = id,
+            "learner caught up; making it a voter"
+        );
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await?;
+        let answer = self.answer(false);
+        tracing::info!(node = self.ctx.id, added = id, voters = ?answer.voters, "node added");
+        Ok(answer)
+    }
+
+    async fn remove(
+        &self,
+        request: proto::RemoveNodeRequest,
+    ) -> Result<proto::MembershipResponse, Status> {
+        let proto::RemoveNodeRequest { id, force, retry } = request;
+        self.leader_membership()?;
+        let _one_change = self.lock_membership().await?;
+        let membership = self.leader_membership()?;
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if membership.get_node(&id).is_none() {
+            if retry {
+                return Ok(self.answer(true));
+            }
+            return Err(Status::invalid_argument(format!(
+                "node {id} is not a member ({}); nothing changed",
+                describe(&membership)
+            )));
+        }
+        if !voters.contains(&id) {
+            tracing::info!(node = self.ctx.id, learner = id, "removing a learner");
+            self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await?;
+            return Ok(self.answer(false));
+        }
+        let remaining = voters.len() - 1;
+        if remaining == 0 {
+            return Err(Status::invalid_argument(format!(
+                "node {id} is the last voter; a cluster cannot remove its last voter; nothing changed"
+            )));
+        }
+        if remaining < MIN_SAFE_VOTERS && !force {
+            return Err(Status::invalid_argument(format!(
+                "removing node {id} would leave {remaining} voter(s), which cannot survive losing one; at least {MIN_SAFE_VOTERS} stay unless forced (--force); nothing changed"
+            )));
+        }
+        if id == self.ctx.id {
+            // The removal is the next leader's job: hand over, then point the caller there.
+            tracing::info!(node = id, "asked to remove the leader: handing over first");
+            return match transfer_leadership(
+                &self.ctx.raft,
+                self.ctx.connector.as_ref(),
+                &self.ctx.gate,
+            )
+            .await
+            {
+                Ok(_) => Err(not_leader(&self.ctx)),
+                Err(e) => Err(Status::unavailable(format!(
+                    "node {id} leads and could not hand leadership over ({e}); nothing changed; retry"
+                ))),
+            };
+        }
+        // A voter that never learns it was removed stands for election again and again (its
+        // last configuration still counts it). So it is demoted to a learner first, which the
+        // leader keeps replicating to: once it holds that configuration it never stands again.
+        // Then it is removed for good and no longer contacted.
+        tracing::info!(
+            node = self.ctx.id,
+            voter = id,
+            "removing a voter: demoting it first"
+        );
+        let demoted = self
+            .change(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
+            .await?;
+        if !self.replicated(id, demoted).await {
+            tracing::info!(
+                node = self.ctx.id,
+                removed = id,
+                REMOVED_NODE_NOTICE_TIMEOUT_MS,
+                "the removed node did not confirm its demotion (down?)"
+            );
+        }
+        self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .await?;
+        let answer = self.answer(false);
+        tracing::info!(node = self.ctx.id, removed = id, voters = ?answer.voters, "node removed");
+        Ok(answer)
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    async fn add_node(
+        &self,
+        request: Request<proto::AddNodeRequest>,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        self.add(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<proto::RemoveNodeRequest>,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        self.remove(request.into_inner()).await.map(Response::new)
+    }
+
     async fn status(
         &self,
         request: Request<proto::StatusRequest>,

@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 pub use cluster::ClusterService;
 pub use streams::StreamsService;
 
+use crate::leadership::ProposalGate;
 use crate::network::Connector;
 
 /// The contract's constants live with the contract, in the client crate: the metadata key of a
@@ -31,7 +32,12 @@ pub struct NodeContext {
     pub limits: Limits,
     pub connector: Arc<dyn Connector>,
     pub feed: subscribe::LiveFeed,
-    /// One channel per peer address, reused across forwarded calls (bounded by membership).
+    /// Closed while this node hands leadership over: new proposals wait (`leadership`).
+    pub gate: ProposalGate,
+    /// One membership change at a time through this node (`api/cluster.rs`).
+    pub membership_lock: tokio::sync::Mutex<()>,
+    /// One channel per peer address, reused across forwarded calls; addresses that left the
+    /// membership are dropped (so removed nodes are not kept connected).
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -51,13 +57,27 @@ impl NodeContext {
             limits,
             connector,
             feed,
+            gate: ProposalGate::default(),
+            membership_lock: tokio::sync::Mutex::new(()),
             channels: Mutex::new(HashMap::new()),
         })
     }
 
     /// A channel to a peer's `HOST:PORT`.
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
+        let members: Vec<String> = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(_, node)| node.addr.clone())
+                .collect()
+        };
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        // Membership is small (a handful of nodes): this costs nothing next to a call.
+        channels.retain(|known, _| known == addr || members.contains(known));
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }

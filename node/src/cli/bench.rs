@@ -1,5 +1,5 @@
 //! `cairn bench`: the workload of `shared/peerbench/WORKLOAD.md` (S1, S2, S3) against Cairn,
-//! printing the same JSON lines, plus a failover scenario the peers lack.
+//! printing the same JSON lines, plus failover and handoff scenarios the peers lack.
 //!
 //! S1/S2/S3: C clients, each appending N pseudo-random 256-byte events at a time to its own
 //! stream with the expected revision it last wrote; warmup, then a measured window; only
@@ -54,6 +54,8 @@ pub enum Scenario {
     S2,
     S3,
     Failover,
+    /// Like failover, with SIGTERM instead of SIGKILL: the leader hands leadership over.
+    Handoff,
     /// Catch-up read: one subscriber on a follower from the start of a loaded store.
     Catchup,
     /// Live lag: subscribers on a follower while writers hold a steady rate.
@@ -91,7 +93,7 @@ pub struct BenchArgs {
     /// Lag: events per second the writers hold.
     #[arg(long, default_value_t = 5_000)]
     pub rate: u64,
-    /// Start a fresh three-node cluster for the run (required for failover).
+    /// Start a fresh three-node cluster for the run (required for failover and handoff).
     #[arg(long)]
     pub spawn: bool,
     /// The `target` label in the output.
@@ -236,7 +238,7 @@ async fn run_workload(args: &BenchArgs, client: Client) -> ExitCode {
         Scenario::S1 => ("S1", 1, 1),
         Scenario::S2 => ("S2", 64, 1),
         Scenario::S3 => ("S3", 8, 100),
-        Scenario::Failover | Scenario::Catchup | Scenario::Lag => {
+        Scenario::Failover | Scenario::Handoff | Scenario::Catchup | Scenario::Lag => {
             unreachable!("this scenario has its own runner")
         }
     };
@@ -340,8 +342,12 @@ async fn run_workload(args: &BenchArgs, client: Client) -> ExitCode {
     }
 }
 
-/// Kills the leader `trials` times; each sample is SIGKILL -> first successful append.
+/// Stops the leader `trials` times; each sample is the signal -> first successful append.
+/// SIGKILL (failover: the others notice the silence and elect) or SIGTERM (handoff: the leader
+/// hands over before it exits).
 async fn run_failover(args: &BenchArgs, cluster: &mut LocalCluster) -> ExitCode {
+    let graceful = args.scenario == Scenario::Handoff;
+    let name = if graceful { "handoff" } else { "failover" };
     if args.trials == 0 || args.trials > MAX_FAILOVER_TRIALS {
         eprintln!("error: --trials must be 1..={MAX_FAILOVER_TRIALS}");
         return ExitCode::from(EXIT_USAGE);
@@ -381,7 +387,11 @@ async fn run_failover(args: &BenchArgs, cluster: &mut LocalCluster) -> ExitCode 
                 return ExitCode::from(EXIT_FAILURE);
             }
         }
-        cluster.kill(leader);
+        if graceful {
+            cluster.terminate(leader);
+        } else {
+            cluster.kill(leader);
+        }
         let killed = Instant::now();
         loop {
             let event = EventData::binary("Tick", vec![1u8; 8]);
@@ -399,8 +409,13 @@ async fn run_failover(args: &BenchArgs, cluster: &mut LocalCluster) -> ExitCode 
             tokio::time::sleep(Duration::from_millis(FAILOVER_POLL_MS)).await;
         }
         let sample = killed.elapsed().as_secs_f64() * 1000.0;
-        eprintln!("failover trial {trial}: killed node {leader}, next append after {sample:.0} ms");
+        let how = if graceful { "stopped" } else { "killed" };
+        eprintln!("{name} trial {trial}: {how} node {leader}, next append after {sample:.0} ms");
         samples_ms.push(sample);
+        if graceful && cluster.wait_exit(leader, wait).await.is_none() {
+            eprintln!("error: trial {trial}: node {leader} did not exit within {FAILOVER_WAIT_MS} ms of SIGTERM");
+            return ExitCode::from(EXIT_FAILURE);
+        }
         if let Err(e) = cluster.start_node(leader) {
             eprintln!("error: cannot restart node {leader}: {e}");
             return ExitCode::from(EXIT_FAILURE);
@@ -419,7 +434,7 @@ async fn run_failover(args: &BenchArgs, cluster: &mut LocalCluster) -> ExitCode 
     };
     let samples: Vec<String> = samples_ms.iter().map(|s| format!("{s:.1}")).collect();
     println!(
-        "{{\"target\":{},\"scenario\":\"failover\",\"trials\":{},\"median_ms\":{median:.1},\"min_ms\":{:.1},\"max_ms\":{:.1},\"samples_ms\":[{}]}}",
+        "{{\"target\":{},\"scenario\":\"{name}\",\"trials\":{},\"median_ms\":{median:.1},\"min_ms\":{:.1},\"max_ms\":{:.1},\"samples_ms\":[{}]}}",
         serde_json::Value::String(args.label.clone()),
         samples_ms.len(),
         sorted[0],
@@ -430,8 +445,8 @@ async fn run_failover(args: &BenchArgs, cluster: &mut LocalCluster) -> ExitCode 
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
-    if args.scenario == Scenario::Failover && !args.spawn {
-        eprintln!("error: the failover scenario kills nodes, so it needs --spawn");
+    if matches!(args.scenario, Scenario::Failover | Scenario::Handoff) && !args.spawn {
+        eprintln!("error: the failover and handoff scenarios stop nodes, so they need --spawn");
         return ExitCode::from(EXIT_USAGE);
     }
     let mut spawned = None;
@@ -482,7 +497,9 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         }
     };
     let code = match (&mut spawned, args.scenario) {
-        (Some((cluster, _)), Scenario::Failover) => run_failover(&args, cluster).await,
+        (Some((cluster, _)), Scenario::Failover | Scenario::Handoff) => {
+            run_failover(&args, cluster).await
+        }
         (_, Scenario::Catchup) => run_catchup(&args, client).await,
         (_, Scenario::Lag) => run_lag(&args, client).await,
         _ => run_workload(&args, client).await,

@@ -2,6 +2,7 @@
 //! DESIGN.md; scripts and tests rely on it.
 
 mod bench;
+mod cluster;
 mod commands;
 mod dev;
 mod node;
@@ -48,6 +49,8 @@ enum Command {
     Subscribe(subscribe::SubscribeArgs),
     /// Show the cluster: members, leader, term, roles, applied positions.
     Status(commands::StatusArgs),
+    /// Change the membership: add-node, remove-node.
+    Cluster(cluster::ClusterArgs),
     /// Measure: the peer workload (S1, S2, S3) or leader failover.
     Bench(bench::BenchArgs),
 }
@@ -93,6 +96,7 @@ pub fn main() -> ExitCode {
             Command::ReadAll(args) => commands::read_all(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,
             Command::Status(args) => commands::status(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     })

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use cairn_node::address::check_host_port;
 use cairn_node::http::HttpState;
 use cairn_node::network::TcpConnector;
 use cairn_node::NodeSetup;
@@ -167,29 +168,6 @@ fn id_from_pod_name(pod: &str) -> Result<u64, String> {
     ordinal
         .checked_add(1)
         .ok_or_else(|| format!("--id-from-pod-name: ordinal {ordinal} is too large"))
-}
-
-/// HOST:PORT, where HOST is a name, an IPv4 address or a bracketed IPv6 address. Names are not
-/// resolved (a peer's name may not resolve until its pod exists).
-fn check_host_port(flag: &str, value: &str) -> Result<(), String> {
-    let bad = || format!("{flag}: {value:?} is not HOST:PORT");
-    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
-    port.parse::<u16>().map_err(|_| bad())?;
-    let host_ok = if let Some(inner) = host.strip_prefix('[') {
-        inner
-            .strip_suffix(']')
-            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
-    } else {
-        !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-    };
-    if host_ok {
-        Ok(())
-    } else {
-        Err(bad())
-    }
 }
 
 /// Parses `1=HOST:PORT,2=HOST:PORT`.

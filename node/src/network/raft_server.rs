@@ -3,12 +3,14 @@
 use cairn_raft_store::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use openraft::error::Fatal;
 use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
-use openraft::Raft;
+use openraft::{Raft, ServerState};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::raft_internal_server::RaftInternal;
-use super::proto::{snapshot_chunk, RaftBytes, SnapshotChunk};
+use super::proto::{
+    snapshot_chunk, RaftBytes, SnapshotChunk, TimeoutNowRequest, TimeoutNowResponse,
+};
 use super::{decode, encode};
 
 /// The `RaftInternal` gRPC service.
@@ -84,6 +86,11 @@ impl RaftInternal for RaftService {
         data.flush()
             .await
             .map_err(|e| Status::internal(format!("spooling snapshot: {e}")))?;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            last_log_id = ?meta.last_log_id,
+            "installing a snapshot received from the leader"
+        );
         let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = self
             .raft
             .install_full_snapshot(
@@ -95,5 +102,57 @@ impl RaftInternal for RaftService {
             )
             .await;
         reply(&result)
+    }
+
+    /// Stands for election at once, if the sender is the leader this node follows in the term
+    /// it knows and this node has all of the leader's log: a stray or stale request (the port
+    /// is shared with clients) cannot unseat a leader.
+    async fn timeout_now(
+        &self,
+        request: Request<TimeoutNowRequest>,
+    ) -> Result<Response<TimeoutNowResponse>, Status> {
+        let request = request.into_inner();
+        let refused = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let last_log_index = m.last_log_index.unwrap_or(0);
+            if m.state != ServerState::Follower {
+                Some(format!("node {} is a {:?}, not a follower", m.id, m.state))
+            } else if m.current_leader != Some(request.leader_id) || m.current_term != request.term
+            {
+                Some(format!(
+                    "node {} follows {:?} in term {}, not node {} in term {}",
+                    m.id, m.current_leader, m.current_term, request.leader_id, request.term
+                ))
+            } else if last_log_index < request.leader_last_log_index {
+                Some(format!(
+                    "node {} has log up to {last_log_index}, the leader up to {}",
+                    m.id, request.leader_last_log_index
+                ))
+            } else {
+                None
+            }
+        };
+        if let Some(refused) = refused {
+            tracing::info!(%refused, "TimeoutNow refused");
+            return Ok(Response::new(TimeoutNowResponse {
+                started: false,
+                refused,
+            }));
+        }
+        tracing::info!(
+            from = request.leader_id,
+            term = request.term,
+            "the leader hands over: standing for election"
+        );
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(TimeoutNowResponse {
+            started: true,
+            refused: String::new(),
+        }))
     }
 }
