@@ -78,6 +78,56 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Waits until node `id` knows a leader and has applied `$all` up to `position` (taken from
+    /// the node's own status); panics after [`CLUSTER_WAIT`].
+    pub async fn wait_caught_up(&self, id: u64, position: Option<u64>) {
+        let deadline = std::time::Instant::now() + CLUSTER_WAIT;
+        let client = self.node_client(id);
+        let mut last = None;
+        while std::time::Instant::now() < deadline {
+            if let Ok(status) = client.status().await {
+                let own = status.members.iter().find(|m| m.id == id);
+                let applied = own.map(|m| m.applied_position);
+                if status.leader_id.is_some() && applied > position {
+                    return;
+                }
+                last = Some((status.leader_id, applied));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!(
+            "node {id} did not catch up to position {position:?} within {CLUSTER_WAIT:?} (last seen: leader, applied = {last:?}); logs in {:?}",
+            self.data_root()
+        );
+    }
+
+    /// The members (id, role name) as node `id` sees them, sorted by id.
+    pub async fn members_seen_by(&self, id: u64) -> Vec<(u64, &'static str)> {
+        use cairn_client::proto::Role;
+        let status = self.node_client(id).status().await.expect("status");
+        let mut members: Vec<(u64, &'static str)> = status
+            .members
+            .iter()
+            .map(|m| {
+                let role = match Role::try_from(m.role) {
+                    Ok(Role::Leader) => "leader",
+                    Ok(Role::Follower) => "follower",
+                    Ok(Role::Learner) => "learner",
+                    Ok(Role::Candidate) => "candidate",
+                    _ => "unknown",
+                };
+                (m.id, role)
+            })
+            .collect();
+        members.sort();
+        members
+    }
+}
+
+/// Pause between polls of a node's status.
+const POLL: Duration = Duration::from_millis(100);
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
