@@ -42,6 +42,10 @@ pub struct RaftStatus {
     pub last_log_index: Option<u64>,
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// Last log index covered by this node's latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Last log index purged from this node's log (a follower needing it gets the snapshot).
+    pub purged_index: Option<u64>,
     /// On the leader: every member's matched log index (`None`: nothing matched yet).
     pub replication: Option<BTreeMap<NodeId, Option<u64>>>,
     /// Why the status is incomplete (Raft stopped, or did not answer in time).
@@ -60,6 +64,8 @@ impl RaftStatus {
                 last_log_index: m.last_log_index,
                 committed_index: None,
                 applied_index: m.last_applied.map(|l| l.index),
+                snapshot_index: m.snapshot.map(|l| l.index),
+                purged_index: m.purged.map(|l| l.index),
                 replication: m.replication.as_ref().map(|r| {
                     r.iter()
                         .map(|(id, matched)| (*id, matched.map(|l| l.index)))

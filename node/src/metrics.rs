@@ -47,6 +47,8 @@ pub struct NodeMetrics {
     last_log_index: IntGauge,
     committed_index: IntGauge,
     applied_index: IntGauge,
+    snapshot_index: IntGauge,
+    purged_index: IntGauge,
     replication_lag: IntGaugeVec,
     ready: IntGauge,
     events: IntGauge,
@@ -178,6 +180,16 @@ impl NodeMetrics {
                 "cairn_raft_applied_index",
                 "Highest log index applied to this node's state machine (0 when none)",
             ),
+            snapshot_index: gauge(
+                &registry,
+                "cairn_raft_snapshot_index",
+                "Last log index in this node's latest snapshot (-1 when it has none)",
+            ),
+            purged_index: gauge(
+                &registry,
+                "cairn_raft_purged_index",
+                "Last log index purged from this node's log (-1 when none); a member that needs an older entry is sent the snapshot",
+            ),
             ready: gauge(
                 &registry,
                 "cairn_ready",
@@ -250,6 +262,10 @@ impl NodeMetrics {
             .set(as_gauge(raft.committed_index.unwrap_or(0)));
         self.applied_index
             .set(as_gauge(raft.applied_index.unwrap_or(0)));
+        self.snapshot_index
+            .set(raft.snapshot_index.map_or(-1, as_gauge));
+        self.purged_index
+            .set(raft.purged_index.map_or(-1, as_gauge));
         self.ready.set(i64::from(raft.readiness().is_ok()));
         // Followers come and go with leadership and membership: only the current ones show.
         self.replication_lag.reset();

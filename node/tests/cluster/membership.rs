@@ -9,8 +9,9 @@ use cairn_client::{Client, EventData, ExpectedRevision, ReadOptions, RecordedEve
 use cairn_node::app::SNAPSHOT_EVERY_LOG_ENTRIES;
 use tokio_stream::StreamExt;
 
-use crate::harness::{cairn_exe, free_port, runtime, TestCluster};
+use crate::harness::{cairn_exe, free_port, runtime, TestCluster, CLUSTER_WAIT};
 use crate::load::{check_history, read_all, Load};
+use crate::observability::scrape;
 
 const WRITERS: usize = 4;
 /// Appends (log entries) written before the first node joins: past the first snapshot, so the
@@ -19,6 +20,7 @@ const FILL_APPENDS: u64 = SNAPSHOT_EVERY_LOG_ENTRIES + 500;
 /// Concurrent appenders while filling.
 const FILL_WRITERS: u64 = 16;
 const RUN_AFTER: Duration = Duration::from_millis(1000);
+const POLL: Duration = Duration::from_millis(100);
 /// How long a removed node may take to exit after SIGTERM.
 const EXIT_WAIT: Duration = Duration::from_secs(20);
 /// What a joining node logs when it installs the leader's snapshot (`network::raft_server`).
@@ -106,6 +108,17 @@ fn scaling_from_three_to_five_and_back_under_load_loses_no_acknowledged_write() 
             "scaling: {FILL_APPENDS} appends written in {} ms",
             filling.elapsed().as_millis()
         );
+        // The leader builds the snapshot and purges the log behind it by itself, a moment
+        // after the fill; wait for that, so that the joining nodes need the snapshot.
+        let leader = cluster.wait_for_leader().await;
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        while scrape(&cluster, leader).value("cairn_raft_purged_index", &[]) < 0.0 {
+            assert!(
+                Instant::now() < deadline,
+                "node {leader} purged nothing of its log within {CLUSTER_WAIT:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
         let load = Load::start(&client, "scaling", WRITERS);
         let load_started = load.started;
 

@@ -41,7 +41,7 @@ fn http_get(endpoint: &str, path: &str) -> std::io::Result<(u16, String)> {
     Ok((code, body.to_owned()))
 }
 
-fn scrape(cluster: &TestCluster, id: u64) -> Exposition {
+pub(crate) fn scrape(cluster: &TestCluster, id: u64) -> Exposition {
     let endpoint = cluster.http_endpoint(id).expect("nodes have --http");
     let (code, body) = http_get(&endpoint, "/metrics").expect("GET /metrics");
     assert_eq!(code, 200, "node {id} /metrics: {body}");
