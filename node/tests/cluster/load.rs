@@ -85,6 +85,11 @@ impl Load {
         }
     }
 
+    /// Acknowledgements so far.
+    pub fn acked(&self) -> usize {
+        self.history.lock().unwrap().acked.len()
+    }
+
     /// The highest acknowledged `$all` position so far.
     pub fn last_position(&self) -> Option<u64> {
         let history = self.history.lock().unwrap();

@@ -5,7 +5,7 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use cairn_client::{Client, EventData, ExpectedRevision, ReadOptions, RecordedEvent};
+use cairn_client::{Client, ClientConfig, EventData, ExpectedRevision, ReadOptions, RecordedEvent};
 use cairn_node::app::SNAPSHOT_EVERY_LOG_ENTRIES;
 use tokio_stream::StreamExt;
 
@@ -162,10 +162,28 @@ fn scaling_from_three_to_five_and_back_under_load_loses_no_acknowledged_write() 
         for id in [four, five] {
             let theirs = read_upto(&cluster.node_client(id), upto).await;
             assert_eq!(theirs, reference, "node {id}'s $all differs from the leader's");
+            // Its status reaches every member at its membership address (an unreachable one
+            // shows as "unknown"), and every one is a voter.
             let seen = cluster.members_seen_by(id).await;
             let ids: Vec<u64> = seen.iter().map(|m| m.0).collect();
             assert_eq!(ids, vec![1, 2, 3, 4, 5], "node {id}'s status: {seen:?}");
-            assert!(seen.iter().all(|m| m.1 != "learner"), "{seen:?}");
+            assert!(
+                seen.iter().all(|m| m.1 == "leader" || m.1 == "follower"),
+                "node {id}'s status: {seen:?}"
+            );
+            // It forwards an append to the leader it learnt from the membership.
+            let forwarding = Client::with_config(ClientConfig {
+                endpoints: vec![cluster.endpoint(id)],
+                leader_only: false,
+                ..ClientConfig::default()
+            })
+            .expect("client");
+            let event = EventData::json("Forwarded", &serde_json::json!({ "via": id }))
+                .expect("json");
+            forwarding
+                .append(&format!("via-{id}"), ExpectedRevision::NoStream, vec![event])
+                .await
+                .unwrap_or_else(|e| panic!("append forwarded by node {id}: {e}"));
         }
 
         // 5 -> 3: the leader first (it hands leadership over, the new leader removes it), then
@@ -189,6 +207,17 @@ fn scaling_from_three_to_five_and_back_under_load_loses_no_acknowledged_write() 
         let removed_second = removing.elapsed();
         let remaining: Vec<u64> = (1..=5).filter(|id| ![leader, second].contains(id)).collect();
         assert_eq!(membership.voters, remaining);
+        // Removed, it is no longer replicated to: what it has applied stands still while the
+        // others go on.
+        let frozen = applied_position(&cluster, second).await;
+        let acked_before = load.acked();
+        tokio::time::sleep(RUN_AFTER).await;
+        assert!(load.acked() > acked_before, "writes stopped");
+        assert_eq!(
+            applied_position(&cluster, second).await,
+            frozen,
+            "node {second} still receives the log after its removal"
+        );
         cluster.terminate(second);
         assert!(cluster.wait_exit(second, EXIT_WAIT).await.is_some());
         let shrunk = Instant::now();
@@ -231,6 +260,16 @@ fn scaling_from_three_to_five_and_back_under_load_loses_no_acknowledged_write() 
             history.unknown.len()
         );
     });
+}
+
+/// What node `id` has applied, by its own account.
+async fn applied_position(cluster: &TestCluster, id: u64) -> u64 {
+    let status = cluster.node_client(id).status().await.expect("status");
+    status
+        .members
+        .iter()
+        .find(|m| m.id == id)
+        .map_or(0, |m| m.applied_position)
 }
 
 /// The highest acknowledged position.
