@@ -189,6 +189,7 @@ pub async fn transfer_leadership(
     gate: &ProposalGate,
 ) -> Result<NodeId, HandoffError> {
     let started = std::time::Instant::now();
+    // Another handoff under way is bounded by the same constants; wait for it, then look again.
     let _one_at_a_time = gate.handoff.lock().await;
     let me = raft.metrics().borrow().id;
     if !is_leader(&raft.metrics().borrow()) {
