@@ -10,9 +10,10 @@
 //! wins a later round, once the other followers' leases have run out (about one lease).
 //!
 //! So the leader here: closes the [`ProposalGate`] (new appends wait; nothing new enters its
-//! log), holds its own elections back, lets the proposals in flight finish, waits until the
-//! most caught-up voter has all of its log, sends it `TimeoutNow` (the internal RPC, handled in
-//! `network::raft_server`), and waits for a new leader. If that voter does not take over it tries one other. The gate opens
+//! log), holds its own elections back, lets the proposals in flight finish, waits out its own
+//! lease if it was elected less than a lease ago, waits until the most caught-up voter has all
+//! of its log, sends it `TimeoutNow` (the internal RPC, handled in `network::raft_server`), and
+//! waits for a new leader. If that voter does not take over it tries one other. The gate opens
 //! again at the end either way: appends that waited then meet the new leader's hint (or, if
 //! the handoff failed, are proposed here as before).
 
@@ -25,6 +26,8 @@ use openraft::{Raft, RaftMetrics, ServerState};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::app::ELECTION_TIMEOUT_MAX_MS;
+use crate::health::RAFT_STATE_TIMEOUT_MS;
 use crate::network::proto::raft_internal_client::RaftInternalClient;
 use crate::network::proto::TimeoutNowRequest;
 use crate::network::Connector;
@@ -39,6 +42,9 @@ pub const TIMEOUT_NOW_RPC_TIMEOUT_MS: u64 = 500;
 /// Longest the leader waits, after `TimeoutNow`, to learn of a new leader. Three nodes elect at
 /// once; more need about one leader lease (400 ms) and an election timeout.
 pub const HANDOFF_ELECTION_WAIT_MS: u64 = 3_000;
+/// Past the end of this leader's own lease before the candidate is told to stand (the lease
+/// check is `now <= voted_at + lease`).
+pub const LEASE_MARGIN_MS: u64 = 5;
 /// Voters tried in turn: the most caught-up, then one other.
 pub const HANDOFF_MAX_TARGETS: usize = 2;
 /// Longest an append waits at a closed gate before it is refused (UNAVAILABLE, safe to retry);
@@ -210,6 +216,7 @@ pub async fn transfer_leadership(
             "appends still in flight; handing over anyway"
         );
     }
+    wait_out_own_lease(raft, me).await;
     let mut tried: Vec<NodeId> = Vec::new();
     let mut last_failure = String::from("no voter was tried");
     for _ in 0..HANDOFF_MAX_TARGETS {
@@ -253,6 +260,33 @@ pub async fn transfer_leadership(
     match leader {
         Some(leader) => Ok(leader),
         None => Err(HandoffError::Failed(last_failure)),
+    }
+}
+
+/// A leader refuses vote requests until its own lease, which starts at its election and is
+/// never renewed, has run out (openraft's `handle_vote_req`). A leader elected less than a lease
+/// ago waits that out (the gate is closed meanwhile), so that the candidate wins at its first
+/// round instead of after a rejected round and an election timeout.
+async fn wait_out_own_lease(raft: &Raft<TypeConfig>, me: NodeId) {
+    let voted = bounded(
+        RAFT_STATE_TIMEOUT_MS,
+        raft.with_raft_state(|state| state.vote_last_modified()),
+    )
+    .await;
+    let Some(Ok(Some(voted_at))) = voted else {
+        return;
+    };
+    let lease_end = voted_at
+        + Duration::from_millis(ELECTION_TIMEOUT_MAX_MS)
+        + Duration::from_millis(LEASE_MARGIN_MS);
+    let now = Instant::now();
+    if lease_end > now {
+        tracing::info!(
+            node = me,
+            wait_ms = (lease_end - now).as_millis() as u64,
+            "elected less than a lease ago: waiting it out before handing over"
+        );
+        tokio::time::sleep_until(lease_end).await;
     }
 }
 

@@ -36,6 +36,10 @@ pub const FAILOVER_WAIT_MS: u64 = 30_000;
 pub const FAILOVER_POLL_MS: u64 = 5;
 /// Deadline of one append attempt during failover (the dead leader may hold a connection).
 pub const FAILOVER_ATTEMPT_TIMEOUT_MS: u64 = 300;
+/// Pause after a trial's cluster has converged and before its leader is stopped: a leader
+/// elected moments ago is not the steady state being measured (a handoff from a leader elected
+/// less than a lease, 400 ms, ago first waits that lease out).
+pub const TRIAL_SETTLE_MS: u64 = 1_000;
 /// Most failover trials.
 pub const MAX_FAILOVER_TRIALS: usize = 1_000;
 /// Events per append while loading the store for catch-up.
@@ -371,6 +375,7 @@ async fn run_failover(args: &BenchArgs, cluster: &mut LocalCluster) -> ExitCode 
             eprintln!("error: no leader before trial {trial}");
             return ExitCode::from(EXIT_FAILURE);
         };
+        tokio::time::sleep(Duration::from_millis(TRIAL_SETTLE_MS)).await;
         // The client must know the leader, as a client in steady state does.
         let warm = Instant::now();
         while client
