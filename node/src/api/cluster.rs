@@ -157,7 +157,31 @@ impl ClusterService {
         if metrics.state != ServerState::Leader || metrics.current_leader != Some(self.ctx.id) {
             return Err(not_leader(&self.ctx));
         }
-        let membership = metrics.membership_config.membership().clone();
+        Ok(metrics.membership_config.membership().clone())
+    }
+
+    /// The membership a change can start from, under `membership_lock`. A joint configuration
+    /// found here was left by a leader that lost office between the two steps of a change
+    /// (openraft does not finish it): it is completed first, to its second half (voters it
+    /// drops stay learners, which a retried remove-node then drops).
+    async fn settled_membership(&self) -> Result<Membership<NodeId, BasicNode>, Status> {
+        let membership = self.leader_membership()?;
+        let Some(goal) = membership
+            .get_joint_config()
+            .last()
+            .filter(|_| membership.get_joint_config().len() > 1)
+            .cloned()
+        else {
+            return Ok(membership);
+        };
+        tracing::info!(
+            node = self.ctx.id,
+            ?goal,
+            "completing a membership change left half done"
+        );
+        self.change(ChangeMembers::ReplaceAllVoters(goal), true)
+            .await?;
+        let membership = self.leader_membership()?;
         if membership.get_joint_config().len() > 1 {
             return Err(Status::unavailable(
                 "a membership change is in progress; retry shortly",
@@ -328,7 +352,7 @@ impl ClusterService {
         check_host_port("address", addr).map_err(Status::invalid_argument)?;
         self.leader_membership()?;
         let _one_change = self.lock_membership().await?;
-        let membership = self.leader_membership()?;
+        let membership = self.settled_membership().await?;
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if let Some(node) = membership.get_node(&id) {
             if voters.contains(&id) {
@@ -393,7 +417,7 @@ impl ClusterService {
         let proto::RemoveNodeRequest { id, force, retry } = request;
         self.leader_membership()?;
         let _one_change = self.lock_membership().await?;
-        let membership = self.leader_membership()?;
+        let membership = self.settled_membership().await?;
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if membership.get_node(&id).is_none() {
             if retry {
