@@ -2,7 +2,7 @@
 //!
 //! The public gRPC contract of Cairn ([`proto`]) and the Rust client library: append events
 //! to streams with optimistic concurrency, read streams and `$all`, follow them with catch-up
-//! subscriptions, ask for cluster status. The client follows the Raft leader, retries appends
+//! subscriptions, ask for cluster status, add and remove nodes. The client follows the Raft leader, retries appends
 //! safely (a retry reuses the event ids, which the server deduplicates) and resubscribes where
 //! delivery stopped when a node fails. See `DESIGN.md` for the rules and the limits.
 //!
