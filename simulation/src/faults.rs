@@ -39,6 +39,9 @@ pub enum Fault {
     IsolateLeader,
     /// The node loses power: unflushed writes are lost except a prefix chosen from the seed.
     Crash { node: u64 },
+    /// The node is stopped the way an operator stops it (SIGTERM: a leader hands leadership
+    /// over first) and started again when the fault ends.
+    GracefulRestart { node: u64 },
     /// Every node loses power at once (a data centre outage): each keeps only what it synced,
     /// plus a prefix of the rest chosen from the seed.
     PowerLoss,
@@ -74,7 +77,7 @@ pub fn schedule(
         kinds.extend([0, 1, 2]);
     }
     if mix.crashes {
-        kinds.extend([3, 3, 8]);
+        kinds.extend([3, 3, 8, 9]);
     }
     if mix.latency {
         kinds.extend([4, 5]);
@@ -109,7 +112,8 @@ pub fn schedule(
                 delay_ms: rng.between(1, 50),
             },
             7 => Fault::FailingDisk { node },
-            _ => Fault::PowerLoss,
+            8 => Fault::PowerLoss,
+            _ => Fault::GracefulRestart { node },
         };
         let for_ms = rng.between(200, 3_000).min(end_ms - at_ms);
         faults.push(Scheduled {

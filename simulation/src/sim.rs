@@ -127,6 +127,8 @@ struct Cluster {
     base_latency: Duration,
     /// A Raft task panicked (we cannot tell on which node).
     panicked: bool,
+    /// Per node: bumped to ask the running node to stop gracefully.
+    stops: BTreeMap<u64, Arc<tokio::sync::watch::Sender<u64>>>,
 }
 
 impl Cluster {
@@ -193,6 +195,17 @@ impl Cluster {
                     return None;
                 }
                 self.crash(sim, node, rng, false);
+                Some(Ending::Restart(node))
+            }
+            Fault::GracefulRestart { node } => {
+                if self.down.contains(&node) {
+                    return None;
+                }
+                // The node's serve() sees the signal, hands leadership over if it leads,
+                // stops, and its host finishes; the ending starts it again.
+                self.stops[&node].send_modify(|generation| *generation += 1);
+                lock(&self.registry).remove(&node);
+                self.down.insert(node);
                 Some(Ending::Restart(node))
             }
             Fault::PowerLoss => {
@@ -386,6 +399,9 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         down: BTreeSet::new(),
         base_latency,
         panicked: false,
+        stops: (1..=config.nodes)
+            .map(|id| (id, Arc::new(tokio::sync::watch::channel(0u64).0)))
+            .collect(),
     };
     for id in 1..=config.nodes {
         let setup = NodeSetup {
@@ -396,9 +412,16 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         let disk = cluster.disks[&id].clone();
         let delay = cluster.sync_delays[&id].clone();
         let registry = cluster.registry.clone();
+        let stop = cluster.stops[&id].clone();
         sim.host(name(id), move || {
             let (setup, disk, delay, registry) =
                 (setup.clone(), disk.clone(), delay.clone(), registry.clone());
+            // Resolves when the schedule asks this boot of the node to stop.
+            let mut stop = stop.subscribe();
+            stop.borrow_and_update();
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
             async move {
                 // A node that cannot start (its disk fails) exits; its supervisor starts it
                 // again a little later, as systemd or Kubernetes would.
@@ -420,9 +443,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
                     },
                 );
                 let incoming = crate::net::incoming().await?;
-                node.serve(incoming, std::future::pending())
-                    .await
-                    .map_err(host_error)?;
+                node.serve(incoming, stopped).await.map_err(host_error)?;
                 Ok(())
             }
         });
