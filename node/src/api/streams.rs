@@ -269,7 +269,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<proto::AppendRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let events = request.get_ref().events.len();
         let answer = self.answer_append(request.into_inner()).await;
         crate::metrics::node(self.ctx.id).append_answered(events, &answer, started.elapsed());
