@@ -106,7 +106,8 @@ impl Load {
     }
 }
 
-async fn last_revision(client: &Client, stream: &str) -> Result<Option<u64>, Error> {
+/// The stream's last revision, read linearizably.
+pub async fn last_revision(client: &Client, stream: &str) -> Result<Option<u64>, Error> {
     let options = ReadOptions::backwards().max_count(1).linearizable();
     match client.read_stream(stream, options).await {
         Ok(mut events) => match events.next().await {
