@@ -98,9 +98,17 @@ impl Drop for Closed<'_> {
 }
 
 impl ProposalGate {
-    /// Waits (at most `max_wait`) until no handoff is under way, then counts the caller in.
-    /// `None` when the gate stayed closed that long.
-    pub async fn enter(&self, max_wait: Duration) -> Option<ProposalGuard<'_>> {
+    /// Waits (at most [`GATE_WAIT_MS`]) until no handoff is under way, then counts the caller
+    /// in. UNAVAILABLE (retry shortly) when the gate stayed closed that long.
+    pub async fn enter(&self) -> Result<ProposalGuard<'_>, tonic::Status> {
+        self.enter_within(Duration::from_millis(GATE_WAIT_MS))
+            .await
+            .ok_or_else(|| {
+                tonic::Status::unavailable("leadership is being handed over; retry shortly")
+            })
+    }
+
+    async fn enter_within(&self, max_wait: Duration) -> Option<ProposalGuard<'_>> {
         let deadline = Instant::now() + max_wait;
         loop {
             // SeqCst on both sides (here: count, then look; the handoff: close, then count):

@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status};
 
 use super::{not_leader, NodeContext};
 use crate::address::check_host_port;
-use crate::leadership::{transfer_leadership, GATE_WAIT_MS};
+use crate::leadership::transfer_leadership;
 
 /// Longest the status call waits for each other member's answer.
 pub const STATUS_PEER_TIMEOUT_MS: u64 = 500;
@@ -208,16 +208,7 @@ impl ClusterService {
         change: ChangeMembers<NodeId, BasicNode>,
         retain: bool,
     ) -> Result<u64, Status> {
-        let Some(_in_flight) = self
-            .ctx
-            .gate
-            .enter(Duration::from_millis(GATE_WAIT_MS))
-            .await
-        else {
-            return Err(Status::unavailable(
-                "leadership is being handed over; retry shortly",
-            ));
-        };
+        let _in_flight = self.ctx.gate.enter().await?;
         let what = format!("{change:?}");
         let done = bounded(
             MEMBERSHIP_CHANGE_TIMEOUT_MS,

@@ -19,7 +19,6 @@ use tracing::Instrument;
 use super::convert::{self, invalid, invalid_input};
 use super::subscribe::{self, Filter, Subscription, Target, DEFAULT_CHECKPOINT_INTERVAL};
 use super::{not_leader, NodeContext, MAX_CLIENT_MESSAGE_BYTES};
-use crate::leadership::GATE_WAIT_MS;
 
 /// Server-side waits stay below the client's default request timeout (5 s), so a client gets
 /// the server's typed answer rather than its own timeout.
@@ -81,16 +80,7 @@ impl StreamsService {
         let expected = append.expected;
         // While leadership is handed over nothing new may enter the log; the append waits,
         // then meets the new leader's hint (or, if the handoff failed, is proposed here).
-        let Some(_in_flight) = self
-            .ctx
-            .gate
-            .enter(Duration::from_millis(GATE_WAIT_MS))
-            .await
-        else {
-            return Err(Status::unavailable(
-                "leadership is being handed over; retry shortly",
-            ));
-        };
+        let _in_flight = self.ctx.gate.enter().await?;
         let write = self.ctx.raft.client_write(Command::Append(append));
         let outcome = match tokio::time::timeout(Duration::from_millis(APPEND_TIMEOUT_MS), write).await {
             Ok(outcome) => outcome,
