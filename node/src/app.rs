@@ -1,6 +1,7 @@
 //! Wiring: storage, Raft, the gRPC services, bootstrap and shutdown.
 //!
-//! [`run`] takes its disk, its incoming connections and its channel factory as parameters, so
+//! [`start`] takes its disk and its channel factory and [`Node::serve`] its incoming
+//! connections as parameters, so
 //! the same node runs on sled and TCP in production and on the disk model and turmoil in the
 //! simulation.
 
@@ -86,25 +87,6 @@ pub struct Node {
     /// Reads this node's applied state directly (what the simulation's checker compares).
     pub reader: EventReader,
     ctx: Arc<NodeContext>,
-}
-
-/// Runs one node until `shutdown` resolves.
-pub async fn run<I, IO, IE>(
-    setup: NodeSetup,
-    disk: Arc<dyn Disk>,
-    incoming: I,
-    connector: Arc<dyn Connector>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()>
-where
-    I: Stream<Item = Result<IO, IE>> + Send + 'static,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    start(setup, disk, connector)
-        .await?
-        .serve(incoming, shutdown)
-        .await
 }
 
 /// Opens the store, starts Raft and bootstraps the cluster if this node is the one to.
