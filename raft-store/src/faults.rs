@@ -45,3 +45,17 @@ pub(crate) fn active() -> Bugs {
         Bugs::default()
     }
 }
+
+/// The `apply_out_of_order` bug: the commands of a batch run in reverse order, while the log
+/// ids stay where they were.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn reverse_payloads(entries: &mut [crate::types::Entry]) {
+    let mut payloads: Vec<_> = entries
+        .iter_mut()
+        .map(|e| std::mem::replace(&mut e.payload, openraft::EntryPayload::Blank))
+        .collect();
+    payloads.reverse();
+    for (entry, payload) in entries.iter_mut().zip(payloads) {
+        entry.payload = payload;
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cairn_raft_store::disk::{Disk, KeyRange, KeyValue, MemDisk, Order, SyncCallback, WriteBatch};
 use cairn_raft_store::SnapshotData;
-use tokio::sync::oneshot;
+use tokio::sync::oneshot::{self, error::TryRecvError};
 
 /// Most delayed syncs in flight on one disk. Beyond it a sync fails, as an overloaded disk's
 /// would; the node stops and the harness restarts it at the heal.
@@ -56,6 +56,13 @@ impl Disk for SimDisk {
     fn sync_then(&self, done: SyncCallback) {
         let delay = self.sync_delay_ms.load(Ordering::Relaxed);
         let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        // A delayed sync that has reported no longer orders anything.
+        if previous
+            .as_mut()
+            .is_some_and(|before| !matches!(before.try_recv(), Err(TryRecvError::Empty)))
+        {
+            *previous = None;
+        }
         if delay == 0 && previous.is_none() {
             return self.inner.sync_then(done);
         }

@@ -97,7 +97,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
 
 /// The one line that replays a seed.
 pub fn reproduction(seed: u64) -> String {
-    format!("CAIRN_SIM_SEED={seed} cargo test -p cairn-simulation --test simulation -- seed_from_env --nocapture")
+    format!("CAIRN_SIM_SEED={seed} cargo test -p cairn-simulation --test simulation -- seed_from_env --ignored --nocapture")
 }
 
 #[derive(Clone)]
@@ -367,7 +367,6 @@ fn host_error(e: anyhow::Error) -> Box<dyn std::error::Error> {
 pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
     cairn_raft_store::runtime::seed_thread_rng(config.seed);
     cairn_raft_store::runtime::catch_task_panics();
-    #[allow(clippy::needless_update)]
     cairn_raft_store::faults::set(config.bugs);
     let root = SimRng::new(config.seed);
     let mut fault_rng = root.split(1);
