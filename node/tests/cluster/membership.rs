@@ -128,6 +128,8 @@ fn scaling_from_three_to_five_and_back_under_load_loses_no_acknowledged_write() 
         let five = cluster.add_joiner().expect("a slot for node 5");
         cluster.start_node(four).expect("start node 4");
         cluster.start_node(five).expect("start node 5");
+        wait_listening(&cluster, four).await;
+        wait_listening(&cluster, five).await;
         let endpoints = cluster.endpoints()[..3].join(",");
         let adding = Instant::now();
         let added = cairn(
@@ -292,6 +294,22 @@ async fn refused(endpoints: &str, args: &[&str], code: i32, mentions: &str) {
     );
 }
 
+/// A node cannot be added before it listens (the leader checks it answers with its id); on a
+/// loaded machine a just-started process takes a moment to get there.
+async fn wait_listening(cluster: &TestCluster, node: u64) {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    while tokio::net::TcpStream::connect(cluster.addr(node))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node {node} did not listen within {CLUSTER_WAIT:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 #[test]
 fn membership_changes_with_bad_input_are_refused_and_change_nothing() {
     let mut cluster = TestCluster::start(3);
@@ -301,6 +319,7 @@ fn membership_changes_with_bad_input_are_refused_and_change_nothing() {
         // A node that was started but never added: it must wait, not bootstrap.
         let four = cluster.add_joiner().expect("a slot for node 4");
         cluster.start_node(four).expect("start node 4");
+        wait_listening(&cluster, four).await;
         let addr4 = cluster.addr(four).to_owned();
         let addr1 = cluster.addr(1).to_owned();
         let nobody = format!("127.0.0.1:{}", free_port());
