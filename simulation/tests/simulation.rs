@@ -81,7 +81,23 @@ fn five_nodes_survive_every_fault() {
 fn a_seed_replays_byte_for_byte() {
     let first = run_seed(&SimConfig::new(11)).history_bytes();
     let again = run_seed(&SimConfig::new(11)).history_bytes();
-    assert!(first == again, "seed 11 gave two different histories");
+    if first != again {
+        // Say where they part, for whoever hunts the nondeterminism.
+        let (a, b) = (
+            String::from_utf8_lossy(&first),
+            String::from_utf8_lossy(&again),
+        );
+        let (line, (x, y)) = a
+            .lines()
+            .zip(b.lines())
+            .enumerate()
+            .find(|(_, (x, y))| x != y)
+            .unwrap_or((0, ("", "")));
+        panic!(
+            "seed 11 gave two different histories; first difference at line {}:\n{x}\n{y}",
+            line + 1
+        );
+    }
     let other = run_seed(&SimConfig::new(12)).history_bytes();
     assert!(first != other, "seeds 11 and 12 gave the same history");
 }
