@@ -10,4 +10,5 @@ pub mod history;
 pub mod net;
 pub mod rng;
 pub mod sim;
+pub mod task_ids;
 pub mod workload;

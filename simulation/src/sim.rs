@@ -365,6 +365,7 @@ fn host_error(e: anyhow::Error) -> Box<dyn std::error::Error> {
 
 /// Runs one seed and checks its history.
 pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
+    let _turn = crate::task_ids::take_turn();
     cairn_raft_store::runtime::seed_thread_rng(config.seed);
     cairn_raft_store::runtime::catch_task_panics();
     cairn_raft_store::faults::set(config.bugs);
