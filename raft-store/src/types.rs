@@ -149,6 +149,9 @@ pub struct Append {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     Append(Append),
+    /// Appends from concurrent requests that the leader proposed as one entry (group commit).
+    /// Applied in order, each with its own verdict, exactly as if each were an entry of its own.
+    Appends(Vec<Append>),
 }
 
 /// Where the last event of a successful append landed.
@@ -191,4 +194,6 @@ pub enum Response {
     /// A blank or membership entry: nothing for a client.
     Empty,
     Append(AppendResult),
+    /// The verdicts of a [`Command::Appends`], in its order.
+    Appends(Vec<AppendResult>),
 }

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod convert;
+pub mod group_commit;
 mod streams;
 pub mod subscribe;
 
@@ -34,6 +35,8 @@ pub struct NodeContext {
     pub feed: subscribe::LiveFeed,
     /// Closed while this node hands leadership over: new proposals wait (`leadership`).
     pub gate: ProposalGate,
+    /// Where appends queue on the leader to share Raft entries.
+    pub group_commit: group_commit::GroupCommit,
     /// One membership change at a time through this node (`api/cluster.rs`).
     pub membership_lock: tokio::sync::Mutex<()>,
     /// One channel per peer address, reused across forwarded calls; addresses that left the
@@ -52,6 +55,7 @@ impl NodeContext {
     ) -> Arc<Self> {
         Arc::new(NodeContext {
             id,
+            group_commit: group_commit::GroupCommit::start(raft.clone()),
             raft,
             reader,
             limits,

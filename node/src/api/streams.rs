@@ -7,16 +7,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cairn_client::proto::streams_client::StreamsClient;
 use cairn_client::proto::streams_server::Streams;
 use cairn_client::{proto, ALL_STREAM};
-use cairn_raft_store::{
-    AppendRejection, AppendResult, Command, Direction, NodeId, Response as RaftResponse,
-};
-use openraft::error::{ClientWriteError, RaftError};
+use cairn_raft_store::{AppendRejection, AppendResult, Direction, NodeId};
+use openraft::error::RaftError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::convert::{self, invalid, invalid_input};
+use super::group_commit::GroupError;
 use super::subscribe::{self, Filter, Subscription, Target, DEFAULT_CHECKPOINT_INTERVAL};
 use super::{not_leader, NodeContext, MAX_CLIENT_MESSAGE_BYTES};
 
@@ -81,7 +80,7 @@ impl StreamsService {
         // While leadership is handed over nothing new may enter the log; the append waits,
         // then meets the new leader's hint (or, if the handoff failed, is proposed here).
         let _in_flight = self.ctx.gate.enter().await?;
-        let write = self.ctx.raft.client_write(Command::Append(append));
+        let write = self.ctx.group_commit.append(append);
         let outcome = match tokio::time::timeout(Duration::from_millis(APPEND_TIMEOUT_MS), write).await {
             Ok(outcome) => outcome,
             Err(_) => {
@@ -91,33 +90,24 @@ impl StreamsService {
             }
         };
         match outcome {
-            Ok(written) => match written.data {
-                RaftResponse::Append(AppendResult::Written(position)) => {
-                    Ok(Response::new(convert::success(position, false)))
-                }
-                RaftResponse::Append(AppendResult::AlreadyWritten(position)) => {
-                    Ok(Response::new(convert::success(position, true)))
-                }
-                RaftResponse::Append(AppendResult::WrongExpectedVersion { actual, .. }) => Ok(
-                    Response::new(convert::wrong_expected_version(expected, actual)),
-                ),
-                RaftResponse::Append(AppendResult::Rejected(AppendRejection::Invalid(e))) => {
-                    Err(invalid_input(&e))
-                }
-                RaftResponse::Append(AppendResult::Rejected(
-                    conflict @ AppendRejection::IdempotencyConflict { .. },
-                )) => Err(Status::already_exists(conflict.to_string())),
-                RaftResponse::Empty => Err(Status::internal("append produced no result")),
-            },
-            // Leadership moved between the check and the proposal: the caller retries (with the
+            Ok(AppendResult::Written(position)) => {
+                Ok(Response::new(convert::success(position, false)))
+            }
+            Ok(AppendResult::AlreadyWritten(position)) => {
+                Ok(Response::new(convert::success(position, true)))
+            }
+            Ok(AppendResult::WrongExpectedVersion { actual, .. }) => Ok(Response::new(
+                convert::wrong_expected_version(expected, actual),
+            )),
+            Ok(AppendResult::Rejected(AppendRejection::Invalid(e))) => Err(invalid_input(&e)),
+            Ok(AppendResult::Rejected(conflict @ AppendRejection::IdempotencyConflict { .. })) => {
+                Err(Status::already_exists(conflict.to_string()))
+            }
+            // Leadership moved between the check and the commit: the caller retries (with the
             // same event ids, so safely) and finds the new leader.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(not_leader(&self.ctx))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Status::internal(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!(
+            Err(GroupError::NotLeader) => Err(not_leader(&self.ctx)),
+            Err(GroupError::Internal(e)) => Err(Status::internal(e)),
+            Err(GroupError::Stopped(e)) => Err(Status::unavailable(format!(
                 "node {} cannot serve: {e}",
                 self.ctx.id
             ))),

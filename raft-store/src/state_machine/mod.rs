@@ -246,6 +246,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         .append(append)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
+                EntryPayload::Normal(Command::Appends(appends)) => Response::Appends(
+                    appends
+                        .into_iter()
+                        .map(|append| applier.append(append))
+                        .collect::<Result<_, _>>()
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
                 EntryPayload::Membership(membership) => {
                     applier.applied.membership = StoredMembership::new(Some(log_id), membership);
                     Response::Empty

@@ -93,8 +93,9 @@ impl TestStore {
         let responses = self.sm().apply(entries).await.expect("apply");
         responses
             .into_iter()
-            .map(|r| match r {
-                Response::Append(result) => result,
+            .flat_map(|r| match r {
+                Response::Append(result) => vec![result],
+                Response::Appends(results) => results,
                 other => panic!("unexpected response {other:?}"),
             })
             .collect()

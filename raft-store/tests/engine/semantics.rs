@@ -1,6 +1,8 @@
 //! Expected revisions, atomic appends, idempotency, created time.
 
-use cairn_raft_store::{AppendPosition, AppendRejection, AppendResult, ExpectedRevision as E};
+use cairn_raft_store::{
+    AppendPosition, AppendRejection, AppendResult, Command, ExpectedRevision as E,
+};
 
 use crate::common::*;
 
@@ -204,6 +206,63 @@ fn a_retry_in_the_same_batch_as_its_original_is_recognised() {
             })
         );
         assert_eq!(s.all().len(), 2);
+    });
+}
+
+#[test]
+fn a_group_commit_entry_gives_each_append_the_verdict_it_would_get_alone() {
+    let original = events(2);
+    let all = {
+        vec![
+            append("hot", E::NoStream, original.clone()),
+            append("hot", E::NoStream, events(1)),
+            append("hot", E::Exact(1), events(3)),
+            append("hot", E::Exact(1), events(1)),
+            // an exact retry of the first, in the same entry
+            append("hot", E::NoStream, original.clone()),
+            append("", E::Any, events(1)),
+            append("cold", E::StreamExists, events(1)),
+            append("cold", E::Any, events(2)),
+        ]
+    };
+    let appends = || all.clone();
+    run(async {
+        let mut alone = TestStore::mem();
+        let one_by_one = alone.apply_all(appends()).await;
+        let group = appends()
+            .into_iter()
+            .map(|c| match c {
+                Command::Append(a) => a,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let mut grouped = TestStore::mem();
+        let together = grouped.apply_all(vec![Command::Appends(group)]).await;
+        assert_eq!(together, one_by_one);
+        assert_eq!(one_by_one[0], written(1, 1));
+        assert!(matches!(
+            one_by_one[1],
+            AppendResult::WrongExpectedVersion { .. }
+        ));
+        assert_eq!(one_by_one[2], written(4, 4));
+        assert!(matches!(
+            one_by_one[3],
+            AppendResult::WrongExpectedVersion { .. }
+        ));
+        assert!(matches!(one_by_one[4], AppendResult::AlreadyWritten(_)));
+        assert!(matches!(one_by_one[5], AppendResult::Rejected(_)));
+        assert!(matches!(
+            one_by_one[6],
+            AppendResult::WrongExpectedVersion { .. }
+        ));
+        assert_eq!(one_by_one[7], written(1, 6));
+        let stored = |s: &TestStore| {
+            s.all()
+                .iter()
+                .map(|e| (e.id, e.stream.clone(), e.revision, e.position))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(stored(&grouped), stored(&alone));
     });
 }
 

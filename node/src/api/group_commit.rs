@@ -1,0 +1,179 @@
+//! Group commit: appends that arrive together share one Raft entry.
+//!
+//! On the leader, each append request queues here instead of being proposed on its own. One task
+//! takes whatever has queued up (bounded in count and bytes) and proposes it as one
+//! [`Command::Appends`] entry, so a burst of concurrent appends costs one log write, one place
+//! in each replication message, one apply step and a share of one fdatasync per node, instead of
+//! one each. Nothing waits for company: a lone append is proposed at once. At most
+//! [`MAX_GROUPS_IN_FLIGHT`] entries are proposed and not yet applied; while they are out, the
+//! next group gathers in the queue. The state machine gives every append of a group the verdict
+//! it would have had as an entry of its own (expected revision, idempotency), in queue order.
+
+use std::sync::Arc;
+
+use cairn_raft_store::{Append, AppendResult, Command, Response, TypeConfig};
+use openraft::error::ClientWriteError;
+use openraft::Raft;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+/// Appends waiting to be proposed. At the limit a new request waits for room (its own
+/// deadline, `APPEND_TIMEOUT_MS`, bounds the wait): backpressure reaches the client through
+/// gRPC rather than through memory.
+pub const MAX_QUEUED_APPENDS: usize = 4_096;
+/// Most appends in one entry.
+pub const MAX_GROUP_APPENDS: usize = 512;
+/// Most event bytes (data, metadata, type) in one entry; an append bigger than this on its own
+/// is proposed alone. Keeps replication messages of `MAX_ENTRIES_PER_REPLICATION` entries sane.
+pub const MAX_GROUP_BYTES: usize = 1024 * 1024;
+/// Entries proposed and not yet applied. More would not commit sooner (each waits for the same
+/// log flushes); fewer would leave the pipeline idle while a group is replicated.
+pub const MAX_GROUPS_IN_FLIGHT: usize = 4;
+
+/// Why an append got no verdict.
+#[derive(Debug, Clone)]
+pub enum GroupError {
+    /// Leadership moved before the entry committed; the caller retries with the same event ids.
+    NotLeader,
+    /// This node's Raft has stopped.
+    Stopped(String),
+    Internal(String),
+}
+
+struct Queued {
+    append: Append,
+    bytes: usize,
+    verdict: oneshot::Sender<Result<AppendResult, GroupError>>,
+}
+
+/// The queue into the proposing task; cloned into every append handler.
+#[derive(Clone)]
+pub struct GroupCommit {
+    queue: mpsc::Sender<Queued>,
+}
+
+impl GroupCommit {
+    /// Starts the proposing task on the current runtime; it ends when every handle is dropped.
+    pub fn start(raft: Raft<TypeConfig>) -> GroupCommit {
+        let (queue, requests) = mpsc::channel(MAX_QUEUED_APPENDS);
+        tokio::spawn(propose_groups(raft, requests));
+        GroupCommit { queue }
+    }
+
+    /// Queues an append (already validated) and waits until its entry is applied.
+    pub async fn append(&self, append: Append) -> Result<AppendResult, GroupError> {
+        let (verdict, answer) = oneshot::channel();
+        let bytes = event_bytes(&append);
+        self.queue
+            .send(Queued {
+                append,
+                bytes,
+                verdict,
+            })
+            .await
+            .map_err(|_| GroupError::Stopped("the proposing task has ended".into()))?;
+        answer
+            .await
+            .map_err(|_| GroupError::Internal("the proposal was dropped unanswered".into()))?
+    }
+}
+
+fn event_bytes(append: &Append) -> usize {
+    append
+        .events
+        .iter()
+        .map(|e| e.data.len() + e.metadata.len() + e.event_type.len())
+        .sum()
+}
+
+async fn propose_groups(raft: Raft<TypeConfig>, mut requests: mpsc::Receiver<Queued>) {
+    let slots = Arc::new(Semaphore::new(MAX_GROUPS_IN_FLIGHT));
+    let mut carried: Option<Queued> = None;
+    loop {
+        let first = match carried.take() {
+            Some(queued) => queued,
+            None => match requests.recv().await {
+                Some(queued) => queued,
+                None => return,
+            },
+        };
+        // Wait for a slot before gathering: what arrives meanwhile joins this group.
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let mut bytes = first.bytes;
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_APPENDS {
+            let Ok(next) = requests.try_recv() else { break };
+            if bytes + next.bytes > MAX_GROUP_BYTES {
+                carried = Some(next);
+                break;
+            }
+            bytes += next.bytes;
+            group.push(next);
+        }
+        propose(&raft, group, slot).await;
+    }
+}
+
+/// Proposes one group and hands its verdicts out when the entry is applied (on its own task,
+/// so the next group can gather meanwhile).
+async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemaphorePermit) {
+    let (mut appends, verdicts): (Vec<Append>, Vec<_>) =
+        group.into_iter().map(|q| (q.append, q.verdict)).unzip();
+    let command = if appends.len() == 1 {
+        Command::Append(appends.pop().expect("one append"))
+    } else {
+        Command::Appends(appends)
+    };
+    let applied = match raft.client_write_ff(command).await {
+        Ok(applied) => applied,
+        Err(fatal) => {
+            for verdict in verdicts {
+                let _ = verdict.send(Err(GroupError::Stopped(fatal.to_string())));
+            }
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let outcome = applied.await;
+        drop(slot);
+        let results: Result<Vec<AppendResult>, GroupError> = match outcome {
+            Ok(Ok(written)) => match written.data {
+                Response::Append(result) => Ok(vec![result]),
+                Response::Appends(results) => Ok(results),
+                Response::Empty => Err(GroupError::Internal("append produced no result".into())),
+            },
+            Ok(Err(ClientWriteError::ForwardToLeader(_))) => Err(GroupError::NotLeader),
+            Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(GroupError::Internal(e.to_string()))
+            }
+            Err(_) => Err(GroupError::Stopped(
+                "Raft stopped before the entry was applied".into(),
+            )),
+        };
+        match results {
+            Ok(results) if results.len() == verdicts.len() => {
+                for (verdict, result) in verdicts.into_iter().zip(results) {
+                    let _ = verdict.send(Ok(result));
+                }
+            }
+            Ok(results) => {
+                let message = format!(
+                    "{} verdicts for {} appends in one entry",
+                    results.len(),
+                    verdicts.len()
+                );
+                for verdict in verdicts {
+                    let _ = verdict.send(Err(GroupError::Internal(message.clone())));
+                }
+            }
+            Err(error) => {
+                for verdict in verdicts {
+                    let _ = verdict.send(Err(error.clone()));
+                }
+            }
+        }
+    });
+}
