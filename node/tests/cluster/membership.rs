@@ -16,7 +16,11 @@ use crate::observability::scrape;
 const WRITERS: usize = 4;
 /// Appends (log entries) written before the first node joins: past the first snapshot, so the
 /// leader purges the log that an empty node would need and has to send it the snapshot.
-const FILL_APPENDS: u64 = SNAPSHOT_EVERY_LOG_ENTRIES + 500;
+/// One round of filling. Group commit packs concurrent appends into fewer log entries, so the
+/// fill goes on round by round until the leader has snapshotted and purged.
+const FILL_ROUND_APPENDS: u64 = SNAPSHOT_EVERY_LOG_ENTRIES;
+/// Most fill rounds (each entry holds at most `FILL_WRITERS` appends, so a few suffice).
+const MAX_FILL_ROUNDS: u64 = 2 * FILL_WRITERS;
 /// Concurrent appenders while filling.
 const FILL_WRITERS: u64 = 16;
 const RUN_AFTER: Duration = Duration::from_millis(1000);
@@ -60,16 +64,17 @@ fn voters(output: &Output) -> Vec<u64> {
         .collect()
 }
 
-/// `FILL_APPENDS` one-event appends, from `FILL_WRITERS` tasks.
-async fn fill(client: &Client) {
-    let per_writer = FILL_APPENDS.div_ceil(FILL_WRITERS);
+/// `FILL_ROUND_APPENDS` one-event appends, from `FILL_WRITERS` tasks.
+async fn fill(client: &Client, round: u64) {
+    let per_writer = FILL_ROUND_APPENDS.div_ceil(FILL_WRITERS);
     let tasks: Vec<_> = (0..FILL_WRITERS)
         .map(|n| {
             let client = client.clone();
             tokio::spawn(async move {
                 for i in 0..per_writer {
                     let event =
-                        EventData::json("Filled", &serde_json::json!({ "i": i })).expect("json");
+                        EventData::json("Filled", &serde_json::json!({ "round": round, "i": i }))
+                            .expect("json");
                     client
                         .append(&format!("fill-{n}"), ExpectedRevision::Any, vec![event])
                         .await
@@ -102,23 +107,33 @@ fn scaling_from_three_to_five_and_back_under_load_loses_no_acknowledged_write() 
     runtime().block_on(async {
         cluster.wait_for_leader().await;
         let client = cluster.client();
+        // The leader builds the snapshot and purges the log behind it by itself, a moment
+        // after enough entries; fill until it has, so that the joining nodes need the snapshot.
         let filling = Instant::now();
-        fill(&client).await;
+        let mut rounds = 0;
+        loop {
+            let leader = cluster.wait_for_leader().await;
+            if scrape(&cluster, leader).value("cairn_raft_purged_index", &[]) >= 0.0 {
+                break;
+            }
+            assert!(
+                rounds < MAX_FILL_ROUNDS,
+                "node {leader} purged nothing of its log after {rounds} rounds of {FILL_ROUND_APPENDS} appends"
+            );
+            fill(&client, rounds).await;
+            rounds += 1;
+            let settle = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < settle
+                && scrape(&cluster, leader).value("cairn_raft_purged_index", &[]) < 0.0
+            {
+                tokio::time::sleep(POLL).await;
+            }
+        }
         eprintln!(
-            "scaling: {FILL_APPENDS} appends written in {} ms",
+            "scaling: {} appends written in {} ms until the leader purged its log",
+            rounds * FILL_ROUND_APPENDS,
             filling.elapsed().as_millis()
         );
-        // The leader builds the snapshot and purges the log behind it by itself, a moment
-        // after the fill; wait for that, so that the joining nodes need the snapshot.
-        let leader = cluster.wait_for_leader().await;
-        let deadline = Instant::now() + CLUSTER_WAIT;
-        while scrape(&cluster, leader).value("cairn_raft_purged_index", &[]) < 0.0 {
-            assert!(
-                Instant::now() < deadline,
-                "node {leader} purged nothing of its log within {CLUSTER_WAIT:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
         let load = Load::start(&client, "scaling", WRITERS);
         let load_started = load.started;
 
