@@ -12,7 +12,7 @@ use cairn_simulation::sim::{bug_named, reproduction, run, RunOutcome, SimConfig}
 const THREE_NODE_SEEDS: std::ops::RangeInclusive<u64> = 1..=6;
 const FIVE_NODE_SEEDS: std::ops::RangeInclusive<u64> = 1..=2;
 /// Most seeds a planted bug may take to be found.
-const SEEDS_TO_FIND_A_BUG: u64 = 20;
+const SEEDS_TO_FIND_A_BUG: u64 = 50;
 
 fn run_seed(config: &SimConfig) -> RunOutcome {
     let started = std::time::Instant::now();
