@@ -43,7 +43,6 @@ pub enum GroupError {
 
 struct Queued {
     append: Append,
-    bytes: usize,
     verdict: oneshot::Sender<Result<AppendResult, GroupError>>,
 }
 
@@ -64,13 +63,8 @@ impl GroupCommit {
     /// Queues an append (already validated) and waits until its entry is applied.
     pub async fn append(&self, append: Append) -> Result<AppendResult, GroupError> {
         let (verdict, answer) = oneshot::channel();
-        let bytes = event_bytes(&append);
         self.queue
-            .send(Queued {
-                append,
-                bytes,
-                verdict,
-            })
+            .send(Queued { append, verdict })
             .await
             .map_err(|_| GroupError::Stopped("the proposing task has ended".into()))?;
         answer
@@ -104,15 +98,16 @@ async fn propose_groups(raft: Raft<TypeConfig>, mut requests: mpsc::Receiver<Que
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let mut bytes = first.bytes;
+        let mut bytes = event_bytes(&first.append);
         let mut group = vec![first];
         while group.len() < MAX_GROUP_APPENDS {
             let Ok(next) = requests.try_recv() else { break };
-            if bytes + next.bytes > MAX_GROUP_BYTES {
+            let next_bytes = event_bytes(&next.append);
+            if bytes + next_bytes > MAX_GROUP_BYTES {
                 carried = Some(next);
                 break;
             }
-            bytes += next.bytes;
+            bytes += next_bytes;
             group.push(next);
         }
         propose(&raft, group, slot).await;
