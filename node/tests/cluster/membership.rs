@@ -25,6 +25,8 @@ const MAX_FILL_ROUNDS: u64 = 2 * FILL_WRITERS;
 const FILL_WRITERS: u64 = 16;
 const RUN_AFTER: Duration = Duration::from_millis(1000);
 const POLL: Duration = Duration::from_millis(100);
+/// How long a removed node's applied position must stand still to count as settled.
+const SETTLE: Duration = Duration::from_millis(500);
 /// How long a removed node may take to exit after SIGTERM.
 const EXIT_WAIT: Duration = Duration::from_secs(20);
 /// What a joining node logs when it installs the leader's snapshot (`network::raft_server`).
@@ -224,9 +226,10 @@ fn scaling_from_three_to_five_and_back_under_load_loses_no_acknowledged_write() 
         let removed_second = removing.elapsed();
         let remaining: Vec<u64> = (1..=5).filter(|id| ![leader, second].contains(id)).collect();
         assert_eq!(membership.voters, remaining);
-        // Removed, it is no longer replicated to: what it has applied stands still while the
-        // others go on.
-        let frozen = applied_position(&cluster, second).await;
+        // Removed, it is no longer replicated to: once it has applied what was committed while
+        // it was a member (it may still be applying that when the removal returns), what it has
+        // applied stands still while the others go on.
+        let frozen = settled_applied_position(&cluster, second).await;
         let acked_before = load.acked();
         tokio::time::sleep(RUN_AFTER).await;
         assert!(load.acked() > acked_before, "writes stopped");
@@ -287,6 +290,24 @@ async fn applied_position(cluster: &TestCluster, id: u64) -> u64 {
         .iter()
         .find(|m| m.id == id)
         .map_or(0, |m| m.applied_position)
+}
+
+/// What node `id` has applied once it stops changing for `SETTLE` (bounded by `EXIT_WAIT`).
+async fn settled_applied_position(cluster: &TestCluster, id: u64) -> u64 {
+    let deadline = Instant::now() + EXIT_WAIT;
+    let mut last = applied_position(cluster, id).await;
+    loop {
+        tokio::time::sleep(SETTLE).await;
+        let now = applied_position(cluster, id).await;
+        if now == last {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} still applies new entries {EXIT_WAIT:?} after its removal"
+        );
+        last = now;
+    }
 }
 
 /// The highest acknowledged position.
