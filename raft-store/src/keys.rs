@@ -15,11 +15,15 @@ pub const LOG: u8 = 0x02;
 pub const EVENTS: u8 = 0x03;
 /// Stream index: stream name, NUL, first revision of an append -> (first position, count).
 pub const STREAMS: u8 = 0x04;
-/// Event-id index: event id -> `$all` position.
+/// Event ids with keys of their own: event id -> `$all` position (a full bucket's overflow,
+/// and every id of a store written before buckets).
 pub const EVENT_IDS: u8 = 0x05;
+/// Event-id buckets: the id's first 8 bytes -> its ids' last 8 bytes and positions
+/// (`id_index`).
+pub const EVENT_ID_BUCKETS: u8 = 0x06;
 
 /// The state machine's tables (cleared when a snapshot is installed).
-pub const STATE_MACHINE_TABLES: [u8; 3] = [EVENTS, STREAMS, EVENT_IDS];
+pub const STATE_MACHINE_TABLES: [u8; 4] = [EVENTS, STREAMS, EVENT_IDS, EVENT_ID_BUCKETS];
 
 pub const VOTE: &[u8] = &[META, b'v'];
 pub const LAST_PURGED: &[u8] = &[META, b'p'];
@@ -82,6 +86,14 @@ pub fn stream_range(stream: &str, from: u64, to_exclusive: Option<u64>) -> KeyRa
 pub fn event_id_key(id: &Uuid) -> [u8; 17] {
     let mut key = [EVENT_IDS; 17];
     key[1..].copy_from_slice(id.as_bytes());
+    key
+}
+
+pub const EVENT_ID_BUCKET_KEY_BYTES: usize = 9;
+
+pub fn event_id_bucket_key(prefix: &[u8; 8]) -> [u8; EVENT_ID_BUCKET_KEY_BYTES] {
+    let mut key = [EVENT_ID_BUCKETS; EVENT_ID_BUCKET_KEY_BYTES];
+    key[1..].copy_from_slice(prefix);
     key
 }
 

@@ -16,6 +16,7 @@
 pub mod disk;
 mod error;
 pub mod faults;
+pub mod id_index;
 mod keys;
 pub mod limits;
 mod log_store;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::disk::{Disk, Order};
 use crate::error::{decode, StoreError};
 use crate::keys;
-use crate::records::{decode_position, AppliedState, StoredGroup, StreamRun};
+use crate::records::{AppliedState, StoredGroup, StreamRun};
 use crate::types::RecordedEvent;
 
 /// Which way a read goes.
@@ -124,10 +124,7 @@ impl EventReader {
 
     /// The `$all` position of the event with this id, if stored.
     pub fn position_of_event(&self, id: &uuid::Uuid) -> Result<Option<u64>, StoreError> {
-        match self.disk.get(&keys::event_id_key(id))? {
-            Some(bytes) => Ok(Some(decode_position(&bytes)?)),
-            None => Ok(None),
-        }
+        crate::id_index::stored_position(self.disk.as_ref(), id)
     }
 
     /// `$all` from `from` (inclusive; backwards from `u64::MAX` means from the end), at most

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::disk::WriteBatch;
 use crate::error::StoreError;
+use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::types::{LogId, NewEvent, SnapshotMeta, StoredMembership};
 
@@ -72,14 +73,15 @@ pub struct SnapshotRecord {
     pub end_position: u64,
 }
 
-/// Writes one append group and its index entries. Shared by apply and snapshot install, so an
-/// installed snapshot indexes exactly as applying the log would have.
+/// Writes one append group, its stream-index entry and its event ids. Shared by apply and
+/// snapshot install, so an installed snapshot indexes exactly as applying the log would have.
 pub fn write_group(
     batch: &mut WriteBatch,
+    ids: &mut IdIndexBatch,
     first_position: u64,
     group: &StoredGroup,
     encoded_group: Vec<u8>,
-) {
+) -> Result<(), StoreError> {
     batch.put(keys::event_key(first_position), encoded_group);
     let run = StreamRun {
         first_position,
@@ -90,10 +92,7 @@ pub fn write_group(
         run.encode(),
     );
     for (offset, event) in group.events.iter().enumerate() {
-        let position = first_position + offset as u64;
-        batch.put(
-            keys::event_id_key(&event.id),
-            position.to_be_bytes().to_vec(),
-        );
+        ids.insert(&event.id, first_position + offset as u64)?;
     }
+    Ok(())
 }

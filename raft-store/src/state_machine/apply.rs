@@ -6,15 +6,17 @@
 //! small overlays (stream heads, event ids) so later entries of the same call see it.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 
 use uuid::Uuid;
 
 use crate::disk::{Disk, WriteBatch};
 use crate::error::{decode, encode, StoreError};
+use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::limits::Limits;
 use crate::read::stream_head;
-use crate::records::{decode_position, write_group, AppliedState, StoredGroup};
+use crate::records::{write_group, AppliedState, StoredGroup};
 use crate::types::{Append, AppendPosition, AppendRejection, AppendResult, ExpectedRevision};
 
 /// Bytes of pending writes after which an `apply` call writes what it has so far (with the
@@ -27,6 +29,7 @@ pub(crate) struct Applier<'a> {
     limits: &'a Limits,
     pub applied: &'a mut AppliedState,
     batch: WriteBatch,
+    id_index: IdIndexBatch<'a>,
     heads: HashMap<String, u64>,
     ids: HashMap<Uuid, u64>,
     /// Stored ids below this position go unseen: the `forget_event_ids` bug (0 = none).
@@ -54,12 +57,19 @@ fn same_place(expected: ExpectedRevision, first_revision: u64) -> bool {
 }
 
 impl<'a> Applier<'a> {
-    pub fn new(disk: &'a dyn Disk, limits: &'a Limits, applied: &'a mut AppliedState) -> Self {
+    /// `own_id_keys`: see `IdIndexBatch::new`.
+    pub fn new(
+        disk: &'a dyn Disk,
+        limits: &'a Limits,
+        own_id_keys: &'a AtomicBool,
+        applied: &'a mut AppliedState,
+    ) -> Self {
         Applier {
             disk,
             limits,
             applied,
             batch: WriteBatch::default(),
+            id_index: IdIndexBatch::new(disk, own_id_keys),
             heads: HashMap::new(),
             ids: HashMap::new(),
             forget_ids_below: 0,
@@ -67,13 +77,14 @@ impl<'a> Applier<'a> {
     }
 
     pub fn pending_bytes(&self) -> usize {
-        self.batch.bytes
+        self.batch.bytes + self.id_index.pending_bytes()
     }
 
     /// Writes pending changes and the applied state atomically, then forgets the overlays
     /// (the disk now answers for them).
     pub fn flush(&mut self) -> Result<(), StoreError> {
         let mut batch = std::mem::take(&mut self.batch);
+        self.id_index.write_into(&mut batch);
         batch.put(keys::APPLIED, encode(&*self.applied)?);
         self.disk.write(batch)?;
         self.heads.clear();
@@ -113,7 +124,13 @@ impl<'a> Applier<'a> {
             events: append.events,
         };
         let encoded = encode(&group)?;
-        write_group(&mut self.batch, first_position, &group, encoded);
+        write_group(
+            &mut self.batch,
+            &mut self.id_index,
+            first_position,
+            &group,
+            encoded,
+        )?;
         for (offset, event) in group.events.iter().enumerate() {
             self.ids.insert(event.id, first_position + offset as u64);
         }
@@ -136,8 +153,7 @@ impl<'a> Applier<'a> {
             if let Some(&position) = self.ids.get(&event.id) {
                 in_overlay = true;
                 found.push((index, position));
-            } else if let Some(bytes) = self.disk.get(&keys::event_id_key(&event.id))? {
-                let position = decode_position(&bytes)?;
+            } else if let Some(position) = self.id_index.position(&event.id)? {
                 if position >= self.forget_ids_below {
                     found.push((index, position));
                 }

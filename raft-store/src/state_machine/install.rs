@@ -5,11 +5,13 @@
 //! comes back empty (and Raft sends it the snapshot again) rather than inconsistent.
 
 use std::io::SeekFrom;
+use std::sync::atomic::AtomicBool;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 
 use crate::disk::{Disk, Order, WriteBatch};
 use crate::error::{decode, StoreError};
+use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::limits::Limits;
 use crate::records::{write_group, StoredGroup};
@@ -59,6 +61,7 @@ fn invalid(detail: impl Into<String>) -> StoreError {
 pub async fn load_snapshot(
     disk: &dyn Disk,
     limits: &Limits,
+    own_id_keys: &AtomicBool,
     data: &mut SnapshotData,
 ) -> Result<u64, StoreError> {
     data.seek(SeekFrom::Start(0)).await?;
@@ -72,6 +75,7 @@ pub async fn load_snapshot(
     let mut expected_position = 0u64;
     let mut groups = 0u64;
     let mut batch = WriteBatch::default();
+    let mut ids = IdIndexBatch::new(disk, own_id_keys);
     loop {
         let len = reader.read_u32_le().await? as usize;
         if len == 0 {
@@ -102,11 +106,13 @@ pub async fn load_snapshot(
         }
         expected_position += group.events.len() as u64;
         groups += 1;
-        write_group(&mut batch, position, &group, encoded);
-        if batch.bytes >= INSTALL_BATCH_BYTES {
+        write_group(&mut batch, &mut ids, position, &group, encoded)?;
+        if batch.bytes + ids.pending_bytes() >= INSTALL_BATCH_BYTES {
+            ids.write_into(&mut batch);
             disk.write(std::mem::take(&mut batch))?;
         }
     }
+    ids.write_into(&mut batch);
     if !batch.is_empty() {
         disk.write(batch)?;
     }

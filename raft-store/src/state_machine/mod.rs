@@ -9,7 +9,7 @@
 mod apply;
 mod install;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
@@ -38,6 +38,8 @@ struct Shared {
     snapshot_lock: tokio::sync::Mutex<()>,
     /// The `$all` position this store opened at (only the `forget_event_ids` bug reads it).
     opened_at_position: u64,
+    /// Whether event ids may be stored under keys of their own (`id_index`).
+    own_id_keys: AtomicBool,
 }
 
 impl Shared {
@@ -89,6 +91,7 @@ impl StateMachineStore {
             disk.sync()?;
         }
         let applied = read_applied(disk.as_ref())?;
+        let own_id_keys = AtomicBool::new(crate::id_index::any_own_keys(disk.as_ref())?);
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 disk,
@@ -96,6 +99,7 @@ impl StateMachineStore {
                 generation: Arc::new(AtomicU64::new(0)),
                 snapshot_lock: tokio::sync::Mutex::new(()),
                 opened_at_position: applied.next_position,
+                own_id_keys,
             }),
             applied,
         })
@@ -129,7 +133,9 @@ impl StateMachineStore {
         sync_async(disk).await?;
 
         install::clear_state_machine(disk)?;
-        let end_position = install::load_snapshot(disk, &shared.limits, data).await?;
+        shared.own_id_keys.store(false, Ordering::Release);
+        let end_position =
+            install::load_snapshot(disk, &shared.limits, &shared.own_id_keys, data).await?;
 
         let applied = AppliedState {
             last_applied: meta.last_log_id,
@@ -212,8 +218,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let shared = self.shared.clone();
-        let mut applier =
-            apply::Applier::new(shared.disk.as_ref(), &shared.limits, &mut self.applied);
+        let mut applier = apply::Applier::new(
+            shared.disk.as_ref(),
+            &shared.limits,
+            &shared.own_id_keys,
+            &mut self.applied,
+        );
         let bugs = crate::faults::active();
         if bugs.forget_event_ids {
             applier.forget_ids_below = shared.opened_at_position;

@@ -347,3 +347,75 @@ fn a_retry_whose_ids_only_partly_match_is_rejected_and_writes_nothing() {
         });
     }
 }
+
+/// Ids that share their first 8 bytes (custom sequential ids, or a big append of UUIDv7s from
+/// one millisecond) fill one id bucket and then overflow to keys of their own: every one of
+/// them still counts, before and after a restart, as a retry or as a conflict.
+#[test]
+fn ids_overflowing_one_id_bucket_keep_idempotency_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared_prefix = |n: u64| -> Vec<cairn_raft_store::NewEvent> {
+        (0..n)
+            .map(|i| {
+                let mut e = event("Tested", b"{}");
+                e.id = uuid::Uuid::from_u64_pair(42, i);
+                e
+            })
+            .collect()
+    };
+    let batch = shared_prefix(700);
+    let (first, second) = (batch[..300].to_vec(), batch[300..].to_vec());
+    let open = || {
+        let disk = cairn_raft_store::disk::SledDisk::open(dir.path(), Default::default()).unwrap();
+        TestStore::on(disk, None)
+    };
+    let conflicts = |result: &AppendResult| {
+        matches!(
+            result,
+            AppendResult::Rejected(AppendRejection::IdempotencyConflict { .. })
+        )
+    };
+    run(async {
+        let mut s = open();
+        assert_eq!(
+            s.apply(append("s", E::NoStream, first.clone())).await,
+            written(299, 299)
+        );
+        assert_eq!(
+            s.apply(append("s", E::Exact(299), second.clone())).await,
+            written(699, 699)
+        );
+        s.disk.sync().unwrap();
+    });
+    run(async {
+        let mut s = open();
+        let before = s.all();
+        assert_eq!(before.len(), 700);
+        assert_eq!(
+            s.apply(append("s", E::NoStream, first.clone())).await,
+            AppendResult::AlreadyWritten(AppendPosition {
+                last_revision: 299,
+                last_position: 299
+            })
+        );
+        assert_eq!(
+            s.apply(append("s", E::Exact(299), second.clone())).await,
+            AppendResult::AlreadyWritten(AppendPosition {
+                last_revision: 699,
+                last_position: 699
+            })
+        );
+        // One reused id, from the bucket and from the overflow, each beside a new id.
+        for reused in [&batch[3], &batch[650]] {
+            let result = s
+                .apply(append(
+                    "t",
+                    E::Any,
+                    vec![event("New", b"{}"), reused.clone()],
+                ))
+                .await;
+            assert!(conflicts(&result), "{result:?}");
+        }
+        assert_eq!(s.all(), before, "nothing written");
+    });
+}
