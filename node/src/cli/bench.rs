@@ -64,6 +64,8 @@ pub enum Scenario {
     Catchup,
     /// Live lag: subscribers on a follower while writers hold a steady rate.
     Lag,
+    /// Restart: load the store, SIGKILL a follower, time until it serves and catches up.
+    Restart,
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +93,9 @@ pub struct BenchArgs {
     /// Catch-up: events to load and read back.
     #[arg(long, default_value_t = 1_000_000)]
     pub catchup_events: u64,
+    /// Restart: events to load before the follower is killed and started again.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub restart_events: u64,
     /// Lag: live subscribers.
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
@@ -242,7 +247,11 @@ async fn run_workload(args: &BenchArgs, client: Client) -> ExitCode {
         Scenario::S1 => ("S1", 1, 1),
         Scenario::S2 => ("S2", 64, 1),
         Scenario::S3 => ("S3", 8, 100),
-        Scenario::Failover | Scenario::Handoff | Scenario::Catchup | Scenario::Lag => {
+        Scenario::Failover
+        | Scenario::Handoff
+        | Scenario::Catchup
+        | Scenario::Lag
+        | Scenario::Restart => {
             unreachable!("this scenario has its own runner")
         }
     };
@@ -450,8 +459,14 @@ async fn run_failover(args: &BenchArgs, cluster: &mut LocalCluster) -> ExitCode 
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
-    if matches!(args.scenario, Scenario::Failover | Scenario::Handoff) && !args.spawn {
-        eprintln!("error: the failover and handoff scenarios stop nodes, so they need --spawn");
+    if matches!(
+        args.scenario,
+        Scenario::Failover | Scenario::Handoff | Scenario::Restart
+    ) && !args.spawn
+    {
+        eprintln!(
+            "error: the failover, handoff and restart scenarios stop nodes, so they need --spawn"
+        );
         return ExitCode::from(EXIT_USAGE);
     }
     let mut spawned = None;
@@ -505,15 +520,41 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         (Some((cluster, _)), Scenario::Failover | Scenario::Handoff) => {
             run_failover(&args, cluster).await
         }
+        (Some((cluster, _)), Scenario::Restart) => {
+            super::bench_restart::run_restart(&args, cluster, client).await
+        }
         (_, Scenario::Catchup) => run_catchup(&args, client).await,
         (_, Scenario::Lag) => run_lag(&args, client).await,
         _ => run_workload(&args, client).await,
     };
     if let Some((mut cluster, dir)) = spawned {
+        report_peak_rss(&cluster);
         cluster.stop_all(Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(dir);
     }
     code
+}
+
+/// Prints each spawned node's peak resident memory (Linux `VmHWM`) on stderr: the memory
+/// target holds through every scenario, so every run shows it.
+fn report_peak_rss(cluster: &LocalCluster) {
+    let peaks: Vec<String> = (1..=cluster.size())
+        .map(|id| {
+            let peak = cluster.pid(id).and_then(peak_rss_kib);
+            match peak {
+                Some(kib) => format!("node {id} {:.1} MiB", kib as f64 / 1024.0),
+                None => format!("node {id} unknown"),
+            }
+        })
+        .collect();
+    eprintln!("peak RSS: {}", peaks.join(", "));
+}
+
+/// `VmHWM` of a process, in KiB, from /proc (None elsewhere or if it has exited).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn now_unix_ms() -> u64 {
@@ -524,7 +565,7 @@ fn now_unix_ms() -> u64 {
 }
 
 /// Appends `total` events from several writers in large batches; returns the last position.
-async fn load(client: &Client, prefix: &str, total: u64) -> Result<u64, Error> {
+pub(super) async fn load(client: &Client, prefix: &str, total: u64) -> Result<u64, Error> {
     let per_writer = total.div_ceil(CATCHUP_LOAD_WRITERS);
     let writers: Vec<_> = (0..CATCHUP_LOAD_WRITERS)
         .map(|w| {

@@ -2,6 +2,7 @@
 //! DESIGN.md; scripts and tests rely on it.
 
 mod bench;
+mod bench_restart;
 mod cluster;
 mod commands;
 mod dev;
