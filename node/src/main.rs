@@ -7,6 +7,39 @@ mod cli;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay`, by its place in `mi_option_e` (v3, the version
+/// Cargo.lock pins; `the_purge_delay_option_is_where_we_think` checks its default).
+const MI_OPTION_PURGE_DELAY: i32 = 15;
+
+unsafe extern "C" {
+    fn mi_option_set_default(option: i32, value: std::ffi::c_long);
+    #[cfg(test)]
+    fn mi_option_get(option: i32) -> std::ffi::c_long;
+}
+
+/// Makes mimalloc give freed memory back to the system at once instead of a second later: with
+/// its default a node's peak RSS in S3 was 270-300 MiB (glibc: 123 MiB); with this, 205-239
+/// MiB at the same throughput. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+fn tune_allocator() {
+    // SAFETY: a plain setter of mimalloc's option table, called before any thread starts.
+    unsafe { mi_option_set_default(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     cli::main()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards the option number above: if mimalloc renumbers its options, the purge delay's
+    /// default (1,000 ms in its `options.c`) stops matching and this fails.
+    #[test]
+    fn the_purge_delay_option_is_where_we_think() {
+        // SAFETY: reading mimalloc's option table.
+        let delay = unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(delay, 1000, "mi_option_get({MI_OPTION_PURGE_DELAY})");
+    }
 }
