@@ -76,10 +76,13 @@ impl Bucket {
         bytes
     }
 
+    /// Where `suffix` is (`Ok`) or would go (`Err`).
+    fn place(&self, suffix: &Suffix) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(s, _)| s.cmp(suffix))
+    }
+
     fn find(&self, suffix: &Suffix) -> Result<u64, usize> {
-        self.entries
-            .binary_search_by(|(s, _)| s.cmp(suffix))
-            .map(|i| self.entries[i].1)
+        self.place(suffix).map(|i| self.entries[i].1)
     }
 
     fn is_full(&self) -> bool {
@@ -174,16 +177,12 @@ impl<'a> IdIndexBatch<'a> {
             self.dirty_entries += 1;
             return Ok(());
         }
-        let at = match bucket.find(&suffix) {
-            Ok(_) => {
-                return Err(StoreError::corrupt(
-                    "event id index",
-                    format!("id {id} inserted twice"),
-                ))
-            }
-            Err(at) => at,
-        };
-        bucket.entries.insert(at, (suffix, position));
+        match bucket.place(&suffix) {
+            // Apply never adds a stored id (the idempotency check comes first); if a planted
+            // bug makes it, the new position replaces the old, as a put of its own key would.
+            Ok(at) => bucket.entries[at].1 = position,
+            Err(at) => bucket.entries.insert(at, (suffix, position)),
+        }
         bucket.dirty = true;
         self.dirty_entries += 1;
         Ok(())
