@@ -37,6 +37,7 @@ fn table_u64(table: u8, n: u64) -> [u8; 9] {
     key
 }
 
+#[cfg(test)]
 pub fn log_key(index: u64) -> [u8; 9] {
     table_u64(LOG, index)
 }
@@ -110,13 +111,5 @@ pub fn u64_range(table: u8, from: u64, to_exclusive: u64) -> KeyRange {
     KeyRange {
         start: table_u64(table, from).to_vec(),
         end: table_u64(table, to_exclusive).to_vec(),
-    }
-}
-
-/// Keys of a u64-keyed table from `from` to the end of the table.
-pub fn u64_range_from(table: u8, from: u64) -> KeyRange {
-    KeyRange {
-        start: table_u64(table, from).to_vec(),
-        end: vec![table + 1],
     }
 }

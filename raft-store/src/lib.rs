@@ -23,6 +23,7 @@ mod log_store;
 mod read;
 mod records;
 pub mod runtime;
+mod segment_log;
 mod snapshot;
 mod state_machine;
 mod types;

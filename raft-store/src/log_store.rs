@@ -1,8 +1,10 @@
-//! openraft log storage on the storage seam.
+//! openraft log storage: entries in segment files (`SegmentLog`), the vote and the purge point
+//! in the keyspace.
 //!
-//! Entries are written in one batch per `append` and reported to openraft only after the disk
-//! says they are durable (`sync_then`: on sled, a shared fdatasync). Vote and truncation are
-//! made durable before the call returns.
+//! Entries are written with one write per `append` and reported to openraft only after the
+//! files say they are durable (`sync_then`: a shared fdatasync). Vote and truncation are made
+//! durable before the call returns. A store written before the log had files of its own keeps
+//! its entries in the keyspace's log table; `open` moves them into segments.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -14,19 +16,21 @@ use openraft::{OptionalSend, RaftLogReader};
 use crate::disk::{Disk, KeyRange, Order, WriteBatch};
 use crate::error::{decode, encode, Failed, OrStorage, StoreError};
 use crate::keys;
+use crate::segment_log::SegmentLog;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// Entries returned by one `limited_get_log_entries` call (what replication reads at once).
 pub const MAX_LOG_ENTRIES_PER_READ: usize = 4096;
 /// Bytes returned by one `limited_get_log_entries` call (at least one entry is always returned).
 pub const MAX_LOG_BYTES_PER_READ: usize = 16 * 1024 * 1024;
-/// Keys read or deleted per page when walking a range of the log.
+/// Keys read or deleted per page when walking the keyspace's old log table.
 pub const LOG_PAGE_KEYS: usize = 1024;
 
-/// The Raft log. Cheap to clone: clones share the disk.
+/// The Raft log. Cheap to clone: clones share the disk and the segments.
 #[derive(Clone)]
 pub struct LogStore {
     disk: Arc<dyn Disk>,
+    segments: Arc<SegmentLog>,
 }
 
 /// Waits for `Disk::sync_then` without blocking the async runtime.
@@ -44,10 +48,6 @@ pub(crate) async fn sync_async(disk: &dyn Disk) -> Result<(), StoreError> {
 }
 
 impl LogStore {
-    pub fn new(disk: Arc<dyn Disk>) -> Self {
-        LogStore { disk }
-    }
-
     /// Opens the log of a node that is starting. A vote this node had won (committed) is
     /// stored back as merely cast, so the node comes back as a follower and must win a new
     /// election, as in the Raft paper. openraft 0.9 would otherwise resume leadership at once,
@@ -64,20 +64,48 @@ impl LogStore {
                 disk.sync()?;
             }
         }
-        Ok(LogStore { disk })
+        let segments = Arc::new(SegmentLog::open(disk.log_files())?);
+        let store = LogStore { disk, segments };
+        store.move_keyspace_log()?;
+        if let Some(purged) = store.last_purged()? {
+            // A purge whose files were not all deleted before a crash: finish it.
+            store.segments.purge(purged.index)?;
+        }
+        Ok(store)
     }
 
-    /// Entries with index in `[start, end)`, stopping early at `max_entries` / `max_bytes`
-    /// (but always returning the first entry found).
-    fn read_entries(
+    /// Moves entries left in the keyspace's log table (by a build that kept the log in sled)
+    /// into segments. The table stays authoritative until it is empty: a crash midway is
+    /// answered by starting the move again from scratch.
+    fn move_keyspace_log(&self) -> Result<(), StoreError> {
+        let table = keys::table_range(keys::LOG);
+        if self.disk.scan(&table, Order::Ascending, 1)?.is_empty() {
+            return Ok(());
+        }
+        tracing::info!("moving the Raft log out of the keyspace into segment files");
+        self.segments.clear()?;
+        let mut next = 0;
+        loop {
+            let page = self.keyspace_entries(next, u64::MAX, LOG_PAGE_KEYS)?;
+            let Some(last) = page.last() else { break };
+            next = last.log_id.index + 1;
+            self.segments.append(page)?;
+        }
+        self.segments.sync()?;
+        self.delete_range(table, None)?;
+        self.disk.sync()?;
+        Ok(())
+    }
+
+    /// Entries of the keyspace's old log table with index in `[start, end)`, at most
+    /// `max_entries`.
+    fn keyspace_entries(
         &self,
         start: u64,
         end: u64,
         max_entries: usize,
-        max_bytes: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let mut entries = Vec::new();
-        let mut bytes = 0usize;
         let mut next = start;
         while next < end && entries.len() < max_entries {
             let range = keys::u64_range(keys::LOG, next, end);
@@ -85,10 +113,6 @@ impl LogStore {
             let page = self.disk.scan(&range, Order::Ascending, page_limit)?;
             let page_len = page.len();
             for (key, value) in page {
-                if !entries.is_empty() && bytes + value.len() > max_bytes {
-                    return Ok(entries);
-                }
-                bytes += value.len();
                 let entry: Entry = decode("log entry", &value)?;
                 let index = keys::key_u64(&key)
                     .ok_or_else(|| StoreError::corrupt("log key", "short key"))?;
@@ -159,7 +183,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = bounds(&range);
-        self.read_entries(start, end, usize::MAX, usize::MAX)
+        self.segments
+            .read(start, end, usize::MAX, usize::MAX)
             .or_storage(Failed::ReadLogs)
     }
 
@@ -168,7 +193,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.read_entries(start, end, MAX_LOG_ENTRIES_PER_READ, MAX_LOG_BYTES_PER_READ)
+        self.segments
+            .read(start, end, MAX_LOG_ENTRIES_PER_READ, MAX_LOG_BYTES_PER_READ)
             .or_storage(Failed::ReadLogs)
     }
 }
@@ -178,19 +204,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.last_purged().or_storage(Failed::ReadLogs)?;
-        let last = self
-            .disk
-            .scan(&keys::table_range(keys::LOG), Order::Descending, 1)
-            .or_storage(Failed::ReadLogs)?;
-        let last_entry = match last.first() {
-            Some((_, value)) => Some(
-                decode::<Entry>("log entry", value)
-                    .or_storage(Failed::ReadLogs)?
-                    .log_id,
-            ),
-            None => None,
-        };
-        // After a crash in the middle of a purge, entries below the purge point may remain;
+        let last_entry = self.segments.last_log_id();
+        // Entries below the purge point may remain in a segment that also holds later ones;
         // they never count as the last entry.
         let last_log_id = last_entry.max(last_purged_log_id);
         Ok(LogState {
@@ -230,53 +245,103 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::default();
-        let mut previous: Option<u64> = None;
-        for entry in entries {
-            let index = entry.log_id.index;
-            debug_assert!(
-                previous.is_none_or(|p| p + 1 == index),
-                "log append leaves a hole: {previous:?} then {index}"
-            );
-            previous = Some(index);
-            batch.put(
-                keys::log_key(index),
-                encode(&entry).or_storage(Failed::WriteLogs)?,
-            );
-        }
-        self.disk.write(batch).or_storage(Failed::WriteLogs)?;
+        self.segments
+            .append(entries)
+            .or_storage(Failed::WriteLogs)?;
         if crate::faults::active().ack_before_durable {
             callback.log_io_completed(Ok(()));
-            self.disk.sync_then(Box::new(|_| {}));
+            self.segments.sync_then(Box::new(|_| {}));
             return Ok(());
         }
-        // Entries are readable now; openraft hears they are durable only from the disk.
-        self.disk
+        // Entries are readable now; openraft hears they are durable only from the files.
+        self.segments
             .sync_then(Box::new(move |result| callback.log_io_completed(result)));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "truncating log");
-        self.delete_range(keys::u64_range_from(keys::LOG, log_id.index), None)
+        self.segments
+            .truncate(log_id.index)
             .or_storage(Failed::WriteLogs)?;
-        sync_async(self.disk.as_ref())
-            .await
-            .or_storage(Failed::WriteLogs)
+        let segments = self.segments.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        segments.sync_then(Box::new(move |result| {
+            let _ = tx.send(result);
+        }));
+        match rx.await {
+            Ok(result) => result.map_err(StoreError::Io),
+            Err(_) => Err(StoreError::Io(std::io::Error::other(
+                "log files dropped a sync request",
+            ))),
+        }
+        .or_storage(Failed::WriteLogs)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purging log");
-        // The purge point is written with the first deletions: whatever prefix of this survives
-        // a crash, `get_log_state` stays consistent. No sync needed: entries that come back
-        // after a crash are merely purged again.
-        let mut first = WriteBatch::default();
-        first.put(
+        // The purge point is durable before any segment goes: otherwise a crash could leave a
+        // log whose first entry is past a purge point the keyspace no longer remembers.
+        // Segments that survive a crash after this are deleted again at open.
+        let mut batch = WriteBatch::default();
+        batch.put(
             keys::LAST_PURGED,
             encode(&Some(log_id)).or_storage(Failed::WriteLogs)?,
         );
-        let end = log_id.index.saturating_add(1);
-        self.delete_range(keys::u64_range(keys::LOG, 0, end), Some(first))
+        self.disk.write(batch).or_storage(Failed::WriteLogs)?;
+        sync_async(self.disk.as_ref())
+            .await
+            .or_storage(Failed::WriteLogs)?;
+        self.segments
+            .purge(log_id.index)
             .or_storage(Failed::WriteLogs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::disk::MemDisk;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_kept_in_the_keyspace_by_an_older_build_moves_into_segments() {
+        let disk = MemDisk::new();
+        let mut batch = WriteBatch::default();
+        for index in 3..=2000 {
+            batch.put(keys::log_key(index), encode(&entry(index)).unwrap());
+        }
+        batch.put(keys::LAST_PURGED, encode(&Some(entry(2).log_id)).unwrap());
+        disk.write(batch).unwrap();
+        disk.sync().unwrap();
+
+        let mut log = LogStore::open(disk.clone()).unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(entry(2).log_id));
+        assert_eq!(state.last_log_id, Some(entry(2000).log_id));
+        let entries = log.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(entries.len(), 1998);
+        assert!(entries
+            .iter()
+            .zip(3..)
+            .all(|(e, i)| e.log_id == entry(i).log_id));
+        let table = keys::table_range(keys::LOG);
+        assert!(
+            disk.scan(&table, Order::Ascending, 1).unwrap().is_empty(),
+            "table emptied"
+        );
+
+        // It survives a crash (the move was synced) and does not run twice.
+        disk.crash(0);
+        let mut log = LogStore::open(disk).unwrap();
+        assert_eq!(log.try_get_log_entries(0..).await.unwrap().len(), 1998);
     }
 }

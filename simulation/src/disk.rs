@@ -1,13 +1,16 @@
 //! The disk a simulated node runs on: raft-store's [`MemDisk`] (which outlives the node, so a
-//! restart finds what was made durable), behind a wrapper that can make syncs slow. Syncs
-//! finish in the order they were asked for, as on a real disk queue.
+//! restart finds what was made durable), behind a wrapper that can make syncs slow, of the
+//! keyspace and of the log's files alike. Syncs finish in the order they were asked for, as on
+//! a real disk queue.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_raft_store::disk::{Disk, KeyRange, KeyValue, MemDisk, Order, SyncCallback, WriteBatch};
+use cairn_raft_store::disk::{
+    Disk, KeyRange, KeyValue, LogFiles, MemDisk, Order, SyncCallback, WriteBatch,
+};
 use cairn_raft_store::SnapshotData;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
@@ -15,24 +18,75 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 /// would; the node stops and the harness restarts it at the heal.
 pub const MAX_DELAYED_SYNCS: u64 = 1024;
 
-/// One boot's view of a node's disk.
-pub struct SimDisk {
-    inner: Arc<MemDisk>,
+/// Delays syncs by the fault schedule's current delay, keeping them in order.
+struct DelayedSyncs {
     /// Added to every sync, in milliseconds; the fault schedule changes it.
     sync_delay_ms: Arc<AtomicU64>,
-    in_flight: Arc<AtomicU64>,
+    in_flight: AtomicU64,
     /// Completes when the previous delayed sync has reported.
     previous: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
+impl DelayedSyncs {
+    /// Runs `sync` (which reports to the callback it is given) after the delay and after every
+    /// earlier delayed sync has reported, then calls `done`.
+    fn sync_then(
+        self: &Arc<Self>,
+        sync: impl FnOnce(SyncCallback) + Send + 'static,
+        done: SyncCallback,
+    ) {
+        let delay = self.sync_delay_ms.load(Ordering::Relaxed);
+        let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        // A delayed sync that has reported no longer orders anything.
+        if previous
+            .as_mut()
+            .is_some_and(|before| !matches!(before.try_recv(), Err(TryRecvError::Empty)))
+        {
+            *previous = None;
+        }
+        if delay == 0 && previous.is_none() {
+            return sync(done);
+        }
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_DELAYED_SYNCS {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return done(Err(io::Error::other("simulated sync queue full")));
+        }
+        let (finished, next) = oneshot::channel();
+        let before = previous.replace(next);
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            this.in_flight.fetch_sub(1, Ordering::Relaxed);
+            sync(Box::new(move |result| {
+                done(result);
+                let _ = finished.send(());
+            }));
+        });
+    }
+}
+
+/// One boot's view of a node's disk.
+pub struct SimDisk {
+    inner: Arc<MemDisk>,
+    syncs: Arc<DelayedSyncs>,
+    log: Arc<SimLogFiles>,
+}
+
 impl SimDisk {
     pub fn new(inner: Arc<MemDisk>, sync_delay_ms: Arc<AtomicU64>) -> Arc<SimDisk> {
-        Arc::new(SimDisk {
-            inner,
+        let syncs = Arc::new(DelayedSyncs {
             sync_delay_ms,
-            in_flight: Arc::new(AtomicU64::new(0)),
+            in_flight: AtomicU64::new(0),
             previous: Mutex::new(None),
-        })
+        });
+        let log = Arc::new(SimLogFiles {
+            inner: inner.log_files(),
+            syncs: syncs.clone(),
+        });
+        Arc::new(SimDisk { inner, syncs, log })
     }
 }
 
@@ -54,37 +108,9 @@ impl Disk for SimDisk {
     }
 
     fn sync_then(&self, done: SyncCallback) {
-        let delay = self.sync_delay_ms.load(Ordering::Relaxed);
-        let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
-        // A delayed sync that has reported no longer orders anything.
-        if previous
-            .as_mut()
-            .is_some_and(|before| !matches!(before.try_recv(), Err(TryRecvError::Empty)))
-        {
-            *previous = None;
-        }
-        if delay == 0 && previous.is_none() {
-            return self.inner.sync_then(done);
-        }
-        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_DELAYED_SYNCS {
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            return done(Err(io::Error::other("simulated sync queue full")));
-        }
-        let (finished, next) = oneshot::channel();
-        let before = previous.replace(next);
         let inner = self.inner.clone();
-        let in_flight = self.in_flight.clone();
-        tokio::spawn(async move {
-            if let Some(before) = before {
-                let _ = before.await;
-            }
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            inner.sync_then(Box::new(move |result| {
-                done(result);
-                let _ = finished.send(());
-            }));
-        });
+        self.syncs
+            .sync_then(move |done| inner.sync_then(done), done);
     }
 
     fn snapshot_spool(&self) -> io::Result<SnapshotData> {
@@ -93,5 +119,55 @@ impl Disk for SimDisk {
 
     fn size_on_disk(&self) -> io::Result<u64> {
         self.inner.size_on_disk()
+    }
+
+    fn log_files(&self) -> Arc<dyn LogFiles> {
+        self.log.clone()
+    }
+}
+
+/// The log's files of one boot, sharing the disk's sync delay and order.
+struct SimLogFiles {
+    inner: Arc<dyn LogFiles>,
+    syncs: Arc<DelayedSyncs>,
+}
+
+impl LogFiles for SimLogFiles {
+    fn list(&self) -> io::Result<Vec<u64>> {
+        self.inner.list()
+    }
+
+    fn create(&self, id: u64) -> io::Result<()> {
+        self.inner.create(id)
+    }
+
+    fn len(&self, id: u64) -> io::Result<u64> {
+        self.inner.len(id)
+    }
+
+    fn read_exact_at(&self, id: u64, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_exact_at(id, offset, buf)
+    }
+
+    fn write_at(&self, id: u64, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_at(id, offset, bytes)
+    }
+
+    fn truncate(&self, id: u64, len: u64) -> io::Result<()> {
+        self.inner.truncate(id, len)
+    }
+
+    fn remove(&self, id: u64) -> io::Result<()> {
+        self.inner.remove(id)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.inner.sync()
+    }
+
+    fn sync_then(&self, done: SyncCallback) {
+        let inner = self.inner.clone();
+        self.syncs
+            .sync_then(move |done| inner.sync_then(done), done);
     }
 }

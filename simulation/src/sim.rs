@@ -37,6 +37,9 @@ pub const TCP_CAPACITY: usize = 4_096;
 pub const MAX_BASE_SYNC_DELAY_MS: u64 = 10;
 /// Longest base message latency a seed may choose.
 pub const MAX_BASE_LATENCY_MS: u64 = 10;
+/// A crash keeps up to this many bytes of the first log write it loses (a torn write: less
+/// than a frame header, or a frame cut in its payload).
+pub const MAX_TORN_BYTES: u64 = 64;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -153,6 +156,19 @@ impl Cluster {
         } else {
             rng.below(unflushed + 1) as usize
         };
+        // The log's files lose their own suffix of unsynced changes, possibly with the first
+        // bytes of the next write torn off (the log must cut it at open).
+        let log = disk.log_model();
+        let (log_surviving, torn_bytes) = if keep_all {
+            (usize::MAX, 0)
+        } else {
+            let unflushed = log.unflushed_writes() as u64;
+            (
+                rng.below(unflushed + 1) as usize,
+                rng.below(MAX_TORN_BYTES + 1) as usize,
+            )
+        };
+        log.crash(log_surviving, torn_bytes);
         disk.crash(surviving);
         self.down.insert(node);
     }

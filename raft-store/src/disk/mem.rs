@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Disk, KeyRange, KeyValue, Op, Order, WriteBatch};
+use super::{Disk, KeyRange, KeyValue, LogFiles, MemLogFiles, Op, Order, WriteBatch};
 
 /// Most batches the model holds between syncs. At the limit a write fails with an I/O error,
 /// as a real disk that ran out of buffer space would; the log syncs after every append, so a
@@ -37,6 +37,7 @@ struct State {
 #[derive(Default)]
 pub struct MemDisk {
     state: Mutex<State>,
+    log: Arc<MemLogFiles>,
 }
 
 fn apply(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, batch: &WriteBatch) {
@@ -69,8 +70,15 @@ impl MemDisk {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Switches faults on or off, for the keyspace and the log's files alike.
     pub fn set_faults(&self, faults: MemFaults) {
         self.lock().faults = faults;
+        self.log.set_faults(faults);
+    }
+
+    /// The model of the Raft log's files, to crash them with a torn write.
+    pub fn log_model(&self) -> &Arc<MemLogFiles> {
+        &self.log
     }
 
     /// Batches written since the last successful sync.
@@ -79,9 +87,11 @@ impl MemDisk {
     }
 
     /// Simulates power loss: keeps what was made durable, plus the first
-    /// `surviving_unflushed_batches` batches written after that, and nothing else.
+    /// `surviving_unflushed_batches` batches written after that, and nothing else; the log's
+    /// files lose every unsynced change (crash `log_model()` first to keep some).
     /// Faults are switched off, as on a machine that comes back up.
     pub fn crash(&self, surviving_unflushed_batches: usize) {
+        self.log.crash(0, 0);
         let mut state = self.lock();
         let keep = surviving_unflushed_batches.min(state.unflushed.len());
         let survivors: Vec<WriteBatch> = state.unflushed.drain(..keep).collect();
@@ -152,11 +162,22 @@ impl Disk for MemDisk {
     }
 
     fn size_on_disk(&self) -> io::Result<u64> {
-        let state = self.lock();
-        Ok(state
-            .durable
-            .iter()
-            .map(|(k, v)| (k.len() + v.len()) as u64)
-            .sum())
+        let keyspace: u64 = {
+            let state = self.lock();
+            state
+                .durable
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum()
+        };
+        let mut log = 0;
+        for id in self.log.list()? {
+            log += self.log.len(id)?;
+        }
+        Ok(keyspace + log)
+    }
+
+    fn log_files(&self) -> Arc<dyn LogFiles> {
+        self.log.clone()
     }
 }

@@ -5,13 +5,20 @@
 //! semantics exactly: writes are visible at once, survive a crash only once made durable, and a
 //! batch is all-or-nothing.
 
+mod flusher;
+mod fs_log;
 mod mem;
+mod mem_log;
 mod sled_disk;
 
 use std::io;
+use std::sync::Arc;
 
+pub use flusher::{MAX_PENDING_SYNCS, MAX_SYNCS_PER_FDATASYNC};
+pub use fs_log::FsLogFiles;
 pub use mem::{MemDisk, MemFaults};
-pub use sled_disk::{SledDisk, SledOptions};
+pub use mem_log::{MemLogFiles, MAX_UNFLUSHED_LOG_WRITES};
+pub use sled_disk::{SledDisk, SledOptions, LOG_DIR};
 
 use crate::snapshot::SnapshotData;
 
@@ -93,6 +100,42 @@ pub trait Disk: Send + Sync + 'static {
         Ok(SnapshotData::memory())
     }
 
-    /// Bytes the store occupies (for benchmarks and metrics).
+    /// Bytes the store occupies (for benchmarks and metrics), the log's files included.
     fn size_on_disk(&self) -> io::Result<u64>;
+
+    /// The files the Raft log lives in (beside the keyspace, not in it).
+    fn log_files(&self) -> Arc<dyn LogFiles>;
+}
+
+/// The second half of the seam: a directory of append-only files named by a number, for the
+/// Raft log's segments. Like `Disk`, every change is visible at once and durable only after a
+/// sync; `sync` covers everything before it (file contents, lengths, creations, removals).
+pub trait LogFiles: Send + Sync + 'static {
+    /// The ids of the files present, ascending.
+    fn list(&self) -> io::Result<Vec<u64>>;
+
+    /// Creates an empty file; an error if it exists.
+    fn create(&self, id: u64) -> io::Result<()>;
+
+    fn len(&self, id: u64) -> io::Result<u64>;
+
+    /// Fills `buf` from `offset`; an error if the file is shorter.
+    fn read_exact_at(&self, id: u64, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// Writes `bytes` at `offset` (the log writes only at the end).
+    fn write_at(&self, id: u64, offset: u64, bytes: &[u8]) -> io::Result<()>;
+
+    /// Cuts the file to `len` bytes.
+    fn truncate(&self, id: u64, len: u64) -> io::Result<()>;
+
+    fn remove(&self, id: u64) -> io::Result<()>;
+
+    /// Blocks until every change that returned before this call is durable.
+    fn sync(&self) -> io::Result<()>;
+
+    /// Like `sync`, but reports through `done`, possibly later and from another thread, so
+    /// that concurrent log appends share one fdatasync (group commit).
+    fn sync_then(&self, done: SyncCallback) {
+        done(self.sync());
+    }
 }

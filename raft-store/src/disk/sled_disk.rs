@@ -9,7 +9,8 @@
 //! the next sync also fdatasyncs each new blob file and fsyncs the `blobs` directory.
 //!
 //! Syncs go through one flusher thread that drains every waiting request before each
-//! fdatasync: concurrent log appends share one fdatasync (group commit).
+//! fdatasync. The Raft log is not in sled: it lives in segment files of its own under
+//! `raft-log/` (`FsLogFiles`), which sled ignores.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -17,11 +18,10 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
-use super::{Disk, KeyRange, KeyValue, Op, Order, SyncCallback, WriteBatch};
+use super::flusher::Flusher;
+use super::{Disk, FsLogFiles, KeyRange, KeyValue, LogFiles, Op, Order, SyncCallback, WriteBatch};
 use crate::snapshot::SnapshotData;
 
 /// Default size of sled's page cache. sled's own default (1 GiB) would let one node's RSS grow
@@ -41,11 +41,8 @@ const SLED_MAX_ITEMS_PER_PAGE: usize = 17;
 /// never syncs: the next sync must then sync `blobs/`. Half the even share, to leave room for
 /// keys and headers.
 const BLOB_RISK_VALUE_BYTES: usize = SLED_BLOB_PAGE_BYTES / SLED_MAX_ITEMS_PER_PAGE / 2;
-/// Sync requests queued for the flusher thread. At the limit `sync_then` blocks its caller
-/// until the flusher catches up: backpressure on the writers, never an unbounded queue.
-pub const MAX_PENDING_SYNCS: usize = 4096;
-/// Most sync requests answered by one fdatasync.
-pub const MAX_SYNCS_PER_FDATASYNC: usize = 1024;
+/// The directory, inside sled's, that holds the Raft log's segment files.
+pub const LOG_DIR: &str = "raft-log";
 
 /// Options for opening a sled-backed disk.
 #[derive(Debug, Clone)]
@@ -114,34 +111,13 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn copy_error(e: &io::Error) -> io::Error {
-    io::Error::new(e.kind(), e.to_string())
-}
-
-/// Answers queued sync requests, many per fdatasync.
-fn run_flusher(durability: Arc<Durability>, requests: Receiver<SyncCallback>) {
-    while let Ok(first) = requests.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_SYNCS_PER_FDATASYNC {
-            match requests.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
-        let result = durability.sync();
-        for done in group {
-            done(result.as_ref().map(|_| ()).map_err(copy_error));
-        }
-    }
-}
-
 /// sled behind the storage seam.
 pub struct SledDisk {
     db: sled::Db,
     dir: PathBuf,
     durability: Arc<Durability>,
-    flusher: Option<SyncSender<SyncCallback>>,
-    flusher_thread: Option<JoinHandle<()>>,
+    flusher: Flusher,
+    log_files: Arc<FsLogFiles>,
 }
 
 impl SledDisk {
@@ -169,29 +145,19 @@ impl SledDisk {
             blobs_dirty: AtomicBool::new(true),
             synced_blobs: Mutex::new(HashSet::new()),
         });
-        let (tx, rx) = sync_channel(MAX_PENDING_SYNCS);
         let flusher_durability = durability.clone();
-        let flusher_thread = std::thread::Builder::new()
-            .name("cairn-fdatasync".into())
-            .spawn(move || run_flusher(flusher_durability, rx))?;
+        let flusher = Flusher::start(
+            "cairn-fdatasync",
+            Box::new(move || flusher_durability.sync()),
+        )?;
+        let log_files = FsLogFiles::open(dir.join(LOG_DIR))?;
         Ok(Arc::new(SledDisk {
             db,
             dir,
             durability,
-            flusher: Some(tx),
-            flusher_thread: Some(flusher_thread),
+            flusher,
+            log_files,
         }))
-    }
-}
-
-impl Drop for SledDisk {
-    fn drop(&mut self) {
-        // Closing the channel stops the flusher after it answers what is queued; joining it
-        // releases its handle on the database so the directory can be opened again at once.
-        self.flusher.take();
-        if let Some(thread) = self.flusher_thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -248,19 +214,15 @@ impl Disk for SledDisk {
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.durability.sync()
+        self.flusher.sync()
     }
 
     fn sync_then(&self, done: SyncCallback) {
-        match &self.flusher {
-            Some(tx) => {
-                if let Err(unsent) = tx.send(done) {
-                    // The flusher is gone (only during drop): sync here instead.
-                    (unsent.0)(self.durability.sync());
-                }
-            }
-            None => done(self.durability.sync()),
-        }
+        self.flusher.sync_then(done);
+    }
+
+    fn log_files(&self) -> Arc<dyn LogFiles> {
+        self.log_files.clone()
     }
 
     fn snapshot_spool(&self) -> io::Result<SnapshotData> {

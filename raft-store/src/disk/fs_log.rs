@@ -1,0 +1,190 @@
+//! The Raft log's segment files on a real file system.
+//!
+//! Files are `<id>.seg` in one directory, each kept open. A sync fdatasyncs every file changed
+//! since the last sync, then the directory if a file was created or removed (so the names are
+//! durable too). Syncs go through a flusher thread, so concurrent appends share them.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::flusher::Flusher;
+use super::{LogFiles, SyncCallback};
+
+const SUFFIX: &str = ".seg";
+
+/// What the next sync must make durable.
+#[derive(Default)]
+struct Dirty {
+    files: BTreeMap<u64, Arc<File>>,
+    dir: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
+    open: Mutex<BTreeMap<u64, Arc<File>>>,
+    dirty: Mutex<Dirty>,
+    /// Held through a whole sync: a sync that started later must not return while an earlier
+    /// one is still syncing files it took from `dirty`.
+    syncing: Mutex<()>,
+}
+
+/// A directory of segment files.
+pub struct FsLogFiles {
+    shared: Arc<Shared>,
+    flusher: Flusher,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn not_found(id: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("log segment {id} does not exist"),
+    )
+}
+
+impl Shared {
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}{SUFFIX}"))
+    }
+
+    fn file(&self, id: u64) -> io::Result<Arc<File>> {
+        lock(&self.open)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| not_found(id))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let _one_at_a_time = lock(&self.syncing);
+        let dirty = std::mem::take(&mut *lock(&self.dirty));
+        let result = (|| {
+            for file in dirty.files.values() {
+                file.sync_data()?;
+            }
+            if dirty.dir {
+                sync_dir(&self.dir)?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            // Nothing of this group is known durable: the next sync tries all of it again.
+            let mut now = lock(&self.dirty);
+            now.dir |= dirty.dir;
+            for (id, file) in dirty.files {
+                now.files.entry(id).or_insert(file);
+            }
+        }
+        result
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl FsLogFiles {
+    /// Opens (creating it if needed) the directory and every segment file in it.
+    pub fn open(dir: impl AsRef<Path>) -> io::Result<Arc<Self>> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+        let mut open = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let name = entry?.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(SUFFIX))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(dir.join(&name))?;
+            open.insert(id, Arc::new(file));
+        }
+        let shared = Arc::new(Shared {
+            dir,
+            open: Mutex::new(open),
+            dirty: Mutex::new(Dirty::default()),
+            syncing: Mutex::new(()),
+        });
+        let flusher_shared = shared.clone();
+        let flusher = Flusher::start(
+            "cairn-log-fdatasync",
+            Box::new(move || flusher_shared.sync()),
+        )?;
+        Ok(Arc::new(FsLogFiles { shared, flusher }))
+    }
+}
+
+impl LogFiles for FsLogFiles {
+    fn list(&self) -> io::Result<Vec<u64>> {
+        Ok(lock(&self.shared.open).keys().copied().collect())
+    }
+
+    fn create(&self, id: u64) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(self.shared.path(id))?;
+        let file = Arc::new(file);
+        lock(&self.shared.open).insert(id, file.clone());
+        let mut dirty = lock(&self.shared.dirty);
+        dirty.dir = true;
+        dirty.files.insert(id, file);
+        Ok(())
+    }
+
+    fn len(&self, id: u64) -> io::Result<u64> {
+        Ok(self.shared.file(id)?.metadata()?.len())
+    }
+
+    fn read_exact_at(&self, id: u64, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.shared.file(id)?.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, id: u64, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let file = self.shared.file(id)?;
+        file.write_all_at(bytes, offset)?;
+        lock(&self.shared.dirty).files.insert(id, file);
+        Ok(())
+    }
+
+    fn truncate(&self, id: u64, len: u64) -> io::Result<()> {
+        let file = self.shared.file(id)?;
+        file.set_len(len)?;
+        lock(&self.shared.dirty).files.insert(id, file);
+        Ok(())
+    }
+
+    fn remove(&self, id: u64) -> io::Result<()> {
+        if lock(&self.shared.open).remove(&id).is_none() {
+            return Err(not_found(id));
+        }
+        std::fs::remove_file(self.shared.path(id))?;
+        let mut dirty = lock(&self.shared.dirty);
+        dirty.files.remove(&id);
+        dirty.dir = true;
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.flusher.sync()
+    }
+
+    fn sync_then(&self, done: SyncCallback) {
+        self.flusher.sync_then(done);
+    }
+}
