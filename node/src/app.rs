@@ -99,7 +99,13 @@ pub async fn start(
     if !setup.peers.contains_key(&id) {
         anyhow::bail!("node {id} is not among the peers {:?}", setup.peers);
     }
+    let opening = std::time::Instant::now();
     let store = open_store(disk, setup.limits)?;
+    tracing::info!(
+        node = id,
+        ms = opening.elapsed().as_millis() as u64,
+        "store opened"
+    );
     let reader = store.reader.clone();
     let raft = Raft::<TypeConfig>::new(
         id,

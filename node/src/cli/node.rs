@@ -317,9 +317,16 @@ pub async fn run(args: NodeArgs) -> ExitCode {
             }
         },
     };
+    let opening = std::time::Instant::now();
     let disk: Arc<dyn Disk> =
         match SledDisk::open(config.data_dir.join("store"), SledOptions::default()) {
-            Ok(disk) => disk,
+            Ok(disk) => {
+                tracing::info!(
+                    ms = opening.elapsed().as_millis() as u64,
+                    "disk opened (sled replays what was written since its last open)"
+                );
+                disk
+            }
             Err(e) => {
                 eprintln!(
                     "error: cannot open the store in {}: {e}",
