@@ -25,11 +25,14 @@ pub const MAX_GROUP_APPENDS: usize = 512;
 /// Most event bytes (data, metadata, type) in one entry; an append bigger than this on its own
 /// is proposed alone. Keeps replication messages of `MAX_ENTRIES_PER_REPLICATION` entries sane.
 pub const MAX_GROUP_BYTES: usize = 1024 * 1024;
-/// Entries proposed and not yet applied. Measured on S2 (64 clients, 3 nodes on 2 cores):
-/// 1 or 2 in flight gave 6,000–6,600 appends/s, 4 gave 4,500–5,000 and 16 gave 2,600–3,900,
-/// because smaller, more frequent entries cost more CPU per append. 2 rather than 1 keeps a
-/// group moving while the previous one is replicated on networks where latency dominates.
-pub const MAX_GROUPS_IN_FLIGHT: usize = 2;
+/// Entries proposed and not yet applied. Measured on S2 (64 clients, 3 nodes on 2 cores),
+/// with the log in sled: 1 or 2 in flight gave 6,000–6,600 appends/s, 4 gave 4,500–5,000 and
+/// 16 gave 2,600–3,900, because smaller, more frequent entries cost more CPU per append. With
+/// the log in segment files (2026-11-24, two runs each): 1 gave 9,382 / 9,401 appends/s (p99
+/// 10.4 / 10.1 ms), 2 gave 8,286 / 8,291 (13.2 / 12.3 ms), 4 gave 7,896 / 7,984; S3 1: 62.9k /
+/// 65.6k events/s, 2: 62.0k / 61.8k; S1 the same. One group per commit round trip still
+/// allows `MAX_GROUP_APPENDS` appends per round trip where network latency dominates.
+pub const MAX_GROUPS_IN_FLIGHT: usize = 1;
 
 /// Why an append got no verdict.
 #[derive(Debug, Clone)]
