@@ -13,7 +13,7 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
-use crate::disk::{Disk, KeyRange, Order, WriteBatch};
+use crate::disk::{delete_range, Disk, Order, SyncCallback, WriteBatch};
 use crate::error::{decode, encode, Failed, OrStorage, StoreError};
 use crate::keys;
 use crate::segment_log::SegmentLog;
@@ -23,7 +23,7 @@ use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 pub const MAX_LOG_ENTRIES_PER_READ: usize = 4096;
 /// Bytes returned by one `limited_get_log_entries` call (at least one entry is always returned).
 pub const MAX_LOG_BYTES_PER_READ: usize = 16 * 1024 * 1024;
-/// Keys read or deleted per page when walking the keyspace's old log table.
+/// Keys read or deleted per page when moving the keyspace's old log table.
 pub const LOG_PAGE_KEYS: usize = 1024;
 
 /// The Raft log. Cheap to clone: clones share the disk and the segments.
@@ -33,10 +33,11 @@ pub struct LogStore {
     segments: Arc<SegmentLog>,
 }
 
-/// Waits for `Disk::sync_then` without blocking the async runtime.
-pub(crate) async fn sync_async(disk: &dyn Disk) -> Result<(), StoreError> {
+/// Waits for a `sync_then` (of the keyspace or of the log's files) without blocking the async
+/// runtime.
+pub(crate) async fn wait_for_sync(sync_then: impl FnOnce(SyncCallback)) -> Result<(), StoreError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    disk.sync_then(Box::new(move |result| {
+    sync_then(Box::new(move |result| {
         let _ = tx.send(result);
     }));
     match rx.await {
@@ -45,6 +46,11 @@ pub(crate) async fn sync_async(disk: &dyn Disk) -> Result<(), StoreError> {
             "disk dropped a sync request",
         ))),
     }
+}
+
+/// Waits for `Disk::sync_then` without blocking the async runtime.
+pub(crate) async fn sync_async(disk: &dyn Disk) -> Result<(), StoreError> {
+    wait_for_sync(|done| disk.sync_then(done)).await
 }
 
 impl LogStore {
@@ -88,73 +94,31 @@ impl LogStore {
         self.segments.clear()?;
         let mut next = 0;
         loop {
-            let page = self.keyspace_entries(next, u64::MAX, LOG_PAGE_KEYS)?;
-            let Some(last) = page.last() else { break };
-            next = last.log_id.index + 1;
-            self.segments.append(page)?;
-        }
-        self.segments.sync()?;
-        self.delete_range(table, None)?;
-        self.disk.sync()?;
-        Ok(())
-    }
-
-    /// Entries of the keyspace's old log table with index in `[start, end)`, at most
-    /// `max_entries`.
-    fn keyspace_entries(
-        &self,
-        start: u64,
-        end: u64,
-        max_entries: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        let mut entries = Vec::new();
-        let mut next = start;
-        while next < end && entries.len() < max_entries {
-            let range = keys::u64_range(keys::LOG, next, end);
-            let page_limit = LOG_PAGE_KEYS.min(max_entries - entries.len());
-            let page = self.disk.scan(&range, Order::Ascending, page_limit)?;
-            let page_len = page.len();
+            let range = keys::u64_range(keys::LOG, next, u64::MAX);
+            let page = self.disk.scan(&range, Order::Ascending, LOG_PAGE_KEYS)?;
+            let Some((last_key, _)) = page.last() else {
+                break;
+            };
+            next = keys::key_u64(last_key)
+                .ok_or_else(|| StoreError::corrupt("log key", "short key"))?
+                + 1;
+            let mut entries = Vec::with_capacity(page.len());
             for (key, value) in page {
                 let entry: Entry = decode("log entry", &value)?;
-                let index = keys::key_u64(&key)
-                    .ok_or_else(|| StoreError::corrupt("log key", "short key"))?;
-                if entry.log_id.index != index {
+                if Some(entry.log_id.index) != keys::key_u64(&key) {
                     return Err(StoreError::corrupt(
                         "log entry",
-                        format!("entry {} stored under index {index}", entry.log_id),
+                        format!("entry {} stored under another index", entry.log_id),
                     ));
                 }
-                next = index + 1;
                 entries.push(entry);
             }
-            if page_len < page_limit {
-                break;
-            }
+            self.segments.append(entries)?;
         }
-        Ok(entries)
-    }
-
-    /// Deletes every key in `range`, page by page; `first` rides along with the first page so
-    /// it lands atomically with the first deletions.
-    fn delete_range(
-        &self,
-        range: KeyRange,
-        mut first: Option<WriteBatch>,
-    ) -> Result<(), StoreError> {
-        loop {
-            let page = self.disk.scan(&range, Order::Ascending, LOG_PAGE_KEYS)?;
-            let mut batch = first.take().unwrap_or_default();
-            let done = page.len() < LOG_PAGE_KEYS;
-            for (key, _) in page {
-                batch.delete(key);
-            }
-            if !batch.is_empty() {
-                self.disk.write(batch)?;
-            }
-            if done {
-                return Ok(());
-            }
-        }
+        self.segments.sync()?;
+        delete_range(self.disk.as_ref(), &table, LOG_PAGE_KEYS)?;
+        self.disk.sync()?;
+        Ok(())
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
@@ -266,18 +230,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.segments
             .truncate(log_id.index)
             .or_storage(Failed::WriteLogs)?;
-        let segments = self.segments.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        segments.sync_then(Box::new(move |result| {
-            let _ = tx.send(result);
-        }));
-        match rx.await {
-            Ok(result) => result.map_err(StoreError::Io),
-            Err(_) => Err(StoreError::Io(std::io::Error::other(
-                "log files dropped a sync request",
-            ))),
-        }
-        .or_storage(Failed::WriteLogs)
+        wait_for_sync(|done| self.segments.sync_then(done))
+            .await
+            .or_storage(Failed::WriteLogs)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {

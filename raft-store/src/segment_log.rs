@@ -261,29 +261,29 @@ impl SegmentLog {
         let mut last = index.last;
         for entry in entries {
             let log_index = entry.log_id.index;
-            let tail = index
-                .segments
-                .values()
-                .next_back()
-                .map(|t| (t.next(), t.end));
-            let roll = match tail {
-                None => true,
-                Some((next, end)) => {
-                    let expected = next + pending_starts.len() as u64;
+            // Where this entry's frame would start in the last segment, and whether it must
+            // start a new one instead.
+            let tail = index.segments.values().next_back();
+            let (frame_start, roll) = match tail {
+                None => (0, true),
+                Some(tail) => {
+                    let expected = tail.next() + pending_starts.len() as u64;
                     if log_index < expected {
                         return Err(corrupt(format!(
                             "append of entry {log_index} over entries up to {} (truncate first)",
                             expected - 1
                         )));
                     }
+                    let start = tail.end + buf.len() as u64;
                     // A gap (openraft never leaves one, but its test suite does) starts a new
                     // segment, so every segment stays consecutive.
-                    log_index > expected || end + buf.len() as u64 >= self.segment_bytes
+                    (start, log_index > expected || start >= self.segment_bytes)
                 }
             };
-            if roll {
+            let frame_start = if roll {
+                let closing = tail.is_some();
                 self.flush_pending(&mut index, &mut buf, &mut pending_starts)?;
-                if tail.is_some() {
+                if closing {
                     // Only the last segment may end torn: the one being closed is made durable
                     // before the next exists (once per SEGMENT_BYTES).
                     self.files.sync()?;
@@ -297,9 +297,11 @@ impl SegmentLog {
                         end: 0,
                     },
                 );
-            }
-            let tail_end = index.segments.values().next_back().map_or(0, |t| t.end);
-            pending_starts.push(tail_end + buf.len() as u64);
+                0
+            } else {
+                frame_start
+            };
+            pending_starts.push(frame_start);
             push_frame(&mut buf, &entry)?;
             last = Some(entry.log_id);
         }
@@ -344,7 +346,7 @@ impl SegmentLog {
             let mut next = start.max(index.first_visible);
             let mut entries = 0usize;
             let mut bytes = 0usize;
-            'segments: for segment in index.segments.range(..end).map(|(_, s)| s) {
+            for segment in index.segments.range(..end).map(|(_, s)| s) {
                 if segment.next() <= next {
                     continue;
                 }
@@ -353,32 +355,28 @@ impl SegmentLog {
                 let first = next;
                 let (from, _) = segment.frame(first);
                 let mut to = from;
-                while next < end && next < segment.next() && entries < max_entries {
+                let mut full = false;
+                while next < end && next < segment.next() {
                     let (_, frame_end) = segment.frame(next);
                     let frame_bytes = (frame_end - to) as usize;
-                    if entries > 0 && bytes + frame_bytes > max_bytes {
-                        if to > from {
-                            plan.push(Span {
-                                segment: segment.first,
-                                from,
-                                to,
-                                first,
-                            });
-                        }
-                        break 'segments;
+                    if entries >= max_entries || (entries > 0 && bytes + frame_bytes > max_bytes) {
+                        full = true;
+                        break;
                     }
                     bytes += frame_bytes;
                     entries += 1;
                     to = frame_end;
                     next += 1;
                 }
-                plan.push(Span {
-                    segment: segment.first,
-                    from,
-                    to,
-                    first,
-                });
-                if next >= end || entries >= max_entries {
+                if to > from {
+                    plan.push(Span {
+                        segment: segment.first,
+                        from,
+                        to,
+                        first,
+                    });
+                }
+                if full || next >= end {
                     break;
                 }
             }
@@ -408,14 +406,8 @@ impl SegmentLog {
                         "segment {segment}: entry {expected} does not read back"
                     )));
                 }
-                let entry: Entry = decode("log entry", payload)?;
-                if entry.log_id.index != expected {
-                    return Err(corrupt(format!(
-                        "entry {} stored as entry {expected}",
-                        entry.log_id
-                    )));
-                }
-                entries.push(entry);
+                // The header's index is the entry's own (`push_frame`) and the checksum covers it.
+                entries.push(decode("log entry", payload)?);
                 expected += 1;
                 at += FRAME_HEADER_BYTES + h.len as usize;
             }
@@ -470,8 +462,11 @@ impl SegmentLog {
 
     /// Removes every segment (before a migration rewrites the log).
     pub fn clear(&self) -> Result<(), StoreError> {
-        self.purge(u64::MAX - 1)?;
-        self.lock().first_visible = 0;
+        let mut index = self.lock();
+        for &id in index.segments.keys() {
+            self.files.remove(id)?;
+        }
+        *index = Index::default();
         self.files.sync()?;
         Ok(())
     }
@@ -527,6 +522,11 @@ mod tests {
             (7..19).collect::<Vec<_>>()
         );
         assert_eq!(log.read(7, 19, 5, usize::MAX).unwrap().len(), 5);
+        assert_eq!(
+            indexes(&log.read(2, 26, 12, usize::MAX).unwrap()),
+            (2..14).collect::<Vec<_>>(),
+            "a limit that ends in a later segment"
+        );
         assert_eq!(
             log.read(7, 19, usize::MAX, 1).unwrap().len(),
             1,

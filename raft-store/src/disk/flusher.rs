@@ -6,6 +6,7 @@
 
 use std::io;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::SyncCallback;
@@ -17,23 +18,22 @@ pub const MAX_PENDING_SYNCS: usize = 4096;
 pub const MAX_SYNCS_PER_FDATASYNC: usize = 1024;
 
 /// Makes everything written so far durable.
-pub(crate) type SyncFn = Box<dyn Fn() -> io::Result<()> + Send + Sync>;
+pub(crate) type SyncFn = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
 
 /// Owns the flusher thread; dropping it answers what is queued and joins the thread.
 pub(crate) struct Flusher {
-    sync: std::sync::Arc<SyncFn>,
+    sync: SyncFn,
     requests: Option<SyncSender<SyncCallback>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Flusher {
     pub(crate) fn start(name: &str, sync: SyncFn) -> io::Result<Flusher> {
-        let sync = std::sync::Arc::new(sync);
         let (tx, rx) = sync_channel(MAX_PENDING_SYNCS);
         let thread_sync = sync.clone();
         let thread = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || run(&**thread_sync, rx))?;
+            .spawn(move || run(&*thread_sync, rx))?;
         Ok(Flusher {
             sync,
             requests: Some(tx),

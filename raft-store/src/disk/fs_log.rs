@@ -122,7 +122,7 @@ impl FsLogFiles {
         let flusher_shared = shared.clone();
         let flusher = Flusher::start(
             "cairn-log-fdatasync",
-            Box::new(move || flusher_shared.sync()),
+            Arc::new(move || flusher_shared.sync()),
         )?;
         Ok(Arc::new(FsLogFiles { shared, flusher }))
     }

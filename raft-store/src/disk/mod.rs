@@ -107,6 +107,25 @@ pub trait Disk: Send + Sync + 'static {
     fn log_files(&self) -> Arc<dyn LogFiles>;
 }
 
+/// Deletes every key in `range`, `page_keys` at a time, so memory stays bounded however large
+/// the range is. Each page is its own batch: a crash may leave a prefix deleted.
+pub(crate) fn delete_range(disk: &dyn Disk, range: &KeyRange, page_keys: usize) -> io::Result<()> {
+    loop {
+        let page = disk.scan(range, Order::Ascending, page_keys)?;
+        let done = page.len() < page_keys;
+        let mut batch = WriteBatch::default();
+        for (key, _) in page {
+            batch.delete(key);
+        }
+        if !batch.is_empty() {
+            disk.write(batch)?;
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
 /// The second half of the seam: a directory of append-only files named by a number, for the
 /// Raft log's segments. Like `Disk`, every change is visible at once and durable only after a
 /// sync; `sync` covers everything before it (file contents, lengths, creations, removals).

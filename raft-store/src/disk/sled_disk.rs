@@ -148,7 +148,7 @@ impl SledDisk {
         let flusher_durability = durability.clone();
         let flusher = Flusher::start(
             "cairn-fdatasync",
-            Box::new(move || flusher_durability.sync()),
+            Arc::new(move || flusher_durability.sync()),
         )?;
         let log_files = FsLogFiles::open(dir.join(LOG_DIR))?;
         Ok(Arc::new(SledDisk {

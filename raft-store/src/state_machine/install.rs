@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 
-use crate::disk::{Disk, Order, WriteBatch};
+use crate::disk::{delete_range, Disk, WriteBatch};
 use crate::error::{decode, StoreError};
 use crate::id_index::IdIndexBatch;
 use crate::keys;
@@ -33,21 +33,7 @@ pub fn max_group_bytes(limits: &Limits) -> usize {
 /// Deletes every key of the state machine's tables, page by page.
 pub fn clear_state_machine(disk: &dyn Disk) -> Result<(), StoreError> {
     for table in keys::STATE_MACHINE_TABLES {
-        let range = keys::table_range(table);
-        loop {
-            let page = disk.scan(&range, Order::Ascending, CLEAR_PAGE_KEYS)?;
-            let done = page.len() < CLEAR_PAGE_KEYS;
-            let mut batch = WriteBatch::default();
-            for (key, _) in page {
-                batch.delete(key);
-            }
-            if !batch.is_empty() {
-                disk.write(batch)?;
-            }
-            if done {
-                break;
-            }
-        }
+        delete_range(disk, &keys::table_range(table), CLEAR_PAGE_KEYS)?;
     }
     Ok(())
 }
