@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use uuid::Uuid;
 
-use crate::disk::{Disk, Order, WriteBatch};
+use crate::disk::{rewrite_range, Disk, Order, Rewrite, WriteBatch};
 use crate::error::StoreError;
 use crate::keys;
 use crate::records::decode_position;
@@ -119,6 +119,38 @@ pub fn stored_position(disk: &dyn Disk, id: &Uuid) -> Result<Option<u64>, StoreE
 pub fn any_own_keys(disk: &dyn Disk) -> Result<bool, StoreError> {
     let range = keys::table_range(keys::EVENT_IDS);
     Ok(!disk.scan(&range, Order::Ascending, 1)?.is_empty())
+}
+
+/// Removes every id stored at `position` or later (a state machine rolled back to a snapshot),
+/// `page_keys` keys at a time.
+pub fn forget_from(disk: &dyn Disk, position: u64, page_keys: usize) -> Result<(), StoreError> {
+    rewrite_range(
+        disk,
+        &keys::table_range(keys::EVENT_ID_BUCKETS),
+        page_keys,
+        |_, value| {
+            let mut bucket = Bucket::decode(value)?;
+            let before = bucket.entries.len();
+            bucket.entries.retain(|&(_, stored)| stored < position);
+            Ok(match bucket.entries.len() {
+                n if n == before => Rewrite::Keep,
+                0 => Rewrite::Delete,
+                _ => Rewrite::Put(bucket.encode()),
+            })
+        },
+    )?;
+    rewrite_range(
+        disk,
+        &keys::table_range(keys::EVENT_IDS),
+        page_keys,
+        |_, value| {
+            Ok(if decode_position(value)? >= position {
+                Rewrite::Delete
+            } else {
+                Rewrite::Keep
+            })
+        },
+    )
 }
 
 /// Reads and changes the index within one batch of writes: buckets are read once, changed in

@@ -16,6 +16,7 @@
 pub mod disk;
 mod error;
 pub mod faults;
+pub mod group_files;
 pub mod id_index;
 mod keys;
 pub mod limits;
@@ -49,8 +50,8 @@ pub struct Store {
 pub fn open_store(disk: Arc<dyn disk::Disk>, limits: Limits) -> Result<Store, StoreError> {
     let state_machine = StateMachineStore::open(disk.clone(), limits)?;
     Ok(Store {
-        log: LogStore::open(disk.clone())?,
+        log: LogStore::open(disk)?,
+        reader: state_machine.reader(),
         state_machine,
-        reader: EventReader::new(disk),
     })
 }

@@ -1,15 +1,17 @@
 //! Reading the state machine: `$all` and single streams, forwards or backwards, as iterators
 //! that hold at most one append group in memory at a time.
 //!
-//! Readers go straight to the disk, beside `apply`: every group is written in the same atomic
-//! batch as its index entries and the applied state, so a reader sees whole appends only.
+//! Readers go straight to the disk, beside `apply`: every group's location is written in the
+//! same atomic batch as its index entries and the applied state (its frame before that
+//! batch), so a reader sees whole appends only.
 
 use std::sync::Arc;
 
 use crate::disk::{Disk, Order};
 use crate::error::{decode, StoreError};
+use crate::group_files::GroupFiles;
 use crate::keys;
-use crate::records::{AppliedState, StoredGroup, StreamRun};
+use crate::records::{read_group, AppliedState, StoredGroup, StreamRun};
 use crate::types::RecordedEvent;
 
 /// Which way a read goes.
@@ -69,30 +71,31 @@ impl LoadedGroup {
     }
 }
 
-fn decode_group(first_position: u64, bytes: &[u8]) -> Result<LoadedGroup, StoreError> {
-    let group: StoredGroup = decode("event group", bytes)?;
-    if group.events.is_empty() {
-        return Err(StoreError::corrupt(
-            "event group",
-            format!("empty group at {first_position}"),
-        ));
-    }
+fn load_group(
+    groups: &GroupFiles,
+    first_position: u64,
+    location: &[u8],
+) -> Result<LoadedGroup, StoreError> {
     Ok(LoadedGroup {
         first_position,
-        group,
+        group: read_group(groups, first_position, location)?,
     })
 }
 
 /// The group with the greatest first position at or below `position` (the one containing it,
 /// or the last group if `position` lies beyond the end).
-fn group_at_or_before(disk: &dyn Disk, position: u64) -> Result<Option<LoadedGroup>, StoreError> {
+fn group_at_or_before(
+    disk: &dyn Disk,
+    groups: &GroupFiles,
+    position: u64,
+) -> Result<Option<LoadedGroup>, StoreError> {
     let range = keys::u64_range(keys::EVENTS, 0, position.saturating_add(1));
     let found = disk.scan(&range, Order::Descending, 1)?;
     match found.first() {
         Some((key, value)) => {
             let first =
                 keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
-            Ok(Some(decode_group(first, value)?))
+            Ok(Some(load_group(groups, first, value)?))
         }
         None => Ok(None),
     }
@@ -102,11 +105,12 @@ fn group_at_or_before(disk: &dyn Disk, position: u64) -> Result<Option<LoadedGro
 #[derive(Clone)]
 pub struct EventReader {
     disk: Arc<dyn Disk>,
+    groups: Arc<GroupFiles>,
 }
 
 impl EventReader {
-    pub fn new(disk: Arc<dyn Disk>) -> Self {
-        EventReader { disk }
+    pub(crate) fn new(disk: Arc<dyn Disk>, groups: Arc<GroupFiles>) -> Self {
+        EventReader { disk, groups }
     }
 
     /// The stream's last revision, or `None` if it has no events.
@@ -132,6 +136,7 @@ impl EventReader {
     pub fn read_all(&self, from: u64, direction: Direction, max_count: u64) -> AllEvents {
         AllEvents {
             disk: self.disk.clone(),
+            groups: self.groups.clone(),
             next: Some(from),
             direction,
             remaining: max_count,
@@ -150,6 +155,7 @@ impl EventReader {
     ) -> StreamEvents {
         StreamEvents {
             disk: self.disk.clone(),
+            groups: self.groups.clone(),
             stream: stream.to_owned(),
             next: Some(from),
             direction,
@@ -162,6 +168,7 @@ impl EventReader {
 /// Events of `$all` in position order (or reverse).
 pub struct AllEvents {
     disk: Arc<dyn Disk>,
+    groups: Arc<GroupFiles>,
     next: Option<u64>,
     direction: Direction,
     remaining: u64,
@@ -181,7 +188,8 @@ impl AllEvents {
             .as_ref()
             .is_some_and(|g| g.contains_position(position))
         {
-            let Some(group) = group_at_or_before(self.disk.as_ref(), position)? else {
+            let Some(group) = group_at_or_before(self.disk.as_ref(), &self.groups, position)?
+            else {
                 self.next = None;
                 return Ok(None);
             };
@@ -228,6 +236,7 @@ impl Iterator for AllEvents {
 /// Events of one stream in revision order (or reverse).
 pub struct StreamEvents {
     disk: Arc<dyn Disk>,
+    groups: Arc<GroupFiles>,
     stream: String,
     next: Option<u64>,
     direction: Direction,
@@ -264,7 +273,7 @@ impl StreamEvents {
                     ),
                 )
             })?;
-        let group = decode_group(run.first_position, &bytes)?;
+        let group = load_group(&self.groups, run.first_position, &bytes)?;
         if group.group.stream != self.stream
             || group.group.first_revision != first_revision
             || group.len() != u64::from(run.count)

@@ -3,19 +3,38 @@
 use serde::{Deserialize, Serialize};
 
 use crate::disk::WriteBatch;
-use crate::error::StoreError;
+use crate::error::{decode, StoreError};
+use crate::group_files::{GroupFiles, Location};
 use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::types::{LogId, NewEvent, SnapshotMeta, StoredMembership};
 
-/// One append, stored whole under the `$all` position of its first event. Storing the group
-/// rather than each event keeps the apply path at one write per append (plus the id index).
+/// One append, stored whole as one frame of the group files (`group_files`), found through
+/// its `Location` under the `$all` position of its first event. Storing the group rather than
+/// each event keeps the apply path at one write per append (plus the id index).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredGroup {
     pub stream: String,
     pub first_revision: u64,
     pub created_unix_ms: u64,
     pub events: Vec<NewEvent>,
+}
+
+/// The group stored under `first_position`, given the value of its key (its location).
+pub fn read_group(
+    groups: &GroupFiles,
+    first_position: u64,
+    location: &[u8],
+) -> Result<StoredGroup, StoreError> {
+    let frame = groups.read(Location::decode(location)?, first_position)?;
+    let group: StoredGroup = decode("event group", frame.payload())?;
+    if group.events.is_empty() {
+        return Err(StoreError::corrupt(
+            "event group",
+            format!("empty group at {first_position}"),
+        ));
+    }
+    Ok(group)
 }
 
 /// Value of a stream-index key: where one append to the stream landed in `$all`.
@@ -73,16 +92,17 @@ pub struct SnapshotRecord {
     pub end_position: u64,
 }
 
-/// Writes one append group, its stream-index entry and its event ids. Shared by apply and
-/// snapshot install, so an installed snapshot indexes exactly as applying the log would have.
+/// Indexes one append group whose frame is at `location`: where it is, its stream-index entry
+/// and its event ids. Shared by apply and snapshot install, so an installed snapshot indexes
+/// exactly as applying the log would have.
 pub fn write_group(
     batch: &mut WriteBatch,
     ids: &mut IdIndexBatch,
     first_position: u64,
     group: &StoredGroup,
-    encoded_group: Vec<u8>,
+    location: Location,
 ) -> Result<(), StoreError> {
-    batch.put(keys::event_key(first_position), encoded_group);
+    batch.put(keys::event_key(first_position), location.encode());
     let run = StreamRun {
         first_position,
         count: group.events.len() as u32,

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
 use crate::disk::{Disk, Order};
 use crate::error::StoreError;
+use crate::group_files::{GroupFiles, Location};
 use crate::keys;
 
 pub const MAGIC: &[u8; 8] = b"CAIRNSN1";
@@ -73,6 +74,7 @@ impl SnapshotData {
 #[derive(Clone)]
 pub(crate) struct SnapshotSource {
     pub disk: Arc<dyn Disk>,
+    pub groups: Arc<GroupFiles>,
     /// Bumped whenever the state machine is replaced; a reader of the old one must stop.
     pub generation: Arc<AtomicU64>,
     pub expected_generation: u64,
@@ -141,11 +143,11 @@ impl Generator {
                 for (key, value) in page {
                     let position = keys::key_u64(&key)
                         .ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
-                    let len = u32::try_from(value.len())
-                        .map_err(|_| StoreError::corrupt("event group", "larger than 4 GiB"))?;
-                    self.chunk.extend_from_slice(&len.to_le_bytes());
+                    let location = Location::decode(&value)?;
+                    let frame = source.groups.read(location, position)?;
+                    self.chunk.extend_from_slice(&location.len.to_le_bytes());
                     self.chunk.extend_from_slice(&position.to_le_bytes());
-                    self.chunk.extend_from_slice(&value);
+                    self.chunk.extend_from_slice(frame.payload());
                     next_position = position + 1;
                     groups += 1;
                 }

@@ -73,6 +73,7 @@ pub struct SimDisk {
     inner: Arc<MemDisk>,
     syncs: Arc<DelayedSyncs>,
     log: Arc<SimLogFiles>,
+    groups: Arc<SimLogFiles>,
 }
 
 impl SimDisk {
@@ -86,7 +87,16 @@ impl SimDisk {
             inner: inner.log_files(),
             syncs: syncs.clone(),
         });
-        Arc::new(SimDisk { inner, syncs, log })
+        let groups = Arc::new(SimLogFiles {
+            inner: inner.group_files(),
+            syncs: syncs.clone(),
+        });
+        Arc::new(SimDisk {
+            inner,
+            syncs,
+            log,
+            groups,
+        })
     }
 }
 
@@ -124,9 +134,14 @@ impl Disk for SimDisk {
     fn log_files(&self) -> Arc<dyn LogFiles> {
         self.log.clone()
     }
+
+    fn group_files(&self) -> Arc<dyn LogFiles> {
+        self.groups.clone()
+    }
 }
 
-/// The log's files of one boot, sharing the disk's sync delay and order.
+/// The log's (or the event groups') files of one boot, sharing the disk's sync delay and
+/// order.
 struct SimLogFiles {
     inner: Arc<dyn LogFiles>,
     syncs: Arc<DelayedSyncs>,

@@ -156,19 +156,21 @@ impl Cluster {
         } else {
             rng.below(unflushed + 1) as usize
         };
-        // The log's files lose their own suffix of unsynced changes, possibly with the first
-        // bytes of the next write torn off (the log must cut it at open).
-        let log = disk.log_model();
-        let (log_surviving, torn_bytes) = if keep_all {
-            (usize::MAX, 0)
-        } else {
-            let unflushed = log.unflushed_writes() as u64;
-            (
-                rng.below(unflushed + 1) as usize,
-                rng.below(MAX_TORN_BYTES + 1) as usize,
-            )
-        };
-        log.crash(log_surviving, torn_bytes);
+        // The log's files and the event groups' files each lose their own suffix of unsynced
+        // changes, possibly with the first bytes of the next write torn off (the log must cut
+        // it at open; the state machine must notice groups its keyspace points at but lost).
+        for files in [disk.log_model(), disk.group_model()] {
+            let (files_surviving, torn_bytes) = if keep_all {
+                (usize::MAX, 0)
+            } else {
+                let unflushed = files.unflushed_writes() as u64;
+                (
+                    rng.below(unflushed + 1) as usize,
+                    rng.below(MAX_TORN_BYTES + 1) as usize,
+                )
+            };
+            files.crash(files_surviving, torn_bytes);
+        }
         disk.crash(surviving);
         self.down.insert(node);
     }

@@ -1,4 +1,4 @@
-//! The Raft log's segment files on a real file system.
+//! Segment files (the Raft log's, the event groups') on a real file system.
 //!
 //! Files are `<id>.seg` in one directory, each kept open. A sync fdatasyncs every file changed
 //! since the last sync, then the directory if a file was created or removed (so the names are
@@ -90,8 +90,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl FsLogFiles {
-    /// Opens (creating it if needed) the directory and every segment file in it.
-    pub fn open(dir: impl AsRef<Path>) -> io::Result<Arc<Self>> {
+    /// Opens (creating it if needed) the directory and every segment file in it; its syncs run
+    /// on a thread named `flusher_name`.
+    pub fn open(dir: impl AsRef<Path>, flusher_name: &str) -> io::Result<Arc<Self>> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
         if let Some(parent) = dir.parent() {
@@ -120,10 +121,7 @@ impl FsLogFiles {
             syncing: Mutex::new(()),
         });
         let flusher_shared = shared.clone();
-        let flusher = Flusher::start(
-            "cairn-log-fdatasync",
-            Arc::new(move || flusher_shared.sync()),
-        )?;
+        let flusher = Flusher::start(flusher_name, Arc::new(move || flusher_shared.sync()))?;
         Ok(Arc::new(FsLogFiles { shared, flusher }))
     }
 }

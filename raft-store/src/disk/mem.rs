@@ -38,6 +38,7 @@ struct State {
 pub struct MemDisk {
     state: Mutex<State>,
     log: Arc<MemLogFiles>,
+    groups: Arc<MemLogFiles>,
 }
 
 fn apply(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, batch: &WriteBatch) {
@@ -74,11 +75,17 @@ impl MemDisk {
     pub fn set_faults(&self, faults: MemFaults) {
         self.lock().faults = faults;
         self.log.set_faults(faults);
+        self.groups.set_faults(faults);
     }
 
     /// The model of the Raft log's files, to crash them with a torn write.
     pub fn log_model(&self) -> &Arc<MemLogFiles> {
         &self.log
+    }
+
+    /// The model of the event groups' files, to crash them with a torn write.
+    pub fn group_model(&self) -> &Arc<MemLogFiles> {
+        &self.groups
     }
 
     /// Batches written since the last successful sync.
@@ -88,10 +95,12 @@ impl MemDisk {
 
     /// Simulates power loss: keeps what was made durable, plus the first
     /// `surviving_unflushed_batches` batches written after that, and nothing else; the log's
-    /// files lose every unsynced change (crash `log_model()` first to keep some).
+    /// and the groups' files lose every unsynced change (crash `log_model()` and
+    /// `group_model()` first to keep some).
     /// Faults are switched off, as on a machine that comes back up.
     pub fn crash(&self, surviving_unflushed_batches: usize) {
         self.log.crash(0, 0);
+        self.groups.crash(0, 0);
         let mut state = self.lock();
         let keep = surviving_unflushed_batches.min(state.unflushed.len());
         let survivors: Vec<WriteBatch> = state.unflushed.drain(..keep).collect();
@@ -170,14 +179,20 @@ impl Disk for MemDisk {
                 .map(|(k, v)| (k.len() + v.len()) as u64)
                 .sum()
         };
-        let mut log = 0;
-        for id in self.log.list()? {
-            log += self.log.len(id)?;
+        let mut files = 0;
+        for model in [&self.log, &self.groups] {
+            for id in model.list()? {
+                files += model.len(id)?;
+            }
         }
-        Ok(keyspace + log)
+        Ok(keyspace + files)
     }
 
     fn log_files(&self) -> Arc<dyn LogFiles> {
         self.log.clone()
+    }
+
+    fn group_files(&self) -> Arc<dyn LogFiles> {
+        self.groups.clone()
     }
 }

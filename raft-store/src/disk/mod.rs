@@ -18,7 +18,7 @@ pub use flusher::{MAX_PENDING_SYNCS, MAX_SYNCS_PER_FDATASYNC};
 pub use fs_log::FsLogFiles;
 pub use mem::{MemDisk, MemFaults};
 pub use mem_log::{MemLogFiles, MAX_UNFLUSHED_LOG_WRITES};
-pub use sled_disk::{SledDisk, SledOptions, LOG_DIR};
+pub use sled_disk::{SledDisk, SledOptions, GROUP_DIR, LOG_DIR};
 
 use crate::snapshot::SnapshotData;
 
@@ -105,6 +105,10 @@ pub trait Disk: Send + Sync + 'static {
 
     /// The files the Raft log lives in (beside the keyspace, not in it).
     fn log_files(&self) -> Arc<dyn LogFiles>;
+
+    /// The files the state machine's append groups live in (`group_files`); the keyspace
+    /// holds only where each one is.
+    fn group_files(&self) -> Arc<dyn LogFiles>;
 }
 
 /// Deletes every key in `range`, `page_keys` at a time, so memory stays bounded however large
@@ -126,8 +130,52 @@ pub(crate) fn delete_range(disk: &dyn Disk, range: &KeyRange, page_keys: usize) 
     }
 }
 
+/// What `rewrite_range` does with one pair.
+pub(crate) enum Rewrite {
+    Keep,
+    Delete,
+    Put(Vec<u8>),
+}
+
+/// Visits every pair of `range`, `page_keys` at a time, and applies what `decide` says of each.
+/// Each page is its own batch: a crash may leave a prefix rewritten.
+pub(crate) fn rewrite_range(
+    disk: &dyn Disk,
+    range: &KeyRange,
+    page_keys: usize,
+    mut decide: impl FnMut(&[u8], &[u8]) -> Result<Rewrite, crate::StoreError>,
+) -> Result<(), crate::StoreError> {
+    let mut start = range.start.clone();
+    loop {
+        let page_range = KeyRange {
+            start,
+            end: range.end.clone(),
+        };
+        let page = disk.scan(&page_range, Order::Ascending, page_keys)?;
+        let mut batch = WriteBatch::default();
+        for (key, value) in &page {
+            match decide(key, value)? {
+                Rewrite::Keep => {}
+                Rewrite::Delete => batch.delete(key.clone()),
+                Rewrite::Put(new) => batch.put(key.clone(), new),
+            }
+        }
+        if !batch.is_empty() {
+            disk.write(batch)?;
+        }
+        match page.last() {
+            Some((last, _)) if page.len() == page_keys => {
+                // The smallest key after `last`.
+                start = last.clone();
+                start.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// The second half of the seam: a directory of append-only files named by a number, for the
-/// Raft log's segments. Like `Disk`, every change is visible at once and durable only after a
+/// Raft log's segments and for the event groups' (two directories). Like `Disk`, every change is visible at once and durable only after a
 /// sync; `sync` covers everything before it (file contents, lengths, creations, removals).
 pub trait LogFiles: Send + Sync + 'static {
     /// The ids of the files present, ascending.

@@ -9,8 +9,8 @@
 //! the next sync also fdatasyncs each new blob file and fsyncs the `blobs` directory.
 //!
 //! Syncs go through one flusher thread that drains every waiting request before each
-//! fdatasync. The Raft log is not in sled: it lives in segment files of its own under
-//! `raft-log/` (`FsLogFiles`), which sled ignores.
+//! fdatasync. The Raft log and the event groups are not in sled: they live in segment files
+//! of their own under `raft-log/` and `event-groups/` (`FsLogFiles`), which sled ignores.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -43,6 +43,8 @@ const SLED_MAX_ITEMS_PER_PAGE: usize = 17;
 const BLOB_RISK_VALUE_BYTES: usize = SLED_BLOB_PAGE_BYTES / SLED_MAX_ITEMS_PER_PAGE / 2;
 /// The directory, inside sled's, that holds the Raft log's segment files.
 pub const LOG_DIR: &str = "raft-log";
+/// The directory, inside sled's, that holds the event groups' segment files.
+pub const GROUP_DIR: &str = "event-groups";
 
 /// Options for opening a sled-backed disk.
 #[derive(Debug, Clone)]
@@ -118,6 +120,7 @@ pub struct SledDisk {
     durability: Arc<Durability>,
     flusher: Flusher,
     log_files: Arc<FsLogFiles>,
+    group_files: Arc<FsLogFiles>,
 }
 
 impl SledDisk {
@@ -150,13 +153,15 @@ impl SledDisk {
             "cairn-fdatasync",
             Arc::new(move || flusher_durability.sync()),
         )?;
-        let log_files = FsLogFiles::open(dir.join(LOG_DIR))?;
+        let log_files = FsLogFiles::open(dir.join(LOG_DIR), "cairn-log-fdatasync")?;
+        let group_files = FsLogFiles::open(dir.join(GROUP_DIR), "cairn-group-fdatasync")?;
         Ok(Arc::new(SledDisk {
             db,
             dir,
             durability,
             flusher,
             log_files,
+            group_files,
         }))
     }
 }
@@ -223,6 +228,10 @@ impl Disk for SledDisk {
 
     fn log_files(&self) -> Arc<dyn LogFiles> {
         self.log_files.clone()
+    }
+
+    fn group_files(&self) -> Arc<dyn LogFiles> {
+        self.group_files.clone()
     }
 
     fn snapshot_spool(&self) -> io::Result<SnapshotData> {

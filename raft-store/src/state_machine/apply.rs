@@ -2,8 +2,9 @@
 //!
 //! Everything here is deterministic: the verdict depends only on the command and the stored
 //! state, so every replica reaches the same one. All writes of one `apply` call go into one
-//! atomic batch together with the new applied state; what has not been written yet lives in
-//! small overlays (stream heads, event ids) so later entries of the same call see it.
+//! atomic batch together with the new applied state, after the groups' frames it points at;
+//! what has not been written yet lives in small overlays (stream heads, event ids) so later
+//! entries of the same call see it.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -11,12 +12,13 @@ use std::sync::atomic::AtomicBool;
 use uuid::Uuid;
 
 use crate::disk::{Disk, WriteBatch};
-use crate::error::{decode, encode, StoreError};
+use crate::error::{encode, StoreError};
+use crate::group_files::{GroupFiles, GroupWriter};
 use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::limits::Limits;
 use crate::read::stream_head;
-use crate::records::{write_group, AppliedState, StoredGroup};
+use crate::records::{read_group, write_group, AppliedState, StoredGroup};
 use crate::types::{Append, AppendPosition, AppendRejection, AppendResult, ExpectedRevision};
 
 /// Bytes of pending writes after which an `apply` call writes what it has so far (with the
@@ -26,6 +28,8 @@ pub const MAX_APPLY_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// Accumulates the effects of one `apply` call.
 pub(crate) struct Applier<'a> {
     disk: &'a dyn Disk,
+    groups: &'a GroupFiles,
+    frames: GroupWriter,
     limits: &'a Limits,
     pub applied: &'a mut AppliedState,
     batch: WriteBatch,
@@ -60,12 +64,15 @@ impl<'a> Applier<'a> {
     /// `own_id_keys`: see `IdIndexBatch::new`.
     pub fn new(
         disk: &'a dyn Disk,
+        groups: &'a GroupFiles,
         limits: &'a Limits,
         own_id_keys: &'a AtomicBool,
         applied: &'a mut AppliedState,
     ) -> Self {
         Applier {
             disk,
+            groups,
+            frames: groups.writer(),
             limits,
             applied,
             batch: WriteBatch::default(),
@@ -77,12 +84,13 @@ impl<'a> Applier<'a> {
     }
 
     pub fn pending_bytes(&self) -> usize {
-        self.batch.bytes + self.id_index.pending_bytes()
+        self.batch.bytes + self.id_index.pending_bytes() + self.frames.pending_bytes()
     }
 
-    /// Writes pending changes and the applied state atomically, then forgets the overlays
-    /// (the disk now answers for them).
+    /// Writes the pending groups' frames, then the changes that point at them and the applied
+    /// state atomically, then forgets the overlays (the disk now answers for them).
     pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.groups.write(&mut self.frames)?;
         let mut batch = std::mem::take(&mut self.batch);
         self.id_index.write_into(&mut batch);
         batch.put(keys::APPLIED, encode(&*self.applied)?);
@@ -123,13 +131,13 @@ impl<'a> Applier<'a> {
             created_unix_ms: append.created_unix_ms,
             events: append.events,
         };
-        let encoded = encode(&group)?;
+        let location = self.frames.push(first_position, &group)?;
         write_group(
             &mut self.batch,
             &mut self.id_index,
             first_position,
             &group,
-            encoded,
+            location,
         )?;
         for (offset, event) in group.events.iter().enumerate() {
             self.ids.insert(event.id, first_position + offset as u64);
@@ -174,8 +182,8 @@ impl<'a> Applier<'a> {
                 .iter()
                 .all(|&(index, position)| position == start.wrapping_add(index as u64));
         if contiguous {
-            if let Some(bytes) = self.disk.get(&keys::event_key(start))? {
-                let group: StoredGroup = decode("event group", &bytes)?;
+            if let Some(location) = self.disk.get(&keys::event_key(start))? {
+                let group = read_group(self.groups, start, &location)?;
                 if group.stream == append.stream
                     && group.events.len() == count
                     && same_place(append.expected, group.first_revision)

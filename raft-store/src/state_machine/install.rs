@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 
 use crate::disk::{delete_range, Disk, WriteBatch};
 use crate::error::{decode, StoreError};
+use crate::group_files::GroupFiles;
 use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::limits::Limits;
@@ -30,12 +31,12 @@ pub fn max_group_bytes(limits: &Limits) -> usize {
     limits.max_append_bytes + limits.max_events_per_append * 64 + 1024
 }
 
-/// Deletes every key of the state machine's tables, page by page.
-pub fn clear_state_machine(disk: &dyn Disk) -> Result<(), StoreError> {
+/// Deletes every key of the state machine's tables, page by page, and every group file.
+pub fn clear_state_machine(disk: &dyn Disk, groups: &GroupFiles) -> Result<(), StoreError> {
     for table in keys::STATE_MACHINE_TABLES {
         delete_range(disk, &keys::table_range(table), CLEAR_PAGE_KEYS)?;
     }
-    Ok(())
+    groups.truncate(0)
 }
 
 fn invalid(detail: impl Into<String>) -> StoreError {
@@ -43,9 +44,11 @@ fn invalid(detail: impl Into<String>) -> StoreError {
 }
 
 /// Reads a snapshot stream into the (cleared) state machine. Returns the `$all` position it
-/// ends before.
+/// ends before. The groups' frames are written before the batches that point at them; the
+/// caller syncs the files before recording the install.
 pub async fn load_snapshot(
     disk: &dyn Disk,
+    groups: &GroupFiles,
     limits: &Limits,
     own_id_keys: &AtomicBool,
     data: &mut SnapshotData,
@@ -59,18 +62,19 @@ pub async fn load_snapshot(
     }
     let max_frame = max_group_bytes(limits);
     let mut expected_position = 0u64;
-    let mut groups = 0u64;
+    let mut groups_read = 0u64;
     let mut batch = WriteBatch::default();
     let mut ids = IdIndexBatch::new(disk, own_id_keys);
+    let mut frames = groups.writer();
     loop {
         let len = reader.read_u32_le().await? as usize;
         if len == 0 {
             let end_position = reader.read_u64_le().await?;
             let group_count = reader.read_u64_le().await?;
-            if end_position != expected_position || group_count != groups {
+            if end_position != expected_position || group_count != groups_read {
                 return Err(invalid(format!(
                     "trailer says {group_count} groups ending at {end_position}; \
-                     stream held {groups} ending at {expected_position}"
+                     stream held {groups_read} ending at {expected_position}"
                 )));
             }
             break;
@@ -91,13 +95,16 @@ pub async fn load_snapshot(
             return Err(invalid(format!("empty group at position {position}")));
         }
         expected_position += group.events.len() as u64;
-        groups += 1;
-        write_group(&mut batch, &mut ids, position, &group, encoded)?;
-        if batch.bytes + ids.pending_bytes() >= INSTALL_BATCH_BYTES {
+        groups_read += 1;
+        let location = frames.push_encoded(position, &encoded)?;
+        write_group(&mut batch, &mut ids, position, &group, location)?;
+        if batch.bytes + ids.pending_bytes() + frames.pending_bytes() >= INSTALL_BATCH_BYTES {
+            groups.write(&mut frames)?;
             ids.write_into(&mut batch);
             disk.write(std::mem::take(&mut batch))?;
         }
     }
+    groups.write(&mut frames)?;
     ids.write_into(&mut batch);
     if !batch.is_empty() {
         disk.write(batch)?;

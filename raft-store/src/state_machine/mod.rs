@@ -1,13 +1,15 @@
 //! The event-store state machine, as openraft's `RaftStateMachine`.
 //!
-//! Its state is append-only (groups by position, the stream index, the event-id index) plus
-//! one record of progress (`AppliedState`) written in the same batch as the changes it
-//! describes. `apply` does not fdatasync: the Raft log is durable, and after a crash openraft
-//! re-applies from the last applied id that survived. A snapshot makes the state durable
-//! before it is recorded, because recording it lets the log below it be purged.
+//! Its state is append-only (groups in their own files, their locations by position, the
+//! stream index, the event-id index) plus one record of progress (`AppliedState`) written in
+//! the same batch as the changes it describes. `apply` does not fdatasync: the Raft log is
+//! durable, and after a crash openraft re-applies from the last applied id that survived
+//! (`recover` makes the files agree with it). A snapshot makes the state durable before it is
+//! recorded, because recording it lets the log below it be purged.
 
 mod apply;
 mod install;
+mod recover;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,9 +21,11 @@ pub use apply::MAX_APPLY_BATCH_BYTES;
 
 use crate::disk::{Disk, WriteBatch};
 use crate::error::{decode, encode, Failed, OrStorage, StoreError};
+use crate::group_files::GroupFiles;
 use crate::keys;
 use crate::limits::Limits;
 use crate::log_store::sync_async;
+use crate::read::EventReader;
 use crate::records::{AppliedState, SnapshotRecord};
 use crate::snapshot::{SnapshotData, SnapshotSource};
 use crate::types::{
@@ -31,6 +35,7 @@ use crate::types::{
 
 struct Shared {
     disk: Arc<dyn Disk>,
+    groups: Arc<GroupFiles>,
     limits: Limits,
     /// Bumped when a snapshot replaces the state: lazy readers of the old state stop.
     generation: Arc<AtomicU64>,
@@ -53,6 +58,7 @@ impl Shared {
     fn snapshot_from(&self, record: SnapshotRecord) -> Snapshot {
         let source = SnapshotSource {
             disk: self.disk.clone(),
+            groups: self.groups.clone(),
             generation: self.generation.clone(),
             expected_generation: self.generation.load(Ordering::Acquire),
             end_position: record.end_position,
@@ -70,19 +76,14 @@ pub struct StateMachineStore {
     applied: AppliedState,
 }
 
-fn read_applied(disk: &dyn Disk) -> Result<AppliedState, StoreError> {
-    match disk.get(keys::APPLIED)? {
-        Some(bytes) => decode("applied state", &bytes),
-        None => Ok(AppliedState::default()),
-    }
-}
-
 impl StateMachineStore {
-    /// Opens the state machine, first undoing a snapshot install that a crash interrupted.
+    /// Opens the state machine, first undoing a snapshot install that a crash interrupted,
+    /// then making the keyspace and the group files agree (`recover`).
     pub fn open(disk: Arc<dyn Disk>, limits: Limits) -> Result<Self, StoreError> {
+        let groups = Arc::new(GroupFiles::open(disk.group_files())?);
         if disk.get(keys::INSTALLING)?.is_some() {
             tracing::warn!("a snapshot install was interrupted; clearing the state machine");
-            install::clear_state_machine(disk.as_ref())?;
+            install::clear_state_machine(disk.as_ref(), &groups)?;
             let mut batch = WriteBatch::default();
             batch.delete(keys::APPLIED);
             batch.delete(keys::SNAPSHOT);
@@ -90,11 +91,12 @@ impl StateMachineStore {
             disk.write(batch)?;
             disk.sync()?;
         }
-        let applied = read_applied(disk.as_ref())?;
+        let applied = recover::recover(disk.as_ref(), &groups)?;
         let own_id_keys = AtomicBool::new(crate::id_index::any_own_keys(disk.as_ref())?);
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 disk,
+                groups,
                 limits,
                 generation: Arc::new(AtomicU64::new(0)),
                 snapshot_lock: tokio::sync::Mutex::new(()),
@@ -103,6 +105,11 @@ impl StateMachineStore {
             }),
             applied,
         })
+    }
+
+    /// Reads the applied state beside `apply`.
+    pub fn reader(&self) -> EventReader {
+        EventReader::new(self.shared.disk.clone(), self.shared.groups.clone())
     }
 
     /// The last applied log id.
@@ -132,10 +139,18 @@ impl StateMachineStore {
         disk.write(mark)?;
         sync_async(disk).await?;
 
-        install::clear_state_machine(disk)?;
+        install::clear_state_machine(disk, &shared.groups)?;
         shared.own_id_keys.store(false, Ordering::Release);
-        let end_position =
-            install::load_snapshot(disk, &shared.limits, &shared.own_id_keys, data).await?;
+        let end_position = install::load_snapshot(
+            disk,
+            &shared.groups,
+            &shared.limits,
+            &shared.own_id_keys,
+            data,
+        )
+        .await?;
+        // The record below is what a rollback returns to (`recover`): the groups first.
+        shared.groups.sync_async().await?;
 
         let applied = AppliedState {
             last_applied: meta.last_log_id,
@@ -168,7 +183,8 @@ pub struct SnapshotBuilder {
 impl SnapshotBuilder {
     async fn build(&mut self) -> Result<Snapshot, StoreError> {
         // The snapshot lets openraft purge the log below it, so what it covers must be durable
-        // first.
+        // first: the groups' frames, then the keyspace that points at them.
+        self.shared.groups.sync_async().await?;
         sync_async(self.shared.disk.as_ref()).await?;
         let _guard = self.shared.snapshot_lock.lock().await;
         if let Some(existing) = self.shared.snapshot_record()? {
@@ -220,6 +236,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let shared = self.shared.clone();
         let mut applier = apply::Applier::new(
             shared.disk.as_ref(),
+            &shared.groups,
             &shared.limits,
             &shared.own_id_keys,
             &mut self.applied,

@@ -72,26 +72,90 @@ fn a_crash_loses_only_writes_never_reported_durable() {
 fn a_crash_keeping_any_prefix_of_unflushed_batches_leaves_a_consistent_store() {
     run(async {
         for survivors in 0..6 {
-            let disk = MemDisk::new();
-            let mut s = TestStore::on(disk.clone(), None);
-            let entries = log_entries(1, 5);
-            s.store.log.blocking_append(entries.clone()).await.unwrap();
-            for entry in entries {
-                s.sm().apply(vec![entry]).await.unwrap();
+            // The group files keep what was written (a killed process), or lose all of it
+            // (power loss before any sync): then the keyspace points at frames that are gone,
+            // and the state machine rolls back to its snapshot (none here: empty).
+            for groups_survive in [true, false] {
+                let disk = MemDisk::new();
+                let mut s = TestStore::on(disk.clone(), None);
+                let entries = log_entries(1, 5);
+                s.store.log.blocking_append(entries.clone()).await.unwrap();
+                for entry in entries {
+                    s.sm().apply(vec![entry]).await.unwrap();
+                }
+                let full = s.all();
+                let kept_writes = if groups_survive { usize::MAX } else { 0 };
+                disk.group_model().crash(kept_writes, 0);
+                disk.crash(survivors);
+                let mut s = TestStore::on(disk.clone(), None);
+                let applied = s.store.state_machine.last_applied().map_or(0, |l| l.index);
+                let expected = if groups_survive {
+                    survivors.min(5) as u64
+                } else {
+                    0
+                };
+                assert_eq!(
+                    applied, expected,
+                    "applied state moves with its writes (survivors={survivors}, \
+                     groups survive: {groups_survive})"
+                );
+                assert_eq!(s.all().len() as u64, applied * 2, "whole appends only");
+                recover(&mut s).await;
+                assert_eq!(s.all(), full, "survivors={survivors}");
             }
-            let full = s.all();
-            disk.crash(survivors);
-            let mut s = TestStore::on(disk.clone(), None);
-            let applied = s.store.state_machine.last_applied().map_or(0, |l| l.index);
-            assert_eq!(
-                applied,
-                survivors.min(5) as u64,
-                "applied state moves with its writes"
-            );
-            assert_eq!(s.all().len() as u64, applied * 2, "whole appends only");
-            recover(&mut s).await;
-            assert_eq!(s.all(), full, "survivors={survivors}");
         }
+    });
+}
+
+#[test]
+fn groups_lost_to_a_power_loss_roll_back_to_the_snapshot_and_reapply_the_same() {
+    run(async {
+        let disk = MemDisk::new();
+        let mut s = TestStore::on(disk.clone(), None);
+        let before_snapshot = log_entries(1, 5);
+        let after_snapshot = log_entries(6, 10);
+        s.store
+            .log
+            .blocking_append(before_snapshot.clone())
+            .await
+            .unwrap();
+        s.sm().apply(before_snapshot).await.unwrap();
+        s.build_snapshot().await;
+        s.store
+            .log
+            .blocking_append(after_snapshot.clone())
+            .await
+            .unwrap();
+        s.sm().apply(after_snapshot.clone()).await.unwrap();
+        let full = s.all();
+        let heads: Vec<_> = (0..3).map(|i| s.stream(&format!("s{i}"))).collect();
+
+        // The keyspace kept everything, the group files nothing since the snapshot's sync.
+        disk.group_model().crash(0, 0);
+        disk.crash(usize::MAX);
+        let mut s = TestStore::on(disk.clone(), None);
+        assert_eq!(
+            s.store.state_machine.last_applied(),
+            Some(log_id(5)),
+            "rolled back to the snapshot"
+        );
+        assert_eq!(s.all(), full[..10].to_vec(), "only what the snapshot holds");
+        let responses = s.sm().apply(after_snapshot).await.unwrap();
+        assert!(
+            responses.iter().all(|r| matches!(
+                r,
+                cairn_raft_store::Response::Append(cairn_raft_store::AppendResult::Written(_))
+            )),
+            "the lost appends' ids were forgotten with them: {responses:?}"
+        );
+        assert_eq!(s.all(), full, "re-applying the log restores the same state");
+        let heads_again: Vec<_> = (0..3).map(|i| s.stream(&format!("s{i}"))).collect();
+        assert_eq!(heads_again, heads, "every stream reads back the same");
+        // A killed process: every write reached the files and the keyspace.
+        disk.group_model().crash(usize::MAX, 0);
+        disk.crash(usize::MAX);
+        let s = TestStore::on(disk.clone(), None);
+        assert_eq!(s.store.state_machine.last_applied(), Some(log_id(10)));
     });
 }
 

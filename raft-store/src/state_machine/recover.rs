@@ -1,0 +1,310 @@
+//! Opening the state machine: its keyspace and its group files made to agree again.
+//!
+//! Apply writes a batch's frames, then the keyspace batch that points at them, and syncs
+//! neither. So at open:
+//! - the files may end with frames nothing points at (the keyspace batch did not survive):
+//!   they are cut, and openraft applies those entries again;
+//! - after a power loss, the keyspace may point at frames that did not survive. The state
+//!   machine then rolls back to its last snapshot, which was synced, files first
+//!   (`SnapshotBuilder::build`, `install`): every index entry at or past the snapshot's end
+//!   goes, and openraft applies the log from the snapshot on. The log still holds those
+//!   entries, because it is purged only below a snapshot.
+//!
+//! A store written before the groups moved out of sled holds them inline; they are copied into
+//! the files first (`migrate_inline_groups`).
+
+use crate::disk::{delete_range, rewrite_range, Disk, Order, Rewrite, WriteBatch};
+use crate::error::{decode, encode, StoreError};
+use crate::group_files::{GroupFiles, LOCATION_BYTES};
+use crate::keys;
+use crate::records::{read_group, AppliedState, SnapshotRecord, StreamRun};
+
+/// Keys visited per batch while rolling back or migrating.
+pub const RECOVER_PAGE_KEYS: usize = 4096;
+
+/// The last group the keyspace points at, as found in the files.
+enum LastGroup {
+    None,
+    /// It reads back; the position after it and the file offset after its frame.
+    Intact {
+        end_position: u64,
+        end_offset: u64,
+    },
+    /// Its frame did not survive (or is not what the keyspace says).
+    Lost,
+}
+
+fn last_group(disk: &dyn Disk, groups: &GroupFiles) -> Result<LastGroup, StoreError> {
+    let last = disk.scan(&keys::table_range(keys::EVENTS), Order::Descending, 1)?;
+    let Some((key, value)) = last.first() else {
+        return Ok(LastGroup::None);
+    };
+    let position =
+        keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
+    match read_group(groups, position, value) {
+        Ok(group) => Ok(LastGroup::Intact {
+            end_position: position + group.events.len() as u64,
+            end_offset: crate::group_files::Location::decode(value)?.end(),
+        }),
+        Err(StoreError::Corrupt { .. }) => Ok(LastGroup::Lost),
+        Err(other) => Err(other),
+    }
+}
+
+fn read_applied(disk: &dyn Disk) -> Result<AppliedState, StoreError> {
+    match disk.get(keys::APPLIED)? {
+        Some(bytes) => decode("applied state", &bytes),
+        None => Ok(AppliedState::default()),
+    }
+}
+
+/// Makes the keyspace and the files agree; returns the applied state to go on from.
+pub fn recover(disk: &dyn Disk, groups: &GroupFiles) -> Result<AppliedState, StoreError> {
+    migrate_inline_groups(disk, groups)?;
+    let applied = read_applied(disk)?;
+    match last_group(disk, groups)? {
+        LastGroup::None if applied.next_position == 0 => {
+            groups.truncate(0)?;
+            Ok(applied)
+        }
+        LastGroup::Intact {
+            end_position,
+            end_offset,
+        } if end_position == applied.next_position => {
+            if groups.end() > end_offset {
+                tracing::info!(
+                    bytes = groups.end() - end_offset,
+                    "cutting event group frames that no index entry points at"
+                );
+                groups.truncate(end_offset)?;
+            }
+            Ok(applied)
+        }
+        _ => roll_back_to_snapshot(disk, groups, applied),
+    }
+}
+
+fn roll_back_to_snapshot(
+    disk: &dyn Disk,
+    groups: &GroupFiles,
+    applied: AppliedState,
+) -> Result<AppliedState, StoreError> {
+    let record: Option<SnapshotRecord> = match disk.get(keys::SNAPSHOT)? {
+        Some(bytes) => Some(decode("snapshot record", &bytes)?),
+        None => None,
+    };
+    let target = match &record {
+        Some(record) => AppliedState {
+            last_applied: record.meta.last_log_id,
+            membership: record.meta.last_membership.clone(),
+            next_position: record.end_position,
+        },
+        None => AppliedState::default(),
+    };
+    let end = target.next_position;
+    tracing::warn!(
+        applied = ?applied.last_applied,
+        applied_position = applied.next_position,
+        snapshot = ?target.last_applied,
+        snapshot_position = end,
+        "event groups the index points at were lost (power loss before a sync); \
+         rolling the state machine back to its last snapshot"
+    );
+    // The applied state first: until the last group past it is deleted (last, below), the
+    // next open still finds groups past the applied state and takes the rollback up again.
+    let mut batch = WriteBatch::default();
+    batch.put(keys::APPLIED, encode(&target)?);
+    disk.write(batch)?;
+    disk.sync()?;
+    rewrite_range(
+        disk,
+        &keys::table_range(keys::STREAMS),
+        RECOVER_PAGE_KEYS,
+        |_, value| {
+            Ok(if StreamRun::decode(value)?.first_position >= end {
+                Rewrite::Delete
+            } else {
+                Rewrite::Keep
+            })
+        },
+    )?;
+    crate::id_index::forget_from(disk, end, RECOVER_PAGE_KEYS)?;
+    let mut groups_past_end = keys::table_range(keys::EVENTS);
+    groups_past_end.start = keys::event_key(end).to_vec();
+    delete_range(disk, &groups_past_end, RECOVER_PAGE_KEYS)?;
+    disk.sync()?;
+    match last_group(disk, groups)? {
+        LastGroup::None if end == 0 => groups.truncate(0)?,
+        LastGroup::Intact {
+            end_position,
+            end_offset,
+        } if end_position == end => groups.truncate(end_offset)?,
+        _ => {
+            return Err(StoreError::corrupt(
+                "event group files",
+                format!("the groups below the snapshot's end {end} did not survive"),
+            ))
+        }
+    }
+    Ok(target)
+}
+
+/// Copies groups stored inline in the keyspace (by builds before the group files) into the
+/// files, replacing each with its location. Each page's frames are synced before the page's
+/// locations are written, so a migration cut short resumes: it keeps the locations it finds
+/// and starts copying after the last one.
+fn migrate_inline_groups(disk: &dyn Disk, groups: &GroupFiles) -> Result<(), StoreError> {
+    // Migration goes in position order, so the last group is inline until it is done.
+    let last = disk.scan(&keys::table_range(keys::EVENTS), Order::Descending, 1)?;
+    if last.first().is_none_or(|(_, v)| v.len() == LOCATION_BYTES) {
+        return Ok(());
+    }
+    tracing::info!("moving event groups out of the keyspace into group files");
+    let mut files_end = 0u64;
+    let mut writer = None;
+    let mut moved = 0u64;
+    let mut start = keys::event_key(0).to_vec();
+    loop {
+        let mut range = keys::table_range(keys::EVENTS);
+        range.start = start.clone();
+        let page = disk.scan(&range, Order::Ascending, RECOVER_PAGE_KEYS)?;
+        let Some((last_key, _)) = page.last() else {
+            break;
+        };
+        start = last_key.clone();
+        start.push(0);
+        let mut batch = WriteBatch::default();
+        for (key, value) in &page {
+            let position =
+                keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
+            // An inline group is never 12 bytes long: its event id alone takes 17.
+            if value.len() == LOCATION_BYTES {
+                files_end = crate::group_files::Location::decode(value)?.end();
+                continue;
+            }
+            let frames = match &mut writer {
+                Some(frames) => frames,
+                None => {
+                    groups.truncate(files_end)?;
+                    writer.insert(groups.writer())
+                }
+            };
+            let location = frames.push_encoded(position, value)?;
+            batch.put(key.clone(), location.encode());
+            moved += 1;
+        }
+        if let Some(frames) = &mut writer {
+            groups.write(frames)?;
+            groups.sync()?;
+        }
+        if !batch.is_empty() {
+            disk.write(batch)?;
+        }
+        if page.len() < RECOVER_PAGE_KEYS {
+            break;
+        }
+    }
+    disk.sync()?;
+    tracing::info!(groups = moved, "moved event groups into group files");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::disk::MemDisk;
+    use crate::group_files::Location;
+    use crate::types::{Append, Command, ContentType, Entry, ExpectedRevision, LogId, NewEvent};
+    use crate::{open_store, Direction, Limits, RecordedEvent};
+
+    fn entry(index: u64) -> Entry {
+        let events = (0..3)
+            .map(|i| NewEvent {
+                id: uuid::Uuid::new_v4(),
+                event_type: "Tested".into(),
+                content_type: ContentType::Json,
+                data: format!("{{\"i\":{i}}}").into_bytes(),
+                metadata: Vec::new(),
+            })
+            .collect();
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command::Append(Append {
+                stream: format!("s{}", index % 2),
+                expected: ExpectedRevision::Any,
+                events,
+                created_unix_ms: 1_700_000_000_000,
+            })),
+        }
+    }
+
+    fn read_all(disk: &std::sync::Arc<MemDisk>) -> Vec<RecordedEvent> {
+        let store = open_store(disk.clone(), Limits::default()).expect("open");
+        store
+            .reader
+            .read_all(0, Direction::Forwards, u64::MAX)
+            .collect::<Result<_, _>>()
+            .expect("read")
+    }
+
+    fn event_values(disk: &MemDisk) -> Vec<(Vec<u8>, Vec<u8>)> {
+        disk.scan(
+            &keys::table_range(keys::EVENTS),
+            Order::Ascending,
+            usize::MAX,
+        )
+        .expect("scan")
+    }
+
+    /// Turns the store back into what a build before the group files wrote (groups inline),
+    /// except for the first `keep_first` groups: a migration cut short after them.
+    fn inline_groups(disk: &MemDisk, keep_first: usize) {
+        let groups = GroupFiles::open(disk.group_files()).expect("open groups");
+        let mut batch = WriteBatch::default();
+        for (key, value) in event_values(disk).into_iter().skip(keep_first) {
+            let position = keys::key_u64(&key).expect("key");
+            let location = Location::decode(&value).expect("location");
+            let frame = groups.read(location, position).expect("frame");
+            batch.put(key, frame.payload().to_vec());
+        }
+        disk.write(batch).expect("write");
+        if keep_first == 0 {
+            groups.truncate(0).expect("truncate");
+        }
+        disk.sync().expect("sync");
+    }
+
+    #[test]
+    fn groups_stored_inline_by_an_older_build_move_into_the_files_at_open() {
+        for keep_first in [0, 3] {
+            let disk = MemDisk::new();
+            {
+                let mut store = open_store(disk.clone(), Limits::default()).expect("open");
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("runtime");
+                runtime
+                    .block_on(store.state_machine.apply((1..=8).map(entry)))
+                    .expect("apply");
+            }
+            let expected = read_all(&disk);
+            assert_eq!(expected.len(), 24);
+            inline_groups(&disk, keep_first);
+            assert!(event_values(&disk)
+                .iter()
+                .any(|(_, v)| v.len() != LOCATION_BYTES));
+            assert_eq!(read_all(&disk), expected, "keep_first={keep_first}");
+            assert!(
+                event_values(&disk)
+                    .iter()
+                    .all(|(_, v)| v.len() == LOCATION_BYTES),
+                "every group moved"
+            );
+            disk.crash(0);
+            assert_eq!(read_all(&disk), expected, "the move was durable");
+        }
+    }
+}
