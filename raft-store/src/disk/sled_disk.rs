@@ -25,15 +25,21 @@ use super::{Disk, FsLogFiles, KeyRange, KeyValue, LogFiles, Op, Order, SyncCallb
 use crate::snapshot::SnapshotData;
 
 /// Default size of sled's page cache. sled's own default (1 GiB) would let one node's RSS grow
-/// far past what a small container has.
-pub const DEFAULT_SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-/// sled's log segment size. sled stores any page larger than a quarter of a segment as a
-/// separate blob file; with its default (512 KiB) a leaf of sixteen 25 KiB appends already
-/// crossed that line, so sled created and deleted a file per page rewrite (measured: a fifth of
-/// the engine bench's CPU in ext4 inode allocation). 8 MiB keeps ordinary leaves inline
-/// (44k -> 63k events/s at batch 100 over 1M events).
-pub const SLED_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
-/// Pages larger than this become blob files.
+/// far past what a small container has, and sled's accounting undercounts what its cached
+/// nodes take (about 4x here). With only indexes left in sled (the groups are in files of
+/// their own), 8 MiB costs no throughput and bounds memory (engine bench, 3M events in
+/// 1,000-event appends: peak RSS 241 MiB at 64 MiB with 8 MiB segments, 73 MiB at 8 MiB with
+/// 1 MiB segments; 10M events: 142 MiB).
+pub const DEFAULT_SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+/// sled's log segment size for a new store (an existing one keeps the size it was made with:
+/// sled refuses to open it with another). sled stores any page larger than a quarter of a
+/// segment as a separate blob file; when whole event groups lived in sled, 8 MiB kept their
+/// leaves inline. With only indexes left (leaves of at most 17 id buckets of 4 KiB), 1 MiB
+/// is enough, and sled keeps several segment-sized write buffers in memory (4 x 8 MiB seen).
+pub const SLED_SEGMENT_BYTES: usize = 1024 * 1024;
+/// Pages larger than this become blob files (in a store made with `SLED_SEGMENT_BYTES`; one
+/// made with larger segments makes blobs only of larger pages, so the risk below is
+/// overestimated there, never missed).
 const SLED_BLOB_PAGE_BYTES: usize = SLED_SEGMENT_BYTES / 4;
 /// sled splits a leaf once it holds more than 16 items, so a page holds at most 17.
 const SLED_MAX_ITEMS_PER_PAGE: usize = 17;
@@ -109,6 +115,20 @@ impl Durability {
     }
 }
 
+/// The segment size an existing sled store was made with (sled writes it to `conf` as
+/// `segment_size: N`, then a binary checksum), or `None` for a new store.
+fn persisted_segment_size(dir: &Path) -> io::Result<Option<usize>> {
+    let conf = match std::fs::read(dir.join("conf")) {
+        Ok(conf) => conf,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|line| line.strip_prefix("segment_size: "))
+        .and_then(|n| n.trim().parse().ok()))
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -127,10 +147,11 @@ impl SledDisk {
     pub fn open(dir: impl AsRef<Path>, options: SledOptions) -> io::Result<Arc<Self>> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
+        let segment_size = persisted_segment_size(&dir)?.unwrap_or(SLED_SEGMENT_BYTES);
         let db = sled::Config::new()
             .path(&dir)
             .cache_capacity(options.cache_capacity_bytes)
-            .segment_size(SLED_SEGMENT_BYTES)
+            .segment_size(segment_size)
             // We flush ourselves, right before each fdatasync.
             .flush_every_ms(None)
             .open()?;
@@ -259,4 +280,31 @@ fn dir_size(dir: &Path) -> io::Result<u64> {
         };
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_made_with_other_sled_segments_still_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = sled::Config::new()
+                .path(dir.path())
+                .segment_size(8 * 1024 * 1024)
+                .open()
+                .expect("sled");
+            db.insert(b"k", b"v".to_vec()).expect("insert");
+            db.flush().expect("flush");
+        }
+        assert_eq!(
+            persisted_segment_size(dir.path()).expect("conf"),
+            Some(8 * 1024 * 1024)
+        );
+        let disk = SledDisk::open(dir.path(), SledOptions::default()).expect("open");
+        assert_eq!(disk.get(b"k").expect("get"), Some(b"v".to_vec()));
+        let fresh = tempfile::tempdir().expect("tempdir");
+        assert_eq!(persisted_segment_size(fresh.path()).expect("conf"), None);
+    }
 }

@@ -21,9 +21,10 @@ use crate::read::stream_head;
 use crate::records::{read_group, write_group, AppliedState, StoredGroup};
 use crate::types::{Append, AppendPosition, AppendRejection, AppendResult, ExpectedRevision};
 
-/// Bytes of pending writes after which an `apply` call writes what it has so far (with the
-/// applied state up to the last finished entry) before going on. Bounds its memory.
-pub const MAX_APPLY_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of pending writes (frames and keyspace batch) after which an `apply` call writes what
+/// it has so far (with the applied state up to the last finished entry) before going on.
+/// Bounds its memory; writing the frames sooner costs nothing, since they are not synced.
+pub const MAX_APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// Accumulates the effects of one `apply` call.
 pub(crate) struct Applier<'a> {
