@@ -18,8 +18,8 @@ pub const STREAMS: u8 = 0x04;
 /// Event ids with keys of their own: event id -> `$all` position (a full bucket's overflow,
 /// and every id of a store written before buckets).
 pub const EVENT_IDS: u8 = 0x05;
-/// Event-id buckets: the id's first 8 bytes -> its ids' last 8 bytes and positions
-/// (`id_index`).
+/// Event-id buckets: the id's first 8 bytes (and a link, for the second bucket of a chain on)
+/// -> its ids' last 8 bytes and positions (`id_index`).
 pub const EVENT_ID_BUCKETS: u8 = 0x06;
 
 /// The state machine's tables (cleared when a snapshot is installed).
@@ -90,12 +90,28 @@ pub fn event_id_key(id: &Uuid) -> [u8; 17] {
     key
 }
 
-pub const EVENT_ID_BUCKET_KEY_BYTES: usize = 9;
+/// Longest event-id bucket key: table, prefix, link.
+pub const MAX_EVENT_ID_BUCKET_KEY_BYTES: usize = 11;
 
-pub fn event_id_bucket_key(prefix: &[u8; 8]) -> [u8; EVENT_ID_BUCKET_KEY_BYTES] {
-    let mut key = [EVENT_ID_BUCKETS; EVENT_ID_BUCKET_KEY_BYTES];
-    key[1..].copy_from_slice(prefix);
+/// The key of bucket `link` of a prefix's chain: the first is the table byte and the prefix
+/// (the only bucket before chains); the next ones add the link, big-endian.
+pub fn event_id_bucket_key(prefix: &[u8; 8], link: u16) -> Vec<u8> {
+    let mut key = Vec::with_capacity(MAX_EVENT_ID_BUCKET_KEY_BYTES);
+    key.push(EVENT_ID_BUCKETS);
+    key.extend_from_slice(prefix);
+    if link > 0 {
+        key.extend_from_slice(&link.to_be_bytes());
+    }
     key
+}
+
+/// The link of an event-id bucket key.
+pub fn event_id_bucket_link(key: &[u8]) -> Option<u16> {
+    match key.len() {
+        9 => Some(0),
+        11 => Some(u16::from_be_bytes([key[9], key[10]])),
+        _ => None,
+    }
 }
 
 /// Every key of one table.

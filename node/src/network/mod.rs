@@ -21,7 +21,7 @@ pub mod proto {
 }
 
 /// Largest gRPC message between nodes: a batch of log entries is bounded by
-/// `MAX_LOG_BYTES_PER_READ` (16 MiB) plus framing, a snapshot chunk by `SNAPSHOT_CHUNK_BYTES`.
+/// `MAX_LOG_BYTES_PER_READ` (4 MiB) plus framing, a snapshot chunk by `SNAPSHOT_CHUNK_BYTES`.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Time allowed to establish a connection to a peer.
 pub const CONNECT_TIMEOUT_MS: u64 = 500;
