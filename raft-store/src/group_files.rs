@@ -382,11 +382,6 @@ impl GroupFiles {
     pub async fn sync_async(&self) -> Result<(), StoreError> {
         crate::log_store::wait_for_sync(|done| self.files.sync_then(done)).await
     }
-
-    /// Bytes in the files.
-    pub fn size(&self) -> u64 {
-        self.lock().lens.values().sum()
-    }
 }
 
 #[cfg(test)]

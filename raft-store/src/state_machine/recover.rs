@@ -15,7 +15,7 @@
 
 use crate::disk::{delete_range, rewrite_range, Disk, Order, Rewrite, WriteBatch};
 use crate::error::{decode, encode, StoreError};
-use crate::group_files::{GroupFiles, LOCATION_BYTES};
+use crate::group_files::{GroupFiles, Location, LOCATION_BYTES};
 use crate::keys;
 use crate::records::{read_group, AppliedState, SnapshotRecord, StreamRun};
 
@@ -44,7 +44,7 @@ fn last_group(disk: &dyn Disk, groups: &GroupFiles) -> Result<LastGroup, StoreEr
     match read_group(groups, position, value) {
         Ok(group) => Ok(LastGroup::Intact {
             end_position: position + group.events.len() as u64,
-            end_offset: crate::group_files::Location::decode(value)?.end(),
+            end_offset: Location::decode(value)?.end(),
         }),
         Err(StoreError::Corrupt { .. }) => Ok(LastGroup::Lost),
         Err(other) => Err(other),
@@ -179,7 +179,7 @@ fn migrate_inline_groups(disk: &dyn Disk, groups: &GroupFiles) -> Result<(), Sto
                 keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
             // An inline group is never 12 bytes long: its event id alone takes 17.
             if value.len() == LOCATION_BYTES {
-                files_end = crate::group_files::Location::decode(value)?.end();
+                files_end = Location::decode(value)?.end();
                 continue;
             }
             let frames = match &mut writer {
@@ -216,7 +216,6 @@ mod tests {
 
     use super::*;
     use crate::disk::MemDisk;
-    use crate::group_files::Location;
     use crate::types::{Append, Command, ContentType, Entry, ExpectedRevision, LogId, NewEvent};
     use crate::{open_store, Direction, Limits, RecordedEvent};
 
