@@ -33,6 +33,14 @@ pub const MAX_GROUP_BYTES: usize = 1024 * 1024;
 /// 65.6k events/s, 2: 62.0k / 61.8k; S1 the same. One group per commit round trip still
 /// allows `MAX_GROUP_APPENDS` appends per round trip where network latency dominates.
 pub const MAX_GROUPS_IN_FLIGHT: usize = 1;
+/// Longest a proposed group waits for openraft's answer before its slot is given back and its
+/// appends are told the outcome is unknown (they retry with the same event ids, which is
+/// safe). openraft 0.9 never answers a write whose entry a snapshot install covered (a leader
+/// that lost office by receiving the new leader's snapshot): without this bound that group
+/// held the only slot for ever, and the node never accepted an append again (the simulation
+/// found it, 5 nodes, seed 501, once snapshots were frequent). Longer than the handler's own
+/// wait, so a slow commit is still answered.
+pub const MAX_GROUP_ANSWER_WAIT_MS: u64 = 2 * crate::api::streams::APPEND_TIMEOUT_MS;
 
 /// Why an append got no verdict.
 #[derive(Debug, Clone)]
@@ -41,6 +49,8 @@ pub enum GroupError {
     NotLeader,
     /// This node's Raft has stopped.
     Stopped(String),
+    /// openraft gave no answer within `MAX_GROUP_ANSWER_WAIT_MS`: committed or not, unknown.
+    Unanswered,
     Internal(String),
 }
 
@@ -137,21 +147,34 @@ async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemapho
         }
     };
     tokio::spawn(async move {
-        let outcome = applied.await;
+        let wait = std::time::Duration::from_millis(MAX_GROUP_ANSWER_WAIT_MS);
+        let outcome = tokio::time::timeout(wait, applied).await;
         drop(slot);
         let results: Result<Vec<AppendResult>, GroupError> = match outcome {
-            Ok(Ok(written)) => match written.data {
-                Response::Append(result) => Ok(vec![result]),
-                Response::Appends(results) => Ok(results),
-                Response::Empty => Err(GroupError::Internal("append produced no result".into())),
-            },
-            Ok(Err(ClientWriteError::ForwardToLeader(_))) => Err(GroupError::NotLeader),
-            Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(GroupError::Internal(e.to_string()))
+            Err(_) => {
+                tracing::warn!(
+                    appends = verdicts.len(),
+                    "a proposed group got no answer within {MAX_GROUP_ANSWER_WAIT_MS} ms; \
+                     giving its slot back"
+                );
+                Err(GroupError::Unanswered)
             }
-            Err(_) => Err(GroupError::Stopped(
-                "Raft stopped before the entry was applied".into(),
-            )),
+            Ok(outcome) => match outcome {
+                Ok(Ok(written)) => match written.data {
+                    Response::Append(result) => Ok(vec![result]),
+                    Response::Appends(results) => Ok(results),
+                    Response::Empty => {
+                        Err(GroupError::Internal("append produced no result".into()))
+                    }
+                },
+                Ok(Err(ClientWriteError::ForwardToLeader(_))) => Err(GroupError::NotLeader),
+                Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+                    Err(GroupError::Internal(e.to_string()))
+                }
+                Err(_) => Err(GroupError::Stopped(
+                    "Raft stopped before the entry was applied".into(),
+                )),
+            },
         };
         match results {
             Ok(results) if results.len() == verdicts.len() => {

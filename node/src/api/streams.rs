@@ -107,6 +107,9 @@ impl StreamsService {
             // same event ids, so safely) and finds the new leader.
             Err(GroupError::NotLeader) => Err(not_leader(&self.ctx)),
             Err(GroupError::Internal(e)) => Err(Status::internal(e)),
+            Err(GroupError::Unanswered) => Err(Status::unavailable(
+                "the append's entry got no answer; retrying with the same event ids is safe",
+            )),
             Err(GroupError::Stopped(e)) => Err(Status::unavailable(format!(
                 "node {} cannot serve: {e}",
                 self.ctx.id
