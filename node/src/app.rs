@@ -57,6 +57,22 @@ pub const MAX_ENTRIES_PER_REPLICATION: u64 = 300;
 pub const SERVER_KEEPALIVE_INTERVAL_MS: u64 = 5_000;
 pub const SERVER_KEEPALIVE_TIMEOUT_MS: u64 = 5_000;
 
+/// When snapshots are taken and how much log stays behind them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    pub every_log_entries: u64,
+    pub log_entries_kept: u64,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        SnapshotSettings {
+            every_log_entries: SNAPSHOT_EVERY_LOG_ENTRIES,
+            log_entries_kept: LOG_ENTRIES_KEPT_AFTER_SNAPSHOT,
+        }
+    }
+}
+
 /// Who this node is and who its peers are.
 #[derive(Debug, Clone)]
 pub struct NodeSetup {
@@ -64,16 +80,19 @@ pub struct NodeSetup {
     /// Every member's `HOST:PORT`, this node's included.
     pub peers: BTreeMap<NodeId, String>,
     pub limits: Limits,
+    /// The defaults in production; the simulation snapshots far more often, so that its short
+    /// runs build, install and roll back to snapshots too.
+    pub snapshots: SnapshotSettings,
 }
 
-pub fn raft_config() -> anyhow::Result<Arc<Config>> {
+pub fn raft_config(snapshots: SnapshotSettings) -> anyhow::Result<Arc<Config>> {
     let config = Config {
         cluster_name: "cairn".into(),
         heartbeat_interval: HEARTBEAT_INTERVAL_MS,
         election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
         election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOG_ENTRIES),
-        max_in_snapshot_log_to_keep: LOG_ENTRIES_KEPT_AFTER_SNAPSHOT,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshots.every_log_entries),
+        max_in_snapshot_log_to_keep: snapshots.log_entries_kept,
         max_payload_entries: MAX_ENTRIES_PER_REPLICATION,
         ..Default::default()
     };
@@ -109,7 +128,7 @@ pub async fn start(
     let reader = store.reader.clone();
     let raft = Raft::<TypeConfig>::new(
         id,
-        raft_config()?,
+        raft_config(setup.snapshots)?,
         NetworkFactory::new(connector.clone()),
         store.log,
         store.state_machine,

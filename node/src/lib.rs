@@ -15,4 +15,4 @@ pub mod local;
 pub mod metrics;
 pub mod network;
 
-pub use app::{start, Node, NodeSetup};
+pub use app::{start, Node, NodeSetup, SnapshotSettings};

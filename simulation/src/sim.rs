@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_node::NodeSetup;
+use cairn_node::{NodeSetup, SnapshotSettings};
 use cairn_raft_store::disk::{MemDisk, MemFaults};
 use cairn_raft_store::faults::Bugs;
 use cairn_raft_store::{Direction, EventReader, Limits, TypeConfig};
@@ -37,6 +37,11 @@ pub const TCP_CAPACITY: usize = 4_096;
 pub const MAX_BASE_SYNC_DELAY_MS: u64 = 10;
 /// Longest base message latency a seed may choose.
 pub const MAX_BASE_LATENCY_MS: u64 = 10;
+/// Snapshot every this many log entries, keeping this many behind (production: 5,000 and
+/// 1,000): a seed commits a few hundred entries, and should build, install and roll back to
+/// snapshots along the way.
+pub const SIM_SNAPSHOT_EVERY_LOG_ENTRIES: u64 = 50;
+pub const SIM_LOG_ENTRIES_KEPT_AFTER_SNAPSHOT: u64 = 20;
 /// A crash keeps up to this many bytes of the first log write it loses (a torn write: less
 /// than a frame header, or a frame cut in its payload).
 pub const MAX_TORN_BYTES: u64 = 64;
@@ -426,6 +431,10 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
             id,
             peers: peers.clone(),
             limits: Limits::default(),
+            snapshots: SnapshotSettings {
+                every_log_entries: SIM_SNAPSHOT_EVERY_LOG_ENTRIES,
+                log_entries_kept: SIM_LOG_ENTRIES_KEPT_AFTER_SNAPSHOT,
+            },
         };
         let disk = cluster.disks[&id].clone();
         let delay = cluster.sync_delays[&id].clone();

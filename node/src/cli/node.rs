@@ -12,7 +12,7 @@ use std::sync::Arc;
 use cairn_node::address::check_host_port;
 use cairn_node::http::HttpState;
 use cairn_node::network::TcpConnector;
-use cairn_node::NodeSetup;
+use cairn_node::{NodeSetup, SnapshotSettings};
 use cairn_raft_store::disk::{Disk, SledDisk, SledOptions};
 use cairn_raft_store::Limits;
 use clap::builder::FalseyValueParser;
@@ -339,6 +339,7 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         id: config.id,
         peers: config.peers,
         limits: Limits::default(),
+        snapshots: SnapshotSettings::default(),
     };
     let node = match cairn_node::start(setup, disk.clone(), Arc::new(TcpConnector)).await {
         Ok(node) => node,
