@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::disk::LogFiles;
 use crate::error::StoreError;
+use crate::records::{decode_u64_u32, encode_u64_u32, U64_U32_BYTES};
 
 /// A segment that reaches this size is closed; the next frame starts a new one.
 pub const GROUP_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -32,7 +33,7 @@ pub const BACKGROUND_SYNC_BYTES: u64 = 16 * 1024 * 1024;
 /// Bytes of a frame before its payload.
 pub const FRAME_HEADER_BYTES: usize = 16;
 /// Bytes of an encoded `Location`.
-pub const LOCATION_BYTES: usize = 12;
+pub const LOCATION_BYTES: usize = U64_U32_BYTES;
 
 /// Where a group's frame is: its offset in the byte stream of all segments, and its payload's
 /// length.
@@ -44,21 +45,12 @@ pub struct Location {
 
 impl Location {
     pub fn encode(self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(LOCATION_BYTES);
-        v.extend_from_slice(&self.offset.to_be_bytes());
-        v.extend_from_slice(&self.len.to_be_bytes());
-        v
+        encode_u64_u32(self.offset, self.len)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let bytes: [u8; LOCATION_BYTES] = bytes
-            .try_into()
-            .map_err(|_| StoreError::corrupt("group location", "value is not 12 bytes"))?;
-        let (offset, len) = bytes.split_at(8);
-        Ok(Location {
-            offset: u64::from_be_bytes(offset.try_into().expect("8 bytes")),
-            len: u32::from_be_bytes(len.try_into().expect("4 bytes")),
-        })
+        let (offset, len) = decode_u64_u32("group location", bytes)?;
+        Ok(Location { offset, len })
     }
 
     /// The stream offset just after the frame.

@@ -255,11 +255,13 @@ impl<'a> IdIndexBatch<'a> {
         let chain = self.chain(prefix)?;
         // Apply never adds a stored id (the idempotency check comes first); if a planted bug
         // makes it, the new position replaces the old, as a put of its own key would.
-        if let Some(bucket) = chain.buckets.iter_mut().find(|b| b.place(&suffix).is_ok()) {
-            if let Ok(at) = bucket.place(&suffix) {
-                bucket.entries[at].1 = position;
-                bucket.dirty = true;
-            }
+        let stored = chain
+            .buckets
+            .iter_mut()
+            .find_map(|b| b.place(&suffix).ok().map(|at| (b, at)));
+        if let Some((bucket, at)) = stored {
+            bucket.entries[at].1 = position;
+            bucket.dirty = true;
             self.dirty_entries += 1;
             return Ok(());
         }

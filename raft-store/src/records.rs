@@ -46,26 +46,38 @@ pub struct StreamRun {
 
 impl StreamRun {
     pub fn encode(self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(12);
-        v.extend_from_slice(&self.first_position.to_be_bytes());
-        v.extend_from_slice(&self.count.to_be_bytes());
-        v
+        encode_u64_u32(self.first_position, self.count)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let position: [u8; 8] = bytes
-            .get(0..8)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| StoreError::corrupt("stream run", "short value"))?;
-        let count: [u8; 4] = bytes
-            .get(8..12)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| StoreError::corrupt("stream run", "short value"))?;
+        let (first_position, count) = decode_u64_u32("stream run", bytes)?;
         Ok(StreamRun {
-            first_position: u64::from_be_bytes(position),
-            count: u32::from_be_bytes(count),
+            first_position,
+            count,
         })
     }
+}
+
+/// Bytes of a value made of a u64 and a u32 (a stream run, a group's location).
+pub const U64_U32_BYTES: usize = 12;
+
+/// A u64 then a u32, big-endian.
+pub fn encode_u64_u32(a: u64, b: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(U64_U32_BYTES);
+    v.extend_from_slice(&a.to_be_bytes());
+    v.extend_from_slice(&b.to_be_bytes());
+    v
+}
+
+pub fn decode_u64_u32(what: &'static str, bytes: &[u8]) -> Result<(u64, u32), StoreError> {
+    let bytes: [u8; U64_U32_BYTES] = bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt(what, "value is not 12 bytes"))?;
+    let (a, b) = bytes.split_at(8);
+    Ok((
+        u64::from_be_bytes(a.try_into().expect("8 bytes")),
+        u32::from_be_bytes(b.try_into().expect("4 bytes")),
+    ))
 }
 
 pub fn decode_position(bytes: &[u8]) -> Result<u64, StoreError> {

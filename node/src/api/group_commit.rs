@@ -159,22 +159,18 @@ async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemapho
                 );
                 Err(GroupError::Unanswered)
             }
-            Ok(outcome) => match outcome {
-                Ok(Ok(written)) => match written.data {
-                    Response::Append(result) => Ok(vec![result]),
-                    Response::Appends(results) => Ok(results),
-                    Response::Empty => {
-                        Err(GroupError::Internal("append produced no result".into()))
-                    }
-                },
-                Ok(Err(ClientWriteError::ForwardToLeader(_))) => Err(GroupError::NotLeader),
-                Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
-                    Err(GroupError::Internal(e.to_string()))
-                }
-                Err(_) => Err(GroupError::Stopped(
-                    "Raft stopped before the entry was applied".into(),
-                )),
+            Ok(Ok(Ok(written))) => match written.data {
+                Response::Append(result) => Ok(vec![result]),
+                Response::Appends(results) => Ok(results),
+                Response::Empty => Err(GroupError::Internal("append produced no result".into())),
             },
+            Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Err(GroupError::NotLeader),
+            Ok(Ok(Err(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(GroupError::Internal(e.to_string()))
+            }
+            Ok(Err(_)) => Err(GroupError::Stopped(
+                "Raft stopped before the entry was applied".into(),
+            )),
         };
         match results {
             Ok(results) if results.len() == verdicts.len() => {

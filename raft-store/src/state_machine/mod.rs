@@ -49,10 +49,7 @@ struct Shared {
 
 impl Shared {
     fn snapshot_record(&self) -> Result<Option<SnapshotRecord>, StoreError> {
-        match self.disk.get(keys::SNAPSHOT)? {
-            Some(bytes) => Ok(Some(decode("snapshot record", &bytes)?)),
-            None => Ok(None),
-        }
+        read_snapshot_record(self.disk.as_ref())
     }
 
     fn snapshot_from(&self, record: SnapshotRecord) -> Snapshot {
@@ -67,6 +64,13 @@ impl Shared {
             meta: record.meta,
             snapshot: Box::new(SnapshotData::lazy(source)),
         }
+    }
+}
+
+fn read_snapshot_record(disk: &dyn Disk) -> Result<Option<SnapshotRecord>, StoreError> {
+    match disk.get(keys::SNAPSHOT)? {
+        Some(bytes) => Ok(Some(decode("snapshot record", &bytes)?)),
+        None => Ok(None),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::disk::{delete_range, rewrite_range, Disk, Order, Rewrite, WriteBatch}
 use crate::error::{decode, encode, StoreError};
 use crate::group_files::{GroupFiles, Location, LOCATION_BYTES};
 use crate::keys;
-use crate::records::{read_group, AppliedState, SnapshotRecord, StreamRun};
+use crate::records::{read_group, AppliedState, StreamRun};
 
 /// Keys visited per batch while rolling back or migrating.
 pub const RECOVER_PAGE_KEYS: usize = 4096;
@@ -89,11 +89,7 @@ fn roll_back_to_snapshot(
     groups: &GroupFiles,
     applied: AppliedState,
 ) -> Result<AppliedState, StoreError> {
-    let record: Option<SnapshotRecord> = match disk.get(keys::SNAPSHOT)? {
-        Some(bytes) => Some(decode("snapshot record", &bytes)?),
-        None => None,
-    };
-    let target = match &record {
+    let target = match &super::read_snapshot_record(disk)? {
         Some(record) => AppliedState {
             last_applied: record.meta.last_log_id,
             membership: record.meta.last_membership.clone(),
