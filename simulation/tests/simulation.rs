@@ -77,6 +77,18 @@ fn five_nodes_survive_every_fault() {
     }
 }
 
+/// A leader that lost office by installing the new leader's snapshot once kept the append it had
+/// proposed waiting for ever (openraft 0.9 never answers it) and with it group commit's only
+/// slot: it took no append again, and after the heal no write was acknowledged. Seed 501 of
+/// five nodes is the run that found it (`MAX_GROUP_ANSWER_WAIT_MS`).
+#[test]
+fn a_leader_that_lost_office_to_a_snapshot_takes_appends_again() {
+    assert_clean(&SimConfig {
+        nodes: 5,
+        ..SimConfig::new(501)
+    });
+}
+
 #[test]
 fn a_seed_replays_byte_for_byte() {
     let first = run_seed(&SimConfig::new(11)).history_bytes();
