@@ -15,6 +15,9 @@ pub struct Bugs {
     pub apply_out_of_order: bool,
     /// After a restart the state machine no longer finds event ids written before it.
     pub forget_event_ids: bool,
+    /// The state machine takes an append whose ids are stored as a retry without comparing
+    /// the events' content: an id reused for another event is acknowledged as already written.
+    pub ignore_retry_content: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -24,6 +27,7 @@ thread_local! {
         skip_expected_version: false,
         apply_out_of_order: false,
         forget_event_ids: false,
+        ignore_retry_content: false,
     }) };
 }
 

@@ -172,6 +172,11 @@ pub enum AppendRejection {
     /// append that stored them (different ids, order, stream, or place).
     #[error("event id {id} is already stored at position {position}, and this append is not an exact retry of the append that stored it")]
     IdempotencyConflict { id: Uuid, position: u64 },
+    /// The event ids are stored, as one append at this place, but an event's content (type,
+    /// content type, data or metadata) differs from what is stored under its id: the id was
+    /// reused for another event. Not a retry; nothing is written.
+    #[error("event id {id} is already stored at position {position} with other content (type, content type, data or metadata): not a retry of the append that stored it, so nothing was written; a retry must resend the same events, and a new event needs a new id")]
+    ContentConflict { id: Uuid, position: u64 },
 }
 
 /// The verdict of an append, reached identically on every replica.

@@ -189,6 +189,25 @@ impl<'a> Applier<'a> {
                     && group.events.len() == count
                     && same_place(append.expected, group.first_revision)
                 {
+                    // The same ids at the same place are a retry only if every event is the
+                    // one stored under its id. The stored group is at hand, so the events are
+                    // compared whole: exact, and it covers every id ever stored (no digest
+                    // that older stores would lack, no collisions).
+                    let other = group
+                        .events
+                        .iter()
+                        .zip(&append.events)
+                        .position(|(stored, sent)| stored != sent);
+                    if let (Some(index), false) =
+                        (other, crate::faults::active().ignore_retry_content)
+                    {
+                        return Ok(Some(AppendResult::Rejected(
+                            AppendRejection::ContentConflict {
+                                id: append.events[index].id,
+                                position: start + index as u64,
+                            },
+                        )));
+                    }
                     return Ok(Some(AppendResult::AlreadyWritten(AppendPosition {
                         last_revision: group.first_revision + count as u64 - 1,
                         last_position: start + count as u64 - 1,

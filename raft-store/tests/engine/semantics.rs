@@ -296,6 +296,102 @@ fn idempotency_survives_a_restart() {
     });
 }
 
+/// Issue 14: `--id X` with another type and data was answered "already written: a retry" and
+/// stored nothing. Same ids at the same place are a retry only when every event is the one
+/// stored under its id; otherwise the verdict is a content conflict naming the first differing
+/// id, and nothing is written, also in the same batch as the original and after a restart.
+#[test]
+fn an_id_reused_with_other_content_is_refused_and_writes_nothing() {
+    type Change = fn(&mut cairn_raft_store::NewEvent);
+    let changes: [(&str, Change); 4] = [
+        ("type", |e| e.event_type.push('2')),
+        ("content type", |e| {
+            e.content_type = cairn_raft_store::ContentType::Binary
+        }),
+        ("data", |e| e.data.push(b' ')),
+        ("metadata", |e| e.metadata.push(b'm')),
+    ];
+    let conflict = |result: &AppendResult, id: uuid::Uuid, position: u64| {
+        *result == AppendResult::Rejected(AppendRejection::ContentConflict { id, position })
+    };
+    for (name, make) in both() {
+        run(async {
+            let mut s = make();
+            s.apply(append("s", E::Any, events(1))).await;
+            let batch = events(3);
+            assert_eq!(
+                s.apply(append("s", E::Exact(0), batch.clone())).await,
+                written(3, 3)
+            );
+            let before = s.all();
+            for (what, change) in changes {
+                let mut reused = batch.clone();
+                change(&mut reused[1]);
+                for expected in [E::Exact(0), E::Any, E::StreamExists] {
+                    let result = s.apply(append("s", expected, reused.clone())).await;
+                    assert!(
+                        conflict(&result, batch[1].id, 2),
+                        "{name}: other {what}, expected {expected}: {result:?}"
+                    );
+                }
+            }
+            // The issue's case: one event, a reused id, --expected no-stream.
+            let first = before[0].clone();
+            let mut one = events(1);
+            one[0].id = first.id;
+            one[0].event_type = "OrderShipped".into();
+            let result = s.apply(append("s", E::NoStream, one)).await;
+            assert!(conflict(&result, first.id, 0), "{name}: {result:?}");
+            assert_eq!(s.all(), before, "{name}: nothing written");
+            // A true retry still gets the original answer.
+            assert_eq!(
+                s.apply(append("s", E::Exact(0), batch.clone())).await,
+                AppendResult::AlreadyWritten(AppendPosition {
+                    last_revision: 3,
+                    last_position: 3
+                }),
+                "{name}"
+            );
+        });
+    }
+    // In the same batch as the original.
+    run(async {
+        let mut s = TestStore::mem();
+        let batch = events(2);
+        let mut reused = batch.clone();
+        reused[0].data = b"{\"other\":true}".to_vec();
+        let results = s
+            .apply_all(vec![
+                append("s", E::NoStream, batch.clone()),
+                append("s", E::NoStream, reused),
+            ])
+            .await;
+        assert_eq!(results[0], written(1, 1));
+        assert!(conflict(&results[1], batch[0].id, 0), "{:?}", results[1]);
+        assert_eq!(s.all().len(), 2);
+    });
+    // After a restart (the comparison reads the stored events back from disk).
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let disk = cairn_raft_store::disk::SledDisk::open(dir.path(), Default::default()).unwrap();
+        TestStore::on(disk, None)
+    };
+    let batch = events(2);
+    run(async {
+        let mut s = open();
+        s.apply(append("s", E::NoStream, batch.clone())).await;
+        s.disk.sync().unwrap();
+    });
+    run(async {
+        let mut s = open();
+        let mut reused = batch.clone();
+        reused[1].event_type = "Other".into();
+        let result = s.apply(append("s", E::NoStream, reused)).await;
+        assert!(conflict(&result, batch[1].id, 1), "{result:?}");
+        assert_eq!(s.all().len(), 2);
+    });
+}
+
 #[test]
 fn a_retry_whose_ids_only_partly_match_is_rejected_and_writes_nothing() {
     for (name, make) in both() {
