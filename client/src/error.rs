@@ -7,6 +7,15 @@ use crate::event::ExpectedRevision;
 /// ASCII metadata key on a FAILED_PRECONDITION status: the endpoint URL of the leader, sent by
 /// a follower that was asked for the leader only (or that cannot serve a linearizable read).
 pub const LEADER_METADATA_KEY: &str = "x-cairn-leader";
+/// ASCII metadata key on an ALREADY_EXISTS answer to an append: the first conflicting event id.
+pub const CONFLICT_EVENT_ID_METADATA_KEY: &str = "x-cairn-event-id";
+/// ASCII metadata key on an ALREADY_EXISTS answer to an append: the kind of conflict,
+/// [`CONFLICT_OTHER_CONTENT`] or [`CONFLICT_NOT_A_RETRY`].
+pub const CONFLICT_KIND_METADATA_KEY: &str = "x-cairn-conflict";
+/// The ids are stored at this place, but an event's content differs: an id reused.
+pub const CONFLICT_OTHER_CONTENT: &str = "other-content";
+/// The ids only partly match the stored append, or are stored in another stream or place.
+pub const CONFLICT_NOT_A_RETRY: &str = "not-a-retry";
 
 /// What went wrong, typed so callers can act on it (the CLI maps these to exit codes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +37,12 @@ pub enum Error {
     /// An event id is already stored, written by a different append.
     #[error("idempotency conflict: {0}")]
     IdempotencyConflict(String),
+    /// Event `id` is already stored, as part of an append to the same stream and place, but
+    /// with other content (type, content type, data or metadata): the id was reused for
+    /// another event. Not a retry, never retried; nothing was written. A retry must resend the
+    /// same events; a new event needs a new id.
+    #[error("idempotency conflict: event id {id} is already stored with other content (type, content type, data or metadata); nothing was written (a retry must resend the same event; a new event needs a new id)")]
+    EventIdReused { id: uuid::Uuid },
     /// No node could serve the request within the retry budget; the text is the last cause.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -77,9 +92,7 @@ pub(crate) fn classify(status: &Status, stream: &str) -> Failure {
         Code::InvalidArgument => {
             Failure::Fatal(Error::InvalidArgument(status.message().to_owned()))
         }
-        Code::AlreadyExists => {
-            Failure::Fatal(Error::IdempotencyConflict(status.message().to_owned()))
-        }
+        Code::AlreadyExists => Failure::Fatal(conflict(status)),
         Code::NotFound => Failure::Fatal(Error::StreamNotFound {
             stream: stream.to_owned(),
         }),
@@ -107,6 +120,18 @@ pub(crate) fn status_to_error(status: &Status, stream: &str) -> Error {
         Failure::Fatal(err) => err,
         Failure::Retry { cause, .. } => Error::Unavailable(cause),
     }
+}
+
+/// An ALREADY_EXISTS answer: [`Error::EventIdReused`] when the metadata says so (and names a
+/// valid id), else [`Error::IdempotencyConflict`] with the server's message.
+fn conflict(status: &Status) -> Error {
+    let text = |key: &str| status.metadata().get(key).and_then(|v| v.to_str().ok());
+    if text(CONFLICT_KIND_METADATA_KEY) == Some(CONFLICT_OTHER_CONTENT) {
+        if let Some(id) = text(CONFLICT_EVENT_ID_METADATA_KEY).and_then(|id| id.parse().ok()) {
+            return Error::EventIdReused { id };
+        }
+    }
+    Error::IdempotencyConflict(status.message().to_owned())
 }
 
 /// The leader's endpoint from a "not the leader" answer; absent or unreadable means no hint.

@@ -72,7 +72,10 @@ pub use endpoints::{
     ChannelFactory, CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_ENDPOINTS,
     MEMBERSHIP_REQUEST_TIMEOUT_MS,
 };
-pub use error::{Error, LEADER_METADATA_KEY};
+pub use error::{
+    Error, CONFLICT_EVENT_ID_METADATA_KEY, CONFLICT_KIND_METADATA_KEY, CONFLICT_NOT_A_RETRY,
+    CONFLICT_OTHER_CONTENT, LEADER_METADATA_KEY,
+};
 pub use event::{ContentType, EventData, ExpectedRevision, RecordedEvent};
 pub use read::{
     Direction, EventStream, NodePreference, ReadConsistency, ReadFrom, ReadOptions, ALL_STREAM,

@@ -377,6 +377,26 @@ fn final_failures_map_to_their_typed_errors() {
     for (status, expected) in cases {
         assert_eq!(classify(&status, "order-42"), Failure::Fatal(expected));
     }
+    // An id reused with other content: typed, with the id, when the metadata says so.
+    let id = uuid::Uuid::from_u128(42);
+    let mut reused = Status::already_exists("event id ... is already stored with other content");
+    reused.metadata_mut().insert(
+        crate::CONFLICT_KIND_METADATA_KEY,
+        crate::CONFLICT_OTHER_CONTENT.parse().unwrap(),
+    );
+    reused.metadata_mut().insert(
+        crate::CONFLICT_EVENT_ID_METADATA_KEY,
+        id.to_string().parse().unwrap(),
+    );
+    assert_eq!(
+        classify(&reused, "order-42"),
+        Failure::Fatal(Error::EventIdReused { id })
+    );
+    let message = Error::EventIdReused { id }.to_string();
+    assert!(
+        message.contains(&id.to_string()) && !message.contains('\n'),
+        "{message}"
+    );
     for status in [
         Status::internal("bug"),
         Status::permission_denied("no"),

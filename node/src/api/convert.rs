@@ -1,8 +1,13 @@
 //! Between the public protobuf messages and the store's types. Every refusal names the field.
 
 use cairn_client::proto;
+use cairn_client::{
+    CONFLICT_EVENT_ID_METADATA_KEY, CONFLICT_KIND_METADATA_KEY, CONFLICT_NOT_A_RETRY,
+    CONFLICT_OTHER_CONTENT,
+};
 use cairn_raft_store::{
-    Append, AppendPosition, ContentType, ExpectedRevision, InvalidInput, NewEvent, RecordedEvent,
+    Append, AppendPosition, AppendRejection, ContentType, ExpectedRevision, InvalidInput, NewEvent,
+    RecordedEvent,
 };
 use tonic::Status;
 use uuid::Uuid;
@@ -28,6 +33,26 @@ pub fn invalid_input(e: &InvalidInput) -> Status {
         InvalidInput::DuplicateEventIdInAppend { index, .. } => format!("events[{index}].id"),
     };
     invalid(&field, e)
+}
+
+/// An idempotency conflict: ALREADY_EXISTS, with the conflicting id and the kind of conflict in
+/// the metadata (the contract is in the proto's `Append`). `Invalid` is not a conflict.
+pub fn idempotency_conflict(rejection: &AppendRejection) -> Status {
+    let (id, kind) = match rejection {
+        AppendRejection::IdempotencyConflict { id, .. } => (id, CONFLICT_NOT_A_RETRY),
+        AppendRejection::ContentConflict { id, .. } => (id, CONFLICT_OTHER_CONTENT),
+        AppendRejection::Invalid(e) => return invalid_input(e),
+    };
+    let mut status = Status::already_exists(rejection.to_string());
+    let metadata = status.metadata_mut();
+    if let Ok(value) = id.hyphenated().to_string().parse() {
+        metadata.insert(CONFLICT_EVENT_ID_METADATA_KEY, value);
+    }
+    metadata.insert(
+        CONFLICT_KIND_METADATA_KEY,
+        tonic::metadata::MetadataValue::from_static(kind),
+    );
+    status
 }
 
 pub fn expected_from_proto(

@@ -100,9 +100,10 @@ impl StreamsService {
                 convert::wrong_expected_version(expected, actual),
             )),
             Ok(AppendResult::Rejected(AppendRejection::Invalid(e))) => Err(invalid_input(&e)),
-            Ok(AppendResult::Rejected(conflict @ AppendRejection::IdempotencyConflict { .. })) => {
-                Err(Status::already_exists(conflict.to_string()))
-            }
+            Ok(AppendResult::Rejected(
+                conflict @ (AppendRejection::IdempotencyConflict { .. }
+                | AppendRejection::ContentConflict { .. }),
+            )) => Err(convert::idempotency_conflict(&conflict)),
             // Leadership moved between the check and the commit: the caller retries (with the
             // same event ids, so safely) and finds the new leader.
             Err(GroupError::NotLeader) => Err(not_leader(&self.ctx)),

@@ -19,8 +19,9 @@ pub struct AppendArgs {
     /// The event's type.
     #[arg(long = "type", default_value = "event")]
     pub event_type: String,
-    /// The event's id (a UUID); a fresh one if not given. Repeat an append with the same id to
-    /// retry it safely.
+    /// The event's id (a UUID); a fresh one if not given. Repeat an append with the same id and
+    /// the same event to retry it safely; the same id with another type or data is refused
+    /// (exit 1) and writes nothing.
     #[arg(long)]
     pub id: Option<uuid::Uuid>,
     /// any, no-stream, exists, or the stream's current last revision.

@@ -8,6 +8,7 @@ mod config;
 mod deploy;
 mod failover;
 mod harness;
+mod idempotency;
 mod load;
 mod membership;
 mod observability;
