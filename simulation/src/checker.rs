@@ -55,6 +55,10 @@ pub enum Rule {
     WrongRevision,
     /// Node code panicked (an assertion of ours or of openraft's caught a broken invariant).
     NodePanicked,
+    /// An acknowledged append's event is stored with other content than the append sent: an
+    /// event id reused for another event was taken for a retry (issue 14). Such an append
+    /// must be refused as an idempotency conflict and write nothing.
+    ReusedIdAcknowledged,
 }
 
 impl Rule {
@@ -75,6 +79,7 @@ impl Rule {
             Rule::NoWriteAfterHeal => "no-write-after-heal",
             Rule::WrongRevision => "wrong-revision",
             Rule::NodePanicked => "node-panicked",
+            Rule::ReusedIdAcknowledged => "reused-id-acknowledged",
         }
     }
 }
@@ -436,6 +441,7 @@ fn check_appends(history: &[Record], log: &Log, has_log: bool, sink: &mut Sink) 
             stream,
             expected,
             ids,
+            digests,
             outcome,
             ..
         } = record
@@ -458,6 +464,9 @@ fn check_appends(history: &[Record], log: &Log, has_log: bool, sink: &mut Sink) 
         if has_log && !ids.is_empty() {
             if let Some(detail) = misplaced(log, op, stream, ids, last_revision, last_position) {
                 sink.push(Rule::AcknowledgedLost, || detail);
+            }
+            if let Some(detail) = other_content(log, op, ids, digests) {
+                sink.push(Rule::ReusedIdAcknowledged, || detail);
             }
         }
         check_expected(log, op, stream, *expected, ids, last_revision, sink);
@@ -521,6 +530,23 @@ fn check_appends(history: &[Record], log: &Log, has_log: bool, sink: &mut Sink) 
             });
         }
     }
+}
+
+/// Why an acknowledged append's events are not the ones stored under its ids, if they are not.
+/// Judged only where both sides carry a content digest.
+fn other_content(log: &Log, op: u64, ids: &[Uuid], digests: &[u64]) -> Option<String> {
+    ids.iter().zip(digests).find_map(|(id, &sent)| {
+        let event = log.get(id)?;
+        let stored = event.digest?;
+        (stored != sent).then(|| {
+            format!(
+                "op {op} was acknowledged, but {} holds other content (digest {stored:016x}, \
+                 the append sent {sent:016x}): an id reused for another event was taken for \
+                 a retry",
+                At(event)
+            )
+        })
+    })
 }
 
 fn first_id(ids: &[Uuid]) -> String {
@@ -899,6 +925,7 @@ mod tests {
             stream: stream.to_string(),
             revision,
             position,
+            digest: None,
         }
     }
 
@@ -926,6 +953,7 @@ mod tests {
             stream: stream.to_string(),
             expected,
             ids: ids.iter().map(|&n| id(n)).collect(),
+            digests: Vec::new(),
             outcome,
         }
     }
@@ -1169,6 +1197,59 @@ mod tests {
                 heal_to_write_ms: Some(10),
             }
         );
+    }
+
+    /// Gives every event in the logs and reads of `history` the digest `digest(id)`, and every
+    /// append the digests of its ids.
+    fn with_digests(mut history: Vec<Record>, digest: impl Fn(Uuid) -> u64) -> Vec<Record> {
+        let mark = |events: &mut Vec<EventRef>| {
+            for event in events {
+                event.digest = Some(digest(event.id));
+            }
+        };
+        for record in &mut history {
+            match record {
+                Record::Append { ids, digests, .. } => {
+                    *digests = ids.iter().map(|id| digest(*id)).collect()
+                }
+                Record::NodeLog { events, .. } | Record::Subscription { events, .. } => {
+                    mark(events)
+                }
+                Record::Read {
+                    outcome: ReadOutcome::Ok { events },
+                    ..
+                } => mark(events),
+                _ => {}
+            }
+        }
+        history
+    }
+
+    #[test]
+    fn an_id_reused_with_other_content_must_not_be_acknowledged() {
+        let digest = |id: Uuid| id.as_u128() as u64 * 31;
+        let history = with_digests(clean(), digest);
+        assert!(check(&history).is_ok(), "{}", check(&history));
+        // Op 1's ids again with other content for its second event: refused, fine.
+        let reused = |outcome| {
+            let mut record = append(30, (90, 95), "a", Expected::Any, &[1, 2], outcome);
+            if let Record::Append { digests, .. } = &mut record {
+                *digests = vec![digest(id(1)), 7];
+            }
+            record
+        };
+        let mut refused = history.clone();
+        refused.push(reused(AppendOutcome::Rejected {
+            reason: "idempotency conflict: event id ... is already stored with other content"
+                .into(),
+        }));
+        assert!(check(&refused).is_ok(), "{}", check(&refused));
+        // Acknowledged as a retry: the bug.
+        let mut taken = history;
+        taken.push(reused(ok(1, 1)));
+        let report = check(&taken);
+        assert_eq!(rules(&taken), only(Rule::ReusedIdAcknowledged));
+        assert!(report.violations[0].detail.contains("op 30"), "{report}");
     }
 
     #[test]

@@ -29,6 +29,31 @@ pub struct EventRef {
     pub revision: u64,
     /// Position in `$all`, gapless across the log.
     pub position: u64,
+    /// [`content_digest`] of the event's type, content type, data and metadata (absent in
+    /// histories recorded without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<u64>,
+}
+
+/// A digest of an event's content, to tell in a history whether the event stored under an id
+/// is the one an append sent: FNV-1a (64-bit) over the type, the content type (`binary`),
+/// the data and the metadata, each length-prefixed. Written out here, five lines, because the
+/// value is part of the history format: it must not change with a Rust release (std's
+/// hasher may) and is not a security boundary (the workload writes it, the checker reads it).
+pub fn content_digest(event_type: &str, binary: bool, data: &[u8], metadata: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut hash = OFFSET;
+    let mut feed = |bytes: &[u8]| {
+        for &byte in (bytes.len() as u64).to_be_bytes().iter().chain(bytes) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+        }
+    };
+    feed(event_type.as_bytes());
+    feed(&[u8::from(binary)]);
+    feed(data);
+    feed(metadata);
+    hash
 }
 
 /// How an append ended, as the client saw it.
@@ -88,6 +113,11 @@ pub enum Record {
         stream: String,
         expected: Expected,
         ids: Vec<Uuid>,
+        /// [`content_digest`] of each event, in the order of `ids` (absent in histories
+        /// recorded without it). A later `Append` with the same ids and other digests reuses
+        /// the ids for other events: it must not be acknowledged.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        digests: Vec<u64>,
         #[serde(flatten)]
         outcome: AppendOutcome,
     },

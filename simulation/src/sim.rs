@@ -16,7 +16,7 @@ use openraft::{Raft, ServerState};
 use crate::checker::{check, Report};
 use crate::disk::SimDisk;
 use crate::faults::{schedule, Fault, FaultMix, Scheduled};
-use crate::history::{EventRef, Record};
+use crate::history::{content_digest, EventRef, Record};
 use crate::net::{SimConnector, NODE_PORT};
 use crate::rng::SimRng;
 use crate::workload::{run_client, run_heal_probe, ClientPlan, Recorder};
@@ -98,6 +98,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "skip-expected-version" => bugs.skip_expected_version = true,
         "apply-out-of-order" => bugs.apply_out_of_order = true,
         "forget-event-ids" => bugs.forget_event_ids = true,
+        "ignore-retry-content" => bugs.ignore_retry_content = true,
         _ => return None,
     }
     Some(bugs)
@@ -359,6 +360,12 @@ impl Cluster {
                     .read_all(0, Direction::Forwards, u64::MAX)
                     .map_while(Result::ok)
                     .map(|e| EventRef {
+                        digest: Some(content_digest(
+                            &e.event_type,
+                            e.content_type == cairn_raft_store::ContentType::Binary,
+                            &e.data,
+                            &e.metadata,
+                        )),
                         id: e.id,
                         stream: e.stream,
                         revision: e.revision,

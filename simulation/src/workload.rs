@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_client::{
-    Client, ClientConfig, Error, EventData, ExpectedRevision, NodePreference, ReadFrom,
-    ReadOptions, RecordedEvent, SubscribeOptions, SubscriptionMessage, ALL_STREAM,
+    Client, ClientConfig, ContentType, Error, EventData, ExpectedRevision, NodePreference,
+    ReadFrom, ReadOptions, RecordedEvent, SubscribeOptions, SubscriptionMessage, ALL_STREAM,
 };
 use tokio_stream::StreamExt;
 
-use crate::history::{AppendOutcome, Consistency, EventRef, Expected, ReadOutcome, Record};
+use crate::history::{
+    content_digest, AppendOutcome, Consistency, EventRef, Expected, ReadOutcome, Record,
+};
 use crate::rng::SimRng;
 
 /// Bound on one operation, client retries included: past it the outcome is unknown.
@@ -32,6 +34,8 @@ pub const READ_MAX_COUNT: u64 = 64;
 pub const MAX_EVENTS_PER_APPEND: u64 = 4;
 /// Most appends a client remembers for re-sending.
 pub const RESEND_MEMORY: usize = 32;
+/// Share of re-sends that change one event's data but keep its id (a reused id).
+pub const REUSE_WITH_OTHER_CONTENT_PERCENT: u64 = 30;
 
 /// The history as it is being recorded (shared by the clients of one run).
 pub type Recorder = Arc<Mutex<Vec<Record>>>;
@@ -76,7 +80,13 @@ struct ClientState {
     known: BTreeMap<String, Option<u64>>,
     sent: Vec<(Sent, bool)>,
     last_position: Option<u64>,
+    /// The re-sends' reused-id choices, a stream of their own so that every other choice of a
+    /// seed stays what it was before they existed.
+    reuse: SimRng,
 }
+
+/// The `split` purpose of [`ClientState::reuse`].
+const REUSE_STREAM: u64 = 0x05EE_D1D5;
 
 pub fn client_for(endpoints: Vec<String>) -> Result<Client, Error> {
     let config = ClientConfig {
@@ -95,6 +105,7 @@ pub async fn run_client(plan: ClientPlan, recorder: Recorder) -> turmoil::Result
         .subscribe_all
         .then(|| tokio::spawn(follow_all(client.clone(), plan.client, recorder.clone())));
     let mut state = ClientState {
+        reuse: plan.rng.split(REUSE_STREAM),
         plan,
         client,
         recorder,
@@ -140,6 +151,7 @@ pub async fn run_heal_probe(
         known: BTreeMap::new(),
         sent: Vec::new(),
         last_position: None,
+        reuse: rng.split(REUSE_STREAM),
     };
     let id = rng.uuid();
     let sent = Sent {
@@ -209,7 +221,22 @@ fn event_ref(event: &RecordedEvent) -> EventRef {
         stream: event.stream.clone(),
         revision: event.revision,
         position: event.position,
+        digest: Some(content_digest(
+            &event.event_type,
+            event.content_type == ContentType::Binary,
+            &event.data,
+            &event.metadata,
+        )),
     }
+}
+
+fn digest_of(event: &EventData) -> u64 {
+    content_digest(
+        &event.event_type,
+        event.content_type == ContentType::Binary,
+        &event.data,
+        &event.metadata,
+    )
 }
 
 fn expected_of(expected: ExpectedRevision) -> Expected {
@@ -301,12 +328,20 @@ impl ClientState {
     }
 
     /// Sends a remembered append again, same ids: what was written must not be written twice.
+    /// One time in [`REUSE_WITH_OTHER_CONTENT_PERCENT`] one of its events goes with other data
+    /// (the same id reused for another event): where the original was written, that must be
+    /// refused and write nothing. Such a variant is not remembered.
     async fn resend(&mut self) {
         if self.sent.is_empty() {
             return;
         }
         let index = self.plan.rng.below(self.sent.len() as u64) as usize;
-        let (sent, _) = self.sent[index].clone();
+        let (mut sent, _) = self.sent[index].clone();
+        if self.reuse.percent(REUSE_WITH_OTHER_CONTENT_PERCENT) {
+            let which = self.reuse.below(sent.events.len() as u64) as usize;
+            let other = self.reuse.uuid();
+            sent.events[which].data = other.as_bytes().to_vec();
+        }
         self.append(&sent).await;
     }
 
@@ -331,11 +366,13 @@ impl ClientState {
                     self.known.insert(sent.stream.clone(), actual);
                     AppendOutcome::WrongExpectedVersion { actual }
                 }
-                Ok(Err(e @ (Error::InvalidArgument(_) | Error::IdempotencyConflict(_)))) => {
-                    AppendOutcome::Rejected {
-                        reason: e.to_string(),
-                    }
-                }
+                Ok(Err(
+                    e @ (Error::InvalidArgument(_)
+                    | Error::IdempotencyConflict(_)
+                    | Error::EventIdReused { .. }),
+                )) => AppendOutcome::Rejected {
+                    reason: e.to_string(),
+                },
                 Ok(Err(e)) => AppendOutcome::Unknown {
                     error: e.to_string(),
                 },
@@ -353,6 +390,7 @@ impl ClientState {
                 stream: sent.stream.clone(),
                 expected: expected_of(sent.expected),
                 ids: sent.events.iter().map(|e| e.id).collect(),
+                digests: sent.events.iter().map(digest_of).collect(),
                 outcome: outcome.clone(),
             },
         );

@@ -29,7 +29,7 @@ fn run_seed(config: &SimConfig) -> RunOutcome {
     outcome
 }
 
-fn assert_clean(config: &SimConfig) {
+fn assert_clean(config: &SimConfig) -> RunOutcome {
     let outcome = run_seed(config);
     for violation in &outcome.report.violations {
         eprintln!("  {violation}");
@@ -44,6 +44,25 @@ fn assert_clean(config: &SimConfig) {
     let stats = &outcome.report.stats;
     assert!(stats.faults > 0, "the schedule injected no fault");
     assert!(stats.acknowledged > 0 && stats.reads > 0 && stats.delivered > 0);
+    outcome
+}
+
+/// Appends refused because they reused a stored id with other content (issue 14).
+fn reused_id_refusals(outcome: &RunOutcome) -> usize {
+    use cairn_simulation::history::{AppendOutcome, Record};
+    outcome
+        .history
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Record::Append {
+                    outcome: AppendOutcome::Rejected { reason },
+                    ..
+                } if reason.contains("other content")
+            )
+        })
+        .count()
 }
 
 /// Replays `CAIRN_SIM_SEED` (run by hand: `-- seed_from_env --ignored`).
@@ -61,9 +80,12 @@ fn seed_from_env() {
 
 #[test]
 fn three_nodes_survive_every_fault() {
+    let mut refused = 0;
     for seed in THREE_NODE_SEEDS {
-        assert_clean(&SimConfig::new(seed));
+        refused += reused_id_refusals(&assert_clean(&SimConfig::new(seed)));
     }
+    // The workload reuses ids with other content, and the cluster refuses them.
+    assert!(refused > 0, "no append reused an id with other content");
 }
 
 #[test]
@@ -157,4 +179,25 @@ fn finds_entries_applied_out_of_order() {
 #[test]
 fn finds_an_event_id_index_forgotten_across_restart() {
     find("forget-event-ids");
+}
+
+/// Issue 14's bug: a re-send that reuses an id with other content, answered as a retry. The
+/// checker must name it (not find something else).
+#[test]
+fn finds_an_id_reused_with_other_content_taken_for_a_retry() {
+    let bug = "ignore-retry-content";
+    let seed = find(bug);
+    let outcome = run_seed(&SimConfig {
+        bugs: bug_named(bug).expect("a known bug"),
+        ..SimConfig::new(seed)
+    });
+    assert!(
+        outcome
+            .report
+            .violations
+            .iter()
+            .any(|v| v.rule == cairn_simulation::checker::Rule::ReusedIdAcknowledged),
+        "{bug} was found by seed {seed} as something else: {}",
+        outcome.report
+    );
 }
