@@ -255,6 +255,7 @@ fn role_name(role: i32) -> &'static str {
         Ok(Role::Follower) => "follower",
         Ok(Role::Candidate) => "candidate",
         Ok(Role::Learner) => "learner",
+        Ok(Role::Removed) => "removed",
         _ => "unknown",
     }
 }
