@@ -4,8 +4,8 @@
 //!
 //! The README's expected lines are shapes, not literal text, where a run cannot repeat them:
 //! `...` inside a line matches anything, a line `...` any number of lines; node ids, terms,
-//! applied indexes, pids and ports match any number (which node leads is an election's
-//! outcome), and the role column any role. Revisions, positions, event counts, types and data
+//! applied indexes, event counts in `status`, pids and ports match any number (which node leads is an election's
+//! outcome), and the role column any role. Revisions, positions, types and data
 //! are literal. `kill -9 <pid of the leader>` kills the leader's process (found with
 //! `cairn status --json`), and `cairn dev restart N` restarts the node that was killed.
 
@@ -77,6 +77,8 @@ fn line_pattern(line: &str) -> Option<Regex> {
         (r"node \d+", r"node \d+"),
         (r"term \d+", r"term \d+"),
         (r"applied index \d+", r"applied index \d+"),
+        // A follower may not have applied the last append yet when status asks.
+        (r"events \d+", r"events \d+"),
         (r"pid \d+", r"pid \d+"),
         (r"127\\.0\\.0\\.1:\d+", r"127\.0\.0\.1:\d+"),
         (
