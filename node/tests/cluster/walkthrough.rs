@@ -4,9 +4,9 @@
 //!
 //! The README's expected lines are shapes, not literal text, where a run cannot repeat them:
 //! `...` inside a line matches anything, a line `...` any number of lines; node ids, terms,
-//! applied indexes, event counts in `status`, pids and ports match any number (which node leads is an election's
-//! outcome), and the role column any role. Revisions, positions, types and data
-//! are literal. `kill -9 <pid of the leader>` kills the leader's process (found with
+//! applied indexes, event counts in `status`, pids and ports match any number (which node
+//! leads is an election's outcome), and the role column any role. Revisions, positions, types
+//! and data are literal. `kill -9 <pid of the leader>` kills the leader's process (found with
 //! `cairn status --json`), and `cairn dev restart N` restarts the node that was killed.
 
 use std::io::{BufRead, BufReader};
