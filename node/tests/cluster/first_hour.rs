@@ -386,3 +386,55 @@ impl Running {
         self.lines()
     }
 }
+
+#[test]
+fn a_data_directory_in_use_is_said_in_plain_words_by_node_and_dev() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("cairn-data").join("node-1");
+    let node_args = |port: u16| {
+        let addr = format!("127.0.0.1:{port}");
+        vec![
+            "node".to_owned(),
+            "--id".into(),
+            "1".into(),
+            "--listen".into(),
+            addr.clone(),
+            "--peers".into(),
+            format!("1={addr}"),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ]
+    };
+    let mut first = cli(dir.path())
+        .args(node_args(free_port()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("first node");
+    let store = data_dir.join("store").join("db");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !store.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    let second = cli(dir.path())
+        .args(node_args(free_port()))
+        .output()
+        .expect("second node");
+    let dev = cli(dir.path())
+        .args(["dev", "--nodes", "1", "--port"])
+        .arg(crate::dev_process::consecutive_free_ports(1).to_string())
+        .output()
+        .expect("dev");
+    let _ = first.kill();
+    let _ = first.wait();
+
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    let error = one_line_error(&second);
+    assert!(error.contains("in use by another process"), "{error}");
+    assert!(!error.contains("WouldBlock"), "{error}");
+    assert_eq!(dev.status.code(), Some(1), "{dev:?}");
+    let error = one_line_error(&dev);
+    assert!(error.contains("node 1's data directory"), "{error}");
+}
