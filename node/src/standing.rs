@@ -134,6 +134,8 @@ pub fn watch(
         let mut channels = HashMap::new();
         let mut metrics = raft.metrics();
         loop {
+            // What the check is about to see: a change during it wakes the next one at once.
+            let seen = observed(&metrics.borrow_and_update());
             if let Some(standing) = check(id, &raft, connector.as_ref(), &mut channels).await {
                 let changed = tx.send_if_modified(|current| {
                     let changed = *current != standing;
@@ -150,7 +152,7 @@ pub fn watch(
                     }
                 }
             }
-            if !next_check(&mut metrics).await {
+            if !next_check(&mut metrics, seen).await {
                 break; // Raft shut down
             }
         }
@@ -158,15 +160,20 @@ pub fn watch(
     rx
 }
 
+type Metrics = openraft::RaftMetrics<NodeId, BasicNode>;
+type Observed = (Option<openraft::LogId<NodeId>>, Option<NodeId>);
+
+/// What a check depends on locally: the configuration's log id and the leader.
+fn observed(m: &Metrics) -> Observed {
+    (*m.membership_config.log_id(), m.current_leader)
+}
+
 /// Waits [`MEMBERSHIP_CHECK_INTERVAL_MS`], or less if the configuration or the leader this
-/// node knows changes first; false when Raft shut down.
-async fn next_check(
-    metrics: &mut watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
-) -> bool {
-    let seen = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
-        (*m.membership_config.log_id(), m.current_leader)
-    };
-    let before = seen(&metrics.borrow_and_update());
+/// node knows differs from `before` (what the last check saw); false when Raft shut down.
+async fn next_check(metrics: &mut watch::Receiver<Metrics>, before: Observed) -> bool {
+    if observed(&metrics.borrow_and_update()) != before {
+        return true;
+    }
     let interval = tokio::time::sleep(Duration::from_millis(MEMBERSHIP_CHECK_INTERVAL_MS));
     tokio::pin!(interval);
     loop {
@@ -176,7 +183,7 @@ async fn next_check(
                 if changed.is_err() {
                     return false;
                 }
-                if seen(&metrics.borrow_and_update()) != before {
+                if observed(&metrics.borrow_and_update()) != before {
                     return true;
                 }
             }

@@ -105,11 +105,27 @@ impl NodeContext {
         if standing.is_member() {
             return Ok(());
         }
+        if standing == Standing::NotMember && self.in_own_configuration() {
+            // Added since the last check (which runs again at once): the configuration says
+            // it is a member.
+            return Ok(());
+        }
         let leader = self.leader().map(|(_, addr)| format!("http://{addr}"));
         match standing.refusal(self.id, leader) {
             Some(refusal) => Err(refusal),
             None => Ok(()),
         }
+    }
+
+    /// Whether this node's own configuration lists it.
+    fn in_own_configuration(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some()
     }
 
     /// The current leader's id and `HOST:PORT`, if known.
