@@ -14,5 +14,6 @@ pub mod leadership;
 pub mod local;
 pub mod metrics;
 pub mod network;
+pub mod standing;
 
 pub use app::{start, Node, NodeSetup, SnapshotSettings};

@@ -46,6 +46,9 @@ pub fn validate_stream_name(name: &str) -> Result<(), InvalidInput> {
     if name.is_empty() {
         return Err(InvalidInput::EmptyStreamName);
     }
+    if name.chars().all(char::is_whitespace) {
+        return Err(InvalidInput::BlankStreamName);
+    }
     if name.len() > MAX_STREAM_NAME_BYTES {
         return Err(InvalidInput::StreamNameTooLong {
             bytes: name.len(),

@@ -205,4 +205,7 @@ pub enum InvalidInput {
     AppendTooLarge { bytes: usize, max: usize },
     #[error("event {index}: id {id} appears twice in the same append")]
     DuplicateEventIdInAppend { index: usize, id: uuid::Uuid },
+    // Last, so the encoding of the variants before it does not change.
+    #[error("stream name is only whitespace")]
+    BlankStreamName,
 }
