@@ -8,11 +8,13 @@
 pub mod address;
 pub mod api;
 pub mod app;
+pub mod feed;
 pub mod health;
 pub mod http;
 pub mod leadership;
 pub mod local;
 pub mod metrics;
 pub mod network;
+pub mod timing;
 
 pub use app::{start, Node, NodeSetup, SnapshotSettings};
