@@ -129,6 +129,7 @@ pub async fn start(
 
     let feed = LiveFeed::start(reader.clone(), applied_watch(&raft), LIVE_BUFFER_EVENTS)?;
     let metrics = Arc::new(NodeMetrics::new());
+    let standing = crate::standing::watch(id, raft.clone(), connector.clone());
     let ctx = NodeContext::new(
         id,
         raft.clone(),
@@ -137,6 +138,7 @@ pub async fn start(
         connector,
         feed,
         metrics.clone(),
+        standing,
     );
     tracing::info!(node = id, peers = ?setup.peers, "serving");
     Ok(Node {
@@ -149,6 +151,11 @@ pub async fn start(
 }
 
 impl Node {
+    /// Whether this node is still a member of the cluster, kept up to date (`standing`).
+    pub fn standing(&self) -> tokio::sync::watch::Receiver<crate::standing::Standing> {
+        self.ctx.standing.clone()
+    }
+
     /// Serves the gRPC services on `incoming` until `shutdown` resolves, then stops Raft.
     pub async fn serve<I, IO, IE>(
         self,
@@ -182,8 +189,11 @@ impl Node {
                     .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
             )
+            .add_service(crate::health::grpc_service(
+                raft.clone(),
+                ctx.standing.clone(),
+            ))
             .add_service(ClusterServer::new(ClusterService::new(ctx)))
-            .add_service(crate::health::grpc_service(raft.clone()))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         tracing::info!(node = id, "shutting down");

@@ -1,6 +1,7 @@
 //! Readiness, one rule for HTTP `/health/ready` and the standard gRPC health service
-//! (`grpc.health.v1.Health`): a node is ready when it knows a leader and has applied its log
-//! to within [`READY_MAX_APPLY_LAG_ENTRIES`] of the index it knows to be committed.
+//! (`grpc.health.v1.Health`): a node is ready when it is a member of the cluster
+//! ([`crate::standing`]), knows a leader and has applied its log to within
+//! [`READY_MAX_APPLY_LAG_ENTRIES`] of the index it knows to be committed.
 //!
 //! What the rule cannot see: a follower learns the commit index from its leader, and only up
 //! to the entries it has received, so a follower that is far behind the leader but has applied
@@ -15,10 +16,12 @@ use cairn_client::proto::streams_server::SERVICE_NAME as STREAMS_SERVICE_NAME;
 use cairn_raft_store::{NodeId, TypeConfig};
 use futures_util::FutureExt;
 use openraft::Raft;
+use tokio::sync::watch;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
 
+use crate::standing::Standing;
 use crate::timing::RAFT_STATE_TIMEOUT_MS;
 
 /// Most committed-but-not-applied log entries a ready node may have: about 10 ms of apply work
@@ -46,10 +49,12 @@ pub struct RaftStatus {
     pub replication: Option<BTreeMap<NodeId, Option<u64>>>,
     /// Why the status is incomplete (Raft stopped, or did not answer in time).
     pub problem: Option<String>,
+    /// Why this node is not a member of the cluster (removed, or not added yet).
+    pub not_member: Option<String>,
 }
 
 impl RaftStatus {
-    pub async fn read(raft: &Raft<TypeConfig>) -> RaftStatus {
+    pub async fn read(raft: &Raft<TypeConfig>, standing: &watch::Receiver<Standing>) -> RaftStatus {
         let mut status = {
             let metrics = raft.metrics();
             let m = metrics.borrow();
@@ -72,6 +77,7 @@ impl RaftStatus {
                     .as_ref()
                     .err()
                     .map(|e| format!("raft has stopped: {e}")),
+                not_member: standing.borrow().reason(m.id),
             }
         };
         // The commit index is not among openraft 0.9's metrics: ask the core.
@@ -92,6 +98,9 @@ impl RaftStatus {
     pub fn readiness(&self) -> Result<String, String> {
         if let Some(problem) = &self.problem {
             return Err(problem.clone());
+        }
+        if let Some(reason) = &self.not_member {
+            return Err(reason.clone());
         }
         let Some(leader) = self.leader else {
             return Err(format!("node {} knows no leader", self.id));
@@ -130,16 +139,19 @@ impl RaftStatus {
 }
 
 /// The standard gRPC health service for this node, kept up to date by a task that follows
-/// Raft: SERVING when [`RaftStatus::readiness`] says ready, NOT_SERVING otherwise, for the
-/// whole server (`""`) and for `cairn.v1.Streams`. The task ends when Raft shuts down, leaving
-/// NOT_SERVING.
-pub fn grpc_service(raft: Raft<TypeConfig>) -> HealthServer<HealthService> {
+/// Raft and this node's standing: SERVING when [`RaftStatus::readiness`] says ready,
+/// NOT_SERVING otherwise, for the whole server (`""`) and for `cairn.v1.Streams`. The task
+/// ends when Raft shuts down, leaving NOT_SERVING.
+pub fn grpc_service(
+    raft: Raft<TypeConfig>,
+    standing: watch::Receiver<Standing>,
+) -> HealthServer<HealthService> {
     let reporter = HealthReporter::new();
     // Not serving until the first check says otherwise (the reporter starts with SERVING).
     // The reporter's lock is uncontended here, so this completes in its first poll.
     let set_now = set_status(&reporter, ServingStatus::NotServing).now_or_never();
     debug_assert!(set_now.is_some(), "a new health reporter's lock is free");
-    tokio::spawn(follow_raft(reporter.clone(), raft));
+    tokio::spawn(follow_raft(reporter.clone(), raft, standing));
     HealthServer::new(HealthService::from_health_reporter(reporter))
 }
 
@@ -149,11 +161,15 @@ async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-async fn follow_raft(reporter: HealthReporter, raft: Raft<TypeConfig>) {
+async fn follow_raft(
+    reporter: HealthReporter,
+    raft: Raft<TypeConfig>,
+    mut standing: watch::Receiver<Standing>,
+) {
     let mut metrics = raft.metrics();
     let mut serving = None;
     loop {
-        let ready = RaftStatus::read(&raft).await.readiness().is_ok();
+        let ready = RaftStatus::read(&raft, &standing).await.readiness().is_ok();
         if serving != Some(ready) {
             let status = if ready {
                 ServingStatus::Serving
@@ -164,7 +180,12 @@ async fn follow_raft(reporter: HealthReporter, raft: Raft<TypeConfig>) {
             serving = Some(ready);
         }
         tokio::time::sleep(Duration::from_millis(GRPC_HEALTH_REFRESH_MS)).await;
-        if metrics.changed().await.is_err() {
+        // A removed node's Raft metrics may never change again: its standing wakes it too.
+        let woken = tokio::select! {
+            changed = metrics.changed() => changed.is_ok(),
+            changed = standing.changed() => changed.is_ok(),
+        };
+        if !woken {
             break; // Raft shut down
         }
     }

@@ -18,6 +18,7 @@ use openraft::Raft;
 
 use crate::health::RaftStatus;
 use crate::metrics::{NodeMetrics, StoreFigures, CONTENT_TYPE};
+use crate::standing::Standing;
 use crate::Node;
 
 /// What the handlers read.
@@ -27,6 +28,7 @@ pub struct HttpState {
     reader: EventReader,
     disk: Arc<dyn Disk>,
     metrics: Arc<NodeMetrics>,
+    standing: tokio::sync::watch::Receiver<Standing>,
 }
 
 impl HttpState {
@@ -37,6 +39,7 @@ impl HttpState {
             reader: node.reader.clone(),
             disk,
             metrics: node.metrics.clone(),
+            standing: node.standing(),
         }
     }
 }
@@ -59,7 +62,10 @@ async fn live() -> &'static str {
 }
 
 async fn ready(State(state): State<HttpState>) -> (StatusCode, String) {
-    match RaftStatus::read(&state.raft).await.readiness() {
+    match RaftStatus::read(&state.raft, &state.standing)
+        .await
+        .readiness()
+    {
         Ok(summary) => (StatusCode::OK, format!("{summary}\n")),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -69,7 +75,7 @@ async fn ready(State(state): State<HttpState>) -> (StatusCode, String) {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    let raft = RaftStatus::read(&state.raft).await;
+    let raft = RaftStatus::read(&state.raft, &state.standing).await;
     let events = match state.reader.next_position() {
         Ok(events) => Some(events),
         Err(e) => {

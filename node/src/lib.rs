@@ -15,6 +15,7 @@ pub mod leadership;
 pub mod local;
 pub mod metrics;
 pub mod network;
+pub mod standing;
 pub mod timing;
 
 pub use app::{start, Node, NodeSetup, SnapshotSettings};

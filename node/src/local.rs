@@ -20,6 +20,9 @@ pub struct LocalCluster {
     /// Nodes 1..=initial form the cluster. Later ones ([`LocalCluster::add_joiner`]) list the
     /// initial members and themselves as peers, so they do not bootstrap: they wait to be added.
     initial: usize,
+    /// Children get SIGKILL when the thread that started them ends (see
+    /// [`LocalCluster::die_with_parent`]).
+    die_with_parent: bool,
 }
 
 /// A free port on 127.0.0.1, chosen by the OS (another process could take it before the node
@@ -44,7 +47,18 @@ impl LocalCluster {
             http_addrs,
             children,
             initial,
+            die_with_parent: false,
         }
+    }
+
+    /// Children started from now on are killed (SIGKILL) when this process dies, however it
+    /// dies (`prctl(PR_SET_PDEATHSIG)`, Linux): `cairn dev` killed with SIGKILL leaves no
+    /// orphan holding ports and data directories. Acknowledged appends are durable, so SIGKILL
+    /// loses nothing. Linux sends it when the *thread* that started the child ends, so start
+    /// nodes from a thread that lives as long as the cluster (`cairn dev` uses its main thread).
+    pub fn die_with_parent(mut self) -> Self {
+        self.die_with_parent = true;
+        self
     }
 
     /// Gives node N the HTTP endpoint (`--http`) `http_addrs[N - 1]`.
@@ -169,12 +183,31 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(self.log_path(id))?;
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .args(self.node_args(id))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+            .stderr(log);
+        if self.die_with_parent {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: getpid before the fork; after it, only async-signal-safe calls (prctl,
+            // getppid) before exec.
+            let parent = unsafe { libc::getpid() };
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent died between fork and prctl: nobody will send the signal.
+                    if libc::getppid() != parent {
+                        return Err(std::io::Error::other("the parent process has exited"));
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn()?;
         self.children[id as usize - 1] = Some(child);
         Ok(())
     }

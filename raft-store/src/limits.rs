@@ -73,12 +73,18 @@ pub enum InvalidInput {
     AppendTooLarge { bytes: usize, max: usize },
     #[error("event {index}: id {id} appears twice in the same append")]
     DuplicateEventIdInAppend { index: usize, id: uuid::Uuid },
+    // Last, so the encoding of the variants before it does not change.
+    #[error("stream name is only whitespace")]
+    BlankStreamName,
 }
 
 /// Checks a client-chosen stream name against the data model.
 pub fn validate_stream_name(name: &str) -> Result<(), InvalidInput> {
     if name.is_empty() {
         return Err(InvalidInput::EmptyStreamName);
+    }
+    if name.chars().all(char::is_whitespace) {
+        return Err(InvalidInput::BlankStreamName);
     }
     if name.len() > MAX_STREAM_NAME_BYTES {
         return Err(InvalidInput::StreamNameTooLong {

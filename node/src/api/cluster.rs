@@ -72,6 +72,11 @@ impl ClusterService {
             ServerState::Learner => proto::Role::Learner,
             ServerState::Shutdown => proto::Role::Unknown,
         };
+        let role = if self.ctx.standing.borrow().is_member() {
+            role
+        } else {
+            proto::Role::Removed
+        };
         let applied_position = self
             .ctx
             .reader

@@ -23,6 +23,7 @@ use crate::feed::LiveFeed;
 use crate::leadership::ProposalGate;
 use crate::metrics::NodeMetrics;
 use crate::network::Connector;
+use crate::standing::Standing;
 
 /// The contract's constants live with the contract, in the client crate: the metadata key of a
 /// not-leader answer, and the largest public message (an append of 16 MiB plus framing; bigger
@@ -46,6 +47,9 @@ pub struct NodeContext {
     pub group_commit: group_commit::GroupCommit,
     /// One membership change at a time through this node (`api/cluster.rs`).
     pub membership_lock: tokio::sync::Mutex<()>,
+    /// Whether this node is still a member (`standing`); a node that is not refuses reads,
+    /// appends and subscriptions.
+    pub standing: tokio::sync::watch::Receiver<Standing>,
     /// One channel per peer address, reused across forwarded calls; addresses that left the
     /// membership are dropped (so removed nodes are not kept connected).
     channels: Mutex<HashMap<String, Channel>>,
@@ -60,6 +64,7 @@ impl NodeContext {
         connector: Arc<dyn Connector>,
         feed: LiveFeed,
         metrics: Arc<NodeMetrics>,
+        standing: tokio::sync::watch::Receiver<Standing>,
     ) -> Arc<Self> {
         Arc::new(NodeContext {
             id,
@@ -72,6 +77,7 @@ impl NodeContext {
             metrics,
             gate: ProposalGate::default(),
             membership_lock: tokio::sync::Mutex::new(()),
+            standing,
             channels: Mutex::new(HashMap::new()),
         })
     }
@@ -100,6 +106,19 @@ impl NodeContext {
             .map_err(|e| tonic::Status::unavailable(format!("cannot reach {addr}: {e}")))?;
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
+    }
+
+    /// FAILED_PRECONDITION naming the members when this node is not one (`standing`).
+    pub fn refuse_unless_member(&self) -> Result<(), tonic::Status> {
+        let standing = self.standing.borrow().clone();
+        if standing.is_member() {
+            return Ok(());
+        }
+        let leader = self.leader().map(|(_, addr)| format!("http://{addr}"));
+        match standing.refusal(self.id, leader) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
     }
 
     /// The current leader's id and `HOST:PORT`, if known.

@@ -56,6 +56,7 @@ pub fn invalid_input(e: &InvalidInput) -> Status {
         InvalidInput::EmptyStreamName
         | InvalidInput::StreamNameTooLong { .. }
         | InvalidInput::StreamNameHasNul
+        | InvalidInput::BlankStreamName
         | InvalidInput::ReservedStreamName { .. } => "stream".to_owned(),
         InvalidInput::NoEvents
         | InvalidInput::TooManyEvents { .. }

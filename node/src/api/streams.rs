@@ -172,11 +172,13 @@ impl StreamsService {
     }
 }
 
-/// A stream name to read or follow: the store's rules for names, except that `$`-names may be
-/// read (those other than `$all` simply have no events).
+/// A stream name to read or follow: the store's rules for names, except that `$`-names and
+/// blank names may be read (they simply have no events, but `$all`).
 fn validate_read_name(stream: &str) -> Result<(), Status> {
     match validate_stream_name(stream) {
-        Ok(()) | Err(InvalidInput::ReservedStreamName { .. }) => Ok(()),
+        Ok(()) | Err(InvalidInput::ReservedStreamName { .. } | InvalidInput::BlankStreamName) => {
+            Ok(())
+        }
         Err(e) => Err(invalid_input(&e)),
     }
 }
@@ -199,6 +201,7 @@ impl StreamsService {
         &self,
         request: proto::AppendRequest,
     ) -> Result<Response<proto::AppendResponse>, Status> {
+        self.ctx.refuse_unless_member()?;
         let (term, leader) = {
             let metrics = self.ctx.raft.metrics();
             let metrics = metrics.borrow();
@@ -246,6 +249,7 @@ impl Streams for StreamsService {
         request: Request<proto::ReadRequest>,
     ) -> Result<Response<ReadStream>, Status> {
         let request = request.into_inner();
+        self.ctx.refuse_unless_member()?;
         let all = request.stream == ALL_STREAM;
         if !all {
             validate_read_name(&request.stream)?;
@@ -321,6 +325,7 @@ impl Streams for StreamsService {
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<SubscribeStream>, Status> {
         let request = request.into_inner();
+        self.ctx.refuse_unless_member()?;
         let target = if request.stream == ALL_STREAM {
             Target::All(Filter::from_proto(request.filter.as_ref())?)
         } else {
@@ -354,6 +359,36 @@ impl Streams for StreamsService {
             let _active = active;
             subscribe::run(subscription, reader, feed, tx).await
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(until_not_member(rx, self.ctx.clone())))
     }
+}
+
+/// A subscription's messages until this node stops being a member (`standing`): then the
+/// refusal a new subscription would get, and the end, so the client resubscribes on a member.
+fn until_not_member(
+    rx: mpsc::Receiver<Result<proto::SubscribeResponse, Status>>,
+    ctx: Arc<NodeContext>,
+) -> SubscribeStream {
+    let standing = ctx.standing.clone();
+    let messages = futures_util::stream::unfold(Some((rx, standing, ctx)), |state| async move {
+        let (mut rx, mut standing, ctx) = state?;
+        tokio::select! {
+            biased;
+            message = rx.recv() => message.map(|m| (m, Some((rx, standing, ctx)))),
+            kept = async { standing.wait_for(|s| !s.is_member()).await.is_ok() } => {
+                if !kept {
+                    // The standing is no longer kept (Raft shut down): serve to the end.
+                    let message = rx.recv().await?;
+                    return Some((message, Some((rx, standing, ctx))));
+                }
+                let refusal = ctx
+                    .refuse_unless_member()
+                    .err()
+                    .unwrap_or_else(|| Status::unavailable("this node is no longer a member"));
+                tracing::info!(node = ctx.id, "ending a subscription: not a member");
+                Some((Err(refusal), None))
+            }
+        }
+    });
+    Box::pin(messages)
 }

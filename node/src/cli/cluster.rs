@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use cairn_client::{Client, ClientConfig, Membership};
+use cairn_client::Membership;
 use cairn_node::address::check_host_port;
 use clap::{Args, Subcommand};
 
@@ -43,14 +43,6 @@ pub struct RemoveNodeArgs {
     pub force: bool,
     #[command(flatten)]
     pub client: ClientOptions,
-}
-
-fn connect(options: &ClientOptions) -> Result<Client, ExitCode> {
-    let config = ClientConfig {
-        endpoints: options.nodes.endpoints.clone(),
-        ..ClientConfig::default()
-    };
-    Client::with_config(config).map_err(|e| fail(&e))
 }
 
 /// A node id, checked here rather than by clap so that a mistake is one line on stderr.
@@ -109,7 +101,7 @@ async fn add_node(args: AddNodeArgs) -> ExitCode {
     if let Err(e) = check_host_port("ADDR", addr) {
         return usage(e);
     }
-    let client = match connect(&args.client) {
+    let client = match super::connect(&args.client).await {
         Ok(client) => client,
         Err(code) => return code,
     };
@@ -131,7 +123,7 @@ async fn remove_node(args: RemoveNodeArgs) -> ExitCode {
         Ok(id) => id,
         Err(e) => return usage(e),
     };
-    let client = match connect(&args.client) {
+    let client = match super::connect(&args.client).await {
         Ok(client) => client,
         Err(code) => return code,
     };

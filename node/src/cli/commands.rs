@@ -1,8 +1,10 @@
 //! The client subcommands: append, read, read-all, status.
 
+use std::io::Read;
 use std::process::ExitCode;
 
-use cairn_client::{Client, ClientConfig, EventData, ExpectedRevision, ReadFrom, ReadOptions};
+use cairn_client::{Client, EventData, ExpectedRevision, ReadFrom, ReadOptions};
+use cairn_raft_store::limits::DEFAULT_MAX_EVENT_BYTES;
 use clap::Args;
 use tokio_stream::StreamExt;
 
@@ -13,15 +15,21 @@ use super::ClientOptions;
 pub struct AppendArgs {
     /// The stream to append to.
     pub stream: String,
-    /// The event's data: a JSON document.
-    #[arg(long)]
+    /// The event's data: a JSON document (or any bytes with --content-type
+    /// application/octet-stream); @FILE reads it from a file, - from standard input. At most
+    /// 1 MiB per event (type and data together).
+    #[arg(long, allow_hyphen_values = true)]
     pub data: String,
+    /// The data's content type: application/json (checked to be JSON) or
+    /// application/octet-stream (any bytes).
+    #[arg(long, default_value = "application/json", value_parser = parse_content_type)]
+    pub content_type: cairn_client::ContentType,
     /// The event's type.
     #[arg(long = "type", default_value = "event")]
     pub event_type: String,
     /// The event's id (a UUID); a fresh one if not given. Repeat an append with the same id to
     /// retry it safely.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_uuid)]
     pub id: Option<uuid::Uuid>,
     /// any, no-stream, exists, or the stream's current last revision.
     #[arg(long, default_value = "any")]
@@ -32,6 +40,7 @@ pub struct AppendArgs {
 
 #[derive(Args, Debug)]
 pub struct ReadArgs {
+    /// The stream to read.
     pub stream: String,
     /// First revision to read (default: the start, or the end with --backwards).
     #[arg(long)]
@@ -39,6 +48,7 @@ pub struct ReadArgs {
     /// Most events to print.
     #[arg(long)]
     pub count: Option<u64>,
+    /// Newest first: from --from (default: the last event) down to revision 0.
     #[arg(long)]
     pub backwards: bool,
     #[command(flatten)]
@@ -50,8 +60,10 @@ pub struct ReadAllArgs {
     /// First position to read (default: the start, or the end with --backwards).
     #[arg(long)]
     pub from: Option<u64>,
+    /// Most events to print.
     #[arg(long)]
     pub count: Option<u64>,
+    /// Newest first: from --from (default: the last event) down to position 0.
     #[arg(long)]
     pub backwards: bool,
     #[command(flatten)]
@@ -64,27 +76,88 @@ pub struct StatusArgs {
     pub client: ClientOptions,
 }
 
-fn connect(options: &ClientOptions) -> Result<Client, ExitCode> {
-    let config = ClientConfig {
-        endpoints: options.nodes.endpoints.clone(),
-        ..ClientConfig::default()
-    };
-    Client::with_config(config).map_err(|e| fail(&e))
+/// A UUID, with an error in the user's terms.
+fn parse_uuid(text: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(text.trim()).map_err(|_| {
+        format!("{text:?} is not a UUID (like 0192f0c1-8a5e-7c3b-9d2e-5f6a7b8c9d0e); leave --id out for a fresh one")
+    })
 }
 
-pub async fn append(args: AppendArgs) -> ExitCode {
-    let data: serde_json::Value = match serde_json::from_str(&args.data) {
-        Ok(data) => data,
-        Err(e) => return usage(format!("--data is not valid JSON: {e}")),
-    };
-    let mut event = match EventData::json(args.event_type.clone(), &data) {
-        Ok(event) => event,
-        Err(e) => return fail(&e),
+fn parse_content_type(text: &str) -> Result<cairn_client::ContentType, String> {
+    match text.trim() {
+        "application/json" | "json" => Ok(cairn_client::ContentType::Json),
+        "application/octet-stream" | "octet-stream" | "binary" => {
+            Ok(cairn_client::ContentType::Binary)
+        }
+        other => Err(format!(
+            "{other:?} is not one of: application/json, application/octet-stream"
+        )),
+    }
+}
+
+/// The bytes of `--data`: inline, `@FILE`, or `-` (standard input). Reads at most one byte
+/// more than an event may hold, so a huge file is refused without being read whole.
+fn data_bytes(data: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
+    let limit = max_bytes as u64 + 1;
+    let mut bytes = Vec::new();
+    if data == "-" {
+        std::io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("--data -: cannot read standard input: {e}"))?;
+    } else if let Some(path) = data.strip_prefix('@') {
+        let file = std::fs::File::open(path).map_err(|e| format!("--data @{path}: {e}"))?;
+        file.take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("--data @{path}: {e}"))?;
+    } else {
+        bytes = data.as_bytes().to_vec();
+    }
+    Ok(bytes)
+}
+
+/// The event `append` writes, checked here against the per-event limit so that a too-large
+/// event is one clear line, before anything is sent.
+fn event_from_args(args: &AppendArgs) -> Result<EventData, String> {
+    let max = DEFAULT_MAX_EVENT_BYTES;
+    let data = data_bytes(&args.data, max)?;
+    let size = data.len() + args.event_type.len();
+    if data.len() > max {
+        return Err(format!(
+            "--data: more than {max} bytes; an event holds at most {max} bytes (1 MiB), type and data together"
+        ));
+    }
+    if size > max {
+        return Err(format!(
+            "--data: the event is {size} bytes with its type; an event holds at most {max} bytes (1 MiB)"
+        ));
+    }
+    let mut event = match args.content_type {
+        cairn_client::ContentType::Json => {
+            let value: serde_json::Value = serde_json::from_slice(&data).map_err(|e| {
+                format!("--data is not valid JSON ({e}); for other data pass --content-type application/octet-stream")
+            })?;
+            EventData::json(args.event_type.clone(), &value).map_err(|e| e.to_string())?
+        }
+        cairn_client::ContentType::Binary => EventData::binary(args.event_type.clone(), data),
     };
     if let Some(id) = args.id {
         event = event.with_id(id);
     }
-    let client = match connect(&args.client) {
+    Ok(event)
+}
+
+async fn connect(options: &ClientOptions) -> Result<Client, ExitCode> {
+    super::connect(options).await
+}
+
+pub async fn append(args: AppendArgs) -> ExitCode {
+    let event = match event_from_args(&args) {
+        Ok(event) => event,
+        Err(e) => return usage(e),
+    };
+    let client = match connect(&args.client).await {
         Ok(client) => client,
         Err(code) => return code,
     };
@@ -154,7 +227,7 @@ async fn print_events(
 }
 
 pub async fn read(args: ReadArgs) -> ExitCode {
-    let client = match connect(&args.client) {
+    let client = match connect(&args.client).await {
         Ok(client) => client,
         Err(code) => return code,
     };
@@ -167,7 +240,7 @@ pub async fn read(args: ReadArgs) -> ExitCode {
 }
 
 pub async fn read_all(args: ReadAllArgs) -> ExitCode {
-    let client = match connect(&args.client) {
+    let client = match connect(&args.client).await {
         Ok(client) => client,
         Err(code) => return code,
     };
@@ -182,12 +255,13 @@ fn role_name(role: i32) -> &'static str {
         Ok(Role::Follower) => "follower",
         Ok(Role::Candidate) => "candidate",
         Ok(Role::Learner) => "learner",
+        Ok(Role::Removed) => "removed",
         _ => "unknown",
     }
 }
 
 pub async fn status(args: StatusArgs) -> ExitCode {
-    let client = match connect(&args.client) {
+    let client = match connect(&args.client).await {
         Ok(client) => client,
         Err(code) => return code,
     };
@@ -200,15 +274,29 @@ pub async fn status(args: StatusArgs) -> ExitCode {
             .members
             .iter()
             .map(|m| {
-                serde_json::json!({
-                    "id": m.id,
-                    "endpoint": m.endpoint,
-                    "role": role_name(m.role),
-                    "reachable": m.reachable,
-                    "term": m.term,
-                    "last_applied_index": m.last_applied_index,
-                    "applied_position": m.applied_position,
-                })
+                if m.reachable {
+                    serde_json::json!({
+                        "id": m.id,
+                        "endpoint": m.endpoint,
+                        "role": role_name(m.role),
+                        "reachable": true,
+                        "term": m.term,
+                        "last_applied_index": m.last_applied_index,
+                        "applied_position": m.applied_position,
+                    })
+                } else {
+                    // What an unreachable member's figures would be is unknown: null, not 0.
+                    serde_json::json!({
+                        "id": m.id,
+                        "endpoint": m.endpoint,
+                        "role": null,
+                        "reachable": false,
+                        "term": null,
+                        "last_applied_index": null,
+                        "applied_position": null,
+                        "error": "unreachable",
+                    })
+                }
             })
             .collect();
         println!(

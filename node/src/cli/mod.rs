@@ -7,6 +7,7 @@ mod commands;
 mod dev;
 mod node;
 mod output;
+mod profile;
 mod subscribe;
 
 use std::process::ExitCode;
@@ -71,11 +72,111 @@ pub struct Endpoints {
 /// Options every client subcommand takes.
 #[derive(Args, Debug, Clone)]
 pub struct ClientOptions {
-    #[command(flatten)]
-    pub nodes: Endpoints,
+    /// Nodes to talk to, comma-separated URLs (default: the client profile's, else
+    /// http://127.0.0.1:2113).
+    #[arg(
+        long,
+        env = "CAIRN_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URLS"
+    )]
+    pub endpoints: Vec<String>,
+    /// A client profile (TOML, `endpoints = [...]`; `cairn dev` writes one into its data
+    /// directory), used when --endpoints is not given. Default:
+    /// ./cairn-data/client-profile.toml if it exists.
+    #[arg(long, env = "CAIRN_PROFILE", value_name = "FILE")]
+    pub profile: Option<std::path::PathBuf>,
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How long a client command waits for a TCP connection to any of its endpoints before it
+/// says none is reachable (instead of retrying for the client's whole budget, ~8 s).
+pub const REACHABLE_PROBE_TIMEOUT_MS: u64 = 800;
+
+/// `http://HOST:PORT` as a host and port to dial; `None` when it is not such a URL (the
+/// client then reports it).
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let url = url.trim();
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    let uri: tonic::codegen::http::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    Some((host.to_owned(), port))
+}
+
+/// Whether something accepts TCP connections at `url`, within the probe timeout.
+async fn reachable(url: &str) -> Result<(), String> {
+    let Some((host, port)) = host_port(url) else {
+        // Not a URL we can dial: let the client say what is wrong with it.
+        return Ok(());
+    };
+    let timeout = std::time::Duration::from_millis(REACHABLE_PROBE_TIMEOUT_MS);
+    match tokio::time::timeout(
+        timeout,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {REACHABLE_PROBE_TIMEOUT_MS} ms")),
+    }
+}
+
+/// The client a command uses: endpoints from the flag, the profile or the default (see
+/// `profile`), checked to be reachable first, reachable ones first. When none accepts a
+/// connection it fails at once with a hint, rather than after the client's retries.
+pub async fn connect(options: &ClientOptions) -> Result<cairn_client::Client, ExitCode> {
+    let (urls, source) = match profile::resolve(
+        &options.endpoints,
+        options.profile.as_deref(),
+        cairn_client::DEFAULT_ENDPOINT,
+    ) {
+        Ok(resolved) => resolved,
+        Err(e) => return Err(output::usage(e)),
+    };
+    // Malformed URLs are the client's to report, before anything is dialled.
+    let config = |endpoints: Vec<String>| cairn_client::ClientConfig {
+        endpoints,
+        ..cairn_client::ClientConfig::default()
+    };
+    if let Err(e) = cairn_client::Client::with_config(config(urls.clone())) {
+        return Err(output::fail(&e));
+    }
+    let probes = futures_util::future::join_all(urls.iter().map(|url| reachable(url))).await;
+    if probes.iter().all(Result::is_err) {
+        let why: Vec<String> = urls
+            .iter()
+            .zip(&probes)
+            .map(|(url, probe)| format!("{url} ({})", probe.as_ref().err().map_or("", |e| e)))
+            .collect();
+        let hint = match source {
+            profile::Source::Profile(_) => "is that cluster (`cairn dev`) still running?",
+            _ => "start a cluster with `cairn dev`, or give --endpoints / CAIRN_ENDPOINTS / CAIRN_PROFILE",
+        };
+        eprintln!(
+            "error: no node reachable at {} ({source}); {hint}",
+            why.join(", ")
+        );
+        return Err(ExitCode::from(EXIT_FAILURE));
+    }
+    let mut ordered = Vec::with_capacity(urls.len());
+    let mut unreachable = Vec::new();
+    for (url, probe) in urls.into_iter().zip(&probes) {
+        if probe.is_ok() {
+            ordered.push(url);
+        } else {
+            unreachable.push(url);
+        }
+    }
+    ordered.extend(unreachable);
+    cairn_client::Client::with_config(config(ordered)).map_err(|e| output::fail(&e))
 }
 
 pub fn main() -> ExitCode {

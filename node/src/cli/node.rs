@@ -250,12 +250,25 @@ fn check_data_dir(dir: &Path) -> Result<&'static str, String> {
     }
 }
 
+/// Whether opening the store failed because another process holds its lock (sled takes an
+/// exclusive `flock` on its `db` file; taken, it fails with EWOULDBLOCK, which sled passes on
+/// as text).
+fn store_is_locked(e: &std::io::Error) -> bool {
+    let text = format!("{e} {e:?}");
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || text.contains("WouldBlock")
+        || text.contains("Resource temporarily unavailable")
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only on a terminal: log files (`cairn dev` writes one per node) and pipes
+        // get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         // Fields beside the message at the top level: what log shippers index.
@@ -318,23 +331,32 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         },
     };
     let opening = std::time::Instant::now();
-    let disk: Arc<dyn Disk> =
-        match SledDisk::open(config.data_dir.join("store"), SledOptions::default()) {
-            Ok(disk) => {
-                tracing::info!(
-                    ms = opening.elapsed().as_millis() as u64,
-                    "disk opened (sled replays what was written since its last open)"
-                );
-                disk
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: cannot open the store in {}: {e}",
+    let disk: Arc<dyn Disk> = match SledDisk::open(
+        config.data_dir.join("store"),
+        SledOptions::default(),
+    ) {
+        Ok(disk) => {
+            tracing::info!(
+                ms = opening.elapsed().as_millis() as u64,
+                "disk opened (sled replays what was written since its last open)"
+            );
+            disk
+        }
+        Err(e) if store_is_locked(&e) => {
+            eprintln!(
+                    "error: the data directory {} is in use by another process (a cairn node already running with it?); stop that node first, or give another --data-dir",
                     config.data_dir.display()
                 );
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        };
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot open the store in {}: {e}",
+                config.data_dir.display()
+            );
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let setup = NodeSetup {
         id: config.id,
         peers: config.peers,

@@ -43,7 +43,7 @@ pub fn event_text(event: &RecordedEvent) -> String {
 
 /// Prints a one-line error on stderr and picks the exit status of the contract.
 pub fn fail(e: &Error) -> ExitCode {
-    eprintln!("error: {e}");
+    eprintln!("error: {}", user_terms(e));
     let code = match e {
         Error::WrongExpectedVersion { .. } => EXIT_WRONG_EXPECTED_VERSION,
         Error::StreamNotFound { .. } => EXIT_STREAM_NOT_FOUND,
@@ -54,6 +54,28 @@ pub fn fail(e: &Error) -> ExitCode {
 }
 
 pub fn usage(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
+    eprintln!("error: {}", one_line(&message.to_string()));
     ExitCode::from(EXIT_USAGE)
+}
+
+/// Text on one line: line breaks (a server's regex error draws a caret diagram) become "; ".
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// An error as a user would put it: one line, and an endpoint that answered HTTP but not
+/// gRPC (a node's --http port, or another server) said as such.
+fn user_terms(e: &Error) -> String {
+    if let Error::Internal(cause) = e {
+        if cause.starts_with("Unimplemented") && cause.contains("grpc-status header missing") {
+            return "an endpoint answered, but not as a Cairn node (no gRPC there): is it a node's \
+                    HTTP port (health, metrics)? Give the gRPC port, the node's --listen"
+                .to_owned();
+        }
+    }
+    one_line(&e.to_string())
 }

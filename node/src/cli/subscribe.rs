@@ -8,13 +8,13 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use cairn_client::{
-    Client, ClientConfig, Error, ReadFrom, SubscribeOptions, SubscriptionFilter,
-    SubscriptionMessage,
+    Client, Error, ReadFrom, ReadOptions, SubscribeOptions, SubscriptionFilter,
+    SubscriptionMessage, ALL_STREAM,
 };
 use clap::Args;
 use tokio_stream::StreamExt;
 
-use super::output::{event_json, event_text, fail};
+use super::output::{event_json, event_text, fail, one_line, usage};
 use super::{ClientOptions, EXIT_FAILURE};
 
 #[derive(Args, Debug)]
@@ -73,7 +73,15 @@ fn options(args: &SubscribeArgs) -> SubscribeOptions {
 }
 
 /// Writes one message: events (and, with `--json`, markers) on stdout, text markers on stderr.
-fn print(message: &SubscriptionMessage, json: bool) -> io::Result<()> {
+/// `caught_up` is whether a `caught up` marker was written since the last `fell behind`: a
+/// resubscription on another node catches up again, which the reader already knows.
+fn print(message: &SubscriptionMessage, json: bool, caught_up: &mut bool) -> io::Result<()> {
+    match message {
+        SubscriptionMessage::CaughtUp { .. } if *caught_up => return Ok(()),
+        SubscriptionMessage::CaughtUp { .. } => *caught_up = true,
+        SubscriptionMessage::FellBehind { .. } => *caught_up = false,
+        _ => {}
+    }
     let line = match (message, json) {
         (SubscriptionMessage::Event(event), true) => event_json(event).to_string(),
         (SubscriptionMessage::Event(event), false) => event_text(event),
@@ -100,6 +108,45 @@ fn print(message: &SubscriptionMessage, json: bool) -> io::Result<()> {
     writeln!(io::stdout().lock(), "{line}")
 }
 
+/// The revision (stream) or position ($all) after the last event now; `None` when the stream
+/// has no events or the read failed (then nothing is said).
+async fn next_after_end(client: &Client, stream: &str) -> Option<u64> {
+    let options = ReadOptions::backwards().max_count(1);
+    let mut events = if stream == ALL_STREAM {
+        client.read_all(options).await.ok()?
+    } else {
+        client.read_stream(stream, options).await.ok()?
+    };
+    let last = events.next().await?.ok()?;
+    Some(if stream == ALL_STREAM {
+        last.position + 1
+    } else {
+        last.revision + 1
+    })
+}
+
+/// A warning when `--from` lies beyond the end: the subscription then waits, silently, for
+/// events that may never come (a position from another store, a typo).
+async fn warn_if_beyond_end(client: &Client, stream: &str, from: Option<ReadFrom>) {
+    let Some(ReadFrom::At(from)) = from else {
+        return;
+    };
+    if from == 0 {
+        return;
+    }
+    let next = next_after_end(client, stream).await.unwrap_or(0);
+    if from > next {
+        let what = if stream == ALL_STREAM {
+            "position"
+        } else {
+            "revision"
+        };
+        eprintln!(
+            "warning: --from {from} is beyond the end of {stream} (next {what} {next}); waiting for {what} {from}"
+        );
+    }
+}
+
 /// A reader that went away (`cairn subscribe ... | head`) ends the command normally.
 fn output_failed(e: &io::Error) -> ExitCode {
     if e.kind() == io::ErrorKind::BrokenPipe {
@@ -110,15 +157,30 @@ fn output_failed(e: &io::Error) -> ExitCode {
 }
 
 pub async fn run(args: SubscribeArgs) -> ExitCode {
-    let config = ClientConfig {
-        endpoints: args.client.nodes.endpoints.clone(),
-        ..ClientConfig::default()
-    };
-    let client = match Client::with_config(config) {
+    if let Some(regex) = &args.type_regex {
+        // The server checks it too; here a mistake is one line before anything is dialled.
+        if let Err(e) = regex::Regex::new(regex) {
+            let why = e.to_string();
+            let why = why
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches("error: ");
+            return usage(format!(
+                "--type-regex {regex:?} is not a valid regular expression: {}",
+                one_line(why)
+            ));
+        }
+    }
+    let client = match super::connect(&args.client).await {
         Ok(client) => client,
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
+    warn_if_beyond_end(&client, &args.stream, args.from).await;
     let json = args.client.json;
+    let mut caught_up = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut subscription = tokio::select! {
@@ -135,7 +197,7 @@ pub async fn run(args: SubscribeArgs) -> ExitCode {
         };
         match item {
             Some(Ok(message)) => {
-                if let Err(e) = print(&message, json) {
+                if let Err(e) = print(&message, json, &mut caught_up) {
                     return output_failed(&e);
                 }
             }

@@ -115,6 +115,7 @@ impl TestCluster {
                     Ok(Role::Follower) => "follower",
                     Ok(Role::Learner) => "learner",
                     Ok(Role::Candidate) => "candidate",
+                    Ok(Role::Removed) => "removed",
                     _ => "unknown",
                 };
                 (m.id, role)

@@ -417,3 +417,159 @@ fn membership_changes_with_bad_input_are_refused_and_change_nothing() {
         assert_eq!(single.members_seen_by(1).await, vec![(1, "leader")]);
     });
 }
+
+/// How long a removed node may take to find out (one membership check, 0.5 s, and a call).
+const REMOVAL_NOTICE_WAIT: Duration = Duration::from_secs(10);
+
+/// The next event a subscription delivers, skipping the other messages; panics after
+/// [`REMOVAL_NOTICE_WAIT`].
+async fn next_event(subscription: &mut cairn_client::Subscription) -> RecordedEvent {
+    let wait = tokio::time::timeout(REMOVAL_NOTICE_WAIT, async {
+        while let Some(message) = subscription.next().await {
+            if let cairn_client::SubscriptionMessage::Event(event) = message.expect("message") {
+                return event;
+            }
+        }
+        panic!("the subscription ended");
+    });
+    wait.await.expect("an event within the wait")
+}
+
+#[test]
+fn a_removed_node_refuses_reads_naming_the_members_and_is_not_ready() {
+    let cluster = TestCluster::start(4);
+    runtime().block_on(async {
+        let leader = cluster.wait_for_leader().await;
+        let removed = (1..=4).find(|id| *id != leader).expect("a follower");
+        let client = cluster.client();
+        let before = EventData::json("Ordered", &serde_json::json!({ "n": 1 })).expect("json");
+        let written = client
+            .append("orders-1", ExpectedRevision::NoStream, vec![before])
+            .await
+            .expect("append before the removal");
+        cluster
+            .wait_caught_up(removed, Some(written.last_position))
+            .await;
+        // Two subscriptions on the node to be removed: one that follows the cluster, one
+        // that must not move.
+        let via_removed = cluster.node_client(removed);
+        let mut moving = via_removed
+            .subscribe("orders-1", cairn_client::SubscribeOptions::default())
+            .await
+            .expect("subscribe");
+        assert_eq!(next_event(&mut moving).await.revision, 0);
+        assert_eq!(moving.served_by(), Some(removed));
+        let mut staying = via_removed
+            .subscribe(
+                "orders-1",
+                cairn_client::SubscribeOptions::default().no_resubscribe(),
+            )
+            .await
+            .expect("subscribe");
+        assert_eq!(next_event(&mut staying).await.revision, 0);
+
+        let endpoints = cluster.endpoints().join(",");
+        let output = cairn(
+            &endpoints,
+            &["cluster", "remove-node", &removed.to_string(), "--json"],
+        )
+        .await;
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let members: Vec<u64> = (1..=4).filter(|id| *id != removed).collect();
+        assert_eq!(voters(&output), members);
+        let after = EventData::json("Ordered", &serde_json::json!({ "n": 2 })).expect("json");
+        client
+            .append("orders-1", ExpectedRevision::Exact(0), vec![after])
+            .await
+            .expect("append after the removal");
+
+        // It finds out and says so in its status.
+        let deadline = Instant::now() + REMOVAL_NOTICE_WAIT;
+        loop {
+            let seen = cluster.members_seen_by(removed).await;
+            if seen.contains(&(removed, "removed")) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {removed} does not call itself removed {REMOVAL_NOTICE_WAIT:?} after its removal: {seen:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+
+        // A read from it is refused, naming the members and pointing at the leader.
+        let mut raw = cairn_client::proto::streams_client::StreamsClient::connect(
+            cluster.endpoint(removed),
+        )
+        .await
+        .expect("connect");
+        let refused = raw
+            .read(cairn_client::proto::ReadRequest {
+                stream: "orders-1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("a removed node must not serve a read");
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+        let message = refused.message();
+        assert!(
+            message.contains(&format!("node {removed} was removed from the cluster")),
+            "{message}"
+        );
+        for member in &members {
+            assert!(
+                message.contains(&format!("node {member} at {}", cluster.endpoint(*member))),
+                "{message} should name node {member}"
+            );
+        }
+        assert!(
+            refused
+                .metadata()
+                .get(cairn_client::LEADER_METADATA_KEY)
+                .is_some(),
+            "{refused:?} should carry the leader's endpoint"
+        );
+
+        // A client that knows only the removed node is sent on to a member and reads the
+        // event written after the removal.
+        let mut events = via_removed
+            .read_stream("orders-1", ReadOptions::forwards())
+            .await
+            .expect("read through the removed node");
+        let mut revisions = Vec::new();
+        while let Some(event) = events.next().await {
+            revisions.push(event.expect("event").revision);
+        }
+        assert_eq!(revisions, vec![0, 1]);
+
+        // Not ready, saying why.
+        let http = cluster.http_endpoint(removed).expect("nodes have --http");
+        let (code, body) =
+            crate::observability::http_get(&http, "/health/ready").expect("GET /health/ready");
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("was removed from the cluster"), "{body}");
+
+        // Its subscriptions end: the one that may move goes on at a member with the new event,
+        // the other ends with the refusal.
+        let moved = next_event(&mut moving).await;
+        assert_eq!(moved.revision, 1);
+        assert_ne!(moving.served_by(), Some(removed));
+        let ended = tokio::time::timeout(REMOVAL_NOTICE_WAIT, async {
+            loop {
+                match staying.next().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Some(e),
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .expect("the subscription on the removed node ends");
+        let ended = ended.expect("with an error");
+        assert!(ended.to_string().contains("was removed"), "{ended}");
+
+        // Its log says what it is.
+        let log = std::fs::read_to_string(cluster.log_path(removed)).expect("node log");
+        assert!(log.contains("was removed from the cluster"), "{log}");
+    });
+}

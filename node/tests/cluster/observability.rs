@@ -22,7 +22,7 @@ const APPENDS: u64 = 40;
 const EVENTS_PER_APPEND: u64 = 3;
 
 /// `GET path` from an `http://HOST:PORT` endpoint: status code and body.
-fn http_get(endpoint: &str, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn http_get(endpoint: &str, path: &str) -> std::io::Result<(u16, String)> {
     let addr = endpoint.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(HTTP_TIMEOUT))?;

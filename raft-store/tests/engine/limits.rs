@@ -54,6 +54,13 @@ fn bad_input_is_rejected_with_a_typed_error_and_writes_nothing() {
                 InvalidInput::StreamNameHasNul,
                 "{name}"
             );
+            for blank in [" ", "\t \n"] {
+                assert_eq!(
+                    rejected(&mut s, blank, events(1)).await,
+                    InvalidInput::BlankStreamName,
+                    "{name}: {blank:?}"
+                );
+            }
             assert_eq!(
                 rejected(&mut s, "ok", vec![]).await,
                 InvalidInput::NoEvents,

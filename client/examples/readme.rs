@@ -1,0 +1,30 @@
+use cairn_client::{Client, Error, EventData, ExpectedRevision, ReadOptions};
+use tokio_stream::StreamExt;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::connect([
+        "http://127.0.0.1:2113",
+        "http://127.0.0.1:2114",
+        "http://127.0.0.1:2115",
+    ])?;
+    let placed = EventData::json("OrderPlaced", &serde_json::json!({ "total_cents": 1999 }))?;
+    match client
+        .append("order-42", ExpectedRevision::NoStream, vec![placed])
+        .await
+    {
+        Ok(written) => println!("written as revision {}", written.last_revision),
+        Err(Error::WrongExpectedVersion { actual, .. }) => println!("already placed: {actual:?}"),
+        // Every cairn_client::Error is a std::error::Error + Send + Sync: `?` and `.into()`
+        // turn it into a Box<dyn Error> or an anyhow::Error.
+        Err(other) => return Err(other.into()),
+    }
+    let mut events = client
+        .read_stream("order-42", ReadOptions::forwards())
+        .await?;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        println!("{} {}", event.revision, event.event_type);
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! The client profile: how the command line finds a cluster without `--endpoints`.
+//!
+//! `cairn dev` writes `client-profile.toml` into its data directory; the client subcommands
+//! read it when neither `--endpoints` nor `CAIRN_ENDPOINTS` is given: the file named by
+//! `--profile` / `CAIRN_PROFILE`, else `./cairn-data/client-profile.toml` if it exists, else
+//! the contract's default endpoint. The profile holds the whole cluster, so a command still
+//! finds the new leader after the old one died.
+//!
+//! The format is TOML so that it can grow (the security issue adds a TLS CA and a token);
+//! unknown keys are ignored, so an older `cairn` reads a newer profile.
+//!
+//! ```toml
+//! endpoints = ["http://127.0.0.1:2113", "http://127.0.0.1:2114", "http://127.0.0.1:2115"]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The profile's file name inside a `cairn dev` data directory.
+pub const PROFILE_FILE_NAME: &str = "client-profile.toml";
+/// Where the command line looks for a profile when none is named: `cairn dev`'s default
+/// data directory, relative to the working directory.
+pub const DEFAULT_PROFILE_PATH: &str = "./cairn-data/client-profile.toml";
+/// Largest profile read, in bytes: a profile is a few lines; anything bigger is not one.
+pub const MAX_PROFILE_BYTES: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Node URLs, `http://HOST:PORT`.
+    pub endpoints: Vec<String>,
+}
+
+impl Profile {
+    pub fn read(path: &Path) -> Result<Profile, String> {
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("profile {}: {e}", path.display()))?;
+        if meta.len() > MAX_PROFILE_BYTES {
+            return Err(format!(
+                "profile {}: {} bytes, at most {MAX_PROFILE_BYTES}: not a client profile",
+                path.display(),
+                meta.len()
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("profile {}: {e}", path.display()))?;
+        let profile: Profile = toml::from_str(&text).map_err(|e| {
+            let message = e.message().to_owned();
+            format!(
+                "profile {}: not a client profile: {message}",
+                path.display()
+            )
+        })?;
+        if profile.endpoints.iter().all(|e| e.trim().is_empty()) {
+            return Err(format!("profile {}: `endpoints` is empty", path.display()));
+        }
+        Ok(profile)
+    }
+
+    /// Writes the profile (to a temporary file renamed over `path`, so a reader never sees
+    /// half of it).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let body = toml::to_string(self).map_err(std::io::Error::other)?;
+        let text = format!(
+            "# Written by `cairn dev`: where the cairn command line finds this cluster.\n\
+             # Used when neither --endpoints nor CAIRN_ENDPOINTS is given (see --profile).\n{body}"
+        );
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// Where a command's endpoints came from, for the hint when none answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Profile(PathBuf),
+    Default,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Flag => write!(f, "from --endpoints / CAIRN_ENDPOINTS"),
+            Source::Profile(path) => write!(f, "from the profile {}", path.display()),
+            Source::Default => write!(f, "the default; no profile at {DEFAULT_PROFILE_PATH}"),
+        }
+    }
+}
+
+/// The endpoints a client command uses: `--endpoints` / `CAIRN_ENDPOINTS`, else the profile
+/// (`--profile` / `CAIRN_PROFILE`, else `./cairn-data/client-profile.toml` when it exists),
+/// else `default`. An empty `--endpoints` is a usage error, not the default.
+pub fn resolve(
+    flag: &[String],
+    profile: Option<&Path>,
+    default: &str,
+) -> Result<(Vec<String>, Source), String> {
+    if !flag.is_empty() {
+        let urls: Vec<String> = flag
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.is_empty() {
+            return Err(
+                "--endpoints is empty: give node URLs like http://127.0.0.1:2113, comma-separated"
+                    .to_owned(),
+            );
+        }
+        return Ok((urls, Source::Flag));
+    }
+    let (path, named) = match profile {
+        Some(path) if !path.as_os_str().is_empty() => (path.to_path_buf(), true),
+        _ => (PathBuf::from(DEFAULT_PROFILE_PATH), false),
+    };
+    if named || path.exists() {
+        let profile = Profile::read(&path)?;
+        let urls = profile
+            .endpoints
+            .into_iter()
+            .filter(|e| !e.trim().is_empty())
+            .collect();
+        return Ok((urls, Source::Profile(path)));
+    }
+    Ok((vec![default.to_owned()], Source::Default))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_profile_reads_back_and_unknown_keys_are_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(PROFILE_FILE_NAME);
+        let profile = Profile {
+            endpoints: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+        };
+        profile.write(&path).expect("write");
+        assert_eq!(Profile::read(&path), Ok(profile));
+        std::fs::write(&path, "endpoints = [\"h:1\"]\ntoken = \"later\"\n").expect("write");
+        assert_eq!(
+            resolve(&[], Some(&path), "d").map(|(urls, _)| urls),
+            Ok(vec!["h:1".to_owned()])
+        );
+    }
+
+    #[test]
+    fn endpoints_win_over_a_profile_and_empty_endpoints_are_refused() {
+        let named = Path::new("/nonexistent/profile.toml");
+        assert_eq!(
+            resolve(&["a:1".into()], Some(named), "d").map(|(urls, _)| urls),
+            Ok(vec!["a:1".to_owned()])
+        );
+        assert!(resolve(&[String::new()], None, "d").is_err());
+        // A named profile that is missing is an error, not a silent fall back.
+        let missing = resolve(&[], Some(named), "d").expect_err("missing profile");
+        assert!(missing.contains("/nonexistent/profile.toml"), "{missing}");
+    }
+}
