@@ -128,7 +128,6 @@ pub async fn start(
     bootstrap(&setup, &raft).await?;
 
     let feed = LiveFeed::start(reader.clone(), applied_watch(&raft), LIVE_BUFFER_EVENTS)?;
-    let metrics = Arc::new(NodeMetrics::new());
     let standing = crate::standing::watch(id, raft.clone(), connector.clone());
     let ctx = NodeContext::new(
         id,
@@ -137,7 +136,6 @@ pub async fn start(
         setup.limits,
         connector,
         feed,
-        metrics.clone(),
         standing,
     );
     tracing::info!(node = id, peers = ?setup.peers, "serving");
@@ -145,7 +143,7 @@ pub async fn start(
         id,
         raft,
         reader,
-        metrics,
+        metrics: ctx.metrics.clone(),
         ctx,
     })
 }

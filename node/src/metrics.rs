@@ -1,7 +1,8 @@
 //! Prometheus metrics of one node: counters kept as things happen (appends, subscriptions)
 //! and gauges read from Raft and storage when `/metrics` is scraped.
 //!
-//! `app::start` makes one [`NodeMetrics`] per node and hands it to the services that count
+//! Each node's service context (`api::NodeContext`, made by `app::start`) holds one
+//! [`NodeMetrics`], handed to the services that count
 //! (`api/streams.rs` for appends and subscriptions) and to the HTTP endpoint (through `Node`):
 //! one process runs one node in production, but the simulation runs several, and each keeps
 //! its own numbers. The exposition format and the histogram come from the `prometheus` crate.

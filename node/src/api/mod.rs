@@ -38,8 +38,8 @@ pub struct NodeContext {
     pub limits: Limits,
     pub connector: Arc<dyn Connector>,
     pub feed: LiveFeed,
-    /// This node's counters, handed in by `app` (the simulation runs several nodes in one
-    /// process, each with its own).
+    /// This node's counters, made with its context and shared with `Node` for `/metrics`
+    /// (the simulation runs several nodes in one process, each with its own).
     pub metrics: Arc<NodeMetrics>,
     /// Closed while this node hands leadership over: new proposals wait (`leadership`).
     pub gate: ProposalGate,
@@ -63,7 +63,6 @@ impl NodeContext {
         limits: Limits,
         connector: Arc<dyn Connector>,
         feed: LiveFeed,
-        metrics: Arc<NodeMetrics>,
         standing: tokio::sync::watch::Receiver<Standing>,
     ) -> Arc<Self> {
         Arc::new(NodeContext {
@@ -74,7 +73,7 @@ impl NodeContext {
             limits,
             connector,
             feed,
-            metrics,
+            metrics: Arc::new(NodeMetrics::new()),
             gate: ProposalGate::default(),
             membership_lock: tokio::sync::Mutex::new(()),
             standing,
