@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use crate::disk::LogFiles;
+use crate::codec::{decode_u64_u32, encode_u64_u32, U64_U32_BYTES};
+use crate::disk::{wait_for_sync, LogFiles};
 use crate::error::StoreError;
-use crate::records::{decode_u64_u32, encode_u64_u32, U64_U32_BYTES};
 
 /// A segment that reaches this size is closed; the next frame starts a new one.
 pub const GROUP_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -372,7 +372,7 @@ impl GroupFiles {
 
     /// `sync` without blocking the async runtime.
     pub async fn sync_async(&self) -> Result<(), StoreError> {
-        crate::log_store::wait_for_sync(|done| self.files.sync_then(done)).await
+        Ok(wait_for_sync(|done| self.files.sync_then(done)).await?)
     }
 }
 

@@ -13,11 +13,13 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
-use crate::disk::{delete_range, Disk, Order, SyncCallback, WriteBatch};
-use crate::error::{decode, encode, Failed, OrStorage, StoreError};
+use crate::codec::{decode, encode};
+use crate::disk::{delete_range, sync_async, wait_for_sync, Disk, Order, WriteBatch};
+use crate::error::StoreError;
 use crate::keys;
+use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::segment_log::SegmentLog;
-use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::storage_error::{Failed, OrStorage};
 
 /// Entries returned by one `limited_get_log_entries` call (what replication reads at once).
 pub const MAX_LOG_ENTRIES_PER_READ: usize = 4096;
@@ -34,26 +36,6 @@ pub const LOG_PAGE_KEYS: usize = 1024;
 pub struct LogStore {
     disk: Arc<dyn Disk>,
     segments: Arc<SegmentLog>,
-}
-
-/// Waits for a `sync_then` (of the keyspace or of the log's files) without blocking the async
-/// runtime.
-pub(crate) async fn wait_for_sync(sync_then: impl FnOnce(SyncCallback)) -> Result<(), StoreError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    sync_then(Box::new(move |result| {
-        let _ = tx.send(result);
-    }));
-    match rx.await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(StoreError::Io(std::io::Error::other(
-            "disk dropped a sync request",
-        ))),
-    }
-}
-
-/// Waits for `Disk::sync_then` without blocking the async runtime.
-pub(crate) async fn sync_async(disk: &dyn Disk) -> Result<(), StoreError> {
-    wait_for_sync(|done| disk.sync_then(done)).await
 }
 
 impl LogStore {

@@ -17,9 +17,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::codec::decode;
 use crate::disk::{LogFiles, SyncCallback};
-use crate::error::{decode, StoreError};
-use crate::types::{Entry, LogId};
+use crate::error::StoreError;
+use crate::raft_types::{Entry, LogId};
 
 /// A segment that reaches this size is closed and the next entry starts a new one.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;

@@ -19,19 +19,20 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 pub use apply::MAX_APPLY_BATCH_BYTES;
 
-use crate::disk::{Disk, WriteBatch};
-use crate::error::{decode, encode, Failed, OrStorage, StoreError};
+use crate::codec::encode;
+use crate::disk::{sync_async, Disk, WriteBatch};
+use crate::error::StoreError;
 use crate::group_files::GroupFiles;
 use crate::keys;
 use crate::limits::Limits;
-use crate::log_store::sync_async;
-use crate::read::EventReader;
-use crate::records::{AppliedState, SnapshotRecord};
-use crate::snapshot::{SnapshotData, SnapshotSource};
-use crate::types::{
-    Command, Entry, LogId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+use crate::raft_types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
+use crate::read::EventReader;
+use crate::records::{read_snapshot_record, AppliedState, SnapshotRecord};
+use crate::snapshot::{SnapshotData, SnapshotSource};
+use crate::storage_error::{Failed, OrStorage};
+use crate::types::{Command, Response};
 
 struct Shared {
     disk: Arc<dyn Disk>,
@@ -64,13 +65,6 @@ impl Shared {
             meta: record.meta,
             snapshot: Box::new(SnapshotData::lazy(source)),
         }
-    }
-}
-
-fn read_snapshot_record(disk: &dyn Disk) -> Result<Option<SnapshotRecord>, StoreError> {
-    match disk.get(keys::SNAPSHOT)? {
-        Some(bytes) => Ok(Some(decode("snapshot record", &bytes)?)),
-        None => Ok(None),
     }
 }
 
@@ -312,7 +306,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .disk
             .snapshot_spool()
             .or_storage(Failed::WriteSnapshot)?;
-        Ok(Box::new(spool))
+        Ok(Box::new(SnapshotData::spool(spool)))
     }
 
     async fn install_snapshot(

@@ -13,11 +13,12 @@
 //! A store written before the groups moved out of sled holds them inline; they are copied into
 //! the files first (`migrate_inline_groups`).
 
+use crate::codec::{decode, encode};
 use crate::disk::{delete_range, rewrite_range, Disk, Order, Rewrite, WriteBatch};
-use crate::error::{decode, encode, StoreError};
+use crate::error::StoreError;
 use crate::group_files::{GroupFiles, Location, LOCATION_BYTES};
 use crate::keys;
-use crate::records::{read_group, AppliedState, StreamRun};
+use crate::records::{read_group, read_snapshot_record, AppliedState, StreamRun};
 
 /// Keys visited per batch while rolling back or migrating.
 pub const RECOVER_PAGE_KEYS: usize = 4096;
@@ -89,7 +90,7 @@ fn roll_back_to_snapshot(
     groups: &GroupFiles,
     applied: AppliedState,
 ) -> Result<AppliedState, StoreError> {
-    let target = match &super::read_snapshot_record(disk)? {
+    let target = match &read_snapshot_record(disk)? {
         Some(record) => AppliedState {
             last_applied: record.meta.last_log_id,
             membership: record.meta.last_membership.clone(),
@@ -212,7 +213,8 @@ mod tests {
 
     use super::*;
     use crate::disk::MemDisk;
-    use crate::types::{Append, Command, ContentType, Entry, ExpectedRevision, LogId, NewEvent};
+    use crate::raft_types::{Entry, LogId};
+    use crate::types::{Append, Command, ContentType, ExpectedRevision, NewEvent};
     use crate::{open_store, Direction, Limits, RecordedEvent};
 
     fn entry(index: u64) -> Entry {
