@@ -76,22 +76,29 @@ impl From<ExpectedRevision> for proto::ExpectedRevision {
     }
 }
 
+impl ExpectedRevision {
+    /// Decodes the wire form; `None` for a kind this version does not know. The one decoder
+    /// of the contract's expected revision: the server (cairn-node) uses it too, and names the
+    /// field itself when it refuses one.
+    pub fn from_proto(expected: &proto::ExpectedRevision) -> Option<ExpectedRevision> {
+        use proto::expected_revision::Kind;
+        match Kind::try_from(expected.kind).ok()? {
+            Kind::Any => Some(ExpectedRevision::Any),
+            Kind::NoStream => Some(ExpectedRevision::NoStream),
+            Kind::StreamExists => Some(ExpectedRevision::StreamExists),
+            Kind::Exact => Some(ExpectedRevision::Exact(expected.revision)),
+        }
+    }
+}
+
 impl TryFrom<proto::ExpectedRevision> for ExpectedRevision {
     type Error = Error;
 
     /// An unknown kind is an invalid argument: the server rejects such a request.
     fn try_from(expected: proto::ExpectedRevision) -> Result<Self, Error> {
-        use proto::expected_revision::Kind;
-        match Kind::try_from(expected.kind) {
-            Ok(Kind::Any) => Ok(ExpectedRevision::Any),
-            Ok(Kind::NoStream) => Ok(ExpectedRevision::NoStream),
-            Ok(Kind::StreamExists) => Ok(ExpectedRevision::StreamExists),
-            Ok(Kind::Exact) => Ok(ExpectedRevision::Exact(expected.revision)),
-            Err(_) => Err(Error::InvalidArgument(format!(
-                "expected.kind: unknown value {}",
-                expected.kind
-            ))),
-        }
+        ExpectedRevision::from_proto(&expected).ok_or_else(|| {
+            Error::InvalidArgument(format!("expected.kind: unknown value {}", expected.kind))
+        })
     }
 }
 
@@ -104,6 +111,15 @@ pub enum ContentType {
 }
 
 impl ContentType {
+    /// Decodes the wire value; `None` for a content type this version does not know. The one
+    /// decoder of the contract's content type, shared with the server like
+    /// [`ExpectedRevision::from_proto`].
+    pub fn from_proto(value: i32) -> Option<ContentType> {
+        proto::ContentType::try_from(value)
+            .ok()
+            .map(ContentType::from)
+    }
+
     /// The media type, as the data model names it.
     pub fn mime(self) -> &'static str {
         match self {
@@ -203,7 +219,7 @@ impl TryFrom<proto::NewEvent> for EventData {
                 event.id
             ))
         })?;
-        let content_type = proto::ContentType::try_from(event.content_type).map_err(|_| {
+        let content_type = ContentType::from_proto(event.content_type).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "events.content_type: unknown value {}",
                 event.content_type
@@ -212,7 +228,7 @@ impl TryFrom<proto::NewEvent> for EventData {
         Ok(EventData {
             id,
             event_type: event.r#type,
-            content_type: content_type.into(),
+            content_type,
             data: event.data,
             metadata: event.metadata,
         })
@@ -262,7 +278,7 @@ impl TryFrom<proto::RecordedEvent> for RecordedEvent {
                 event.id
             ))
         })?;
-        let content_type = proto::ContentType::try_from(event.content_type).map_err(|_| {
+        let content_type = ContentType::from_proto(event.content_type).ok_or_else(|| {
             Error::Internal(format!(
                 "server sent unknown content type {}",
                 event.content_type
@@ -274,7 +290,7 @@ impl TryFrom<proto::RecordedEvent> for RecordedEvent {
             position: event.position,
             id,
             event_type: event.r#type,
-            content_type: content_type.into(),
+            content_type,
             data: event.data,
             metadata: event.metadata,
             created_unix_ms: event.created_unix_ms,

@@ -20,31 +20,17 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
-use crate::api::subscribe::{LiveFeed, LIVE_BUFFER_EVENTS};
 use crate::api::{ClusterService, NodeContext, StreamsService, MAX_CLIENT_MESSAGE_BYTES};
+use crate::feed::{LiveFeed, LIVE_BUFFER_EVENTS};
 use crate::leadership::{transfer_leadership, HandoffError};
+use crate::metrics::NodeMetrics;
 use crate::network::proto::raft_internal_server::RaftInternalServer;
 use crate::network::{Connector, NetworkFactory, RaftService, MAX_RAFT_MESSAGE_BYTES};
+use crate::timing::{
+    ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_INTERVAL_MS,
+    RESTART_ELECTION_GRACE_MS,
+};
 
-/// Leader heartbeat period; openraft 0.9 also uses it as the AppendEntries deadline.
-pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
-/// Election timeout range. openraft 0.9 makes a follower that has seen a committed leader wait
-/// the leader lease (= the maximum) *plus* a random timeout, checked on a tick every 1.5
-/// heartbeats: 200..400 ms gives 600..800 ms (+ up to 150 ms) of silence before it stands,
-/// six heartbeats at least, and a measured failover median under a second (300..600 ms
-/// measured 1.12 s).
-pub const ELECTION_TIMEOUT_MIN_MS: u64 = 200;
-pub const ELECTION_TIMEOUT_MAX_MS: u64 = 400;
-/// A restarted node stays out of elections until it hears from a leader, or for this long.
-/// It comes back with its vote uncommitted, so its election timer is short (200..400 ms); if it
-/// stood before the leader reached it, it would win (an idle cluster, where its log is as long:
-/// the leader grants the vote, its own lease being long expired) or its higher term would make
-/// the leader step down. Either way a healthy leader goes, and a rolling restart pays an
-/// election per node (seen: 3 of 10 restarts of a just-handed-over leader took the leadership
-/// back). The leader retries an unreachable peer every `UNREACHABLE_RETRY_MS` (100 ms) and
-/// sends a heartbeat every 100 ms, so it reaches a restarted node well within this. A whole
-/// cluster that restarts elects this much later.
-pub const RESTART_ELECTION_GRACE_MS: u64 = 500;
 /// A snapshot is recorded after this many log entries (cheap: snapshots are lazy views)...
 pub const SNAPSHOT_EVERY_LOG_ENTRIES: u64 = 5_000;
 /// ...and this many entries are kept behind it for followers that lag a little.
@@ -105,6 +91,8 @@ pub struct Node {
     pub raft: Raft<TypeConfig>,
     /// Reads this node's applied state directly (what the simulation's checker compares).
     pub reader: EventReader,
+    /// What this node counts (appends, subscriptions); `/metrics` renders it.
+    pub metrics: Arc<NodeMetrics>,
     ctx: Arc<NodeContext>,
 }
 
@@ -155,6 +143,7 @@ pub async fn start(
         id,
         raft,
         reader,
+        metrics: ctx.metrics.clone(),
         ctx,
     })
 }

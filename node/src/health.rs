@@ -12,26 +12,22 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cairn_client::proto::streams_server::StreamsServer;
+use cairn_client::proto::streams_server::SERVICE_NAME as STREAMS_SERVICE_NAME;
 use cairn_raft_store::{NodeId, TypeConfig};
 use futures_util::FutureExt;
 use openraft::Raft;
 use tokio::sync::watch;
-use tonic::server::NamedService;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
 
-use crate::api::StreamsService;
 use crate::standing::Standing;
+use crate::timing::RAFT_STATE_TIMEOUT_MS;
 
 /// Most committed-but-not-applied log entries a ready node may have: about 10 ms of apply work
 /// for one-event appends at the store's measured ~80k events/s (raft-store/DESIGN.md). More
 /// means the node is replaying a backlog, and its local reads would be stale.
 pub const READY_MAX_APPLY_LAG_ENTRIES: u64 = 1_000;
-/// Longest a health check waits for the Raft core to report its commit index; past it the
-/// node is reported not ready.
-pub const RAFT_STATE_TIMEOUT_MS: u64 = 1_000;
 /// Least time between two re-evaluations of the gRPC health status (it is re-evaluated when
 /// Raft's metrics change, at most this often).
 pub const GRPC_HEALTH_REFRESH_MS: u64 = 250;
@@ -160,7 +156,7 @@ pub fn grpc_service(
 }
 
 async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
-    for service in ["", <StreamsServer<StreamsService> as NamedService>::NAME] {
+    for service in ["", STREAMS_SERVICE_NAME] {
         reporter.set_service_status(service, status).await;
     }
 }

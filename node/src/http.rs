@@ -38,7 +38,7 @@ impl HttpState {
             raft: node.raft.clone(),
             reader: node.reader.clone(),
             disk,
-            metrics: crate::metrics::node(node.id),
+            metrics: node.metrics.clone(),
             standing: node.standing(),
         }
     }

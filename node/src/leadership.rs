@@ -26,11 +26,10 @@ use openraft::{Raft, RaftMetrics, ServerState};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::app::ELECTION_TIMEOUT_MAX_MS;
-use crate::health::RAFT_STATE_TIMEOUT_MS;
 use crate::network::proto::raft_internal_client::RaftInternalClient;
 use crate::network::proto::TimeoutNowRequest;
 use crate::network::Connector;
+use crate::timing::{ELECTION_TIMEOUT_MAX_MS, RAFT_STATE_TIMEOUT_MS};
 
 /// Longest the leader waits for appends already being proposed to finish (they are bounded by
 /// `APPEND_TIMEOUT_MS`; past this the handoff goes on, and may cost a normal election).

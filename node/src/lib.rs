@@ -8,6 +8,7 @@
 pub mod address;
 pub mod api;
 pub mod app;
+pub mod feed;
 pub mod health;
 pub mod http;
 pub mod leadership;
@@ -15,5 +16,6 @@ pub mod local;
 pub mod metrics;
 pub mod network;
 pub mod standing;
+pub mod timing;
 
 pub use app::{start, Node, NodeSetup, SnapshotSettings};

@@ -1,17 +1,16 @@
 //! Prometheus metrics of one node: counters kept as things happen (appends, subscriptions)
 //! and gauges read from Raft and storage when `/metrics` is scraped.
 //!
-//! The services that count (`api/streams.rs`, `api/subscribe.rs`) find their node's metrics
-//! by node id in a process-wide table ([`node`]) rather than through their constructors: one
-//! process runs one node in production, but the simulation runs several, and each keeps its
-//! own numbers. The exposition format and the histogram come from the `prometheus` crate.
+//! Each node's service context (`api::NodeContext`, made by `app::start`) holds one
+//! [`NodeMetrics`], handed to the services that count
+//! (`api/streams.rs` for appends and subscriptions) and to the HTTP endpoint (through `Node`):
+//! one process runs one node in production, but the simulation runs several, and each keeps
+//! its own numbers. The exposition format and the histogram come from the `prometheus` crate.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_client::proto;
-use cairn_raft_store::NodeId;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -62,19 +61,6 @@ pub struct StoreFigures {
     pub bytes: Option<u64>,
 }
 
-/// The metrics of node `id` in this process, created on first use.
-pub fn node(id: NodeId) -> Arc<NodeMetrics> {
-    static NODES: OnceLock<Mutex<HashMap<NodeId, Arc<NodeMetrics>>>> = OnceLock::new();
-    let mut nodes = NODES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    nodes
-        .entry(id)
-        .or_insert_with(|| Arc::new(NodeMetrics::new()))
-        .clone()
-}
-
 /// Keeps `cairn_subscriptions` up while a subscription runs.
 pub struct ActiveSubscription(Arc<NodeMetrics>);
 
@@ -92,10 +78,16 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     gauge
 }
 
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        NodeMetrics::new()
+    }
+}
+
 impl NodeMetrics {
     // The names and options below are constants: a failure here is a bug found by any test
     // that creates a node, not something input can cause.
-    fn new() -> NodeMetrics {
+    pub fn new() -> NodeMetrics {
         let registry = Registry::new();
         let appends = IntCounterVec::new(
             Opts::new(

@@ -53,7 +53,7 @@ pub(crate) fn active() -> Bugs {
 /// The `apply_out_of_order` bug: the commands of a batch run in reverse order, while the log
 /// ids stay where they were.
 #[cfg(feature = "fault-injection")]
-pub(crate) fn reverse_payloads(entries: &mut [crate::types::Entry]) {
+pub(crate) fn reverse_payloads(entries: &mut [crate::raft_types::Entry]) {
     let mut payloads: Vec<_> = entries
         .iter_mut()
         .map(|e| std::mem::replace(&mut e.payload, openraft::EntryPayload::Blank))

@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use uuid::Uuid;
 
+use crate::codec::decode_position;
 use crate::disk::{rewrite_range, Disk, KeyRange, Order, Rewrite, WriteBatch};
 use crate::error::StoreError;
 use crate::keys;
-use crate::records::decode_position;
 
 /// Most ids in one bucket; the next ones of the prefix start another. Bounds a bucket's value
 /// at `MAX_IDS_PER_BUCKET * ENTRY_BYTES` (4 KiB), the cost of rewriting it.

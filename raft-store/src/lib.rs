@@ -13,20 +13,25 @@
 //! assert!(store.reader.read_all(0, Direction::Forwards, 10).next().is_none());
 //! ```
 
+mod codec;
 pub mod disk;
 mod error;
 pub mod faults;
+pub mod format;
+mod frame;
 pub mod group_files;
 pub mod id_index;
 mod keys;
 pub mod limits;
 mod log_store;
+mod raft_types;
 mod read;
 mod records;
 pub mod runtime;
 mod segment_log;
 mod snapshot;
 mod state_machine;
+mod storage_error;
 mod types;
 
 use std::sync::Arc;
@@ -34,6 +39,7 @@ use std::sync::Arc;
 pub use error::StoreError;
 pub use limits::{InvalidInput, Limits};
 pub use log_store::{LogStore, MAX_LOG_BYTES_PER_READ, MAX_LOG_ENTRIES_PER_READ};
+pub use raft_types::*;
 pub use read::{AllEvents, Direction, EventReader, StreamEvents};
 pub use snapshot::{SnapshotData, SNAPSHOT_GROUPS_PER_CHUNK};
 pub use state_machine::{SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES};

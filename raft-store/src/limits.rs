@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::types::InvalidInput;
 use crate::types::{Append, NewEvent};
 
 /// Longest stream name, in bytes of UTF-8 (data model: 1..=255 bytes).
@@ -38,44 +39,6 @@ impl Default for Limits {
             max_events_per_append: DEFAULT_MAX_EVENTS_PER_APPEND,
         }
     }
-}
-
-/// Why an append was refused before anything was written. Each variant names the field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum InvalidInput {
-    #[error("stream name is empty")]
-    EmptyStreamName,
-    #[error("stream name is {bytes} bytes; the limit is {max}")]
-    StreamNameTooLong { bytes: usize, max: usize },
-    #[error("stream name contains a NUL character")]
-    StreamNameHasNul,
-    #[error("stream name {name:?} starts with '$', which is reserved for the system")]
-    ReservedStreamName { name: String },
-    #[error("append has no events")]
-    NoEvents,
-    #[error("append has {count} events; the limit is {max}")]
-    TooManyEvents { count: usize, max: usize },
-    #[error("event {index}: type is empty")]
-    EmptyEventType { index: usize },
-    #[error("event {index}: type is {bytes} bytes; the limit is {max}")]
-    EventTypeTooLong {
-        index: usize,
-        bytes: usize,
-        max: usize,
-    },
-    #[error("event {index}: {bytes} bytes; the limit is {max}")]
-    EventTooLarge {
-        index: usize,
-        bytes: usize,
-        max: usize,
-    },
-    #[error("append is {bytes} bytes; the limit is {max}")]
-    AppendTooLarge { bytes: usize, max: usize },
-    #[error("event {index}: id {id} appears twice in the same append")]
-    DuplicateEventIdInAppend { index: usize, id: uuid::Uuid },
-    // Last, so the encoding of the variants before it does not change.
-    #[error("stream name is only whitespace")]
-    BlankStreamName,
 }
 
 /// Checks a client-chosen stream name against the data model.

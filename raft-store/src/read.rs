@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
+use crate::codec::decode;
 use crate::disk::{Disk, Order};
-use crate::error::{decode, StoreError};
+use crate::error::StoreError;
 use crate::group_files::GroupFiles;
 use crate::keys;
 use crate::records::{read_group, AppliedState, StoredGroup, StreamRun};

@@ -2,12 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::disk::WriteBatch;
-use crate::error::{decode, StoreError};
+use crate::codec::{decode, decode_u64_u32, encode_u64_u32};
+use crate::disk::{Disk, WriteBatch};
+use crate::error::StoreError;
 use crate::group_files::{GroupFiles, Location};
 use crate::id_index::IdIndexBatch;
 use crate::keys;
-use crate::types::{LogId, NewEvent, SnapshotMeta, StoredMembership};
+use crate::raft_types::{LogId, SnapshotMeta, StoredMembership};
+use crate::types::NewEvent;
 
 /// One append, stored whole as one frame of the group files (`group_files`), found through
 /// its `Location` under the `$all` position of its first event. Storing the group rather than
@@ -58,35 +60,6 @@ impl StreamRun {
     }
 }
 
-/// Bytes of a value made of a u64 and a u32 (a stream run, a group's location).
-pub const U64_U32_BYTES: usize = 12;
-
-/// A u64 then a u32, big-endian.
-pub fn encode_u64_u32(a: u64, b: u32) -> Vec<u8> {
-    let mut v = Vec::with_capacity(U64_U32_BYTES);
-    v.extend_from_slice(&a.to_be_bytes());
-    v.extend_from_slice(&b.to_be_bytes());
-    v
-}
-
-pub fn decode_u64_u32(what: &'static str, bytes: &[u8]) -> Result<(u64, u32), StoreError> {
-    let bytes: [u8; U64_U32_BYTES] = bytes
-        .try_into()
-        .map_err(|_| StoreError::corrupt(what, "value is not 12 bytes"))?;
-    let (a, b) = bytes.split_at(8);
-    Ok((
-        u64::from_be_bytes(a.try_into().expect("8 bytes")),
-        u32::from_be_bytes(b.try_into().expect("4 bytes")),
-    ))
-}
-
-pub fn decode_position(bytes: &[u8]) -> Result<u64, StoreError> {
-    let b: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| StoreError::corrupt("event id index", "value is not 8 bytes"))?;
-    Ok(u64::from_be_bytes(b))
-}
-
 /// The state machine's own progress, written in the same batch as what it describes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedState {
@@ -102,6 +75,14 @@ pub struct AppliedState {
 pub struct SnapshotRecord {
     pub meta: SnapshotMeta,
     pub end_position: u64,
+}
+
+/// The current snapshot's record, if one was built or installed.
+pub fn read_snapshot_record(disk: &dyn Disk) -> Result<Option<SnapshotRecord>, StoreError> {
+    match disk.get(keys::SNAPSHOT)? {
+        Some(bytes) => Ok(Some(decode("snapshot record", &bytes)?)),
+        None => Ok(None),
+    }
 }
 
 /// Indexes one append group whose frame is at `location`: where it is, its stream-index entry

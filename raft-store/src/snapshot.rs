@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
-use crate::disk::{Disk, Order};
+use crate::disk::{Disk, Order, SnapshotSpool};
 use crate::error::StoreError;
 use crate::group_files::{GroupFiles, Location};
 use crate::keys;
@@ -60,6 +60,14 @@ impl SnapshotData {
     pub fn file(file: std::fs::File) -> Self {
         SnapshotData {
             inner: Inner::File(tokio::fs::File::from_std(file)),
+        }
+    }
+
+    /// The spool a disk gave for a snapshot being received.
+    pub fn spool(spool: SnapshotSpool) -> Self {
+        match spool {
+            SnapshotSpool::Memory => Self::memory(),
+            SnapshotSpool::File(file) => Self::file(file),
         }
     }
 

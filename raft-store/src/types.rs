@@ -1,38 +1,12 @@
-//! Raft type configuration, the commands the state machine applies, their responses, and the
-//! event types as written and as recorded.
+//! The domain types (ground floor: no imports from the crate): events as written and as
+//! recorded, appends and their expected revision, the commands the state machine applies,
+//! their verdicts, and why an input is invalid. openraft's type configuration is
+//! `raft_types`'s.
 
 use std::fmt;
 
-use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-use crate::limits::InvalidInput;
-use crate::snapshot::SnapshotData;
-
-/// A node's id in the cluster.
-pub type NodeId = u64;
-
-openraft::declare_raft_types!(
-    /// Cairn's Raft types. The runtime is tokio with a generator the simulation can seed
-    /// ([`crate::runtime`]).
-    pub TypeConfig:
-        D = Command,
-        R = Response,
-        NodeId = NodeId,
-        Node = BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = SnapshotData,
-        AsyncRuntime = crate::runtime::CairnRuntime,
-);
-
-pub type LogId = openraft::LogId<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
 
 /// Media type of an event's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -201,4 +175,42 @@ pub enum Response {
     Append(AppendResult),
     /// The verdicts of a [`Command::Appends`], in its order.
     Appends(Vec<AppendResult>),
+}
+
+/// Why an append was refused before anything was written. Each variant names the field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum InvalidInput {
+    #[error("stream name is empty")]
+    EmptyStreamName,
+    #[error("stream name is {bytes} bytes; the limit is {max}")]
+    StreamNameTooLong { bytes: usize, max: usize },
+    #[error("stream name contains a NUL character")]
+    StreamNameHasNul,
+    #[error("stream name {name:?} starts with '$', which is reserved for the system")]
+    ReservedStreamName { name: String },
+    #[error("append has no events")]
+    NoEvents,
+    #[error("append has {count} events; the limit is {max}")]
+    TooManyEvents { count: usize, max: usize },
+    #[error("event {index}: type is empty")]
+    EmptyEventType { index: usize },
+    #[error("event {index}: type is {bytes} bytes; the limit is {max}")]
+    EventTypeTooLong {
+        index: usize,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("event {index}: {bytes} bytes; the limit is {max}")]
+    EventTooLarge {
+        index: usize,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("append is {bytes} bytes; the limit is {max}")]
+    AppendTooLarge { bytes: usize, max: usize },
+    #[error("event {index}: id {id} appears twice in the same append")]
+    DuplicateEventIdInAppend { index: usize, id: uuid::Uuid },
+    // Last, so the encoding of the variants before it does not change.
+    #[error("stream name is only whitespace")]
+    BlankStreamName,
 }

@@ -9,9 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_raft_store::disk::{
-    Disk, KeyRange, KeyValue, LogFiles, MemDisk, Order, SyncCallback, WriteBatch,
+    Disk, KeyRange, KeyValue, LogFiles, MemDisk, Order, SnapshotSpool, SyncCallback, WriteBatch,
 };
-use cairn_raft_store::SnapshotData;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
 /// Most delayed syncs in flight on one disk. Beyond it a sync fails, as an overloaded disk's
@@ -123,7 +122,7 @@ impl Disk for SimDisk {
             .sync_then(move |done| inner.sync_then(done), done);
     }
 
-    fn snapshot_spool(&self) -> io::Result<SnapshotData> {
+    fn snapshot_spool(&self) -> io::Result<SnapshotSpool> {
         self.inner.snapshot_spool()
     }
 

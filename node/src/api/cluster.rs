@@ -81,7 +81,7 @@ impl ClusterService {
             .ctx
             .reader
             .next_position()
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| super::status::status(&e))?;
         let members = membership
             .nodes()
             .map(|(&id, node)| {

@@ -1,106 +1,67 @@
 //! Between the public protobuf messages and the store's types. Every refusal names the field.
+//!
+//! The wire side of the contract's types (expected revision, content type, recorded event) is
+//! decoded and encoded in one place, the client crate that owns the contract
+//! (`cairn_client::ExpectedRevision::from_proto`, `ContentType::from_proto`, and the `From`
+//! impls into `proto`). This file only steps between the client's domain types and the store's:
+//! the store cannot depend on the client (its types are the Raft log's serde format, the
+//! client's a library's API), and neither crate may know the other's, so the step lives at the
+//! edge that knows both.
 
 use cairn_client::proto;
-use cairn_client::{
-    CONFLICT_EVENT_ID_METADATA_KEY, CONFLICT_KIND_METADATA_KEY, CONFLICT_NOT_A_RETRY,
-    CONFLICT_OTHER_CONTENT,
-};
 use cairn_raft_store::{
-    Append, AppendPosition, AppendRejection, ContentType, ExpectedRevision, InvalidInput, NewEvent,
-    RecordedEvent,
+    Append, AppendPosition, ContentType, ExpectedRevision, NewEvent, RecordedEvent,
 };
 use tonic::Status;
 use uuid::Uuid;
 
-pub fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {why}"))
-}
+use super::status::invalid;
 
-/// The field an `InvalidInput` is about, for the error message.
-pub fn invalid_input(e: &InvalidInput) -> Status {
-    let field = match e {
-        InvalidInput::EmptyStreamName
-        | InvalidInput::StreamNameTooLong { .. }
-        | InvalidInput::StreamNameHasNul
-        | InvalidInput::BlankStreamName
-        | InvalidInput::ReservedStreamName { .. } => "stream".to_owned(),
-        InvalidInput::NoEvents
-        | InvalidInput::TooManyEvents { .. }
-        | InvalidInput::AppendTooLarge { .. } => "events".to_owned(),
-        InvalidInput::EmptyEventType { index } | InvalidInput::EventTypeTooLong { index, .. } => {
-            format!("events[{index}].type")
-        }
-        InvalidInput::EventTooLarge { index, .. } => format!("events[{index}]"),
-        InvalidInput::DuplicateEventIdInAppend { index, .. } => format!("events[{index}].id"),
-    };
-    invalid(&field, e)
-}
-
-/// An idempotency conflict: ALREADY_EXISTS, with the conflicting id and the kind of conflict in
-/// the metadata (the contract is in the proto's `Append`). `Invalid` is not a conflict.
-pub fn idempotency_conflict(rejection: &AppendRejection) -> Status {
-    let (id, kind) = match rejection {
-        AppendRejection::IdempotencyConflict { id, .. } => (id, CONFLICT_NOT_A_RETRY),
-        AppendRejection::ContentConflict { id, .. } => (id, CONFLICT_OTHER_CONTENT),
-        AppendRejection::Invalid(e) => return invalid_input(e),
-    };
-    let mut status = Status::already_exists(rejection.to_string());
-    let metadata = status.metadata_mut();
-    if let Ok(value) = id.hyphenated().to_string().parse() {
-        metadata.insert(CONFLICT_EVENT_ID_METADATA_KEY, value);
-    }
-    metadata.insert(
-        CONFLICT_KIND_METADATA_KEY,
-        tonic::metadata::MetadataValue::from_static(kind),
-    );
-    status
-}
-
+/// The request's expected revision (absent: any).
 pub fn expected_from_proto(
     expected: Option<&proto::ExpectedRevision>,
 ) -> Result<ExpectedRevision, Status> {
     let Some(expected) = expected else {
         return Ok(ExpectedRevision::Any);
     };
-    use proto::expected_revision::Kind;
-    match Kind::try_from(expected.kind) {
-        Ok(Kind::Any) => Ok(ExpectedRevision::Any),
-        Ok(Kind::NoStream) => Ok(ExpectedRevision::NoStream),
-        Ok(Kind::StreamExists) => Ok(ExpectedRevision::StreamExists),
-        Ok(Kind::Exact) => Ok(ExpectedRevision::Exact(expected.revision)),
-        Err(_) => Err(invalid(
+    match cairn_client::ExpectedRevision::from_proto(expected) {
+        Some(expected) => Ok(expected_to_store(expected)),
+        None => Err(invalid(
             "expected.kind",
             format!("unknown value {}", expected.kind),
         )),
     }
 }
 
-pub fn expected_to_proto(expected: ExpectedRevision) -> proto::ExpectedRevision {
-    use proto::expected_revision::Kind;
-    let (kind, revision) = match expected {
-        ExpectedRevision::Any => (Kind::Any, 0),
-        ExpectedRevision::NoStream => (Kind::NoStream, 0),
-        ExpectedRevision::StreamExists => (Kind::StreamExists, 0),
-        ExpectedRevision::Exact(r) => (Kind::Exact, r),
-    };
-    proto::ExpectedRevision {
-        kind: kind as i32,
-        revision,
+fn expected_to_store(expected: cairn_client::ExpectedRevision) -> ExpectedRevision {
+    match expected {
+        cairn_client::ExpectedRevision::Any => ExpectedRevision::Any,
+        cairn_client::ExpectedRevision::NoStream => ExpectedRevision::NoStream,
+        cairn_client::ExpectedRevision::StreamExists => ExpectedRevision::StreamExists,
+        cairn_client::ExpectedRevision::Exact(revision) => ExpectedRevision::Exact(revision),
     }
 }
 
-fn content_type_from_proto(field: &str, value: i32) -> Result<ContentType, Status> {
-    match proto::ContentType::try_from(value) {
-        Ok(proto::ContentType::Json) => Ok(ContentType::Json),
-        Ok(proto::ContentType::Binary) => Ok(ContentType::Binary),
-        Err(_) => Err(invalid(field, format!("unknown value {value}"))),
+fn expected_from_store(expected: ExpectedRevision) -> cairn_client::ExpectedRevision {
+    match expected {
+        ExpectedRevision::Any => cairn_client::ExpectedRevision::Any,
+        ExpectedRevision::NoStream => cairn_client::ExpectedRevision::NoStream,
+        ExpectedRevision::StreamExists => cairn_client::ExpectedRevision::StreamExists,
+        ExpectedRevision::Exact(revision) => cairn_client::ExpectedRevision::Exact(revision),
     }
 }
 
-fn content_type_to_proto(value: ContentType) -> i32 {
-    match value {
-        ContentType::Json => proto::ContentType::Json as i32,
-        ContentType::Binary => proto::ContentType::Binary as i32,
+fn content_type_to_store(content_type: cairn_client::ContentType) -> ContentType {
+    match content_type {
+        cairn_client::ContentType::Json => ContentType::Json,
+        cairn_client::ContentType::Binary => ContentType::Binary,
+    }
+}
+
+fn content_type_from_store(content_type: ContentType) -> cairn_client::ContentType {
+    match content_type {
+        ContentType::Json => cairn_client::ContentType::Json,
+        ContentType::Binary => cairn_client::ContentType::Binary,
     }
 }
 
@@ -121,11 +82,16 @@ pub fn append_from_proto(
             ));
         }
         let content_type =
-            content_type_from_proto(&format!("events[{index}].content_type"), event.content_type)?;
+            cairn_client::ContentType::from_proto(event.content_type).ok_or_else(|| {
+                invalid(
+                    &format!("events[{index}].content_type"),
+                    format!("unknown value {}", event.content_type),
+                )
+            })?;
         events.push(NewEvent {
             id,
             event_type: event.r#type,
-            content_type,
+            content_type: content_type_to_store(content_type),
             data: event.data,
             metadata: event.metadata,
         });
@@ -157,23 +123,62 @@ pub fn wrong_expected_version(
     proto::AppendResponse {
         result: Some(proto::append_response::Result::WrongExpectedVersion(
             proto::WrongExpectedVersion {
-                expected: Some(expected_to_proto(expected)),
+                expected: Some(expected_from_store(expected).into()),
                 actual_revision: actual,
             },
         )),
     }
 }
 
+/// The wire form of a stored event (only moves: no byte is copied but the id's text).
 pub fn recorded_to_proto(event: RecordedEvent) -> proto::RecordedEvent {
-    proto::RecordedEvent {
+    cairn_client::RecordedEvent {
         stream: event.stream,
         revision: event.revision,
         position: event.position,
-        id: event.id.hyphenated().to_string(),
-        r#type: event.event_type,
-        content_type: content_type_to_proto(event.content_type),
+        id: event.id,
+        event_type: event.event_type,
+        content_type: content_type_from_store(event.content_type),
         data: event.data,
         metadata: event.metadata,
         created_unix_ms: event.created_unix_ms,
+    }
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every expected revision and content type survives the trip through the wire form both
+    /// ways, so the step between client and store types loses nothing.
+    #[test]
+    fn store_types_round_trip_through_the_wire_form() {
+        for expected in [
+            ExpectedRevision::Any,
+            ExpectedRevision::NoStream,
+            ExpectedRevision::StreamExists,
+            ExpectedRevision::Exact(7),
+        ] {
+            let wire: proto::ExpectedRevision = expected_from_store(expected).into();
+            assert_eq!(expected_from_proto(Some(&wire)).ok(), Some(expected));
+        }
+        for content_type in [ContentType::Json, ContentType::Binary] {
+            let event = RecordedEvent {
+                stream: "s".into(),
+                revision: 0,
+                position: 0,
+                id: Uuid::now_v7(),
+                event_type: "t".into(),
+                content_type,
+                data: vec![1],
+                metadata: vec![],
+                created_unix_ms: 1,
+            };
+            let wire = recorded_to_proto(event);
+            let back =
+                cairn_client::ContentType::from_proto(wire.content_type).map(content_type_to_store);
+            assert_eq!(back, Some(content_type));
+        }
     }
 }

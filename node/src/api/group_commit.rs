@@ -11,10 +11,12 @@
 
 use std::sync::Arc;
 
-use cairn_raft_store::{Append, AppendResult, Command, Response, TypeConfig};
-use openraft::error::ClientWriteError;
+use cairn_raft_store::{Append, AppendResult, Command, NodeId, Response, TypeConfig};
+use openraft::error::{ChangeMembershipError, ClientWriteError, Fatal};
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::deadlines::APPEND_TIMEOUT_MS;
 
 /// Appends waiting to be proposed. At the limit a new request waits for room (its own
 /// deadline, `APPEND_TIMEOUT_MS`, bounds the wait): backpressure reaches the client through
@@ -40,18 +42,38 @@ pub const MAX_GROUPS_IN_FLIGHT: usize = 1;
 /// held the only slot for ever, and the node never accepted an append again (the simulation
 /// found it, 5 nodes, seed 501, once snapshots were frequent). Longer than the handler's own
 /// wait, so a slow commit is still answered.
-pub const MAX_GROUP_ANSWER_WAIT_MS: u64 = 2 * crate::api::streams::APPEND_TIMEOUT_MS;
+pub const MAX_GROUP_ANSWER_WAIT_MS: u64 = 2 * APPEND_TIMEOUT_MS;
 
-/// Why an append got no verdict.
-#[derive(Debug, Clone)]
+/// Why an append got no verdict. Its gRPC code is chosen in `api/status.rs`.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GroupError {
     /// Leadership moved before the entry committed; the caller retries with the same event ids.
+    #[error("leadership moved before the append's entry committed")]
     NotLeader,
-    /// This node's Raft has stopped.
-    Stopped(String),
+    /// This node's Raft has stopped; nothing was proposed.
+    #[error("raft has stopped: {0}")]
+    RaftStopped(Fatal<NodeId>),
+    /// The proposing task has ended (Raft stopped before): nothing was proposed.
+    #[error("the proposing task has ended")]
+    ProposerGone,
+    /// Raft stopped after the entry was proposed and before it was applied.
+    #[error("raft stopped before the entry was applied")]
+    StoppedBeforeApply,
     /// openraft gave no answer within `MAX_GROUP_ANSWER_WAIT_MS`: committed or not, unknown.
+    #[error("the append's entry got no answer; retrying with the same event ids is safe")]
     Unanswered,
-    Internal(String),
+    /// The proposing task dropped the append without a verdict (a bug).
+    #[error("the proposal was dropped unanswered")]
+    DroppedUnanswered,
+    /// The state machine answered the entry with no append result (a bug).
+    #[error("append produced no result")]
+    NoResult,
+    /// openraft answered an append with a membership error (a bug: appends change no members).
+    #[error("{0}")]
+    Membership(ChangeMembershipError<NodeId>),
+    /// The state machine returned a different number of verdicts than the entry had appends.
+    #[error("{verdicts} verdicts for {appends} appends in one entry")]
+    VerdictCount { verdicts: usize, appends: usize },
 }
 
 struct Queued {
@@ -79,10 +101,8 @@ impl GroupCommit {
         self.queue
             .send(Queued { append, verdict })
             .await
-            .map_err(|_| GroupError::Stopped("the proposing task has ended".into()))?;
-        answer
-            .await
-            .map_err(|_| GroupError::Internal("the proposal was dropped unanswered".into()))?
+            .map_err(|_| GroupError::ProposerGone)?;
+        answer.await.map_err(|_| GroupError::DroppedUnanswered)?
     }
 }
 
@@ -141,7 +161,7 @@ async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemapho
         Ok(applied) => applied,
         Err(fatal) => {
             for verdict in verdicts {
-                let _ = verdict.send(Err(GroupError::Stopped(fatal.to_string())));
+                let _ = verdict.send(Err(GroupError::RaftStopped(fatal.clone())));
             }
             return;
         }
@@ -162,15 +182,13 @@ async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemapho
             Ok(Ok(Ok(written))) => match written.data {
                 Response::Append(result) => Ok(vec![result]),
                 Response::Appends(results) => Ok(results),
-                Response::Empty => Err(GroupError::Internal("append produced no result".into())),
+                Response::Empty => Err(GroupError::NoResult),
             },
             Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Err(GroupError::NotLeader),
             Ok(Ok(Err(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(GroupError::Internal(e.to_string()))
+                Err(GroupError::Membership(e))
             }
-            Ok(Err(_)) => Err(GroupError::Stopped(
-                "Raft stopped before the entry was applied".into(),
-            )),
+            Ok(Err(_)) => Err(GroupError::StoppedBeforeApply),
         };
         match results {
             Ok(results) if results.len() == verdicts.len() => {
@@ -179,13 +197,12 @@ async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemapho
                 }
             }
             Ok(results) => {
-                let message = format!(
-                    "{} verdicts for {} appends in one entry",
-                    results.len(),
-                    verdicts.len()
-                );
+                let error = GroupError::VerdictCount {
+                    verdicts: results.len(),
+                    appends: verdicts.len(),
+                };
                 for verdict in verdicts {
-                    let _ = verdict.send(Err(GroupError::Internal(message.clone())));
+                    let _ = verdict.send(Err(error.clone()));
                 }
             }
             Err(error) => {

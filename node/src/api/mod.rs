@@ -2,8 +2,10 @@
 //! instance and the applied state.
 
 mod cluster;
-mod convert;
+pub(crate) mod convert;
+pub mod deadlines;
 pub mod group_commit;
+pub mod status;
 mod streams;
 pub mod subscribe;
 
@@ -17,7 +19,9 @@ use tonic::transport::Channel;
 pub use cluster::ClusterService;
 pub use streams::StreamsService;
 
+use crate::feed::LiveFeed;
 use crate::leadership::ProposalGate;
+use crate::metrics::NodeMetrics;
 use crate::network::Connector;
 use crate::standing::Standing;
 
@@ -33,7 +37,10 @@ pub struct NodeContext {
     pub reader: EventReader,
     pub limits: Limits,
     pub connector: Arc<dyn Connector>,
-    pub feed: subscribe::LiveFeed,
+    pub feed: LiveFeed,
+    /// This node's counters, made with its context and shared with `Node` for `/metrics`
+    /// (the simulation runs several nodes in one process, each with its own).
+    pub metrics: Arc<NodeMetrics>,
     /// Closed while this node hands leadership over: new proposals wait (`leadership`).
     pub gate: ProposalGate,
     /// Where appends queue on the leader to share Raft entries.
@@ -55,7 +62,7 @@ impl NodeContext {
         reader: EventReader,
         limits: Limits,
         connector: Arc<dyn Connector>,
-        feed: subscribe::LiveFeed,
+        feed: LiveFeed,
         standing: tokio::sync::watch::Receiver<Standing>,
     ) -> Arc<Self> {
         Arc::new(NodeContext {
@@ -66,6 +73,7 @@ impl NodeContext {
             limits,
             connector,
             feed,
+            metrics: Arc::new(NodeMetrics::new()),
             gate: ProposalGate::default(),
             membership_lock: tokio::sync::Mutex::new(()),
             standing,

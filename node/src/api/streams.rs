@@ -7,28 +7,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cairn_client::proto::streams_client::StreamsClient;
 use cairn_client::proto::streams_server::Streams;
 use cairn_client::{proto, ALL_STREAM};
-use cairn_raft_store::{AppendRejection, AppendResult, Direction, NodeId};
+use cairn_raft_store::limits::validate_stream_name;
+use cairn_raft_store::{AppendResult, Direction, InvalidInput, NodeId};
 use openraft::error::RaftError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::convert::{self, invalid, invalid_input};
+use super::convert;
+use super::deadlines::{APPEND_TIMEOUT_MS, LINEARIZABLE_READ_TIMEOUT_MS, MIN_POSITION_WAIT_MS};
 use super::group_commit::GroupError;
+use super::status::{self, invalid, invalid_input};
 use super::subscribe::{self, Filter, Subscription, Target, DEFAULT_CHECKPOINT_INTERVAL};
 use super::{not_leader, NodeContext, MAX_CLIENT_MESSAGE_BYTES};
 
-/// Server-side waits stay below the client's default request timeout (5 s), so a client gets
-/// the server's typed answer rather than its own timeout.
-///
-/// Longest an append waits to be committed and applied. At the limit the caller gets
-/// UNAVAILABLE; the append may still commit later, and a retry with the same event ids is safe.
-pub const APPEND_TIMEOUT_MS: u64 = 4_000;
-/// Longest a linearizable read waits for the leader to confirm its leadership.
-pub const LINEARIZABLE_READ_TIMEOUT_MS: u64 = 4_000;
-/// Longest a read waits for this node to apply the caller's minimum position.
-pub const MIN_POSITION_WAIT_MS: u64 = 4_000;
 /// Events converted ahead of the gRPC stream per read; gRPC flow control does the rest.
 pub const READ_BUFFER_EVENTS: usize = 256;
 
@@ -99,22 +92,11 @@ impl StreamsService {
             Ok(AppendResult::WrongExpectedVersion { actual, .. }) => Ok(Response::new(
                 convert::wrong_expected_version(expected, actual),
             )),
-            Ok(AppendResult::Rejected(AppendRejection::Invalid(e))) => Err(invalid_input(&e)),
-            Ok(AppendResult::Rejected(
-                conflict @ (AppendRejection::IdempotencyConflict { .. }
-                | AppendRejection::ContentConflict { .. }),
-            )) => Err(convert::idempotency_conflict(&conflict)),
+            Ok(AppendResult::Rejected(rejected)) => Err(status::rejection(&rejected)),
             // Leadership moved between the check and the commit: the caller retries (with the
             // same event ids, so safely) and finds the new leader.
             Err(GroupError::NotLeader) => Err(not_leader(&self.ctx)),
-            Err(GroupError::Internal(e)) => Err(Status::internal(e)),
-            Err(GroupError::Unanswered) => Err(Status::unavailable(
-                "the append's entry got no answer; retrying with the same event ids is safe",
-            )),
-            Err(GroupError::Stopped(e)) => Err(Status::unavailable(format!(
-                "node {} cannot serve: {e}",
-                self.ctx.id
-            ))),
+            Err(e) => Err(status::status_in(format_args!("node {}", self.ctx.id), &e)),
         }
     }
 
@@ -142,7 +124,7 @@ impl StreamsService {
                         );
                     }
                     Ok(Err(RaftError::APIError(_))) => return Err(not_leader(&self.ctx)),
-                    Ok(Err(RaftError::Fatal(e))) => return Err(Status::unavailable(e.to_string())),
+                    Ok(Err(RaftError::Fatal(e))) => return Err(status::status(&e)),
                     Err(_) => {
                         return Err(Status::unavailable(
                             "leadership could not be confirmed in time",
@@ -172,7 +154,7 @@ impl StreamsService {
                 .ctx
                 .reader
                 .next_position()
-                .map_err(|e| Status::internal(e.to_string()))?;
+                .map_err(|e| status::status(&e))?;
             if applied > position {
                 return Ok(());
             }
@@ -190,18 +172,15 @@ impl StreamsService {
     }
 }
 
-/// A stream name to read or follow (`$`-names other than `$all` simply have no events).
+/// A stream name to read or follow: the store's rules for names, except that `$`-names and
+/// blank names may be read (they simply have no events, but `$all`).
 fn validate_read_name(stream: &str) -> Result<(), Status> {
-    if stream.is_empty() {
-        return Err(invalid("stream", "stream name is empty"));
+    match validate_stream_name(stream) {
+        Ok(()) | Err(InvalidInput::ReservedStreamName { .. } | InvalidInput::BlankStreamName) => {
+            Ok(())
+        }
+        Err(e) => Err(invalid_input(&e)),
     }
-    if stream.len() > cairn_raft_store::limits::MAX_STREAM_NAME_BYTES {
-        return Err(invalid("stream", "stream name is longer than 255 bytes"));
-    }
-    if stream.contains('\0') {
-        return Err(invalid("stream", "stream name contains a NUL character"));
-    }
-    Ok(())
 }
 
 fn now_unix_ms() -> u64 {
@@ -257,7 +236,9 @@ impl Streams for StreamsService {
         let started = tokio::time::Instant::now();
         let events = request.get_ref().events.len();
         let answer = self.answer_append(request.into_inner()).await;
-        crate::metrics::node(self.ctx.id).append_answered(events, &answer, started.elapsed());
+        self.ctx
+            .metrics
+            .append_answered(events, &answer, started.elapsed());
         answer
     }
 
@@ -303,7 +284,7 @@ impl Streams for StreamsService {
                 .ctx
                 .reader
                 .stream_head(&request.stream)
-                .map_err(|e| Status::internal(e.to_string()))?;
+                .map_err(|e| status::status(&e))?;
             if head.is_none() {
                 return Err(Status::not_found(format!(
                     "stream {:?} not found",
@@ -326,7 +307,7 @@ impl Streams for StreamsService {
                     })
                     .map_err(|e| {
                         tracing::error!(node, error = %e, "read failed");
-                        Status::internal(e.to_string())
+                        status::status_in("reading", &e)
                     });
                 let failed = message.is_err();
                 if tx.send(message).await.is_err() || failed {
@@ -372,12 +353,12 @@ impl Streams for StreamsService {
             node_id: self.ctx.id,
         };
         let (tx, rx) = subscribe::channel();
-        tokio::spawn(subscribe::run(
-            subscription,
-            self.ctx.reader.clone(),
-            self.ctx.feed.clone(),
-            tx,
-        ));
+        let active = self.ctx.metrics.clone().subscription_started();
+        let (reader, feed) = (self.ctx.reader.clone(), self.ctx.feed.clone());
+        tokio::spawn(async move {
+            let _active = active;
+            subscribe::run(subscription, reader, feed, tx).await
+        });
         Ok(Response::new(until_not_member(rx, self.ctx.clone())))
     }
 }

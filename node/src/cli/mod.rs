@@ -2,7 +2,6 @@
 //! DESIGN.md; scripts and tests rely on it.
 
 mod bench;
-mod bench_restart;
 mod cluster;
 mod commands;
 mod dev;

@@ -20,7 +20,7 @@ pub use mem::{MemDisk, MemFaults};
 pub use mem_log::{MemLogFiles, MAX_UNFLUSHED_LOG_WRITES};
 pub use sled_disk::{SledDisk, SledOptions, GROUP_DIR, LOG_DIR};
 
-use crate::snapshot::SnapshotData;
+use crate::error::StoreError;
 
 /// A half-open range of keys `[start, end)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +72,33 @@ impl WriteBatch {
 /// Called once the writes before it are durable (or durability failed).
 pub type SyncCallback = Box<dyn FnOnce(io::Result<()>) + Send>;
 
+/// Waits for a `sync_then` (of the keyspace or of a directory of files) without blocking the
+/// async runtime.
+pub(crate) async fn wait_for_sync(sync_then: impl FnOnce(SyncCallback)) -> io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    sync_then(Box::new(move |result| {
+        let _ = tx.send(result);
+    }));
+    match rx.await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::other("disk dropped a sync request")),
+    }
+}
+
+/// Waits for `Disk::sync_then` without blocking the async runtime.
+pub(crate) async fn sync_async(disk: &dyn Disk) -> io::Result<()> {
+    wait_for_sync(|done| disk.sync_then(done)).await
+}
+
+/// Where a snapshot being received is spooled (`snapshot::SnapshotData` wraps it).
+#[derive(Debug)]
+pub enum SnapshotSpool {
+    /// In memory (the disk model).
+    Memory,
+    /// An unnamed file, gone when dropped.
+    File(std::fs::File),
+}
+
 /// A (key, value) pair returned by a scan.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -96,8 +123,8 @@ pub trait Disk: Send + Sync + 'static {
     }
 
     /// A writable, seekable scratch space for a snapshot being received.
-    fn snapshot_spool(&self) -> io::Result<SnapshotData> {
-        Ok(SnapshotData::memory())
+    fn snapshot_spool(&self) -> io::Result<SnapshotSpool> {
+        Ok(SnapshotSpool::Memory)
     }
 
     /// Bytes the store occupies (for benchmarks and metrics), the log's files included.
@@ -143,8 +170,8 @@ pub(crate) fn rewrite_range(
     disk: &dyn Disk,
     range: &KeyRange,
     page_keys: usize,
-    mut decide: impl FnMut(&[u8], &[u8]) -> Result<Rewrite, crate::StoreError>,
-) -> Result<(), crate::StoreError> {
+    mut decide: impl FnMut(&[u8], &[u8]) -> Result<Rewrite, StoreError>,
+) -> Result<(), StoreError> {
     let mut start = range.start.clone();
     loop {
         let page_range = KeyRange {

@@ -21,8 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use super::flusher::Flusher;
-use super::{Disk, FsLogFiles, KeyRange, KeyValue, LogFiles, Op, Order, SyncCallback, WriteBatch};
-use crate::snapshot::SnapshotData;
+use super::{
+    Disk, FsLogFiles, KeyRange, KeyValue, LogFiles, Op, Order, SnapshotSpool, SyncCallback,
+    WriteBatch,
+};
 
 /// Default size of sled's page cache. sled's own default (1 GiB) would let one node's RSS grow
 /// far past what a small container has, and sled's accounting undercounts what its cached
@@ -255,10 +257,9 @@ impl Disk for SledDisk {
         self.group_files.clone()
     }
 
-    fn snapshot_spool(&self) -> io::Result<SnapshotData> {
+    fn snapshot_spool(&self) -> io::Result<SnapshotSpool> {
         // An unnamed file in the data directory: it vanishes when dropped, even after a crash.
-        let file = tempfile::tempfile_in(&self.dir)?;
-        Ok(SnapshotData::file(file))
+        Ok(SnapshotSpool::File(tempfile::tempfile_in(&self.dir)?))
     }
 
     fn size_on_disk(&self) -> io::Result<u64> {

@@ -11,8 +11,9 @@ use std::sync::atomic::AtomicBool;
 
 use uuid::Uuid;
 
+use crate::codec::encode;
 use crate::disk::{Disk, WriteBatch};
-use crate::error::{encode, StoreError};
+use crate::error::StoreError;
 use crate::group_files::{GroupFiles, GroupWriter};
 use crate::id_index::IdIndexBatch;
 use crate::keys;

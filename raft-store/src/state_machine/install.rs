@@ -9,8 +9,9 @@ use std::sync::atomic::AtomicBool;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 
+use crate::codec::decode;
 use crate::disk::{delete_range, Disk, WriteBatch};
-use crate::error::{decode, StoreError};
+use crate::error::StoreError;
 use crate::group_files::GroupFiles;
 use crate::id_index::IdIndexBatch;
 use crate::keys;

@@ -19,19 +19,21 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 pub use apply::MAX_APPLY_BATCH_BYTES;
 
-use crate::disk::{Disk, WriteBatch};
-use crate::error::{decode, encode, Failed, OrStorage, StoreError};
+use crate::codec::encode;
+use crate::disk::{sync_async, Disk, WriteBatch};
+use crate::error::StoreError;
+use crate::format;
 use crate::group_files::GroupFiles;
 use crate::keys;
 use crate::limits::Limits;
-use crate::log_store::sync_async;
-use crate::read::EventReader;
-use crate::records::{AppliedState, SnapshotRecord};
-use crate::snapshot::{SnapshotData, SnapshotSource};
-use crate::types::{
-    Command, Entry, LogId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+use crate::raft_types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
+use crate::read::EventReader;
+use crate::records::{read_snapshot_record, AppliedState, SnapshotRecord};
+use crate::snapshot::{SnapshotData, SnapshotSource};
+use crate::storage_error::{Failed, OrStorage};
+use crate::types::{Command, Response};
 
 struct Shared {
     disk: Arc<dyn Disk>,
@@ -67,13 +69,6 @@ impl Shared {
     }
 }
 
-fn read_snapshot_record(disk: &dyn Disk) -> Result<Option<SnapshotRecord>, StoreError> {
-    match disk.get(keys::SNAPSHOT)? {
-        Some(bytes) => Ok(Some(decode("snapshot record", &bytes)?)),
-        None => Ok(None),
-    }
-}
-
 /// The state machine. `apply` takes `&mut self`; reads go through [`crate::EventReader`].
 pub struct StateMachineStore {
     shared: Arc<Shared>,
@@ -84,6 +79,7 @@ impl StateMachineStore {
     /// Opens the state machine, first undoing a snapshot install that a crash interrupted,
     /// then making the keyspace and the group files agree (`recover`).
     pub fn open(disk: Arc<dyn Disk>, limits: Limits) -> Result<Self, StoreError> {
+        format::upgrade(disk.as_ref())?;
         let groups = Arc::new(GroupFiles::open(disk.group_files())?);
         if disk.get(keys::INSTALLING)?.is_some() {
             tracing::warn!("a snapshot install was interrupted; clearing the state machine");
@@ -312,7 +308,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .disk
             .snapshot_spool()
             .or_storage(Failed::WriteSnapshot)?;
-        Ok(Box::new(spool))
+        Ok(Box::new(SnapshotData::spool(spool)))
     }
 
     async fn install_snapshot(

@@ -9,8 +9,9 @@ use cairn_client::{Client, ReadFrom, ReadOptions};
 use cairn_node::local::LocalCluster;
 use tokio_stream::StreamExt;
 
-use super::bench::{load, BenchArgs};
-use super::EXIT_FAILURE;
+use super::catchup::load;
+use super::BenchArgs;
+use crate::cli::EXIT_FAILURE;
 
 /// Longest wait for the restarted node to serve and then to catch up.
 pub const RESTART_WAIT: Duration = Duration::from_secs(300);

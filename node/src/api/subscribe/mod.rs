@@ -1,0 +1,353 @@
+//! Catch-up subscriptions, served by any node from its applied state.
+//!
+//! One tailer per node ([`LiveFeed`], `feed.rs`) follows the applied position, reads each new event from
+//! storage once and broadcasts it on a bounded ring. A subscription is a cursor: it joins the
+//! ring *before* reading history from storage, so nothing can fall between history and live;
+//! in live mode it skips what it already delivered and treats a hole as a reason to read
+//! history again. A slow consumer blocks on its bounded gRPC channel, its ring receiver lags,
+//! and it goes back to reading history (`fell_behind`, then `caught_up` again): it is never
+//! dropped and never makes the node buffer for it.
+
+use std::sync::Arc;
+
+use cairn_client::proto;
+use cairn_client::proto::subscribe_response::Message;
+use cairn_raft_store::{Direction, EventReader, RecordedEvent};
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+use super::convert::recorded_to_proto;
+use super::status::{invalid, status, status_in};
+use crate::feed::{LiveFeed, LiveItem, HISTORY_PAGE_EVENTS};
+
+/// Most events sent in one message, and most bytes of event data in one message.
+pub const MAX_EVENTS_PER_MESSAGE: usize = 128;
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Messages queued per subscriber ahead of gRPC; when full the subscription waits.
+pub const SUBSCRIPTION_BUFFER_MESSAGES: usize = 32;
+/// Default scanned events between checkpoints on a filtered `$all` subscription.
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 1_000;
+/// Largest compiled event-type regex, so a filter cannot make the node allocate without bound.
+pub const MAX_FILTER_REGEX_BYTES: usize = 1024 * 1024;
+
+/// Which events a subscription wants.
+pub enum Target {
+    All(Option<Filter>),
+    Stream(String),
+}
+
+/// Server-side filter of a `$all` subscription.
+pub struct Filter {
+    stream_prefix: Option<String>,
+    event_type_prefix: Option<String>,
+    event_type_regex: Option<regex::Regex>,
+}
+
+impl Filter {
+    /// `None` when the request has no (non-empty) filter.
+    pub fn from_proto(
+        filter: Option<&proto::SubscriptionFilter>,
+    ) -> Result<Option<Filter>, Status> {
+        let Some(filter) = filter else {
+            return Ok(None);
+        };
+        let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
+        let event_type_regex = match non_empty(&filter.event_type_regex) {
+            Some(pattern) => Some(
+                regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+                    .size_limit(MAX_FILTER_REGEX_BYTES)
+                    .build()
+                    .map_err(|e| invalid("filter.event_type_regex", e))?,
+            ),
+            None => None,
+        };
+        let filter = Filter {
+            stream_prefix: non_empty(&filter.stream_prefix),
+            event_type_prefix: non_empty(&filter.event_type_prefix),
+            event_type_regex,
+        };
+        let empty = filter.stream_prefix.is_none()
+            && filter.event_type_prefix.is_none()
+            && filter.event_type_regex.is_none();
+        Ok((!empty).then_some(filter))
+    }
+
+    fn passes(&self, stream: &str, event_type: &str) -> bool {
+        self.stream_prefix
+            .as_deref()
+            .is_none_or(|p| stream.starts_with(p))
+            && self
+                .event_type_prefix
+                .as_deref()
+                .is_none_or(|p| event_type.starts_with(p))
+            && self
+                .event_type_regex
+                .as_ref()
+                .is_none_or(|r| r.is_match(event_type))
+    }
+}
+
+pub struct Subscription {
+    pub target: Target,
+    /// First revision (stream) or position (`$all`) to deliver (see [`start`]).
+    pub from: u64,
+    pub checkpoint_interval: u64,
+    pub node_id: u64,
+}
+
+type Out = mpsc::Sender<Result<proto::SubscribeResponse, Status>>;
+
+/// The client went away: stop.
+struct Gone;
+
+async fn send(out: &Out, message: Message) -> Result<(), Gone> {
+    out.send(Ok(proto::SubscribeResponse {
+        message: Some(message),
+    }))
+    .await
+    .map_err(|_| Gone)
+}
+
+async fn fail(out: &Out, status: Status) {
+    let _ = out.send(Err(status)).await;
+}
+
+/// The state of one subscription between messages.
+struct Cursor<'a> {
+    sub: &'a Subscription,
+    reader: &'a EventReader,
+    out: &'a Out,
+    /// Next position (`$all`) or revision (stream) to deliver.
+    next: u64,
+    scanned_since_checkpoint: u64,
+    /// Events that passed, not yet sent (flushed before any other message).
+    batch: Vec<proto::RecordedEvent>,
+    batch_bytes: usize,
+}
+
+impl Cursor<'_> {
+    fn key(&self, event: &proto::RecordedEvent) -> u64 {
+        match self.sub.target {
+            Target::All(_) => event.position,
+            Target::Stream(_) => event.revision,
+        }
+    }
+
+    /// Sends one event if it passes, advances the cursor, and checkpoints a filtered `$all`.
+    async fn deliver(&mut self, event: proto::RecordedEvent) -> Result<(), Gone> {
+        self.next = self.key(&event) + 1;
+        let filter = match &self.sub.target {
+            Target::All(filter) => filter.as_ref(),
+            Target::Stream(_) => None,
+        };
+        let passes = filter.is_none_or(|f| f.passes(&event.stream, &event.r#type));
+        if passes {
+            self.batch_bytes += event.data.len() + event.metadata.len();
+            self.batch.push(event);
+            if self.batch.len() >= MAX_EVENTS_PER_MESSAGE || self.batch_bytes >= MAX_BATCH_BYTES {
+                self.flush().await?;
+            }
+        }
+        if filter.is_some() {
+            self.scanned_since_checkpoint += 1;
+            if self.scanned_since_checkpoint >= self.sub.checkpoint_interval {
+                self.scanned_since_checkpoint = 0;
+                let next_position = self.next;
+                self.send(Message::Checkpoint(proto::Checkpoint { next_position }))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the events gathered so far: one as `event`, several as `events`.
+    async fn flush(&mut self) -> Result<(), Gone> {
+        self.batch_bytes = 0;
+        if self.batch.len() > 1 {
+            let events = std::mem::take(&mut self.batch);
+            return send(self.out, Message::Events(proto::EventBatch { events })).await;
+        }
+        match self.batch.pop() {
+            Some(event) => send(self.out, Message::Event(event)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a marker after the events gathered before it.
+    async fn send(&mut self, message: Message) -> Result<(), Gone> {
+        self.flush().await?;
+        send(self.out, message).await
+    }
+
+    /// Delivers everything stored from the cursor on, page by page.
+    async fn read_history(&mut self) -> Result<Result<(), Status>, Gone> {
+        loop {
+            let page: Result<Vec<RecordedEvent>, _> = match &self.sub.target {
+                Target::All(_) => self
+                    .reader
+                    .read_all(self.next, Direction::Forwards, HISTORY_PAGE_EVENTS)
+                    .collect(),
+                Target::Stream(name) => self
+                    .reader
+                    .read_stream(name, self.next, Direction::Forwards, HISTORY_PAGE_EVENTS)
+                    .collect(),
+            };
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => return Ok(Err(status_in("reading history", &e))),
+            };
+            if page.is_empty() {
+                return Ok(Ok(()));
+            }
+            for event in page {
+                self.deliver(recorded_to_proto(event)).await?;
+            }
+        }
+    }
+
+    /// The event behind a ring item, if this subscription wants to look at it.
+    fn live_event(&self, item: LiveItem) -> Result<Option<proto::RecordedEvent>, Status> {
+        if let Target::Stream(name) = &self.sub.target {
+            let stream = match &item {
+                LiveItem::Event(e) => e.stream.as_str(),
+                LiveItem::Large { stream, .. } => stream,
+            };
+            if stream != name {
+                return Ok(None);
+            }
+        }
+        match item {
+            LiveItem::Event(event) => Ok(Some(Arc::unwrap_or_clone(event))),
+            LiveItem::Large { position, .. } => match self
+                .reader
+                .read_all(position, Direction::Forwards, 1)
+                .next()
+            {
+                Some(Ok(event)) => Ok(Some(recorded_to_proto(event))),
+                Some(Err(e)) => Err(status_in(format_args!("reading event {position}"), &e)),
+                None => Err(Status::internal(format!(
+                    "event {position} was announced but is not stored"
+                ))),
+            },
+        }
+    }
+}
+
+/// Why live delivery stopped.
+enum LiveEnd {
+    /// The ring overran this subscriber, or (which should not happen) showed a hole between
+    /// the cursor and the ring: either way, read history again and say so.
+    FellBehind,
+    Failed(Status),
+}
+
+/// The first revision or position to deliver: `from`, or (`None`) the current end, read when
+/// the request arrives so that "from the end" means "applied after I asked".
+pub fn start(target: &Target, from: Option<u64>, reader: &EventReader) -> Result<u64, Status> {
+    let end = match (target, from) {
+        (_, Some(from)) => return Ok(from),
+        (Target::All(_), None) => reader.next_position(),
+        (Target::Stream(name), None) => reader.stream_head(name).map(|h| h.map_or(0, |r| r + 1)),
+    };
+    end.map_err(|e| status(&e))
+}
+
+/// Runs one subscription until the client goes away or the node shuts down.
+pub async fn run(sub: Subscription, reader: EventReader, feed: LiveFeed, out: Out) {
+    if send(
+        &out,
+        Message::Confirmation(proto::SubscriptionConfirmation {
+            node_id: sub.node_id,
+        }),
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    let mut cursor = Cursor {
+        sub: &sub,
+        reader: &reader,
+        out: &out,
+        next: sub.from,
+        scanned_since_checkpoint: 0,
+        batch: Vec::with_capacity(MAX_EVENTS_PER_MESSAGE),
+        batch_bytes: 0,
+    };
+    loop {
+        // Join the ring first: whatever is applied after the history read below is in it. If
+        // the ring overran this receiver meanwhile (a long history), join again and read the
+        // rest, rather than announce `caught_up` only to fall behind at once.
+        let mut live = loop {
+            let live = feed.subscribe();
+            match cursor.read_history().await {
+                Err(Gone) => return,
+                Ok(Err(status)) => return fail(&out, status).await,
+                Ok(Ok(())) => {}
+            }
+            if live.len() < feed.capacity() {
+                break live;
+            }
+        };
+        let caught_up = Message::CaughtUp(proto::CaughtUp { next: cursor.next });
+        if cursor.send(caught_up).await.is_err() {
+            return;
+        }
+        let end = loop {
+            // About to wait: send what was gathered first, rather than hold it for more.
+            if live.is_empty() && cursor.flush().await.is_err() {
+                return;
+            }
+            let item = match live.recv().await {
+                Ok(item) => item,
+                Err(broadcast::error::RecvError::Lagged(_)) => break LiveEnd::FellBehind,
+                Err(broadcast::error::RecvError::Closed) => {
+                    break LiveEnd::Failed(Status::unavailable("node is shutting down"))
+                }
+            };
+            if matches!(cursor.sub.target, Target::All(_)) && item.position() < cursor.next {
+                continue; // already delivered from history
+            }
+            let event = match cursor.live_event(item) {
+                Ok(Some(event)) => event,
+                Ok(None) => continue,
+                Err(status) => break LiveEnd::Failed(status),
+            };
+            let key = cursor.key(&event);
+            if key < cursor.next {
+                continue;
+            }
+            if key > cursor.next {
+                tracing::warn!(
+                    next = cursor.next,
+                    key,
+                    "live feed skipped ahead; reading history"
+                );
+                break LiveEnd::FellBehind;
+            }
+            if cursor.deliver(event).await.is_err() {
+                return;
+            }
+        };
+        match end {
+            LiveEnd::FellBehind => {
+                let fell_behind = Message::FellBehind(proto::FellBehind { next: cursor.next });
+                if cursor.send(fell_behind).await.is_err() {
+                    return;
+                }
+            }
+            LiveEnd::Failed(status) => return fail(&out, status).await,
+        }
+    }
+}
+
+/// A subscription's output channel.
+pub fn channel() -> (
+    Out,
+    mpsc::Receiver<Result<proto::SubscribeResponse, Status>>,
+) {
+    mpsc::channel(SUBSCRIPTION_BUFFER_MESSAGES)
+}
+
+#[cfg(test)]
+mod tests;
