@@ -18,6 +18,13 @@ pub enum StoreError {
     /// A lazily streamed snapshot whose source state machine was replaced meanwhile.
     #[error("snapshot source changed while it was being read")]
     SnapshotSourceChanged,
+    /// A data dir written by a newer build, in a format this build does not know. Nothing was
+    /// changed.
+    #[error(
+        "the data dir has store format version {found}, newer than this build's {supported}; \
+         run a build that knows format {found}"
+    )]
+    FormatTooNew { found: u32, supported: u32 },
 }
 
 impl StoreError {

@@ -7,11 +7,15 @@ use uuid::Uuid;
 
 use crate::disk::KeyRange;
 
-/// Single keys: vote, purge point, applied state, snapshot record, install marker.
+/// Single keys: vote, purge point, applied state, snapshot record, install marker, format
+/// version.
 pub const META: u8 = 0x01;
-/// Raft log: index -> entry.
+/// Raft log: index -> entry. Only in stores of format 0 (`format` moves it into the log's
+/// segment files); `format` is its one reader.
 pub const LOG: u8 = 0x02;
-/// Events: first `$all` position of an append -> the whole append group.
+/// Events: first `$all` position of an append -> where its group's frame is in the group
+/// files (`group_files::Location`, 12 bytes). In stores of format 0 the whole group, inline,
+/// until `format` moves it out.
 pub const EVENTS: u8 = 0x03;
 /// Stream index: stream name, NUL, first revision of an append -> (first position, count).
 pub const STREAMS: u8 = 0x04;
@@ -30,6 +34,8 @@ pub const LAST_PURGED: &[u8] = &[META, b'p'];
 pub const APPLIED: &[u8] = &[META, b'a'];
 pub const SNAPSHOT: &[u8] = &[META, b's'];
 pub const INSTALLING: &[u8] = &[META, b'i'];
+/// The store's format version (`format`), a u32 big-endian; absent in stores written before it.
+pub const FORMAT_VERSION: &[u8] = &[META, b'f'];
 
 fn table_u64(table: u8, n: u64) -> [u8; 9] {
     let mut key = [table; 9];

@@ -17,6 +17,7 @@ mod codec;
 pub mod disk;
 mod error;
 pub mod faults;
+pub mod format;
 pub mod group_files;
 pub mod id_index;
 mod keys;

@@ -3,8 +3,8 @@
 //!
 //! Entries are written with one write per `append` and reported to openraft only after the
 //! files say they are durable (`sync_then`: a shared fdatasync). Vote and truncation are made
-//! durable before the call returns. A store written before the log had files of its own keeps
-//! its entries in the keyspace's log table; `open` moves them into segments.
+//! durable before the call returns. A store written before the log had files of its own kept
+//! its entries in the keyspace's log table; `format` moves them into segments at open.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -14,8 +14,9 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use crate::codec::{decode, encode};
-use crate::disk::{delete_range, sync_async, wait_for_sync, Disk, Order, WriteBatch};
+use crate::disk::{sync_async, wait_for_sync, Disk, WriteBatch};
 use crate::error::StoreError;
+use crate::format;
 use crate::keys;
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::segment_log::SegmentLog;
@@ -28,8 +29,6 @@ pub const MAX_LOG_ENTRIES_PER_READ: usize = 4096;
 /// (the entries, their encoding, the transport's copy): at 16 MiB a bulk load's replication
 /// was the largest consumer of a leader's heap (a heap profile put 75 MiB in encoding alone).
 pub const MAX_LOG_BYTES_PER_READ: usize = 4 * 1024 * 1024;
-/// Keys read or deleted per page when moving the keyspace's old log table.
-pub const LOG_PAGE_KEYS: usize = 1024;
 
 /// The Raft log. Cheap to clone: clones share the disk and the segments.
 #[derive(Clone)]
@@ -45,6 +44,7 @@ impl LogStore {
     /// without knowing what its previous life committed: its read index could then miss an
     /// acknowledged append (a stale linearizable read the simulation found, seed 4).
     pub fn open(disk: Arc<dyn Disk>) -> Result<Self, StoreError> {
+        format::upgrade(disk.as_ref())?;
         if let Some(bytes) = disk.get(keys::VOTE)? {
             let mut vote: Vote = decode("vote", &bytes)?;
             if vote.is_committed() {
@@ -59,51 +59,11 @@ impl LogStore {
         }
         let segments = Arc::new(SegmentLog::open(disk.log_files())?);
         let store = LogStore { disk, segments };
-        store.move_keyspace_log()?;
         if let Some(purged) = store.last_purged()? {
             // A purge whose files were not all deleted before a crash: finish it.
             store.segments.purge(purged.index)?;
         }
         Ok(store)
-    }
-
-    /// Moves entries left in the keyspace's log table (by a build that kept the log in sled)
-    /// into segments. The table stays authoritative until it is empty: a crash midway is
-    /// answered by starting the move again from scratch.
-    fn move_keyspace_log(&self) -> Result<(), StoreError> {
-        let table = keys::table_range(keys::LOG);
-        if self.disk.scan(&table, Order::Ascending, 1)?.is_empty() {
-            return Ok(());
-        }
-        tracing::info!("moving the Raft log out of the keyspace into segment files");
-        self.segments.clear()?;
-        let mut next = 0;
-        loop {
-            let range = keys::u64_range(keys::LOG, next, u64::MAX);
-            let page = self.disk.scan(&range, Order::Ascending, LOG_PAGE_KEYS)?;
-            let Some((last_key, _)) = page.last() else {
-                break;
-            };
-            next = keys::key_u64(last_key)
-                .ok_or_else(|| StoreError::corrupt("log key", "short key"))?
-                + 1;
-            let mut entries = Vec::with_capacity(page.len());
-            for (key, value) in page {
-                let entry: Entry = decode("log entry", &value)?;
-                if Some(entry.log_id.index) != keys::key_u64(&key) {
-                    return Err(StoreError::corrupt(
-                        "log entry",
-                        format!("entry {} stored under another index", entry.log_id),
-                    ));
-                }
-                entries.push(entry);
-            }
-            self.segments.append(entries)?;
-        }
-        self.segments.sync()?;
-        delete_range(self.disk.as_ref(), &table, LOG_PAGE_KEYS)?;
-        self.disk.sync()?;
-        Ok(())
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
@@ -245,7 +205,7 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
-    use crate::disk::MemDisk;
+    use crate::disk::{MemDisk, Order};
 
     fn entry(index: u64) -> Entry {
         Entry {

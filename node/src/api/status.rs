@@ -86,6 +86,8 @@ impl GrpcCode for StoreError {
             | StoreError::Corrupt { .. }
             | StoreError::InvalidSnapshot(_)
             | StoreError::SnapshotSourceChanged => Code::Unavailable,
+            // Only at open: the data dir needs a newer build, retrying will not help.
+            StoreError::FormatTooNew { .. } => Code::FailedPrecondition,
         }
     }
 }
@@ -155,6 +157,13 @@ mod tests {
                 Code::Unavailable,
             ),
             (StoreError::SnapshotSourceChanged, Code::Unavailable),
+            (
+                StoreError::FormatTooNew {
+                    found: 2,
+                    supported: 1,
+                },
+                Code::FailedPrecondition,
+            ),
         ];
         for (error, code) in &store {
             assert_eq!(error.code(), *code, "{error}");

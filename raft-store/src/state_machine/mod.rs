@@ -22,6 +22,7 @@ pub use apply::MAX_APPLY_BATCH_BYTES;
 use crate::codec::encode;
 use crate::disk::{sync_async, Disk, WriteBatch};
 use crate::error::StoreError;
+use crate::format;
 use crate::group_files::GroupFiles;
 use crate::keys;
 use crate::limits::Limits;
@@ -78,6 +79,7 @@ impl StateMachineStore {
     /// Opens the state machine, first undoing a snapshot install that a crash interrupted,
     /// then making the keyspace and the group files agree (`recover`).
     pub fn open(disk: Arc<dyn Disk>, limits: Limits) -> Result<Self, StoreError> {
+        format::upgrade(disk.as_ref())?;
         let groups = Arc::new(GroupFiles::open(disk.group_files())?);
         if disk.get(keys::INSTALLING)?.is_some() {
             tracing::warn!("a snapshot install was interrupted; clearing the state machine");

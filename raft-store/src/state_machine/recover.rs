@@ -10,17 +10,17 @@
 //!   goes, and openraft applies the log from the snapshot on. The log still holds those
 //!   entries, because it is purged only below a snapshot.
 //!
-//! A store written before the groups moved out of sled holds them inline; they are copied into
-//! the files first (`migrate_inline_groups`).
+//! A store written before the groups moved out of sled held them inline; `format` copies them
+//! into the files before this runs.
 
 use crate::codec::{decode, encode};
 use crate::disk::{delete_range, rewrite_range, Disk, Order, Rewrite, WriteBatch};
 use crate::error::StoreError;
-use crate::group_files::{GroupFiles, Location, LOCATION_BYTES};
+use crate::group_files::{GroupFiles, Location};
 use crate::keys;
 use crate::records::{read_group, read_snapshot_record, AppliedState, StreamRun};
 
-/// Keys visited per batch while rolling back or migrating.
+/// Keys visited per batch while rolling back.
 pub const RECOVER_PAGE_KEYS: usize = 4096;
 
 /// The last group the keyspace points at, as found in the files.
@@ -61,7 +61,6 @@ fn read_applied(disk: &dyn Disk) -> Result<AppliedState, StoreError> {
 
 /// Makes the keyspace and the files agree; returns the applied state to go on from.
 pub fn recover(disk: &dyn Disk, groups: &GroupFiles) -> Result<AppliedState, StoreError> {
-    migrate_inline_groups(disk, groups)?;
     let applied = read_applied(disk)?;
     match last_group(disk, groups)? {
         LastGroup::None if applied.next_position == 0 => {
@@ -146,66 +145,6 @@ fn roll_back_to_snapshot(
     Ok(target)
 }
 
-/// Copies groups stored inline in the keyspace (by builds before the group files) into the
-/// files, replacing each with its location. Each page's frames are synced before the page's
-/// locations are written, so a migration cut short resumes: it keeps the locations it finds
-/// and starts copying after the last one.
-fn migrate_inline_groups(disk: &dyn Disk, groups: &GroupFiles) -> Result<(), StoreError> {
-    // Migration goes in position order, so the last group is inline until it is done.
-    let last = disk.scan(&keys::table_range(keys::EVENTS), Order::Descending, 1)?;
-    if last.first().is_none_or(|(_, v)| v.len() == LOCATION_BYTES) {
-        return Ok(());
-    }
-    tracing::info!("moving event groups out of the keyspace into group files");
-    let mut files_end = 0u64;
-    let mut writer = None;
-    let mut moved = 0u64;
-    let mut start = keys::event_key(0).to_vec();
-    loop {
-        let mut range = keys::table_range(keys::EVENTS);
-        range.start = start.clone();
-        let page = disk.scan(&range, Order::Ascending, RECOVER_PAGE_KEYS)?;
-        let Some((last_key, _)) = page.last() else {
-            break;
-        };
-        start = last_key.clone();
-        start.push(0);
-        let mut batch = WriteBatch::default();
-        for (key, value) in &page {
-            let position =
-                keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
-            // An inline group is never 12 bytes long: its event id alone takes 17.
-            if value.len() == LOCATION_BYTES {
-                files_end = Location::decode(value)?.end();
-                continue;
-            }
-            let frames = match &mut writer {
-                Some(frames) => frames,
-                None => {
-                    groups.truncate(files_end)?;
-                    writer.insert(groups.writer())
-                }
-            };
-            let location = frames.push_encoded(position, value)?;
-            batch.put(key.clone(), location.encode());
-            moved += 1;
-        }
-        if let Some(frames) = &mut writer {
-            groups.write(frames)?;
-            groups.sync()?;
-        }
-        if !batch.is_empty() {
-            disk.write(batch)?;
-        }
-        if page.len() < RECOVER_PAGE_KEYS {
-            break;
-        }
-    }
-    disk.sync()?;
-    tracing::info!(groups = moved, "moved event groups into group files");
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use openraft::storage::RaftStateMachine;
@@ -213,6 +152,7 @@ mod tests {
 
     use super::*;
     use crate::disk::MemDisk;
+    use crate::group_files::LOCATION_BYTES;
     use crate::raft_types::{Entry, LogId};
     use crate::types::{Append, Command, ContentType, ExpectedRevision, NewEvent};
     use crate::{open_store, Direction, Limits, RecordedEvent};
@@ -267,6 +207,8 @@ mod tests {
             let frame = groups.read(location, position).expect("frame");
             batch.put(key, frame.payload().to_vec());
         }
+        // Stores of that build recorded no format version.
+        batch.delete(keys::FORMAT_VERSION);
         disk.write(batch).expect("write");
         if keep_first == 0 {
             groups.truncate(0).expect("truncate");

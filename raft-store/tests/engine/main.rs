@@ -3,6 +3,7 @@
 
 mod common;
 mod crash;
+mod format;
 mod limits;
 mod reads;
 mod semantics;

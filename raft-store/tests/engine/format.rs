@@ -1,0 +1,200 @@
+//! The store format fixture: a data dir written by format 1, committed in
+//! `tests/fixtures/format-1`, that every build must open and read back exactly. Regenerate it
+//! (only when a new format version is introduced: then keep the old one and add the new) with
+//! `cargo test -p cairn-raft-store --test engine -- --ignored write_format_1_fixture`.
+
+use std::path::{Path, PathBuf};
+
+use cairn_raft_store::disk::{SledDisk, SledOptions};
+use cairn_raft_store::{
+    format, Append, AppendPosition, AppendResult, Command, ContentType, ExpectedRevision, NewEvent,
+    RecordedEvent, Vote,
+};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use uuid::Uuid;
+
+use crate::common::{run, TestStore};
+
+const CREATED_UNIX_MS: u64 = 1_764_806_400_000;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-1")
+}
+
+fn event(n: u128, event_type: &str) -> NewEvent {
+    NewEvent {
+        // UUIDv7-shaped, as the client library makes them: several share a bucket prefix.
+        id: Uuid::from_u128(0x0193_8f00_0000_7000_8000_0000_0000_0000 + n),
+        event_type: event_type.to_owned(),
+        content_type: if n % 5 == 4 {
+            ContentType::Binary
+        } else {
+            ContentType::Json
+        },
+        data: format!("{{\"n\":{n}}}").into_bytes(),
+        metadata: if n % 3 == 0 {
+            vec![n as u8; 3]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn append(stream: &str, expected: ExpectedRevision, ids: std::ops::Range<u128>) -> Append {
+    Append {
+        stream: stream.to_owned(),
+        expected,
+        events: ids.map(|n| event(n, &format!("Type{}", n % 3))).collect(),
+        created_unix_ms: CREATED_UNIX_MS,
+    }
+}
+
+/// The log entries the fixture applies, before and after its snapshot.
+fn before_snapshot() -> Vec<Command> {
+    use ExpectedRevision::*;
+    vec![
+        Command::Append(append("order-1", NoStream, 0..2)),
+        Command::Append(append("customer-7", Any, 2..3)),
+        Command::Append(append("order-1", Exact(1), 3..4)),
+        // A group commit: two appends in one entry.
+        Command::Appends(vec![
+            append("order-2", NoStream, 4..7),
+            append("customer-7", StreamExists, 7..8),
+        ]),
+    ]
+}
+
+fn after_snapshot() -> Vec<Command> {
+    use ExpectedRevision::*;
+    vec![
+        Command::Append(append("order-1", Exact(2), 8..11)),
+        // Refused (wrong expected version): writes nothing.
+        Command::Append(append("order-2", NoStream, 11..12)),
+        Command::Append(append("binary-1", Any, 12..14)),
+    ]
+}
+
+/// Every event the fixture holds, as a reader must return it, in `$all` order.
+fn expected_events() -> Vec<RecordedEvent> {
+    let mut heads: std::collections::HashMap<String, u64> = Default::default();
+    let mut out = Vec::new();
+    let appends = before_snapshot().into_iter().chain(after_snapshot());
+    for command in appends {
+        let list = match command {
+            Command::Append(a) => vec![a],
+            Command::Appends(list) => list,
+        };
+        for a in list {
+            if a.stream == "order-2" && heads.contains_key("order-2") {
+                continue; // the refused one
+            }
+            for e in a.events {
+                let revision = heads.entry(a.stream.clone()).or_insert(0);
+                out.push(RecordedEvent {
+                    stream: a.stream.clone(),
+                    revision: *revision,
+                    position: out.len() as u64,
+                    id: e.id,
+                    event_type: e.event_type,
+                    content_type: e.content_type,
+                    data: e.data,
+                    metadata: e.metadata,
+                    created_unix_ms: a.created_unix_ms,
+                });
+                *revision += 1;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "writes tests/fixtures/format-1; run by hand only when introducing a format"]
+fn write_format_1_fixture() {
+    let dir = fixture_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    run(async {
+        let disk = SledDisk::open(&dir, SledOptions::default()).expect("open sled");
+        let mut s = TestStore::on(disk, None);
+        s.apply_all(before_snapshot()).await;
+        s.build_snapshot().await;
+        s.apply_all(after_snapshot()).await;
+        let vote = Vote::new(3, 2);
+        s.store.log.save_vote(&vote).await.expect("vote");
+        s.disk.sync().expect("sync");
+        assert_eq!(s.all(), expected_events());
+    });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn the_format_1_fixture_opens_and_reads_back_exactly() {
+    // Opening writes (sled's recovery, the vote demoted), so open a copy.
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture_dir(), copy.path());
+    let disk = SledDisk::open(copy.path(), SledOptions::default()).expect("open sled");
+    assert_eq!(format::stored_version(disk.as_ref()).unwrap(), 1);
+    let mut s = TestStore::on(disk, None);
+    let expected = expected_events();
+    assert_eq!(expected.len(), 13);
+    assert_eq!(s.all(), expected, "$all");
+    for stream in ["order-1", "order-2", "customer-7", "binary-1"] {
+        let of_stream: Vec<_> = expected
+            .iter()
+            .filter(|e| e.stream == stream)
+            .cloned()
+            .collect();
+        assert_eq!(s.stream(stream), of_stream, "{stream}");
+        let head = s.store.reader.stream_head(stream).unwrap();
+        assert_eq!(head, of_stream.last().map(|e| e.revision), "{stream}");
+    }
+    for e in &expected {
+        assert_eq!(
+            s.store.reader.position_of_event(&e.id).unwrap(),
+            Some(e.position),
+            "id {}",
+            e.id
+        );
+    }
+    assert_eq!(s.store.reader.next_position().unwrap(), 13);
+    run(async {
+        let snapshot = s
+            .sm()
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("a snapshot");
+        assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(4));
+        let vote = s.store.log.read_vote().await.unwrap().expect("a vote");
+        assert_eq!((vote.leader_id.term, vote.leader_id.node_id), (3, 2));
+        // Idempotency holds across the format: an exact retry gets its original answer.
+        let retry = Command::Append(append("order-1", ExpectedRevision::Exact(2), 8..11));
+        assert_eq!(
+            s.apply(retry).await,
+            AppendResult::AlreadyWritten(AppendPosition {
+                last_revision: 5,
+                last_position: 10,
+            })
+        );
+        let next = Command::Append(append("order-1", ExpectedRevision::Exact(5), 20..21));
+        assert_eq!(
+            s.apply(next).await,
+            AppendResult::Written(AppendPosition {
+                last_revision: 6,
+                last_position: 13,
+            })
+        );
+    });
+}
