@@ -6,8 +6,8 @@
 //!
 //! The files form one byte stream: a segment is named by the stream offset it starts at and a
 //! new one starts once the last reaches `GROUP_SEGMENT_BYTES` (a frame never spans two). A
-//! frame is `[payload length u32][crc32 of first position and payload u32][first position
-//! u64]` then the postcard-encoded group, little-endian.
+//! group is one frame (`frame`) keyed by its first position, the postcard-encoded group its
+//! payload.
 //!
 //! Apply writes the frames of a batch before the keyspace batch that points at them, and
 //! neither is synced (the Raft log is the durable record; snapshots sync both, files first).
@@ -22,16 +22,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
+pub use crate::frame::FRAME_HEADER_BYTES;
+
 use crate::codec::{decode_u64_u32, encode_u64_u32, U64_U32_BYTES};
 use crate::disk::{wait_for_sync, LogFiles};
 use crate::error::StoreError;
+use crate::frame;
 
 /// A segment that reaches this size is closed; the next frame starts a new one.
 pub const GROUP_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Bytes written since the last sync after which a sync is started in the background.
 pub const BACKGROUND_SYNC_BYTES: u64 = 16 * 1024 * 1024;
-/// Bytes of a frame before its payload.
-pub const FRAME_HEADER_BYTES: usize = 16;
 /// Bytes of an encoded `Location`.
 pub const LOCATION_BYTES: usize = U64_U32_BYTES;
 
@@ -66,13 +67,6 @@ impl Frame {
     pub fn payload(&self) -> &[u8] {
         &self.0[FRAME_HEADER_BYTES..]
     }
-}
-
-fn crc(first_position: u64, payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&first_position.to_le_bytes());
-    hasher.update(payload);
-    hasher.finalize()
 }
 
 #[derive(Default)]
@@ -128,12 +122,8 @@ impl GroupWriter {
         group: &T,
     ) -> Result<Location, StoreError> {
         let buf = self.buffer_for_next_frame();
-        let start = buf.len();
-        buf.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
-        let taken = std::mem::take(buf);
-        *buf = postcard::to_extend(group, taken)
-            .map_err(|e| StoreError::corrupt("encode event group", e))?;
-        self.finish_frame(start, first_position)
+        let len = frame::push(buf, first_position, group, "encode event group")?;
+        Ok(self.frame_added(first_position, len))
     }
 
     /// Adds an already encoded group's frame.
@@ -143,10 +133,10 @@ impl GroupWriter {
         encoded: &[u8],
     ) -> Result<Location, StoreError> {
         let buf = self.buffer_for_next_frame();
-        let start = buf.len();
-        buf.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+        let start = frame::begin(buf);
         buf.extend_from_slice(encoded);
-        self.finish_frame(start, first_position)
+        let len = frame::finish(buf, start, first_position)?;
+        Ok(self.frame_added(first_position, len))
     }
 
     fn buffer_for_next_frame(&mut self) -> &mut Vec<u8> {
@@ -174,24 +164,18 @@ impl GroupWriter {
             .bytes
     }
 
-    fn finish_frame(&mut self, start: usize, first_position: u64) -> Result<Location, StoreError> {
-        let buf = &mut self.chunks.last_mut().expect("push made a chunk").bytes;
-        let payload_len = buf.len() - start - FRAME_HEADER_BYTES;
-        let len = u32::try_from(payload_len)
-            .map_err(|_| StoreError::corrupt("event group", "larger than 4 GiB"))?;
-        let checksum = crc(first_position, &buf[start + FRAME_HEADER_BYTES..]);
-        buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        buf[start + 4..start + 8].copy_from_slice(&checksum.to_le_bytes());
-        buf[start + 8..start + 16].copy_from_slice(&first_position.to_le_bytes());
+    /// Moves the writer past a frame just added to the last chunk.
+    fn frame_added(&mut self, first_position: u64, len: u32) -> Location {
+        debug_assert!(self.chunks.last().is_some(), "{first_position}: no chunk");
         let location = Location {
             offset: self.end,
             len,
         };
-        let frame_bytes = FRAME_HEADER_BYTES + payload_len;
+        let frame_bytes = FRAME_HEADER_BYTES + len as usize;
         self.end += frame_bytes as u64;
         self.tail = self.tail.map(|t| t + frame_bytes as u64);
         self.pending_bytes += frame_bytes;
-        Ok(location)
+        location
     }
 }
 
@@ -319,13 +303,9 @@ impl GroupFiles {
         }
         let mut buf = vec![0u8; frame_bytes as usize];
         self.files.read_exact_at(id, in_segment, &mut buf)?;
-        let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes"));
-        let checksum = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-        let position = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
-        if len != location.len
-            || position != first_position
-            || crc(position, &buf[FRAME_HEADER_BYTES..]) != checksum
-        {
+        let holds = frame::parse(&buf)
+            .is_some_and(|(h, _)| h.len == location.len && h.key == first_position);
+        if !holds {
             return Err(corrupt(format!(
                 "group {first_position} does not read back at {}",
                 location.offset

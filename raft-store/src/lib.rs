@@ -18,6 +18,7 @@ pub mod disk;
 mod error;
 pub mod faults;
 pub mod format;
+mod frame;
 pub mod group_files;
 pub mod id_index;
 mod keys;

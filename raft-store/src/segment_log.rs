@@ -1,7 +1,7 @@
 //! The Raft log in append-only segment files of its own, beside sled rather than in it.
 //!
-//! Each entry is one frame: `[payload length u32][crc32 of index and payload u32][index u64]`
-//! then the postcard-encoded entry, all little-endian. A segment is named by the index of its
+//! Each entry is one frame (`frame`) keyed by its index, the postcard-encoded entry its
+//! payload. A segment is named by the index of its
 //! first entry and is rolled once it passes `SEGMENT_BYTES`; the previous segment is synced
 //! before the next one is created, so only the last segment can end in a torn write. Purging
 //! deletes whole segments; truncation cuts the segment that holds the first removed entry and
@@ -20,12 +20,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::codec::decode;
 use crate::disk::{LogFiles, SyncCallback};
 use crate::error::StoreError;
+use crate::frame::{self, Header, FRAME_HEADER_BYTES};
 use crate::raft_types::{Entry, LogId};
 
 /// A segment that reaches this size is closed and the next entry starts a new one.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
-/// Bytes of a frame before its payload.
-const FRAME_HEADER_BYTES: usize = 16;
 /// A frame claiming a longer payload is not a frame (an entry is bounded far below this by
 /// the append limits): at the end of the last segment a torn write, elsewhere corruption.
 pub const MAX_FRAME_PAYLOAD_BYTES: u64 = 256 * 1024 * 1024;
@@ -78,47 +77,13 @@ struct Span {
     first: u64,
 }
 
-fn crc(index: u64, payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&index.to_le_bytes());
-    hasher.update(payload);
-    hasher.finalize()
-}
-
 fn corrupt(detail: String) -> StoreError {
     StoreError::corrupt("log segment", detail)
 }
 
-/// A frame header's fields.
-struct Header {
-    len: u64,
-    crc: u32,
-    index: u64,
-}
-
-fn parse_header(bytes: &[u8]) -> Header {
-    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-    Header {
-        len: u32_at(0) as u64,
-        crc: u32_at(4),
-        index: u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")),
-    }
-}
-
 /// Appends `entry` as one frame to `buf`.
 fn push_frame(buf: &mut Vec<u8>, entry: &Entry) -> Result<(), StoreError> {
-    let start = buf.len();
-    buf.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
-    let mut buf_taken = std::mem::take(buf);
-    buf_taken = postcard::to_extend(entry, buf_taken)
-        .map_err(|e| StoreError::corrupt("encode log entry", e))?;
-    *buf = buf_taken;
-    let payload_len = buf.len() - start - FRAME_HEADER_BYTES;
-    let index = entry.log_id.index;
-    let checksum = crc(index, &buf[start + FRAME_HEADER_BYTES..]);
-    buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    buf[start + 4..start + 8].copy_from_slice(&checksum.to_le_bytes());
-    buf[start + 8..start + 16].copy_from_slice(&index.to_le_bytes());
+    frame::push(buf, entry.log_id.index, entry, "encode log entry")?;
     Ok(())
 }
 
@@ -192,26 +157,26 @@ impl SegmentLog {
                 break Some("a partial frame header".to_string());
             }
             files.read_exact_at(id, at, &mut header)?;
-            let h = parse_header(&header);
-            if h.len > MAX_FRAME_PAYLOAD_BYTES || at + FRAME_HEADER_BYTES as u64 + h.len > len {
+            let h = Header::parse(&header).expect("a whole header was read");
+            if u64::from(h.len) > MAX_FRAME_PAYLOAD_BYTES || at + h.frame_bytes() > len {
                 break Some(format!("a frame of {} bytes past the end", h.len));
             }
             if is_last {
                 payload.resize(h.len as usize, 0);
                 files.read_exact_at(id, at + FRAME_HEADER_BYTES as u64, &mut payload)?;
-                if crc(h.index, &payload) != h.crc {
+                if !h.holds(&payload) {
                     break Some("a checksum mismatch".to_string());
                 }
             }
-            if h.index != segment.next() {
+            if h.key != segment.next() {
                 return Err(corrupt(format!(
                     "segment {id} holds entry {} where {} belongs",
-                    h.index,
+                    h.key,
                     segment.next()
                 )));
             }
             segment.starts.push(at);
-            at += FRAME_HEADER_BYTES as u64 + h.len;
+            at += h.frame_bytes();
         };
         segment.end = at;
         if let Some(what) = torn {
@@ -395,22 +360,17 @@ impl SegmentLog {
             let mut at = 0usize;
             let mut expected = first;
             while at < bytes.len() {
-                let frame = bytes
-                    .get(at..at + FRAME_HEADER_BYTES)
-                    .ok_or_else(|| corrupt(format!("segment {segment}: short frame")))?;
-                let h = parse_header(frame);
-                let payload = bytes
-                    .get(at + FRAME_HEADER_BYTES..at + FRAME_HEADER_BYTES + h.len as usize)
-                    .ok_or_else(|| corrupt(format!("segment {segment}: short frame")))?;
-                if h.index != expected || crc(h.index, payload) != h.crc {
-                    return Err(corrupt(format!(
-                        "segment {segment}: entry {expected} does not read back"
-                    )));
-                }
-                // The header's index is the entry's own (`push_frame`) and the checksum covers it.
+                let (h, payload) = frame::parse(&bytes[at..])
+                    .filter(|(h, _)| h.key == expected)
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "segment {segment}: entry {expected} does not read back"
+                        ))
+                    })?;
+                // The header's key is the entry's index (`push_frame`) and the checksum covers it.
                 entries.push(decode("log entry", payload)?);
                 expected += 1;
-                at += FRAME_HEADER_BYTES + h.len as usize;
+                at += h.frame_bytes() as usize;
             }
         }
         Ok(entries)
