@@ -1,4 +1,7 @@
 //! The client: appends that follow the leader and retry safely, reads, cluster status.
+//!
+//! About 600 lines: every public call of `Client` and the one loop that runs them; the retry
+//! rules themselves are in `policy.rs`, the node choice in `endpoints.rs`.
 
 use std::fmt;
 use std::future::Future;

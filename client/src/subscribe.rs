@@ -1,5 +1,10 @@
 //! Catch-up subscriptions: history, then live events, kept going across server streams and
 //! nodes, with the no-gap, no-duplicate guarantee checked on this side too.
+//!
+//! Longer than ~600 lines on purpose: the options, the resume point and the loop that judges
+//! every message against it (`Follow`) are one piece of reasoning (what was delivered, where to
+//! resume, what a gap is); split, each half would have to be read with the other open. The
+//! retry rules are not here but in `policy.rs`.
 
 use std::fmt;
 use std::pin::Pin;
