@@ -1,4 +1,7 @@
 //! The client: appends that follow the leader and retry safely, reads, cluster status.
+//!
+//! About 600 lines: every public call of `Client` and the one loop that runs them; the retry
+//! rules themselves are in `policy.rs`, the node choice in `endpoints.rs`.
 
 use std::fmt;
 use std::future::Future;
@@ -12,6 +15,7 @@ use tonic::{Code, Request, Status};
 use crate::endpoints::{ChannelFactory, Endpoints, Node, MEMBERSHIP_REQUEST_TIMEOUT_MS};
 use crate::error::{classify, Error, Failure};
 use crate::event::{EventData, ExpectedRevision};
+use crate::policy::Retries;
 use crate::proto;
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::streams_client::StreamsClient;
@@ -23,13 +27,9 @@ use crate::read::{
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2113";
 /// Default bound on each attempt of a call (and on each wait for the next event of a read).
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
-/// Default number of attempts of an append; with the backoff below, about 8 s of trying,
+/// Default number of attempts of an append; with the backoff (`policy.rs`), about 8 s of trying,
 /// enough to ride out a leader election.
 pub const DEFAULT_MAX_APPEND_ATTEMPTS: u32 = 20;
-/// First pause between attempts; doubles on each retry up to [`RETRY_BACKOFF_MAX_MS`].
-pub const RETRY_BACKOFF_INITIAL_MS: u64 = 20;
-/// Longest pause between attempts.
-pub const RETRY_BACKOFF_MAX_MS: u64 = 500;
 /// Largest gRPC message either way, the same as the server's limit: an append beyond it is
 /// refused here (`InvalidArgument`) without a round trip, and a read can carry any event the
 /// server accepted (tonic's default of 4 MiB would not).
@@ -148,17 +148,6 @@ pub(crate) fn streams(channel: Channel) -> StreamsClient<Channel> {
     StreamsClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
-}
-
-/// The pause before retry number `retry` (0-based): exponential, capped. No jitter on
-/// purpose: the simulation replays a run from its seed, and OS randomness would break that.
-pub(crate) fn backoff(retry: u32) -> Duration {
-    let factor = 1u64.checked_shl(retry).unwrap_or(u64::MAX);
-    Duration::from_millis(
-        RETRY_BACKOFF_INITIAL_MS
-            .saturating_mul(factor)
-            .min(RETRY_BACKOFF_MAX_MS),
-    )
 }
 
 impl Client {
@@ -454,8 +443,9 @@ impl Client {
 
     /// The cluster as the first node that answers sees it. Also teaches the client the leader.
     pub async fn status(&self) -> Result<proto::StatusResponse, Error> {
-        let mut cause = String::from("no endpoint tried");
-        for node in self.inner.endpoints.all() {
+        let nodes = self.inner.endpoints.all();
+        let mut retries = Retries::new(nodes.len() as u32);
+        for node in nodes {
             let mut request = Request::new(proto::StatusRequest { local_only: false });
             request.set_timeout(self.inner.request_timeout);
             let channel = self.inner.endpoints.channel(&node);
@@ -470,14 +460,15 @@ impl Client {
                 }
                 Ok(Err(status)) => match classify(&status, "") {
                     Failure::Fatal(err) => return Err(err),
-                    Failure::Retry { cause: why, .. } => cause = format!("{}: {why}", node.url),
+                    Failure::Retry { cause, .. } => retries.noted(&node, cause),
                 },
-                Err(_elapsed) => cause = self.timeout_cause(&node),
+                Err(_elapsed) => retries.noted(&node, self.timeout_cause()),
             }
-            tracing::debug!(endpoint = %node.url, %cause, "status: trying the next endpoint");
+            tracing::debug!(endpoint = %node.url, cause = %retries.last_cause(), "status: trying the next endpoint");
         }
         Err(Error::Unavailable(format!(
-            "status: no endpoint answered; last: {cause}"
+            "status: no endpoint answered; last: {}",
+            retries.last_cause()
         )))
     }
 
@@ -526,21 +517,18 @@ impl Client {
         self.inner.request_timeout
     }
 
-    fn timeout_cause(&self, node: &Node) -> String {
+    fn timeout_cause(&self) -> String {
         format!(
-            "{}: no answer within {} ms",
-            node.url,
+            "no answer within {} ms",
             self.inner.request_timeout.as_millis()
         )
     }
 
     /// Runs `call` against `start`, then against wherever the failures point, at most
-    /// `max_append_attempts` times, each bounded by the request timeout.
-    ///
-    /// Leader hint: go there, without a pause the first time (the hint is fresh news), with
-    /// the backoff if hints keep bouncing. No hint, an error or a timeout: forget that node as
-    /// leader, back off, try the next node `preference` allows that has not failed yet this
-    /// round. Returns the value and the node that gave it.
+    /// `max_append_attempts` times, each bounded by the request timeout. The rules (leader
+    /// hints, pauses, avoided nodes, the last cause) are the call policy's (`policy.rs`); here
+    /// the next node without a hint is the next one `preference` allows that has not failed
+    /// this round. Returns the value and the node that gave it.
     #[allow(clippy::too_many_arguments)]
     async fn with_retries<T, F, Fut>(
         &self,
@@ -556,56 +544,38 @@ impl Client {
         Fut: Future<Output = Result<T, Status>>,
     {
         let endpoints = &self.inner.endpoints;
-        let max_attempts = self.inner.max_attempts;
+        let mut retries = Retries::new(self.inner.max_attempts);
         let mut node = start;
-        let mut cause = String::new();
-        let mut pauses = 0u32;
-        let mut redirected = false;
-        let mut tried = Vec::new();
         let attempt_timeout = match kind {
             CallKind::Request => self.inner.request_timeout,
             CallKind::Membership => Duration::from_millis(MEMBERSHIP_REQUEST_TIMEOUT_MS),
         };
-        for attempt in 1..=max_attempts {
+        for attempt in 1.. {
             let channel = match kind {
                 CallKind::Request => endpoints.channel(&node),
                 CallKind::Membership => endpoints.membership_channel(&node),
             };
             let outcome = tokio::time::timeout(attempt_timeout, call(channel)).await;
-            let (next, follow_at_once) = match outcome {
+            let (leader, cause) = match outcome {
                 Ok(Ok(value)) => return Ok((value, node)),
                 Ok(Err(status)) => match classify(&status, stream) {
                     Failure::Fatal(err) => return Err(err),
-                    Failure::Retry { leader, cause: why } => {
-                        cause = format!("{}: {why}", node.url);
-                        match leader.and_then(|hint| endpoints.follow_hint(&hint)) {
-                            Some(leader) => {
-                                let fresh = !redirected && !Arc::ptr_eq(&leader, &node);
-                                (leader, fresh)
-                            }
-                            None => {
-                                endpoints.avoid(&node, &mut tried);
-                                (endpoints.pick(preference, &tried), false)
-                            }
-                        }
-                    }
+                    Failure::Retry { leader, cause } => (leader, cause),
                 },
-                Err(_elapsed) => {
-                    cause = format!(
-                        "{}: no answer within {} ms",
-                        node.url,
-                        attempt_timeout.as_millis()
-                    );
-                    endpoints.avoid(&node, &mut tried);
-                    (endpoints.pick(preference, &tried), false)
-                }
+                Err(_elapsed) => (
+                    None,
+                    format!("no answer within {} ms", attempt_timeout.as_millis()),
+                ),
             };
-            tracing::debug!(what, stream, attempt, %cause, next = %next.url, "retrying");
-            redirected = follow_at_once;
-            if attempt < max_attempts && !follow_at_once {
-                tokio::time::sleep(backoff(pauses)).await;
-                pauses = pauses.saturating_add(1);
+            retries.failed(endpoints, &node, cause, leader, true);
+            let next = retries
+                .take_hinted()
+                .unwrap_or_else(|| endpoints.pick(preference, retries.tried()));
+            tracing::debug!(what, stream, attempt, cause = %retries.last_cause(), next = %next.url, "retrying");
+            if retries.exhausted() {
+                break;
             }
+            retries.pause().await;
             node = next;
         }
         let of = if stream.is_empty() {
@@ -613,8 +583,6 @@ impl Client {
         } else {
             format!(" of {stream:?}")
         };
-        Err(Error::Unavailable(format!(
-            "{what}{of} gave up after {max_attempts} attempts; last: {cause}"
-        )))
+        Err(retries.give_up(&format!("{what}{of}")))
     }
 }

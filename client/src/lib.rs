@@ -61,12 +61,13 @@ mod client;
 mod endpoints;
 mod error;
 mod event;
+mod policy;
 mod read;
 mod subscribe;
 
 pub use client::{
     AppendResult, Client, ClientConfig, Membership, DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS,
-    DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES, RETRY_BACKOFF_INITIAL_MS, RETRY_BACKOFF_MAX_MS,
+    DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES,
 };
 pub use endpoints::{
     ChannelFactory, CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_ENDPOINTS,
@@ -77,6 +78,7 @@ pub use error::{
     CONFLICT_OTHER_CONTENT, LEADER_METADATA_KEY,
 };
 pub use event::{ContentType, EventData, ExpectedRevision, RecordedEvent};
+pub use policy::{RETRY_BACKOFF_INITIAL_MS, RETRY_BACKOFF_MAX_MS};
 pub use read::{
     Direction, EventStream, NodePreference, ReadConsistency, ReadFrom, ReadOptions, ALL_STREAM,
 };

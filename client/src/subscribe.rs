@@ -1,5 +1,10 @@
 //! Catch-up subscriptions: history, then live events, kept going across server streams and
 //! nodes, with the no-gap, no-duplicate guarantee checked on this side too.
+//!
+//! Longer than ~600 lines on purpose: the options, the resume point and the loop that judges
+//! every message against it (`Follow`) are one piece of reasoning (what was delivered, where to
+//! resume, what a gap is); split, each half would have to be read with the other open. The
+//! retry rules are not here but in `policy.rs`.
 
 use std::fmt;
 use std::pin::Pin;
@@ -9,10 +14,11 @@ use std::task::{Context, Poll};
 use futures_util::stream;
 use tonic::codec::Streaming;
 
-use crate::client::{backoff, streams, Client};
+use crate::client::{streams, Client};
 use crate::endpoints::Node;
 use crate::error::{classify, Error, Failure};
 use crate::event::RecordedEvent;
+use crate::policy::Retries;
 use crate::proto;
 use crate::proto::subscribe_response::Message;
 use crate::read::{NodePreference, ReadConsistency, ReadFrom, ALL_STREAM};
@@ -331,19 +337,11 @@ struct Follow {
     unbatched: std::collections::VecDeque<proto::SubscribeResponse>,
     /// The node of the open (or last) server stream.
     node: Option<Arc<Node>>,
-    /// Where the next attempt goes when a follower named the leader.
-    next_node: Option<Arc<Node>>,
-    /// The next attempt follows a hint that just came in: no pause.
-    redirected: bool,
-    /// Nodes that failed since the last delivery: the next choice avoids them.
-    tried: Vec<Arc<Node>>,
-    /// Consecutive attempts that delivered nothing.
-    failures: u32,
-    /// Pauses since the last delivery (the backoff exponent).
-    pauses: u32,
+    /// The call policy (`policy.rs`): consecutive attempts that delivered nothing, the
+    /// backoff, the hinted leader, the nodes avoided since the last delivery, the last cause.
+    retries: Retries,
     /// The current server stream has delivered a message after its confirmation.
     delivered: bool,
-    last_cause: String,
     served_by: Arc<Mutex<Option<u64>>>,
     done: bool,
 }
@@ -358,13 +356,8 @@ impl Follow {
             messages: None,
             unbatched: std::collections::VecDeque::new(),
             node: None,
-            next_node: None,
-            redirected: false,
-            tried: Vec::new(),
-            failures: 0,
-            pauses: 0,
+            retries: Retries::new(MAX_RESUBSCRIBE_ATTEMPTS),
             delivered: false,
-            last_cause: String::from("no attempt yet"),
             served_by: Arc::new(Mutex::new(None)),
             done: false,
         }
@@ -386,23 +379,20 @@ impl Follow {
     async fn open(&mut self) -> Result<(), Error> {
         let mut first = self.node.is_none();
         loop {
-            if self.failures >= MAX_RESUBSCRIBE_ATTEMPTS {
-                return Err(Error::Unavailable(format!(
-                    "subscription to {:?} gave up after {MAX_RESUBSCRIBE_ATTEMPTS} attempts; \
-                     last: {}",
-                    self.stream, self.last_cause
-                )));
+            if self.retries.exhausted() {
+                return Err(self
+                    .retries
+                    .give_up(&format!("subscription to {:?}", self.stream)));
             }
-            if !first && !self.redirected {
-                tokio::time::sleep(backoff(self.pauses)).await;
-                self.pauses = self.pauses.saturating_add(1);
+            if !first {
+                self.retries.pause().await;
             }
             first = false;
-            let node = match self.next_node.take() {
+            let node = match self.retries.take_hinted() {
                 Some(node) => node,
                 None => {
                     let preference = self.preference();
-                    self.client.choose(preference, &self.tried).await
+                    self.client.choose(preference, self.retries.tried()).await
                 }
             };
             self.node = Some(Arc::clone(&node));
@@ -474,27 +464,13 @@ impl Follow {
     /// Bookkeeping after `node` failed: count the attempt if it delivered nothing, and pick
     /// the hinted leader next, or avoid `node` when choosing the next one.
     fn failed(&mut self, node: &Arc<Node>, cause: String, leader: Option<String>) {
-        if !self.delivered {
-            self.failures = self.failures.saturating_add(1);
-        }
+        let counts = !self.delivered;
         self.delivered = false;
-        self.last_cause = format!("{}: {cause}", node.url);
-        let endpoints = self.client.endpoints();
-        match leader.and_then(|hint| endpoints.follow_hint(&hint)) {
-            Some(leader) => {
-                // Fresh news goes out at once; hints that bounce wait like any failure.
-                self.redirected = !self.redirected && !Arc::ptr_eq(&leader, node);
-                self.next_node = Some(leader);
-            }
-            None => {
-                self.redirected = false;
-                endpoints.avoid(node, &mut self.tried);
-            }
-        }
+        self.retries
+            .failed(self.client.endpoints(), node, cause, leader, counts);
         tracing::debug!(
             stream = %self.stream,
-            failures = self.failures,
-            cause = %self.last_cause,
+            cause = %self.retries.last_cause(),
             "subscription attempt failed"
         );
     }
@@ -530,10 +506,7 @@ impl Follow {
                 Ok(Some(response)) => match self.judge(response) {
                     Verdict::Deliver(message) => {
                         self.delivered = true;
-                        self.failures = 0;
-                        self.pauses = 0;
-                        self.redirected = false;
-                        self.tried.clear();
+                        self.retries.succeeded();
                         return Some(Ok(message));
                     }
                     Verdict::Skip => continue,

@@ -9,9 +9,9 @@ use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-use crate::client::backoff;
 use crate::endpoints::{Endpoints, Node};
 use crate::error::{classify, Failure};
+use crate::policy::backoff;
 use crate::*;
 
 #[test]
