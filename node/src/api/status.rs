@@ -237,7 +237,10 @@ mod tests {
             let answer = rejection(&error);
             let text = |key| answer.metadata().get(key).and_then(|v| v.to_str().ok());
             assert_eq!(text(CONFLICT_KIND_METADATA_KEY), Some(kind));
-            assert_eq!(text(CONFLICT_EVENT_ID_METADATA_KEY), Some(id.to_string().as_str()));
+            assert_eq!(
+                text(CONFLICT_EVENT_ID_METADATA_KEY),
+                Some(id.to_string().as_str())
+            );
         }
 
         let membership = ChangeMembershipError::EmptyMembership(EmptyMembership {});
