@@ -1,4 +1,4 @@
-//! `cairn bench`: the workload of `shared/peerbench/WORKLOAD.md` (S1, S2, S3) against Cairn,
+//! `cairn bench`: the workload of BENCHMARKS.md, "The workload" (S1, S2, S3) against Cairn,
 //! printing the same JSON lines, plus failover and handoff scenarios the peers lack.
 //! One file per scenario: `workload.rs` (S1, S2, S3), `failover.rs` (failover and handoff),
 //! `catchup.rs`, `lag.rs`, `restart.rs`; this file holds the flags, the limits and the
@@ -25,7 +25,7 @@ use hdrhistogram::Histogram;
 
 use super::{EXIT_FAILURE, EXIT_USAGE};
 
-/// Bytes of pseudo-random payload per event (WORKLOAD.md).
+/// Bytes of pseudo-random payload per event (BENCHMARKS.md, "The workload").
 pub const EVENT_BYTES: usize = 256;
 /// How long failover waits for the cluster (a leader, convergence, the first append).
 pub const FAILOVER_WAIT_MS: u64 = 30_000;

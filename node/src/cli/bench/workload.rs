@@ -14,9 +14,9 @@ use tokio_stream::StreamExt;
 use super::{ms, BenchArgs, Scenario, SplitMix64};
 use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
 
-/// An append or re-read with no answer in this long counts as an error (WORKLOAD.md).
+/// An append or re-read with no answer in this long counts as an error (BENCHMARKS.md, "The workload").
 pub const OPERATION_TIMEOUT_MS: u64 = 10_000;
-/// Pause after an error before re-reading the stream (WORKLOAD.md).
+/// Pause after an error before re-reading the stream (BENCHMARKS.md, "The workload").
 pub const ERROR_PAUSE_MS: u64 = 50;
 /// Extra time after the window before the scenario is stopped whatever happens.
 pub const HARD_STOP_EXTRA_S: u64 = 120;
