@@ -22,8 +22,8 @@ use cairn_raft_store::disk::{Disk, SledDisk, SledOptions};
 use cairn_raft_store::{
     open_store, Append, Command, ContentType, Entry, ExpectedRevision, Limits, NewEvent,
 };
+use cairn_raft_store::EntryPayload;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
 struct Args {
     events: u64,
@@ -121,7 +121,7 @@ async fn run_batch(args: &Args, batch: u64) {
             created_unix_ms: 0,
         });
         let entry = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: cairn_raft_store::log_id(1, 1, index),
             payload: EntryPayload::Normal(command),
         };
         let t = Instant::now();
@@ -130,7 +130,7 @@ async fn run_batch(args: &Args, batch: u64) {
             .blocking_append(vec![entry.clone()])
             .await
             .expect("append");
-        store.state_machine.apply(vec![entry]).await.expect("apply");
+        store.state_machine.apply_entries(vec![entry]).await.expect("apply");
         latencies.push(t.elapsed());
         events += batch;
         if index % args.snapshot_every == 0 {

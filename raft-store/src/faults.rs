@@ -50,16 +50,37 @@ pub(crate) fn active() -> Bugs {
     }
 }
 
-/// The `apply_out_of_order` bug: the commands of a batch run in reverse order, while the log
-/// ids stay where they were.
+/// The `apply_out_of_order` bug: with it on, the whole batch openraft streams to `apply` is
+/// collected and its commands run in reverse order, while the log ids (and the clients waiting
+/// on them) stay where they were.
 #[cfg(feature = "fault-injection")]
-pub(crate) fn reverse_payloads(entries: &mut [crate::raft_types::Entry]) {
-    let mut payloads: Vec<_> = entries
+pub(crate) async fn maybe_reverse_payloads<'a, S, R>(
+    entries: S,
+    bugs: Bugs,
+) -> futures_util::stream::BoxStream<'a, S::Item>
+where
+    S: futures_util::Stream<Item = Result<(crate::raft_types::Entry, R), std::io::Error>>
+        + Send
+        + 'a,
+    R: Send + 'a,
+{
+    use futures_util::StreamExt;
+    if !bugs.apply_out_of_order {
+        return entries.boxed();
+    }
+    let mut items: Vec<S::Item> = entries.collect().await;
+    let mut payloads: Vec<_> = items
         .iter_mut()
-        .map(|e| std::mem::replace(&mut e.payload, openraft::EntryPayload::Blank))
+        .filter_map(|item| item.as_mut().ok())
+        .map(|(e, _)| std::mem::replace(&mut e.payload, openraft::EntryPayload::Blank))
         .collect();
     payloads.reverse();
-    for (entry, payload) in entries.iter_mut().zip(payloads) {
+    for ((entry, _), payload) in items
+        .iter_mut()
+        .filter_map(|item| item.as_mut().ok())
+        .zip(payloads)
+    {
         entry.payload = payload;
     }
+    futures_util::stream::iter(items).boxed()
 }

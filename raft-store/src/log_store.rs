@@ -10,7 +10,10 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use std::io;
+
+use futures_util::{stream, Stream, StreamExt};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use crate::codec::{decode, encode};
@@ -18,7 +21,7 @@ use crate::disk::{sync_async, wait_for_sync, Disk, WriteBatch};
 use crate::error::StoreError;
 use crate::format;
 use crate::keys;
-use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
 use crate::segment_log::SegmentLog;
 use crate::storage_error::{Failed, OrStorage};
 
@@ -47,7 +50,7 @@ impl LogStore {
         format::upgrade(disk.as_ref())?;
         if let Some(bytes) = disk.get(keys::VOTE)? {
             let mut vote: Vote = decode("vote", &bytes)?;
-            if vote.is_committed() {
+            if vote.committed {
                 vote.committed = false;
                 let mut batch = WriteBatch::default();
                 batch.put(keys::VOTE, encode(&vote)?);
@@ -92,28 +95,69 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = bounds(&range);
         self.segments
             .read(start, end, usize::MAX, usize::MAX)
             .or_storage(Failed::ReadLogs)
     }
 
+    /// Streams `range` a bounded read at a time (openraft's default reads the whole range into
+    /// memory first; applying after a restart can be the whole log).
+    async fn entries_stream<RB>(
+        &mut self,
+        range: RB,
+    ) -> impl Stream<Item = Result<Entry, io::Error>> + OptionalSend
+    where
+        RB: RangeBounds<u64> + Clone + Debug + OptionalSend,
+    {
+        let (start, end) = bounds(&range);
+        let segments = self.segments.clone();
+        stream::unfold(Some(start), move |next| {
+            let segments = segments.clone();
+            async move {
+                let from = next.filter(|&from| from < end)?;
+                let read = segments
+                    .read(from, end, MAX_LOG_ENTRIES_PER_READ, MAX_LOG_BYTES_PER_READ)
+                    .or_storage(Failed::ReadLogs);
+                let (items, after) = match read {
+                    // Nothing left: the range ran past the end of the log.
+                    Ok(entries) => {
+                        let after = entries.last()?.log_id.index + 1;
+                        (entries.into_iter().map(Ok).collect(), Some(after))
+                    }
+                    Err(e) => (vec![Err(e)], None),
+                };
+                Some((stream::iter::<Vec<Result<Entry, io::Error>>>(items), after))
+            }
+        })
+        .flatten()
+    }
+
     async fn limited_get_log_entries(
         &mut self,
         start: u64,
         end: u64,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, io::Error> {
         self.segments
             .read(start, end, MAX_LOG_ENTRIES_PER_READ, MAX_LOG_BYTES_PER_READ)
             .or_storage(Failed::ReadLogs)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        match self.disk.get(keys::VOTE).or_storage(Failed::ReadVote)? {
+            Some(bytes) => decode::<Vote>("vote", &bytes)
+                .map(Some)
+                .or_storage(Failed::ReadVote),
+            None => Ok(None),
+        }
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id = self.last_purged().or_storage(Failed::ReadLogs)?;
         let last_entry = self.segments.last_log_id();
         // Entries below the purge point may remain in a segment that also holds later ones;
@@ -129,7 +173,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let mut batch = WriteBatch::default();
         batch.put(keys::VOTE, encode(vote).or_storage(Failed::WriteVote)?);
         self.disk.write(batch).or_storage(Failed::WriteVote)?;
@@ -138,20 +182,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .or_storage(Failed::WriteVote)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        match self.disk.get(keys::VOTE).or_storage(Failed::ReadVote)? {
-            Some(bytes) => decode::<Vote>("vote", &bytes)
-                .map(Some)
-                .or_storage(Failed::ReadVote),
-            None => Ok(None),
-        }
-    }
-
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -160,27 +195,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .append(entries)
             .or_storage(Failed::WriteLogs)?;
         if crate::faults::active().ack_before_durable {
-            callback.log_io_completed(Ok(()));
+            callback.io_completed(Ok(()));
             self.segments.sync_then(Box::new(|_| {}));
             return Ok(());
         }
         // Entries are readable now; openraft hears they are durable only from the files.
         self.segments
-            .sync_then(Box::new(move |result| callback.log_io_completed(result)));
+            .sync_then(Box::new(move |result| callback.io_completed(result)));
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        tracing::debug!(%log_id, "truncating log");
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        tracing::debug!(?last_log_id, "truncating log after");
+        let from = last_log_id.map_or(0, |kept| kept.index + 1);
         self.segments
-            .truncate(log_id.index)
+            .truncate(from)
             .or_storage(Failed::WriteLogs)?;
         wait_for_sync(|done| self.segments.sync_then(done))
             .await
             .or_storage(Failed::WriteLogs)
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         tracing::debug!(%log_id, "purging log");
         // The purge point is durable before any segment goes: otherwise a crash could leave a
         // log whose first entry is past a purge point the keyspace no longer remembers.
@@ -202,14 +238,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, EntryPayload};
-
     use super::*;
+    use crate::raft_types::{log_id, EntryPayload};
     use crate::disk::{MemDisk, Order};
 
     fn entry(index: u64) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+            log_id: log_id(2, 1, index),
             payload: EntryPayload::Blank,
         }
     }

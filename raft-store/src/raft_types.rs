@@ -3,29 +3,42 @@
 
 use openraft::BasicNode;
 
-use crate::snapshot::SnapshotData;
 use crate::types::{Command, Response};
 
 /// A node's id in the cluster.
 pub type NodeId = u64;
 
 openraft::declare_raft_types!(
-    /// Cairn's Raft types. The runtime is tokio with a generator the simulation can seed
-    /// ([`crate::runtime`]).
+    /// Cairn's Raft types. Terms, leader ids and votes are openraft's defaults (`u64` terms,
+    /// a leader id of term and node, so several candidates may stand in one term); the on-disk
+    /// encoding of votes, log ids, entries and snapshot metadata is the one 0.9 wrote. The
+    /// runtime is tokio with a generator the simulation can seed ([`crate::runtime`]).
     pub TypeConfig:
         D = Command,
         R = Response,
         NodeId = NodeId,
         Node = BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = SnapshotData,
         AsyncRuntime = crate::runtime::CairnRuntime,
 );
 
-pub type LogId = openraft::LogId<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
+pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;
+pub type CommittedLeaderId = LeaderId;
+pub type LogId = openraft::LogId<CommittedLeaderId>;
+pub type Entry = openraft::Entry<CommittedLeaderId, EntryPayload>;
+pub type EntryPayload = openraft::EntryPayload<Command, NodeId, BasicNode>;
+pub type Vote = openraft::Vote<LeaderId>;
+pub type Membership = openraft::Membership<NodeId, BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<CommittedLeaderId, NodeId, BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<CommittedLeaderId, NodeId, BasicNode>;
+pub type Snapshot =
+    openraft::Snapshot<CommittedLeaderId, NodeId, BasicNode, crate::snapshot::SnapshotData>;
+pub type StorageError = openraft::StorageError<TypeConfig>;
+/// The Raft instance of a node: openraft 0.10 makes it generic over the state machine.
+pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachineStore>;
+/// What a node's Raft metrics look like.
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+
+/// The log id of entry `index` written by `node` as leader in `term`.
+pub fn log_id(term: u64, node: NodeId, index: u64) -> LogId {
+    LogId::new(LeaderId { term, node_id: node }, index)
+}

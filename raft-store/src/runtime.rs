@@ -1,8 +1,9 @@
-//! Cairn's openraft runtime: tokio, with the randomness (election timeouts) drawn from a
-//! per-thread generator that the simulation seeds, so a seed replays a run exactly.
+//! Cairn's openraft runtime: openraft's tokio runtime (the `openraft-rt-tokio` crate), with
+//! the randomness (election timeouts, tick jitter) drawn from a per-thread generator that the
+//! simulation seeds, so a seed replays a run exactly, and with Raft's task panics catchable.
 //!
 //! Outside the simulation nobody seeds it and each thread's generator starts from the OS's
-//! entropy, exactly like openraft's own `TokioRuntime`.
+//! entropy, like openraft's own `TokioRuntime`.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -10,13 +11,13 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use openraft::async_runtime::TokioOneShotSender;
-use openraft::{AsyncRuntime, OptionalSend, TokioInstant};
-use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use openraft::{AsyncRuntime, OptionalSend};
+use openraft_rt_tokio::{TokioInstant, TokioRuntime};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 thread_local! {
-    static THREAD_RNG: RefCell<StdRng> = RefCell::new(StdRng::from_entropy());
+    static THREAD_RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
     /// Set by the simulation: Raft's tasks that panic are caught and reported here instead.
     static CAUGHT_PANICS: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
 }
@@ -57,47 +58,36 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Restarts this thread's generator from `seed`. The simulation runs every node on one thread
 /// and calls this once per run, before any node starts.
 pub fn seed_thread_rng(seed: u64) {
-    THREAD_RNG.with(|rng| *rng.borrow_mut() = StdRng::seed_from_u64(seed));
+    THREAD_RNG.with(|rng| *rng.borrow_mut() = SmallRng::seed_from_u64(seed));
 }
 
-/// A handle on this thread's generator (what openraft asks for through
-/// [`AsyncRuntime::thread_rng`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ThreadRng;
-
-impl RngCore for ThreadRng {
-    fn next_u32(&mut self) -> u32 {
-        THREAD_RNG.with(|rng| rng.borrow_mut().next_u32())
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        THREAD_RNG.with(|rng| rng.borrow_mut().next_u64())
-    }
-
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        THREAD_RNG.with(|rng| rng.borrow_mut().fill_bytes(dest))
-    }
-
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
-        THREAD_RNG.with(|rng| rng.borrow_mut().try_fill_bytes(dest))
-    }
+/// A generator for one draw of openraft's (what it asks for through
+/// [`AsyncRuntime::thread_rng`]): seeded from this thread's generator, so the sequence of draws
+/// on a thread follows from its seed.
+fn draw_rng() -> SmallRng {
+    THREAD_RNG.with(|rng| SmallRng::seed_from_u64(rng.borrow_mut().next_u64()))
 }
 
-/// tokio, as in [`openraft::TokioRuntime`], but with [`ThreadRng`].
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct CairnRuntime;
+/// openraft's tokio runtime, but with draws from [`seed_thread_rng`]'s generator and the
+/// panic catching of [`catch_task_panics`]. Everything else is `TokioRuntime`'s.
+#[derive(Debug)]
+pub struct CairnRuntime {
+    tokio: TokioRuntime,
+}
 
 impl AsyncRuntime for CairnRuntime {
-    type JoinError = tokio::task::JoinError;
-    type JoinHandle<T: OptionalSend + 'static> = tokio::task::JoinHandle<T>;
-    type Sleep = tokio::time::Sleep;
+    type JoinError = <TokioRuntime as AsyncRuntime>::JoinError;
+    type JoinHandle<T: OptionalSend + 'static> = <TokioRuntime as AsyncRuntime>::JoinHandle<T>;
+    type Sleep = <TokioRuntime as AsyncRuntime>::Sleep;
     type Instant = TokioInstant;
-    type TimeoutError = tokio::time::error::Elapsed;
-    type Timeout<R, T: Future<Output = R> + OptionalSend> = tokio::time::Timeout<T>;
-    type ThreadLocalRng = ThreadRng;
-    type OneshotSender<T: OptionalSend> = TokioOneShotSender<T>;
-    type OneshotReceiver<T: OptionalSend> = tokio::sync::oneshot::Receiver<T>;
-    type OneshotReceiverError = tokio::sync::oneshot::error::RecvError;
+    type TimeoutError = <TokioRuntime as AsyncRuntime>::TimeoutError;
+    type Timeout<R, T: Future<Output = R> + OptionalSend> =
+        <TokioRuntime as AsyncRuntime>::Timeout<R, T>;
+    type ThreadLocalRng = SmallRng;
+    type Mpsc = <TokioRuntime as AsyncRuntime>::Mpsc;
+    type Watch = <TokioRuntime as AsyncRuntime>::Watch;
+    type Oneshot = <TokioRuntime as AsyncRuntime>::Oneshot;
+    type Mutex<T: OptionalSend + 'static> = <TokioRuntime as AsyncRuntime>::Mutex<T>;
 
     fn spawn<T>(future: T) -> Self::JoinHandle<T::Output>
     where
@@ -105,9 +95,9 @@ impl AsyncRuntime for CairnRuntime {
         T::Output: OptionalSend + 'static,
     {
         if !catching() {
-            return tokio::task::spawn(future);
+            return TokioRuntime::spawn(future);
         }
-        tokio::task::spawn(async move {
+        TokioRuntime::spawn(async move {
             match AssertUnwindSafe(future).catch_unwind().await {
                 Ok(output) => output,
                 Err(payload) => {
@@ -125,47 +115,52 @@ impl AsyncRuntime for CairnRuntime {
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {
-        tokio::time::sleep(duration)
+        TokioRuntime::sleep(duration)
     }
 
     fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
-        tokio::time::sleep_until(deadline)
+        TokioRuntime::sleep_until(deadline)
     }
 
     fn timeout<R, F: Future<Output = R> + OptionalSend>(
         duration: Duration,
         future: F,
     ) -> Self::Timeout<R, F> {
-        tokio::time::timeout(duration, future)
+        TokioRuntime::timeout(duration, future)
     }
 
     fn timeout_at<R, F: Future<Output = R> + OptionalSend>(
         deadline: Self::Instant,
         future: F,
     ) -> Self::Timeout<R, F> {
-        tokio::time::timeout_at(deadline, future)
+        TokioRuntime::timeout_at(deadline, future)
     }
 
     fn is_panic(join_error: &Self::JoinError) -> bool {
-        join_error.is_panic()
+        TokioRuntime::is_panic(join_error)
     }
 
     fn thread_rng() -> Self::ThreadLocalRng {
-        ThreadRng
+        draw_rng()
     }
 
-    fn oneshot<T>() -> (Self::OneshotSender<T>, Self::OneshotReceiver<T>)
+    fn new(threads: usize) -> Self {
+        CairnRuntime {
+            tokio: TokioRuntime::new(threads),
+        }
+    }
+
+    fn block_on<F, T>(&mut self, future: F) -> T
     where
-        T: OptionalSend,
+        F: Future<Output = T>,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        (TokioOneShotSender(tx), rx)
+        self.tokio.block_on(future)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use rand::Rng;
+    use rand::RngExt;
 
     use super::*;
 
@@ -173,7 +168,7 @@ mod tests {
     fn a_seed_replays_the_same_draws() {
         let draw = || -> Vec<u64> {
             let mut rng = CairnRuntime::thread_rng();
-            (0..8).map(|_| rng.gen_range(150..300)).collect()
+            (0..8).map(|_| rng.random_range(150..300)).collect()
         };
         seed_thread_rng(7);
         let first = draw();

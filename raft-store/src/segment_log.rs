@@ -444,14 +444,14 @@ impl SegmentLog {
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, EntryPayload};
-
+    
     use super::*;
     use crate::disk::MemLogFiles;
+    use crate::raft_types::EntryPayload;
 
     fn entry(index: u64) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: crate::raft_types::log_id(1, 1, index),
             payload: EntryPayload::Blank,
         }
     }

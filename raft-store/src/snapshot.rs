@@ -71,6 +71,12 @@ impl SnapshotData {
         }
     }
 
+    /// Where a snapshot received from the leader is spooled until it is installed: the
+    /// disk's scratch space (a file in the data dir, or memory for the disk model).
+    pub fn receiving(disk: &dyn Disk) -> io::Result<Self> {
+        Ok(Self::spool(disk.snapshot_spool()?))
+    }
+
     pub(crate) fn lazy(source: SnapshotSource) -> Self {
         SnapshotData {
             inner: Inner::Lazy(Box::new(LazySnapshot::new(source))),

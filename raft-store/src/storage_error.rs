@@ -1,13 +1,12 @@
-//! Our errors as openraft's `StorageError`, for the openraft trait impls (`log_store`,
-//! `state_machine`).
+//! Our errors as the `io::Error`s openraft 0.10's storage traits return (`log_store`,
+//! `state_machine`); openraft wraps them into its `StorageError` with the subject it knows.
 
-use openraft::{AnyError, StorageIOError};
+use std::io;
 
 use crate::error::StoreError;
-use crate::raft_types::StorageError;
 
 /// Which openraft operation failed, for the error report.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Failed {
     ReadLogs,
     WriteLogs,
@@ -18,30 +17,36 @@ pub(crate) enum Failed {
     WriteSnapshot,
 }
 
-#[allow(clippy::result_large_err)]
-pub(crate) fn to_storage_error(failed: Failed, e: impl Into<StoreError>) -> StorageError {
-    let source = AnyError::new(&e.into());
-    let io = match failed {
-        Failed::ReadLogs => StorageIOError::read_logs(source),
-        Failed::WriteLogs => StorageIOError::write_logs(source),
-        Failed::ReadVote => StorageIOError::read_vote(source),
-        Failed::WriteVote => StorageIOError::write_vote(source),
-        Failed::WriteStateMachine => StorageIOError::write_state_machine(source),
-        Failed::ReadSnapshot => StorageIOError::read_snapshot(None, source),
-        Failed::WriteSnapshot => StorageIOError::write_snapshot(None, source),
-    };
-    io.into()
+impl Failed {
+    fn doing(self) -> &'static str {
+        match self {
+            Failed::ReadLogs => "reading the log",
+            Failed::WriteLogs => "writing the log",
+            Failed::ReadVote => "reading the vote",
+            Failed::WriteVote => "writing the vote",
+            Failed::WriteStateMachine => "applying to the state machine",
+            Failed::ReadSnapshot => "reading a snapshot",
+            Failed::WriteSnapshot => "writing a snapshot",
+        }
+    }
 }
 
-/// `result.or_storage(Failed::X)?` inside openraft trait methods. The error type is openraft's,
-/// so its size is not ours to choose.
-#[allow(clippy::result_large_err)]
+pub(crate) fn to_io_error(failed: Failed, e: impl Into<StoreError>) -> io::Error {
+    let e = e.into();
+    let kind = match &e {
+        StoreError::Io(io) => io.kind(),
+        _ => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, format!("{}: {e}", failed.doing()))
+}
+
+/// `result.or_storage(Failed::X)?` inside openraft trait methods.
 pub(crate) trait OrStorage<T> {
-    fn or_storage(self, failed: Failed) -> Result<T, StorageError>;
+    fn or_storage(self, failed: Failed) -> Result<T, io::Error>;
 }
 
 impl<T, E: Into<StoreError>> OrStorage<T> for Result<T, E> {
-    fn or_storage(self, failed: Failed) -> Result<T, StorageError> {
-        self.map_err(|e| to_storage_error(failed, e))
+    fn or_storage(self, failed: Failed) -> Result<T, io::Error> {
+        self.map_err(|e| to_io_error(failed, e))
     }
 }

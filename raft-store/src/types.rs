@@ -128,6 +128,22 @@ pub enum Command {
     Appends(Vec<Append>),
 }
 
+/// A one-line summary for openraft's logs (it shows entries by `Display`): never the events'
+/// data.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Append(append) => write!(
+                f,
+                "append of {} events to {}",
+                append.events.len(),
+                append.stream
+            ),
+            Command::Appends(appends) => write!(f, "{} appends", appends.len()),
+        }
+    }
+}
+
 /// Where the last event of a successful append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendPosition {

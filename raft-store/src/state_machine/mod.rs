@@ -11,11 +11,13 @@ mod apply;
 mod install;
 mod recover;
 
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use futures_util::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{OptionalSend, RaftSnapshotBuilder};
 
 pub use apply::MAX_APPLY_BATCH_BYTES;
 
@@ -27,7 +29,7 @@ use crate::group_files::GroupFiles;
 use crate::keys;
 use crate::limits::Limits;
 use crate::raft_types::{
-    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
 use crate::read::EventReader;
 use crate::records::{read_snapshot_record, AppliedState, SnapshotRecord};
@@ -64,7 +66,7 @@ impl Shared {
         };
         Snapshot {
             meta: record.meta,
-            snapshot: Box::new(SnapshotData::lazy(source)),
+            snapshot: SnapshotData::lazy(source),
         }
     }
 }
@@ -171,67 +173,32 @@ impl StateMachineStore {
         self.applied = applied;
         Ok(())
     }
-}
 
-/// Builds snapshots beside `apply`: it captures the applied state when created, and the
-/// append-only store still holds exactly that prefix however far `apply` has gone since.
-pub struct SnapshotBuilder {
-    shared: Arc<Shared>,
-    applied: AppliedState,
-}
-
-impl SnapshotBuilder {
-    async fn build(&mut self) -> Result<Snapshot, StoreError> {
-        // The snapshot lets openraft purge the log below it, so what it covers must be durable
-        // first: the groups' frames, then the keyspace that points at them.
-        self.shared.groups.sync_async().await?;
-        sync_async(self.shared.disk.as_ref()).await?;
-        let _guard = self.shared.snapshot_lock.lock().await;
-        if let Some(existing) = self.shared.snapshot_record()? {
-            if existing.meta.last_log_id >= self.applied.last_applied {
-                return Ok(self.shared.snapshot_from(existing));
-            }
-        }
-        let last_log_id = self.applied.last_applied;
-        let end_position = self.applied.next_position;
-        let snapshot_id = match last_log_id {
-            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, end_position),
-            None => format!("none-{end_position}"),
-        };
-        let record = SnapshotRecord {
-            meta: SnapshotMeta {
-                last_log_id,
-                last_membership: self.applied.membership.clone(),
-                snapshot_id,
-            },
-            end_position,
-        };
-        let mut batch = WriteBatch::default();
-        batch.put(keys::SNAPSHOT, encode(&record)?);
-        self.shared.disk.write(batch)?;
-        sync_async(self.shared.disk.as_ref()).await?;
-        tracing::info!(?last_log_id, end_position, "built snapshot");
-        Ok(self.shared.snapshot_from(record))
-    }
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        self.build().await.or_storage(Failed::WriteSnapshot)
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotBuilder = SnapshotBuilder;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        Ok((self.applied.last_applied, self.applied.membership.clone()))
+    /// Applies `entries` and returns each one's verdict: what openraft's `apply` does, for
+    /// callers without openraft's responders (tests, benchmarks).
+    pub async fn apply_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Vec<Response>, io::Error> {
+        let mut responses = Vec::new();
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let entries = futures_util::stream::iter(entries.into_iter().map(|e| Ok((e, ()))));
+        self.apply_stream(entries, |(), response| responses.push(response))
+            .await?;
+        Ok(responses)
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    /// The one apply loop. `answer` hears each entry's verdict once the write that holds it is
+    /// done (visible to readers, not synced: see the module's doc), so verdicts wait for the
+    /// next flush, at most `MAX_APPLY_BATCH_BYTES` of writes away.
+    async fn apply_stream<S, R>(
+        &mut self,
+        entries: S,
+        mut answer: impl FnMut(R, Response),
+    ) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        S: Stream<Item = Result<(Entry, R), io::Error>> + Unpin + Send,
+        R: Send,
     {
         let shared = self.shared.clone();
         let mut applier = apply::Applier::new(
@@ -247,15 +214,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         // Only builds with the planted bugs pay for collecting the batch.
         #[cfg(feature = "fault-injection")]
-        let entries: Vec<Entry> = {
-            let mut entries: Vec<Entry> = entries.into_iter().collect();
-            if bugs.apply_out_of_order {
-                crate::faults::reverse_payloads(&mut entries);
-            }
-            entries
-        };
-        let mut responses = Vec::new();
-        for entry in entries {
+        let mut entries = crate::faults::maybe_reverse_payloads(entries, bugs).await;
+        #[cfg(not(feature = "fault-injection"))]
+        let mut entries = entries;
+        let mut answers = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, waiter) = item?;
             let log_id = entry.log_id;
             if let Some(last) = applier.applied.last_applied {
                 if log_id.index <= last.index {
@@ -286,13 +250,87 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             };
             applier.applied.last_applied = Some(log_id);
-            responses.push(response);
+            answers.push((waiter, response));
             if applier.pending_bytes() >= MAX_APPLY_BATCH_BYTES {
                 applier.flush().or_storage(Failed::WriteStateMachine)?;
+                for (waiter, response) in answers.drain(..) {
+                    answer(waiter, response);
+                }
             }
         }
         applier.flush().or_storage(Failed::WriteStateMachine)?;
-        Ok(responses)
+        for (waiter, response) in answers {
+            answer(waiter, response);
+        }
+        Ok(())
+    }
+}
+
+/// Builds snapshots beside `apply`: it captures the applied state when created, and the
+/// append-only store still holds exactly that prefix however far `apply` has gone since.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+    applied: AppliedState,
+}
+
+impl SnapshotBuilder {
+    async fn build(&mut self) -> Result<Snapshot, StoreError> {
+        // The snapshot lets openraft purge the log below it, so what it covers must be durable
+        // first: the groups' frames, then the keyspace that points at them.
+        self.shared.groups.sync_async().await?;
+        sync_async(self.shared.disk.as_ref()).await?;
+        let _guard = self.shared.snapshot_lock.lock().await;
+        if let Some(existing) = self.shared.snapshot_record()? {
+            if existing.meta.last_log_id >= self.applied.last_applied {
+                return Ok(self.shared.snapshot_from(existing));
+            }
+        }
+        let last_log_id = self.applied.last_applied;
+        let end_position = self.applied.next_position;
+        let record = SnapshotRecord {
+            meta: SnapshotMeta {
+                last_log_id,
+                last_membership: self.applied.membership.clone(),
+            },
+            end_position,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(keys::SNAPSHOT, encode(&record)?);
+        self.shared.disk.write(batch)?;
+        sync_async(self.shared.disk.as_ref()).await?;
+        tracing::info!(?last_log_id, end_position, "built snapshot");
+        Ok(self.shared.snapshot_from(record))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        self.build().await.or_storage(Failed::WriteSnapshot)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.applied.last_applied, self.applied.membership.clone()))
+    }
+
+    /// Applies the committed entries as openraft streams them. Each waiting client hears its
+    /// verdict once the write that holds it is done.
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        self.apply_stream(entries, |responder, response| {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        })
+        .await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -302,26 +340,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
-        let spool = self
-            .shared
-            .disk
-            .snapshot_spool()
-            .or_storage(Failed::WriteSnapshot)?;
-        Ok(Box::new(SnapshotData::spool(spool)))
-    }
-
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        mut snapshot: Box<SnapshotData>,
-    ) -> Result<(), StorageError> {
+        mut snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         self.install(meta, &mut snapshot)
             .await
             .or_storage(Failed::WriteSnapshot)
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let record = self
             .shared
             .snapshot_record()
@@ -329,3 +358,4 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(record.map(|r| self.shared.snapshot_from(r)))
     }
 }
+

@@ -147,13 +147,11 @@ fn roll_back_to_snapshot(
 
 #[cfg(test)]
 mod tests {
-    use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, EntryPayload};
-
+    
     use super::*;
     use crate::disk::MemDisk;
     use crate::group_files::LOCATION_BYTES;
-    use crate::raft_types::{Entry, LogId};
+    use crate::raft_types::{Entry, EntryPayload};
     use crate::types::{Append, Command, ContentType, ExpectedRevision, NewEvent};
     use crate::{open_store, Direction, Limits, RecordedEvent};
 
@@ -168,7 +166,7 @@ mod tests {
             })
             .collect();
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: crate::raft_types::log_id(1, 1, index),
             payload: EntryPayload::Normal(Command::Append(Append {
                 stream: format!("s{}", index % 2),
                 expected: ExpectedRevision::Any,
@@ -226,7 +224,7 @@ mod tests {
                     .build()
                     .expect("runtime");
                 runtime
-                    .block_on(store.state_machine.apply((1..=8).map(entry)))
+                    .block_on(store.state_machine.apply_entries((1..=8).map(entry)))
                     .expect("apply");
             }
             let expected = read_all(&disk);

@@ -7,12 +7,12 @@ use cairn_raft_store::{
     open_store, Append, AppendResult, Command, ContentType, Direction, Entry, ExpectedRevision,
     Limits, LogId, NewEvent, RecordedEvent, Response, Snapshot, StateMachineStore, Store,
 };
+use cairn_raft_store::EntryPayload;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{CommittedLeaderId, EntryPayload};
 use uuid::Uuid;
 
 pub fn log_id(index: u64) -> LogId {
-    LogId::new(CommittedLeaderId::new(1, 1), index)
+    cairn_raft_store::log_id(1, 1, index)
 }
 
 pub fn event(event_type: &str, data: &[u8]) -> NewEvent {
@@ -90,7 +90,7 @@ impl TestStore {
                 entry
             })
             .collect();
-        let responses = self.sm().apply(entries).await.expect("apply");
+        let responses = self.sm().apply_entries(entries).await.expect("apply");
         responses
             .into_iter()
             .flat_map(|r| match r {

@@ -2,7 +2,7 @@
 
 use cairn_raft_store::disk::{Disk, MemDisk, MemFaults, SledDisk, SledOptions};
 use cairn_raft_store::{open_store, Entry, ExpectedRevision as E, Limits, Vote};
-use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{EntryPayload, RaftLogReader};
 
 use crate::common::*;
@@ -24,7 +24,7 @@ async fn recover(s: &mut TestStore) {
         .last_applied()
         .map_or(1, |l| l.index + 1);
     let entries = s.store.log.try_get_log_entries(from..).await.unwrap();
-    s.sm().apply(entries).await.unwrap();
+    s.sm().apply_entries(entries).await.unwrap();
 }
 
 #[test]
@@ -36,7 +36,7 @@ fn a_crash_loses_only_writes_never_reported_durable() {
         let entries = log_entries(1, 10);
         s.store.log.blocking_append(entries.clone()).await.unwrap();
         // Applying does not sync: the state machine's writes are still in flight.
-        s.sm().apply(entries).await.unwrap();
+        s.sm().apply_entries(entries).await.unwrap();
         assert!(disk.unflushed_batches() > 0);
         let before = s.all();
         assert_eq!(before.len(), 20);
@@ -81,7 +81,7 @@ fn a_crash_keeping_any_prefix_of_unflushed_batches_leaves_a_consistent_store() {
                 let entries = log_entries(1, 5);
                 s.store.log.blocking_append(entries.clone()).await.unwrap();
                 for entry in entries {
-                    s.sm().apply(vec![entry]).await.unwrap();
+                    s.sm().apply_entries(vec![entry]).await.unwrap();
                 }
                 let full = s.all();
                 let kept_writes = if groups_survive { usize::MAX } else { 0 };
@@ -119,14 +119,14 @@ fn groups_lost_to_a_power_loss_roll_back_to_the_snapshot_and_reapply_the_same() 
             .blocking_append(before_snapshot.clone())
             .await
             .unwrap();
-        s.sm().apply(before_snapshot).await.unwrap();
+        s.sm().apply_entries(before_snapshot).await.unwrap();
         s.build_snapshot().await;
         s.store
             .log
             .blocking_append(after_snapshot.clone())
             .await
             .unwrap();
-        s.sm().apply(after_snapshot.clone()).await.unwrap();
+        s.sm().apply_entries(after_snapshot.clone()).await.unwrap();
         let full = s.all();
         let heads: Vec<_> = (0..3).map(|i| s.stream(&format!("s{i}"))).collect();
 
@@ -140,7 +140,7 @@ fn groups_lost_to_a_power_loss_roll_back_to_the_snapshot_and_reapply_the_same() 
             "rolled back to the snapshot"
         );
         assert_eq!(s.all(), full[..10].to_vec(), "only what the snapshot holds");
-        let responses = s.sm().apply(after_snapshot).await.unwrap();
+        let responses = s.sm().apply_entries(after_snapshot).await.unwrap();
         assert!(
             responses.iter().all(|r| matches!(
                 r,
@@ -204,7 +204,7 @@ fn failing_writes_are_errors_not_panics() {
             .blocking_append(log_entries(1, 1))
             .await
             .is_err());
-        assert!(s.sm().apply(log_entries(1, 1)).await.is_err());
+        assert!(s.sm().apply_entries(log_entries(1, 1)).await.is_err());
         assert!(s
             .store
             .reader
@@ -238,7 +238,7 @@ fn sled_reopened_after_drop_keeps_every_acknowledged_entry() {
             .unwrap();
         store
             .state_machine
-            .apply(store.log.try_get_log_entries(1..=51).await.unwrap())
+            .apply_entries(store.log.try_get_log_entries(1..=51).await.unwrap())
             .await
             .unwrap();
         let all: Vec<_> = store
@@ -276,7 +276,7 @@ fn truncate_and_purge_leave_no_holes() {
                 .blocking_append(log_entries(1, 20))
                 .await
                 .unwrap();
-            s.store.log.truncate(log_id(15)).await.unwrap();
+            s.store.log.truncate_after(Some(log_id(14))).await.unwrap();
             s.store.log.purge(log_id(4)).await.unwrap();
             let state = s.store.log.get_log_state().await.unwrap();
             assert_eq!(state.last_purged_log_id, Some(log_id(4)), "{name}");
@@ -323,7 +323,7 @@ fn sigkill_child_appends_until_killed() {
                 .unwrap();
             writeln!(stdout, "acked {i}").unwrap();
             stdout.flush().unwrap();
-            store.state_machine.apply(vec![entry]).await.unwrap();
+            store.state_machine.apply_entries(vec![entry]).await.unwrap();
         }
     });
 }
@@ -390,7 +390,7 @@ fn sled_keeps_every_acknowledged_entry_across_sigkill() {
             .last_applied()
             .map_or(1, |l| l.index + 1);
         let rest = store.log.try_get_log_entries(from..).await.unwrap();
-        store.state_machine.apply(rest).await.unwrap();
+        store.state_machine.apply_entries(rest).await.unwrap();
         let all: Vec<_> = store
             .reader
             .read_all(0, cairn_raft_store::Direction::Forwards, u64::MAX)

@@ -11,6 +11,7 @@ use cairn_raft_store::{
     RecordedEvent, Vote,
 };
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::RaftLogReader;
 use uuid::Uuid;
 
 use crate::common::{run, TestStore};

@@ -3,7 +3,7 @@
 use cairn_raft_store::disk::{Disk, MemDisk};
 use cairn_raft_store::{
     AppendPosition, AppendResult, Direction, ExpectedRevision as E, NewEvent, RecordedEvent,
-    Snapshot,
+    Snapshot, SnapshotData,
 };
 use openraft::storage::RaftStateMachine;
 use tokio::io::AsyncWriteExt;
@@ -36,8 +36,8 @@ async fn fill(s: &mut TestStore, appends: std::ops::Range<usize>) {
 /// receiver's spool, then installs.
 async fn ship(snapshot: Snapshot, to: &mut TestStore) {
     let mut source = snapshot.snapshot;
-    let mut spool = to.sm().begin_receiving_snapshot().await.unwrap();
-    tokio::io::copy(&mut *source, &mut *spool).await.unwrap();
+    let mut spool = SnapshotData::receiving(to.disk.as_ref()).unwrap();
+    tokio::io::copy(&mut source, &mut spool).await.unwrap();
     spool.flush().await.unwrap();
     to.sm()
         .install_snapshot(&snapshot.meta, spool)
@@ -158,10 +158,10 @@ fn a_corrupt_snapshot_is_rejected_and_a_restart_comes_back_empty() {
         // Only the first 1000 bytes arrive.
         let mut bytes = Vec::new();
         let mut reader = snapshot.snapshot;
-        tokio::io::AsyncReadExt::read_to_end(&mut *reader, &mut bytes)
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut bytes)
             .await
             .unwrap();
-        let mut spool = target.sm().begin_receiving_snapshot().await.unwrap();
+        let mut spool = SnapshotData::receiving(target.disk.as_ref()).unwrap();
         spool.write_all(&bytes[..1000]).await.unwrap();
         assert!(target
             .sm()

@@ -2,7 +2,9 @@
 
 use cairn_raft_store::disk::{MemDisk, SledDisk, SledOptions};
 use cairn_raft_store::{open_store, Limits, LogStore, StateMachineStore, StorageError, TypeConfig};
-use openraft::testing::{StoreBuilder, Suite};
+use openraft::testing::log::{StoreBuilder, Suite};
+
+use crate::common::run;
 
 struct SledBuilder;
 
@@ -28,10 +30,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for MemBuilder {
 
 #[test]
 fn openraft_suite_passes_on_sled() {
-    Suite::test_all(SledBuilder).expect("openraft storage suite on sled");
+    run(Suite::test_all(SledBuilder)).expect("openraft storage suite on sled");
 }
 
 #[test]
 fn openraft_suite_passes_on_the_memory_model() {
-    Suite::test_all(MemBuilder).expect("openraft storage suite on the memory model");
+    run(Suite::test_all(MemBuilder)).expect("openraft storage suite on the memory model");
 }
