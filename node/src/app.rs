@@ -13,8 +13,10 @@ use std::time::Duration;
 use cairn_client::proto::cluster_server::ClusterServer;
 use cairn_client::proto::streams_server::StreamsServer;
 use cairn_raft_store::disk::Disk;
-use cairn_raft_store::{open_store, EventReader, Limits, NodeId, TypeConfig};
-use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use cairn_raft_store::Raft;
+use cairn_raft_store::{open_store, EventReader, Limits, NodeId};
+use openraft::async_runtime::WatchReceiver;
+use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
@@ -88,7 +90,9 @@ pub fn raft_config(snapshots: SnapshotSettings) -> anyhow::Result<Arc<Config>> {
 /// A started node: Raft running, the store open, not yet serving.
 pub struct Node {
     pub id: NodeId,
-    pub raft: Raft<TypeConfig>,
+    pub raft: Raft,
+    /// The store's disk: a snapshot received from the leader is spooled in its scratch space.
+    disk: Arc<dyn Disk>,
     /// Reads this node's applied state directly (what the simulation's checker compares).
     pub reader: EventReader,
     /// What this node counts (appends, subscriptions); `/metrics` renders it.
@@ -107,14 +111,14 @@ pub async fn start(
         anyhow::bail!("node {id} is not among the peers {:?}", setup.peers);
     }
     let opening = std::time::Instant::now();
-    let store = open_store(disk, setup.limits)?;
+    let store = open_store(disk.clone(), setup.limits)?;
     tracing::info!(
         node = id,
         ms = opening.elapsed().as_millis() as u64,
         "store opened"
     );
     let reader = store.reader.clone();
-    let raft = Raft::<TypeConfig>::new(
+    let raft = Raft::new(
         id,
         raft_config(setup.snapshots)?,
         NetworkFactory::new(connector.clone()),
@@ -142,6 +146,7 @@ pub async fn start(
     Ok(Node {
         id,
         raft,
+        disk,
         reader,
         metrics: ctx.metrics.clone(),
         ctx,
@@ -165,7 +170,13 @@ impl Node {
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let Node { id, raft, ctx, .. } = self;
+        let Node {
+            id,
+            raft,
+            ctx,
+            disk,
+            ..
+        } = self;
         // First the signal, then (if this node leads) the handoff, while the server still runs:
         // the candidate's vote request must reach this node. Then the server stops.
         let handoff_ctx = ctx.clone();
@@ -178,7 +189,7 @@ impl Node {
             .http2_keepalive_interval(Some(Duration::from_millis(SERVER_KEEPALIVE_INTERVAL_MS)))
             .http2_keepalive_timeout(Some(Duration::from_millis(SERVER_KEEPALIVE_TIMEOUT_MS)))
             .add_service(
-                RaftInternalServer::new(RaftService::new(raft.clone()))
+                RaftInternalServer::new(RaftService::new(raft.clone(), disk))
                     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             )
@@ -205,7 +216,7 @@ impl Node {
 
 /// See [`RESTART_ELECTION_GRACE_MS`]. Only elections by timeout are held back; a leader's
 /// handoff (`TimeoutNow`) still works.
-fn hold_elections_until_a_leader_is_heard(raft: &Raft<TypeConfig>, id: NodeId) {
+fn hold_elections_until_a_leader_is_heard(raft: &Raft, id: NodeId) {
     raft.runtime_config().elect(false);
     let raft = raft.clone();
     tokio::spawn(async move {
@@ -215,7 +226,7 @@ fn hold_elections_until_a_leader_is_heard(raft: &Raft<TypeConfig>, id: NodeId) {
             // The borrow it returns is a read lock on the metrics: let it go at once.
             async {
                 metrics
-                    .wait_for(|m| m.current_leader.is_some())
+                    .wait_until(|m| m.current_leader.is_some())
                     .await
                     .is_ok()
             },
@@ -244,12 +255,12 @@ async fn hand_over_if_leader(ctx: &NodeContext) {
 
 /// The last applied log index, as a watch that changes whenever the node applies something
 /// (what wakes the live feed). It closes when Raft shuts down.
-fn applied_watch(raft: &Raft<TypeConfig>) -> tokio::sync::watch::Receiver<u64> {
+fn applied_watch(raft: &Raft) -> tokio::sync::watch::Receiver<u64> {
     let mut metrics = raft.metrics();
     let (tx, rx) = tokio::sync::watch::channel(0u64);
     tokio::spawn(async move {
         while metrics.changed().await.is_ok() {
-            let applied = metrics.borrow().last_applied.map_or(0, |l| l.index);
+            let applied = metrics.borrow_watched().last_applied.map_or(0, |l| l.index);
             tx.send_if_modified(|current| std::mem::replace(current, applied) != applied);
         }
     });
@@ -258,7 +269,7 @@ fn applied_watch(raft: &Raft<TypeConfig>) -> tokio::sync::watch::Receiver<u64> {
 
 /// Static bootstrap: the lowest id initializes an empty cluster with every peer as a voter.
 /// A node with any Raft state (a restart) never initializes again.
-async fn bootstrap(setup: &NodeSetup, raft: &Raft<TypeConfig>) -> anyhow::Result<()> {
+async fn bootstrap(setup: &NodeSetup, raft: &Raft) -> anyhow::Result<()> {
     let lowest = setup.peers.keys().next().copied();
     if lowest != Some(setup.id) || raft.is_initialized().await? {
         return Ok(());

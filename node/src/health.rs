@@ -9,13 +9,14 @@
 //! leader until it hears of a newer term (openraft 0.9 does not step down on its own), so it
 //! stays ready; its appends time out with UNAVAILABLE and clients move on.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cairn_client::proto::streams_server::SERVICE_NAME as STREAMS_SERVICE_NAME;
-use cairn_raft_store::{NodeId, TypeConfig};
+use cairn_raft_store::NodeId;
+use cairn_raft_store::Raft;
 use futures_util::FutureExt;
-use openraft::Raft;
 use tokio::sync::watch;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
@@ -54,10 +55,10 @@ pub struct RaftStatus {
 }
 
 impl RaftStatus {
-    pub async fn read(raft: &Raft<TypeConfig>, standing: &watch::Receiver<Standing>) -> RaftStatus {
+    pub async fn read(raft: &Raft, standing: &watch::Receiver<Standing>) -> RaftStatus {
         let mut status = {
             let metrics = raft.metrics();
-            let m = metrics.borrow();
+            let m = metrics.borrow_watched();
             RaftStatus {
                 id: m.id,
                 term: m.current_term,
@@ -80,8 +81,8 @@ impl RaftStatus {
                 not_member: standing.borrow().reason(m.id),
             }
         };
-        // The commit index is not among openraft 0.9's metrics: ask the core.
-        let committed = raft.with_raft_state(|st| st.committed.map(|l| l.index));
+        // The commit index is not among openraft's metrics: ask the core.
+        let committed = raft.with_raft_state(|st| st.local_committed().map(|l| l.index));
         match tokio::time::timeout(Duration::from_millis(RAFT_STATE_TIMEOUT_MS), committed).await {
             Ok(Ok(committed)) => status.committed_index = committed,
             Ok(Err(e)) => status.problem = Some(format!("raft has stopped: {e}")),
@@ -143,7 +144,7 @@ impl RaftStatus {
 /// NOT_SERVING otherwise, for the whole server (`""`) and for `cairn.v1.Streams`. The task
 /// ends when Raft shuts down, leaving NOT_SERVING.
 pub fn grpc_service(
-    raft: Raft<TypeConfig>,
+    raft: Raft,
     standing: watch::Receiver<Standing>,
 ) -> HealthServer<HealthService> {
     let reporter = HealthReporter::new();
@@ -163,7 +164,7 @@ async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
 
 async fn follow_raft(
     reporter: HealthReporter,
-    raft: Raft<TypeConfig>,
+    raft: Raft,
     mut standing: watch::Receiver<Standing>,
 ) {
     let mut metrics = raft.metrics();

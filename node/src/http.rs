@@ -13,8 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use cairn_raft_store::disk::Disk;
-use cairn_raft_store::{EventReader, TypeConfig};
-use openraft::Raft;
+use cairn_raft_store::EventReader;
+use cairn_raft_store::Raft;
 
 use crate::health::RaftStatus;
 use crate::metrics::{NodeMetrics, StoreFigures, CONTENT_TYPE};
@@ -24,7 +24,7 @@ use crate::Node;
 /// What the handlers read.
 #[derive(Clone)]
 pub struct HttpState {
-    raft: Raft<TypeConfig>,
+    raft: Raft,
     reader: EventReader,
     disk: Arc<dyn Disk>,
     metrics: Arc<NodeMetrics>,

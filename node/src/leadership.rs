@@ -21,8 +21,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cairn_raft_store::{NodeId, TypeConfig};
-use openraft::{Raft, RaftMetrics, ServerState};
+use cairn_raft_store::NodeId;
+use cairn_raft_store::{Raft, RaftMetrics};
+use openraft::async_runtime::WatchReceiver;
+use openraft::ServerState;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -156,11 +158,11 @@ impl ProposalGate {
 /// Holds this node's elections by timeout back while it hands over; allows them again when
 /// dropped.
 struct NoElections<'a> {
-    raft: &'a Raft<TypeConfig>,
+    raft: &'a Raft,
 }
 
 impl<'a> NoElections<'a> {
-    fn hold(raft: &'a Raft<TypeConfig>) -> Self {
+    fn hold(raft: &'a Raft) -> Self {
         raft.runtime_config().elect(false);
         NoElections { raft }
     }
@@ -172,11 +174,11 @@ impl Drop for NoElections<'_> {
     }
 }
 
-type Metrics = RaftMetrics<NodeId, openraft::BasicNode>;
+type Metrics = RaftMetrics;
 
 /// Waits until `done` holds for Raft's metrics, or the deadline; whether it held.
 async fn wait_metrics(
-    raft: &Raft<TypeConfig>,
+    raft: &Raft,
     deadline: Instant,
     mut done: impl FnMut(&Metrics) -> bool,
 ) -> bool {
@@ -197,15 +199,15 @@ async fn wait_metrics(
 /// not take over. Returns the new leader. Bounded: the drain, and per target the catch-up, the
 /// RPC and the election wait, each by its constant above. Does nothing unless this node leads.
 pub async fn transfer_leadership(
-    raft: &Raft<TypeConfig>,
+    raft: &Raft,
     connector: &dyn Connector,
     gate: &ProposalGate,
 ) -> Result<NodeId, HandoffError> {
     let started = std::time::Instant::now();
     // Another handoff under way is bounded by the same constants; wait for it, then look again.
     let _one_at_a_time = gate.handoff.lock().await;
-    let me = raft.metrics().borrow().id;
-    if !is_leader(&raft.metrics().borrow()) {
+    let me = raft.metrics().borrow_watched().id;
+    if !is_leader(&raft.metrics().borrow_watched()) {
         return Err(HandoffError::NotLeader(me));
     }
     let _closed = gate.close();
@@ -227,7 +229,7 @@ pub async fn transfer_leadership(
     let mut tried: Vec<NodeId> = Vec::new();
     let mut last_failure = String::from("no voter was tried");
     for _ in 0..HANDOFF_MAX_TARGETS {
-        let metrics = raft.metrics().borrow().clone();
+        let metrics = raft.metrics().borrow_watched().clone();
         if !is_leader(&metrics) {
             break;
         }
@@ -257,7 +259,7 @@ pub async fn transfer_leadership(
     // The last target may have been elected after all, or be about to be: one more look.
     let deadline = Instant::now() + Duration::from_millis(HANDOFF_ELECTION_WAIT_MS);
     let mut leader = None;
-    if !is_leader(&raft.metrics().borrow()) {
+    if !is_leader(&raft.metrics().borrow_watched()) {
         wait_metrics(raft, deadline, |m| {
             leader = m.current_leader.filter(|&l| l != me);
             leader.is_some()
@@ -274,7 +276,7 @@ pub async fn transfer_leadership(
 /// never renewed, has run out (openraft's `handle_vote_req`). A leader elected less than a lease
 /// ago waits that out (the gate is closed meanwhile), so that the candidate wins at its first
 /// round instead of after a rejected round and an election timeout.
-async fn wait_out_own_lease(raft: &Raft<TypeConfig>, me: NodeId) {
+async fn wait_out_own_lease(raft: &Raft, me: NodeId) {
     let voted = bounded(
         RAFT_STATE_TIMEOUT_MS,
         raft.with_raft_state(|state| state.vote_last_modified()),
@@ -283,17 +285,15 @@ async fn wait_out_own_lease(raft: &Raft<TypeConfig>, me: NodeId) {
     let Some(Ok(Some(voted_at))) = voted else {
         return;
     };
-    let lease_end = voted_at
-        + Duration::from_millis(ELECTION_TIMEOUT_MAX_MS)
-        + Duration::from_millis(LEASE_MARGIN_MS);
-    let now = Instant::now();
-    if lease_end > now {
+    let lease = Duration::from_millis(ELECTION_TIMEOUT_MAX_MS + LEASE_MARGIN_MS);
+    let since_vote = openraft::Instant::elapsed(&voted_at);
+    if let Some(wait) = lease.checked_sub(since_vote).filter(|w| !w.is_zero()) {
         tracing::info!(
             node = me,
-            wait_ms = (lease_end - now).as_millis() as u64,
+            wait_ms = wait.as_millis() as u64,
             "elected less than a lease ago: waiting it out before handing over"
         );
-        tokio::time::sleep_until(lease_end).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -322,14 +322,14 @@ fn pick_target(metrics: &Metrics, tried: &[NodeId]) -> Option<(NodeId, String)> 
 
 /// One attempt: wait for `target` to hold the whole log, tell it to stand, wait for a leader.
 async fn hand_to(
-    raft: &Raft<TypeConfig>,
+    raft: &Raft,
     connector: &dyn Connector,
     me: NodeId,
     target: NodeId,
     addr: &str,
 ) -> Result<NodeId, String> {
     let (term, last_log_index) = {
-        let m = raft.metrics().borrow().clone();
+        let m = raft.metrics().borrow_watched().clone();
         (m.current_term, m.last_log_index.unwrap_or(0))
     };
     let catch_up = Instant::now() + Duration::from_millis(HANDOFF_CATCH_UP_TIMEOUT_MS);

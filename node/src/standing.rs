@@ -33,8 +33,9 @@ use std::time::Duration;
 use cairn_client::proto;
 use cairn_client::proto::cluster_client::ClusterClient;
 use cairn_client::LEADER_METADATA_KEY;
-use cairn_raft_store::{NodeId, TypeConfig};
-use openraft::{BasicNode, Raft};
+use cairn_raft_store::NodeId;
+use cairn_raft_store::Raft;
+use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -126,7 +127,7 @@ impl Standing {
 /// Starts the check (a task that ends when Raft shuts down) and returns its verdicts.
 pub fn watch(
     id: NodeId,
-    raft: Raft<TypeConfig>,
+    raft: Raft,
     connector: std::sync::Arc<dyn Connector>,
 ) -> watch::Receiver<Standing> {
     let (tx, rx) = watch::channel(Standing::Member);
@@ -160,8 +161,8 @@ pub fn watch(
     rx
 }
 
-type Metrics = openraft::RaftMetrics<NodeId, BasicNode>;
-type Observed = (Option<openraft::LogId<NodeId>>, Option<NodeId>);
+type Metrics = cairn_raft_store::RaftMetrics;
+type Observed = (Option<cairn_raft_store::LogId>, Option<NodeId>);
 
 /// What a check depends on locally: the configuration's log id and the leader.
 fn observed(m: &Metrics) -> Observed {
@@ -170,7 +171,7 @@ fn observed(m: &Metrics) -> Observed {
 
 /// Waits [`MEMBERSHIP_CHECK_INTERVAL_MS`], or less if the configuration or the leader this
 /// node knows differs from `before` (what the last check saw); false when Raft shut down.
-async fn next_check(metrics: &mut watch::Receiver<Metrics>, before: Observed) -> bool {
+async fn next_check(metrics: &mut cairn_raft_store::MetricsWatch, before: Observed) -> bool {
     if observed(&metrics.borrow_and_update()) != before {
         return true;
     }
@@ -194,13 +195,13 @@ async fn next_check(metrics: &mut watch::Receiver<Metrics>, before: Observed) ->
 /// One check; `None` when nobody gave a verdict (the standing stays as it was).
 async fn check(
     id: NodeId,
-    raft: &Raft<TypeConfig>,
+    raft: &Raft,
     connector: &dyn Connector,
     channels: &mut HashMap<String, Channel>,
 ) -> Option<Standing> {
     let (term, leader, voter, others) = {
         let metrics = raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         if membership.get_node(&id).is_none() {
             return Some(Standing::NotMember);

@@ -19,10 +19,10 @@
 use std::time::{Duration, Instant};
 
 use cairn_raft_store::disk::{Disk, SledDisk, SledOptions};
+use cairn_raft_store::EntryPayload;
 use cairn_raft_store::{
     open_store, Append, Command, ContentType, Entry, ExpectedRevision, Limits, NewEvent,
 };
-use cairn_raft_store::EntryPayload;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftSnapshotBuilder, RaftStateMachine};
 
 struct Args {
@@ -130,7 +130,11 @@ async fn run_batch(args: &Args, batch: u64) {
             .blocking_append(vec![entry.clone()])
             .await
             .expect("append");
-        store.state_machine.apply_entries(vec![entry]).await.expect("apply");
+        store
+            .state_machine
+            .apply_entries(vec![entry])
+            .await
+            .expect("apply");
         latencies.push(t.elapsed());
         events += batch;
         if index % args.snapshot_every == 0 {

@@ -208,9 +208,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         tracing::debug!(?last_log_id, "truncating log after");
         let from = last_log_id.map_or(0, |kept| kept.index + 1);
-        self.segments
-            .truncate(from)
-            .or_storage(Failed::WriteLogs)?;
+        self.segments.truncate(from).or_storage(Failed::WriteLogs)?;
         wait_for_sync(|done| self.segments.sync_then(done))
             .await
             .or_storage(Failed::WriteLogs)
@@ -239,8 +237,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft_types::{log_id, EntryPayload};
     use crate::disk::{MemDisk, Order};
+    use crate::raft_types::{log_id, EntryPayload};
 
     fn entry(index: u64) -> Entry {
         Entry {

@@ -37,8 +37,17 @@ pub type StorageError = openraft::StorageError<TypeConfig>;
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachineStore>;
 /// What a node's Raft metrics look like.
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+/// A watch on them (`Raft::metrics`): the runtime's watch channel, read through
+/// `openraft::async_runtime::WatchReceiver`.
+pub type MetricsWatch = openraft_rt_tokio::TokioWatchReceiver<RaftMetrics>;
 
 /// The log id of entry `index` written by `node` as leader in `term`.
 pub fn log_id(term: u64, node: NodeId, index: u64) -> LogId {
-    LogId::new(LeaderId { term, node_id: node }, index)
+    LogId::new(
+        LeaderId {
+            term,
+            node_id: node,
+        },
+        index,
+    )
 }

@@ -444,7 +444,7 @@ impl SegmentLog {
 
 #[cfg(test)]
 mod tests {
-    
+
     use super::*;
     use crate::disk::MemLogFiles;
     use crate::raft_types::EntryPayload;

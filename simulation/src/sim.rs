@@ -10,8 +10,9 @@ use std::time::Duration;
 use cairn_node::{NodeSetup, SnapshotSettings};
 use cairn_raft_store::disk::{MemDisk, MemFaults};
 use cairn_raft_store::faults::Bugs;
-use cairn_raft_store::{Direction, EventReader, Limits, TypeConfig};
-use openraft::{Raft, ServerState};
+use cairn_raft_store::{Direction, EventReader, Limits, Raft};
+use openraft::async_runtime::WatchReceiver;
+use openraft::ServerState;
 
 use crate::checker::{check, Report};
 use crate::disk::SimDisk;
@@ -111,7 +112,7 @@ pub fn reproduction(seed: u64) -> String {
 
 #[derive(Clone)]
 struct NodeHandle {
-    raft: Raft<TypeConfig>,
+    raft: Raft,
     reader: EventReader,
 }
 
@@ -145,7 +146,7 @@ impl Cluster {
         lock(&self.registry)
             .iter()
             .filter_map(|(&id, handle)| {
-                let metrics = handle.raft.metrics().borrow().clone();
+                let metrics = handle.raft.metrics().borrow_watched().clone();
                 (metrics.state == ServerState::Leader).then_some((metrics.current_term, id))
             })
             .max()
@@ -323,7 +324,7 @@ impl Cluster {
             self.disks[&node].set_faults(MemFaults::default());
             let stopped = lock(&self.registry)
                 .get(&node)
-                .is_some_and(|h| h.raft.metrics().borrow().running_state.is_err());
+                .is_some_and(|h| h.raft.metrics().borrow_watched().running_state.is_err());
             if stopped || self.panicked {
                 self.crash(sim, node, rng, true);
             }
@@ -339,7 +340,7 @@ impl Cluster {
         }
         let metrics: Vec<_> = registry
             .values()
-            .map(|h| h.raft.metrics().borrow().clone())
+            .map(|h| h.raft.metrics().borrow_watched().clone())
             .collect();
         let Some(leader) = metrics.iter().find(|m| m.state == ServerState::Leader) else {
             return false;

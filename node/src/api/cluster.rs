@@ -19,6 +19,7 @@ use cairn_client::proto;
 use cairn_client::proto::cluster_client::ClusterClient;
 use cairn_client::proto::cluster_server::Cluster;
 use cairn_raft_store::NodeId;
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Membership, ServerState};
 use tonic::{Request, Response, Status};
@@ -57,7 +58,7 @@ impl ClusterService {
     }
 
     fn local(&self) -> Result<proto::StatusResponse, Status> {
-        let metrics = self.ctx.raft.metrics().borrow().clone();
+        let metrics = self.ctx.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         let endpoint_of = |id: u64| {
             membership
@@ -158,7 +159,7 @@ async fn bounded<T>(ms: u64, f: impl Future<Output = T>) -> Option<T> {
 impl ClusterService {
     /// This node's current membership, if it leads; else the not-leader answer with the hint.
     fn leader_membership(&self) -> Result<Membership<NodeId, BasicNode>, Status> {
-        let metrics = self.ctx.raft.metrics().borrow().clone();
+        let metrics = self.ctx.raft.metrics().borrow_watched().clone();
         if metrics.state != ServerState::Leader || metrics.current_leader != Some(self.ctx.id) {
             return Err(not_leader(&self.ctx));
         }
@@ -196,7 +197,7 @@ impl ClusterService {
     }
 
     fn answer(&self, unchanged: bool) -> proto::MembershipResponse {
-        let metrics = self.ctx.raft.metrics().borrow().clone();
+        let metrics = self.ctx.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         proto::MembershipResponse {
             voters: membership.voter_ids().collect(),
@@ -236,6 +237,14 @@ impl ClusterService {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(Status::invalid_argument(e.to_string()))
             }
+            // A new leader truncated the change: whether it took effect is unknown, and the
+            // client's retry settles it (see `retry` in the module's doc).
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(e))) => Err(
+                Status::unavailable(format!("the membership change was discarded: {e}; retry")),
+            ),
+            Err(RaftError::APIError(ClientWriteError::PreconditionFailed(e))) => Err(
+                Status::internal(format!("unexpected precondition failure: {e}")),
+            ),
             Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!(
                 "node {} cannot serve: {e}",
                 self.ctx.id
@@ -279,7 +288,7 @@ impl ClusterService {
     /// Waits until learner `id` holds the log this leader has now; Err at the bound.
     async fn catch_up(&self, id: NodeId) -> Result<(), Status> {
         let mut metrics = self.ctx.raft.metrics();
-        let target = metrics.borrow().last_log_index.unwrap_or(0);
+        let target = metrics.borrow_watched().last_log_index.unwrap_or(0);
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(LEARNER_CATCH_UP_TIMEOUT_MS);
         loop {

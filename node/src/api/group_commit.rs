@@ -11,9 +11,10 @@
 
 use std::sync::Arc;
 
+use cairn_raft_store::Raft;
 use cairn_raft_store::{Append, AppendResult, Command, NodeId, Response, TypeConfig};
 use openraft::error::{ChangeMembershipError, ClientWriteError, Fatal};
-use openraft::Raft;
+use openraft::impls::ProgressResponder;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::deadlines::APPEND_TIMEOUT_MS;
@@ -52,7 +53,7 @@ pub enum GroupError {
     NotLeader,
     /// This node's Raft has stopped; nothing was proposed.
     #[error("raft has stopped: {0}")]
-    RaftStopped(Fatal<NodeId>),
+    RaftStopped(Fatal<TypeConfig>),
     /// The proposing task has ended (Raft stopped before): nothing was proposed.
     #[error("the proposing task has ended")]
     ProposerGone,
@@ -70,7 +71,10 @@ pub enum GroupError {
     NoResult,
     /// openraft answered an append with a membership error (a bug: appends change no members).
     #[error("{0}")]
-    Membership(ChangeMembershipError<NodeId>),
+    Membership(ChangeMembershipError<cairn_raft_store::CommittedLeaderId, NodeId>),
+    /// openraft answered an append with an error appends cannot cause (a bug).
+    #[error("unexpected answer to an append: {0}")]
+    Unexpected(String),
     /// The state machine returned a different number of verdicts than the entry had appends.
     #[error("{verdicts} verdicts for {appends} appends in one entry")]
     VerdictCount { verdicts: usize, appends: usize },
@@ -89,7 +93,7 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the proposing task on the current runtime; it ends when every handle is dropped.
-    pub fn start(raft: Raft<TypeConfig>) -> GroupCommit {
+    pub fn start(raft: Raft) -> GroupCommit {
         let (queue, requests) = mpsc::channel(MAX_QUEUED_APPENDS);
         tokio::spawn(propose_groups(raft, requests));
         GroupCommit { queue }
@@ -114,7 +118,7 @@ fn event_bytes(append: &Append) -> usize {
         .sum()
 }
 
-async fn propose_groups(raft: Raft<TypeConfig>, mut requests: mpsc::Receiver<Queued>) {
+async fn propose_groups(raft: Raft, mut requests: mpsc::Receiver<Queued>) {
     let slots = Arc::new(Semaphore::new(MAX_GROUPS_IN_FLIGHT));
     let mut carried: Option<Queued> = None;
     loop {
@@ -149,7 +153,7 @@ async fn propose_groups(raft: Raft<TypeConfig>, mut requests: mpsc::Receiver<Que
 
 /// Proposes one group and hands its verdicts out when the entry is applied (on its own task,
 /// so the next group can gather meanwhile).
-async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemaphorePermit) {
+async fn propose(raft: &Raft, group: Vec<Queued>, slot: OwnedSemaphorePermit) {
     let (mut appends, verdicts): (Vec<Append>, Vec<_>) =
         group.into_iter().map(|q| (q.append, q.verdict)).unzip();
     let command = if appends.len() == 1 {
@@ -157,15 +161,16 @@ async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemapho
     } else {
         Command::Appends(appends)
     };
-    let applied = match raft.client_write_ff(command).await {
-        Ok(applied) => applied,
+    let (responder, applied) = ProgressResponder::complete_only();
+    match raft.client_write_ff(command, Some(responder)).await {
+        Ok(()) => {}
         Err(fatal) => {
             for verdict in verdicts {
                 let _ = verdict.send(Err(GroupError::RaftStopped(fatal.clone())));
             }
             return;
         }
-    };
+    }
     tokio::spawn(async move {
         let wait = std::time::Duration::from_millis(MAX_GROUP_ANSWER_WAIT_MS);
         let outcome = tokio::time::timeout(wait, applied).await;
@@ -185,6 +190,13 @@ async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemapho
                 Response::Empty => Err(GroupError::NoResult),
             },
             Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Err(GroupError::NotLeader),
+            // The entry was proposed, then truncated or purged by a new leader: committed or
+            // not, unknown; the caller's retry with the same event ids settles it.
+            Ok(Ok(Err(ClientWriteError::LogEntryDiscarded(_)))) => Err(GroupError::Unanswered),
+            // Appends carry no precondition.
+            Ok(Ok(Err(ClientWriteError::PreconditionFailed(e)))) => {
+                Err(GroupError::Unexpected(e.to_string()))
+            }
             Ok(Ok(Err(ClientWriteError::ChangeMembershipError(e)))) => {
                 Err(GroupError::Membership(e))
             }

@@ -9,11 +9,12 @@ pub mod status;
 mod streams;
 pub mod subscribe;
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cairn_raft_store::{EventReader, Limits, NodeId, TypeConfig};
-use openraft::Raft;
+use cairn_raft_store::Raft;
+use cairn_raft_store::{EventReader, Limits, NodeId};
 use tonic::transport::Channel;
 
 pub use cluster::ClusterService;
@@ -33,7 +34,7 @@ pub use cairn_client::{LEADER_METADATA_KEY, MAX_MESSAGE_BYTES as MAX_CLIENT_MESS
 /// What the services share.
 pub struct NodeContext {
     pub id: NodeId,
-    pub raft: Raft<TypeConfig>,
+    pub raft: Raft,
     pub reader: EventReader,
     pub limits: Limits,
     pub connector: Arc<dyn Connector>,
@@ -58,7 +59,7 @@ pub struct NodeContext {
 impl NodeContext {
     pub fn new(
         id: NodeId,
-        raft: Raft<TypeConfig>,
+        raft: Raft,
         reader: EventReader,
         limits: Limits,
         connector: Arc<dyn Connector>,
@@ -85,7 +86,7 @@ impl NodeContext {
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
         let members: Vec<String> = {
             let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             metrics
                 .membership_config
                 .membership()
@@ -128,7 +129,7 @@ impl NodeContext {
     /// Whether this node's own configuration lists it.
     fn in_own_configuration(&self) -> bool {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         metrics
             .membership_config
             .membership()
@@ -139,7 +140,7 @@ impl NodeContext {
     /// The current leader's id and `HOST:PORT`, if known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let leader = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&leader)?;
         Some((leader, node.addr.clone()))

@@ -28,7 +28,7 @@ use cairn_client::{
     CONFLICT_EVENT_ID_METADATA_KEY, CONFLICT_KIND_METADATA_KEY, CONFLICT_NOT_A_RETRY,
     CONFLICT_OTHER_CONTENT,
 };
-use cairn_raft_store::{AppendRejection, InvalidInput, NodeId, StoreError};
+use cairn_raft_store::{AppendRejection, InvalidInput, StoreError, TypeConfig};
 use openraft::error::Fatal;
 use tonic::{Code, Status};
 
@@ -139,12 +139,13 @@ impl GrpcCode for GroupError {
             GroupError::DroppedUnanswered
             | GroupError::NoResult
             | GroupError::Membership(_)
+            | GroupError::Unexpected(_)
             | GroupError::VerdictCount { .. } => Code::Internal,
         }
     }
 }
 
-impl GrpcCode for Fatal<NodeId> {
+impl GrpcCode for Fatal<TypeConfig> {
     fn code(&self) -> Code {
         Code::Unavailable
     }
@@ -254,6 +255,10 @@ mod tests {
             (GroupError::NoResult, Code::Internal),
             (GroupError::Membership(membership), Code::Internal),
             (
+                GroupError::Unexpected("a precondition".into()),
+                Code::Internal,
+            ),
+            (
                 GroupError::VerdictCount {
                     verdicts: 1,
                     appends: 2,
@@ -266,6 +271,6 @@ mod tests {
             assert_eq!(status(error).code(), *code, "{error}");
         }
 
-        assert_eq!(Fatal::<NodeId>::Stopped.code(), Code::Unavailable);
+        assert_eq!(Fatal::<TypeConfig>::Stopped.code(), Code::Unavailable);
     }
 }

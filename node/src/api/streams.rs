@@ -9,7 +9,9 @@ use cairn_client::proto::streams_server::Streams;
 use cairn_client::{proto, ALL_STREAM};
 use cairn_raft_store::limits::validate_stream_name;
 use cairn_raft_store::{AppendResult, Direction, InvalidInput, NodeId};
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::RaftError;
+use openraft::ReadPolicy;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -109,7 +111,7 @@ impl StreamsService {
         match proto::ReadConsistency::try_from(consistency) {
             Ok(proto::ReadConsistency::Local) => {}
             Ok(proto::ReadConsistency::Linearizable) => {
-                let check = self.ctx.raft.ensure_linearizable();
+                let check = self.ctx.raft.ensure_linearizable(ReadPolicy::ReadIndex);
                 match tokio::time::timeout(
                     Duration::from_millis(LINEARIZABLE_READ_TIMEOUT_MS),
                     check,
@@ -204,7 +206,7 @@ impl StreamsService {
         self.ctx.refuse_unless_member()?;
         let (term, leader) = {
             let metrics = self.ctx.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             (metrics.current_term, metrics.current_leader)
         };
         if leader != Some(self.ctx.id) {

@@ -1,25 +1,33 @@
-//! Sending Raft messages to peers: openraft's `RaftNetwork` over the `RaftInternal` service.
+//! Sending Raft messages to peers: openraft's `RaftNetworkV2` over the `RaftInternal` service.
 //!
-//! Every call is bounded by openraft's deadline for it (`RPCOption::hard_ttl`). Snapshots are
-//! streamed from the (lazy) snapshot data in chunks, without asking for its length.
+//! Replication is pipelined (`stream_append`): one bidirectional gRPC stream per replication
+//! session, on which the leader sends the next AppendEntries while earlier ones are still being
+//! made durable on the follower, at most [`MAX_APPENDS_IN_FLIGHT`] unanswered. Every answer is
+//! bounded by openraft's deadline (`RPCOption::hard_ttl`), counted from when its request was
+//! sent; so is every unary call. Snapshots are streamed from the (lazy) snapshot data in
+//! chunks, without asking for its length.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_raft_store::{NodeId, Snapshot, TypeConfig, Vote};
-use futures_util::stream;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
-    StreamingError, Unreachable,
+    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Timeout,
+    Unreachable,
 };
-use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, RPCTypes, RaftNetworkV2};
 use tokio::io::AsyncReadExt;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use super::proto::raft_internal_client::RaftInternalClient;
@@ -35,8 +43,15 @@ pub const UNREACHABLE_RETRY_MS: u64 = 100;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Longest a whole snapshot may take to stream. Generous: a snapshot is the whole store.
 pub const SNAPSHOT_SEND_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+/// AppendEntries requests sent to one follower and not yet answered. At the limit the leader's
+/// next request waits for an answer; meanwhile new entries gather and go in that next request
+/// (openraft reads the log when the transport asks for a request), so the limit costs no
+/// entries, only batching. Two already overlap the follower's fdatasync of one request with
+/// the sending of the next; a request is at most `MAX_LOG_BYTES_PER_READ` (4 MiB), so a
+/// follower's stream holds at most 16 MiB on the leader.
+pub const MAX_APPENDS_IN_FLIGHT: usize = 4;
 
-type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+type RpcError = RPCError<TypeConfig>;
 
 /// Makes one [`RaftPeer`] per target node.
 pub struct NetworkFactory {
@@ -77,102 +92,263 @@ pub struct RaftPeer {
     client: Result<RaftInternalClient<Channel>, String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Message(String);
-
-fn network<E: std::error::Error>(e: impl ToString) -> RPCError<NodeId, BasicNode, E> {
-    RPCError::Network(NetworkError::new(&Message(e.to_string())))
+fn network(e: impl ToString) -> RpcError {
+    RPCError::Network(NetworkError::from_string(e.to_string()))
 }
 
 /// A connection failure (peer down) is `Unreachable`, which makes openraft back off; anything
 /// else is a plain network error.
-fn from_status<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, BasicNode, E> {
+fn from_status(status: tonic::Status) -> RpcError {
     if status.code() == tonic::Code::Unavailable {
-        RPCError::Unreachable(Unreachable::new(&Message(status.to_string())))
+        RPCError::Unreachable(Unreachable::from_string(status.to_string()))
     } else {
         network(status)
     }
 }
 
+/// The peer's Raft has stopped: to this node it is as good as down.
+fn peer_stopped(target: NodeId, fatal: Fatal<TypeConfig>) -> RpcError {
+    RPCError::Unreachable(Unreachable::from_string(format!(
+        "node {target}'s raft has stopped: {fatal}"
+    )))
+}
+
 impl RaftPeer {
-    fn client<E: std::error::Error>(
-        &self,
-    ) -> Result<RaftInternalClient<Channel>, RPCError<NodeId, BasicNode, E>> {
+    fn client(&self) -> Result<RaftInternalClient<Channel>, RpcError> {
         self.client
             .clone()
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&Message(e))))
+            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    }
+
+    fn timeout(&self, action: RPCTypes, ttl: Duration) -> RpcError {
+        RPCError::Timeout(Timeout {
+            action,
+            id: self.target,
+            target: self.target,
+            timeout: ttl,
+        })
     }
 
     /// Sends one encoded request with a deadline, decodes the peer's `Result`.
-    async fn unary<Resp, E, F, Fut>(
+    async fn unary<Resp, F, Fut>(
         &self,
+        action: RPCTypes,
         payload: Vec<u8>,
         ttl: Duration,
         send: F,
-    ) -> Result<Resp, RpcError<E>>
+    ) -> Result<Resp, RpcError>
     where
         Resp: serde::de::DeserializeOwned,
-        E: std::error::Error + serde::de::DeserializeOwned,
         F: FnOnce(RaftInternalClient<Channel>, RaftBytes) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftBytes>, tonic::Status>>,
     {
         let client = self.client()?;
         let reply = tokio::time::timeout(ttl, send(client, RaftBytes { payload }))
             .await
-            .map_err(|_| {
-                network(format!(
-                    "no answer from node {} within {ttl:?}",
-                    self.target
-                ))
-            })?
+            .map_err(|_| self.timeout(action, ttl))?
             .map_err(from_status)?;
-        let result: Result<Resp, RaftError<NodeId, E>> =
+        let result: Result<Resp, RaftError<TypeConfig>> =
             decode(&reply.into_inner().payload).map_err(network)?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        result.map_err(|e| match e {
+            RaftError::Fatal(fatal) => peer_stopped(self.target, fatal),
+            RaftError::APIError(never) => match never {},
+        })
     }
 }
 
-impl RaftNetwork<TypeConfig> for RaftPeer {
-    fn backoff(&self) -> Backoff {
-        Backoff::new(std::iter::repeat(Duration::from_millis(
+/// What the sending half of a replication stream shares with the answering half.
+struct InFlight {
+    /// Free slots: a request is taken from openraft only with one in hand.
+    slots: Semaphore,
+    /// When each unanswered request was sent, oldest first: the answer deadline runs from it.
+    sent_at: Mutex<VecDeque<Instant>>,
+    /// Woken when a request is sent, so a wait for answers starts its deadline.
+    sent: Notify,
+    /// Why the sending half stopped early (a request that would not encode).
+    failed: Mutex<Option<String>>,
+}
+
+impl InFlight {
+    fn oldest(&self) -> Option<Instant> {
+        self.sent_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .copied()
+    }
+
+    fn answered(&self) {
+        self.sent_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        self.slots.add_permits(1);
+    }
+}
+
+/// openraft's requests, encoded, each taken only when a slot is free (see
+/// [`MAX_APPENDS_IN_FLIGHT`]).
+fn outgoing<S>(input: S, in_flight: Arc<InFlight>) -> impl Stream<Item = RaftBytes> + Send
+where
+    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+{
+    stream::unfold(input, move |mut input| {
+        let in_flight = in_flight.clone();
+        async move {
+            // A slot is given back by `answered`, so the permit itself is not kept.
+            in_flight.slots.acquire().await.ok()?.forget();
+            let request = input.next().await?;
+            match encode(&request) {
+                Ok(payload) => {
+                    in_flight
+                        .sent_at
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_back(Instant::now());
+                    in_flight.sent.notify_one();
+                    Some((RaftBytes { payload }, input))
+                }
+                Err(e) => {
+                    *in_flight.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("encoding an AppendEntries request: {e}"));
+                    in_flight.sent.notify_one();
+                    None
+                }
+            }
+        }
+    })
+}
+
+/// The follower's answers, in order. Ends after the first error (openraft then starts a new
+/// stream), and fails with a timeout when the oldest unanswered request waited longer than
+/// `ttl`.
+fn answers(
+    peer: NodeId,
+    replies: tonic::Streaming<RaftBytes>,
+    in_flight: Arc<InFlight>,
+    ttl: Duration,
+) -> impl Stream<Item = Result<StreamAppendResult<TypeConfig>, RpcError>> + Send {
+    let timeout = move || {
+        RPCError::Timeout(Timeout {
+            action: RPCTypes::AppendEntries,
+            id: peer,
+            target: peer,
+            timeout: ttl,
+        })
+    };
+    stream::unfold(Some(replies), move |replies| {
+        let in_flight = in_flight.clone();
+        async move {
+            let mut replies = replies?;
+            let reply = loop {
+                if let Some(failed) = in_flight
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                {
+                    return Some((Err(network(failed)), None));
+                }
+                let deadline = in_flight.oldest().map(|sent| sent + ttl);
+                tokio::select! {
+                    reply = replies.message() => break reply,
+                    _ = in_flight.sent.notified() => continue,
+                    _ = async {
+                        match deadline {
+                            Some(deadline) => tokio::time::sleep_until(deadline).await,
+                            None => std::future::pending().await,
+                        }
+                    } => return Some((Err(timeout()), None)),
+                }
+            };
+            let item = match reply {
+                Ok(Some(reply)) => {
+                    in_flight.answered();
+                    match decode::<Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>>>(
+                        &reply.payload,
+                    ) {
+                        Ok(Ok(result)) => Ok(result),
+                        Ok(Err(fatal)) => Err(peer_stopped(peer, fatal)),
+                        Err(e) => Err(network(format!("undecodable answer: {e}"))),
+                    }
+                }
+                // The follower closed the stream: whatever is unanswered is sent again.
+                Ok(None) => return None,
+                Err(status) => Err(from_status(status)),
+            };
+            let go_on = matches!(item, Ok(Ok(_)));
+            Some((item, go_on.then_some(replies)))
+        }
+    })
+}
+
+impl RaftNetworkV2<TypeConfig> for RaftPeer {
+    type SnapshotData = cairn_raft_store::SnapshotData;
+
+    fn backoff(&self) -> Option<Backoff> {
+        Some(Backoff::new(std::iter::repeat(Duration::from_millis(
             UNREACHABLE_RETRY_MS,
-        )))
+        ))))
     }
 
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RpcError> {
         let payload = encode(&rpc).map_err(network)?;
-        self.unary(payload, option.hard_ttl(), |mut c, r| async move {
-            c.append_entries(r).await
-        })
+        self.unary(
+            RPCTypes::AppendEntries,
+            payload,
+            option.hard_ttl(),
+            |mut c, r| async move { c.append_entries(r).await },
+        )
         .await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RpcError>>, RpcError>,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let ttl = option.hard_ttl();
+            let in_flight = Arc::new(InFlight {
+                slots: Semaphore::new(MAX_APPENDS_IN_FLIGHT),
+                sent_at: Mutex::new(VecDeque::with_capacity(MAX_APPENDS_IN_FLIGHT)),
+                sent: Notify::new(),
+                failed: Mutex::new(None),
+            });
+            let requests = outgoing(input, in_flight.clone());
+            let replies = tokio::time::timeout(ttl, client.stream_append(requests))
+                .await
+                .map_err(|_| self.timeout(RPCTypes::AppendEntries, ttl))?
+                .map_err(from_status)?
+                .into_inner();
+            Ok(answers(self.target, replies, in_flight, ttl).boxed())
+        })
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RpcError> {
+    ) -> Result<VoteResponse<TypeConfig>, RpcError> {
         let payload = encode(&rpc).map_err(network)?;
-        self.unary(payload, option.hard_ttl(), |mut c, r| async move {
-            c.vote(r).await
-        })
+        self.unary(
+            RPCTypes::Vote,
+            payload,
+            option.hard_ttl(),
+            |mut c, r| async move { c.vote(r).await },
+        )
         .await
-    }
-
-    /// Not used: `full_snapshot` below streams whole snapshots instead of openraft's chunks.
-    async fn install_snapshot(
-        &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
-        Err(network(
-            "chunked snapshots are not used; snapshots are streamed whole",
-        ))
     }
 
     async fn full_snapshot(
@@ -181,8 +357,8 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         snapshot: Snapshot,
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
-    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        let mut client = self.client::<Fatal<NodeId>>().map_err(into_streaming)?;
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self.client().map_err(into_streaming)?;
         let header =
             encode(&(vote, snapshot.meta.clone())).map_err(|e| into_streaming(network(e)))?;
         let read_error: Arc<Mutex<Option<std::io::Error>>> = Arc::new(Mutex::new(None));
@@ -206,21 +382,18 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         let reply = reply
             .map_err(|_| into_streaming(network("snapshot send timed out")))?
             .map_err(|s| into_streaming(from_status(s)))?;
-        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+        let result: Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>> =
             decode(&reply.into_inner().payload).map_err(|e| into_streaming(network(e)))?;
-        result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+        result.map_err(|fatal| into_streaming(peer_stopped(self.target, fatal)))
     }
 }
 
-fn into_streaming(
-    e: RPCError<NodeId, BasicNode, Fatal<NodeId>>,
-) -> StreamingError<TypeConfig, Fatal<NodeId>> {
+fn into_streaming(e: RpcError) -> StreamingError<TypeConfig> {
     match e {
         RPCError::Timeout(t) => StreamingError::Timeout(t),
         RPCError::Unreachable(u) => StreamingError::Unreachable(u),
         RPCError::Network(n) => StreamingError::Network(n),
-        RPCError::RemoteError(r) => StreamingError::RemoteError(r),
-        RPCError::PayloadTooLarge(p) => StreamingError::Network(NetworkError::new(&p)),
+        RPCError::RemoteError(r) => match r.source {},
     }
 }
 
@@ -229,7 +402,7 @@ fn into_streaming(
 /// receiver rejects the truncated snapshot.
 fn snapshot_chunks(
     header: Vec<u8>,
-    data: Box<cairn_raft_store::SnapshotData>,
+    data: cairn_raft_store::SnapshotData,
     error: Arc<Mutex<Option<std::io::Error>>>,
 ) -> impl futures_util::Stream<Item = SnapshotChunk> + Send + 'static {
     let first = SnapshotChunk {
@@ -261,5 +434,5 @@ fn snapshot_chunks(
             Some((chunk, Some(data)))
         }
     });
-    futures_util::StreamExt::chain(stream::iter([first]), rest)
+    stream::iter([first]).chain(rest)
 }

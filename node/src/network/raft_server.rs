@@ -1,9 +1,21 @@
 //! Receiving Raft messages from peers and handing them to the local openraft instance.
+//!
+//! A replication stream (`StreamAppend`) is handed to openraft's `Raft::stream_append` as it
+//! arrives: openraft submits each request as soon as it is read and answers each, in order,
+//! once its entries are durable, so the next request is already being written while the
+//! previous one syncs. A request that does not decode ends the stream (the leader opens a new
+//! one); what reached openraft before it stands.
 
-use cairn_raft_store::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cairn_raft_store::disk::Disk;
+use cairn_raft_store::{Raft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
+use futures_util::stream::{self, Stream, StreamExt};
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::Fatal;
 use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
-use openraft::{Raft, ServerState};
+use openraft::ServerState;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -15,12 +27,14 @@ use super::{decode, encode};
 
 /// The `RaftInternal` gRPC service.
 pub struct RaftService {
-    raft: Raft<TypeConfig>,
+    raft: Raft,
+    /// The store's disk: a received snapshot is spooled in its scratch space.
+    disk: Arc<dyn Disk>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft<TypeConfig>) -> Self {
-        RaftService { raft }
+    pub fn new(raft: Raft, disk: Arc<dyn Disk>) -> Self {
+        RaftService { raft, disk }
     }
 }
 
@@ -35,6 +49,37 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftBytes>, Status> 
 
 #[tonic::async_trait]
 impl RaftInternal for RaftService {
+    type StreamAppendStream = Pin<Box<dyn Stream<Item = Result<RaftBytes, Status>> + Send>>;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<RaftBytes>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let requests = stream::unfold(request.into_inner(), |mut incoming| async move {
+            let message = match incoming.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return None,
+                Err(status) => {
+                    tracing::debug!(%status, "replication stream broke");
+                    return None;
+                }
+            };
+            match decode::<AppendEntriesRequest<TypeConfig>>(&message.payload) {
+                Ok(request) => Some((request, incoming)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable request ends a replication stream");
+                    None
+                }
+            }
+        });
+        let answers = self.raft.stream_append(requests).map(|answer| {
+            encode(&answer)
+                .map(|payload| RaftBytes { payload })
+                .map_err(|e| Status::internal(format!("encoding an answer: {e}")))
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftBytes>,
@@ -45,7 +90,7 @@ impl RaftInternal for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let rpc: VoteRequest<NodeId> =
+        let rpc: VoteRequest<TypeConfig> =
             decode(&request.into_inner().payload).map_err(bad_message)?;
         reply(&self.raft.vote(rpc).await)
     }
@@ -65,11 +110,8 @@ impl RaftInternal for RaftService {
                 ))
             }
         };
-        let mut data = self
-            .raft
-            .begin_receiving_snapshot()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut data = SnapshotData::receiving(self.disk.as_ref())
+            .map_err(|e| Status::unavailable(format!("no room for a snapshot: {e}")))?;
         while let Some(chunk) = chunks.message().await? {
             match chunk.part {
                 Some(snapshot_chunk::Part::Data(bytes)) => data
@@ -87,11 +129,10 @@ impl RaftInternal for RaftService {
             .await
             .map_err(|e| Status::internal(format!("spooling snapshot: {e}")))?;
         tracing::info!(
-            snapshot = %meta.snapshot_id,
             last_log_id = ?meta.last_log_id,
             "installing a snapshot received from the leader"
         );
-        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = self
+        let result: Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>> = self
             .raft
             .install_full_snapshot(
                 vote,
@@ -114,7 +155,7 @@ impl RaftInternal for RaftService {
         let request = request.into_inner();
         let refused = {
             let metrics = self.raft.metrics();
-            let m = metrics.borrow();
+            let m = metrics.borrow_watched();
             let last_log_index = m.last_log_index.unwrap_or(0);
             if m.state != ServerState::Follower {
                 Some(format!("node {} is a {:?}, not a follower", m.id, m.state))
@@ -147,7 +188,7 @@ impl RaftInternal for RaftService {
         );
         self.raft
             .trigger()
-            .elect()
+            .elect(false)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(TimeoutNowResponse {

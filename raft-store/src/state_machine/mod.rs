@@ -358,4 +358,3 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(record.map(|r| self.shared.snapshot_from(r)))
     }
 }
-

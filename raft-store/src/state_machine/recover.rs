@@ -147,7 +147,7 @@ fn roll_back_to_snapshot(
 
 #[cfg(test)]
 mod tests {
-    
+
     use super::*;
     use crate::disk::MemDisk;
     use crate::group_files::LOCATION_BYTES;

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use cairn_raft_store::disk::{Disk, MemDisk, SledDisk, SledOptions};
+use cairn_raft_store::EntryPayload;
 use cairn_raft_store::{
     open_store, Append, AppendResult, Command, ContentType, Direction, Entry, ExpectedRevision,
     Limits, LogId, NewEvent, RecordedEvent, Response, Snapshot, StateMachineStore, Store,
 };
-use cairn_raft_store::EntryPayload;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use uuid::Uuid;
 

@@ -323,7 +323,11 @@ fn sigkill_child_appends_until_killed() {
                 .unwrap();
             writeln!(stdout, "acked {i}").unwrap();
             stdout.flush().unwrap();
-            store.state_machine.apply_entries(vec![entry]).await.unwrap();
+            store
+                .state_machine
+                .apply_entries(vec![entry])
+                .await
+                .unwrap();
         }
     });
 }

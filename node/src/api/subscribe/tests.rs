@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use cairn_raft_store::disk::MemDisk;
 use cairn_raft_store::{
-    open_store, Append, Command, ContentType, Entry, ExpectedRevision, Limits, NewEvent,
+    log_id, open_store, Append, Command, ContentType, Entry, EntryPayload, ExpectedRevision,
+    Limits, NewEvent,
 };
-use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use tokio::sync::watch;
 
 use super::*;
@@ -248,7 +247,7 @@ async fn run_seed(seed: u64) -> (usize, usize) {
                     })
                     .collect();
                 let entry = Entry {
-                    log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                    log_id: log_id(1, 1, index),
                     payload: EntryPayload::Normal(Command::Append(Append {
                         stream: format!("s{}", rng.below(STREAMS)),
                         expected: ExpectedRevision::Any,
@@ -256,7 +255,7 @@ async fn run_seed(seed: u64) -> (usize, usize) {
                         created_unix_ms: 0,
                     })),
                 };
-                sm.apply(vec![entry]).await.expect("apply");
+                sm.apply_entries(vec![entry]).await.expect("apply");
                 applied_tx.send_replace(index);
             }
             6..=7 => {
