@@ -54,9 +54,10 @@ pub struct Store {
 
 /// Opens (or creates) a store on `disk`. Every node of a cluster must use the same `limits`.
 pub fn open_store(disk: Arc<dyn disk::Disk>, limits: Limits) -> Result<Store, StoreError> {
-    let state_machine = StateMachineStore::open(disk.clone(), limits)?;
+    let log = LogStore::open(disk.clone())?;
+    let state_machine = StateMachineStore::open(disk, limits, log.last_index()?)?;
     Ok(Store {
-        log: LogStore::open(disk)?,
+        log,
         reader: state_machine.reader(),
         state_machine,
     })

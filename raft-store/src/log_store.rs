@@ -69,6 +69,12 @@ impl LogStore {
         Ok(store)
     }
 
+    /// The index of the last entry the log holds (or was purged up to).
+    pub fn last_index(&self) -> Result<Option<u64>, StoreError> {
+        let last = self.segments.last_log_id().max(self.last_purged()?);
+        Ok(last.map(|l| l.index))
+    }
+
     fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
         match self.disk.get(keys::LAST_PURGED)? {
             Some(bytes) => decode("last purged log id", &bytes),

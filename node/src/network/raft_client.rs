@@ -318,7 +318,15 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
         Box::pin(async move {
+            let mut input = input;
             let mut client = self.client()?;
+            // Wait for the first request before connecting: openraft sleeps its backoff in
+            // producing a request, so a peer that refuses connections is retried at that pace
+            // rather than in a tight loop.
+            let Some(first) = input.next().await else {
+                return Ok(stream::empty().boxed());
+            };
+            let input = stream::iter([first]).chain(input);
             let ttl = option.hard_ttl();
             let in_flight = Arc::new(InFlight {
                 slots: Semaphore::new(MAX_APPENDS_IN_FLIGHT),

@@ -79,8 +79,13 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     /// Opens the state machine, first undoing a snapshot install that a crash interrupted,
-    /// then making the keyspace and the group files agree (`recover`).
-    pub fn open(disk: Arc<dyn Disk>, limits: Limits) -> Result<Self, StoreError> {
+    /// then making the keyspace and the group files agree and the applied state no further
+    /// than `log_end`, the index of the log's last entry (`recover`).
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        limits: Limits,
+        log_end: Option<u64>,
+    ) -> Result<Self, StoreError> {
         format::upgrade(disk.as_ref())?;
         let groups = Arc::new(GroupFiles::open(disk.group_files())?);
         if disk.get(keys::INSTALLING)?.is_some() {
@@ -93,7 +98,7 @@ impl StateMachineStore {
             disk.write(batch)?;
             disk.sync()?;
         }
-        let applied = recover::recover(disk.as_ref(), &groups)?;
+        let applied = recover::recover(disk.as_ref(), &groups, log_end)?;
         let own_id_keys = AtomicBool::new(crate::id_index::any_own_keys(disk.as_ref())?);
         Ok(StateMachineStore {
             shared: Arc::new(Shared {

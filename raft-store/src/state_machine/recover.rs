@@ -59,9 +59,28 @@ fn read_applied(disk: &dyn Disk) -> Result<AppliedState, StoreError> {
     }
 }
 
-/// Makes the keyspace and the files agree; returns the applied state to go on from.
-pub fn recover(disk: &dyn Disk, groups: &GroupFiles) -> Result<AppliedState, StoreError> {
+/// Makes the keyspace and the files agree, and the state machine no further than the log;
+/// returns the applied state to go on from. `log_end`: the index of the log's last entry.
+pub fn recover(
+    disk: &dyn Disk,
+    groups: &GroupFiles,
+    log_end: Option<u64>,
+) -> Result<AppliedState, StoreError> {
     let applied = read_applied(disk)?;
+    let applied_index = applied.last_applied.map(|l| l.index);
+    if applied_index > log_end {
+        // A follower applies what the leader says is committed as soon as it is in its log,
+        // synced or not; a power loss can then keep the applied state and lose the log's
+        // tail. openraft would purge its log up to the applied entry, past the snapshot (an
+        // invariant it stops on). From the snapshot on, the log is whole, and what it lacks
+        // the leader sends again.
+        return roll_back_to_snapshot(
+            disk,
+            groups,
+            applied,
+            "the log lost entries the state machine had applied (power loss before a sync)",
+        );
+    }
     match last_group(disk, groups)? {
         LastGroup::None if applied.next_position == 0 => {
             groups.truncate(0)?;
@@ -80,7 +99,12 @@ pub fn recover(disk: &dyn Disk, groups: &GroupFiles) -> Result<AppliedState, Sto
             }
             Ok(applied)
         }
-        _ => roll_back_to_snapshot(disk, groups, applied),
+        _ => roll_back_to_snapshot(
+            disk,
+            groups,
+            applied,
+            "event groups the index points at were lost (power loss before a sync)",
+        ),
     }
 }
 
@@ -88,6 +112,7 @@ fn roll_back_to_snapshot(
     disk: &dyn Disk,
     groups: &GroupFiles,
     applied: AppliedState,
+    why: &str,
 ) -> Result<AppliedState, StoreError> {
     let target = match &read_snapshot_record(disk)? {
         Some(record) => AppliedState {
@@ -103,8 +128,7 @@ fn roll_back_to_snapshot(
         applied_position = applied.next_position,
         snapshot = ?target.last_applied,
         snapshot_position = end,
-        "event groups the index points at were lost (power loss before a sync); \
-         rolling the state machine back to its last snapshot"
+        "{why}; rolling the state machine back to its last snapshot"
     );
     // The applied state first: until the last group past it is deleted (last, below), the
     // next open still finds groups past the applied state and takes the rollback up again.
