@@ -179,17 +179,21 @@ impl Node {
         } = self;
         // First the signal, then (if this node leads) the handoff, while the server still runs:
         // the candidate's vote request must reach this node. Then the server stops.
+        // Then the replication streams a leader holds open to this node end, or the server
+        // would wait for them for ever.
         let handoff_ctx = ctx.clone();
+        let (stop_streams, streams_stopped) = tokio::sync::watch::channel(false);
         let shutdown = async move {
             shutdown.await;
             tracing::info!(node = id, "stopping");
             hand_over_if_leader(&handoff_ctx).await;
+            stop_streams.send_replace(true);
         };
         let served = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_millis(SERVER_KEEPALIVE_INTERVAL_MS)))
             .http2_keepalive_timeout(Some(Duration::from_millis(SERVER_KEEPALIVE_TIMEOUT_MS)))
             .add_service(
-                RaftInternalServer::new(RaftService::new(raft.clone(), disk))
+                RaftInternalServer::new(RaftService::new(raft.clone(), disk, streams_stopped))
                     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             )

@@ -17,6 +17,7 @@ use openraft::error::Fatal;
 use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
 use openraft::ServerState;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::raft_internal_server::RaftInternal;
@@ -30,11 +31,18 @@ pub struct RaftService {
     raft: Raft,
     /// The store's disk: a received snapshot is spooled in its scratch space.
     disk: Arc<dyn Disk>,
+    /// Turns true when the node stops: replication streams end then (the leader opens new
+    /// ones elsewhere or later), since the server waits for every open call to end.
+    stopping: watch::Receiver<bool>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, disk: Arc<dyn Disk>) -> Self {
-        RaftService { raft, disk }
+    pub fn new(raft: Raft, disk: Arc<dyn Disk>, stopping: watch::Receiver<bool>) -> Self {
+        RaftService {
+            raft,
+            disk,
+            stopping,
+        }
     }
 }
 
@@ -72,11 +80,19 @@ impl RaftInternal for RaftService {
                 }
             }
         });
-        let answers = self.raft.stream_append(requests).map(|answer| {
-            encode(&answer)
-                .map(|payload| RaftBytes { payload })
-                .map_err(|e| Status::internal(format!("encoding an answer: {e}")))
-        });
+        let mut stopping = self.stopping.clone();
+        let stopped = async move {
+            let _ = stopping.wait_for(|&stopping| stopping).await;
+        };
+        let answers = self
+            .raft
+            .stream_append(requests)
+            .take_until(stopped)
+            .map(|answer| {
+                encode(&answer)
+                    .map(|payload| RaftBytes { payload })
+                    .map_err(|e| Status::internal(format!("encoding an answer: {e}")))
+            });
         Ok(Response::new(Box::pin(answers)))
     }
 
