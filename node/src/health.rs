@@ -6,17 +6,17 @@
 //! What the rule cannot see: a follower learns the commit index from its leader, and only up
 //! to the entries it has received, so a follower that is far behind the leader but has applied
 //! what it received counts as ready. A leader cut off from its quorum keeps calling itself
-//! leader until it hears of a newer term (openraft 0.9 does not step down on its own), so it
+//! leader until it hears of a newer term (openraft 0.9 did not step down on its own; not
+//! re-read in 0.10), so it
 //! stays ready; its appends time out with UNAVAILABLE and clients move on.
 
-use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cairn_client::proto::streams_server::SERVICE_NAME as STREAMS_SERVICE_NAME;
-use cairn_raft_store::NodeId;
-use cairn_raft_store::Raft;
+use cairn_raft_store::{NodeId, Raft};
 use futures_util::FutureExt;
+use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};

@@ -13,8 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use cairn_raft_store::disk::Disk;
-use cairn_raft_store::EventReader;
-use cairn_raft_store::Raft;
+use cairn_raft_store::{EventReader, Raft};
 
 use crate::health::RaftStatus;
 use crate::metrics::{NodeMetrics, StoreFigures, CONTENT_TYPE};

@@ -1,7 +1,8 @@
 //! Leadership handoff: the leader hands over to a caught-up follower before it stops (SIGTERM)
 //! or is removed, so clients see one short election instead of a failure-detection timeout.
 //!
-//! openraft 0.9 has no transfer-leader API. What does work in it: a follower told to stand
+//! openraft 0.9 had no transfer-leader API (0.10's is not used: this handoff was measured on
+//! 0.9 and the cluster tests hold it on 0.10). What works: a follower told to stand
 //! (`raft.trigger().elect()`) asks for votes in the next term. Followers refuse while their
 //! leader lease (= `ELECTION_TIMEOUT_MAX_MS`) is fresh, but the old leader grants the vote
 //! (a leader's vote time is not refreshed after its election) if the candidate's log is at
@@ -21,8 +22,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cairn_raft_store::NodeId;
-use cairn_raft_store::{Raft, RaftMetrics};
+use cairn_raft_store::{NodeId, Raft, RaftMetrics};
 use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 use tokio::sync::Notify;

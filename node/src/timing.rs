@@ -2,7 +2,8 @@
 //! waits out the leader lease they imply, `health` and `leadership` bound their questions to
 //! the Raft core. Kept apart so none of those modules has to import another for a number.
 
-/// Leader heartbeat period; openraft 0.9 also uses it as the AppendEntries deadline.
+/// Leader heartbeat period; openraft also uses it as the AppendEntries deadline (in 0.10, the
+/// deadline of each answer on a replication stream, counted from its request's sending).
 pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// Election timeout range. openraft 0.9 makes a follower that has seen a committed leader wait
 /// the leader lease (= the maximum) *plus* a random timeout, checked on a tick every 1.5

@@ -43,7 +43,8 @@ pub struct LogStore {
 impl LogStore {
     /// Opens the log of a node that is starting. A vote this node had won (committed) is
     /// stored back as merely cast, so the node comes back as a follower and must win a new
-    /// election, as in the Raft paper. openraft 0.9 would otherwise resume leadership at once,
+    /// election, as in the Raft paper. openraft would otherwise resume leadership at once (0.9
+    /// did; 0.10 does so by default, `enable_leader_restore`),
     /// without knowing what its previous life committed: its read index could then miss an
     /// acknowledged append (a stale linearizable read the simulation found, seed 4).
     pub fn open(disk: Arc<dyn Disk>) -> Result<Self, StoreError> {

@@ -11,8 +11,7 @@
 
 use std::sync::Arc;
 
-use cairn_raft_store::Raft;
-use cairn_raft_store::{Append, AppendResult, Command, NodeId, Response, TypeConfig};
+use cairn_raft_store::{Append, AppendResult, Command, NodeId, Raft, Response, TypeConfig};
 use openraft::error::{ChangeMembershipError, ClientWriteError, Fatal};
 use openraft::impls::ProgressResponder;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};

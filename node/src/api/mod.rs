@@ -9,12 +9,11 @@ pub mod status;
 mod streams;
 pub mod subscribe;
 
-use openraft::async_runtime::WatchReceiver;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cairn_raft_store::Raft;
-use cairn_raft_store::{EventReader, Limits, NodeId};
+use cairn_raft_store::{EventReader, Limits, NodeId, Raft};
+use openraft::async_runtime::WatchReceiver;
 use tonic::transport::Channel;
 
 pub use cluster::ClusterService;

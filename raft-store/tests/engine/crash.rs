@@ -108,6 +108,55 @@ fn a_crash_keeping_any_prefix_of_unflushed_batches_leaves_a_consistent_store() {
 }
 
 #[test]
+fn a_log_that_lost_applied_entries_rolls_the_state_machine_back_to_the_snapshot() {
+    run(async {
+        let disk = MemDisk::new();
+        let mut s = TestStore::on(disk.clone(), None);
+        let before_snapshot = log_entries(1, 5);
+        let after_snapshot = log_entries(6, 10);
+        s.store
+            .log
+            .blocking_append(before_snapshot.clone())
+            .await
+            .unwrap();
+        s.sm().apply_entries(before_snapshot).await.unwrap();
+        s.build_snapshot().await;
+        s.store
+            .log
+            .blocking_append(after_snapshot[..2].to_vec())
+            .await
+            .unwrap();
+        // A follower applies what the leader says is committed, from its log, synced or not:
+        // here the state machine's writes survive the power loss and the log's last three
+        // entries do not.
+        s.store
+            .log
+            .append(after_snapshot[2..].to_vec(), openraft::storage::IOFlushed::noop())
+            .await
+            .unwrap();
+        s.sm().apply_entries(after_snapshot.clone()).await.unwrap();
+        let full = s.all();
+        disk.log_model().crash(0, 0);
+        disk.group_model().crash(usize::MAX, 0);
+        disk.crash(usize::MAX);
+
+        let mut s = TestStore::on(disk.clone(), None);
+        let state = s.store.log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(7)), "the log lost 8..=10");
+        assert_eq!(
+            s.store.state_machine.last_applied(),
+            Some(log_id(5)),
+            "no further than the log: rolled back to the snapshot"
+        );
+        assert_eq!(s.all(), full[..10].to_vec(), "only what the snapshot holds");
+        // What the log still holds applies again; the leader sends the rest.
+        recover(&mut s).await;
+        s.sm().apply_entries(after_snapshot[2..].to_vec()).await.unwrap();
+        assert_eq!(s.all(), full, "the same state again");
+    });
+}
+
+#[test]
 fn groups_lost_to_a_power_loss_roll_back_to_the_snapshot_and_reapply_the_same() {
     run(async {
         let disk = MemDisk::new();
