@@ -32,11 +32,9 @@ if ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>
     "$python" -m venv "$venv"
 fi
 echo "== installing clients/python with its pinned test dependencies"
-# Built in pip's isolated build env with the pinned grpcio-tools of pyproject.toml, and
-# reinstalled every run, so the stubs are generated from the proto as it is now.
+# pip builds a local directory and reinstalls it on every run (in its isolated build env, with
+# the grpcio-tools pinned in pyproject.toml), so the stubs come from the proto as it is now.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$here[test]"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --force-reinstall --no-deps "$here"
 
 echo "== pytest"
 cd "$here"

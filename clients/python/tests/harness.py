@@ -63,6 +63,7 @@ class Cluster:
 
     def __init__(self, root: Path, nodes: int = 3) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.exe = cairn_exe()
         self.addrs = [f"127.0.0.1:{port}" for port in free_ports(nodes)]
         self.children: dict[int, subprocess.Popen[bytes]] = {}

@@ -27,7 +27,7 @@ def test_async_round_trip_and_typed_errors(cluster: Cluster, stream_name: Names)
             backwards = await client.read_all(direction=cairn.Direction.BACKWARDS, count=1)
             assert (await backwards.collect())[0].position >= written.last_position
             with pytest.raises(cairn.WrongExpectedVersion) as wrong:
-                await client.append(stream, events[0], expected=5)
+                await client.append(stream, cairn.EventData.json("Late", {}), expected=5)
             assert wrong.value.actual == 2
             with pytest.raises(cairn.StreamNotFound):
                 await client.read_stream(stream_name("missing"))
