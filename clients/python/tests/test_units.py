@@ -12,6 +12,8 @@ import pytest
 import cairn
 from cairn.endpoints import Endpoints
 from cairn.errors import Retry, classify
+from cairn.proto import pb
+from cairn.subscription import AsyncSubscription, SubscribeOptions, _Gap
 
 
 def test_event_ids_are_increasing_uuid7s() -> None:
@@ -81,3 +83,39 @@ def test_statuses_are_classified_like_the_rust_client() -> None:
     other = classify(status(grpc.StatusCode.ALREADY_EXISTS, "elsewhere",
                             **{"x-cairn-conflict": "not-a-retry"}), "")
     assert type(other) is cairn.IdempotencyConflict
+
+
+def recorded(stream: str, revision: int, position: int) -> pb.SubscribeResponse:
+    return pb.SubscribeResponse(
+        event=pb.RecordedEvent(stream=stream, revision=revision, position=position,
+                               id=str(cairn.uuid7()), type="T")
+    )
+
+
+def event_of(message: object) -> cairn.RecordedEvent:
+    assert isinstance(message, cairn.RecordedEvent), message
+    return message
+
+
+def test_a_subscription_drops_duplicates_and_refuses_gaps() -> None:
+    sub = AsyncSubscription(None, "s", SubscribeOptions())  # type: ignore[arg-type]
+    assert event_of(sub._judge(recorded("s", 0, 10))).revision == 0
+    assert sub._judge(recorded("s", 0, 10)) is None
+    with pytest.raises(_Gap):
+        sub._judge(recorded("s", 2, 12))
+    with pytest.raises(cairn.InternalError):
+        sub._judge(recorded("other", 1, 11))
+    assert event_of(sub._judge(recorded("s", 1, 11))).revision == 1
+    # A resubscription resumes after what was delivered, on a node that has applied it.
+    request = sub._resume.request("s", SubscribeOptions(min_position=3))
+    assert getattr(request, "from") == 2 and request.min_position == 11
+
+
+def test_a_filtered_all_subscription_resumes_past_its_checkpoints() -> None:
+    options = SubscribeOptions(filter=cairn.SubscriptionFilter(stream_prefix="a"))
+    sub = AsyncSubscription(None, cairn.ALL_STREAM, options)  # type: ignore[arg-type]
+    assert event_of(sub._judge(recorded("a-1", 0, 5))).position == 5
+    checkpoint = pb.SubscribeResponse(checkpoint=pb.Checkpoint(next_position=40))
+    assert sub._judge(checkpoint) == cairn.Checkpoint(40)
+    assert sub._judge(recorded("a-2", 0, 3)) is None
+    assert getattr(sub._resume.request(cairn.ALL_STREAM, options), "from") == 40

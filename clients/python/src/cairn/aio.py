@@ -402,9 +402,9 @@ class AsyncClient:
             try:
                 return await method(pb_grpc.ClusterStub(channel))(request, timeout=attempt_s)
             except grpc.RpcError as err:
-                code = err.code()  # type: ignore[attr-defined]
+                code = err.code()
                 if code == grpc.StatusCode.ABORTED:
-                    raise Unavailable(err.details() or "") from None  # type: ignore[attr-defined]
+                    raise Unavailable(err.details() or "") from None
                 if code == grpc.StatusCode.FAILED_PRECONDITION:
                     may_have_acted = request.retry  # not the leader: this attempt did nothing
                 raise

@@ -20,13 +20,14 @@ class Role(enum.Enum):
 
     @staticmethod
     def from_proto(value: int) -> Role:
-        return {
+        roles: dict[int, Role] = {
             pb.ROLE_LEADER: Role.LEADER,
             pb.ROLE_FOLLOWER: Role.FOLLOWER,
             pb.ROLE_CANDIDATE: Role.CANDIDATE,
             pb.ROLE_LEARNER: Role.LEARNER,
             pb.ROLE_REMOVED: Role.REMOVED,
-        }.get(value, Role.UNKNOWN)
+        }
+        return roles.get(value, Role.UNKNOWN)
 
 
 @dataclass(frozen=True)

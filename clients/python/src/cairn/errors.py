@@ -124,8 +124,8 @@ def classify(err: grpc.RpcError, stream: str) -> Failure:
     ``stream`` names the stream for NOT_FOUND. Retrying is safe for appends because a retry
     reuses the same event ids.
     """
-    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
-    details: str = err.details() or ""  # type: ignore[attr-defined]
+    code: grpc.StatusCode = err.code()
+    details: str = err.details() or ""
     cause = f"{code.name}: {details}"
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidInput(details)

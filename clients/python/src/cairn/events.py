@@ -81,7 +81,7 @@ class ContentType(enum.Enum):
     JSON = "application/json"
     BINARY = "application/octet-stream"
 
-    def to_proto(self) -> int:
+    def to_proto(self) -> pb.ContentType:
         return pb.CONTENT_TYPE_JSON if self is ContentType.JSON else pb.CONTENT_TYPE_BINARY
 
     @staticmethod

@@ -13,7 +13,7 @@ class Direction(enum.Enum):
     FORWARDS = "forwards"
     BACKWARDS = "backwards"
 
-    def to_proto(self) -> int:
+    def to_proto(self) -> pb.Direction:
         if self is Direction.FORWARDS:
             return pb.DIRECTION_FORWARDS
         return pb.DIRECTION_BACKWARDS
@@ -25,7 +25,7 @@ class ReadConsistency(enum.Enum):
     #: Through the leader, after it confirms it still leads.
     LINEARIZABLE = "linearizable"
 
-    def to_proto(self) -> int:
+    def to_proto(self) -> pb.ReadConsistency:
         if self is ReadConsistency.LOCAL:
             return pb.READ_CONSISTENCY_LOCAL
         return pb.READ_CONSISTENCY_LINEARIZABLE

@@ -258,7 +258,8 @@ class AsyncSubscription(AsyncIterator[SubscriptionMessage]):
                 failure = classify(err, self.stream)
                 if isinstance(failure, CairnError):
                     raise self._end(failure) from None
-                cause, leader, error = failure.cause, failure.leader, Unavailable(failure.cause)
+                error: CairnError = Unavailable(failure.cause)
+                cause, leader = failure.cause, failure.leader
             else:
                 if response is grpc.aio.EOF:
                     cause = "the server ended the subscription"
