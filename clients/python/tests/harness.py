@@ -1,13 +1,14 @@
 """Test clusters: ``cairn node`` child processes on free loopback ports with temporary data
 directories, as the Rust tests run them (node/tests/cluster/harness.rs). Every child is
-killed when the cluster stops, and with SIGKILL if this process dies first.
+killed when the cluster stops, and with SIGKILL if this process dies first (through
+util-linux's ``setpriv --pdeathsig``, when present: a ``preexec_fn`` would run Python in a
+child forked from a process with grpc threads, which can hang it before the exec).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
+import shutil
 import socket
 import subprocess
 import time
@@ -20,7 +21,6 @@ import cairn
 CLUSTER_WAIT_S = 30.0
 #: Pause between polls of a node's status.
 POLL_S = 0.1
-_PR_SET_PDEATHSIG = 1
 
 
 def cairn_exe() -> Path:
@@ -49,13 +49,11 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the parent dies (Linux), so a killed pytest
-    leaves no node holding ports."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+def _die_with_parent() -> list[str]:
+    """The prefix that makes a child get SIGKILL when this process dies (Linux), so a killed
+    pytest leaves no node holding ports; none where ``setpriv`` is missing."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 class Cluster:
@@ -85,7 +83,7 @@ class Cluster:
     def start(self, node_id: int) -> None:
         """Starts (or restarts, with the same flags) node ``node_id``."""
         peers = ",".join(f"{i}={a}" for i, a in zip(self.ids, self.addrs))
-        args = [
+        args = _die_with_parent() + [
             str(self.exe), "node", "--id", str(node_id),
             "--listen", self.addrs[node_id - 1],
             "--peers", peers,
@@ -93,8 +91,7 @@ class Cluster:
         ]
         with open(self.log_path(node_id), "ab") as log:
             self.children[node_id] = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=_die_with_parent,
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
 
     def start_all(self) -> None:
