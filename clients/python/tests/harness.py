@@ -64,6 +64,8 @@ class Cluster:
         root.mkdir(parents=True, exist_ok=True)
         self.exe = cairn_exe()
         self.addrs = [f"127.0.0.1:{port}" for port in free_ports(nodes)]
+        #: Nodes 1..=initial form the cluster; later ones (add_joiner) wait to be added.
+        self.initial = nodes
         self.children: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
@@ -82,7 +84,9 @@ class Cluster:
 
     def start(self, node_id: int) -> None:
         """Starts (or restarts, with the same flags) node ``node_id``."""
-        peers = ",".join(f"{i}={a}" for i, a in zip(self.ids, self.addrs))
+        peers = ",".join(
+            f"{i}={a}" for i, a in zip(self.ids, self.addrs) if i <= self.initial or i == node_id
+        )
         args = _die_with_parent() + [
             str(self.exe), "node", "--id", str(node_id),
             "--listen", self.addrs[node_id - 1],
@@ -93,6 +97,24 @@ class Cluster:
             self.children[node_id] = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
+
+    def add_joiner(self) -> int:
+        """A node that joins the running cluster: the next id on a free port, started with
+        the initial members and itself as peers (so it does not bootstrap; it waits to be
+        added). Returns its id."""
+        port = free_ports(1)[0]
+        self.addrs.append(f"127.0.0.1:{port}")
+        node_id = len(self.addrs)
+        self.start(node_id)
+        deadline = time.monotonic() + CLUSTER_WAIT_S
+        while True:  # listening: ready to be added
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+                return node_id
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"node {node_id} is not listening; see {self.root}")
+                time.sleep(POLL_S)
 
     def start_all(self) -> None:
         for node_id in self.ids:
