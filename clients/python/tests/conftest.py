@@ -3,6 +3,7 @@ clusters for tests that kill nodes."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -13,17 +14,24 @@ import cairn
 from harness import Cluster
 
 
+@contextlib.contextmanager
+def running(root: Path) -> Iterator[Cluster]:
+    """Three nodes under ``root``, a leader elected; killed on the way out, however it goes."""
+    started = Cluster(root)
+    started.start_all()
+    try:
+        with started.client() as c:
+            started.wait_for_leader(c)
+        yield started
+    finally:
+        started.stop()
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three nodes shared by the session; tests must not kill them."""
-    shared = Cluster(tmp_path_factory.mktemp("shared-cluster"))
-    shared.start_all()
-    try:
-        with shared.client() as client:
-            shared.wait_for_leader(client)
+    with running(tmp_path_factory.mktemp("shared-cluster")) as shared:
         yield shared
-    finally:
-        shared.stop()
 
 
 @pytest.fixture
@@ -34,15 +42,9 @@ def client(cluster: Cluster) -> Iterator[cairn.Client]:
 
 @pytest.fixture
 def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """Three nodes of this test's own, a leader elected; killed at the end."""
-    own = Cluster(tmp_path / "cluster")
-    own.start_all()
-    try:
-        with own.client() as c:
-            own.wait_for_leader(c)
+    """Three nodes of this test's own, to kill or reshape."""
+    with running(tmp_path / "cluster") as own:
         yield own
-    finally:
-        own.stop()
 
 
 @pytest.fixture
