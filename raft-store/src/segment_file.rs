@@ -379,11 +379,14 @@ impl SegmentFiles {
         let mut written = 0u64;
         for chunk in chunks {
             let end = self.end();
-            let fits = match self.last() {
-                _ if chunk.create && self.layout == Layout::Stream => chunk.segment == end,
-                None => chunk.create,
-                Some(_) if chunk.create => chunk.segment >= end,
-                Some(tail) => chunk.segment == tail.id && chunk.offset == tail.len,
+            let fits = match (chunk.create, self.last()) {
+                // A new segment starts at the end: exactly (`Stream`) or past a gap (`Keyed`).
+                (true, _) => match self.layout {
+                    Layout::Keyed => chunk.segment >= end,
+                    Layout::Stream => chunk.segment == end,
+                },
+                (false, Some(tail)) => chunk.segment == tail.id && chunk.offset == tail.len,
+                (false, None) => false,
             };
             if !fits {
                 return Err(self.corrupt(format!(
