@@ -270,7 +270,7 @@ impl SegmentFiles {
                 }
                 if id > end {
                     // Only `Keyed` can have gaps (see `FrameWriter::chunk_for`).
-                    tracing::warn!(segment = id, what, "the files have no keys {end}..{id}");
+                    tracing::warn!(segment = id, what, "the files hold nothing at {end}..{id}");
                 }
             }
             dir.segments.insert(id, segment);
