@@ -590,6 +590,39 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_frame_torn_or_damaged_does_not_read_back_and_truncation_cuts_it() {
+        let files = Arc::new(MemLogFiles::default());
+        let mut dir = open(&files, Layout::Stream).unwrap();
+        let placed = write(&mut dir, 0..4);
+        files.sync().unwrap();
+        let torn = write(&mut dir, 4..5)[0];
+        files.crash(0, 10);
+        let mut dir = open(&files, Layout::Stream).unwrap();
+        let frame_bytes = FRAME_HEADER_BYTES as u64 + 8;
+        assert_eq!(dir.locate(torn.segment + torn.offset, frame_bytes), None);
+        // The user's index says where the stream ends; the torn bytes after it go.
+        assert!(dir.truncate(torn.segment + torn.offset).unwrap());
+        assert_eq!(read_back(&dir), vec![0, 1, 2, 3]);
+        // A damaged payload: its frame is where the index says, but its checksum fails.
+        let damaged = placed[1];
+        let payload_at = damaged.offset + FRAME_HEADER_BYTES as u64;
+        files
+            .write_at(damaged.segment, payload_at, &[0xff])
+            .unwrap();
+        let (id, at) = dir
+            .locate(damaged.segment + damaged.offset, frame_bytes)
+            .unwrap();
+        let mut bytes = vec![0u8; frame_bytes as usize];
+        files.read_exact_at(id, at, &mut bytes).unwrap();
+        assert!(frame_under(&bytes, 1).is_none());
+        bytes[FRAME_HEADER_BYTES] = 1;
+        assert!(
+            frame_under(&bytes, 1).is_some(),
+            "the same bytes, undamaged"
+        );
+    }
+
+    #[test]
     fn truncation_cuts_whole_and_partial_segments_in_both_layouts() {
         for layout in [Layout::Keyed, Layout::Stream] {
             let files = Arc::new(MemLogFiles::default());
