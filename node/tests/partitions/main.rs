@@ -39,7 +39,9 @@ fn a_leader_cut_from_its_peers_is_replaced_and_nothing_acknowledged_is_lost() {
 
 #[test]
 fn a_follower_cut_from_everything_catches_up_after_the_heal() {
-    once("isolated-follower", 3, |net, r| Ok(vec![net.isolate(r.follower)]));
+    once("isolated-follower", 3, |net, r| {
+        Ok(vec![net.isolate(r.follower)])
+    });
 }
 
 #[test]
@@ -71,7 +73,9 @@ fn followers_that_cannot_hear_the_leader_elect_another_and_lose_nothing() {
 
 #[test]
 fn a_link_cut_between_leader_and_one_follower_only_leaves_a_working_cluster() {
-    once("bridge", 3, |net, r| Ok(vec![net.cut(r.leader, r.follower)]));
+    once("bridge", 3, |net, r| {
+        Ok(vec![net.cut(r.leader, r.follower)])
+    });
 }
 
 #[test]

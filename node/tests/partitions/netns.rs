@@ -37,7 +37,11 @@ pub fn unavailable_reason() -> Option<String> {
         .into_iter()
         .filter(|tool| {
             Command::new(tool)
-                .arg(if *tool == "iptables" { "--version" } else { "-V" })
+                .arg(if *tool == "iptables" {
+                    "--version"
+                } else {
+                    "-V"
+                })
                 .output()
                 .map_or(true, |out| !out.status.success())
         })
@@ -131,9 +135,15 @@ impl Net {
         let harness = net.harness_namespace();
         must("ip", &["netns", "add", &harness]);
         must("ip", &["-n", &harness, "link", "set", "lo", "up"]);
-        must("ip", &["-n", &harness, "link", "add", "br0", "type", "bridge"]);
+        must(
+            "ip",
+            &["-n", &harness, "link", "add", "br0", "type", "bridge"],
+        );
         let harness_addr = format!("{SUBNET}.{HARNESS_HOST}/24");
-        must("ip", &["-n", &harness, "addr", "add", &harness_addr, "dev", "br0"]);
+        must(
+            "ip",
+            &["-n", &harness, "addr", "add", &harness_addr, "dev", "br0"],
+        );
         must("ip", &["-n", &harness, "link", "set", "br0", "up"]);
         for id in 1..=nodes {
             net.add_node_namespace(id);
@@ -154,7 +164,10 @@ impl Net {
                 "netns", &ns,
             ],
         );
-        must("ip", &["-n", &harness, "link", "set", &port, "master", "br0"]);
+        must(
+            "ip",
+            &["-n", &harness, "link", "set", &port, "master", "br0"],
+        );
         must("ip", &["-n", &harness, "link", "set", &port, "up"]);
         let addr = format!("{}/24", self.ip(id));
         must("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"]);
@@ -308,7 +321,9 @@ impl Net {
             // Fails when there is no root qdisc of ours: nothing to remove.
             let _ = run(
                 "ip",
-                &["netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root"],
+                &[
+                    "netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root",
+                ],
             );
         }
     }

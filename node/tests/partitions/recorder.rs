@@ -277,36 +277,35 @@ impl ClientState {
         let attempt = self
             .client
             .append(&sent.stream, sent.expected, sent.events.clone());
-        let outcome = match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), attempt)
-            .await
-        {
-            Ok(Ok(written)) => {
-                self.known
-                    .insert(sent.stream.clone(), Some(written.last_revision));
-                self.last_position = self.last_position.max(Some(written.last_position));
-                AppendOutcome::Ok {
-                    last_revision: written.last_revision,
-                    last_position: written.last_position,
+        let outcome =
+            match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), attempt).await {
+                Ok(Ok(written)) => {
+                    self.known
+                        .insert(sent.stream.clone(), Some(written.last_revision));
+                    self.last_position = self.last_position.max(Some(written.last_position));
+                    AppendOutcome::Ok {
+                        last_revision: written.last_revision,
+                        last_position: written.last_position,
+                    }
                 }
-            }
-            Ok(Err(Error::WrongExpectedVersion { actual, .. })) => {
-                self.known.insert(sent.stream.clone(), actual);
-                AppendOutcome::WrongExpectedVersion { actual }
-            }
-            Ok(Err(
-                e @ (Error::InvalidArgument(_)
-                | Error::IdempotencyConflict(_)
-                | Error::EventIdReused { .. }),
-            )) => AppendOutcome::Rejected {
-                reason: e.to_string(),
-            },
-            Ok(Err(e)) => AppendOutcome::Unknown {
-                error: e.to_string(),
-            },
-            Err(_) => AppendOutcome::Unknown {
-                error: "timed out".into(),
-            },
-        };
+                Ok(Err(Error::WrongExpectedVersion { actual, .. })) => {
+                    self.known.insert(sent.stream.clone(), actual);
+                    AppendOutcome::WrongExpectedVersion { actual }
+                }
+                Ok(Err(
+                    e @ (Error::InvalidArgument(_)
+                    | Error::IdempotencyConflict(_)
+                    | Error::EventIdReused { .. }),
+                )) => AppendOutcome::Rejected {
+                    reason: e.to_string(),
+                },
+                Ok(Err(e)) => AppendOutcome::Unknown {
+                    error: e.to_string(),
+                },
+                Err(_) => AppendOutcome::Unknown {
+                    error: "timed out".into(),
+                },
+            };
         self.recording.push(Record::Append {
             op,
             client: self.id,
@@ -344,7 +343,9 @@ impl ClientState {
             .prefer(NodePreference::Any);
         let from_position = match &stream {
             Some(_) => 0,
-            None => self.last_position.map_or(0, |p| p.saturating_sub(READ_MAX_COUNT)),
+            None => self
+                .last_position
+                .map_or(0, |p| p.saturating_sub(READ_MAX_COUNT)),
         };
         if stream.is_none() {
             options = options.from(ReadFrom::At(from_position));
@@ -352,8 +353,7 @@ impl ClientState {
         let start_ms = self.recording.now_ms();
         let name = stream.clone().unwrap_or_else(|| ALL_STREAM.to_owned());
         let read = collect(&self.client, &name, options);
-        let outcome = match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), read).await
-        {
+        let outcome = match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), read).await {
             Ok(Ok(events)) => ReadOutcome::Ok { events },
             Ok(Err(Error::StreamNotFound { .. })) => ReadOutcome::Ok { events: Vec::new() },
             Ok(Err(e)) => ReadOutcome::Failed {
