@@ -132,6 +132,11 @@ def test_the_client_finds_the_leader_from_a_follower(cluster: Cluster, stream_na
         roles = sorted(m.role.value for m in status.members)
         assert roles == ["follower", "follower", "leader"]
         assert all(m.reachable for m in status.members)
+    # Or the follower forwards the append to the leader itself.
+    with cairn.Client([cluster.endpoint(follower)], leader_only=False) as forwarding:
+        stream = stream_name("forwarded")
+        assert forwarding.append(stream, placed(0)).last_revision == 0
+        assert forwarding.endpoints == [cluster.endpoint(follower)]
 
 
 def test_a_subscription_catches_up_then_goes_live(client: cairn.Client, stream_name: Names) -> None:
