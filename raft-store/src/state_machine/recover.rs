@@ -60,7 +60,8 @@ fn read_applied(disk: &dyn Disk) -> Result<AppliedState, StoreError> {
 }
 
 /// Makes the keyspace and the files agree, and the state machine no further than the log;
-/// returns the applied state to go on from. `log_end`: the index of the log's last entry.
+/// returns the applied state to go on from. `log_end`: the index of the log's last entry (or
+/// of its purge point), `None` for a store that never had a Raft log.
 pub fn recover(
     disk: &dyn Disk,
     groups: &GroupFiles,
@@ -68,7 +69,9 @@ pub fn recover(
 ) -> Result<AppliedState, StoreError> {
     let applied = read_applied(disk)?;
     let applied_index = applied.last_applied.map(|l| l.index);
-    if applied_index > log_end {
+    // No log at all (nothing written, nothing purged): the state machine was driven without
+    // Raft (the engine tests, the format fixtures), and there is no log to be ahead of.
+    if log_end.is_some() && applied_index > log_end {
         // A follower applies what the leader says is committed as soon as it is in its log,
         // synced or not; a power loss can then keep the applied state and lose the log's
         // tail. openraft would purge its log up to the applied entry, past the snapshot (an

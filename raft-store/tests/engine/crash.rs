@@ -1,6 +1,6 @@
 //! Crashes: only what was never reported durable may be lost.
 
-use cairn_raft_store::disk::{Disk, MemDisk, MemFaults, SledDisk, SledOptions};
+use cairn_raft_store::disk::{Disk, LogFiles, MemDisk, MemFaults, SledDisk, SledOptions};
 use cairn_raft_store::{open_store, Entry, ExpectedRevision as E, Limits, Vote};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{EntryPayload, RaftLogReader};
@@ -123,20 +123,15 @@ fn a_log_that_lost_applied_entries_rolls_the_state_machine_back_to_the_snapshot(
         s.build_snapshot().await;
         s.store
             .log
-            .blocking_append(after_snapshot[..2].to_vec())
-            .await
-            .unwrap();
-        // A follower applies what the leader says is committed, from its log, synced or not:
-        // here the state machine's writes survive the power loss and the log's last three
-        // entries do not.
-        s.store
-            .log
-            .append(after_snapshot[2..].to_vec(), openraft::storage::IOFlushed::noop())
+            .blocking_append(after_snapshot.clone())
             .await
             .unwrap();
         s.sm().apply_entries(after_snapshot.clone()).await.unwrap();
         let full = s.all();
-        disk.log_model().crash(0, 0);
+        // A follower applies what the leader says is committed as soon as it is in its log,
+        // synced or not; a power loss can keep the state machine's writes and lose the log's
+        // tail. Here the tail goes by truncation, the state machine's writes all survive.
+        s.store.log.truncate_after(Some(log_id(7))).await.unwrap();
         disk.group_model().crash(usize::MAX, 0);
         disk.crash(usize::MAX);
 
@@ -151,9 +146,55 @@ fn a_log_that_lost_applied_entries_rolls_the_state_machine_back_to_the_snapshot(
         assert_eq!(s.all(), full[..10].to_vec(), "only what the snapshot holds");
         // What the log still holds applies again; the leader sends the rest.
         recover(&mut s).await;
-        s.sm().apply_entries(after_snapshot[2..].to_vec()).await.unwrap();
+        s.sm()
+            .apply_entries(after_snapshot[2..].to_vec())
+            .await
+            .unwrap();
         assert_eq!(s.all(), full, "the same state again");
     });
+}
+
+#[test]
+fn a_torn_event_group_frame_is_cut_at_open_and_the_log_reapplies_it() {
+    run(async {
+        // Torn in the last frame's header, in its payload, or whole but pointed at by nothing.
+        for torn in [1, 15, 40, usize::MAX] {
+            let disk = MemDisk::new();
+            let mut s = TestStore::on(disk.clone(), None);
+            let entries = log_entries(1, 4);
+            s.store.log.blocking_append(entries.clone()).await.unwrap();
+            for entry in entries[..3].iter().cloned() {
+                s.sm().apply_entries(vec![entry]).await.unwrap();
+            }
+            let kept_batches = disk.unflushed_batches();
+            let kept_frames = disk.group_model().unflushed_writes();
+            let three = s.all();
+            let three_bytes = group_bytes(&disk);
+            s.sm()
+                .apply_entries(vec![entries[3].clone()])
+                .await
+                .unwrap();
+            let full = s.all();
+            // The keyspace lost the last apply; its frame reached the files only in part.
+            disk.group_model().crash(kept_frames, torn);
+            disk.crash(kept_batches);
+            let mut s = TestStore::on(disk.clone(), None);
+            assert_eq!(s.store.state_machine.last_applied(), Some(log_id(3)));
+            assert_eq!(s.all(), three, "torn after {torn} bytes");
+            assert_eq!(group_bytes(&disk), three_bytes, "the torn frame was cut");
+            recover(&mut s).await;
+            assert_eq!(s.all(), full, "the entry applies again after the cut");
+            let s = TestStore::on(disk.clone(), None);
+            assert_eq!(s.all(), full, "and reopening reads the same");
+        }
+    });
+}
+
+/// Bytes in the group files.
+fn group_bytes(disk: &MemDisk) -> u64 {
+    let files = disk.group_model();
+    let ids = files.list().unwrap();
+    ids.into_iter().map(|id| files.len(id).unwrap()).sum()
 }
 
 #[test]
