@@ -8,6 +8,8 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -23,9 +25,10 @@ thread_local! {
 }
 
 /// From now on, on this thread, a Raft task that panics is stopped and its panic message kept
-/// (see [`take_caught_panics`]) instead of reaching tokio. The simulation needs this: there a
-/// panicking task would abort the whole process (turmoil shuts the host down from inside the
-/// runtime), where it should be a finding like any other.
+/// (see [`take_caught_panics`]) instead of reaching tokio; whoever joins the task hears it
+/// panicked. The simulation needs this: there a panicking task would abort the whole process
+/// (turmoil shuts the host down from inside the runtime), where it should be a finding like
+/// any other.
 pub fn catch_task_panics() {
     CAUGHT_PANICS.with(|caught| caught.borrow_mut().get_or_insert_with(Vec::new).clear());
 }
@@ -68,6 +71,37 @@ fn draw_rng() -> SmallRng {
     THREAD_RNG.with(|rng| SmallRng::seed_from_u64(rng.borrow_mut().next_u64()))
 }
 
+/// A task's end other than its output: tokio's, or a panic [`catch_task_panics`] caught.
+#[derive(Debug)]
+pub enum JoinError {
+    Tokio(tokio::task::JoinError),
+    Caught(String),
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinError::Tokio(e) => write!(f, "{e}"),
+            JoinError::Caught(message) => write!(f, "task panicked: {message}"),
+        }
+    }
+}
+
+/// A tokio join handle whose task may have had its panic caught.
+pub struct JoinHandle<T>(tokio::task::JoinHandle<Result<T, String>>);
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| match joined {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(message)) => Err(JoinError::Caught(message)),
+            Err(e) => Err(JoinError::Tokio(e)),
+        })
+    }
+}
+
 /// openraft's tokio runtime, but with draws from [`seed_thread_rng`]'s generator and the
 /// panic catching of [`catch_task_panics`]. Everything else is `TokioRuntime`'s.
 #[derive(Debug)]
@@ -76,8 +110,8 @@ pub struct CairnRuntime {
 }
 
 impl AsyncRuntime for CairnRuntime {
-    type JoinError = <TokioRuntime as AsyncRuntime>::JoinError;
-    type JoinHandle<T: OptionalSend + 'static> = <TokioRuntime as AsyncRuntime>::JoinHandle<T>;
+    type JoinError = JoinError;
+    type JoinHandle<T: OptionalSend + 'static> = JoinHandle<T>;
     type Sleep = <TokioRuntime as AsyncRuntime>::Sleep;
     type Instant = TokioInstant;
     type TimeoutError = <TokioRuntime as AsyncRuntime>::TimeoutError;
@@ -95,23 +129,24 @@ impl AsyncRuntime for CairnRuntime {
         T::Output: OptionalSend + 'static,
     {
         if !catching() {
-            return TokioRuntime::spawn(future);
+            return JoinHandle(TokioRuntime::spawn(future.map(Ok)));
         }
-        TokioRuntime::spawn(async move {
-            match AssertUnwindSafe(future).catch_unwind().await {
-                Ok(output) => output,
-                Err(payload) => {
+        JoinHandle(TokioRuntime::spawn(async move {
+            AssertUnwindSafe(future)
+                .catch_unwind()
+                .await
+                .map_err(|payload| {
                     let message = panic_message(payload.as_ref());
                     CAUGHT_PANICS.with(|caught| {
                         if let Some(caught) = caught.borrow_mut().as_mut() {
-                            caught.push(message);
+                            caught.push(message.clone());
                         }
                     });
-                    // The task is stopped; whoever waits for it waits until the node restarts.
-                    std::future::pending().await
-                }
-            }
-        })
+                    // Whoever waits for the task hears it panicked (openraft then reports its
+                    // core stopped), as a task outside the simulation would through tokio.
+                    message
+                })
+        }))
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {
@@ -137,7 +172,10 @@ impl AsyncRuntime for CairnRuntime {
     }
 
     fn is_panic(join_error: &Self::JoinError) -> bool {
-        TokioRuntime::is_panic(join_error)
+        match join_error {
+            JoinError::Tokio(e) => e.is_panic(),
+            JoinError::Caught(_) => true,
+        }
     }
 
     fn thread_rng() -> Self::ThreadLocalRng {
