@@ -46,6 +46,10 @@ pub use snapshot::{SnapshotData, SNAPSHOT_GROUPS_PER_CHUNK};
 pub use state_machine::{SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES};
 pub use types::*;
 
+/// The Raft instance of a node: openraft 0.10 makes it generic over the state machine (here,
+/// on the top floor, so `raft_types` stays below `state_machine`).
+pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
+
 /// The three handles onto one store: the Raft log, the state machine, and a reader.
 pub struct Store {
     pub log: LogStore,

@@ -33,8 +33,6 @@ pub type SnapshotMeta = openraft::SnapshotMeta<CommittedLeaderId, NodeId, BasicN
 pub type Snapshot =
     openraft::Snapshot<CommittedLeaderId, NodeId, BasicNode, crate::snapshot::SnapshotData>;
 pub type StorageError = openraft::StorageError<TypeConfig>;
-/// The Raft instance of a node: openraft 0.10 makes it generic over the state machine.
-pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachineStore>;
 /// What a node's Raft metrics look like.
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 /// A watch on them (`Raft::metrics`): the runtime's watch channel, read through
