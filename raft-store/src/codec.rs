@@ -17,6 +17,14 @@ pub(crate) fn decode<T: DeserializeOwned>(
     postcard::from_bytes(bytes).map_err(|e| StoreError::corrupt(what, e))
 }
 
+/// Decodes a value from the front of `bytes`; returns it and the bytes after it.
+pub(crate) fn decode_prefix<'a, T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &'a [u8],
+) -> Result<(T, &'a [u8]), StoreError> {
+    postcard::take_from_bytes(bytes).map_err(|e| StoreError::corrupt(what, e))
+}
+
 /// Bytes of a value made of a u64 and a u32 (a stream run, a group's location).
 pub const U64_U32_BYTES: usize = 12;
 

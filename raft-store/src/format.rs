@@ -14,6 +14,9 @@
 //! - 1: the Raft log and the event groups in segment files, the keyspace holding indexes
 //!   (locations, stream index, event-id buckets and chains; ids under keys of their own only
 //!   past a full chain). `tests/fixtures/format-1` is a store of this version.
+//! - 2: events carry tags (a group's frame is format 1's, followed by its events' tags when
+//!   any has some: `records::StoredGroup`; the Raft log's commands of format 1 are kept as
+//!   `Command::Format1Append(s)`), and the category, type and tag indexes (`index`).
 //!
 //! To change the format: add a step at the end of `STEPS` (its `to` one more than the last),
 //! which takes a store of the version before and leaves one of its own, restartable if a crash
@@ -29,7 +32,7 @@ use crate::raft_types::Entry;
 use crate::segment_log::SegmentLog;
 
 /// The format this build writes, and the newest it opens.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Keys read or written per page by an upgrade step.
 pub const UPGRADE_PAGE_KEYS: usize = 1024;
 
@@ -41,11 +44,18 @@ struct Step {
 }
 
 /// Every upgrade, in order.
-const STEPS: &[Step] = &[Step {
-    to: 1,
-    what: "the Raft log and event groups out of the keyspace into segment files",
-    run: to_version_1,
-}];
+const STEPS: &[Step] = &[
+    Step {
+        to: 1,
+        what: "the Raft log and event groups out of the keyspace into segment files",
+        run: to_version_1,
+    },
+    Step {
+        to: 2,
+        what: "tags on events, and the category, type and tag indexes",
+        run: to_version_2,
+    },
+];
 
 /// The version recorded in the store (0 if none is).
 pub fn stored_version(disk: &dyn Disk) -> Result<u32, StoreError> {
@@ -95,6 +105,11 @@ pub fn upgrade(disk: &dyn Disk) -> Result<(), StoreError> {
 fn to_version_1(disk: &dyn Disk) -> Result<(), StoreError> {
     move_keyspace_log(disk)?;
     move_inline_groups(disk)
+}
+
+/// 1 -> 2. Frames and log entries of format 1 read as they are (events without tags).
+fn to_version_2(_disk: &dyn Disk) -> Result<(), StoreError> {
+    Ok(())
 }
 
 /// Moves entries left in the keyspace's log table (by a build that kept the log in sled)

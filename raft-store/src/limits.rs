@@ -20,6 +20,11 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_APPEND_BYTES: usize = 16 * 1024 * 1024;
 /// Default largest number of events in one append.
 pub const DEFAULT_MAX_EVENTS_PER_APPEND: usize = 10_000;
+/// Most tags on one event. Each tag is an index entry written at apply, so this bounds an
+/// event's cost there; a DCB query (issue 16) names a few, not dozens.
+pub const MAX_TAGS_PER_EVENT: usize = 16;
+/// Longest tag, in bytes of UTF-8 (the same bound as a type: it is a key of the tag index).
+pub const MAX_TAG_BYTES: usize = 255;
 /// Prefix of stream names reserved for the system; clients may not append to them.
 pub const RESERVED_STREAM_PREFIX: char = '$';
 
@@ -66,9 +71,44 @@ pub fn validate_stream_name(name: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// Bytes an event counts against the size limits.
+/// Bytes an event counts against the size limits (its tags included).
 pub fn event_size_bytes(event: &NewEvent) -> usize {
-    event.event_type.len() + event.data.len() + event.metadata.len()
+    event.event_type.len()
+        + event.data.len()
+        + event.metadata.len()
+        + event.tags.iter().map(String::len).sum::<usize>()
+}
+
+/// Checks an event's tags: at most `MAX_TAGS_PER_EVENT`, each 1..=`MAX_TAG_BYTES` bytes, not
+/// only whitespace, none twice.
+pub fn validate_tags(index: usize, tags: &[String]) -> Result<(), InvalidInput> {
+    if tags.len() > MAX_TAGS_PER_EVENT {
+        return Err(InvalidInput::TooManyTags {
+            index,
+            count: tags.len(),
+            max: MAX_TAGS_PER_EVENT,
+        });
+    }
+    for (n, tag) in tags.iter().enumerate() {
+        if tag.chars().all(char::is_whitespace) {
+            return Err(InvalidInput::BlankTag { index, tag: n });
+        }
+        if tag.len() > MAX_TAG_BYTES {
+            return Err(InvalidInput::TagTooLong {
+                index,
+                tag: n,
+                bytes: tag.len(),
+                max: MAX_TAG_BYTES,
+            });
+        }
+        if tags[..n].contains(tag) {
+            return Err(InvalidInput::DuplicateTag {
+                index,
+                tag: tag.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Limits {
@@ -125,6 +165,7 @@ impl Limits {
                 max: MAX_EVENT_TYPE_BYTES,
             });
         }
+        validate_tags(index, &event.tags)?;
         let bytes = event_size_bytes(event);
         if bytes > self.max_event_bytes {
             return Err(InvalidInput::EventTooLarge {

@@ -68,6 +68,7 @@ impl LoadedGroup {
             data: event.data,
             metadata: event.metadata,
             created_unix_ms: self.group.created_unix_ms,
+            tags: event.tags,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct NewEvent {
     pub data: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub metadata: Vec<u8>,
+    /// What the event is about (`customer:7`), indexed as `$tag-<tag>`; limits in `limits`.
+    pub tags: Vec<String>,
 }
 
 impl fmt::Debug for NewEvent {
@@ -45,6 +47,7 @@ impl fmt::Debug for NewEvent {
             .field("type", &self.event_type)
             .field("data_bytes", &self.data.len())
             .field("metadata_bytes", &self.metadata.len())
+            .field("tags", &self.tags)
             .finish()
     }
 }
@@ -66,6 +69,7 @@ pub struct RecordedEvent {
     pub metadata: Vec<u8>,
     /// Milliseconds since the Unix epoch, assigned by the leader when it proposed the append.
     pub created_unix_ms: u64,
+    pub tags: Vec<String>,
 }
 
 impl fmt::Debug for RecordedEvent {
@@ -77,7 +81,58 @@ impl fmt::Debug for RecordedEvent {
             .field("id", &self.id)
             .field("type", &self.event_type)
             .field("data_bytes", &self.data.len())
+            .field("tags", &self.tags)
             .finish()
+    }
+}
+
+/// An event as format 1 encoded it, before tags: what the Raft log entries of that format
+/// hold (`Command::Format1Append`), and the body of every stored event (`records`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Format1Event {
+    pub id: Uuid,
+    pub event_type: String,
+    pub content_type: ContentType,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub metadata: Vec<u8>,
+}
+
+impl Format1Event {
+    pub fn with_tags(self, tags: Vec<String>) -> NewEvent {
+        NewEvent {
+            id: self.id,
+            event_type: self.event_type,
+            content_type: self.content_type,
+            data: self.data,
+            metadata: self.metadata,
+            tags,
+        }
+    }
+}
+
+/// An append as format 1 encoded it (events without tags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Format1Append {
+    pub stream: String,
+    pub expected: ExpectedRevision,
+    pub events: Vec<Format1Event>,
+    pub created_unix_ms: u64,
+}
+
+impl From<Format1Append> for Append {
+    fn from(old: Format1Append) -> Append {
+        Append {
+            stream: old.stream,
+            expected: old.expected,
+            events: old
+                .events
+                .into_iter()
+                .map(|e| e.with_tags(Vec::new()))
+                .collect(),
+            created_unix_ms: old.created_unix_ms,
+        }
     }
 }
 
@@ -120,8 +175,12 @@ pub struct Append {
 ///
 /// Postcard encodes the variant by its index: new commands (stream metadata, deletes,
 /// multi-stream appends) are added at the end, never reordered, so old logs stay readable.
+/// The first two are what format 1 wrote (events without tags): still applied, never
+/// proposed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    Format1Append(Format1Append),
+    Format1Appends(Vec<Format1Append>),
     Append(Append),
     /// Appends from concurrent requests that the leader proposed as one entry (group commit).
     /// Applied in order, each with its own verdict, exactly as if each were an entry of its own.
@@ -213,4 +272,21 @@ pub enum InvalidInput {
     // Last, so the encoding of the variants before it does not change.
     #[error("stream name is only whitespace")]
     BlankStreamName,
+    #[error("event {index}: {count} tags; the limit is {max}")]
+    TooManyTags {
+        index: usize,
+        count: usize,
+        max: usize,
+    },
+    #[error("event {index}: tag {tag} is empty or only whitespace")]
+    BlankTag { index: usize, tag: usize },
+    #[error("event {index}: tag {tag} is {bytes} bytes; the limit is {max}")]
+    TagTooLong {
+        index: usize,
+        tag: usize,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("event {index}: tag {tag:?} appears twice")]
+    DuplicateTag { index: usize, tag: String },
 }

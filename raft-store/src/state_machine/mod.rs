@@ -273,10 +273,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         .append(append)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
+                EntryPayload::Normal(Command::Format1Append(append)) => Response::Append(
+                    applier
+                        .append(append.into())
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
                 EntryPayload::Normal(Command::Appends(appends)) => Response::Appends(
                     appends
                         .into_iter()
                         .map(|append| applier.append(append))
+                        .collect::<Result<_, _>>()
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::Format1Appends(appends)) => Response::Appends(
+                    appends
+                        .into_iter()
+                        .map(|append| applier.append(append.into()))
                         .collect::<Result<_, _>>()
                         .or_storage(Failed::WriteStateMachine)?,
                 ),

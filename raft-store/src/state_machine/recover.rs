@@ -165,6 +165,7 @@ mod tests {
                 content_type: ContentType::Json,
                 data: format!("{{\"i\":{i}}}").into_bytes(),
                 metadata: Vec::new(),
+                tags: Vec::new(),
             })
             .collect();
         Entry {

@@ -22,6 +22,7 @@ pub fn event(event_type: &str, data: &[u8]) -> NewEvent {
         content_type: ContentType::Json,
         data: data.to_vec(),
         metadata: Vec::new(),
+        tags: Vec::new(),
     }
 }
 

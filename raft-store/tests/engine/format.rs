@@ -37,6 +37,7 @@ fn event(n: u128, event_type: &str) -> NewEvent {
         } else {
             Vec::new()
         },
+        tags: Vec::new(),
     }
 }
 
@@ -83,6 +84,7 @@ fn expected_events() -> Vec<RecordedEvent> {
         let list = match command {
             Command::Append(a) => vec![a],
             Command::Appends(list) => list,
+            other => unreachable!("the fixture proposes no {other:?}"),
         };
         for a in list {
             if a.stream == "order-2" && heads.contains_key("order-2") {
@@ -100,6 +102,7 @@ fn expected_events() -> Vec<RecordedEvent> {
                     data: e.data,
                     metadata: e.metadata,
                     created_unix_ms: a.created_unix_ms,
+                    tags: e.tags,
                 });
                 *revision += 1;
             }

@@ -125,6 +125,7 @@ fn a_snapshot_of_100k_events_installs_on_empty_and_stale_stores_identically() {
                     content_type: e.content_type,
                     data: e.data.clone(),
                     metadata: e.metadata.clone(),
+                    tags: e.tags.clone(),
                 })
                 .collect();
             let again = target.apply(append(&probe.stream, E::Any, original)).await;
