@@ -321,6 +321,7 @@ fn recorded(stream: &str, revision: u64, position: u64) -> proto::RecordedEvent 
         data: b"{}".to_vec(),
         metadata: Vec::new(),
         created_unix_ms: 1,
+        tags: Vec::new(),
     }
 }
 

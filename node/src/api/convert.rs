@@ -94,6 +94,7 @@ pub fn append_from_proto(
             content_type: content_type_to_store(content_type),
             data: event.data,
             metadata: event.metadata,
+            tags: event.tags,
         });
     }
     Ok(Append {
@@ -142,6 +143,7 @@ pub fn recorded_to_proto(event: RecordedEvent) -> proto::RecordedEvent {
         data: event.data,
         metadata: event.metadata,
         created_unix_ms: event.created_unix_ms,
+        tags: event.tags,
     }
     .into()
 }
@@ -174,6 +176,7 @@ mod tests {
                 data: vec![1],
                 metadata: vec![],
                 created_unix_ms: 1,
+                tags: vec!["t:1".into()],
             };
             let wire = recorded_to_proto(event);
             let back =

@@ -70,6 +70,12 @@ pub fn invalid_input(e: &InvalidInput) -> Status {
         }
         InvalidInput::EventTooLarge { index, .. } => format!("events[{index}]"),
         InvalidInput::DuplicateEventIdInAppend { index, .. } => format!("events[{index}].id"),
+        InvalidInput::TooManyTags { index, .. } | InvalidInput::DuplicateTag { index, .. } => {
+            format!("events[{index}].tags")
+        }
+        InvalidInput::BlankTag { index, tag } | InvalidInput::TagTooLong { index, tag, .. } => {
+            format!("events[{index}].tags[{tag}]")
+        }
     };
     Status::new(e.code(), format!("{field}: {e}"))
 }

@@ -35,6 +35,10 @@ pub struct AppendArgs {
     /// any, no-stream, exists, or the stream's current last revision.
     #[arg(long, default_value = "any")]
     pub expected: ExpectedRevision,
+    /// A tag on the event (repeatable; at most 16, each 1..=255 bytes): read and subscribe
+    /// to the events with a tag as '$tag-<tag>'.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
     #[command(flatten)]
     pub client: ClientOptions,
 }
@@ -146,7 +150,7 @@ fn event_from_args(args: &AppendArgs) -> Result<EventData, String> {
     if let Some(id) = args.id {
         event = event.with_id(id);
     }
-    Ok(event)
+    Ok(event.with_tags(args.tags.iter().cloned()))
 }
 
 async fn connect(options: &ClientOptions) -> Result<Client, ExitCode> {

@@ -16,6 +16,7 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
         "id": event.id.to_string(),
         "type": event.event_type,
         "created_unix_ms": event.created_unix_ms,
+        "tags": event.tags,
     });
     let data = match event.content_type {
         ContentType::Json => serde_json::from_slice(&event.data).unwrap_or_else(|_| {
@@ -35,8 +36,13 @@ pub fn event_text(event: &RecordedEvent) -> String {
         ContentType::Json => String::from_utf8_lossy(&event.data).into_owned(),
         ContentType::Binary => format!("<{} bytes>", event.data.len()),
     };
+    let tags = if event.tags.is_empty() {
+        String::new()
+    } else {
+        format!("tags {}  ", event.tags.join(","))
+    };
     format!(
-        "{}@{}  position {}  {}  {}",
+        "{}@{}  position {}  {}  {tags}{}",
         event.stream, event.revision, event.position, event.event_type, data
     )
 }

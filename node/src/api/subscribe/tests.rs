@@ -245,6 +245,7 @@ async fn run_seed(seed: u64) -> (usize, usize) {
                         content_type: ContentType::Json,
                         data: b"{}".to_vec(),
                         metadata: Vec::new(),
+                        tags: Vec::new(),
                     })
                     .collect();
                 let entry = Entry {
