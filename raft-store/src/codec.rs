@@ -47,6 +47,18 @@ pub fn decode_u64_u32(what: &'static str, bytes: &[u8]) -> Result<(u64, u32), St
     ))
 }
 
+/// A u32, big-endian (an index run's length).
+pub fn encode_u32(n: u32) -> Vec<u8> {
+    n.to_be_bytes().to_vec()
+}
+
+pub fn decode_u32(what: &'static str, bytes: &[u8]) -> Result<u32, StoreError> {
+    let b: [u8; 4] = bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt(what, "value is not 4 bytes"))?;
+    Ok(u32::from_be_bytes(b))
+}
+
 pub fn decode_position(bytes: &[u8]) -> Result<u64, StoreError> {
     let b: [u8; 8] = bytes
         .try_into()

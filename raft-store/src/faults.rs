@@ -18,6 +18,8 @@ pub struct Bugs {
     /// The state machine takes an append whose ids are stored as a retry without comparing
     /// the events' content: an id reused for another event is acknowledged as already written.
     pub ignore_retry_content: bool,
+    /// The tag index leaves out the tags of the last event of every append.
+    pub index_skips_tag: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -28,6 +30,7 @@ thread_local! {
         apply_out_of_order: false,
         forget_event_ids: false,
         ignore_retry_content: false,
+        index_skips_tag: false,
     }) };
 }
 

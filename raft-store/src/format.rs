@@ -27,8 +27,10 @@ use crate::codec::decode;
 use crate::disk::{delete_range, Disk, Order, WriteBatch};
 use crate::error::StoreError;
 use crate::group_files::{GroupFiles, Location, LOCATION_BYTES};
+use crate::index;
 use crate::keys;
 use crate::raft_types::Entry;
+use crate::records::read_group;
 use crate::segment_log::SegmentLog;
 
 /// The format this build writes, and the newest it opens.
@@ -107,8 +109,51 @@ fn to_version_1(disk: &dyn Disk) -> Result<(), StoreError> {
     move_inline_groups(disk)
 }
 
-/// 1 -> 2. Frames and log entries of format 1 read as they are (events without tags).
-fn to_version_2(_disk: &dyn Disk) -> Result<(), StoreError> {
+/// 1 -> 2. Frames and log entries of format 1 read as they are (events without tags); the
+/// category and type indexes are built from the stored groups, a page of groups per batch.
+/// Entries are written whole and idempotently, so a build cut short starts again from the
+/// beginning at the next open (the version is recorded only after it).
+fn to_version_2(disk: &dyn Disk) -> Result<(), StoreError> {
+    let groups = GroupFiles::open(disk.group_files())?;
+    let mut start = keys::event_key(0).to_vec();
+    let mut indexed = 0u64;
+    let mut lost_tail = false;
+    loop {
+        let mut range = keys::table_range(keys::EVENTS);
+        range.start = start.clone();
+        let page = disk.scan(&range, Order::Ascending, UPGRADE_PAGE_KEYS)?;
+        let Some((last_key, _)) = page.last() else {
+            break;
+        };
+        start = last_key.clone();
+        start.push(0);
+        let mut batch = WriteBatch::default();
+        for (key, location) in &page {
+            let position =
+                keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
+            let group = match read_group(&groups, position, location) {
+                Ok(group) => group,
+                // A power loss took the files' tail: `recover` rolls the state machine back
+                // to its snapshot (whose groups were synced, and are indexed by now), and
+                // Raft applies (and indexes) the rest again.
+                Err(StoreError::Corrupt { .. }) => {
+                    lost_tail = true;
+                    break;
+                }
+                Err(other) => return Err(other),
+            };
+            index::write_entries(&mut batch, position, &group.stream, &group.events);
+            indexed += 1;
+        }
+        disk.write(batch)?;
+        if lost_tail || page.len() < UPGRADE_PAGE_KEYS {
+            break;
+        }
+    }
+    if indexed > 0 {
+        disk.sync()?;
+        tracing::info!(groups = indexed, "built the category and type indexes");
+    }
     Ok(())
 }
 

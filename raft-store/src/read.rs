@@ -11,6 +11,7 @@ use crate::codec::decode;
 use crate::disk::{Disk, Order};
 use crate::error::StoreError;
 use crate::group_files::GroupFiles;
+use crate::index::{run_after, run_at_or_before, IndexName, Run};
 use crate::keys;
 use crate::records::{read_group, AppliedState, StoredGroup, StreamRun};
 use crate::types::RecordedEvent;
@@ -144,6 +145,33 @@ impl EventReader {
             remaining: max_count,
             current: None,
         }
+    }
+
+    /// The events of one index (`$ce-`, `$et-`, `$tag-`) in `$all` order from position `from`
+    /// (inclusive; backwards from `u64::MAX` means from the end), at most `max_count`.
+    pub fn read_index(
+        &self,
+        index: &IndexName,
+        from: u64,
+        direction: Direction,
+        max_count: u64,
+    ) -> IndexEvents {
+        IndexEvents {
+            disk: self.disk.clone(),
+            groups: self.groups.clone(),
+            index: index.clone(),
+            next: Some(from),
+            direction,
+            remaining: max_count,
+            run: None,
+            current: None,
+        }
+    }
+
+    /// The `$all` position of the last event in an index, if it has any: one reverse seek,
+    /// the question a DCB condition asks ("anything of this type or tag after P?").
+    pub fn last_in_index(&self, index: &IndexName) -> Result<Option<u64>, StoreError> {
+        Ok(run_at_or_before(self.disk.as_ref(), index, u64::MAX)?.map(Run::last))
     }
 
     /// One stream from revision `from` (inclusive; backwards from `u64::MAX` means from the
@@ -330,6 +358,101 @@ impl StreamEvents {
 }
 
 impl Iterator for StreamEvents {
+    type Item = Result<RecordedEvent, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.step() {
+            Ok(Some(event)) => Some(Ok(event)),
+            Ok(None) => None,
+            Err(e) => {
+                self.next = None;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Events of one index in `$all` order (or reverse), with their own stream, revision and
+/// position. Walks the index's runs and reads each event from the group holding it.
+pub struct IndexEvents {
+    disk: Arc<dyn Disk>,
+    groups: Arc<GroupFiles>,
+    index: IndexName,
+    next: Option<u64>,
+    direction: Direction,
+    remaining: u64,
+    run: Option<Run>,
+    current: Option<LoadedGroup>,
+}
+
+impl IndexEvents {
+    /// The run to read next from `position`, and the position in it: forwards, the run holding
+    /// `position` or the first after it; backwards, the last run at or before it.
+    fn seek(&self, position: u64) -> Result<Option<(Run, u64)>, StoreError> {
+        let disk = self.disk.as_ref();
+        let before = run_at_or_before(disk, &self.index, position)?;
+        Ok(match self.direction {
+            Direction::Forwards => match before {
+                Some(run) if run.contains(position) => Some((run, position)),
+                _ => run_after(disk, &self.index, position)?.map(|run| (run, run.first)),
+            },
+            Direction::Backwards => before.map(|run| (run, position.min(run.last()))),
+        })
+    }
+
+    fn step(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
+        let Some(mut position) = self.next else {
+            return Ok(None);
+        };
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        if !self.run.is_some_and(|run| run.contains(position)) {
+            let Some((run, at)) = self.seek(position)? else {
+                self.next = None;
+                return Ok(None);
+            };
+            self.run = Some(run);
+            position = at;
+        }
+        if !self
+            .current
+            .as_ref()
+            .is_some_and(|g| g.contains_position(position))
+        {
+            let group = group_at_or_before(self.disk.as_ref(), &self.groups, position)?
+                .filter(|g| g.contains_position(position))
+                .ok_or_else(|| {
+                    StoreError::corrupt(
+                        "index",
+                        format!("{} points at {position}, which no group holds", self.index),
+                    )
+                })?;
+            self.current = Some(group);
+        }
+        let Some(group) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let event = group.take(position);
+        if !self
+            .index
+            .matches(&event.stream, &event.event_type, &event.tags)
+        {
+            return Err(StoreError::corrupt(
+                "index",
+                format!("{} points at {position}, which is not in it", self.index),
+            ));
+        }
+        self.remaining -= 1;
+        self.next = match self.direction {
+            Direction::Forwards => position.checked_add(1),
+            Direction::Backwards => position.checked_sub(1),
+        };
+        Ok(Some(event))
+    }
+}
+
+impl Iterator for IndexEvents {
     type Item = Result<RecordedEvent, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {

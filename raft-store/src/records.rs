@@ -188,8 +188,8 @@ pub fn read_snapshot_record(disk: &dyn Disk) -> Result<Option<SnapshotRecord>, S
     }
 }
 
-/// Indexes one append group whose frame is at `location`: where it is, its stream-index entry
-/// and its event ids. Shared by apply and snapshot install, so an installed snapshot indexes
+/// Indexes one append group whose frame is at `location`: where it is, its stream-index entry,
+/// its event ids, and its category, type and tag entries. Shared by apply and snapshot install, so an installed snapshot indexes
 /// exactly as applying the log would have.
 pub fn write_group(
     batch: &mut WriteBatch,
@@ -210,6 +210,7 @@ pub fn write_group(
     for (offset, event) in group.events.iter().enumerate() {
         ids.insert(&event.id, first_position + offset as u64)?;
     }
+    crate::index::write_entries(batch, first_position, &group.stream, &group.events);
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod common;
 mod crash;
 mod format;
+mod index;
 mod limits;
 mod reads;
 mod semantics;
