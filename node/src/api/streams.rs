@@ -8,7 +8,9 @@ use cairn_client::proto::streams_client::StreamsClient;
 use cairn_client::proto::streams_server::Streams;
 use cairn_client::{proto, ALL_STREAM};
 use cairn_raft_store::limits::validate_stream_name;
-use cairn_raft_store::{AppendResult, Direction, InvalidInput, NodeId};
+use cairn_raft_store::{
+    AppendResult, Direction, IndexName, InvalidInput, NodeId, READABLE_RESERVED_NAMES,
+};
 use openraft::error::RaftError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -172,13 +174,31 @@ impl StreamsService {
     }
 }
 
-/// A stream name to read or follow: the store's rules for names, except that `$`-names and
-/// blank names may be read (they simply have no events, but `$all`).
-fn validate_read_name(stream: &str) -> Result<(), Status> {
+/// What a read or a subscription names.
+enum Readable {
+    All,
+    Index(IndexName),
+    Stream,
+}
+
+/// A name to read or follow: `$all`, an index (`$ce-`, `$et-`, `$tag-`), or a stream by the
+/// store's rules for names, except that blank names may be read (they have no events). Any
+/// other `$` name is refused, naming the forms that read something.
+fn readable(stream: &str) -> Result<Readable, Status> {
+    if stream == ALL_STREAM {
+        return Ok(Readable::All);
+    }
+    if let Some(index) = IndexName::parse(stream) {
+        return Ok(Readable::Index(index));
+    }
     match validate_stream_name(stream) {
-        Ok(()) | Err(InvalidInput::ReservedStreamName { .. } | InvalidInput::BlankStreamName) => {
-            Ok(())
-        }
+        Ok(()) | Err(InvalidInput::BlankStreamName) => Ok(Readable::Stream),
+        Err(InvalidInput::ReservedStreamName { .. }) => Err(invalid(
+            "stream",
+            format!(
+                "{stream:?} names nothing to read: a name starting with '$' is {READABLE_RESERVED_NAMES}"
+            ),
+        )),
         Err(e) => Err(invalid_input(&e)),
     }
 }
@@ -250,10 +270,7 @@ impl Streams for StreamsService {
     ) -> Result<Response<ReadStream>, Status> {
         let request = request.into_inner();
         self.ctx.refuse_unless_member()?;
-        let all = request.stream == ALL_STREAM;
-        if !all {
-            validate_read_name(&request.stream)?;
-        }
+        let target = readable(&request.stream)?;
         let direction = match proto::Direction::try_from(request.direction) {
             Ok(proto::Direction::Forwards) => Direction::Forwards,
             Ok(proto::Direction::Backwards) => Direction::Backwards,
@@ -276,8 +293,11 @@ impl Streams for StreamsService {
         } else {
             request.count
         };
-        let events = if all {
+        let events = if let Readable::All = target {
             Box::new(self.ctx.reader.read_all(from, direction, count))
+                as Box<dyn Iterator<Item = _> + Send>
+        } else if let Readable::Index(index) = &target {
+            Box::new(self.ctx.reader.read_index(index, from, direction, count))
                 as Box<dyn Iterator<Item = _> + Send>
         } else {
             let head = self
@@ -326,14 +346,14 @@ impl Streams for StreamsService {
     ) -> Result<Response<SubscribeStream>, Status> {
         let request = request.into_inner();
         self.ctx.refuse_unless_member()?;
-        let target = if request.stream == ALL_STREAM {
-            Target::All(Filter::from_proto(request.filter.as_ref())?)
-        } else {
-            validate_read_name(&request.stream)?;
-            if Filter::from_proto(request.filter.as_ref())?.is_some() {
+        let filter = Filter::from_proto(request.filter.as_ref())?;
+        let target = match (readable(&request.stream)?, filter) {
+            (Readable::All, filter) => Target::All(filter),
+            (_, Some(_)) => {
                 return Err(invalid("filter", "only $all subscriptions take a filter"));
             }
-            Target::Stream(request.stream)
+            (Readable::Index(index), None) => Target::Index(index),
+            (Readable::Stream, None) => Target::Stream(request.stream),
         };
         self.ensure_consistency(request.consistency, request.min_position)
             .await?;

@@ -45,9 +45,11 @@ pub struct AppendArgs {
 
 #[derive(Args, Debug)]
 pub struct ReadArgs {
-    /// The stream to read.
+    /// The stream to read, or an index in $all order: '$ce-<category>' (streams named
+    /// '<category>-...'), '$et-<event type>', '$tag-<tag>'.
     pub stream: String,
-    /// First revision to read (default: the start, or the end with --backwards).
+    /// First revision to read (a position for an index; default: the start, or the end with
+    /// --backwards).
     #[arg(long)]
     pub from: Option<u64>,
     /// Most events to print.
