@@ -80,8 +80,8 @@ pub use error::{
 pub use event::{ContentType, EventData, ExpectedRevision, RecordedEvent};
 pub use policy::{RETRY_BACKOFF_INITIAL_MS, RETRY_BACKOFF_MAX_MS};
 pub use read::{
-    Direction, EventStream, NodePreference, ReadConsistency, ReadFrom, ReadOptions, ALL_STREAM,
-    reads_by_position,
+    reads_by_position, Direction, EventStream, NodePreference, ReadConsistency, ReadFrom,
+    ReadOptions, ALL_STREAM,
 };
 pub use subscribe::{
     SubscribeOptions, Subscription, SubscriptionFilter, SubscriptionMessage,

@@ -18,7 +18,9 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::history::{AppendOutcome, Consistency, EventRef, Expected, ReadOutcome, Record};
+use crate::history::{
+    in_index, AppendOutcome, Consistency, EventRef, Expected, ReadOutcome, Record,
+};
 
 /// At most this many detailed violations are kept per rule; the rest are counted in one
 /// closing "N more" line for that rule.
@@ -59,6 +61,10 @@ pub enum Rule {
     /// event id reused for another event was taken for a retry (issue 14). Such an append
     /// must be refused as an idempotency conflict and write nothing.
     ReusedIdAcknowledged,
+    /// An index read (`$ce-`, `$et-`, `$tag-`) is not `$all` filtered by the index: on a
+    /// client, not a prefix of the reference log's filtered scope; on a node after the run,
+    /// not exactly that node's own log filtered.
+    IndexMismatch,
 }
 
 impl Rule {
@@ -80,6 +86,7 @@ impl Rule {
             Rule::WrongRevision => "wrong-revision",
             Rule::NodePanicked => "node-panicked",
             Rule::ReusedIdAcknowledged => "reused-id-acknowledged",
+            Rule::IndexMismatch => "index-mismatch",
         }
     }
 }
@@ -214,7 +221,9 @@ pub fn check(history: &[Record]) -> Report {
     if reference.is_some() {
         check_reads(history, &log, &mut sink);
         check_subscriptions(history, &log, &mut sink);
+        check_index_reads(history, &log, &mut sink);
     }
+    check_node_indexes(history, &node_logs, &mut sink);
     check_heal(history, &mut sink);
     check_panics(history, &mut sink);
 
@@ -331,7 +340,7 @@ fn count(history: &[Record]) -> Stats {
                     }
                 }
             }
-            Record::Read { .. } => stats.reads += 1,
+            Record::Read { .. } | Record::IndexRead { .. } => stats.reads += 1,
             Record::Subscription { events, .. } => {
                 stats.subscriptions += 1;
                 stats.delivered += events.len() as u64;
@@ -340,6 +349,7 @@ fn count(history: &[Record]) -> Stats {
             Record::Run { .. }
             | Record::Healed { .. }
             | Record::NodeLog { .. }
+            | Record::NodeIndex { .. }
             | Record::Panic { .. } => {}
         }
     }
@@ -816,6 +826,110 @@ fn check_subscriptions(history: &[Record], log: &Log, sink: &mut Sink) {
     }
 }
 
+/// An index's events in the scope given, in order: `$all` filtered by it.
+fn filtered<'a>(index: &str, scope: &[&'a EventRef]) -> Vec<&'a EventRef> {
+    scope
+        .iter()
+        .copied()
+        .filter(|e| in_index(index, e) == Some(true))
+        .collect()
+}
+
+/// Rule 16, on clients: an index read returned a prefix of the reference log filtered by the
+/// index from its position (no gap, nothing foreign), no more than asked, and, at a minimum
+/// position, everything of the index at or below it.
+fn check_index_reads(history: &[Record], log: &Log, sink: &mut Sink) {
+    for record in history {
+        let Record::IndexRead {
+            op,
+            index,
+            from_position,
+            max_count,
+            consistency,
+            outcome: ReadOutcome::Ok { events },
+            ..
+        } = record
+        else {
+            continue;
+        };
+        let name = format!("{index} from {from_position}");
+        if in_index(index, &EventRef::default()).is_none() {
+            sink.push(Rule::IndexMismatch, || {
+                format!("op {op}: {index} names no index")
+            });
+            continue;
+        }
+        let scope = filtered(index, log.all_from(*from_position));
+        if events.len() as u64 > *max_count {
+            sink.push(Rule::IndexMismatch, || {
+                format!(
+                    "op {op} ({name}): {} events, max_count {max_count}",
+                    events.len()
+                )
+            });
+            continue;
+        }
+        if let Some(at) = first_mismatch(events, &scope) {
+            sink.push(Rule::IndexMismatch, || {
+                format!(
+                    "op {op} ({name}): {}",
+                    describe_mismatch(events, at, &scope, log)
+                )
+            });
+            continue;
+        }
+        if let Consistency::LocalMinPosition(min) = *consistency {
+            let required = scope.partition_point(|e| e.position <= min);
+            if (events.len() as u64) < *max_count && events.len() < required {
+                sink.push(Rule::IndexMismatch, || {
+                    format!(
+                        "op {op} (local_min_position {min}, {name}) returned {} events, but the \
+                         log has {required} in the index at or below position {min}",
+                        events.len()
+                    )
+                });
+            }
+        }
+    }
+}
+
+/// Rule 16, on nodes: each node's whole index after the run is exactly its own log filtered.
+fn check_node_indexes(history: &[Record], node_logs: &[(u64, &[EventRef])], sink: &mut Sink) {
+    for record in history {
+        let Record::NodeIndex {
+            node,
+            index,
+            events,
+        } = record
+        else {
+            continue;
+        };
+        let Some((_, own)) = node_logs.iter().find(|(n, _)| n == node) else {
+            continue;
+        };
+        let own_log = Log::new(own);
+        let scope = filtered(index, &own_log.all);
+        let at = first_mismatch(events, &scope)
+            .or_else(|| (events.len() < scope.len()).then_some(events.len()));
+        if let Some(at) = at {
+            sink.push(Rule::IndexMismatch, || {
+                let got = events
+                    .get(at)
+                    .map_or("nothing".to_string(), |e| At(e).to_string());
+                let wanted = scope
+                    .get(at)
+                    .map_or("nothing".to_string(), |e| At(e).to_string());
+                format!(
+                    "node {node}: {index} has {} events, its log filtered {}; event {at} is \
+                     {got}, the log has {wanted}",
+                    events.len(),
+                    scope.len()
+                )
+            });
+        }
+    }
+}
+
 /// Where `got` stops being a prefix of `scope`, if it does.
 fn first_mismatch(got: &[EventRef], scope: &[&EventRef]) -> Option<usize> {
     got.iter()
@@ -921,6 +1035,8 @@ mod tests {
 
     fn ev(n: u128, stream: &str, revision: u64, position: u64) -> EventRef {
         EventRef {
+            event_type: None,
+            tags: Vec::new(),
             id: id(n),
             stream: stream.to_string(),
             revision,
@@ -1575,5 +1691,91 @@ mod tests {
         let report = check(&back);
         assert!(!report.is_ok());
         assert_eq!(report, check(&history));
+    }
+
+    /// `clean()` with types and tags on its events (in the log and every node's log), and
+    /// each node's `$tag-x` and `$ce-a` indexes as the store must return them.
+    fn indexed() -> Vec<Record> {
+        let tag = |e: &mut EventRef| {
+            let n = e.id.as_u128();
+            e.event_type = Some(format!("T{}", n % 2));
+            if n % 3 != 0 {
+                e.tags = vec!["x".into()];
+            }
+        };
+        let mut history = clean();
+        for record in &mut history {
+            match record {
+                Record::NodeLog { events, .. }
+                | Record::Subscription { events, .. }
+                | Record::Read {
+                    outcome: ReadOutcome::Ok { events },
+                    ..
+                } => events.iter_mut().for_each(tag),
+                _ => {}
+            }
+        }
+        let mut log = clean_log();
+        log.iter_mut().for_each(tag);
+        for node in 1..=3 {
+            for index in ["$tag-x", "$ce-a", "$et-T1"] {
+                history.push(Record::NodeIndex {
+                    node,
+                    index: index.into(),
+                    events: filtered(index, &log.iter().collect::<Vec<_>>())
+                        .into_iter()
+                        .cloned()
+                        .collect(),
+                });
+            }
+        }
+        let tagged: Vec<EventRef> = log.iter().filter(|e| !e.tags.is_empty()).cloned().collect();
+        history.push(Record::IndexRead {
+            op: 90,
+            client: 2,
+            start_ms: 100,
+            end_ms: 101,
+            index: "$tag-x".into(),
+            from_position: 1,
+            max_count: 10,
+            consistency: Consistency::Local,
+            outcome: ReadOutcome::Ok {
+                events: tagged.into_iter().filter(|e| e.position >= 1).collect(),
+            },
+        });
+        history
+    }
+
+    #[test]
+    fn index_reads_that_equal_all_filtered_pass() {
+        assert!(check(&indexed()).is_ok(), "{}", check(&indexed()));
+    }
+
+    #[test]
+    fn a_node_index_missing_an_event_or_a_client_index_read_with_a_gap_is_found() {
+        let mut history = indexed();
+        let node_index = history
+            .iter_mut()
+            .find_map(|r| match r {
+                Record::NodeIndex {
+                    node: 2,
+                    index,
+                    events,
+                } if index == "$tag-x" => Some(events),
+                _ => None,
+            })
+            .expect("node 2's $tag-x");
+        node_index.remove(1);
+        assert_eq!(rules(&history), only(Rule::IndexMismatch));
+
+        let mut history = indexed();
+        if let Some(Record::IndexRead {
+            outcome: ReadOutcome::Ok { events },
+            ..
+        }) = history.last_mut()
+        {
+            events.remove(0);
+        }
+        assert_eq!(rules(&history), only(Rule::IndexMismatch));
     }
 }

@@ -36,6 +36,27 @@ pub const MAX_EVENTS_PER_APPEND: u64 = 4;
 pub const RESEND_MEMORY: usize = 32;
 /// Share of re-sends that change one event's data but keep its id (a reused id).
 pub const REUSE_WITH_OTHER_CONTENT_PERCENT: u64 = 30;
+/// Share of events tagged with their client (`client:N`), and of those also with a colour
+/// (`color:0`..`color:2`, shared by every client).
+pub const TAGGED_PERCENT: u64 = 70;
+pub const COLOURED_PERCENT: u64 = 40;
+pub const COLOURS: u64 = 3;
+/// Share of `$all` reads that read an index instead.
+pub const INDEX_READ_PERCENT: u64 = 50;
+
+/// The indexes the workload's events can be in: what clients read and what each node's
+/// indexes are dumped and judged by after the run.
+pub fn index_names(clients: u32) -> Vec<String> {
+    let mut names: Vec<String> = ["$ce-hot", "$ce-cold", "$ce-heal"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    names.extend((0..MAX_EVENTS_PER_APPEND).map(|i| format!("$et-T{i}")));
+    names.push("$et-Healed".to_owned());
+    names.extend((1..=clients).map(|c| format!("$tag-client:{c}")));
+    names.extend((0..COLOURS).map(|c| format!("$tag-color:{c}")));
+    names
+}
 
 /// The history as it is being recorded (shared by the clients of one run).
 pub type Recorder = Arc<Mutex<Vec<Record>>>;
@@ -61,6 +82,8 @@ pub struct ClientPlan {
     pub until_ms: u64,
     /// Follow `$all` (from the start) while working, and record what it delivered.
     pub subscribe_all: bool,
+    /// How many clients the run has (the `$tag-client:N` indexes there are).
+    pub clients: u32,
 }
 
 /// An append as sent, kept for re-sending.
@@ -83,10 +106,14 @@ struct ClientState {
     /// The re-sends' reused-id choices, a stream of their own so that every other choice of a
     /// seed stays what it was before they existed.
     reuse: SimRng,
+    /// Tags and index reads, likewise a stream of their own.
+    indexes: SimRng,
 }
 
 /// The `split` purpose of [`ClientState::reuse`].
 const REUSE_STREAM: u64 = 0x05EE_D1D5;
+/// The `split` purpose of [`ClientState::indexes`].
+const INDEX_STREAM: u64 = 0x1DE7_0001;
 
 pub fn client_for(endpoints: Vec<String>) -> Result<Client, Error> {
     let config = ClientConfig {
@@ -106,6 +133,7 @@ pub async fn run_client(plan: ClientPlan, recorder: Recorder) -> turmoil::Result
         .then(|| tokio::spawn(follow_all(client.clone(), plan.client, recorder.clone())));
     let mut state = ClientState {
         reuse: plan.rng.split(REUSE_STREAM),
+        indexes: plan.rng.split(INDEX_STREAM),
         plan,
         client,
         recorder,
@@ -144,6 +172,7 @@ pub async fn run_heal_probe(
             endpoints: endpoints.clone(),
             until_ms: deadline_ms,
             subscribe_all: false,
+            clients: 0,
         },
         client: client_for(endpoints)?,
         recorder,
@@ -152,6 +181,7 @@ pub async fn run_heal_probe(
         sent: Vec::new(),
         last_position: None,
         reuse: rng.split(REUSE_STREAM),
+        indexes: rng.split(INDEX_STREAM),
     };
     let id = rng.uuid();
     let sent = Sent {
@@ -227,6 +257,8 @@ fn event_ref(event: &RecordedEvent) -> EventRef {
             &event.data,
             &event.metadata,
         )),
+        event_type: Some(event.event_type.clone()),
+        tags: event.tags.clone(),
     }
 }
 
@@ -304,7 +336,8 @@ impl ClientState {
         let events = (0..count)
             .map(|i| {
                 let id = self.plan.rng.uuid();
-                EventData::binary(format!("T{i}"), id.as_bytes().to_vec()).with_id(id)
+                let event = EventData::binary(format!("T{i}"), id.as_bytes().to_vec()).with_id(id);
+                event.with_tags(self.tags())
             })
             .collect();
         let sent = Sent {
@@ -325,6 +358,18 @@ impl ClientState {
         if unknown && self.plan.rng.percent(50) {
             self.append(&sent).await;
         }
+    }
+
+    /// An event's tags, drawn from [`ClientState::indexes`].
+    fn tags(&mut self) -> Vec<String> {
+        let mut tags = Vec::new();
+        if self.indexes.percent(TAGGED_PERCENT) {
+            tags.push(format!("client:{}", self.plan.client));
+            if self.indexes.percent(COLOURED_PERCENT) {
+                tags.push(format!("color:{}", self.indexes.below(COLOURS)));
+            }
+        }
+        tags
     }
 
     /// Sends a remembered append again, same ids: what was written must not be written twice.
@@ -430,8 +475,18 @@ impl ClientState {
         if stream.is_none() {
             options = options.from(ReadFrom::At(from_position));
         }
+        let index = match stream {
+            None if self.indexes.percent(INDEX_READ_PERCENT) => {
+                let names = index_names(self.plan.clients);
+                Some(names[self.indexes.below(names.len() as u64) as usize].clone())
+            }
+            _ => None,
+        };
         let start_ms = now_ms();
-        let name = stream.clone().unwrap_or_else(|| ALL_STREAM.to_owned());
+        let name = index
+            .clone()
+            .or_else(|| stream.clone())
+            .unwrap_or_else(|| ALL_STREAM.to_owned());
         let read = collect(&self.client, &name, options);
         let outcome = match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), read).await {
             Ok(Ok(events)) => ReadOutcome::Ok { events },
@@ -443,20 +498,32 @@ impl ClientState {
                 error: "timed out".into(),
             },
         };
-        record(
-            &self.recorder,
-            Record::Read {
+        let (client, end_ms, max_count) = (self.plan.client, now_ms(), READ_MAX_COUNT);
+        let read = match index {
+            Some(index) => Record::IndexRead {
                 op,
-                client: self.plan.client,
+                client,
                 start_ms,
-                end_ms: now_ms(),
-                stream,
+                end_ms,
+                index,
                 from_position,
-                max_count: READ_MAX_COUNT,
+                max_count,
                 consistency,
                 outcome,
             },
-        );
+            None => Record::Read {
+                op,
+                client,
+                start_ms,
+                end_ms,
+                stream,
+                from_position,
+                max_count,
+                consistency,
+                outcome,
+            },
+        };
+        record(&self.recorder, read);
     }
 }
 

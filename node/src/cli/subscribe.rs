@@ -8,8 +8,8 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use cairn_client::{
-    Client, Error, ReadFrom, ReadOptions, SubscribeOptions, SubscriptionFilter,
-    SubscriptionMessage, reads_by_position,
+    reads_by_position, Client, Error, ReadFrom, ReadOptions, SubscribeOptions, SubscriptionFilter,
+    SubscriptionMessage,
 };
 use clap::Args;
 use tokio_stream::StreamExt;
