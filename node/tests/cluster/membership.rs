@@ -91,6 +91,9 @@ async fn fill(client: &Client, round: u64) {
     }
 }
 
+/// Whether an event is in an index, as the test sees it.
+type InIndex = fn(&RecordedEvent) -> bool;
+
 /// An index's events up to and including `position`, once node `client` has applied it.
 async fn read_index_upto(client: &Client, index: &str, position: u64) -> Vec<RecordedEvent> {
     let options = ReadOptions::forwards().min_position(position);
@@ -201,7 +204,7 @@ fn scaling_from_three_to_five_and_back_under_load_loses_no_acknowledged_write() 
             let theirs = read_upto(&cluster.node_client(id), upto).await;
             assert_eq!(theirs, reference, "node {id}'s $all differs from the leader's");
             // Its indexes, rebuilt from the snapshot, are its $all filtered.
-            let indexes: [(&str, fn(&RecordedEvent) -> bool); 3] = [
+            let indexes: [(&str, InIndex); 3] = [
                 ("$ce-fill", |e| e.stream.starts_with("fill-")),
                 ("$et-Filled", |e| e.event_type == "Filled"),
                 ("$tag-writer:3", |e| e.tags == ["writer:3"]),
