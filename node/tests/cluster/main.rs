@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod config;
+mod dcb;
 mod deploy;
 mod dev_process;
 mod failover;
