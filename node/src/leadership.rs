@@ -26,6 +26,7 @@ use openraft::{Raft, RaftMetrics, ServerState};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::error::NodeError;
 use crate::network::proto::raft_internal_client::RaftInternalClient;
 use crate::network::proto::TimeoutNowRequest;
 use crate::network::Connector;
@@ -99,12 +100,10 @@ impl Drop for Closed<'_> {
 impl ProposalGate {
     /// Waits (at most [`GATE_WAIT_MS`]) until no handoff is under way, then counts the caller
     /// in. UNAVAILABLE (retry shortly) when the gate stayed closed that long.
-    pub async fn enter(&self) -> Result<ProposalGuard<'_>, tonic::Status> {
+    pub async fn enter(&self) -> Result<ProposalGuard<'_>, NodeError> {
         self.enter_within(Duration::from_millis(GATE_WAIT_MS))
             .await
-            .ok_or_else(|| {
-                tonic::Status::unavailable("leadership is being handed over; retry shortly")
-            })
+            .ok_or(NodeError::HandoverUnderway)
     }
 
     async fn enter_within(&self, max_wait: Duration) -> Option<ProposalGuard<'_>> {

@@ -8,6 +8,7 @@
 pub mod address;
 pub mod api;
 pub mod app;
+pub mod error;
 pub mod feed;
 pub mod health;
 pub mod http;

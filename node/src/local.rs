@@ -23,6 +23,8 @@ pub struct LocalCluster {
     /// Children get SIGKILL when the thread that started them ends (see
     /// [`LocalCluster::die_with_parent`]).
     die_with_parent: bool,
+    /// Per node, a command that runs the node (see [`LocalCluster::with_launchers`]).
+    launchers: Vec<Vec<String>>,
 }
 
 /// A free port on 127.0.0.1, chosen by the OS (another process could take it before the node
@@ -48,6 +50,7 @@ impl LocalCluster {
             children,
             initial,
             die_with_parent: false,
+            launchers: Vec::new(),
         }
     }
 
@@ -58,6 +61,15 @@ impl LocalCluster {
     /// nodes from a thread that lives as long as the cluster (`cairn dev` uses its main thread).
     pub fn die_with_parent(mut self) -> Self {
         self.die_with_parent = true;
+        self
+    }
+
+    /// Starts node N as `launchers[N - 1]` followed by the `cairn` command line, e.g. `ip netns
+    /// exec NS` to run it in a network namespace of its own (the partition tests). The launcher
+    /// must exec the node, so that the child's pid is the node's and a kill reaches it.
+    pub fn with_launchers(mut self, launchers: Vec<Vec<String>>) -> Self {
+        assert_eq!(launchers.len(), self.addrs.len(), "one launcher per node");
+        self.launchers = launchers;
         self
     }
 
@@ -183,7 +195,14 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(self.log_path(id))?;
-        let mut command = Command::new(&self.exe);
+        let mut command = match self.launchers.get(id as usize - 1) {
+            Some(launcher) if !launcher.is_empty() => {
+                let mut command = Command::new(&launcher[0]);
+                command.args(&launcher[1..]).arg(&self.exe);
+                command
+            }
+            _ => Command::new(&self.exe),
+        };
         command
             .args(self.node_args(id))
             .stdin(Stdio::null())

@@ -32,12 +32,12 @@ use std::time::Duration;
 
 use cairn_client::proto;
 use cairn_client::proto::cluster_client::ClusterClient;
-use cairn_client::LEADER_METADATA_KEY;
 use cairn_raft_store::{NodeId, TypeConfig};
 use openraft::{BasicNode, Raft};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
+use crate::error::NodeError;
 use crate::network::Connector;
 
 /// How often a node that may have been removed (a learner in its own configuration, or one
@@ -107,19 +107,16 @@ impl Standing {
 
     /// The answer to a read, append or subscription on node `id`: FAILED_PRECONDITION with the
     /// reason and, when a leader is known, its endpoint in `x-cairn-leader`. `None` for a member.
-    pub fn refusal(&self, id: NodeId, known_leader: Option<String>) -> Option<tonic::Status> {
+    pub fn refusal(&self, id: NodeId, known_leader: Option<String>) -> Option<NodeError> {
         let reason = self.reason(id)?;
-        let leader = match self {
+        let leader_endpoint = match self {
             Standing::Removed(removal) => Some(removal.leader_endpoint.clone()),
             _ => known_leader,
         };
-        let mut status = tonic::Status::failed_precondition(format!(
-            "{reason}; it serves no reads, appends or subscriptions: use a member"
-        ));
-        if let Some(Ok(value)) = leader.map(|l| l.parse()) {
-            status.metadata_mut().insert(LEADER_METADATA_KEY, value);
-        }
-        Some(status)
+        Some(NodeError::NotServing {
+            reason,
+            leader_endpoint,
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! The frame of both kinds of segment files, the Raft log's (`segment_log`) and the event
-//! groups' (`group_files`), written and checked here only.
+//! groups' (`group_files`), written and checked here only; the files themselves are
+//! `segment_file`'s.
 //!
 //! A frame is `[payload length u32][crc32 of key and payload u32][key u64]` then the payload,
 //! little-endian. The key is the log entry's index or the group's first `$all` position; the

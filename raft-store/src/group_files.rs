@@ -4,20 +4,20 @@
 //! position); the group's bytes go here, once. Storing them in sled made it rewrite every
 //! group with its pages, hold large pages in memory and replay them all at open.
 //!
-//! The files form one byte stream: a segment is named by the stream offset it starts at and a
-//! new one starts once the last reaches `GROUP_SEGMENT_BYTES` (a frame never spans two). A
-//! group is one frame (`frame`) keyed by its first position, the postcard-encoded group its
-//! payload.
+//! The files are a `Layout::Stream` directory (`segment_file`): one byte stream in segments
+//! named by the stream offset they start at, rolled at `GROUP_SEGMENT_BYTES` (a frame never
+//! spans two). A group is one frame (`frame`) keyed by its first position, the
+//! postcard-encoded group its payload.
 //!
 //! Apply writes the frames of a batch before the keyspace batch that points at them, and
 //! neither is synced (the Raft log is the durable record; snapshots sync both, files first).
-//! So after a crash the files may hold frames nobody points at (cut at open), and, after a
-//! power loss, the keyspace may point past what reached the files: the state machine then
-//! rolls back to its last snapshot and openraft applies the log again (`recover`). Writes
-//! are synced in the background every `BACKGROUND_SYNC_BYTES`, so a snapshot's sync never
-//! waits for a long backlog.
+//! So after a crash the files may hold frames nobody points at, a torn one among them (cut at
+//! open by `recover`, which knows from the keyspace where the stream ends), and, after a power
+//! loss, the keyspace may point past what reached the files: the state machine then rolls
+//! back to its last snapshot and openraft applies the log again (`recover`). Writes are
+//! synced in the background every `BACKGROUND_SYNC_BYTES`, so a snapshot's sync never waits
+//! for a long backlog.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -27,7 +27,7 @@ pub use crate::frame::FRAME_HEADER_BYTES;
 use crate::codec::{decode_u64_u32, encode_u64_u32, U64_U32_BYTES};
 use crate::disk::{wait_for_sync, LogFiles};
 use crate::error::StoreError;
-use crate::frame;
+use crate::segment_file::{frame_under, FrameWriter, Layout, Placed, SegmentFiles};
 
 /// A segment that reaches this size is closed; the next frame starts a new one.
 pub const GROUP_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -58,6 +58,13 @@ impl Location {
     pub fn end(self) -> u64 {
         self.offset + FRAME_HEADER_BYTES as u64 + u64::from(self.len)
     }
+
+    fn placed(placed: Placed) -> Location {
+        Location {
+            offset: placed.segment + placed.offset,
+            len: placed.len,
+        }
+    }
 }
 
 /// One frame read back: header and payload in one buffer.
@@ -69,49 +76,27 @@ impl Frame {
     }
 }
 
-#[derive(Default)]
 struct Segments {
-    /// Stream offset each segment starts at (its file id) -> its length.
-    lens: BTreeMap<u64, u64>,
-    /// Stream offset after the last frame.
-    end: u64,
+    files: SegmentFiles,
     /// Bytes written since the last sync was started.
     unsynced_bytes: u64,
 }
 
 /// The group files. Readers and the one writer share it.
 pub struct GroupFiles {
+    /// The same files as `segments`', read and synced without the lock.
     files: Arc<dyn LogFiles>,
     segments: Mutex<Segments>,
-    /// `GROUP_SEGMENT_BYTES`, smaller in tests.
-    segment_bytes: u64,
-}
-
-/// Bytes to write at one place of one segment.
-struct Chunk {
-    segment: u64,
-    offset: u64,
-    /// The segment does not exist yet.
-    create: bool,
-    bytes: Vec<u8>,
 }
 
 /// Frames gathered by the one writer (apply, or a snapshot install) and not written yet.
 /// Created from the files' end; `GroupFiles::write` writes them and moves it on.
-pub struct GroupWriter {
-    /// Stream offset the next frame gets.
-    end: u64,
-    /// Length of the segment the next frame goes into, and whether one is open at all.
-    tail: Option<u64>,
-    chunks: Vec<Chunk>,
-    pending_bytes: usize,
-    segment_bytes: u64,
-}
+pub struct GroupWriter(FrameWriter);
 
 impl GroupWriter {
     /// Bytes gathered and not written yet.
     pub fn pending_bytes(&self) -> usize {
-        self.pending_bytes
+        self.0.pending_bytes()
     }
 
     /// Adds `group`'s frame, encoding it straight into the write buffer. Returns where it
@@ -121,9 +106,8 @@ impl GroupWriter {
         first_position: u64,
         group: &T,
     ) -> Result<Location, StoreError> {
-        let buf = self.buffer_for_next_frame();
-        let len = frame::push(buf, first_position, group, "encode event group")?;
-        Ok(self.frame_added(first_position, len))
+        let placed = self.0.push(first_position, group, "encode event group")?;
+        Ok(Location::placed(placed))
     }
 
     /// Adds an already encoded group's frame.
@@ -132,50 +116,9 @@ impl GroupWriter {
         first_position: u64,
         encoded: &[u8],
     ) -> Result<Location, StoreError> {
-        let buf = self.buffer_for_next_frame();
-        let start = frame::begin(buf);
-        buf.extend_from_slice(encoded);
-        let len = frame::finish(buf, start, first_position)?;
-        Ok(self.frame_added(first_position, len))
-    }
-
-    fn buffer_for_next_frame(&mut self) -> &mut Vec<u8> {
-        if self.tail.is_none_or(|len| len >= self.segment_bytes) {
-            self.chunks.push(Chunk {
-                segment: self.end,
-                offset: 0,
-                create: true,
-                bytes: Vec::new(),
-            });
-            self.tail = Some(0);
-        } else if self.chunks.is_empty() {
-            let len = self.tail.unwrap_or(0);
-            self.chunks.push(Chunk {
-                segment: self.end - len,
-                offset: len,
-                create: false,
-                bytes: Vec::new(),
-            });
-        }
-        &mut self
-            .chunks
-            .last_mut()
-            .expect("a chunk was just ensured")
-            .bytes
-    }
-
-    /// Moves the writer past a frame just added to the last chunk.
-    fn frame_added(&mut self, first_position: u64, len: u32) -> Location {
-        debug_assert!(self.chunks.last().is_some(), "{first_position}: no chunk");
-        let location = Location {
-            offset: self.end,
-            len,
-        };
-        let frame_bytes = FRAME_HEADER_BYTES + len as usize;
-        self.end += frame_bytes as u64;
-        self.tail = self.tail.map(|t| t + frame_bytes as u64);
-        self.pending_bytes += frame_bytes;
-        location
+        Ok(Location::placed(
+            self.0.push_encoded(first_position, encoded)?,
+        ))
     }
 }
 
@@ -194,22 +137,18 @@ impl GroupFiles {
         files: Arc<dyn LogFiles>,
         segment_bytes: u64,
     ) -> Result<GroupFiles, StoreError> {
-        let mut segments = Segments::default();
-        for id in files.list()? {
-            let len = files.len(id)?;
-            if id < segments.end {
-                return Err(corrupt(format!(
-                    "segment {id} overlaps the one before, which ends at {}",
-                    segments.end
-                )));
-            }
-            segments.lens.insert(id, len);
-            segments.end = id + len;
-        }
+        let segments = SegmentFiles::open(
+            files.clone(),
+            Layout::Stream,
+            segment_bytes,
+            "event group file",
+        )?;
         Ok(GroupFiles {
             files,
-            segments: Mutex::new(segments),
-            segment_bytes,
+            segments: Mutex::new(Segments {
+                files: segments,
+                unsynced_bytes: 0,
+            }),
         })
     }
 
@@ -222,52 +161,20 @@ impl GroupFiles {
     /// A writer starting at the end of the files. There is one writer at a time (apply or an
     /// install, which `&mut` on the state machine serializes).
     pub fn writer(&self) -> GroupWriter {
-        let segments = self.lock();
-        GroupWriter {
-            end: segments.end,
-            tail: segments.lens.iter().next_back().map(|(_, &len)| len),
-            chunks: Vec::new(),
-            pending_bytes: 0,
-            segment_bytes: self.segment_bytes,
-        }
+        GroupWriter(self.lock().files.writer())
     }
 
     /// Writes what `writer` gathered. Readable at once; durable after a sync.
     pub fn write(&self, writer: &mut GroupWriter) -> Result<(), StoreError> {
-        let chunks = std::mem::take(&mut writer.chunks);
-        writer.pending_bytes = 0;
-        let mut start_sync = false;
-        {
+        let start_sync = {
             let mut segments = self.lock();
-            for Chunk {
-                segment: id,
-                offset,
-                create,
-                bytes,
-            } in chunks
-            {
-                let expected_end = segments.end;
-                if id + offset != expected_end {
-                    return Err(corrupt(format!(
-                        "a write at {} where the files end at {expected_end} (two writers?)",
-                        id + offset
-                    )));
-                }
-                if create {
-                    self.files.create(id)?;
-                    segments.lens.insert(id, 0);
-                }
-                self.files.write_at(id, offset, &bytes)?;
-                let len = offset + bytes.len() as u64;
-                segments.lens.insert(id, len);
-                segments.end = id + len;
-                segments.unsynced_bytes += bytes.len() as u64;
-            }
-            if segments.unsynced_bytes >= BACKGROUND_SYNC_BYTES {
+            segments.unsynced_bytes += segments.files.write(&mut writer.0)?;
+            let start = segments.unsynced_bytes >= BACKGROUND_SYNC_BYTES;
+            if start {
                 segments.unsynced_bytes = 0;
-                start_sync = true;
             }
-        }
+            start
+        };
         if start_sync {
             self.files.sync_then(Box::new(|result| {
                 if let Err(e) = result {
@@ -281,30 +188,20 @@ impl GroupFiles {
 
     /// Reads the frame at `location` and checks it is the group starting at `first_position`.
     pub fn read(&self, location: Location, first_position: u64) -> Result<Frame, StoreError> {
-        let (id, segment_len) = {
-            let segments = self.lock();
-            match segments.lens.range(..=location.offset).next_back() {
-                Some((&id, &len)) => (id, len),
-                None => {
-                    return Err(corrupt(format!(
-                        "group {first_position} at {} is before the first segment",
-                        location.offset
-                    )))
-                }
-            }
-        };
-        let in_segment = location.offset - id;
         let frame_bytes = FRAME_HEADER_BYTES as u64 + u64::from(location.len);
-        if in_segment + frame_bytes > segment_len {
-            return Err(corrupt(format!(
-                "group {first_position} at {} runs past the end of segment {id}",
-                location.offset
-            )));
-        }
+        let (id, in_segment) = self
+            .lock()
+            .files
+            .locate(location.offset, frame_bytes)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "group {first_position} at {} is not wholly inside a segment",
+                    location.offset
+                ))
+            })?;
         let mut buf = vec![0u8; frame_bytes as usize];
         self.files.read_exact_at(id, in_segment, &mut buf)?;
-        let holds = frame::parse(&buf)
-            .is_some_and(|(h, _)| h.len == location.len && h.key == first_position);
+        let holds = frame_under(&buf, first_position).is_some_and(|(h, _)| h.len == location.len);
         if !holds {
             return Err(corrupt(format!(
                 "group {first_position} does not read back at {}",
@@ -316,34 +213,15 @@ impl GroupFiles {
 
     /// The stream offset after the last frame.
     pub fn end(&self) -> u64 {
-        self.lock().end
+        self.lock().files.end()
     }
 
     /// Removes everything from stream offset `end` on, then syncs.
     pub fn truncate(&self, end: u64) -> Result<(), StoreError> {
-        {
-            let mut segments = self.lock();
-            if end >= segments.end {
-                return Ok(());
-            }
-            let doomed: Vec<u64> = segments.lens.range(end..).map(|(&id, _)| id).collect();
-            for id in doomed.into_iter().rev() {
-                self.files.remove(id)?;
-                segments.lens.remove(&id);
-            }
-            if let Some((&id, len)) = segments.lens.iter_mut().next_back() {
-                if id + *len > end {
-                    self.files.truncate(id, end - id)?;
-                    *len = end - id;
-                }
-            }
-            segments.end = segments
-                .lens
-                .iter()
-                .next_back()
-                .map_or(0, |(&id, &len)| id + len);
+        if self.lock().files.truncate(end)? {
+            self.sync()?;
         }
-        self.sync()
+        Ok(())
     }
 
     pub fn sync(&self) -> Result<(), StoreError> {

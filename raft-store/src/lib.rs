@@ -30,6 +30,7 @@ mod raft_types;
 mod read;
 mod records;
 pub mod runtime;
+mod segment_file;
 mod segment_log;
 mod snapshot;
 mod state_machine;

@@ -1,61 +1,28 @@
 //! The Raft log in append-only segment files of its own, beside sled rather than in it.
 //!
 //! Each entry is one frame (`frame`) keyed by its index, the postcard-encoded entry its
-//! payload. A segment is named by the index of its
-//! first entry and is rolled once it passes `SEGMENT_BYTES`; the previous segment is synced
-//! before the next one is created, so only the last segment can end in a torn write. Purging
-//! deletes whole segments; truncation cuts the segment that holds the first removed entry and
-//! deletes the ones after it. An index of where each frame starts is kept in memory (8 bytes per
-//! entry still in the log, which snapshots keep short).
-//!
-//! On open every frame header is checked, and every payload of the last segment (reads check
-//! the others' checksums when they load them). A bad frame at the end of the last segment is a write that
-//! a crash cut short (it was never reported durable): the segment is cut there. A bad frame
-//! anywhere else, a segment not named by its first entry, or segments that overlap are
-//! corruption, and opening fails rather than serve a damaged log.
+//! payload, in a directory of `Layout::Keyed` segment files (`segment_file`: a segment is
+//! named by its first entry, rolled at `SEGMENT_BYTES`, synced before the next one exists, its
+//! torn tail cut at open; a bad frame anywhere else, a segment not named by its first entry,
+//! or overlapping segments fail the open as corruption). This module adds what is the log's
+//! own: the last entry's id, the purge point below which entries are hidden, and reads that
+//! plan byte ranges under the lock and read them without it. The start of each frame is kept
+//! in memory (8 bytes per entry still in the log, which snapshots keep short).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::codec::decode;
 use crate::disk::{LogFiles, SyncCallback};
 use crate::error::StoreError;
-use crate::frame::{self, Header, FRAME_HEADER_BYTES};
 use crate::raft_types::{Entry, LogId};
+use crate::segment_file::{frame_under, Layout, SegmentFiles};
 
 /// A segment that reaches this size is closed and the next entry starts a new one.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
-/// A frame claiming a longer payload is not a frame (an entry is bounded far below this by
-/// the append limits): at the end of the last segment a torn write, elsewhere corruption.
-pub const MAX_FRAME_PAYLOAD_BYTES: u64 = 256 * 1024 * 1024;
 
-struct Segment {
-    /// Index of the first entry (also the file's id).
-    first: u64,
-    /// Where each entry's frame starts.
-    starts: Vec<u64>,
-    /// Bytes in use (the file may be longer only while a torn write is being cut).
-    end: u64,
-}
-
-impl Segment {
-    /// Index after the last entry.
-    fn next(&self) -> u64 {
-        self.first + self.starts.len() as u64
-    }
-
-    /// The byte range of entry `index`'s frame.
-    fn frame(&self, index: u64) -> (u64, u64) {
-        let i = (index - self.first) as usize;
-        let start = self.starts[i];
-        let end = self.starts.get(i + 1).copied().unwrap_or(self.end);
-        (start, end)
-    }
-}
-
-#[derive(Default)]
 struct Index {
-    segments: BTreeMap<u64, Segment>,
+    /// The segments, keyed by entry index (`Layout::Keyed`).
+    segments: SegmentFiles,
     last: Option<LogId>,
     /// Entries below this are purged, even where their segment remains.
     first_visible: u64,
@@ -63,10 +30,9 @@ struct Index {
 
 /// The Raft log's entries. Shared by every clone of the log store.
 pub struct SegmentLog {
+    /// The same files as `index.segments`', read and synced without the lock.
     files: Arc<dyn LogFiles>,
     index: Mutex<Index>,
-    /// `SEGMENT_BYTES`, smaller in tests.
-    segment_bytes: u64,
 }
 
 /// One contiguous byte range of a segment to read: frames of entries from `first` on.
@@ -81,12 +47,6 @@ fn corrupt(detail: String) -> StoreError {
     StoreError::corrupt("log segment", detail)
 }
 
-/// Appends `entry` as one frame to `buf`.
-fn push_frame(buf: &mut Vec<u8>, entry: &Entry) -> Result<(), StoreError> {
-    frame::push(buf, entry.log_id.index, entry, "encode log entry")?;
-    Ok(())
-}
-
 impl SegmentLog {
     /// Opens the log in `files`, checking every frame and cutting a torn tail.
     pub fn open(files: Arc<dyn LogFiles>) -> Result<SegmentLog, StoreError> {
@@ -97,103 +57,19 @@ impl SegmentLog {
         files: Arc<dyn LogFiles>,
         segment_bytes: u64,
     ) -> Result<SegmentLog, StoreError> {
-        let ids = files.list()?;
-        let mut index = Index::default();
-        let mut expected_next: Option<u64> = None;
-        for (n, &id) in ids.iter().enumerate() {
-            let is_last = n + 1 == ids.len();
-            let segment = Self::scan_segment(files.as_ref(), id, is_last)?;
-            if segment.starts.is_empty() {
-                if is_last {
-                    // Created, then a crash before its first entry was durable.
-                    files.remove(id)?;
-                    files.sync()?;
-                    continue;
-                }
-                return Err(corrupt(format!("segment {id} is empty but not the last")));
-            }
-            if let Some(next) = expected_next {
-                if id < next {
-                    return Err(corrupt(format!(
-                        "segment {id} overlaps a segment that ends before {next}"
-                    )));
-                }
-                if id > next {
-                    tracing::warn!(segment = id, "the log has no entries {next}..{id}");
-                }
-            }
-            expected_next = Some(segment.next());
-            index.segments.insert(id, segment);
-        }
+        let segments =
+            SegmentFiles::open(files.clone(), Layout::Keyed, segment_bytes, "log segment")?;
         let log = SegmentLog {
             files,
-            index: Mutex::new(index),
-            segment_bytes,
+            index: Mutex::new(Index {
+                segments,
+                last: None,
+                first_visible: 0,
+            }),
         };
         let last = log.read_last()?;
         log.lock().last = last;
         Ok(log)
-    }
-
-    /// Reads one segment's frames; cuts a torn tail if it is the last segment. Only the last
-    /// segment's payloads are read and checked here: the others were synced whole before the
-    /// next segment existed, and every read checks its frames' checksums anyway. So opening
-    /// reads at most one segment's bytes plus a header per entry, however long the log is.
-    fn scan_segment(files: &dyn LogFiles, id: u64, is_last: bool) -> Result<Segment, StoreError> {
-        let len = files.len(id)?;
-        let mut segment = Segment {
-            first: id,
-            starts: Vec::new(),
-            end: 0,
-        };
-        let mut header = [0u8; FRAME_HEADER_BYTES];
-        let mut payload = Vec::new();
-        let mut at = 0u64;
-        let torn = loop {
-            if at == len {
-                break None;
-            }
-            if at + FRAME_HEADER_BYTES as u64 > len {
-                break Some("a partial frame header".to_string());
-            }
-            files.read_exact_at(id, at, &mut header)?;
-            let h = Header::parse(&header).expect("a whole header was read");
-            if u64::from(h.len) > MAX_FRAME_PAYLOAD_BYTES || at + h.frame_bytes() > len {
-                break Some(format!("a frame of {} bytes past the end", h.len));
-            }
-            if is_last {
-                payload.resize(h.len as usize, 0);
-                files.read_exact_at(id, at + FRAME_HEADER_BYTES as u64, &mut payload)?;
-                if !h.holds(&payload) {
-                    break Some("a checksum mismatch".to_string());
-                }
-            }
-            if h.key != segment.next() {
-                return Err(corrupt(format!(
-                    "segment {id} holds entry {} where {} belongs",
-                    h.key,
-                    segment.next()
-                )));
-            }
-            segment.starts.push(at);
-            at += h.frame_bytes();
-        };
-        segment.end = at;
-        if let Some(what) = torn {
-            if !is_last {
-                return Err(corrupt(format!(
-                    "segment {id} has {what} at byte {at}, and later segments exist"
-                )));
-            }
-            tracing::warn!(
-                segment = id,
-                at,
-                "cutting a torn write at the end of the log ({what}); it was never acknowledged"
-            );
-            files.truncate(id, at)?;
-            files.sync()?;
-        }
-        Ok(segment)
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {
@@ -203,7 +79,7 @@ impl SegmentLog {
     }
 
     fn read_last(&self) -> Result<Option<LogId>, StoreError> {
-        let next = self.lock().segments.values().next_back().map(Segment::next);
+        let next = self.lock().segments.last().map(|s| s.next_key());
         match next {
             Some(next) => {
                 let entries = self.read(next - 1, next, 1, usize::MAX)?;
@@ -218,81 +94,19 @@ impl SegmentLog {
         self.lock().last
     }
 
-    /// Writes `entries` (consecutive, after the last entry). Readable at once; durable after
-    /// the next sync.
+    /// Writes `entries` (consecutive, after the last entry; a gap starts a new segment).
+    /// Readable at once; durable after the next sync.
     pub fn append(&self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StoreError> {
         let mut index = self.lock();
-        let mut buf = Vec::new();
-        let mut pending_starts = Vec::new();
+        let mut writer = index.segments.writer();
         let mut last = index.last;
         for entry in entries {
-            let log_index = entry.log_id.index;
-            // Where this entry's frame would start in the last segment, and whether it must
-            // start a new one instead.
-            let tail = index.segments.values().next_back();
-            let (frame_start, roll) = match tail {
-                None => (0, true),
-                Some(tail) => {
-                    let expected = tail.next() + pending_starts.len() as u64;
-                    if log_index < expected {
-                        return Err(corrupt(format!(
-                            "append of entry {log_index} over entries up to {} (truncate first)",
-                            expected - 1
-                        )));
-                    }
-                    let start = tail.end + buf.len() as u64;
-                    // A gap (openraft never leaves one, but its test suite does) starts a new
-                    // segment, so every segment stays consecutive.
-                    (start, log_index > expected || start >= self.segment_bytes)
-                }
-            };
-            let frame_start = if roll {
-                let closing = tail.is_some();
-                self.flush_pending(&mut index, &mut buf, &mut pending_starts)?;
-                if closing {
-                    // Only the last segment may end torn: the one being closed is made durable
-                    // before the next exists (once per SEGMENT_BYTES).
-                    self.files.sync()?;
-                }
-                self.files.create(log_index)?;
-                index.segments.insert(
-                    log_index,
-                    Segment {
-                        first: log_index,
-                        starts: Vec::new(),
-                        end: 0,
-                    },
-                );
-                0
-            } else {
-                frame_start
-            };
-            pending_starts.push(frame_start);
-            push_frame(&mut buf, &entry)?;
+            // The frame's key is the entry's index; `read` checks it.
+            writer.push(entry.log_id.index, &entry, "encode log entry")?;
             last = Some(entry.log_id);
         }
-        self.flush_pending(&mut index, &mut buf, &mut pending_starts)?;
+        index.segments.write(&mut writer)?;
         index.last = last;
-        Ok(())
-    }
-
-    /// Writes the frames gathered for the last segment and records where they start.
-    fn flush_pending(
-        &self,
-        index: &mut Index,
-        buf: &mut Vec<u8>,
-        starts: &mut Vec<u64>,
-    ) -> Result<(), StoreError> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let Some((_, tail)) = index.segments.iter_mut().next_back() else {
-            return Err(corrupt("frames to write but no segment".to_string()));
-        };
-        self.files.write_at(tail.first, tail.end, buf)?;
-        tail.end += buf.len() as u64;
-        tail.starts.append(starts);
-        buf.clear();
         Ok(())
     }
 
@@ -312,18 +126,18 @@ impl SegmentLog {
             let mut next = start.max(index.first_visible);
             let mut entries = 0usize;
             let mut bytes = 0usize;
-            for segment in index.segments.range(..end).map(|(_, s)| s) {
-                if segment.next() <= next {
+            for segment in index.segments.range(..end) {
+                if segment.next_key() <= next {
                     continue;
                 }
                 // Skip a gap between segments (see `append`).
-                next = next.max(segment.first);
+                next = next.max(segment.id);
                 let first = next;
-                let (from, _) = segment.frame(first);
+                let (from, _) = segment.frame_range(first);
                 let mut to = from;
                 let mut full = false;
-                while next < end && next < segment.next() {
-                    let (_, frame_end) = segment.frame(next);
+                while next < end && next < segment.next_key() {
+                    let (_, frame_end) = segment.frame_range(next);
                     let frame_bytes = (frame_end - to) as usize;
                     if entries >= max_entries || (entries > 0 && bytes + frame_bytes > max_bytes) {
                         full = true;
@@ -336,7 +150,7 @@ impl SegmentLog {
                 }
                 if to > from {
                     plan.push(Span {
-                        segment: segment.first,
+                        segment: segment.id,
                         from,
                         to,
                         first,
@@ -360,14 +174,11 @@ impl SegmentLog {
             let mut at = 0usize;
             let mut expected = first;
             while at < bytes.len() {
-                let (h, payload) = frame::parse(&bytes[at..])
-                    .filter(|(h, _)| h.key == expected)
-                    .ok_or_else(|| {
-                        corrupt(format!(
-                            "segment {segment}: entry {expected} does not read back"
-                        ))
-                    })?;
-                // The header's key is the entry's index (`push_frame`) and the checksum covers it.
+                let (h, payload) = frame_under(&bytes[at..], expected).ok_or_else(|| {
+                    corrupt(format!(
+                        "segment {segment}: entry {expected} does not read back"
+                    ))
+                })?;
                 entries.push(decode("log entry", payload)?);
                 expected += 1;
                 at += h.frame_bytes() as usize;
@@ -378,22 +189,7 @@ impl SegmentLog {
 
     /// Removes entries from `from` on. Durable after the next sync.
     pub fn truncate(&self, from: u64) -> Result<(), StoreError> {
-        {
-            let mut index = self.lock();
-            let doomed: Vec<u64> = index.segments.range(from..).map(|(&id, _)| id).collect();
-            for id in doomed.into_iter().rev() {
-                self.files.remove(id)?;
-                index.segments.remove(&id);
-            }
-            if let Some((_, tail)) = index.segments.iter_mut().next_back() {
-                if from < tail.next() {
-                    let (cut, _) = tail.frame(from);
-                    self.files.truncate(tail.first, cut)?;
-                    tail.starts.truncate((from - tail.first) as usize);
-                    tail.end = cut;
-                }
-            }
-        }
+        self.lock().segments.truncate(from)?;
         let last = self.read_last()?;
         self.lock().last = last;
         Ok(())
@@ -405,29 +201,19 @@ impl SegmentLog {
     pub fn purge(&self, upto: u64) -> Result<(), StoreError> {
         let mut index = self.lock();
         index.first_visible = index.first_visible.max(upto.saturating_add(1));
-        let doomed: Vec<u64> = index
-            .segments
-            .values()
-            .filter(|s| s.next() <= upto.saturating_add(1))
-            .map(|s| s.first)
-            .collect();
-        for id in doomed {
-            self.files.remove(id)?;
-            index.segments.remove(&id);
-        }
-        if index.segments.is_empty() {
+        index.segments.purge(upto.saturating_add(1))?;
+        if index.segments.last().is_none() {
             index.last = None;
         }
         Ok(())
     }
 
-    /// Removes every segment (before a migration rewrites the log).
+    /// Removes every segment (before a migration rewrites the log), then syncs.
     pub fn clear(&self) -> Result<(), StoreError> {
         let mut index = self.lock();
-        for &id in index.segments.keys() {
-            self.files.remove(id)?;
-        }
-        *index = Index::default();
+        index.segments.truncate(0)?;
+        index.last = None;
+        index.first_visible = 0;
         self.files.sync()?;
         Ok(())
     }
@@ -448,6 +234,7 @@ mod tests {
 
     use super::*;
     use crate::disk::MemLogFiles;
+    use crate::frame::{self, FRAME_HEADER_BYTES};
 
     fn entry(index: u64) -> Entry {
         Entry {
@@ -510,7 +297,7 @@ mod tests {
     fn a_torn_last_write_is_cut_at_any_byte_and_nothing_durable_is_lost() {
         let frame_bytes = {
             let mut buf = Vec::new();
-            push_frame(&mut buf, &entry(6)).unwrap();
+            frame::push(&mut buf, 6, &entry(6), "test").unwrap();
             buf.len()
         };
         for torn in 0..=frame_bytes {

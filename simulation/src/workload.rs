@@ -268,7 +268,7 @@ async fn follow_all(client: Client, id: u32, recorder: Recorder) {
     }
 }
 
-fn event_ref(event: &RecordedEvent) -> EventRef {
+pub fn event_ref(event: &RecordedEvent) -> EventRef {
     EventRef {
         id: event.id,
         stream: event.stream.clone(),
@@ -285,7 +285,7 @@ fn event_ref(event: &RecordedEvent) -> EventRef {
     }
 }
 
-fn digest_of(event: &EventData) -> u64 {
+pub fn digest_of(event: &EventData) -> u64 {
     content_digest(
         &event.event_type,
         event.content_type == ContentType::Binary,
@@ -294,7 +294,7 @@ fn digest_of(event: &EventData) -> u64 {
     )
 }
 
-fn expected_of(expected: ExpectedRevision) -> Expected {
+pub fn expected_of(expected: ExpectedRevision) -> Expected {
     match expected {
         ExpectedRevision::Any => Expected::Any,
         ExpectedRevision::NoStream => Expected::NoStream,
@@ -712,7 +712,7 @@ impl ClientState {
     }
 }
 
-async fn collect(
+pub async fn collect(
     client: &Client,
     stream: &str,
     options: ReadOptions,

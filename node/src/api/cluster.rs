@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status};
 
 use super::{not_leader, NodeContext};
 use crate::address::check_host_port;
+use crate::error::NodeError;
 use crate::leadership::transfer_leadership;
 
 /// Longest the status call waits for each other member's answer.
@@ -49,6 +50,11 @@ pub const MEMBERSHIP_LOCK_WAIT_MS: u64 = 5_000;
 
 pub struct ClusterService {
     ctx: Arc<NodeContext>,
+}
+
+/// INVALID_ARGUMENT: a membership request that cannot be done as asked.
+fn refused(reason: String) -> Status {
+    NodeError::MembershipRefused { reason }.into()
 }
 
 impl ClusterService {
@@ -188,9 +194,7 @@ impl ClusterService {
             .await?;
         let membership = self.leader_membership()?;
         if membership.get_joint_config().len() > 1 {
-            return Err(Status::unavailable(
-                "a membership change is in progress; retry shortly",
-            ));
+            return Err(NodeError::MembershipChangeInProgress.into());
         }
         Ok(membership)
     }
@@ -220,10 +224,9 @@ impl ClusterService {
             self.ctx.raft.change_membership(change, retain),
         )
         .await
-        .ok_or_else(|| {
-            Status::unavailable(format!(
-                "the membership change ({what}) did not commit within {MEMBERSHIP_CHANGE_TIMEOUT_MS} ms (no quorum?); it may still; retrying is safe"
-            ))
+        .ok_or(NodeError::MembershipChangeTimedOut {
+            change: what,
+            timeout_ms: MEMBERSHIP_CHANGE_TIMEOUT_MS,
         })?;
         match done {
             Ok(written) => Ok(written.log_id.index),
@@ -232,14 +235,18 @@ impl ClusterService {
             }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                 ChangeMembershipError::InProgress(e),
-            ))) => Err(Status::unavailable(format!("{e}; retry shortly"))),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Status::invalid_argument(e.to_string()))
+            ))) => Err(NodeError::MembershipChangeConflict {
+                reason: e.to_string(),
             }
-            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!(
-                "node {} cannot serve: {e}",
-                self.ctx.id
-            ))),
+            .into()),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(refused(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(NodeError::CannotServe {
+                node: self.ctx.id,
+                reason: e.to_string(),
+            }
+            .into()),
         }
     }
 
@@ -248,28 +255,24 @@ impl ClusterService {
         let mut client = ClusterClient::new(self.ctx.channel(addr)?);
         let call = client.status(proto::StatusRequest { local_only: true });
         let status = match bounded(JOINER_PROBE_TIMEOUT_MS, call).await {
-            Some(Ok(reply)) => reply.into_inner(),
-            Some(Err(status)) => {
-                return Err(Status::aborted(format!(
-                    "node {id} at {addr} did not answer ({}): start it (cairn node --id {id} ...) before adding it",
-                    status.message()
-                )))
-            }
-            None => {
-                return Err(Status::aborted(format!(
-                    "node {id} at {addr} did not answer within {JOINER_PROBE_TIMEOUT_MS} ms: start it (cairn node --id {id} ...) before adding it"
-                )))
-            }
-        };
+            Some(Ok(reply)) => Ok(reply.into_inner()),
+            Some(Err(status)) => Err(format!("({})", status.message())),
+            None => Err(format!("within {JOINER_PROBE_TIMEOUT_MS} ms")),
+        }
+        .map_err(|how| NodeError::JoinerSilent {
+            id,
+            addr: addr.to_owned(),
+            how,
+        })?;
         if status.node_id != id {
-            return Err(Status::invalid_argument(format!(
+            return Err(refused(format!(
                 "{addr} is node {}, not node {id}",
                 status.node_id
             )));
         }
         if !status.members.is_empty() && !status.members.iter().any(|m| m.id == self.ctx.id) {
             let theirs = ids(status.members.iter().map(|m| m.id));
-            return Err(Status::invalid_argument(format!(
+            return Err(refused(format!(
                 "node {id} at {addr} belongs to another cluster (members {theirs}): start it with an empty data directory"
             )));
         }
@@ -298,12 +301,16 @@ impl ClusterService {
             }
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => continue,
-                Ok(Err(_)) => return Err(Status::unavailable("node is shutting down")),
+                Ok(Err(_)) => return Err(NodeError::ShuttingDown.into()),
                 Err(_) => {
                     let had = matched.map_or("nothing".to_owned(), |m| format!("up to {m}"));
-                    return Err(Status::unavailable(format!(
-                        "node {id} is a learner, still catching up after {LEARNER_CATCH_UP_TIMEOUT_MS} ms (it has the log {had}, the leader had {target}); add-node again resumes"
-                    )));
+                    return Err(NodeError::LearnerCatchingUp {
+                        id,
+                        timeout_ms: LEARNER_CATCH_UP_TIMEOUT_MS,
+                        had,
+                        target,
+                    }
+                    .into());
                 }
             }
         }
@@ -334,9 +341,7 @@ impl ClusterService {
     async fn lock_membership(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, Status> {
         bounded(MEMBERSHIP_LOCK_WAIT_MS, self.ctx.membership_lock.lock())
             .await
-            .ok_or_else(|| {
-                Status::unavailable("another membership change is under way; retry shortly")
-            })
+            .ok_or_else(|| NodeError::MembershipLocked.into())
     }
 
     async fn add(
@@ -345,7 +350,7 @@ impl ClusterService {
     ) -> Result<proto::MembershipResponse, Status> {
         let proto::AddNodeRequest { id, address, retry } = request;
         let addr = address.trim();
-        check_host_port("address", addr).map_err(Status::invalid_argument)?;
+        check_host_port("address", addr).map_err(refused)?;
         self.leader_membership()?;
         let _one_change = self.lock_membership().await?;
         let membership = self.settled_membership().await?;
@@ -355,13 +360,13 @@ impl ClusterService {
                 if retry && node.addr == addr {
                     return Ok(self.answer(true));
                 }
-                return Err(Status::invalid_argument(format!(
+                return Err(refused(format!(
                     "node {id} is already a voter (at {}); nothing changed",
                     node.addr
                 )));
             }
             if node.addr != addr {
-                return Err(Status::invalid_argument(format!(
+                return Err(refused(format!(
                     "node {id} is already a learner at {}; remove-node {id} first to move it",
                     node.addr
                 )));
@@ -371,7 +376,7 @@ impl ClusterService {
             .nodes()
             .find(|(other, node)| **other != id && node.addr == addr)
         {
-            return Err(Status::invalid_argument(format!(
+            return Err(refused(format!(
                 "{addr} is the address of node {other}; nothing changed"
             )));
         }
@@ -419,7 +424,7 @@ impl ClusterService {
             if retry {
                 return Ok(self.answer(true));
             }
-            return Err(Status::invalid_argument(format!(
+            return Err(refused(format!(
                 "node {id} is not a member ({}); nothing changed",
                 describe(&membership)
             )));
@@ -432,12 +437,12 @@ impl ClusterService {
         }
         let remaining = voters.len() - 1;
         if remaining == 0 {
-            return Err(Status::invalid_argument(format!(
+            return Err(refused(format!(
                 "node {id} is the last voter; a cluster cannot remove its last voter; nothing changed"
             )));
         }
         if remaining < MIN_SAFE_VOTERS && !force {
-            return Err(Status::invalid_argument(format!(
+            return Err(refused(format!(
                 "removing node {id} would leave {remaining} voter(s), which cannot survive losing one; at least {MIN_SAFE_VOTERS} stay unless forced (--force); nothing changed"
             )));
         }
@@ -452,9 +457,11 @@ impl ClusterService {
             .await
             {
                 Ok(_) => Err(not_leader(&self.ctx)),
-                Err(e) => Err(Status::unavailable(format!(
-                    "node {id} leads and could not hand leadership over ({e}); nothing changed; retry"
-                ))),
+                Err(e) => Err(NodeError::HandoverFailed {
+                    id,
+                    reason: e.to_string(),
+                }
+                .into()),
             };
         }
         // A voter that never learns it was removed stands for election again and again (its

@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 pub use cluster::ClusterService;
 pub use streams::StreamsService;
 
+use crate::error::NodeError;
 use crate::feed::LiveFeed;
 use crate::leadership::ProposalGate;
 use crate::metrics::NodeMetrics;
@@ -102,7 +103,10 @@ impl NodeContext {
         let channel = self
             .connector
             .channel(addr)
-            .map_err(|e| tonic::Status::unavailable(format!("cannot reach {addr}: {e}")))?;
+            .map_err(|e| NodeError::Unreachable {
+                addr: addr.to_owned(),
+                reason: e.to_string(),
+            })?;
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -120,7 +124,7 @@ impl NodeContext {
         }
         let leader = self.leader().map(|(_, addr)| format!("http://{addr}"));
         match standing.refusal(self.id, leader) {
-            Some(refusal) => Err(refusal),
+            Some(refusal) => Err(refusal.into()),
             None => Ok(()),
         }
     }
@@ -149,21 +153,11 @@ impl NodeContext {
 /// FAILED_PRECONDITION saying where the leader is (if known), for callers that asked for the
 /// leader only.
 pub fn not_leader(ctx: &NodeContext) -> tonic::Status {
-    match ctx.leader() {
-        Some((id, addr)) => {
-            let endpoint = format!("http://{addr}");
-            let mut status = tonic::Status::failed_precondition(format!(
-                "node {} is not the leader; the leader is node {id} at {endpoint}",
-                ctx.id
-            ));
-            if let Ok(value) = endpoint.parse() {
-                status.metadata_mut().insert(LEADER_METADATA_KEY, value);
-            }
-            status
-        }
-        None => tonic::Status::failed_precondition(format!(
-            "node {} is not the leader and knows no leader",
-            ctx.id
-        )),
+    NodeError::NotLeader {
+        node: ctx.id,
+        leader: ctx
+            .leader()
+            .map(|(id, addr)| (id, format!("http://{addr}"))),
     }
+    .into()
 }

@@ -1,7 +1,10 @@
 //! The one edge between the node's typed errors and gRPC status codes.
 //!
-//! Every error the public services answer with becomes a `Status` here and nowhere else, and
-//! the tests below pin the code of every kind. To add an error kind: one arm in its `code`
+//! Every error the services answer with becomes a `Status` here and nowhere else: the store's
+//! errors and verdicts, and the node's own conditions (`crate::error::NodeError`: no leader, a
+//! deadline, a removed node, a refused membership change, ...), whose `From` impl also puts
+//! the leader hint in `x-cairn-leader`. The tests below pin the code of every kind, and the
+//! message of every node condition. To add an error kind: one arm in its `code`
 //! match (the matches are exhaustive, so the compiler asks for it) and one line in the test.
 //!
 //! The codes are chosen for what the client does with them (`cairn_client`'s
@@ -26,13 +29,14 @@ use std::fmt::Display;
 
 use cairn_client::{
     CONFLICT_EVENT_ID_METADATA_KEY, CONFLICT_KIND_METADATA_KEY, CONFLICT_NOT_A_RETRY,
-    CONFLICT_OTHER_CONTENT,
+    CONFLICT_OTHER_CONTENT, LEADER_METADATA_KEY,
 };
 use cairn_raft_store::{AppendRejection, InvalidInput, NodeId, StoreError};
 use openraft::error::Fatal;
 use tonic::{Code, Status};
 
 use super::group_commit::GroupError;
+use crate::error::NodeError;
 
 /// An error with its one gRPC code.
 pub trait GrpcCode: Display {
@@ -162,6 +166,67 @@ impl GrpcCode for Fatal<NodeId> {
     }
 }
 
+impl GrpcCode for NodeError {
+    fn code(&self) -> Code {
+        match self {
+            // Try again shortly, here or on another node.
+            NodeError::NoLeaderKnown
+            | NodeError::LeadershipChanging
+            | NodeError::LeaderTimedOut { .. }
+            | NodeError::Unreachable { .. }
+            | NodeError::HandoverUnderway
+            | NodeError::LeadershipUnconfirmed
+            | NodeError::CannotServe { .. }
+            | NodeError::AppendTimedOut { .. }
+            | NodeError::ShuttingDown
+            | NodeError::NoLongerMember
+            | NodeError::MembershipChangeInProgress
+            | NodeError::MembershipLocked
+            | NodeError::MembershipChangeConflict { .. }
+            | NodeError::MembershipChangeTimedOut { .. }
+            | NodeError::LearnerCatchingUp { .. }
+            | NodeError::HandoverFailed { .. }
+            | NodeError::RaftBusy(_) => Code::Unavailable,
+            // Go to the leader (or a member): the hint travels in `x-cairn-leader`.
+            NodeError::NotLeader { .. } | NodeError::NotServing { .. } => Code::FailedPrecondition,
+            // A read-your-writes wait that ran out: the caller's own deadline logic decides.
+            NodeError::PositionNotApplied { .. } => Code::DeadlineExceeded,
+            NodeError::StreamNotFound { .. } => Code::NotFound,
+            // The node to add is not running: final until someone starts it.
+            NodeError::JoinerSilent { .. } => Code::Aborted,
+            NodeError::MembershipRefused { .. }
+            | NodeError::UndecodableRaftMessage(_)
+            | NodeError::MalformedSnapshotStream(_) => Code::InvalidArgument,
+            // This node's own bookkeeping broke.
+            NodeError::AnnouncedEventMissing { .. }
+            | NodeError::EncodingReply(_)
+            | NodeError::SpoolingSnapshot(_) => Code::Internal,
+        }
+    }
+}
+
+/// The status for a node condition, with the leader's endpoint in `x-cairn-leader` where the
+/// error carries one (the client follows it at once).
+impl From<NodeError> for Status {
+    fn from(error: NodeError) -> Status {
+        let leader = match &error {
+            NodeError::NotLeader {
+                leader: Some((_, endpoint)),
+                ..
+            } => Some(endpoint.clone()),
+            NodeError::NotServing {
+                leader_endpoint, ..
+            } => leader_endpoint.clone(),
+            _ => None,
+        };
+        let mut answer = status(&error);
+        if let Some(Ok(value)) = leader.map(|endpoint| endpoint.parse()) {
+            answer.metadata_mut().insert(LEADER_METADATA_KEY, value);
+        }
+        answer
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -279,5 +344,156 @@ mod tests {
         }
 
         assert_eq!(Fatal::<NodeId>::Stopped.code(), Code::Unavailable);
+    }
+
+    /// One line per node condition: its code and the message users and scripts read.
+    #[test]
+    fn every_node_condition_has_its_pinned_grpc_code_and_message() {
+        use NodeError as E;
+        let text = |s: &str| s.to_owned();
+        let conditions = [
+            (E::NoLeaderKnown, Code::Unavailable, "no leader is known; retry shortly"),
+            (E::LeadershipChanging, Code::Unavailable, "leadership is changing; retry shortly"),
+            (E::LeaderTimedOut { leader: 2 }, Code::Unavailable, "leader 2 did not answer in time"),
+            (
+                E::Unreachable { addr: text("h:1"), reason: text("refused") },
+                Code::Unavailable,
+                "cannot reach h:1: refused",
+            ),
+            (
+                E::HandoverUnderway,
+                Code::Unavailable,
+                "leadership is being handed over; retry shortly",
+            ),
+            (
+                E::LeadershipUnconfirmed,
+                Code::Unavailable,
+                "leadership could not be confirmed in time",
+            ),
+            (
+                E::NotLeader { node: 1, leader: Some((2, text("http://h:2"))) },
+                Code::FailedPrecondition,
+                "node 1 is not the leader; the leader is node 2 at http://h:2",
+            ),
+            (
+                E::NotLeader { node: 1, leader: None },
+                Code::FailedPrecondition,
+                "node 1 is not the leader and knows no leader",
+            ),
+            (
+                E::CannotServe { node: 1, reason: text("stopped") },
+                Code::Unavailable,
+                "node 1 cannot serve: stopped",
+            ),
+            (
+                E::AppendTimedOut { timeout_ms: 5 },
+                Code::Unavailable,
+                "append not committed within 5 ms (no quorum?); retrying with the same event ids is safe",
+            ),
+            (
+                E::PositionNotApplied { node: 1, position: 9, timeout_ms: 5, applied: 4 },
+                Code::DeadlineExceeded,
+                "node 1 has not applied position 9 within 5 ms (it has 4 events)",
+            ),
+            (E::ShuttingDown, Code::Unavailable, "node is shutting down"),
+            (
+                E::NotServing { reason: text("node 3 was removed"), leader_endpoint: None },
+                Code::FailedPrecondition,
+                "node 3 was removed; it serves no reads, appends or subscriptions: use a member",
+            ),
+            (E::NoLongerMember, Code::Unavailable, "this node is no longer a member"),
+            (
+                E::StreamNotFound { stream: text("orders-1") },
+                Code::NotFound,
+                "stream \"orders-1\" not found",
+            ),
+            (
+                E::AnnouncedEventMissing { position: 7 },
+                Code::Internal,
+                "event 7 was announced but is not stored",
+            ),
+            (
+                E::MembershipChangeInProgress,
+                Code::Unavailable,
+                "a membership change is in progress; retry shortly",
+            ),
+            (
+                E::MembershipLocked,
+                Code::Unavailable,
+                "another membership change is under way; retry shortly",
+            ),
+            (
+                E::MembershipChangeConflict { reason: text("in progress") },
+                Code::Unavailable,
+                "in progress; retry shortly",
+            ),
+            (
+                E::MembershipChangeTimedOut { change: text("AddNodes"), timeout_ms: 5 },
+                Code::Unavailable,
+                "the membership change (AddNodes) did not commit within 5 ms (no quorum?); it may still; retrying is safe",
+            ),
+            (
+                E::MembershipRefused { reason: text("node 4 is the last voter") },
+                Code::InvalidArgument,
+                "node 4 is the last voter",
+            ),
+            (
+                E::JoinerSilent { id: 4, addr: text("h:4"), how: text("within 5 ms") },
+                Code::Aborted,
+                "node 4 at h:4 did not answer within 5 ms: start it (cairn node --id 4 ...) before adding it",
+            ),
+            (
+                E::LearnerCatchingUp { id: 4, timeout_ms: 5, had: text("nothing"), target: 9 },
+                Code::Unavailable,
+                "node 4 is a learner, still catching up after 5 ms (it has the log nothing, the leader had 9); add-node again resumes",
+            ),
+            (
+                E::HandoverFailed { id: 1, reason: text("no voter") },
+                Code::Unavailable,
+                "node 1 leads and could not hand leadership over (no voter); nothing changed; retry",
+            ),
+            (
+                E::UndecodableRaftMessage(text("eof")),
+                Code::InvalidArgument,
+                "undecodable raft message: eof",
+            ),
+            (
+                E::MalformedSnapshotStream("a snapshot stream starts with its header"),
+                Code::InvalidArgument,
+                "a snapshot stream starts with its header",
+            ),
+            (E::EncodingReply(text("full")), Code::Internal, "encoding reply: full"),
+            (E::SpoolingSnapshot(text("disk")), Code::Internal, "spooling snapshot: disk"),
+            (E::RaftBusy(text("stopping")), Code::Unavailable, "stopping"),
+        ];
+        for (error, code, message) in conditions {
+            assert_eq!(error.code(), code, "{error}");
+            let answer = Status::from(error);
+            assert_eq!((answer.code(), answer.message()), (code, message));
+        }
+    }
+
+    #[test]
+    fn a_leader_hint_travels_in_the_metadata() {
+        let hinted = [
+            NodeError::NotLeader {
+                node: 1,
+                leader: Some((2, "http://h:2".to_owned())),
+            },
+            NodeError::NotServing {
+                reason: "node 1 was removed".to_owned(),
+                leader_endpoint: Some("http://h:2".to_owned()),
+            },
+        ];
+        for error in hinted {
+            let answer = Status::from(error);
+            let leader = answer.metadata().get(LEADER_METADATA_KEY);
+            assert_eq!(leader.and_then(|v| v.to_str().ok()), Some("http://h:2"));
+        }
+        let unhinted = Status::from(NodeError::NotLeader {
+            node: 1,
+            leader: None,
+        });
+        assert!(unhinted.metadata().get(LEADER_METADATA_KEY).is_none());
     }
 }

@@ -25,6 +25,7 @@ use super::group_commit::GroupError;
 use super::status::{self, invalid, invalid_input};
 use super::subscribe::{self, Filter, Subscription, Target, DEFAULT_CHECKPOINT_INTERVAL};
 use super::{not_leader, NodeContext, MAX_CLIENT_MESSAGE_BYTES};
+use crate::error::NodeError;
 
 /// Events converted ahead of the gRPC stream per read; gRPC flow control does the rest.
 pub const READ_BUFFER_EVENTS: usize = 256;
@@ -46,10 +47,10 @@ impl StreamsService {
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
     {
         let Some((leader, addr)) = self.ctx.leader() else {
-            return Err(Status::unavailable("no leader is known; retry shortly"));
+            return Err(NodeError::NoLeaderKnown.into());
         };
         if leader == self.ctx.id {
-            return Err(Status::unavailable("leadership is changing; retry shortly"));
+            return Err(NodeError::LeadershipChanging.into());
         }
         let client = StreamsClient::new(self.ctx.channel(&addr)?)
             .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
@@ -59,7 +60,7 @@ impl StreamsService {
             call(client, request),
         )
         .await
-        .map_err(|_| Status::unavailable(format!("leader {leader} did not answer in time")))??;
+        .map_err(|_| NodeError::LeaderTimedOut { leader })??;
         Ok(Response::new(reply.into_inner()))
     }
 
@@ -73,9 +74,10 @@ impl StreamsService {
         let _in_flight = self.ctx.gate.enter().await?;
         match tokio::time::timeout(Duration::from_millis(APPEND_TIMEOUT_MS), write).await {
             Ok(Ok(verdict)) => Ok(verdict),
-            Err(_) => Err(Status::unavailable(format!(
-                "append not committed within {APPEND_TIMEOUT_MS} ms (no quorum?); retrying with the same event ids is safe"
-            ))),
+            Err(_) => Err(NodeError::AppendTimedOut {
+                timeout_ms: APPEND_TIMEOUT_MS,
+            }
+            .into()),
             // Leadership moved between the check and the commit: the caller retries (with the
             // same event ids, so safely) and finds the new leader.
             Ok(Err(GroupError::NotLeader)) => Err(not_leader(&self.ctx)),
@@ -198,11 +200,7 @@ impl StreamsService {
                     }
                     Ok(Err(RaftError::APIError(_))) => return Err(not_leader(&self.ctx)),
                     Ok(Err(RaftError::Fatal(e))) => return Err(status::status(&e)),
-                    Err(_) => {
-                        return Err(Status::unavailable(
-                            "leadership could not be confirmed in time",
-                        ))
-                    }
+                    Err(_) => return Err(NodeError::LeadershipUnconfirmed.into()),
                 }
             }
             Err(_) => {
@@ -233,12 +231,15 @@ impl StreamsService {
             }
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => continue,
-                Ok(Err(_)) => return Err(Status::unavailable("node is shutting down")),
+                Ok(Err(_)) => return Err(NodeError::ShuttingDown.into()),
                 Err(_) => {
-                    return Err(Status::deadline_exceeded(format!(
-                        "node {} has not applied position {position} within {MIN_POSITION_WAIT_MS} ms (it has {applied} events)",
-                        self.ctx.id
-                    )))
+                    return Err(NodeError::PositionNotApplied {
+                        node: self.ctx.id,
+                        position,
+                        timeout_ms: MIN_POSITION_WAIT_MS,
+                        applied,
+                    }
+                    .into())
                 }
             }
         }
@@ -395,10 +396,10 @@ impl Streams for StreamsService {
                 .stream_head(&request.stream)
                 .map_err(|e| status::status(&e))?;
             if head.is_none() {
-                return Err(Status::not_found(format!(
-                    "stream {:?} not found",
-                    request.stream
-                )));
+                return Err(NodeError::StreamNotFound {
+                    stream: request.stream.clone(),
+                }
+                .into());
             }
             Box::new(
                 self.ctx
@@ -500,7 +501,7 @@ fn until_not_member(
                 let refusal = ctx
                     .refuse_unless_member()
                     .err()
-                    .unwrap_or_else(|| Status::unavailable("this node is no longer a member"));
+                    .unwrap_or_else(|| NodeError::NoLongerMember.into());
                 tracing::info!(node = ctx.id, "ending a subscription: not a member");
                 Some((Err(refusal), None))
             }

@@ -7,7 +7,8 @@ use cairn_client::{ContentType, Error, RecordedEvent};
 
 use super::{EXIT_FAILURE, EXIT_STREAM_NOT_FOUND, EXIT_USAGE, EXIT_WRONG_EXPECTED_VERSION};
 
-/// An event as one JSON object: JSON data inline, binary data as base64.
+/// An event as one JSON object: JSON data inline, binary data as base64, `tags` when it has
+/// some.
 pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
     let mut object = serde_json::json!({
         "stream": event.stream,
@@ -16,8 +17,11 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
         "id": event.id.to_string(),
         "type": event.event_type,
         "created_unix_ms": event.created_unix_ms,
-        "tags": event.tags,
     });
+    // Only when there are some, as in the text form: untagged events print as they always did.
+    if !event.tags.is_empty() {
+        object["tags"] = event.tags.clone().into();
+    }
     let data = match event.content_type {
         ContentType::Json => serde_json::from_slice(&event.data).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(&event.data).into_owned())

@@ -12,6 +12,7 @@ use super::proto::{
     snapshot_chunk, RaftBytes, SnapshotChunk, TimeoutNowRequest, TimeoutNowResponse,
 };
 use super::{decode, encode};
+use crate::error::NodeError;
 
 /// The `RaftInternal` gRPC service.
 pub struct RaftService {
@@ -24,12 +25,12 @@ impl RaftService {
     }
 }
 
-fn bad_message(e: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("undecodable raft message: {e}"))
+fn bad_message(e: impl std::fmt::Display) -> NodeError {
+    NodeError::UndecodableRaftMessage(e.to_string())
 }
 
 fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftBytes>, Status> {
-    let payload = encode(value).map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
+    let payload = encode(value).map_err(|e| NodeError::EncodingReply(e.to_string()))?;
     Ok(Response::new(RaftBytes { payload }))
 }
 
@@ -60,32 +61,34 @@ impl RaftInternal for RaftService {
                 part: Some(snapshot_chunk::Part::Header(header)),
             }) => decode(&header).map_err(bad_message)?,
             _ => {
-                return Err(Status::invalid_argument(
+                return Err(NodeError::MalformedSnapshotStream(
                     "a snapshot stream starts with its header",
-                ))
+                )
+                .into())
             }
         };
         let mut data = self
             .raft
             .begin_receiving_snapshot()
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| NodeError::RaftBusy(e.to_string()))?;
         while let Some(chunk) = chunks.message().await? {
             match chunk.part {
                 Some(snapshot_chunk::Part::Data(bytes)) => data
                     .write_all(&bytes)
                     .await
-                    .map_err(|e| Status::internal(format!("spooling snapshot: {e}")))?,
+                    .map_err(|e| NodeError::SpoolingSnapshot(e.to_string()))?,
                 _ => {
-                    return Err(Status::invalid_argument(
+                    return Err(NodeError::MalformedSnapshotStream(
                         "only data may follow the snapshot header",
-                    ))
+                    )
+                    .into())
                 }
             }
         }
         data.flush()
             .await
-            .map_err(|e| Status::internal(format!("spooling snapshot: {e}")))?;
+            .map_err(|e| NodeError::SpoolingSnapshot(e.to_string()))?;
         tracing::info!(
             snapshot = %meta.snapshot_id,
             last_log_id = ?meta.last_log_id,
@@ -149,7 +152,7 @@ impl RaftInternal for RaftService {
             .trigger()
             .elect()
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| NodeError::RaftBusy(e.to_string()))?;
         Ok(Response::new(TimeoutNowResponse {
             started: true,
             refused: String::new(),

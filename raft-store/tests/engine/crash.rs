@@ -1,6 +1,6 @@
 //! Crashes: only what was never reported durable may be lost.
 
-use cairn_raft_store::disk::{Disk, MemDisk, MemFaults, SledDisk, SledOptions};
+use cairn_raft_store::disk::{Disk, LogFiles, MemDisk, MemFaults, SledDisk, SledOptions};
 use cairn_raft_store::{open_store, Entry, ExpectedRevision as E, Limits, Vote};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{EntryPayload, RaftLogReader};
@@ -107,6 +107,46 @@ fn a_crash_keeping_any_prefix_of_unflushed_batches_leaves_a_consistent_store() {
             }
         }
     });
+}
+
+#[test]
+fn a_torn_event_group_frame_is_cut_at_open_and_the_log_reapplies_it() {
+    run(async {
+        // Torn in the last frame's header, in its payload, or whole but pointed at by nothing.
+        for torn in [1, 15, 40, usize::MAX] {
+            let disk = MemDisk::new();
+            let mut s = TestStore::on(disk.clone(), None);
+            let entries = log_entries(1, 4);
+            s.store.log.blocking_append(entries.clone()).await.unwrap();
+            for entry in entries[..3].iter().cloned() {
+                s.sm().apply(vec![entry]).await.unwrap();
+            }
+            let kept_batches = disk.unflushed_batches();
+            let kept_frames = disk.group_model().unflushed_writes();
+            let three = s.all();
+            let three_bytes = group_bytes(&disk);
+            s.sm().apply(vec![entries[3].clone()]).await.unwrap();
+            let full = s.all();
+            // The keyspace lost the last apply; its frame reached the files only in part.
+            disk.group_model().crash(kept_frames, torn);
+            disk.crash(kept_batches);
+            let mut s = TestStore::on(disk.clone(), None);
+            assert_eq!(s.store.state_machine.last_applied(), Some(log_id(3)));
+            assert_eq!(s.all(), three, "torn after {torn} bytes");
+            assert_eq!(group_bytes(&disk), three_bytes, "the torn frame was cut");
+            recover(&mut s).await;
+            assert_eq!(s.all(), full, "the entry applies again after the cut");
+            let s = TestStore::on(disk.clone(), None);
+            assert_eq!(s.all(), full, "and reopening reads the same");
+        }
+    });
+}
+
+/// Bytes in the group files.
+fn group_bytes(disk: &MemDisk) -> u64 {
+    let files = disk.group_model();
+    let ids = files.list().unwrap();
+    ids.into_iter().map(|id| files.len(id).unwrap()).sum()
 }
 
 #[test]

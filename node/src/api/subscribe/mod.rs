@@ -18,6 +18,7 @@ use tonic::Status;
 
 use super::convert::recorded_to_proto;
 use super::status::{invalid, status, status_in};
+use crate::error::NodeError;
 use crate::feed::{LiveFeed, LiveItem, HISTORY_PAGE_EVENTS};
 
 /// Most events sent in one message, and most bytes of event data in one message.
@@ -262,9 +263,7 @@ impl Cursor<'_> {
             {
                 Some(Ok(event)) => Ok(Some(recorded_to_proto(event))),
                 Some(Err(e)) => Err(status_in(format_args!("reading event {position}"), &e)),
-                None => Err(Status::internal(format!(
-                    "event {position} was announced but is not stored"
-                ))),
+                None => Err(NodeError::AnnouncedEventMissing { position }.into()),
             },
         }
     }
@@ -339,7 +338,7 @@ pub async fn run(sub: Subscription, reader: EventReader, feed: LiveFeed, out: Ou
                 Ok(item) => item,
                 Err(broadcast::error::RecvError::Lagged(_)) => break LiveEnd::FellBehind,
                 Err(broadcast::error::RecvError::Closed) => {
-                    break LiveEnd::Failed(Status::unavailable("node is shutting down"))
+                    break LiveEnd::Failed(NodeError::ShuttingDown.into())
                 }
             };
             if cursor.sub.target.by_position() && item.position() < cursor.next {

@@ -1,0 +1,291 @@
+"""The blocking client: :class:`AsyncClient`'s coroutines run on a private event loop in a
+daemon thread, so both APIs share one implementation of every call, retry and subscription.
+Safe to use from several threads at once; each call blocks only its caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any, Coroutine, Iterator, Optional, Sequence, TypeVar, Union
+
+from cairn.aio import DEFAULT_REQUEST_TIMEOUT_MS, AsyncClient
+from cairn.cluster import ClusterStatus, Membership
+from cairn.errors import InvalidInput
+from cairn.events import ANY, AppendResult, EventData, ExpectedRevision, RecordedEvent
+from cairn.options import (
+    Direction,
+    From,
+    NodePreference,
+    ReadConsistency,
+    ReadFrom,
+    SubscriptionFilter,
+)
+from cairn.policy import DEFAULT_MAX_APPEND_ATTEMPTS
+from cairn.reads import AsyncReadStream
+from cairn.subscription import AsyncSubscription, SubscriptionMessage
+
+T = TypeVar("T")
+
+
+class _Loop:
+    """An event loop running in a daemon thread until :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="cairn-client", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Runs ``coroutine`` on the loop and waits for it; an interrupt cancels it."""
+        if self.loop.is_closed():
+            coroutine.close()
+            raise InvalidInput("the client is closed")
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def call_soon(self, function: Any) -> None:
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(function)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class ReadStream(Iterator[RecordedEvent]):
+    """The events of an opened read, as a blocking iterator (see :class:`AsyncReadStream`)."""
+
+    def __init__(self, loop: _Loop, events: AsyncReadStream) -> None:
+        self._loop = loop
+        self._events = events
+
+    def __iter__(self) -> ReadStream:
+        return self
+
+    def __next__(self) -> RecordedEvent:
+        try:
+            return self._loop.run(self._events.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def cancel(self) -> None:
+        """Stops the read on the server; iteration ends."""
+        self._loop.call_soon(self._events.cancel)
+
+
+class Subscription(Iterator[SubscriptionMessage]):
+    """A running subscription as a blocking iterator (see :class:`AsyncSubscription`):
+    ``RecordedEvent``, ``CaughtUp``, ``FellBehind`` and ``Checkpoint`` values. Close it (or
+    use ``with``) when done."""
+
+    def __init__(self, loop: _Loop, subscription: AsyncSubscription) -> None:
+        self._loop = loop
+        self._subscription = subscription
+
+    @property
+    def served_by(self) -> Optional[int]:
+        """The id of the node that confirmed the current (or last) server stream."""
+        return self._subscription.served_by
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> SubscriptionMessage:
+        try:
+            return self._loop.run(self._subscription.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """Ends the subscription."""
+        self._loop.call_soon(self._subscription.cancel)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client:
+    """A blocking handle on a Cairn cluster: the same calls, arguments and errors as
+    :class:`cairn.aio.AsyncClient` (see there), without ``await``. Close it with
+    :meth:`close` or ``with``."""
+
+    def __init__(
+        self,
+        endpoints: Optional[Sequence[str]] = None,
+        *,
+        profile: Optional[Union[str, Path]] = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT_MS / 1000,
+        max_append_attempts: int = DEFAULT_MAX_APPEND_ATTEMPTS,
+        leader_only: bool = True,
+    ) -> None:
+        self._async = AsyncClient(
+            endpoints,
+            profile=profile,
+            request_timeout=request_timeout,
+            max_append_attempts=max_append_attempts,
+            leader_only=leader_only,
+        )
+        self._loop = _Loop()
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("AsyncClient", "Client", 1)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self._async.endpoints
+
+    @property
+    def last_position(self) -> Optional[int]:
+        """The ``$all`` position of this client's latest successful append."""
+        return self._async.last_position
+
+    def close(self) -> None:
+        """Closes the channels and stops the client's thread."""
+        if not self._loop.loop.is_closed():
+            self._loop.run(self._async.close())
+        self._loop.stop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def append(
+        self,
+        stream: str,
+        events: Union[EventData, Sequence[EventData]],
+        *,
+        expected: ExpectedRevision = ANY,
+        timeout: Optional[float] = None,
+    ) -> AppendResult:
+        """See :meth:`cairn.aio.AsyncClient.append`."""
+        return self._loop.run(
+            self._async.append(stream, events, expected=expected, timeout=timeout)
+        )
+
+    def read_stream(
+        self,
+        stream: str,
+        *,
+        start: Optional[ReadFrom] = None,
+        direction: Direction = Direction.FORWARDS,
+        count: Optional[int] = None,
+        consistency: ReadConsistency = ReadConsistency.LOCAL,
+        min_position: Optional[int] = None,
+        prefer: NodePreference = NodePreference.ANY,
+        timeout: Optional[float] = None,
+    ) -> ReadStream:
+        """See :meth:`cairn.aio.AsyncClient.read_stream`; ``list(...)`` collects it."""
+        events = self._loop.run(
+            self._async.read_stream(
+                stream,
+                start=start,
+                direction=direction,
+                count=count,
+                consistency=consistency,
+                min_position=min_position,
+                prefer=prefer,
+                timeout=timeout,
+            )
+        )
+        return ReadStream(self._loop, events)
+
+    def read_all(
+        self,
+        *,
+        start: Optional[ReadFrom] = None,
+        direction: Direction = Direction.FORWARDS,
+        count: Optional[int] = None,
+        consistency: ReadConsistency = ReadConsistency.LOCAL,
+        min_position: Optional[int] = None,
+        prefer: NodePreference = NodePreference.ANY,
+        timeout: Optional[float] = None,
+    ) -> ReadStream:
+        """See :meth:`cairn.aio.AsyncClient.read_all`."""
+        events = self._loop.run(
+            self._async.read_all(
+                start=start,
+                direction=direction,
+                count=count,
+                consistency=consistency,
+                min_position=min_position,
+                prefer=prefer,
+                timeout=timeout,
+            )
+        )
+        return ReadStream(self._loop, events)
+
+    def subscribe(
+        self,
+        stream: str,
+        *,
+        start: ReadFrom = From.START,
+        consistency: ReadConsistency = ReadConsistency.LOCAL,
+        min_position: Optional[int] = None,
+        resubscribe: bool = True,
+        prefer: NodePreference = NodePreference.ANY,
+    ) -> Subscription:
+        """See :meth:`cairn.aio.AsyncClient.subscribe`."""
+        subscription = self._loop.run(
+            self._async.subscribe(
+                stream,
+                start=start,
+                consistency=consistency,
+                min_position=min_position,
+                resubscribe=resubscribe,
+                prefer=prefer,
+            )
+        )
+        return Subscription(self._loop, subscription)
+
+    def subscribe_all(
+        self,
+        *,
+        start: ReadFrom = From.START,
+        filter: Optional[SubscriptionFilter] = None,
+        checkpoint_interval: Optional[int] = None,
+        consistency: ReadConsistency = ReadConsistency.LOCAL,
+        min_position: Optional[int] = None,
+        resubscribe: bool = True,
+        prefer: NodePreference = NodePreference.ANY,
+    ) -> Subscription:
+        """See :meth:`cairn.aio.AsyncClient.subscribe_all`."""
+        subscription = self._loop.run(
+            self._async.subscribe_all(
+                start=start,
+                filter=filter,
+                checkpoint_interval=checkpoint_interval,
+                consistency=consistency,
+                min_position=min_position,
+                resubscribe=resubscribe,
+                prefer=prefer,
+            )
+        )
+        return Subscription(self._loop, subscription)
+
+    def status(self, *, timeout: Optional[float] = None) -> ClusterStatus:
+        """See :meth:`cairn.aio.AsyncClient.status`."""
+        return self._loop.run(self._async.status(timeout=timeout))
+
+    def add_node(self, node_id: int, address: str) -> Membership:
+        """See :meth:`cairn.aio.AsyncClient.add_node`."""
+        return self._loop.run(self._async.add_node(node_id, address))
+
+    def remove_node(self, node_id: int, *, force: bool = False) -> Membership:
+        """See :meth:`cairn.aio.AsyncClient.remove_node`."""
+        return self._loop.run(self._async.remove_node(node_id, force=force))
