@@ -5,12 +5,14 @@
 mod bad_input;
 mod cli;
 mod config;
+mod dcb;
 mod deploy;
 mod dev_process;
 mod failover;
 mod first_hour;
 mod harness;
 mod idempotency;
+mod indexes;
 mod load;
 mod membership;
 mod observability;
