@@ -10,6 +10,7 @@ mod dev_process;
 mod failover;
 mod first_hour;
 mod harness;
+mod hostile_connections;
 mod idempotency;
 mod load;
 mod membership;
