@@ -1,5 +1,5 @@
 //! Hostile input to the node's decoders: the public requests (prost, then the conversion into
-//! store commands) and the Raft messages peers send (postcard inside `RaftBytes`: entries,
+//! store commands: appends, multi-stream appends, queries) and the Raft messages peers send (postcard inside `RaftBytes`: entries,
 //! votes, the snapshot header), fed arbitrary bytes and mutated valid encodings. No panic, an
 //! error that says what was wrong, and no allocation beyond what the input justifies (a length
 //! field may not size a buffer on its own). Bounded property tests, so CI stays fast.
@@ -17,7 +17,7 @@ use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 use prost::Message;
 use uuid::Uuid;
 
-use crate::api::convert::append_from_proto;
+use crate::api::convert::{append_from_proto, multi_from_proto, query_from_proto};
 use crate::network::{decode, encode};
 
 #[global_allocator]
@@ -60,6 +60,7 @@ fn an_append_request() -> proto::AppendRequest {
                 content_type: proto::ContentType::Json as i32,
                 data: b"{\"total\":10}".to_vec(),
                 metadata: vec![1, 2, 3],
+                tags: vec![format!("region-{i}")],
             })
             .collect(),
         leader_only: true,
@@ -76,6 +77,7 @@ fn an_entries_request() -> AppendEntriesRequest<TypeConfig> {
             content_type: ContentType::Json,
             data: b"{}".to_vec(),
             metadata: Vec::new(),
+            tags: vec!["vip".into()],
         }],
         created_unix_ms: 1,
     };
@@ -104,6 +106,15 @@ fn decode_public(bytes: &[u8]) -> usize {
                 assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
                 assert!(!status.message().is_empty());
             }
+        }
+        if let Ok(request) = proto::MultiAppendRequest::decode(bytes) {
+            if let Err(status) = multi_from_proto(request, 1) {
+                assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+                assert!(!status.message().is_empty());
+            }
+        }
+        if let Ok(request) = proto::QueryReadRequest::decode(bytes) {
+            let _ = query_from_proto(request.query);
         }
         let _ = proto::ReadRequest::decode(bytes);
         let _ = proto::SubscribeRequest::decode(bytes);

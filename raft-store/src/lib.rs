@@ -25,9 +25,11 @@ pub mod group_files;
 #[cfg(test)]
 mod hostile_input;
 pub mod id_index;
+mod index;
 mod keys;
 pub mod limits;
 mod log_store;
+mod query;
 mod raft_types;
 mod read;
 mod records;
@@ -42,10 +44,12 @@ mod types;
 use std::sync::Arc;
 
 pub use error::StoreError;
+pub use index::{category, IndexKind, IndexName, READABLE_RESERVED_NAMES};
 pub use limits::{InvalidInput, Limits};
 pub use log_store::{LogStore, MAX_LOG_BYTES_PER_READ, MAX_LOG_ENTRIES_PER_READ};
+pub use query::query_matches;
 pub use raft_types::*;
-pub use read::{AllEvents, Direction, EventReader, StreamEvents};
+pub use read::{AllEvents, Direction, EventReader, IndexEvents, QueryEvents, StreamEvents};
 pub use snapshot::{SnapshotData, SNAPSHOT_GROUPS_PER_CHUNK};
 pub use state_machine::{SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES};
 pub use types::*;

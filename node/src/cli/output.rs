@@ -7,7 +7,8 @@ use cairn_client::{ContentType, Error, RecordedEvent};
 
 use super::{EXIT_FAILURE, EXIT_STREAM_NOT_FOUND, EXIT_USAGE, EXIT_WRONG_EXPECTED_VERSION};
 
-/// An event as one JSON object: JSON data inline, binary data as base64.
+/// An event as one JSON object: JSON data inline, binary data as base64, `tags` when it has
+/// some.
 pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
     let mut object = serde_json::json!({
         "stream": event.stream,
@@ -17,6 +18,10 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
         "type": event.event_type,
         "created_unix_ms": event.created_unix_ms,
     });
+    // Only when there are some, as in the text form: untagged events print as they always did.
+    if !event.tags.is_empty() {
+        object["tags"] = event.tags.clone().into();
+    }
     let data = match event.content_type {
         ContentType::Json => serde_json::from_slice(&event.data).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(&event.data).into_owned())
@@ -35,8 +40,13 @@ pub fn event_text(event: &RecordedEvent) -> String {
         ContentType::Json => String::from_utf8_lossy(&event.data).into_owned(),
         ContentType::Binary => format!("<{} bytes>", event.data.len()),
     };
+    let tags = if event.tags.is_empty() {
+        String::new()
+    } else {
+        format!("tags {}  ", event.tags.join(","))
+    };
     format!(
-        "{}@{}  position {}  {}  {}",
+        "{}@{}  position {}  {}  {tags}{}",
         event.stream, event.revision, event.position, event.event_type, data
     )
 }
@@ -45,7 +55,9 @@ pub fn event_text(event: &RecordedEvent) -> String {
 pub fn fail(e: &Error) -> ExitCode {
     eprintln!("error: {}", user_terms(e));
     let code = match e {
-        Error::WrongExpectedVersion { .. } => EXIT_WRONG_EXPECTED_VERSION,
+        Error::WrongExpectedVersion { .. } | Error::ConditionFailed { .. } => {
+            EXIT_WRONG_EXPECTED_VERSION
+        }
         Error::StreamNotFound { .. } => EXIT_STREAM_NOT_FOUND,
         Error::InvalidArgument(_) => EXIT_USAGE,
         _ => EXIT_FAILURE,

@@ -61,6 +61,7 @@ fn event(id: &str, data_bytes: usize) -> proto::NewEvent {
         content_type: proto::ContentType::Json as i32,
         data: vec![b'1'; data_bytes],
         metadata: Vec::new(),
+        tags: Vec::new(),
     }
 }
 

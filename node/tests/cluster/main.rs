@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod config;
+mod dcb;
 mod deploy;
 mod dev_process;
 mod failover;
@@ -12,6 +13,7 @@ mod first_hour;
 mod harness;
 mod hostile_connections;
 mod idempotency;
+mod indexes;
 mod load;
 mod membership;
 mod observability;

@@ -18,9 +18,13 @@ use crate::group_files::{GroupFiles, GroupWriter};
 use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::limits::Limits;
+use crate::query::latest_match_after;
 use crate::read::stream_head;
 use crate::records::{read_group, write_group, AppliedState, StoredGroup};
-use crate::types::{Append, AppendPosition, AppendRejection, AppendResult, ExpectedRevision};
+use crate::types::{
+    Append, AppendPosition, AppendRejection, AppendResult, ExpectedRevision, MultiAppend,
+    MultiAppendResult, MultiPosition, NewEvent,
+};
 
 /// Bytes of pending writes (frames and keyspace batch) after which an `apply` call writes what
 /// it has so far (with the applied state up to the last finished entry) before going on.
@@ -113,7 +117,9 @@ impl<'a> Applier<'a> {
         if let Err(invalid) = self.limits.validate_append(&append) {
             return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid)));
         }
-        if let Some(verdict) = self.check_idempotency(&append)? {
+        if let Some(verdict) =
+            self.check_idempotency(&append.stream, append.expected, &append.events)?
+        {
             return Ok(verdict);
         }
         let head = self.head(&append.stream)?;
@@ -124,14 +130,27 @@ impl<'a> Applier<'a> {
                 actual: head,
             });
         }
-        let count = append.events.len() as u64;
+        let written =
+            self.write_group(append.stream, head, append.created_unix_ms, append.events)?;
+        Ok(AppendResult::Written(written))
+    }
+
+    /// Writes one stream's events as one group at the next position, after `head`.
+    fn write_group(
+        &mut self,
+        stream: String,
+        head: Option<u64>,
+        created_unix_ms: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendPosition, StoreError> {
+        let count = events.len() as u64;
         let first_revision = head.map_or(0, |h| h + 1);
         let first_position = self.applied.next_position;
         let group = StoredGroup {
-            stream: append.stream,
+            stream,
             first_revision,
-            created_unix_ms: append.created_unix_ms,
-            events: append.events,
+            created_unix_ms,
+            events,
         };
         let location = self.frames.push(first_position, &group)?;
         write_group(
@@ -148,18 +167,154 @@ impl<'a> Applier<'a> {
         let last_position = first_position + count - 1;
         self.heads.insert(group.stream, last_revision);
         self.applied.next_position = last_position + 1;
-        Ok(AppendResult::Written(AppendPosition {
+        Ok(AppendPosition {
             last_revision,
+            last_position,
+        })
+    }
+
+    /// A multi-stream append: validation, idempotency (each stream's part must be an exact
+    /// retry, and the parts contiguous, for the whole to be one), every stream's expected
+    /// revision in the request's order, then the DCB condition; all hold, or nothing is
+    /// written.
+    pub fn multi_append(&mut self, multi: MultiAppend) -> Result<MultiAppendResult, StoreError> {
+        if let Err(invalid) = self.limits.validate_multi_append(&multi) {
+            return Ok(MultiAppendResult::Rejected(AppendRejection::Invalid(
+                invalid,
+            )));
+        }
+        if let Some(verdict) = self.check_multi_idempotency(&multi)? {
+            return Ok(verdict);
+        }
+        let mut heads = Vec::with_capacity(multi.streams.len());
+        for part in &multi.streams {
+            let head = self.head(&part.stream)?;
+            if !expected_holds(part.expected, head)
+                && !crate::faults::active().skip_expected_version
+            {
+                return Ok(MultiAppendResult::WrongExpectedVersion {
+                    stream: part.stream.clone(),
+                    expected: part.expected,
+                    actual: head,
+                });
+            }
+            heads.push(head);
+        }
+        if let Some(condition) = &multi.condition {
+            if !crate::faults::active().skip_dcb_check {
+                // The indexes of what this call wrote so far are in the pending batch: write
+                // it (unsynced, as every flush here) so the seeks below see them.
+                if self.pending_bytes() > 0 {
+                    self.flush()?;
+                }
+                let found = latest_match_after(
+                    self.disk,
+                    &condition.fail_if_events_match,
+                    condition.after,
+                    self.applied.next_position,
+                )?;
+                if let Some(position) = found {
+                    return Ok(MultiAppendResult::ConditionFailed { position });
+                }
+            }
+        }
+        let mut last_revisions = Vec::with_capacity(multi.streams.len());
+        let mut last_position = 0;
+        for (part, head) in multi.streams.into_iter().zip(heads) {
+            let written = self.write_group(
+                part.stream.clone(),
+                head,
+                multi.created_unix_ms,
+                part.events,
+            )?;
+            last_revisions.push((part.stream, written.last_revision));
+            last_position = written.last_position;
+        }
+        Ok(MultiAppendResult::Written(MultiPosition {
+            last_revisions,
             last_position,
         }))
     }
 
+    /// `None` when no event id of the request is stored. A retry of the whole request (every
+    /// part an exact retry, the parts contiguous in `$all`) gets the original result; any other
+    /// overlap is a conflict, as for single appends.
+    fn check_multi_idempotency(
+        &mut self,
+        multi: &MultiAppend,
+    ) -> Result<Option<MultiAppendResult>, StoreError> {
+        let mut verdicts = Vec::with_capacity(multi.streams.len());
+        for part in &multi.streams {
+            let verdict = self.check_idempotency(&part.stream, part.expected, &part.events)?;
+            verdicts.push(verdict);
+        }
+        if verdicts.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut last_revisions = Vec::with_capacity(verdicts.len());
+        let mut retry_of: Option<(uuid::Uuid, u64)> = None;
+        let mut last_position = 0;
+        for (verdict, part) in verdicts.into_iter().zip(&multi.streams) {
+            let at = match verdict {
+                Some(AppendResult::AlreadyWritten(at)) => at,
+                Some(AppendResult::Rejected(rejection)) => {
+                    return Ok(Some(MultiAppendResult::Rejected(rejection)))
+                }
+                _ => {
+                    // This part is new (or not a retry) while another part's ids are stored:
+                    // the request is not the one that stored them.
+                    let (id, position) = self.first_stored_id(multi)?;
+                    return Ok(Some(MultiAppendResult::Rejected(
+                        AppendRejection::IdempotencyConflict { id, position },
+                    )));
+                }
+            };
+            let first = at.last_position + 1 - part.events.len() as u64;
+            if retry_of.is_some() && first != last_position + 1 {
+                return Ok(Some(MultiAppendResult::Rejected(
+                    AppendRejection::IdempotencyConflict {
+                        id: part.events[0].id,
+                        position: first,
+                    },
+                )));
+            }
+            retry_of.get_or_insert((part.events[0].id, first));
+            last_position = at.last_position;
+            last_revisions.push((part.stream.clone(), at.last_revision));
+        }
+        Ok(Some(MultiAppendResult::AlreadyWritten(MultiPosition {
+            last_revisions,
+            last_position,
+        })))
+    }
+
+    /// The first event id of the request that is stored, and where.
+    fn first_stored_id(&mut self, multi: &MultiAppend) -> Result<(uuid::Uuid, u64), StoreError> {
+        for event in multi.streams.iter().flat_map(|p| &p.events) {
+            if let Some(&position) = self.ids.get(&event.id) {
+                return Ok((event.id, position));
+            }
+            if let Some(position) = self.id_index.position(&event.id)? {
+                return Ok((event.id, position));
+            }
+        }
+        Err(StoreError::corrupt(
+            "event id index",
+            "an id found stored a moment ago is gone",
+        ))
+    }
+
     /// `None` when no event id is stored yet (a new append). Otherwise the verdict: an exact
     /// retry returns the original result and writes nothing; anything else is a conflict.
-    fn check_idempotency(&mut self, append: &Append) -> Result<Option<AppendResult>, StoreError> {
+    fn check_idempotency(
+        &mut self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: &[NewEvent],
+    ) -> Result<Option<AppendResult>, StoreError> {
         let mut found: Vec<(usize, u64)> = Vec::new();
         let mut in_overlay = false;
-        for (index, event) in append.events.iter().enumerate() {
+        for (index, event) in events.iter().enumerate() {
             if let Some(&position) = self.ids.get(&event.id) {
                 in_overlay = true;
                 found.push((index, position));
@@ -177,7 +332,7 @@ impl<'a> Applier<'a> {
             // so the stored group can be read back below.
             self.flush()?;
         }
-        let count = append.events.len();
+        let count = events.len();
         let start = first_found.wrapping_sub(first_index as u64);
         let contiguous = found.len() == count
             && found
@@ -186,9 +341,9 @@ impl<'a> Applier<'a> {
         if contiguous {
             if let Some(location) = self.disk.get(&keys::event_key(start))? {
                 let group = read_group(self.groups, start, &location)?;
-                if group.stream == append.stream
+                if group.stream == stream
                     && group.events.len() == count
-                    && same_place(append.expected, group.first_revision)
+                    && same_place(expected, group.first_revision)
                 {
                     // The same ids at the same place are a retry only if every event is the
                     // one stored under its id. The stored group is at hand, so the events are
@@ -197,14 +352,14 @@ impl<'a> Applier<'a> {
                     let other = group
                         .events
                         .iter()
-                        .zip(&append.events)
+                        .zip(events)
                         .position(|(stored, sent)| stored != sent);
                     if let (Some(index), false) =
                         (other, crate::faults::active().ignore_retry_content)
                     {
                         return Ok(Some(AppendResult::Rejected(
                             AppendRejection::ContentConflict {
-                                id: append.events[index].id,
+                                id: events[index].id,
                                 position: start + index as u64,
                             },
                         )));
@@ -218,7 +373,7 @@ impl<'a> Applier<'a> {
         }
         Ok(Some(AppendResult::Rejected(
             AppendRejection::IdempotencyConflict {
-                id: append.events[first_index].id,
+                id: events[first_index].id,
                 position: first_found,
             },
         )))

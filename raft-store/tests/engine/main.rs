@@ -4,7 +4,9 @@
 mod common;
 mod crash;
 mod format;
+mod index;
 mod limits;
+mod multi;
 mod reads;
 mod semantics;
 mod snapshot;
