@@ -13,6 +13,8 @@
 //! assert!(store.reader.read_all(0, Direction::Forwards, 10).next().is_none());
 //! ```
 
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod alloc_probe;
 mod codec;
 pub mod disk;
 mod error;
@@ -20,6 +22,8 @@ pub mod faults;
 pub mod format;
 mod frame;
 pub mod group_files;
+#[cfg(test)]
+mod hostile_input;
 pub mod id_index;
 mod index;
 mod keys;
