@@ -20,6 +20,8 @@ pub struct Bugs {
     pub ignore_retry_content: bool,
     /// The tag index leaves out the tags of the last event of every append.
     pub index_skips_tag: bool,
+    /// The state machine appends whatever a DCB append condition says.
+    pub skip_dcb_check: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -31,6 +33,7 @@ thread_local! {
         forget_event_ids: false,
         ignore_retry_content: false,
         index_skips_tag: false,
+        skip_dcb_check: false,
     }) };
 }
 

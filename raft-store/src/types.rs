@@ -185,6 +185,94 @@ pub enum Command {
     /// Appends from concurrent requests that the leader proposed as one entry (group commit).
     /// Applied in order, each with its own verdict, exactly as if each were an entry of its own.
     Appends(Vec<Append>),
+    /// Like `Appends`, for a group holding at least one multi-stream or conditional append.
+    Writes(Vec<Write>),
+}
+
+/// One request of a group: a single-stream append, or a multi-stream one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Write {
+    Append(Append),
+    Multi(MultiAppend),
+}
+
+/// The verdict of one [`Write`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteResult {
+    Append(AppendResult),
+    Multi(MultiAppendResult),
+}
+
+/// The events of one stream in a multi-stream append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamAppend {
+    pub stream: String,
+    pub expected: ExpectedRevision,
+    pub events: Vec<NewEvent>,
+}
+
+/// One alternative of a [`Query`]: an event matches if its type is one of `types` (or `types`
+/// is empty) and it carries every tag of `tags`. At least one of the two is non-empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QueryItem {
+    pub types: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// A DCB query (dcb.events): its items OR'd. No items matches every event (`Query.all()`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Query {
+    pub items: Vec<QueryItem>,
+}
+
+/// A DCB append condition: fail if an event matching the query exists after `after` (or at
+/// all, with no `after`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendCondition {
+    pub fail_if_events_match: Query,
+    pub after: Option<u64>,
+}
+
+/// Appends to several streams (and DCB events, in the stream [`DCB_STREAM`]) atomically: each
+/// stream's expected revision and the condition hold and all events land contiguously in
+/// `$all`, in the order given, or nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiAppend {
+    pub streams: Vec<StreamAppend>,
+    pub condition: Option<AppendCondition>,
+    pub created_unix_ms: u64,
+}
+
+/// The stream DCB events are recorded in: DCB users name no streams (raft-store/DESIGN.md,
+/// "DCB events"). Clients cannot append to it by name.
+pub const DCB_STREAM: &str = "$dcb";
+
+/// Where a multi-stream append's events landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiPosition {
+    /// Each stream's last revision, in the request's order.
+    pub last_revisions: Vec<(String, u64)>,
+    /// `$all` position of the last event written.
+    pub last_position: u64,
+}
+
+/// The verdict of a multi-stream append, reached identically on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MultiAppendResult {
+    Written(MultiPosition),
+    /// An exact retry of a multi-stream append already written: nothing new was written.
+    AlreadyWritten(MultiPosition),
+    /// The first stream (in the request's order) whose expected revision did not hold.
+    WrongExpectedVersion {
+        stream: String,
+        expected: ExpectedRevision,
+        actual: Option<u64>,
+    },
+    /// An event matching the condition's query is stored after its `after`: the latest such.
+    ConditionFailed {
+        position: u64,
+    },
+    Rejected(AppendRejection),
 }
 
 /// Where the last event of a successful append landed.
@@ -234,6 +322,8 @@ pub enum Response {
     Append(AppendResult),
     /// The verdicts of a [`Command::Appends`], in its order.
     Appends(Vec<AppendResult>),
+    /// The verdicts of a [`Command::Writes`], in its order.
+    Writes(Vec<WriteResult>),
 }
 
 /// Why an append was refused before anything was written. Each variant names the field.
@@ -289,4 +379,24 @@ pub enum InvalidInput {
     },
     #[error("event {index}: tag {tag:?} appears twice")]
     DuplicateTag { index: usize, tag: String },
+    #[error("stream {stream:?} appears twice in one append; put its events together")]
+    DuplicateStreamInAppend { stream: String },
+    #[error("query item {item} names no type and no tag; an item must name at least one")]
+    EmptyQueryItem { item: usize },
+    #[error("query has {count} items; the limit is {max}")]
+    TooManyQueryItems { count: usize, max: usize },
+    #[error("query item {item}: {count} types; the limit is {max}")]
+    TooManyQueryTypes {
+        item: usize,
+        count: usize,
+        max: usize,
+    },
+    #[error("query item {item}: {count} tags; the limit is {max} (an event carries no more)")]
+    TooManyQueryTags {
+        item: usize,
+        count: usize,
+        max: usize,
+    },
+    #[error("query item {item}: a type or tag is empty or longer than {max} bytes")]
+    BadQueryName { item: usize, max: usize },
 }

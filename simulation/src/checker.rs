@@ -19,7 +19,8 @@ use std::fmt;
 use uuid::Uuid;
 
 use crate::history::{
-    in_index, AppendOutcome, Consistency, EventRef, Expected, ReadOutcome, Record,
+    in_index, AppendOutcome, ConditionRef, Consistency, EventRef, Expected, MultiOutcome,
+    MultiPart, ReadOutcome, Record,
 };
 
 /// At most this many detailed violations are kept per rule; the rest are counted in one
@@ -65,6 +66,14 @@ pub enum Rule {
     /// client, not a prefix of the reference log's filtered scope; on a node after the run,
     /// not exactly that node's own log filtered.
     IndexMismatch,
+    /// A multi-stream append is partly in the log, or its events are not contiguous in the
+    /// request's order.
+    MultiNotAtomic,
+    /// A DCB condition was judged wrongly: an append that succeeded although an event matching
+    /// its query sits after its `after` and before it in `$all`; two successes of one
+    /// condition whose own events match it; or a refusal naming a position that holds no
+    /// matching event after `after`.
+    DcbCondition,
 }
 
 impl Rule {
@@ -87,6 +96,8 @@ impl Rule {
             Rule::NodePanicked => "node-panicked",
             Rule::ReusedIdAcknowledged => "reused-id-acknowledged",
             Rule::IndexMismatch => "index-mismatch",
+            Rule::MultiNotAtomic => "multi-not-atomic",
+            Rule::DcbCondition => "dcb-condition",
         }
     }
 }
@@ -207,6 +218,9 @@ pub fn check(history: &[Record]) -> Report {
     });
     let log = Log::new(reference.map_or(&[], |(_, events)| events));
     let mut stats = count(history);
+    // Every rule of single appends holds for each stream's part of a multi-stream append.
+    let expanded = with_multi_parts(history);
+    let history = expanded.as_slice();
     stats.events_committed = log.events.len() as u64;
     stats.heal_to_write_ms = heal_to_write_ms(history);
 
@@ -224,6 +238,9 @@ pub fn check(history: &[Record]) -> Report {
         check_index_reads(history, &log, &mut sink);
     }
     check_node_indexes(history, &node_logs, &mut sink);
+    if reference.is_some() {
+        check_multi_appends(history, &log, &mut sink);
+    }
     check_heal(history, &mut sink);
     check_panics(history, &mut sink);
 
@@ -340,6 +357,16 @@ fn count(history: &[Record]) -> Stats {
                     }
                 }
             }
+            Record::MultiAppend { outcome, .. } => {
+                stats.appends += 1;
+                match outcome {
+                    MultiOutcome::Ok { .. } => stats.acknowledged += 1,
+                    MultiOutcome::Unknown { .. } => stats.unknown += 1,
+                    MultiOutcome::WrongExpectedVersion { .. }
+                    | MultiOutcome::ConditionFailed { .. }
+                    | MultiOutcome::Rejected { .. } => stats.definite_failures += 1,
+                }
+            }
             Record::Read { .. } | Record::IndexRead { .. } => stats.reads += 1,
             Record::Subscription { events, .. } => {
                 stats.subscriptions += 1;
@@ -354,6 +381,202 @@ fn count(history: &[Record]) -> Stats {
         }
     }
     stats
+}
+
+/// The history with each multi-stream append followed by one `Append` per stream part, as a
+/// single append of that part would have been recorded: its place (each part's last position
+/// follows from the total, since parts are contiguous), its expectation, and its verdict (the
+/// parts of a refused request are refused).
+fn with_multi_parts(history: &[Record]) -> Vec<Record> {
+    let mut expanded = Vec::with_capacity(history.len());
+    for record in history {
+        expanded.push(record.clone());
+        let Record::MultiAppend {
+            op,
+            client,
+            start_ms,
+            end_ms,
+            parts,
+            outcome,
+            ..
+        } = record
+        else {
+            continue;
+        };
+        let after: Vec<u64> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, _)| parts[i + 1..].iter().map(|p| p.ids.len() as u64).sum())
+            .collect();
+        for (i, part) in parts.iter().enumerate() {
+            let outcome = match outcome {
+                MultiOutcome::Ok {
+                    last_revisions,
+                    last_position,
+                } => match last_revisions.get(i) {
+                    Some(&last_revision) => AppendOutcome::Ok {
+                        last_revision,
+                        last_position: last_position.saturating_sub(after[i]),
+                    },
+                    None => AppendOutcome::Rejected {
+                        reason: "acknowledged without this stream's revision".into(),
+                    },
+                },
+                MultiOutcome::WrongExpectedVersion { stream, actual } if *stream == part.stream => {
+                    AppendOutcome::WrongExpectedVersion { actual: *actual }
+                }
+                MultiOutcome::WrongExpectedVersion { stream, .. } => AppendOutcome::Rejected {
+                    reason: format!("stream {stream}'s expectation failed"),
+                },
+                MultiOutcome::ConditionFailed { position } => AppendOutcome::Rejected {
+                    reason: format!("condition failed at {position}"),
+                },
+                MultiOutcome::Rejected { reason } => AppendOutcome::Rejected {
+                    reason: reason.clone(),
+                },
+                MultiOutcome::Unknown { error } => AppendOutcome::Unknown {
+                    error: error.clone(),
+                },
+            };
+            expanded.push(Record::Append {
+                op: *op,
+                client: *client,
+                start_ms: *start_ms,
+                end_ms: *end_ms,
+                stream: part.stream.clone(),
+                expected: part.expected,
+                ids: part.ids.clone(),
+                digests: part.digests.clone(),
+                outcome,
+            });
+        }
+    }
+    expanded
+}
+
+/// Multi-stream atomicity and DCB conditions, against the reference log.
+fn check_multi_appends(history: &[Record], log: &Log, sink: &mut Sink) {
+    // (condition, op's own events match it) -> the first successful id list and its op.
+    let mut winners: HashMap<&ConditionRef, (Vec<Uuid>, u64)> = HashMap::new();
+    for record in history {
+        let Record::MultiAppend {
+            op,
+            parts,
+            condition,
+            outcome,
+            ..
+        } = record
+        else {
+            continue;
+        };
+        let op = *op;
+        let ids: Vec<Uuid> = parts.iter().flat_map(|p| p.ids.iter().copied()).collect();
+        let first = match all_or_nothing(log, parts) {
+            Ok(first) => first,
+            Err(detail) => {
+                sink.push(Rule::MultiNotAtomic, || format!("op {op}: {detail}"));
+                continue;
+            }
+        };
+        let Some(condition) = condition else { continue };
+        if let (Some(first), MultiOutcome::Ok { .. } | MultiOutcome::Unknown { .. }) =
+            (first, outcome)
+        {
+            let from = condition.after.map_or(0, |a| a + 1);
+            if let Some(violator) = log
+                .all_from(from)
+                .iter()
+                .take_while(|e| e.position < first)
+                .find(|e| condition.matches(e))
+            {
+                sink.push(Rule::DcbCondition, || {
+                    format!(
+                        "op {op} landed at @{first} although {} matches its condition {:?}                          after {:?}",
+                        At(violator),
+                        condition.items,
+                        condition.after
+                    )
+                });
+            }
+        }
+        if let MultiOutcome::Ok { .. } = outcome {
+            let own_match = ids
+                .iter()
+                .filter_map(|id| log.get(id))
+                .any(|e| condition.matches(e));
+            if own_match {
+                match winners.get(condition) {
+                    Some((winner, winner_op)) if *winner != ids => {
+                        let winner_op = *winner_op;
+                        sink.push(Rule::DcbCondition, || {
+                            format!(
+                                "ops {winner_op} and {op} both succeeded on condition {:?}                                  after {:?}, each writing an event that matches it",
+                                condition.items, condition.after
+                            )
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        winners.insert(condition, (ids.clone(), op));
+                    }
+                }
+            }
+        }
+        if let MultiOutcome::ConditionFailed { position } = outcome {
+            let named = log
+                .all_from(*position)
+                .first()
+                .filter(|e| e.position == *position);
+            let explained = named.is_some_and(|e| {
+                condition.matches(e) && condition.after.is_none_or(|a| e.position > a)
+            });
+            if !explained {
+                sink.push(Rule::DcbCondition, || {
+                    format!(
+                        "op {op} was refused naming @{position}, which holds no event matching                          {:?} after {:?}",
+                        condition.items, condition.after
+                    )
+                });
+            }
+        }
+    }
+}
+
+/// The first position of a multi-stream append wholly in the log (`None` if wholly absent),
+/// or why it is partly there or out of order.
+fn all_or_nothing(log: &Log, parts: &[MultiPart]) -> Result<Option<u64>, String> {
+    let found: Vec<Option<&EventRef>> = parts
+        .iter()
+        .flat_map(|p| p.ids.iter().map(move |id| (id, p.stream.as_str())))
+        .map(|(id, _)| log.get(id))
+        .collect();
+    let present = found.iter().filter(|e| e.is_some()).count();
+    if present == 0 {
+        return Ok(None);
+    }
+    if present < found.len() {
+        return Err(format!(
+            "{present} of its {} events are in the log",
+            found.len()
+        ));
+    }
+    let events: Vec<&EventRef> = found.into_iter().flatten().collect();
+    let streams = parts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.stream.as_str(), p.ids.len()));
+    for (i, (event, stream)) in events.iter().zip(streams).enumerate() {
+        if event.stream != stream {
+            return Err(format!("{} should be in {stream}", At(event)));
+        }
+        if i > 0 && events[i - 1].position + 1 != event.position {
+            return Err(format!(
+                "{} does not directly follow {}",
+                At(event),
+                At(events[i - 1])
+            ));
+        }
+    }
+    Ok(Some(events[0].position))
 }
 
 /// Rule 1: a run that committed nothing (or left no log) proves nothing, so it fails.
@@ -1777,5 +2000,114 @@ mod tests {
             events.remove(0);
         }
         assert_eq!(rules(&history), only(Rule::IndexMismatch));
+    }
+
+    fn seat(n: u128, revision: u64, position: u64) -> EventRef {
+        EventRef {
+            event_type: Some("Seat".into()),
+            tags: vec!["seat:1".into()],
+            ..ev(n, "$dcb", revision, position)
+        }
+    }
+
+    fn multi(
+        op: u64,
+        parts: &[(&str, &[u128])],
+        after: Option<u64>,
+        outcome: MultiOutcome,
+    ) -> Record {
+        Record::MultiAppend {
+            op,
+            client: 0,
+            start_ms: op * 10,
+            end_ms: op * 10 + 5,
+            parts: parts
+                .iter()
+                .map(|(stream, ids)| MultiPart {
+                    stream: stream.to_string(),
+                    expected: Expected::Any,
+                    ids: ids.iter().map(|&n| id(n)).collect(),
+                    digests: Vec::new(),
+                })
+                .collect(),
+            condition: after.map(|after| ConditionRef {
+                items: vec![crate::history::QueryItemRef {
+                    types: vec!["Seat".into()],
+                    tags: vec!["seat:1".into()],
+                }],
+                after: (after != u64::MAX).then_some(after),
+            }),
+            outcome,
+        }
+    }
+
+    fn multi_ok(last_revisions: &[u64], last_position: u64) -> MultiOutcome {
+        MultiOutcome::Ok {
+            last_revisions: last_revisions.to_vec(),
+            last_position,
+        }
+    }
+
+    /// Two claims of one seat, both acknowledged: the second landed after the first matched
+    /// its condition. Refused with the first's position instead, the history is clean.
+    #[test]
+    fn a_dcb_success_despite_a_matching_event_before_it_is_found() {
+        let log = vec![seat(1, 0, 0), seat(2, 1, 1)];
+        let both = with_log(
+            vec![
+                multi(1, &[("$dcb", &[1])], Some(u64::MAX), multi_ok(&[0], 0)),
+                multi(2, &[("$dcb", &[2])], Some(u64::MAX), multi_ok(&[1], 1)),
+            ],
+            &log,
+        );
+        assert_eq!(rules(&both), only(Rule::DcbCondition));
+        let one = with_log(
+            vec![
+                multi(1, &[("$dcb", &[1])], Some(u64::MAX), multi_ok(&[0], 0)),
+                multi(
+                    2,
+                    &[("$dcb", &[2])],
+                    Some(u64::MAX),
+                    MultiOutcome::ConditionFailed { position: 0 },
+                ),
+            ],
+            &log[..1],
+        );
+        assert_eq!(rules(&one), BTreeSet::new());
+        // A refusal must name a matching position after `after`.
+        let wrong = with_log(
+            vec![
+                multi(1, &[("$dcb", &[1])], Some(u64::MAX), multi_ok(&[0], 0)),
+                multi(
+                    2,
+                    &[("$dcb", &[2])],
+                    Some(0),
+                    MultiOutcome::ConditionFailed { position: 0 },
+                ),
+            ],
+            &log[..1],
+        );
+        assert_eq!(rules(&wrong), only(Rule::DcbCondition));
+    }
+
+    #[test]
+    fn a_multi_stream_append_partly_in_the_log_is_found() {
+        let log = vec![ev(1, "a", 0, 0), ev(2, "b", 0, 1), ev(3, "a", 1, 2)];
+        let history = vec![
+            multi(1, &[("a", &[1]), ("b", &[2])], None, multi_ok(&[0, 0], 1)),
+            multi(
+                2,
+                &[("a", &[3]), ("b", &[4])],
+                None,
+                MultiOutcome::Unknown {
+                    error: "timed out".into(),
+                },
+            ),
+        ];
+        assert_eq!(
+            rules(&with_log(history.clone(), &log)),
+            only(Rule::MultiNotAtomic)
+        );
+        assert_eq!(rules(&with_log(history, &log[..2])), BTreeSet::new());
     }
 }

@@ -177,6 +177,85 @@ pub enum Record {
         index: String,
         events: Vec<EventRef>,
     },
+    /// One multi-stream or DCB append (all its parts land contiguously, in order, or none),
+    /// from the first try to the final answer; a later one with the same ids is a re-send.
+    MultiAppend {
+        op: u64,
+        client: u32,
+        start_ms: u64,
+        end_ms: u64,
+        parts: Vec<MultiPart>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        condition: Option<ConditionRef>,
+        #[serde(flatten)]
+        outcome: MultiOutcome,
+    },
+}
+
+/// One stream's part of a multi-stream append (DCB events: the stream `$dcb`, `Any`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiPart {
+    pub stream: String,
+    pub expected: Expected,
+    pub ids: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digests: Vec<u64>,
+}
+
+/// One alternative of a DCB query: any of `types` (none: any type), all of `tags`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QueryItemRef {
+    pub types: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// A DCB append condition: fail if an event matching any item is after `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConditionRef {
+    pub items: Vec<QueryItemRef>,
+    pub after: Option<u64>,
+}
+
+impl ConditionRef {
+    /// Whether an event matches the condition's query, by the dcb.events rules written here
+    /// apart from the store's code: items OR'd, types OR'd, tags AND'ed, no items: all.
+    pub fn matches(&self, event: &EventRef) -> bool {
+        self.items.is_empty()
+            || self.items.iter().any(|item| {
+                (item.types.is_empty()
+                    || item
+                        .types
+                        .iter()
+                        .any(|t| event.event_type.as_deref() == Some(t.as_str())))
+                    && item.tags.iter().all(|t| event.tags.contains(t))
+            })
+    }
+}
+
+/// How a multi-stream (or DCB) append ended, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum MultiOutcome {
+    /// Acknowledged: each part's last revision, in order, and the last position.
+    Ok {
+        last_revisions: Vec<u64>,
+        last_position: u64,
+    },
+    /// Definitely not written: this stream's expected revision did not hold.
+    WrongExpectedVersion {
+        stream: String,
+        actual: Option<u64>,
+    },
+    /// Definitely not written: an event matching the condition is at `position`.
+    ConditionFailed {
+        position: u64,
+    },
+    Rejected {
+        reason: String,
+    },
+    Unknown {
+        error: String,
+    },
 }
 
 /// Whether an event is in an index (`$ce-<category>`, `$et-<type>`, `$tag-<tag>`), by the

@@ -100,6 +100,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "forget-event-ids" => bugs.forget_event_ids = true,
         "ignore-retry-content" => bugs.ignore_retry_content = true,
         "index-skips-tag" => bugs.index_skips_tag = true,
+        "skip-dcb-check" => bugs.skip_dcb_check = true,
         _ => return None,
     }
     Some(bugs)

@@ -212,3 +212,13 @@ fn finds_a_tag_index_that_skips_an_events_tags() {
         cairn_simulation::checker::Rule::IndexMismatch,
     );
 }
+
+/// Issue 16's DCB: a state machine that skips the append condition lets two clients claim
+/// one seat.
+#[test]
+fn finds_a_skipped_dcb_condition_check() {
+    find_as(
+        "skip-dcb-check",
+        cairn_simulation::checker::Rule::DcbCondition,
+    );
+}

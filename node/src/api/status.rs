@@ -80,6 +80,12 @@ pub fn invalid_input(e: &InvalidInput) -> Status {
         InvalidInput::BlankTag { index, tag } | InvalidInput::TagTooLong { index, tag, .. } => {
             format!("events[{index}].tags[{tag}]")
         }
+        InvalidInput::DuplicateStreamInAppend { .. } => "streams".to_owned(),
+        InvalidInput::TooManyQueryItems { .. } => "query".to_owned(),
+        InvalidInput::EmptyQueryItem { item }
+        | InvalidInput::TooManyQueryTypes { item, .. }
+        | InvalidInput::TooManyQueryTags { item, .. }
+        | InvalidInput::BadQueryName { item, .. } => format!("query.items[{item}]"),
     };
     Status::new(e.code(), format!("{field}: {e}"))
 }

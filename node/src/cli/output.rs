@@ -55,7 +55,9 @@ pub fn event_text(event: &RecordedEvent) -> String {
 pub fn fail(e: &Error) -> ExitCode {
     eprintln!("error: {}", user_terms(e));
     let code = match e {
-        Error::WrongExpectedVersion { .. } => EXIT_WRONG_EXPECTED_VERSION,
+        Error::WrongExpectedVersion { .. } | Error::ConditionFailed { .. } => {
+            EXIT_WRONG_EXPECTED_VERSION
+        }
         Error::StreamNotFound { .. } => EXIT_STREAM_NOT_FOUND,
         Error::InvalidArgument(_) => EXIT_USAGE,
         _ => EXIT_FAILURE,

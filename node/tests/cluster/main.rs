@@ -5,11 +5,13 @@
 mod bad_input;
 mod cli;
 mod config;
+mod dcb;
 mod deploy;
 mod dev_process;
 mod failover;
 mod first_hour;
 mod harness;
+mod hostile_connections;
 mod idempotency;
 mod indexes;
 mod load;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use cairn_raft_store::disk::{Disk, MemDisk, SledDisk, SledOptions};
 use cairn_raft_store::{
     category, open_store, Append, AppendResult, Command, ContentType, Direction, Entry,
-    ExpectedRevision, IndexKind, IndexName, Limits, LogId, NewEvent, RecordedEvent, Response,
-    Snapshot, StateMachineStore, Store,
+    ExpectedRevision, IndexKind, IndexName, Limits, LogId, MultiAppend, MultiAppendResult,
+    NewEvent, RecordedEvent, Response, Snapshot, StateMachineStore, Store, Write, WriteResult,
 };
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload};
@@ -109,6 +109,27 @@ impl TestStore {
                 other => panic!("unexpected response {other:?}"),
             })
             .collect()
+    }
+
+    /// Applies writes (single and multi-stream appends) as one group-commit entry.
+    pub async fn apply_writes(&mut self, writes: Vec<Write>) -> Vec<WriteResult> {
+        let entry = Entry {
+            log_id: log_id(self.next_index),
+            payload: EntryPayload::Normal(Command::Writes(writes)),
+        };
+        self.next_index += 1;
+        match self.sm().apply(vec![entry]).await.expect("apply").remove(0) {
+            Response::Writes(results) => results,
+            other => panic!("unexpected response {other:?}"),
+        }
+    }
+
+    /// Applies one multi-stream append as its own entry.
+    pub async fn apply_multi(&mut self, multi: MultiAppend) -> MultiAppendResult {
+        match self.apply_writes(vec![Write::Multi(multi)]).await.remove(0) {
+            WriteResult::Multi(result) => result,
+            other => panic!("unexpected result {other:?}"),
+        }
     }
 
     pub async fn build_snapshot(&mut self) -> Snapshot {

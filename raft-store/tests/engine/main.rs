@@ -6,6 +6,7 @@ mod crash;
 mod format;
 mod index;
 mod limits;
+mod multi;
 mod reads;
 mod semantics;
 mod snapshot;
