@@ -13,6 +13,8 @@
 //! assert!(store.reader.read_all(0, Direction::Forwards, 10).next().is_none());
 //! ```
 
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod alloc_probe;
 mod codec;
 pub mod disk;
 mod error;
@@ -20,6 +22,8 @@ pub mod faults;
 pub mod format;
 mod frame;
 pub mod group_files;
+#[cfg(test)]
+mod hostile_input;
 pub mod id_index;
 mod index;
 mod keys;
@@ -47,7 +51,9 @@ pub use query::query_matches;
 pub use raft_types::*;
 pub use read::{AllEvents, Direction, EventReader, IndexEvents, QueryEvents, StreamEvents};
 pub use snapshot::{SnapshotData, SNAPSHOT_GROUPS_PER_CHUNK};
-pub use state_machine::{SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES};
+pub use state_machine::{
+    SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS,
+};
 pub use types::*;
 
 /// The Raft instance of a node: openraft 0.10 makes it generic over the state machine (here,

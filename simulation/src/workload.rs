@@ -416,38 +416,19 @@ impl ClientState {
     async fn append(&mut self, sent: &Sent) -> AppendOutcome {
         let op = self.next_op();
         let start_ms = now_ms();
-        let attempt = self
-            .client
-            .append(&sent.stream, sent.expected, sent.events.clone());
-        let outcome =
-            match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), attempt).await {
-                Ok(Ok(written)) => {
-                    self.known
-                        .insert(sent.stream.clone(), Some(written.last_revision));
-                    self.last_position = self.last_position.max(Some(written.last_position));
-                    AppendOutcome::Ok {
-                        last_revision: written.last_revision,
-                        last_position: written.last_position,
-                    }
-                }
-                Ok(Err(Error::WrongExpectedVersion { actual, .. })) => {
-                    self.known.insert(sent.stream.clone(), actual);
-                    AppendOutcome::WrongExpectedVersion { actual }
-                }
-                Ok(Err(
-                    e @ (Error::InvalidArgument(_)
-                    | Error::IdempotencyConflict(_)
-                    | Error::EventIdReused { .. }),
-                )) => AppendOutcome::Rejected {
-                    reason: e.to_string(),
-                },
-                Ok(Err(e)) => AppendOutcome::Unknown {
-                    error: e.to_string(),
-                },
-                Err(_) => AppendOutcome::Unknown {
-                    error: "timed out".into(),
-                },
-            };
+        let outcome = timed_append(
+            &self.client,
+            &sent.stream,
+            sent.expected,
+            sent.events.clone(),
+        )
+        .await;
+        learn_from(
+            &mut self.known,
+            &mut self.last_position,
+            &sent.stream,
+            &outcome,
+        );
         record(
             &self.recorder,
             Record::Append {
@@ -672,17 +653,7 @@ impl ClientState {
             .clone()
             .or_else(|| stream.clone())
             .unwrap_or_else(|| ALL_STREAM.to_owned());
-        let read = collect(&self.client, &name, options);
-        let outcome = match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), read).await {
-            Ok(Ok(events)) => ReadOutcome::Ok { events },
-            Ok(Err(Error::StreamNotFound { .. })) => ReadOutcome::Ok { events: Vec::new() },
-            Ok(Err(e)) => ReadOutcome::Failed {
-                error: e.to_string(),
-            },
-            Err(_) => ReadOutcome::Failed {
-                error: "timed out".into(),
-            },
-        };
+        let outcome = timed_read(&self.client, &name, options).await;
         let (client, end_ms, max_count) = (self.plan.client, now_ms(), READ_MAX_COUNT);
         let read = match index {
             Some(index) => Record::IndexRead {
@@ -709,6 +680,78 @@ impl ClientState {
             },
         };
         record(&self.recorder, read);
+    }
+}
+
+/// What an append's outcome tells a client about the stream (its last revision) and about the
+/// newest position it wrote (for its reads of its own writes).
+pub fn learn_from(
+    known: &mut BTreeMap<String, Option<u64>>,
+    last_position: &mut Option<u64>,
+    stream: &str,
+    outcome: &AppendOutcome,
+) {
+    match outcome {
+        AppendOutcome::Ok {
+            last_revision,
+            last_position: position,
+        } => {
+            known.insert(stream.to_owned(), Some(*last_revision));
+            *last_position = (*last_position).max(Some(*position));
+        }
+        AppendOutcome::WrongExpectedVersion { actual } => {
+            known.insert(stream.to_owned(), *actual);
+        }
+        _ => {}
+    }
+}
+
+/// An append bounded by [`OP_TIMEOUT_MS`] (the client's own retries included), as the history
+/// records it: acknowledged, definitely not written, or unknown.
+pub async fn timed_append(
+    client: &Client,
+    stream: &str,
+    expected: ExpectedRevision,
+    events: Vec<EventData>,
+) -> AppendOutcome {
+    let attempt = client.append(stream, expected, events);
+    match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), attempt).await {
+        Ok(Ok(written)) => AppendOutcome::Ok {
+            last_revision: written.last_revision,
+            last_position: written.last_position,
+        },
+        Ok(Err(Error::WrongExpectedVersion { actual, .. })) => {
+            AppendOutcome::WrongExpectedVersion { actual }
+        }
+        Ok(Err(
+            e @ (Error::InvalidArgument(_)
+            | Error::IdempotencyConflict(_)
+            | Error::EventIdReused { .. }),
+        )) => AppendOutcome::Rejected {
+            reason: e.to_string(),
+        },
+        Ok(Err(e)) => AppendOutcome::Unknown {
+            error: e.to_string(),
+        },
+        Err(_) => AppendOutcome::Unknown {
+            error: "timed out".into(),
+        },
+    }
+}
+
+/// A forwards read of `stream` (or `$all`) bounded by [`OP_TIMEOUT_MS`], as the history
+/// records it; a stream that does not exist reads as empty.
+pub async fn timed_read(client: &Client, stream: &str, options: ReadOptions) -> ReadOutcome {
+    let read = collect(client, stream, options);
+    match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), read).await {
+        Ok(Ok(events)) => ReadOutcome::Ok { events },
+        Ok(Err(Error::StreamNotFound { .. })) => ReadOutcome::Ok { events: Vec::new() },
+        Ok(Err(e)) => ReadOutcome::Failed {
+            error: e.to_string(),
+        },
+        Err(_) => ReadOutcome::Failed {
+            error: "timed out".into(),
+        },
     }
 }
 

@@ -11,6 +11,7 @@ mod dev_process;
 mod failover;
 mod first_hour;
 mod harness;
+mod hostile_connections;
 mod idempotency;
 mod indexes;
 mod load;

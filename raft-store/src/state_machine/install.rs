@@ -88,8 +88,19 @@ pub async fn load_snapshot(
                 "group at position {position}, expected {expected_position}"
             )));
         }
-        let mut encoded = vec![0u8; len];
-        reader.read_exact(&mut encoded).await?;
+        // Grown as the bytes arrive, never sized by the length field alone: a damaged or
+        // hostile length must not allocate what the stream does not hold.
+        let mut encoded = Vec::new();
+        (&mut reader)
+            .take(len as u64)
+            .read_to_end(&mut encoded)
+            .await?;
+        if encoded.len() != len {
+            return Err(invalid(format!(
+                "group at position {position} claims {len} bytes; the stream ends after {}",
+                encoded.len()
+            )));
+        }
         let group = StoredGroup::decode("snapshot group", &encoded)?;
         if group.events.is_empty() {
             return Err(invalid(format!("empty group at position {position}")));

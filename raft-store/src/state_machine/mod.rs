@@ -19,7 +19,7 @@ use futures_util::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{OptionalSend, RaftSnapshotBuilder};
 
-pub use apply::MAX_APPLY_BATCH_BYTES;
+pub use apply::{MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS};
 
 use crate::codec::encode;
 use crate::disk::{sync_async, Disk, WriteBatch};
