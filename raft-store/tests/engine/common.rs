@@ -118,7 +118,13 @@ impl TestStore {
             payload: EntryPayload::Normal(Command::Writes(writes)),
         };
         self.next_index += 1;
-        match self.sm().apply_entries(vec![entry]).await.expect("apply").remove(0) {
+        match self
+            .sm()
+            .apply_entries(vec![entry])
+            .await
+            .expect("apply")
+            .remove(0)
+        {
             Response::Writes(results) => results,
             other => panic!("unexpected response {other:?}"),
         }
