@@ -51,7 +51,9 @@ pub use query::query_matches;
 pub use raft_types::*;
 pub use read::{AllEvents, Direction, EventReader, IndexEvents, QueryEvents, StreamEvents};
 pub use snapshot::{SnapshotData, SNAPSHOT_GROUPS_PER_CHUNK};
-pub use state_machine::{SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES};
+pub use state_machine::{
+    SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS,
+};
 pub use types::*;
 
 /// The three handles onto one store: the Raft log, the state machine, and a reader.

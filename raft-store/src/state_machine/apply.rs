@@ -18,12 +18,12 @@ use crate::group_files::{GroupFiles, GroupWriter};
 use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::limits::Limits;
-use crate::query::latest_match_after;
+use crate::query::{latest_match_after, query_matches};
 use crate::read::stream_head;
 use crate::records::{read_group, write_group, AppliedState, StoredGroup};
 use crate::types::{
-    Append, AppendPosition, AppendRejection, AppendResult, ExpectedRevision, MultiAppend,
-    MultiAppendResult, MultiPosition, NewEvent,
+    Append, AppendCondition, AppendPosition, AppendRejection, AppendResult, ExpectedRevision,
+    MultiAppend, MultiAppendResult, MultiPosition, NewEvent,
 };
 
 /// Bytes of pending writes (frames and keyspace batch) after which an `apply` call writes what
@@ -44,6 +44,21 @@ pub(crate) struct Applier<'a> {
     ids: HashMap<Uuid, u64>,
     /// Stored ids below this position go unseen: the `forget_event_ids` bug (0 = none).
     pub forget_ids_below: u64,
+    /// Events written since the last flush, for DCB conditions (their index entries are not
+    /// on disk yet): kept only once a condition has been checked in this call, so appends
+    /// without conditions pay nothing. At most `MAX_UNFLUSHED_CONDITION_EVENTS`.
+    unflushed: Option<Vec<UnflushedEvent>>,
+}
+
+/// Events a DCB condition check looks at beside the indexes before the applier writes what it
+/// has instead (then the indexes answer for them): bounds the scan per conditional append.
+pub const MAX_UNFLUSHED_CONDITION_EVENTS: usize = 4_096;
+
+/// What a DCB condition needs of an event not yet in the indexes.
+struct UnflushedEvent {
+    position: u64,
+    event_type: String,
+    tags: Vec<String>,
 }
 
 fn expected_holds(expected: ExpectedRevision, head: Option<u64>) -> bool {
@@ -86,6 +101,7 @@ impl<'a> Applier<'a> {
             heads: HashMap::new(),
             ids: HashMap::new(),
             forget_ids_below: 0,
+            unflushed: None,
         }
     }
 
@@ -103,6 +119,9 @@ impl<'a> Applier<'a> {
         self.disk.write(batch)?;
         self.heads.clear();
         self.ids.clear();
+        if let Some(unflushed) = self.unflushed.as_mut() {
+            unflushed.clear();
+        }
         Ok(())
     }
 
@@ -163,6 +182,19 @@ impl<'a> Applier<'a> {
         for (offset, event) in group.events.iter().enumerate() {
             self.ids.insert(event.id, first_position + offset as u64);
         }
+        if let Some(unflushed) = self.unflushed.as_mut() {
+            unflushed.extend(
+                group
+                    .events
+                    .iter()
+                    .enumerate()
+                    .map(|(offset, e)| UnflushedEvent {
+                        position: first_position + offset as u64,
+                        event_type: e.event_type.clone(),
+                        tags: e.tags.clone(),
+                    }),
+            );
+        }
         let last_revision = first_revision + count - 1;
         let last_position = first_position + count - 1;
         self.heads.insert(group.stream, last_revision);
@@ -202,17 +234,7 @@ impl<'a> Applier<'a> {
         }
         if let Some(condition) = &multi.condition {
             if !crate::faults::active().skip_dcb_check {
-                // The indexes of what this call wrote so far are in the pending batch: write
-                // it (unsynced, as every flush here) so the seeks below see them.
-                if self.pending_bytes() > 0 {
-                    self.flush()?;
-                }
-                let found = latest_match_after(
-                    self.disk,
-                    &condition.fail_if_events_match,
-                    condition.after,
-                    self.applied.next_position,
-                )?;
+                let found = self.latest_condition_match(condition)?;
                 if let Some(position) = found {
                     return Ok(MultiAppendResult::ConditionFailed { position });
                 }
@@ -234,6 +256,41 @@ impl<'a> Applier<'a> {
             last_revisions,
             last_position,
         }))
+    }
+
+    /// The latest event matching a DCB condition after its `after`: from the indexes for what
+    /// is written, from `unflushed` for what this call has pending. The first check of a call
+    /// writes what is pending (unsynced, as every flush here) and starts keeping `unflushed`;
+    /// past `MAX_UNFLUSHED_CONDITION_EVENTS` it writes again instead of scanning more.
+    fn latest_condition_match(
+        &mut self,
+        condition: &AppendCondition,
+    ) -> Result<Option<u64>, StoreError> {
+        let tracked = self.unflushed.as_ref().map(Vec::len);
+        if tracked.is_none_or(|n| n >= MAX_UNFLUSHED_CONDITION_EVENTS) {
+            if self.pending_bytes() > 0 {
+                self.flush()?;
+            }
+            self.unflushed.get_or_insert_with(Vec::new).clear();
+        }
+        let query = &condition.fail_if_events_match;
+        let pending = self.unflushed.as_ref().and_then(|events| {
+            events
+                .iter()
+                .rev()
+                .take_while(|e| condition.after.is_none_or(|after| e.position > after))
+                .find(|e| query_matches(query, &e.event_type, &e.tags))
+                .map(|e| e.position)
+        });
+        if pending.is_some() {
+            return Ok(pending);
+        }
+        latest_match_after(
+            self.disk,
+            query,
+            condition.after,
+            self.applied.next_position,
+        )
     }
 
     /// `None` when no event id of the request is stored. A retry of the whole request (every

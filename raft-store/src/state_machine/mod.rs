@@ -17,7 +17,7 @@ use std::sync::Arc;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
-pub use apply::MAX_APPLY_BATCH_BYTES;
+pub use apply::{MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS};
 
 use crate::codec::encode;
 use crate::disk::{sync_async, Disk, WriteBatch};

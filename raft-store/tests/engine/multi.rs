@@ -369,3 +369,49 @@ fn bad_multi_stream_appends_are_refused_naming_the_problem_and_write_nothing() {
         assert!(s.all().is_empty());
     });
 }
+
+/// Past `MAX_UNFLUSHED_CONDITION_EVENTS` pending events a condition is judged from the
+/// indexes after a write of what is pending: the same verdict.
+#[test]
+fn a_condition_behind_many_pending_events_of_the_same_entry_still_sees_them() {
+    run(async {
+        let mut s = TestStore::mem();
+        let seat = || tagged("Seat", &["seat:1"]);
+        let claim = |n: u32| {
+            let mut e = seat();
+            e.data = format!("{{\"n\":{n}}}").into_bytes();
+            Write::Multi(dcb(
+                vec![e],
+                fail_if(vec![item(&["Seat"], &["seat:1"])], Some(0)),
+            ))
+        };
+        let many = cairn_raft_store::MAX_UNFLUSHED_CONDITION_EVENTS + 5;
+        let results = s
+            .apply_writes(vec![
+                Write::Append(cairn_raft_store::Append {
+                    stream: "x".into(),
+                    expected: E::Any,
+                    events: vec![tagged("Other", &[])],
+                    created_unix_ms: 1,
+                }),
+                claim(1),
+                Write::Append(cairn_raft_store::Append {
+                    stream: "seats".into(),
+                    expected: E::Any,
+                    events: (0..many).map(|_| seat()).collect(),
+                    created_unix_ms: 1,
+                }),
+                claim(2),
+            ])
+            .await;
+        assert!(
+            matches!(results[1], WriteResult::Multi(M::Written(_))),
+            "{results:?}"
+        );
+        let last = 1 + many as u64;
+        assert_eq!(
+            results[3],
+            WriteResult::Multi(M::ConditionFailed { position: last })
+        );
+    });
+}
