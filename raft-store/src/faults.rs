@@ -18,6 +18,9 @@ pub struct Bugs {
     /// The state machine takes an append whose ids are stored as a retry without comparing
     /// the events' content: an id reused for another event is acknowledged as already written.
     pub ignore_retry_content: bool,
+    /// Reads ignore retention: events below truncate-before (or a soft delete, max count,
+    /// max age) are returned as if nothing hid them.
+    pub show_hidden_events: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -28,6 +31,7 @@ thread_local! {
         apply_out_of_order: false,
         forget_event_ids: false,
         ignore_retry_content: false,
+        show_hidden_events: false,
     }) };
 }
 

@@ -17,10 +17,14 @@ use crate::error::StoreError;
 use crate::group_files::{GroupFiles, GroupWriter};
 use crate::id_index::IdIndexBatch;
 use crate::keys;
+use crate::lifecycle::{self, Lifecycle};
 use crate::limits::Limits;
-use crate::read::stream_head;
+use crate::read::{log_clock, stream_head};
 use crate::records::{read_group, write_group, AppliedState, StoredGroup};
-use crate::types::{Append, AppendPosition, AppendRejection, AppendResult, ExpectedRevision};
+use crate::types::{
+    Append, AppendPosition, AppendRejection, AppendResult, ContentType, DeleteKind, DeleteStream,
+    ExpectedRevision, NewEvent, SetStreamMetadata,
+};
 
 /// Bytes of pending writes (frames and keyspace batch) after which an `apply` call writes what
 /// it has so far (with the applied state up to the last finished entry) before going on.
@@ -38,6 +42,11 @@ pub(crate) struct Applier<'a> {
     id_index: IdIndexBatch<'a>,
     heads: HashMap<String, u64>,
     ids: HashMap<Uuid, u64>,
+    /// Lifecycle states changed by this call and not yet flushed, by stream.
+    lifecycles: HashMap<String, Lifecycle>,
+    /// The committed log's clock: the created time of the newest event (`None`: not read yet).
+    /// Kept across calls by the state machine; apply never lets it go back.
+    clock: &'a mut Option<u64>,
     /// Stored ids below this position go unseen: the `forget_event_ids` bug (0 = none).
     pub forget_ids_below: u64,
 }
@@ -52,11 +61,12 @@ fn expected_holds(expected: ExpectedRevision, head: Option<u64>) -> bool {
 }
 
 /// Whether an earlier append whose first event got `first_revision` could have been made with
-/// `expected`: a retry must ask for the same place.
-fn same_place(expected: ExpectedRevision, first_revision: u64) -> bool {
+/// `expected`: a retry must ask for the same place. `recreated_at` is where a soft-deleted
+/// stream starts again (0 if never deleted): a `no_stream` append lands there.
+fn same_place(expected: ExpectedRevision, first_revision: u64, recreated_at: u64) -> bool {
     match expected {
         ExpectedRevision::Any => true,
-        ExpectedRevision::NoStream => first_revision == 0,
+        ExpectedRevision::NoStream => first_revision == 0 || first_revision == recreated_at,
         ExpectedRevision::StreamExists => first_revision > 0,
         ExpectedRevision::Exact(revision) => revision.checked_add(1) == Some(first_revision),
     }
@@ -70,6 +80,7 @@ impl<'a> Applier<'a> {
         limits: &'a Limits,
         own_id_keys: &'a AtomicBool,
         applied: &'a mut AppliedState,
+        clock: &'a mut Option<u64>,
     ) -> Self {
         Applier {
             disk,
@@ -81,6 +92,8 @@ impl<'a> Applier<'a> {
             id_index: IdIndexBatch::new(disk, own_id_keys),
             heads: HashMap::new(),
             ids: HashMap::new(),
+            lifecycles: HashMap::new(),
+            clock,
             forget_ids_below: 0,
         }
     }
@@ -99,7 +112,27 @@ impl<'a> Applier<'a> {
         self.disk.write(batch)?;
         self.heads.clear();
         self.ids.clear();
+        self.lifecycles.clear();
         Ok(())
+    }
+
+    fn lifecycle(&self, stream: &str) -> Result<Lifecycle, StoreError> {
+        if let Some(state) = self.lifecycles.get(stream) {
+            return Ok(state.clone());
+        }
+        Ok(lifecycle::load(self.disk, self.groups, stream)?
+            .map(|(state, _)| state)
+            .unwrap_or_default())
+    }
+
+    /// The committed log's clock, read from the newest event the first time it is needed.
+    fn clock(&mut self) -> Result<u64, StoreError> {
+        if let Some(clock) = *self.clock {
+            return Ok(clock);
+        }
+        let clock = log_clock(self.disk, self.groups, self.applied.next_position)?;
+        *self.clock = Some(clock);
+        Ok(clock)
     }
 
     fn head(&self, stream: &str) -> Result<Option<u64>, StoreError> {
@@ -113,10 +146,16 @@ impl<'a> Applier<'a> {
         if let Err(invalid) = self.limits.validate_append(&append) {
             return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid)));
         }
-        if let Some(verdict) = self.check_idempotency(&append)? {
+        let lifecycle = self.lifecycle(&append.stream)?;
+        let recreated_at = lifecycle.deleted_before.unwrap_or(0);
+        if let Some(verdict) = self.check_idempotency(&append, recreated_at)? {
             return Ok(verdict);
         }
-        let head = self.head(&append.stream)?;
+        if lifecycle.tombstoned {
+            return Ok(AppendResult::StreamDeleted);
+        }
+        let stored_head = self.head(&append.stream)?;
+        let head = lifecycle.effective_head(stored_head);
         if !expected_holds(append.expected, head) && !crate::faults::active().skip_expected_version
         {
             return Ok(AppendResult::WrongExpectedVersion {
@@ -124,13 +163,141 @@ impl<'a> Applier<'a> {
                 actual: head,
             });
         }
+        self.write(append, stored_head)
+    }
+
+    /// Replaces a stream's metadata: a new event in its metastream, checked against the
+    /// metastream's revision.
+    pub fn set_metadata(&mut self, command: SetStreamMetadata) -> Result<AppendResult, StoreError> {
+        if let Err(invalid) = lifecycle::validate_target(&command.stream) {
+            return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid)));
+        }
+        let current = self.lifecycle(&command.stream)?;
+        let next = match current.with_metadata(&command.metadata) {
+            Ok(next) => next,
+            Err(invalid) => return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid))),
+        };
+        self.record_lifecycle(
+            &command.stream,
+            command.expected,
+            None,
+            current,
+            next,
+            lifecycle::METADATA_EVENT_TYPE,
+            command.id,
+            command.created_unix_ms,
+        )
+    }
+
+    /// Soft-deletes or tombstones a stream, checked against the stream's own revision.
+    pub fn delete(&mut self, command: DeleteStream) -> Result<AppendResult, StoreError> {
+        if let Err(invalid) = lifecycle::validate_target(&command.stream) {
+            return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid)));
+        }
+        let current = self.lifecycle(&command.stream)?;
+        let stored_head = self.head(&command.stream)?;
+        let (next, event_type) = match command.kind {
+            DeleteKind::Soft => (
+                Lifecycle {
+                    deleted_before: stored_head.map(|h| h + 1).or(current.deleted_before),
+                    ..current.clone()
+                },
+                lifecycle::DELETED_EVENT_TYPE,
+            ),
+            DeleteKind::Tombstone => (
+                Lifecycle {
+                    tombstoned: true,
+                    ..current.clone()
+                },
+                lifecycle::TOMBSTONE_EVENT_TYPE,
+            ),
+        };
+        let check = Some((command.expected, stored_head, command.kind));
+        self.record_lifecycle(
+            &command.stream,
+            ExpectedRevision::Any,
+            check,
+            current,
+            next,
+            event_type,
+            command.id,
+            command.created_unix_ms,
+        )
+    }
+
+    /// Writes `next` as the newest event of `stream`'s metastream. The order of the checks:
+    /// a retry (by event id) first, so it gets its original answer; then a tombstone; then
+    /// the expected revision: the metastream's (`meta_expected`), or for a delete the
+    /// stream's (`delete_check`: expected, stored head, kind).
+    #[allow(clippy::too_many_arguments)]
+    fn record_lifecycle(
+        &mut self,
+        stream: &str,
+        meta_expected: ExpectedRevision,
+        delete_check: Option<(ExpectedRevision, Option<u64>, DeleteKind)>,
+        current: Lifecycle,
+        next: Lifecycle,
+        event_type: &str,
+        id: Uuid,
+        created_unix_ms: u64,
+    ) -> Result<AppendResult, StoreError> {
+        let meta = lifecycle::metastream(stream);
+        let append = Append {
+            stream: meta.clone(),
+            expected: meta_expected,
+            events: vec![NewEvent {
+                id,
+                event_type: event_type.to_owned(),
+                content_type: ContentType::Json,
+                data: next.encode()?,
+                metadata: Vec::new(),
+            }],
+            created_unix_ms,
+        };
+        if let Some(verdict) = self.check_idempotency(&append, 0)? {
+            return Ok(verdict);
+        }
+        if current.tombstoned {
+            return Ok(AppendResult::StreamDeleted);
+        }
+        let meta_head = self.head(&meta)?;
+        if let Some((expected, stored_head, kind)) = delete_check {
+            let head = current.effective_head(stored_head);
+            if !expected_holds(expected, head) {
+                return Ok(AppendResult::WrongExpectedVersion {
+                    expected,
+                    actual: head,
+                });
+            }
+            if kind == DeleteKind::Soft && head.is_none() {
+                return Ok(AppendResult::StreamNotFound);
+            }
+        } else if !expected_holds(meta_expected, meta_head) {
+            return Ok(AppendResult::WrongExpectedVersion {
+                expected: meta_expected,
+                actual: meta_head,
+            });
+        }
+        let result = self.write(append, meta_head)?;
+        self.lifecycles.insert(stream.to_owned(), next);
+        Ok(result)
+    }
+
+    /// Writes a checked append after `stored_head`, its created time raised to the log's
+    /// clock if a leader's clock went back (so the clock, and what max age hides, never does).
+    fn write(
+        &mut self,
+        append: Append,
+        stored_head: Option<u64>,
+    ) -> Result<AppendResult, StoreError> {
         let count = append.events.len() as u64;
-        let first_revision = head.map_or(0, |h| h + 1);
+        let first_revision = stored_head.map_or(0, |h| h + 1);
         let first_position = self.applied.next_position;
+        let created_unix_ms = append.created_unix_ms.max(self.clock()?);
         let group = StoredGroup {
             stream: append.stream,
             first_revision,
-            created_unix_ms: append.created_unix_ms,
+            created_unix_ms,
             events: append.events,
         };
         let location = self.frames.push(first_position, &group)?;
@@ -148,6 +315,7 @@ impl<'a> Applier<'a> {
         let last_position = first_position + count - 1;
         self.heads.insert(group.stream, last_revision);
         self.applied.next_position = last_position + 1;
+        *self.clock = Some(created_unix_ms);
         Ok(AppendResult::Written(AppendPosition {
             last_revision,
             last_position,
@@ -156,7 +324,11 @@ impl<'a> Applier<'a> {
 
     /// `None` when no event id is stored yet (a new append). Otherwise the verdict: an exact
     /// retry returns the original result and writes nothing; anything else is a conflict.
-    fn check_idempotency(&mut self, append: &Append) -> Result<Option<AppendResult>, StoreError> {
+    fn check_idempotency(
+        &mut self,
+        append: &Append,
+        recreated_at: u64,
+    ) -> Result<Option<AppendResult>, StoreError> {
         let mut found: Vec<(usize, u64)> = Vec::new();
         let mut in_overlay = false;
         for (index, event) in append.events.iter().enumerate() {
@@ -188,7 +360,7 @@ impl<'a> Applier<'a> {
                 let group = read_group(self.groups, start, &location)?;
                 if group.stream == append.stream
                     && group.events.len() == count
-                    && same_place(append.expected, group.first_revision)
+                    && same_place(append.expected, group.first_revision, recreated_at)
                 {
                     // The same ids at the same place are a retry only if every event is the
                     // one stored under its id. The stored group is at hand, so the events are

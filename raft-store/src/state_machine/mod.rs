@@ -73,6 +73,8 @@ impl Shared {
 pub struct StateMachineStore {
     shared: Arc<Shared>,
     applied: AppliedState,
+    /// The committed log's clock (`lifecycle`), read at the first append after open or install.
+    clock: Option<u64>,
 }
 
 impl StateMachineStore {
@@ -104,6 +106,7 @@ impl StateMachineStore {
                 own_id_keys,
             }),
             applied,
+            clock: None,
         })
     }
 
@@ -169,6 +172,7 @@ impl StateMachineStore {
         sync_async(disk).await?;
         tracing::info!(last_log_id = ?meta.last_log_id, end_position, "installed snapshot");
         self.applied = applied;
+        self.clock = None;
         Ok(())
     }
 }
@@ -240,6 +244,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             &shared.limits,
             &shared.own_id_keys,
             &mut self.applied,
+            &mut self.clock,
         );
         let bugs = crate::faults::active();
         if bugs.forget_event_ids {
@@ -278,6 +283,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         .into_iter()
                         .map(|append| applier.append(append))
                         .collect::<Result<_, _>>()
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::SetStreamMetadata(command)) => Response::Append(
+                    applier
+                        .set_metadata(command)
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::DeleteStream(command)) => Response::Append(
+                    applier
+                        .delete(command)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
                 EntryPayload::Membership(membership) => {

@@ -83,6 +83,7 @@ fn expected_events() -> Vec<RecordedEvent> {
         let list = match command {
             Command::Append(a) => vec![a],
             Command::Appends(list) => list,
+            other => unreachable!("the fixture holds appends only: {other:?}"),
         };
         for a in list {
             if a.stream == "order-2" && heads.contains_key("order-2") {

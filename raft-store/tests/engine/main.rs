@@ -4,6 +4,7 @@
 mod common;
 mod crash;
 mod format;
+mod lifecycle;
 mod limits;
 mod reads;
 mod semantics;
