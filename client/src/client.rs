@@ -19,6 +19,10 @@ use crate::policy::Retries;
 use crate::proto;
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::streams_client::StreamsClient;
+mod lifecycle;
+
+pub use lifecycle::{StreamMetadata, StreamMetadataState};
+
 use crate::read::{
     event_stream, EventStream, NodePreference, ReadConsistency, ReadOptions, ALL_STREAM,
 };
@@ -241,9 +245,20 @@ impl Client {
                 },
             )
             .await?;
+        self.append_answer(response, stream, expected, &node)
+    }
+
+    /// An `AppendResponse` (of an append or a lifecycle change) as the caller's result.
+    fn append_answer(
+        &self,
+        response: proto::AppendResponse,
+        stream: &str,
+        expected: ExpectedRevision,
+        node: &Arc<Node>,
+    ) -> Result<AppendResult, Error> {
         if self.inner.leader_only {
             // Only the leader answers a leader-only append.
-            self.inner.endpoints.set_leader(&node);
+            self.inner.endpoints.set_leader(node);
         }
         match response.result {
             Some(proto::append_response::Result::Success(success)) => {

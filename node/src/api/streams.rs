@@ -8,7 +8,7 @@ use cairn_client::proto::streams_client::StreamsClient;
 use cairn_client::proto::streams_server::Streams;
 use cairn_client::{proto, ALL_STREAM};
 use cairn_raft_store::limits::validate_stream_name;
-use cairn_raft_store::{AppendResult, Direction, InvalidInput, NodeId};
+use cairn_raft_store::{AppendResult, Direction, InvalidInput, NodeId, StreamStatus};
 use openraft::error::RaftError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,6 +18,7 @@ use tracing::Instrument;
 use super::convert;
 use super::deadlines::{APPEND_TIMEOUT_MS, LINEARIZABLE_READ_TIMEOUT_MS, MIN_POSITION_WAIT_MS};
 use super::group_commit::GroupError;
+use super::lifecycle::{self, Change};
 use super::status::{self, invalid, invalid_input};
 use super::subscribe::{self, Filter, Subscription, Target, DEFAULT_CHECKPOINT_INTERVAL};
 use super::{not_leader, NodeContext, MAX_CLIENT_MESSAGE_BYTES};
@@ -71,6 +72,7 @@ impl StreamsService {
             .validate_append(&append)
             .map_err(|e| invalid_input(&e))?;
         let expected = append.expected;
+        let stream = append.stream.clone();
         // While leadership is handed over nothing new may enter the log; the append waits,
         // then meets the new leader's hint (or, if the handoff failed, is proposed here).
         let _in_flight = self.ctx.gate.enter().await?;
@@ -95,7 +97,11 @@ impl StreamsService {
             Ok(AppendResult::WrongExpectedVersion { actual, .. }) => Ok(Response::new(
                 convert::wrong_expected_version(expected, actual),
             )),
-            Ok(AppendResult::Rejected(rejected)) => Err(status::rejection(&rejected)),
+            Ok(result @ (AppendResult::Rejected(_)
+            | AppendResult::StreamDeleted
+            | AppendResult::StreamNotFound)) => {
+                lifecycle::answer_of(result, expected, stream).map(Response::new)
+            }
             // Leadership moved between the check and the commit: the caller retries (with the
             // same event ids, so safely) and finds the new leader.
             Err(GroupError::NotLeader) => Err(not_leader(&self.ctx)),
@@ -282,16 +288,25 @@ impl Streams for StreamsService {
             Box::new(self.ctx.reader.read_all(from, direction, count))
                 as Box<dyn Iterator<Item = _> + Send>
         } else {
-            let head = self
+            match self
                 .ctx
                 .reader
-                .stream_head(&request.stream)
-                .map_err(|e| status::status(&e))?;
-            if head.is_none() {
-                return Err(NodeError::StreamNotFound {
-                    stream: request.stream.clone(),
+                .stream_status(&request.stream)
+                .map_err(|e| status::status(&e))?
+            {
+                StreamStatus::Exists(_) => {}
+                StreamStatus::NotFound => {
+                    return Err(NodeError::StreamNotFound {
+                        stream: request.stream.clone(),
+                    }
+                    .into())
                 }
-                .into());
+                StreamStatus::Tombstoned => {
+                    return Err(NodeError::StreamDeleted {
+                        stream: request.stream.clone(),
+                    }
+                    .into())
+                }
             }
             Box::new(
                 self.ctx
@@ -321,6 +336,41 @@ impl Streams for StreamsService {
     }
 
     type SubscribeStream = SubscribeStream;
+
+    async fn get_stream_metadata(
+        &self,
+        request: Request<proto::GetStreamMetadataRequest>,
+    ) -> Result<Response<proto::GetStreamMetadataResponse>, Status> {
+        let request = request.into_inner();
+        self.ctx.refuse_unless_member()?;
+        self.ensure_consistency(request.consistency, request.min_position)
+            .await?;
+        lifecycle::metadata(&self.ctx.reader, &request.stream).map(Response::new)
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        request: Request<proto::SetStreamMetadataRequest>,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        let request = request.into_inner();
+        let span = tracing::info_span!("set_stream_metadata", node = self.ctx.id, stream = %request.stream);
+        lifecycle::answer(&self.ctx, Change::SetMetadata(request))
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<proto::DeleteStreamRequest>,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        let request = request.into_inner();
+        let span = tracing::info_span!("delete_stream", node = self.ctx.id, stream = %request.stream, tombstone = request.tombstone);
+        lifecycle::answer(&self.ctx, Change::Delete(request))
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
 
     async fn subscribe(
         &self,

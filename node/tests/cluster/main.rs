@@ -11,6 +11,7 @@ mod failover;
 mod first_hour;
 mod harness;
 mod idempotency;
+mod lifecycle;
 mod load;
 mod membership;
 mod observability;
