@@ -66,8 +66,8 @@ mod read;
 mod subscribe;
 
 pub use client::{
-    AppendResult, Client, ClientConfig, Membership, DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS,
-    DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES, StreamMetadata, StreamMetadataState,
+    AppendResult, Client, ClientConfig, Membership, StreamMetadata, StreamMetadataState,
+    DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES,
 };
 pub use endpoints::{
     ChannelFactory, CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_ENDPOINTS,

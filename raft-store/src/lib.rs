@@ -42,7 +42,9 @@ pub use error::StoreError;
 pub use limits::{InvalidInput, Limits};
 pub use log_store::{LogStore, MAX_LOG_BYTES_PER_READ, MAX_LOG_ENTRIES_PER_READ};
 pub use raft_types::*;
-pub use read::{AllEvents, Direction, EventReader, StreamEvents, StreamStatus};
+pub use read::{
+    AllEvents, Direction, EventReader, StreamEvents, StreamStatus, MAX_CACHED_VISIBILITIES,
+};
 pub use snapshot::{SnapshotData, SNAPSHOT_GROUPS_PER_CHUNK};
 pub use state_machine::{SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES};
 pub use types::*;

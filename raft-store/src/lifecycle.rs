@@ -50,7 +50,11 @@ pub struct Lifecycle {
     pub metadata: StoredMetadata,
     /// Set by a soft delete: the revision after the last one deleted. Revisions below it are
     /// hidden for ever; the stream reads as not found until an event at or past it exists.
-    #[serde(rename = "$deletedBefore", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "$deletedBefore",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub deleted_before: Option<u64>,
     #[serde(rename = "$tombstoned", skip_serializing_if = "is_false", default)]
     pub tombstoned: bool,
@@ -162,9 +166,7 @@ impl Visibility {
     };
 
     pub fn shows(&self, revision: u64, created_unix_ms: u64) -> bool {
-        !self.tombstoned
-            && revision >= self.first_visible
-            && created_unix_ms >= self.min_created_ms
+        !self.tombstoned && revision >= self.first_visible && created_unix_ms >= self.min_created_ms
     }
 }
 
@@ -208,9 +210,7 @@ pub fn validate_metadata(
         Ok(other) => Err(InvalidInput::CustomMetadataNotAnObject {
             why: format!("found {}", json_kind(&other)),
         }),
-        Err(e) => Err(InvalidInput::CustomMetadataNotAnObject {
-            why: e.to_string(),
-        }),
+        Err(e) => Err(InvalidInput::CustomMetadataNotAnObject { why: e.to_string() }),
     }
 }
 

@@ -63,12 +63,18 @@ fn applied_next_position(disk: &dyn Disk) -> Result<u64, StoreError> {
 }
 
 /// Which events of `stream` are shown now.
-fn visibility(disk: &dyn Disk, groups: &GroupFiles, stream: &str) -> Result<Visibility, StoreError> {
+fn visibility(
+    disk: &dyn Disk,
+    groups: &GroupFiles,
+    stream: &str,
+) -> Result<Visibility, StoreError> {
     let Some((state, _)) = lifecycle::load(disk, groups, stream)? else {
         return Ok(Visibility::ALL);
     };
     let head = stream_head(disk, stream)?;
-    state.visibility(head, || log_clock(disk, groups, applied_next_position(disk)?))
+    state.visibility(head, || {
+        log_clock(disk, groups, applied_next_position(disk)?)
+    })
 }
 
 /// Where a stream stands, as reads and subscriptions see it.
@@ -203,6 +209,7 @@ impl EventReader {
     /// `max_count` events.
     pub fn read_all(&self, from: u64, direction: Direction, max_count: u64) -> AllEvents {
         AllEvents {
+            retention: true,
             disk: self.disk.clone(),
             groups: self.groups.clone(),
             next: Some(from),
@@ -210,6 +217,15 @@ impl EventReader {
             remaining: max_count,
             current: None,
             visibilities: HashMap::new(),
+        }
+    }
+
+    /// `$all` as stored, with the events retention hides: for the live feed, whose
+    /// subscribers judge each event themselves (a position must never go missing from it).
+    pub fn read_all_stored(&self, from: u64, direction: Direction, max_count: u64) -> AllEvents {
+        AllEvents {
+            retention: false,
+            ..self.read_all(from, direction, max_count)
         }
     }
 
@@ -245,11 +261,16 @@ pub struct AllEvents {
     current: Option<LoadedGroup>,
     /// Of the streams met so far (at most `MAX_CACHED_VISIBILITIES`).
     visibilities: HashMap<String, Visibility>,
+    /// Whether events retention hides are left out.
+    retention: bool,
 }
 
 impl AllEvents {
     /// The next event that retention does not hide.
     fn step(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
+        if !self.retention {
+            return self.step_stored();
+        }
         while let Some(event) = self.step_stored()? {
             let visibility = match self.visibilities.get(&event.stream) {
                 Some(v) => *v,

@@ -99,10 +99,15 @@ impl Client {
             id: Uuid::now_v7().to_string(),
             leader_only: self.inner.leader_only,
         };
-        self.change(stream, expected, "set stream metadata", move |mut client| {
-            let request = request.clone();
-            async move { client.set_stream_metadata(request).await }
-        })
+        self.change(
+            stream,
+            expected,
+            "set stream metadata",
+            move |mut client| {
+                let request = request.clone();
+                async move { client.set_stream_metadata(request).await }
+            },
+        )
         .await
     }
 

@@ -115,7 +115,9 @@ pub fn metadata(
     let stored = reader
         .stream_lifecycle(stream)
         .map_err(|e| status::status(&e))?;
-    let status = reader.stream_status(stream).map_err(|e| status::status(&e))?;
+    let status = reader
+        .stream_status(stream)
+        .map_err(|e| status::status(&e))?;
     let (state, revision) = match stored {
         Some((state, revision)) => (state, Some(revision)),
         None => (Default::default(), None),

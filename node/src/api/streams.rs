@@ -97,11 +97,11 @@ impl StreamsService {
             Ok(AppendResult::WrongExpectedVersion { actual, .. }) => Ok(Response::new(
                 convert::wrong_expected_version(expected, actual),
             )),
-            Ok(result @ (AppendResult::Rejected(_)
-            | AppendResult::StreamDeleted
-            | AppendResult::StreamNotFound)) => {
-                lifecycle::answer_of(result, expected, stream).map(Response::new)
-            }
+            Ok(
+                result @ (AppendResult::Rejected(_)
+                | AppendResult::StreamDeleted
+                | AppendResult::StreamNotFound),
+            ) => lifecycle::answer_of(result, expected, stream).map(Response::new),
             // Leadership moved between the check and the commit: the caller retries (with the
             // same event ids, so safely) and finds the new leader.
             Err(GroupError::NotLeader) => Err(not_leader(&self.ctx)),
@@ -384,6 +384,13 @@ impl Streams for StreamsService {
             validate_read_name(&request.stream)?;
             if Filter::from_proto(request.filter.as_ref())?.is_some() {
                 return Err(invalid("filter", "only $all subscriptions take a filter"));
+            }
+            let status = self.ctx.reader.stream_status(&request.stream);
+            if status.map_err(|e| status::status(&e))? == StreamStatus::Tombstoned {
+                return Err(NodeError::StreamDeleted {
+                    stream: request.stream,
+                }
+                .into());
             }
             Target::Stream(request.stream)
         };

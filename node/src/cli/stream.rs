@@ -87,7 +87,9 @@ async fn meta(args: MetaArgs) -> ExitCode {
     let custom = match args.custom.as_deref().map(serde_json::from_str) {
         None => None,
         Some(Ok(value @ serde_json::Value::Object(_))) => Some(value),
-        Some(Ok(_)) => return usage("--custom: must be a JSON object, like {\"owner\":\"billing\"}"),
+        Some(Ok(_)) => {
+            return usage("--custom: must be a JSON object, like {\"owner\":\"billing\"}")
+        }
         Some(Err(e)) => return usage(format!("--custom: not JSON ({e})")),
     };
     let changing = args.max_count.is_some()
@@ -95,7 +97,9 @@ async fn meta(args: MetaArgs) -> ExitCode {
         || args.truncate_before.is_some()
         || custom.is_some();
     if !changing && args.expected.is_some() {
-        return usage("--expected goes with a change (--max-count, --max-age, --truncate-before or --custom)");
+        return usage(
+            "--expected goes with a change (--max-count, --max-age, --truncate-before or --custom)",
+        );
     }
     let client = match super::connect(&args.client).await {
         Ok(client) => client,

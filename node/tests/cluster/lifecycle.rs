@@ -55,7 +55,13 @@ fn append(endpoints: &str, stream: &str, expected: &str) -> Output {
     cairn(
         endpoints,
         &[
-            "append", stream, "--data", "{}", "--expected", expected, "--json",
+            "append",
+            stream,
+            "--data",
+            "{}",
+            "--expected",
+            expected,
+            "--json",
         ],
     )
 }
@@ -78,7 +84,12 @@ fn stream_meta_delete_and_tombstone_through_the_cli_agree_on_every_node() {
     let set = cairn(
         &endpoints,
         &[
-            "stream", "meta", "orders-1", "--max-count", "2", "--custom",
+            "stream",
+            "meta",
+            "orders-1",
+            "--max-count",
+            "2",
+            "--custom",
             r#"{"owner":"billing"}"#,
         ],
     );
@@ -96,7 +107,15 @@ fn stream_meta_delete_and_tombstone_through_the_cli_agree_on_every_node() {
     assert_eq!(of_orders_1, vec![3, 4], "$all hides what max count hides");
     let stale = cairn(
         &endpoints,
-        &["stream", "meta", "orders-1", "--truncate-before", "4", "--expected", "no-stream"],
+        &[
+            "stream",
+            "meta",
+            "orders-1",
+            "--truncate-before",
+            "4",
+            "--expected",
+            "no-stream",
+        ],
     );
     assert_eq!(code(&stale), Some(3), "{stale:?}");
 
@@ -115,13 +134,23 @@ fn stream_meta_delete_and_tombstone_through_the_cli_agree_on_every_node() {
         assert!(stderr.contains("error"), "{args:?}: {stderr}");
     }
     let after = cairn(&endpoints, &["stream", "meta", "orders-1"]);
-    assert_eq!(json_lines(&after)[0]["revision"], 0, "bad input changed nothing");
+    assert_eq!(
+        json_lines(&after)[0]["revision"],
+        0,
+        "bad input changed nothing"
+    );
     assert_eq!(json_lines(&after)[0]["max_count"], 2);
 
     // Soft delete: not found (exit 4); recreated after the old revisions.
-    let wrong = cairn(&endpoints, &["stream", "delete", "orders-2", "--expected", "7"]);
+    let wrong = cairn(
+        &endpoints,
+        &["stream", "delete", "orders-2", "--expected", "7"],
+    );
     assert_eq!(code(&wrong), Some(3), "{wrong:?}");
-    let deleted = cairn(&endpoints, &["stream", "delete", "orders-2", "--expected", "0"]);
+    let deleted = cairn(
+        &endpoints,
+        &["stream", "delete", "orders-2", "--expected", "0"],
+    );
     assert_eq!(code(&deleted), Some(0), "{deleted:?}");
     assert_eq!(revisions(&endpoints, "orders-2"), Err(Some(4)));
     let again = cairn(&endpoints, &["stream", "delete", "orders-2"]);
@@ -152,4 +181,94 @@ fn stream_meta_delete_and_tombstone_through_the_cli_agree_on_every_node() {
         assert_eq!(revisions(&node, "orders-2"), Ok(vec![1]), "node {id}");
         assert_eq!(revisions(&node, "orders-1"), Err(Some(5)), "node {id}");
     }
+}
+
+/// The next event of a subscription (markers passed over), failing on an error: with
+/// resubscription off, a false gap alarm would be one.
+async fn next_event(sub: &mut cairn_client::Subscription) -> cairn_client::RecordedEvent {
+    use tokio_stream::StreamExt;
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(20), sub.next())
+            .await
+            .expect("an event within 20 s")
+            .expect("the subscription goes on")
+            .expect("no error (a gap alarm would be one)");
+        if let cairn_client::SubscriptionMessage::Event(event) = message {
+            return event;
+        }
+    }
+}
+
+#[test]
+fn subscribers_pass_over_hidden_events_and_across_a_delete_without_a_gap_alarm() {
+    use cairn_client::{EventData, ExpectedRevision as E, StreamMetadata, SubscribeOptions};
+    let cluster = TestCluster::start(3);
+    runtime().block_on(async {
+        cluster.wait_for_leader().await;
+        let client = cluster.client();
+        let one = || vec![EventData::json("Tested", &serde_json::json!({})).unwrap()];
+        for _ in 0..5 {
+            client.append("sub-1", E::Any, one()).await.unwrap();
+        }
+        let keep_two = StreamMetadata {
+            max_count: Some(2),
+            ..Default::default()
+        };
+        client
+            .set_stream_metadata("sub-1", E::NoStream, keep_two)
+            .await
+            .unwrap();
+        let mut stream_sub = client
+            .subscribe("sub-1", SubscribeOptions::default().no_resubscribe())
+            .await
+            .unwrap();
+        let mut all_sub = client
+            .subscribe_all(SubscribeOptions::default().no_resubscribe())
+            .await
+            .unwrap();
+        // History: revisions 0..=2 are hidden, on purpose.
+        assert_eq!(next_event(&mut stream_sub).await.revision, 3);
+        assert_eq!(next_event(&mut stream_sub).await.revision, 4);
+        let first_all = next_event(&mut all_sub).await;
+        assert_eq!(
+            (first_all.stream.as_str(), first_all.revision),
+            ("sub-1", 3)
+        );
+
+        // Live, across a soft delete and the recreation.
+        client.delete_stream("sub-1", E::Exact(4)).await.unwrap();
+        let recreated = client.append("sub-1", E::NoStream, one()).await.unwrap();
+        assert_eq!(recreated.last_revision, 5);
+        assert_eq!(next_event(&mut stream_sub).await.revision, 5);
+
+        // Live events hidden by truncate-before as they are written, then one shown.
+        let hide_up_to_7 = StreamMetadata {
+            truncate_before: Some(7),
+            ..Default::default()
+        };
+        let meta = client.stream_metadata("sub-1").await.unwrap();
+        client
+            .set_stream_metadata("sub-1", E::Exact(meta.revision.unwrap()), hide_up_to_7)
+            .await
+            .unwrap();
+        client.append("sub-1", E::Any, one()).await.unwrap();
+        client.append("sub-1", E::Any, one()).await.unwrap();
+        assert_eq!(next_event(&mut stream_sub).await.revision, 7);
+
+        // $all saw every shown event of sub-1 once, in order, and its metastream's changes.
+        let mut revisions = vec![4];
+        assert_eq!(next_event(&mut all_sub).await.revision, 4);
+        loop {
+            let event = next_event(&mut all_sub).await;
+            if event.stream == "sub-1" {
+                revisions.push(event.revision);
+                if event.revision == 7 {
+                    break;
+                }
+            } else {
+                assert_eq!(event.stream, "$$sub-1");
+            }
+        }
+        assert_eq!(revisions, vec![4, 5, 7]);
+    });
 }

@@ -2,8 +2,8 @@
 //! and retention hiding events from stream and `$all` reads at once.
 
 use cairn_raft_store::{
-    Append, AppendRejection, AppendResult, Command, DeleteKind, DeleteStream, ExpectedRevision as E,
-    InvalidInput, SetStreamMetadata, StreamMetadata, StreamStatus,
+    Append, AppendRejection, AppendResult, Command, DeleteKind, DeleteStream,
+    ExpectedRevision as E, InvalidInput, SetStreamMetadata, StreamMetadata, StreamStatus,
 };
 use uuid::Uuid;
 
@@ -66,7 +66,10 @@ fn metadata_is_versioned_and_its_limits_hide_events_from_stream_and_all_reads() 
                 max_count: Some(3),
                 ..Default::default()
             };
-            assert!(written(&s.apply(set_meta("a", E::NoStream, keep_three.clone())).await));
+            assert!(written(
+                &s.apply(set_meta("a", E::NoStream, keep_three.clone()))
+                    .await
+            ));
             assert_eq!(revisions(&s, "a"), vec![7, 8, 9], "{name}: max count");
             assert_eq!(all_of(&s, "a"), vec![7, 8, 9], "{name}: max count in $all");
             // A stale metadata revision is refused and changes nothing.
@@ -83,12 +86,18 @@ fn metadata_is_versioned_and_its_limits_hide_events_from_stream_and_all_reads() 
                 "{name}"
             );
             assert_eq!(revisions(&s, "a"), vec![7, 8, 9], "{name}");
-            assert!(written(&s.apply(set_meta("a", E::Exact(0), truncate)).await));
+            assert!(written(
+                &s.apply(set_meta("a", E::Exact(0), truncate)).await
+            ));
             assert_eq!(revisions(&s, "a"), vec![9], "{name}: truncate before");
             let (state, revision) = s.store.reader.stream_lifecycle("a").unwrap().unwrap();
             assert_eq!(revision, 1, "{name}");
             assert_eq!(state.metadata().truncate_before, Some(9), "{name}");
-            assert_eq!(state.metadata().max_count, None, "{name}: replaced, not merged");
+            assert_eq!(
+                state.metadata().max_count,
+                None,
+                "{name}: replaced, not merged"
+            );
             // Backwards reads stop at the hidden range too.
             let backwards: Vec<u64> = s
                 .store
@@ -138,8 +147,13 @@ fn a_soft_deleted_stream_reads_as_not_found_and_is_recreated_after_its_old_revis
                 },
                 "{name}"
             );
-            assert!(written(&s.apply(delete("a", E::Exact(2), DeleteKind::Soft)).await));
-            assert_eq!(s.store.reader.stream_status("a").unwrap(), StreamStatus::NotFound);
+            assert!(written(
+                &s.apply(delete("a", E::Exact(2), DeleteKind::Soft)).await
+            ));
+            assert_eq!(
+                s.store.reader.stream_status("a").unwrap(),
+                StreamStatus::NotFound
+            );
             assert!(revisions(&s, "a").is_empty(), "{name}");
             assert!(all_of(&s, "a").is_empty(), "{name}");
             assert_eq!(
@@ -155,7 +169,10 @@ fn a_soft_deleted_stream_reads_as_not_found_and_is_recreated_after_its_old_revis
             );
             assert_eq!(revisions(&s, "a"), vec![3, 4], "{name}");
             assert_eq!(all_of(&s, "a"), vec![3, 4], "{name}");
-            assert_eq!(s.store.reader.stream_status("a").unwrap(), StreamStatus::Exists(4));
+            assert_eq!(
+                s.store.reader.stream_status("a").unwrap(),
+                StreamStatus::Exists(4)
+            );
         });
     }
 }
@@ -181,10 +198,17 @@ fn a_tombstoned_stream_is_never_written_again_and_a_second_tombstone_changes_not
                 delete("a", E::Any, DeleteKind::Soft),
                 set_meta("a", E::Any, StreamMetadata::default()),
             ] {
-                assert_eq!(s.apply(command).await, AppendResult::StreamDeleted, "{name}");
+                assert_eq!(
+                    s.apply(command).await,
+                    AppendResult::StreamDeleted,
+                    "{name}"
+                );
             }
             assert_eq!(s.all().len(), before, "{name}: nothing written");
-            assert_eq!(s.store.reader.stream_status("a").unwrap(), StreamStatus::Tombstoned);
+            assert_eq!(
+                s.store.reader.stream_status("a").unwrap(),
+                StreamStatus::Tombstoned
+            );
             assert!(revisions(&s, "a").is_empty(), "{name}");
             assert!(all_of(&s, "a").is_empty(), "{name}");
         });
@@ -224,11 +248,9 @@ fn bad_metadata_is_refused_and_changes_nothing() {
         assert_eq!(
             s.apply(set_meta("$all", E::Any, StreamMetadata::default()))
                 .await,
-            AppendResult::Rejected(AppendRejection::Invalid(
-                InvalidInput::ReservedStreamName {
-                    name: "$all".to_owned()
-                }
-            ))
+            AppendResult::Rejected(AppendRejection::Invalid(InvalidInput::ReservedStreamName {
+                name: "$all".to_owned()
+            }))
         );
         assert!(s.store.reader.stream_lifecycle("a").unwrap().is_none());
         assert_eq!(s.all().len(), 1);
@@ -256,7 +278,10 @@ fn lifecycle_survives_a_snapshot_install() {
         let mut t = TestStore::mem();
         crate::snapshot::ship(snapshot, &mut t).await;
         assert_eq!(revisions(&t, "a"), vec![3, 4]);
-        assert_eq!(t.store.reader.stream_status("b").unwrap(), StreamStatus::Tombstoned);
+        assert_eq!(
+            t.store.reader.stream_status("b").unwrap(),
+            StreamStatus::Tombstoned
+        );
         let (state, _) = t.store.reader.stream_lifecycle("a").unwrap().unwrap();
         assert_eq!(state.metadata().custom.as_deref(), Some(r#"{"owner":"x"}"#));
     });
