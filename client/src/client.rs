@@ -219,33 +219,12 @@ impl Client {
             events: events.into_iter().map(Into::into).collect(),
             leader_only: self.inner.leader_only,
         };
-        let size = prost::Message::encoded_len(&request);
-        if size > MAX_MESSAGE_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "events: the append is {size} bytes, at most {MAX_MESSAGE_BYTES}"
-            )));
-        }
-        let timeout = self.inner.request_timeout;
-        let start = self.inner.endpoints.leader_or_first();
-        let (response, node) = self
-            .with_retries(
-                "append",
-                stream,
-                start,
-                NodePreference::Leader,
-                CallKind::Request,
-                |channel| {
-                    let mut request = Request::new(request.clone());
-                    // Lets the server give up too, instead of working for a caller who left.
-                    request.set_timeout(timeout);
-                    async move {
-                        let response = streams(channel).append(request).await?;
-                        Ok(response.into_inner())
-                    }
-                },
-            )
+        let response = self
+            .send_append(stream, request, |mut streams, request| async move {
+                streams.append(request).await
+            })
             .await?;
-        self.append_answer(response, stream, expected, &node)
+        self.append_answer(response, stream, expected)
     }
 
     /// An `AppendResponse` (of an append or a lifecycle change) as the caller's result.
@@ -254,12 +233,7 @@ impl Client {
         response: proto::AppendResponse,
         stream: &str,
         expected: ExpectedRevision,
-        node: &Arc<Node>,
     ) -> Result<AppendResult, Error> {
-        if self.inner.leader_only {
-            // Only the leader answers a leader-only append.
-            self.inner.endpoints.set_leader(node);
-        }
         match response.result {
             Some(proto::append_response::Result::Success(success)) => {
                 self.record_position(success.last_position);
@@ -277,10 +251,58 @@ impl Client {
                 })
             }
             None => Err(Error::Internal(format!(
-                "append to {stream:?}: {} answered without a result",
-                node.url
+                "append to {stream:?}: answered without a result"
             ))),
         }
+    }
+
+    /// Sends an append request (`call` is the RPC) to the leader with the append's retry
+    /// rules: the very same request each time, so the server deduplicates it by event ids.
+    /// `label` names what is appended to in errors.
+    pub(crate) async fn send_append<R, T, F, Fut>(
+        &self,
+        label: &str,
+        request: R,
+        call: F,
+    ) -> Result<T, Error>
+    where
+        R: prost::Message + Clone,
+        F: Fn(StreamsClient<Channel>, Request<R>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let size = request.encoded_len();
+        if size > MAX_MESSAGE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "events: the append is {size} bytes, at most {MAX_MESSAGE_BYTES}"
+            )));
+        }
+        let timeout = self.inner.request_timeout;
+        let start = self.inner.endpoints.leader_or_first();
+        let (response, node) = self
+            .with_retries(
+                "append",
+                label,
+                start,
+                NodePreference::Leader,
+                CallKind::Request,
+                |channel| {
+                    let mut request = Request::new(request.clone());
+                    // Lets the server give up too, instead of working for a caller who left.
+                    request.set_timeout(timeout);
+                    let sent = call(streams(channel), request);
+                    async move { Ok(sent.await?.into_inner()) }
+                },
+            )
+            .await?;
+        if self.inner.leader_only {
+            // Only the leader answers a leader-only append.
+            self.inner.endpoints.set_leader(&node);
+        }
+        Ok(response)
+    }
+
+    pub(crate) fn leader_only(&self) -> bool {
+        self.inner.leader_only
     }
 
     /// Reads one stream. An empty stream is `Error::StreamNotFound`.
@@ -302,6 +324,27 @@ impl Client {
     #[tracing::instrument(level = "debug", skip(self))]
     async fn read(&self, stream: &str, options: ReadOptions) -> Result<EventStream, Error> {
         let request = options.to_request(stream);
+        self.open_read(stream, &options, move |mut streams| {
+            let request = request.clone();
+            async move { streams.read(request).await }
+        })
+        .await
+    }
+
+    /// Opens any read RPC (`call`) like [`Client::read`]; `label` names what is read in errors
+    /// and in the order check of the events that come back.
+    pub(crate) async fn open_read<F, Fut>(
+        &self,
+        label: &str,
+        options: &ReadOptions,
+        call: F,
+    ) -> Result<EventStream, Error>
+    where
+        F: Fn(StreamsClient<Channel>) -> Fut,
+        Fut: Future<
+            Output = Result<tonic::Response<tonic::codec::Streaming<proto::ReadResponse>>, Status>,
+        >,
+    {
         let linearizable = options.consistency == ReadConsistency::Linearizable;
         // A linearizable read starts at the known leader without asking for it first: a
         // follower's answer names the leader, which costs less than a status round.
@@ -317,14 +360,14 @@ impl Client {
         let ((messages, first), node) = self
             .with_retries(
                 "read",
-                stream,
+                label,
                 start,
                 preference,
                 CallKind::Request,
                 |channel| {
-                    let request = request.clone();
+                    let opened = call(streams(channel));
                     async move {
-                        let mut messages = streams(channel).read(request).await?.into_inner();
+                        let mut messages = opened.await?.into_inner();
                         let first = messages.message().await?;
                         Ok((messages, first))
                     }
@@ -337,7 +380,7 @@ impl Client {
         Ok(event_stream(
             messages,
             first,
-            stream,
+            label,
             options.direction,
             self.inner.request_timeout,
         ))
@@ -497,7 +540,7 @@ impl Client {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn record_position(&self, position: u64) {
+    pub(crate) fn record_position(&self, position: u64) {
         let mut last = self
             .inner
             .last_position

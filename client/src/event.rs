@@ -155,6 +155,8 @@ pub struct EventData {
     pub content_type: ContentType,
     pub data: Vec<u8>,
     pub metadata: Vec<u8>,
+    /// What the event is about (`customer:7`): read and subscribed to as `$tag-<tag>`.
+    pub tags: Vec<String>,
 }
 
 impl EventData {
@@ -169,6 +171,7 @@ impl EventData {
             content_type: ContentType::Json,
             data: serde_json::to_vec(value)?,
             metadata: Vec::new(),
+            tags: Vec::new(),
         })
     }
 
@@ -180,6 +183,7 @@ impl EventData {
             content_type: ContentType::Binary,
             data: data.into(),
             metadata: Vec::new(),
+            tags: Vec::new(),
         }
     }
 
@@ -194,6 +198,15 @@ impl EventData {
             ..self
         }
     }
+
+    /// Tags the event (the server checks the limits: at most 16, each 1..=255 bytes, not
+    /// only whitespace, none twice).
+    pub fn with_tags<T: Into<String>>(self, tags: impl IntoIterator<Item = T>) -> Self {
+        EventData {
+            tags: tags.into_iter().map(Into::into).collect(),
+            ..self
+        }
+    }
 }
 
 impl From<EventData> for proto::NewEvent {
@@ -204,6 +217,7 @@ impl From<EventData> for proto::NewEvent {
             content_type: proto::ContentType::from(event.content_type).into(),
             data: event.data,
             metadata: event.metadata,
+            tags: event.tags,
         }
     }
 }
@@ -231,6 +245,7 @@ impl TryFrom<proto::NewEvent> for EventData {
             content_type,
             data: event.data,
             metadata: event.metadata,
+            tags: event.tags,
         })
     }
 }
@@ -258,6 +273,7 @@ pub struct RecordedEvent {
     pub metadata: Vec<u8>,
     /// Assigned once by the leader, so every replica reports the same time.
     pub created_unix_ms: u64,
+    pub tags: Vec<String>,
 }
 
 impl RecordedEvent {
@@ -294,6 +310,7 @@ impl TryFrom<proto::RecordedEvent> for RecordedEvent {
             data: event.data,
             metadata: event.metadata,
             created_unix_ms: event.created_unix_ms,
+            tags: event.tags,
         })
     }
 }
@@ -310,6 +327,7 @@ impl From<RecordedEvent> for proto::RecordedEvent {
             data: event.data,
             metadata: event.metadata,
             created_unix_ms: event.created_unix_ms,
+            tags: event.tags,
         }
     }
 }

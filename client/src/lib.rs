@@ -58,6 +58,7 @@
 //! ```
 
 mod client;
+mod dcb;
 mod endpoints;
 mod error;
 mod event;
@@ -69,6 +70,7 @@ pub use client::{
     AppendResult, Client, ClientConfig, Membership, StreamMetadata, StreamMetadataState,
     DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES,
 };
+pub use dcb::{AppendCondition, MultiAppendResult, Query, QueryItem, StreamAppend};
 pub use endpoints::{
     ChannelFactory, CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_ENDPOINTS,
     MEMBERSHIP_REQUEST_TIMEOUT_MS,
@@ -81,7 +83,8 @@ pub use error::{
 pub use event::{ContentType, EventData, ExpectedRevision, RecordedEvent};
 pub use policy::{RETRY_BACKOFF_INITIAL_MS, RETRY_BACKOFF_MAX_MS};
 pub use read::{
-    Direction, EventStream, NodePreference, ReadConsistency, ReadFrom, ReadOptions, ALL_STREAM,
+    reads_by_position, Direction, EventStream, NodePreference, ReadConsistency, ReadFrom,
+    ReadOptions, ALL_STREAM,
 };
 pub use subscribe::{
     SubscribeOptions, Subscription, SubscriptionFilter, SubscriptionMessage,

@@ -13,6 +13,13 @@ use crate::proto;
 /// The name that reads the global log instead of one stream.
 pub const ALL_STREAM: &str = "$all";
 
+/// Whether `name` is read and followed by `$all` position rather than by a stream's
+/// revision: `$all` and the indexes (`$ce-<category>`, `$et-<event type>`, `$tag-<tag>`),
+/// whose events come in `$all` order from many streams. No stream's name starts with `$`.
+pub fn reads_by_position(name: &str) -> bool {
+    name.starts_with('$')
+}
+
 /// Events as a read yields them. After the first error the stream ends.
 pub type EventStream =
     Pin<Box<dyn futures_core::Stream<Item = Result<RecordedEvent, Error>> + Send>>;
@@ -186,7 +193,7 @@ impl Order {
     /// Positions move strictly in the read's direction, and a single stream's revisions are
     /// gapless; anything else is a server bug, reported rather than passed on.
     fn check(&mut self, event: &RecordedEvent) -> Result<(), Error> {
-        let single = self.stream != ALL_STREAM;
+        let single = !reads_by_position(&self.stream);
         if single && event.stream != self.stream {
             return Err(Error::Internal(format!(
                 "read of {:?} returned an event of {:?}",

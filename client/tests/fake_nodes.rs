@@ -229,6 +229,26 @@ impl Streams for Fake {
         (self.read)(n).map(|items| Response::new(tokio_stream::iter(items)))
     }
 
+    /// Not scripted: these tests are about the retry loop, which multi-stream appends share
+    /// with `append` (`send_append`).
+    async fn append_multi(
+        &self,
+        _request: Request<proto::MultiAppendRequest>,
+    ) -> Result<Response<proto::MultiAppendResponse>, Status> {
+        Err(Status::unimplemented("the fake nodes script Append only"))
+    }
+
+    type ReadQueryStream = Self::ReadStream;
+
+    /// Answered by the read script: query reads share the read's opening and retries.
+    async fn read_query(
+        &self,
+        _request: Request<proto::QueryReadRequest>,
+    ) -> Result<Response<Self::ReadQueryStream>, Status> {
+        let n = self.reads.fetch_add(1, Ordering::SeqCst);
+        (self.read)(n).map(|items| Response::new(tokio_stream::iter(items)))
+    }
+
     type SubscribeStream = SubscribeStream;
 
     async fn subscribe(
@@ -350,6 +370,7 @@ fn recorded(stream: &str, revision: u64, position: u64) -> proto::RecordedEvent 
         data: b"{}".to_vec(),
         metadata: Vec::new(),
         created_unix_ms: 1,
+        tags: Vec::new(),
     }
 }
 

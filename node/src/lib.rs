@@ -11,6 +11,8 @@ pub mod app;
 pub mod error;
 pub mod feed;
 pub mod health;
+#[cfg(test)]
+mod hostile_input;
 pub mod http;
 pub mod leadership;
 pub mod local;

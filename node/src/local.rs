@@ -73,6 +73,17 @@ impl LocalCluster {
         self
     }
 
+    /// Only nodes 1..=`initial` form the cluster; the others are started as joiners (like
+    /// [`LocalCluster::add_joiner`]'s) that wait to be added.
+    pub fn with_initial(mut self, initial: usize) -> Self {
+        assert!(
+            (1..=self.addrs.len()).contains(&initial),
+            "1..=nodes initial members"
+        );
+        self.initial = initial;
+        self
+    }
+
     /// Gives node N the HTTP endpoint (`--http`) `http_addrs[N - 1]`.
     pub fn with_http(mut self, http_addrs: Vec<String>) -> Self {
         assert_eq!(

@@ -116,6 +116,7 @@ async fn run_batch(args: &Args, batch: u64) {
                     content_type: ContentType::Binary,
                     data: payload.clone(),
                     metadata: Vec::new(),
+                    tags: Vec::new(),
                 })
                 .collect(),
             created_unix_ms: 0,

@@ -17,6 +17,14 @@ pub(crate) fn decode<T: DeserializeOwned>(
     postcard::from_bytes(bytes).map_err(|e| StoreError::corrupt(what, e))
 }
 
+/// Decodes a value from the front of `bytes`; returns it and the bytes after it.
+pub(crate) fn decode_prefix<'a, T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &'a [u8],
+) -> Result<(T, &'a [u8]), StoreError> {
+    postcard::take_from_bytes(bytes).map_err(|e| StoreError::corrupt(what, e))
+}
+
 /// Bytes of a value made of a u64 and a u32 (a stream run, a group's location).
 pub const U64_U32_BYTES: usize = 12;
 
@@ -37,6 +45,18 @@ pub fn decode_u64_u32(what: &'static str, bytes: &[u8]) -> Result<(u64, u32), St
         u64::from_be_bytes(a.try_into().expect("8 bytes")),
         u32::from_be_bytes(b.try_into().expect("4 bytes")),
     ))
+}
+
+/// A u32, big-endian (an index run's length).
+pub fn encode_u32(n: u32) -> Vec<u8> {
+    n.to_be_bytes().to_vec()
+}
+
+pub fn decode_u32(what: &'static str, bytes: &[u8]) -> Result<u32, StoreError> {
+    let b: [u8; 4] = bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt(what, "value is not 4 bytes"))?;
+    Ok(u32::from_be_bytes(b))
 }
 
 pub fn decode_position(bytes: &[u8]) -> Result<u64, StoreError> {

@@ -18,6 +18,10 @@ pub struct Bugs {
     /// The state machine takes an append whose ids are stored as a retry without comparing
     /// the events' content: an id reused for another event is acknowledged as already written.
     pub ignore_retry_content: bool,
+    /// The tag index leaves out the tags of the last event of every append.
+    pub index_skips_tag: bool,
+    /// The state machine appends whatever a DCB append condition says.
+    pub skip_dcb_check: bool,
     /// Reads ignore retention: events below truncate-before (or a soft delete, max count,
     /// max age) are returned as if nothing hid them.
     pub show_hidden_events: bool,
@@ -31,6 +35,8 @@ thread_local! {
         apply_out_of_order: false,
         forget_event_ids: false,
         ignore_retry_content: false,
+        index_skips_tag: false,
+        skip_dcb_check: false,
         show_hidden_events: false,
     }) };
 }

@@ -14,6 +14,9 @@
 //! - 1: the Raft log and the event groups in segment files, the keyspace holding indexes
 //!   (locations, stream index, event-id buckets and chains; ids under keys of their own only
 //!   past a full chain). `tests/fixtures/format-1` is a store of this version.
+//! - 2: events carry tags (a group's frame is format 1's, followed by its events' tags when
+//!   any has some: `records::StoredGroup`; the Raft log's commands of format 1 are kept as
+//!   `Command::Format1Append(s)`), and the category, type and tag indexes (`index`).
 //!
 //! To change the format: add a step at the end of `STEPS` (its `to` one more than the last),
 //! which takes a store of the version before and leaves one of its own, restartable if a crash
@@ -24,12 +27,14 @@ use crate::codec::decode;
 use crate::disk::{delete_range, Disk, Order, WriteBatch};
 use crate::error::StoreError;
 use crate::group_files::{GroupFiles, Location, LOCATION_BYTES};
+use crate::index;
 use crate::keys;
 use crate::raft_types::Entry;
+use crate::records::read_group;
 use crate::segment_log::SegmentLog;
 
 /// The format this build writes, and the newest it opens.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Keys read or written per page by an upgrade step.
 pub const UPGRADE_PAGE_KEYS: usize = 1024;
 
@@ -41,11 +46,18 @@ struct Step {
 }
 
 /// Every upgrade, in order.
-const STEPS: &[Step] = &[Step {
-    to: 1,
-    what: "the Raft log and event groups out of the keyspace into segment files",
-    run: to_version_1,
-}];
+const STEPS: &[Step] = &[
+    Step {
+        to: 1,
+        what: "the Raft log and event groups out of the keyspace into segment files",
+        run: to_version_1,
+    },
+    Step {
+        to: 2,
+        what: "tags on events, and the category, type and tag indexes",
+        run: to_version_2,
+    },
+];
 
 /// The version recorded in the store (0 if none is).
 pub fn stored_version(disk: &dyn Disk) -> Result<u32, StoreError> {
@@ -95,6 +107,54 @@ pub fn upgrade(disk: &dyn Disk) -> Result<(), StoreError> {
 fn to_version_1(disk: &dyn Disk) -> Result<(), StoreError> {
     move_keyspace_log(disk)?;
     move_inline_groups(disk)
+}
+
+/// 1 -> 2. Frames and log entries of format 1 read as they are (events without tags); the
+/// category and type indexes are built from the stored groups, a page of groups per batch.
+/// Entries are written whole and idempotently, so a build cut short starts again from the
+/// beginning at the next open (the version is recorded only after it).
+fn to_version_2(disk: &dyn Disk) -> Result<(), StoreError> {
+    let groups = GroupFiles::open(disk.group_files())?;
+    let mut start = keys::event_key(0).to_vec();
+    let mut indexed = 0u64;
+    let mut lost_tail = false;
+    loop {
+        let mut range = keys::table_range(keys::EVENTS);
+        range.start = start.clone();
+        let page = disk.scan(&range, Order::Ascending, UPGRADE_PAGE_KEYS)?;
+        let Some((last_key, _)) = page.last() else {
+            break;
+        };
+        start = last_key.clone();
+        start.push(0);
+        let mut batch = WriteBatch::default();
+        for (key, location) in &page {
+            let position =
+                keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
+            let group = match read_group(&groups, position, location) {
+                Ok(group) => group,
+                // A power loss took the files' tail: `recover` rolls the state machine back
+                // to its snapshot (whose groups were synced, and are indexed by now), and
+                // Raft applies (and indexes) the rest again.
+                Err(StoreError::Corrupt { .. }) => {
+                    lost_tail = true;
+                    break;
+                }
+                Err(other) => return Err(other),
+            };
+            index::write_entries(&mut batch, position, &group.stream, &group.events);
+            indexed += 1;
+        }
+        disk.write(batch)?;
+        if lost_tail || page.len() < UPGRADE_PAGE_KEYS {
+            break;
+        }
+    }
+    if indexed > 0 {
+        disk.sync()?;
+        tracing::info!(groups = indexed, "built the category and type indexes");
+    }
+    Ok(())
 }
 
 /// Moves entries left in the keyspace's log table (by a build that kept the log in sled)

@@ -26,8 +26,25 @@ pub const EVENT_IDS: u8 = 0x05;
 /// -> its ids' last 8 bytes and positions (`id_index`).
 pub const EVENT_ID_BUCKETS: u8 = 0x06;
 
+/// Category index (`index`): length, category, first position of a run -> the run's length.
+pub const CATEGORIES: u8 = 0x07;
+/// Event-type index, laid out as the category index.
+pub const EVENT_TYPES: u8 = 0x08;
+/// Tag index, laid out as the category index.
+pub const TAGS: u8 = 0x09;
+
 /// The state machine's tables (cleared when a snapshot is installed).
-pub const STATE_MACHINE_TABLES: [u8; 4] = [EVENTS, STREAMS, EVENT_IDS, EVENT_ID_BUCKETS];
+pub const STATE_MACHINE_TABLES: [u8; 7] = [
+    EVENTS,
+    STREAMS,
+    EVENT_IDS,
+    EVENT_ID_BUCKETS,
+    CATEGORIES,
+    EVENT_TYPES,
+    TAGS,
+];
+/// The tables of the category, type and tag indexes.
+pub const INDEX_TABLES: [u8; 3] = [CATEGORIES, EVENT_TYPES, TAGS];
 
 pub const VOTE: &[u8] = &[META, b'v'];
 pub const LAST_PURGED: &[u8] = &[META, b'p'];
@@ -118,6 +135,42 @@ pub fn event_id_bucket_link(key: &[u8]) -> Option<u16> {
         11 => Some(u16::from_be_bytes([key[9], key[10]])),
         _ => None,
     }
+}
+
+/// The key of an index entry: the table, the name's length (one byte: every indexed name is
+/// at most 255 bytes) and bytes, then the run's first position. The length keeps one name's
+/// keys apart from every other's, whatever bytes the names hold (a type may hold a NUL).
+pub fn index_key(table: u8, name: &str, position: u64) -> Vec<u8> {
+    debug_assert!(
+        name.len() <= usize::from(u8::MAX),
+        "index name over 255 bytes"
+    );
+    let mut key = Vec::with_capacity(name.len() + 10);
+    key.push(table);
+    key.push(name.len() as u8);
+    key.extend_from_slice(name.as_bytes());
+    key.extend_from_slice(&position.to_be_bytes());
+    key
+}
+
+/// The position at the end of an index key (stream-index keys end the same way).
+pub fn index_key_position(key: &[u8]) -> Option<u64> {
+    stream_key_revision(key)
+}
+
+/// Index keys of one name with a run starting in `[from, to)` (`None`: to the end).
+pub fn index_range(table: u8, name: &str, from: u64, to_exclusive: Option<u64>) -> KeyRange {
+    let start = index_key(table, name, from);
+    let end = match to_exclusive {
+        Some(to) => index_key(table, name, to),
+        // Past the greatest position: every key of this name is 8 bytes after its prefix.
+        None => {
+            let mut end = index_key(table, name, u64::MAX);
+            end.push(0);
+            end
+        }
+    };
+    KeyRange { start, end }
 }
 
 /// Every key of one table.

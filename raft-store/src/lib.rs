@@ -13,6 +13,8 @@
 //! assert!(store.reader.read_all(0, Direction::Forwards, 10).next().is_none());
 //! ```
 
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod alloc_probe;
 mod codec;
 pub mod disk;
 mod error;
@@ -20,11 +22,15 @@ pub mod faults;
 pub mod format;
 mod frame;
 pub mod group_files;
+#[cfg(test)]
+mod hostile_input;
 pub mod id_index;
+mod index;
 mod keys;
 pub mod lifecycle;
 pub mod limits;
 mod log_store;
+mod query;
 mod raft_types;
 mod read;
 mod records;
@@ -39,14 +45,19 @@ mod types;
 use std::sync::Arc;
 
 pub use error::StoreError;
+pub use index::{category, IndexKind, IndexName, READABLE_RESERVED_NAMES};
 pub use limits::{InvalidInput, Limits};
 pub use log_store::{LogStore, MAX_LOG_BYTES_PER_READ, MAX_LOG_ENTRIES_PER_READ};
+pub use query::query_matches;
 pub use raft_types::*;
 pub use read::{
-    AllEvents, Direction, EventReader, StreamEvents, StreamStatus, MAX_CACHED_VISIBILITIES,
+    AllEvents, Direction, EventReader, IndexEvents, QueryEvents, StreamEvents, StreamStatus,
+    MAX_CACHED_VISIBILITIES,
 };
 pub use snapshot::{SnapshotData, SNAPSHOT_GROUPS_PER_CHUNK};
-pub use state_machine::{SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES};
+pub use state_machine::{
+    SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS,
+};
 pub use types::*;
 
 /// The three handles onto one store: the Raft log, the state machine, and a reader.

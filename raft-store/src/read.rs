@@ -12,10 +12,12 @@ use crate::codec::decode;
 use crate::disk::{Disk, Order};
 use crate::error::StoreError;
 use crate::group_files::GroupFiles;
+use crate::index::{run_after, run_at_or_before, IndexName, Run};
 use crate::keys;
 use crate::lifecycle::{self, Lifecycle, Visibility};
+use crate::query::{next_match, query_matches, Walk};
 use crate::records::{read_group, AppliedState, StoredGroup, StreamRun};
-use crate::types::RecordedEvent;
+use crate::types::{Query, RecordedEvent};
 
 /// Which way a read goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,13 +57,6 @@ pub(crate) fn log_clock(
     Ok(group_at_or_before(disk, groups, last)?.map_or(0, |g| g.group.created_unix_ms))
 }
 
-fn applied_next_position(disk: &dyn Disk) -> Result<u64, StoreError> {
-    match disk.get(keys::APPLIED)? {
-        Some(bytes) => Ok(decode::<AppliedState>("applied state", &bytes)?.next_position),
-        None => Ok(0),
-    }
-}
-
 /// Which events of `stream` are shown now.
 fn visibility(
     disk: &dyn Disk,
@@ -72,9 +67,7 @@ fn visibility(
         return Ok(Visibility::ALL);
     };
     let head = stream_head(disk, stream)?;
-    state.visibility(head, || {
-        log_clock(disk, groups, applied_next_position(disk)?)
-    })
+    state.visibility(head, || log_clock(disk, groups, applied_end(disk)?))
 }
 
 /// Where a stream stands, as reads and subscriptions see it.
@@ -120,6 +113,7 @@ impl LoadedGroup {
             data: event.data,
             metadata: event.metadata,
             created_unix_ms: self.group.created_unix_ms,
+            tags: event.tags,
         }
     }
 }
@@ -154,6 +148,43 @@ fn group_at_or_before(
     }
 }
 
+/// The `$all` position the next event will get.
+fn applied_end(disk: &dyn Disk) -> Result<u64, StoreError> {
+    match disk.get(keys::APPLIED)? {
+        Some(bytes) => Ok(decode::<AppliedState>("applied state", &bytes)?.next_position),
+        None => Ok(0),
+    }
+}
+
+/// The event at `position`, from `current` if it holds it, else from the group that does
+/// (then kept in `current`). `what` names the index or query that pointed there.
+fn event_at(
+    disk: &dyn Disk,
+    groups: &GroupFiles,
+    current: &mut Option<LoadedGroup>,
+    position: u64,
+    what: &dyn std::fmt::Display,
+) -> Result<RecordedEvent, StoreError> {
+    if !current
+        .as_ref()
+        .is_some_and(|g| g.contains_position(position))
+    {
+        let group = group_at_or_before(disk, groups, position)?
+            .filter(|g| g.contains_position(position))
+            .ok_or_else(|| {
+                StoreError::corrupt(
+                    "index",
+                    format!("{what} points at {position}, which no group holds"),
+                )
+            })?;
+        *current = Some(group);
+    }
+    match current.as_mut() {
+        Some(group) => Ok(group.take(position)),
+        None => Err(StoreError::corrupt("index", "no group loaded")),
+    }
+}
+
 /// Read access to the event store. Cheap to clone.
 #[derive(Clone)]
 pub struct EventReader {
@@ -173,7 +204,7 @@ impl EventReader {
 
     /// The `$all` position the next event will get: the number of events applied.
     pub fn next_position(&self) -> Result<u64, StoreError> {
-        applied_next_position(self.disk.as_ref())
+        applied_end(self.disk.as_ref())
     }
 
     /// Where `stream` stands: not found (also while soft-deleted), tombstoned, or its head.
@@ -226,6 +257,55 @@ impl EventReader {
         AllEvents {
             retention: false,
             ..self.read_all(from, direction, max_count)
+        }
+    }
+
+    /// The events of one index (`$ce-`, `$et-`, `$tag-`) in `$all` order from position `from`
+    /// (inclusive; backwards from `u64::MAX` means from the end), at most `max_count`.
+    pub fn read_index(
+        &self,
+        index: &IndexName,
+        from: u64,
+        direction: Direction,
+        max_count: u64,
+    ) -> IndexEvents {
+        IndexEvents {
+            disk: self.disk.clone(),
+            groups: self.groups.clone(),
+            index: index.clone(),
+            next: Some(from),
+            direction,
+            remaining: max_count,
+            run: None,
+            current: None,
+        }
+    }
+
+    /// The `$all` position of the last event in an index, if it has any: one reverse seek,
+    /// the question a DCB condition asks ("anything of this type or tag after P?").
+    pub fn last_in_index(&self, index: &IndexName) -> Result<Option<u64>, StoreError> {
+        Ok(run_at_or_before(self.disk.as_ref(), index, u64::MAX)?.map(Run::last))
+    }
+
+    /// The events matching a DCB query, in `$all` order from position `from` (inclusive;
+    /// backwards from `u64::MAX` means from the end), at most `max_count`. A query without
+    /// items reads `$all`. Positions are found in the indexes (`query`); only matching
+    /// events are read.
+    pub fn read_query(
+        &self,
+        query: &Query,
+        from: u64,
+        direction: Direction,
+        max_count: u64,
+    ) -> QueryEvents {
+        QueryEvents {
+            disk: self.disk.clone(),
+            groups: self.groups.clone(),
+            query: query.clone(),
+            next: Some(from),
+            direction,
+            remaining: max_count,
+            current: None,
         }
     }
 
@@ -487,6 +567,162 @@ impl StreamEvents {
 }
 
 impl Iterator for StreamEvents {
+    type Item = Result<RecordedEvent, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.step() {
+            Ok(Some(event)) => Some(Ok(event)),
+            Ok(None) => None,
+            Err(e) => {
+                self.next = None;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Events of one index in `$all` order (or reverse), with their own stream, revision and
+/// position. Walks the index's runs and reads each event from the group holding it.
+pub struct IndexEvents {
+    disk: Arc<dyn Disk>,
+    groups: Arc<GroupFiles>,
+    index: IndexName,
+    next: Option<u64>,
+    direction: Direction,
+    remaining: u64,
+    run: Option<Run>,
+    current: Option<LoadedGroup>,
+}
+
+impl IndexEvents {
+    /// The run to read next from `position`, and the position in it: forwards, the run holding
+    /// `position` or the first after it; backwards, the last run at or before it.
+    fn seek(&self, position: u64) -> Result<Option<(Run, u64)>, StoreError> {
+        let disk = self.disk.as_ref();
+        let before = run_at_or_before(disk, &self.index, position)?;
+        Ok(match self.direction {
+            Direction::Forwards => match before {
+                Some(run) if run.contains(position) => Some((run, position)),
+                _ => run_after(disk, &self.index, position)?.map(|run| (run, run.first)),
+            },
+            Direction::Backwards => before.map(|run| (run, position.min(run.last()))),
+        })
+    }
+
+    fn step(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
+        let Some(mut position) = self.next else {
+            return Ok(None);
+        };
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        if !self.run.is_some_and(|run| run.contains(position)) {
+            let Some((run, at)) = self.seek(position)? else {
+                self.next = None;
+                return Ok(None);
+            };
+            self.run = Some(run);
+            position = at;
+        }
+        let event = event_at(
+            self.disk.as_ref(),
+            &self.groups,
+            &mut self.current,
+            position,
+            &self.index,
+        )?;
+        if !self
+            .index
+            .matches(&event.stream, &event.event_type, &event.tags)
+        {
+            return Err(StoreError::corrupt(
+                "index",
+                format!("{} points at {position}, which is not in it", self.index),
+            ));
+        }
+        self.remaining -= 1;
+        self.next = match self.direction {
+            Direction::Forwards => position.checked_add(1),
+            Direction::Backwards => position.checked_sub(1),
+        };
+        Ok(Some(event))
+    }
+}
+
+impl Iterator for IndexEvents {
+    type Item = Result<RecordedEvent, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.step() {
+            Ok(Some(event)) => Some(Ok(event)),
+            Ok(None) => None,
+            Err(e) => {
+                self.next = None;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Events matching a DCB query in `$all` order (or reverse).
+pub struct QueryEvents {
+    disk: Arc<dyn Disk>,
+    groups: Arc<GroupFiles>,
+    query: Query,
+    next: Option<u64>,
+    direction: Direction,
+    remaining: u64,
+    current: Option<LoadedGroup>,
+}
+
+impl QueryEvents {
+    fn step(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
+        let Some(from) = self.next else {
+            return Ok(None);
+        };
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let disk = self.disk.as_ref();
+        let found = match (self.query.items.is_empty(), self.direction) {
+            // Every event matches: positions are gapless below the applied end.
+            (true, Direction::Forwards) => (from < applied_end(disk)?).then_some(from),
+            (true, Direction::Backwards) => applied_end(disk)?.checked_sub(1).map(|l| l.min(from)),
+            (false, Direction::Forwards) => {
+                next_match(disk, &self.query, from, u64::MAX, Walk::Up)?
+            }
+            (false, Direction::Backwards) => next_match(disk, &self.query, from, 0, Walk::Down)?,
+        };
+        let Some(position) = found else {
+            self.next = None;
+            return Ok(None);
+        };
+        let what = QueryName(&self.query);
+        let event = event_at(disk, &self.groups, &mut self.current, position, &what)?;
+        if !query_matches(&self.query, &event.event_type, &event.tags) {
+            return Err(StoreError::corrupt(
+                "index",
+                format!("the query's indexes point at {position}, which does not match it"),
+            ));
+        }
+        self.remaining -= 1;
+        self.next = match self.direction {
+            Direction::Forwards => position.checked_add(1),
+            Direction::Backwards => position.checked_sub(1),
+        };
+        Ok(Some(event))
+    }
+}
+
+struct QueryName<'a>(&'a Query);
+
+impl std::fmt::Display for QueryName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the query {:?}", self.0.items)
+    }
+}
+
+impl Iterator for QueryEvents {
     type Item = Result<RecordedEvent, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {

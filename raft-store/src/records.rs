@@ -1,25 +1,128 @@
 //! The values stored in the keyspace (see `keys` for the keys).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+use uuid::Uuid;
 
-use crate::codec::{decode, decode_u64_u32, encode_u64_u32};
+use crate::codec::{decode, decode_prefix, decode_u64_u32, encode_u64_u32};
 use crate::disk::{Disk, WriteBatch};
 use crate::error::StoreError;
 use crate::group_files::{GroupFiles, Location};
 use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::raft_types::{LogId, SnapshotMeta, StoredMembership};
-use crate::types::NewEvent;
+use crate::types::{ContentType, Format1Event, NewEvent};
 
 /// One append, stored whole as one frame of the group files (`group_files`), found through
 /// its `Location` under the `$all` position of its first event. Storing the group rather than
-/// each event keeps the apply path at one write per append (plus the id index).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// each event keeps the apply path at one write per append (plus the indexes).
+///
+/// Encoded (postcard) as format 1 wrote it, events without tags, followed, only when an
+/// event has tags, by every event's tags (`Vec<Vec<String>>`). So a frame of format 1 is a
+/// frame of format 2 without tags, and untagged events cost no byte more than before.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredGroup {
     pub stream: String,
     pub first_revision: u64,
     pub created_unix_ms: u64,
     pub events: Vec<NewEvent>,
+}
+
+/// The part of a group format 1 wrote, as it is decoded.
+#[derive(Deserialize)]
+struct Format1Group {
+    stream: String,
+    first_revision: u64,
+    created_unix_ms: u64,
+    events: Vec<Format1Event>,
+}
+
+/// The same part, as it is encoded, borrowing the group.
+#[derive(Serialize)]
+struct GroupHead<'a> {
+    stream: &'a str,
+    first_revision: u64,
+    created_unix_ms: u64,
+    events: Bodies<'a>,
+}
+
+/// An event without its tags, laid out as `Format1Event`.
+#[derive(Serialize)]
+struct EventBody<'a> {
+    id: &'a Uuid,
+    event_type: &'a str,
+    content_type: ContentType,
+    #[serde(with = "serde_bytes")]
+    data: &'a [u8],
+    #[serde(with = "serde_bytes")]
+    metadata: &'a [u8],
+}
+
+struct Bodies<'a>(&'a [NewEvent]);
+
+impl Serialize for Bodies<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|e| EventBody {
+            id: &e.id,
+            event_type: &e.event_type,
+            content_type: e.content_type,
+            data: &e.data,
+            metadata: &e.metadata,
+        }))
+    }
+}
+
+struct Tags<'a>(&'a [NewEvent]);
+
+impl Serialize for Tags<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|e| &e.tags))
+    }
+}
+
+impl Serialize for StoredGroup {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let head = GroupHead {
+            stream: &self.stream,
+            first_revision: self.first_revision,
+            created_unix_ms: self.created_unix_ms,
+            events: Bodies(&self.events),
+        };
+        if self.events.iter().any(|e| !e.tags.is_empty()) {
+            (head, Tags(&self.events)).serialize(s)
+        } else {
+            head.serialize(s)
+        }
+    }
+}
+
+impl StoredGroup {
+    /// Decodes a group of either format (see the type).
+    pub fn decode(what: &'static str, bytes: &[u8]) -> Result<StoredGroup, StoreError> {
+        let (head, rest): (Format1Group, &[u8]) = decode_prefix(what, bytes)?;
+        let mut tags: Vec<Vec<String>> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            decode(what, rest)?
+        };
+        if !rest.is_empty() && tags.len() != head.events.len() {
+            return Err(StoreError::corrupt(
+                what,
+                format!("{} events, {} tag lists", head.events.len(), tags.len()),
+            ));
+        }
+        tags.resize(head.events.len(), Vec::new());
+        Ok(StoredGroup {
+            stream: head.stream,
+            first_revision: head.first_revision,
+            created_unix_ms: head.created_unix_ms,
+            events: head
+                .events
+                .into_iter()
+                .zip(tags)
+                .map(|(event, tags)| event.with_tags(tags))
+                .collect(),
+        })
+    }
 }
 
 /// The group stored under `first_position`, given the value of its key (its location).
@@ -29,7 +132,7 @@ pub fn read_group(
     location: &[u8],
 ) -> Result<StoredGroup, StoreError> {
     let frame = groups.read(Location::decode(location)?, first_position)?;
-    let group: StoredGroup = decode("event group", frame.payload())?;
+    let group = StoredGroup::decode("event group", frame.payload())?;
     if group.events.is_empty() {
         return Err(StoreError::corrupt(
             "event group",
@@ -85,8 +188,8 @@ pub fn read_snapshot_record(disk: &dyn Disk) -> Result<Option<SnapshotRecord>, S
     }
 }
 
-/// Indexes one append group whose frame is at `location`: where it is, its stream-index entry
-/// and its event ids. Shared by apply and snapshot install, so an installed snapshot indexes
+/// Indexes one append group whose frame is at `location`: where it is, its stream-index entry,
+/// its event ids, and its category, type and tag entries. Shared by apply and snapshot install, so an installed snapshot indexes
 /// exactly as applying the log would have.
 pub fn write_group(
     batch: &mut WriteBatch,
@@ -107,5 +210,80 @@ pub fn write_group(
     for (offset, event) in group.events.iter().enumerate() {
         ids.insert(&event.id, first_position + offset as u64)?;
     }
+    crate::index::write_entries(batch, first_position, &group.stream, &group.events);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode;
+    use crate::types::Format1Event;
+
+    fn event(n: u8, tags: &[&str]) -> NewEvent {
+        NewEvent {
+            id: Uuid::from_u128(u128::from(n)),
+            event_type: format!("Type{n}"),
+            content_type: ContentType::Json,
+            data: vec![n; 3],
+            metadata: vec![n],
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    fn group(events: Vec<NewEvent>) -> StoredGroup {
+        StoredGroup {
+            stream: "order-1".into(),
+            first_revision: 4,
+            created_unix_ms: 1_700_000_000_000,
+            events,
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Format1Written {
+        stream: String,
+        first_revision: u64,
+        created_unix_ms: u64,
+        events: Vec<Format1Event>,
+    }
+
+    #[test]
+    fn a_format_1_group_reads_back_with_no_tags_and_untagged_groups_keep_its_bytes() {
+        let untagged = group(vec![event(1, &[]), event(2, &[])]);
+        let format_1 = Format1Written {
+            stream: untagged.stream.clone(),
+            first_revision: 4,
+            created_unix_ms: untagged.created_unix_ms,
+            events: untagged
+                .events
+                .iter()
+                .map(|e| Format1Event {
+                    id: e.id,
+                    event_type: e.event_type.clone(),
+                    content_type: e.content_type,
+                    data: e.data.clone(),
+                    metadata: e.metadata.clone(),
+                })
+                .collect(),
+        };
+        let old_bytes = encode(&format_1).unwrap();
+        assert_eq!(encode(&untagged).unwrap(), old_bytes);
+        assert_eq!(StoredGroup::decode("test", &old_bytes).unwrap(), untagged);
+    }
+
+    #[test]
+    fn tags_read_back_on_every_event_of_a_group() {
+        let tagged = group(vec![
+            event(1, &["customer:7"]),
+            event(2, &[]),
+            event(3, &["customer:7", "order:9"]),
+        ]);
+        let bytes = encode(&tagged).unwrap();
+        assert_eq!(StoredGroup::decode("test", &bytes).unwrap(), tagged);
+        // A tags section that does not match the events is damage, not data.
+        let mut short = encode(&group(vec![event(1, &[]), event(2, &[])])).unwrap();
+        short.extend(encode(&vec![vec!["x".to_string()]]).unwrap());
+        assert!(StoredGroup::decode("test", &short).is_err());
+    }
 }

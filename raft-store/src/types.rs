@@ -36,6 +36,8 @@ pub struct NewEvent {
     pub data: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub metadata: Vec<u8>,
+    /// What the event is about (`customer:7`), indexed as `$tag-<tag>`; limits in `limits`.
+    pub tags: Vec<String>,
 }
 
 impl fmt::Debug for NewEvent {
@@ -45,6 +47,7 @@ impl fmt::Debug for NewEvent {
             .field("type", &self.event_type)
             .field("data_bytes", &self.data.len())
             .field("metadata_bytes", &self.metadata.len())
+            .field("tags", &self.tags)
             .finish()
     }
 }
@@ -66,6 +69,7 @@ pub struct RecordedEvent {
     pub metadata: Vec<u8>,
     /// Milliseconds since the Unix epoch, assigned by the leader when it proposed the append.
     pub created_unix_ms: u64,
+    pub tags: Vec<String>,
 }
 
 impl fmt::Debug for RecordedEvent {
@@ -77,7 +81,58 @@ impl fmt::Debug for RecordedEvent {
             .field("id", &self.id)
             .field("type", &self.event_type)
             .field("data_bytes", &self.data.len())
+            .field("tags", &self.tags)
             .finish()
+    }
+}
+
+/// An event as format 1 encoded it, before tags: what the Raft log entries of that format
+/// hold (`Command::Format1Append`), and the body of every stored event (`records`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Format1Event {
+    pub id: Uuid,
+    pub event_type: String,
+    pub content_type: ContentType,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub metadata: Vec<u8>,
+}
+
+impl Format1Event {
+    pub fn with_tags(self, tags: Vec<String>) -> NewEvent {
+        NewEvent {
+            id: self.id,
+            event_type: self.event_type,
+            content_type: self.content_type,
+            data: self.data,
+            metadata: self.metadata,
+            tags,
+        }
+    }
+}
+
+/// An append as format 1 encoded it (events without tags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Format1Append {
+    pub stream: String,
+    pub expected: ExpectedRevision,
+    pub events: Vec<Format1Event>,
+    pub created_unix_ms: u64,
+}
+
+impl From<Format1Append> for Append {
+    fn from(old: Format1Append) -> Append {
+        Append {
+            stream: old.stream,
+            expected: old.expected,
+            events: old
+                .events
+                .into_iter()
+                .map(|e| e.with_tags(Vec::new()))
+                .collect(),
+            created_unix_ms: old.created_unix_ms,
+        }
     }
 }
 
@@ -120,12 +175,18 @@ pub struct Append {
 ///
 /// Postcard encodes the variant by its index: new commands (stream metadata, deletes,
 /// multi-stream appends) are added at the end, never reordered, so old logs stay readable.
+/// The first two are what format 1 wrote (events without tags): still applied, never
+/// proposed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    Format1Append(Format1Append),
+    Format1Appends(Vec<Format1Append>),
     Append(Append),
     /// Appends from concurrent requests that the leader proposed as one entry (group commit).
     /// Applied in order, each with its own verdict, exactly as if each were an entry of its own.
     Appends(Vec<Append>),
+    /// Like `Appends`, for a group holding at least one multi-stream or conditional append.
+    Writes(Vec<Write>),
     /// Replace a stream's metadata (kept in its metastream, `lifecycle`).
     SetStreamMetadata(SetStreamMetadata),
     /// Soft-delete or tombstone a stream.
@@ -176,6 +237,96 @@ pub struct DeleteStream {
     /// The id of the metastream event that records the delete: a retry is recognised by it.
     pub id: Uuid,
     pub created_unix_ms: u64,
+}
+
+/// One request of a group: a single-stream append, or a multi-stream one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Write {
+    Append(Append),
+    Multi(MultiAppend),
+}
+
+/// The verdict of one [`Write`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteResult {
+    Append(AppendResult),
+    Multi(MultiAppendResult),
+}
+
+/// The events of one stream in a multi-stream append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamAppend {
+    pub stream: String,
+    pub expected: ExpectedRevision,
+    pub events: Vec<NewEvent>,
+}
+
+/// One alternative of a [`Query`]: an event matches if its type is one of `types` (or `types`
+/// is empty) and it carries every tag of `tags`. At least one of the two is non-empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QueryItem {
+    pub types: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// A DCB query (dcb.events): its items OR'd. No items matches every event (`Query.all()`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Query {
+    pub items: Vec<QueryItem>,
+}
+
+/// A DCB append condition: fail if an event matching the query exists after `after` (or at
+/// all, with no `after`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendCondition {
+    pub fail_if_events_match: Query,
+    pub after: Option<u64>,
+}
+
+/// Appends to several streams (and DCB events, in the stream [`DCB_STREAM`]) atomically: each
+/// stream's expected revision and the condition hold and all events land contiguously in
+/// `$all`, in the order given, or nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiAppend {
+    pub streams: Vec<StreamAppend>,
+    pub condition: Option<AppendCondition>,
+    pub created_unix_ms: u64,
+}
+
+/// The stream DCB events are recorded in: DCB users name no streams (raft-store/DESIGN.md,
+/// "DCB events"). Clients cannot append to it by name.
+pub const DCB_STREAM: &str = "$dcb";
+
+/// Where a multi-stream append's events landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiPosition {
+    /// Each stream's last revision, in the request's order.
+    pub last_revisions: Vec<(String, u64)>,
+    /// `$all` position of the last event written.
+    pub last_position: u64,
+}
+
+/// The verdict of a multi-stream append, reached identically on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MultiAppendResult {
+    Written(MultiPosition),
+    /// An exact retry of a multi-stream append already written: nothing new was written.
+    AlreadyWritten(MultiPosition),
+    /// The first stream (in the request's order) whose expected revision did not hold.
+    WrongExpectedVersion {
+        stream: String,
+        expected: ExpectedRevision,
+        actual: Option<u64>,
+    },
+    /// An event matching the condition's query is stored after its `after`: the latest such.
+    ConditionFailed {
+        position: u64,
+    },
+    Rejected(AppendRejection),
+    /// This stream (of the request) is tombstoned: it can never be written again.
+    StreamDeleted {
+        stream: String,
+    },
 }
 
 /// Where the last event of a successful append landed.
@@ -229,6 +380,8 @@ pub enum Response {
     Append(AppendResult),
     /// The verdicts of a [`Command::Appends`], in its order.
     Appends(Vec<AppendResult>),
+    /// The verdicts of a [`Command::Writes`], in its order.
+    Writes(Vec<WriteResult>),
 }
 
 /// Why an append was refused before anything was written. Each variant names the field.
@@ -267,6 +420,43 @@ pub enum InvalidInput {
     // Last, so the encoding of the variants before it does not change.
     #[error("stream name is only whitespace")]
     BlankStreamName,
+    #[error("event {index}: {count} tags; the limit is {max}")]
+    TooManyTags {
+        index: usize,
+        count: usize,
+        max: usize,
+    },
+    #[error("event {index}: tag {tag} is empty or only whitespace")]
+    BlankTag { index: usize, tag: usize },
+    #[error("event {index}: tag {tag} is {bytes} bytes; the limit is {max}")]
+    TagTooLong {
+        index: usize,
+        tag: usize,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("event {index}: tag {tag:?} appears twice")]
+    DuplicateTag { index: usize, tag: String },
+    #[error("stream {stream:?} appears twice in one append; put its events together")]
+    DuplicateStreamInAppend { stream: String },
+    #[error("query item {item} names no type and no tag; an item must name at least one")]
+    EmptyQueryItem { item: usize },
+    #[error("query has {count} items; the limit is {max}")]
+    TooManyQueryItems { count: usize, max: usize },
+    #[error("query item {item}: {count} types; the limit is {max}")]
+    TooManyQueryTypes {
+        item: usize,
+        count: usize,
+        max: usize,
+    },
+    #[error("query item {item}: {count} tags; the limit is {max} (an event carries no more)")]
+    TooManyQueryTags {
+        item: usize,
+        count: usize,
+        max: usize,
+    },
+    #[error("query item {item}: a type or tag is empty or longer than {max} bytes")]
+    BadQueryName { item: usize, max: usize },
     #[error("metadata {field} is {value}; it must be between {min} and {max}")]
     MetadataOutOfRange {
         field: String,

@@ -18,7 +18,10 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::history::{AppendOutcome, Consistency, EventRef, Expected, ReadOutcome, Record};
+use crate::history::{
+    in_index, AppendOutcome, ConditionRef, Consistency, EventRef, Expected, MultiOutcome,
+    MultiPart, ReadOutcome, Record,
+};
 
 /// At most this many detailed violations are kept per rule; the rest are counted in one
 /// closing "N more" line for that rule.
@@ -59,6 +62,18 @@ pub enum Rule {
     /// event id reused for another event was taken for a retry (issue 14). Such an append
     /// must be refused as an idempotency conflict and write nothing.
     ReusedIdAcknowledged,
+    /// An index read (`$ce-`, `$et-`, `$tag-`) is not `$all` filtered by the index: on a
+    /// client, not a prefix of the reference log's filtered scope; on a node after the run,
+    /// not exactly that node's own log filtered.
+    IndexMismatch,
+    /// A multi-stream append is partly in the log, or its events are not contiguous in the
+    /// request's order.
+    MultiNotAtomic,
+    /// A DCB condition was judged wrongly: an append that succeeded although an event matching
+    /// its query sits after its `after` and before it in `$all`; two successes of one
+    /// condition whose own events match it; or a refusal naming a position that holds no
+    /// matching event after `after`.
+    DcbCondition,
 }
 
 impl Rule {
@@ -80,6 +95,9 @@ impl Rule {
             Rule::WrongRevision => "wrong-revision",
             Rule::NodePanicked => "node-panicked",
             Rule::ReusedIdAcknowledged => "reused-id-acknowledged",
+            Rule::IndexMismatch => "index-mismatch",
+            Rule::MultiNotAtomic => "multi-not-atomic",
+            Rule::DcbCondition => "dcb-condition",
         }
     }
 }
@@ -200,6 +218,9 @@ pub fn check(history: &[Record]) -> Report {
     });
     let log = Log::new(reference.map_or(&[], |(_, events)| events));
     let mut stats = count(history);
+    // Every rule of single appends holds for each stream's part of a multi-stream append.
+    let expanded = with_multi_parts(history);
+    let history = expanded.as_slice();
     stats.events_committed = log.events.len() as u64;
     stats.heal_to_write_ms = heal_to_write_ms(history);
 
@@ -214,6 +235,11 @@ pub fn check(history: &[Record]) -> Report {
     if reference.is_some() {
         check_reads(history, &log, &mut sink);
         check_subscriptions(history, &log, &mut sink);
+        check_index_reads(history, &log, &mut sink);
+    }
+    check_node_indexes(history, &node_logs, &mut sink);
+    if reference.is_some() {
+        check_multi_appends(history, &log, &mut sink);
     }
     check_heal(history, &mut sink);
     check_panics(history, &mut sink);
@@ -331,7 +357,17 @@ fn count(history: &[Record]) -> Stats {
                     }
                 }
             }
-            Record::Read { .. } => stats.reads += 1,
+            Record::MultiAppend { outcome, .. } => {
+                stats.appends += 1;
+                match outcome {
+                    MultiOutcome::Ok { .. } => stats.acknowledged += 1,
+                    MultiOutcome::Unknown { .. } => stats.unknown += 1,
+                    MultiOutcome::WrongExpectedVersion { .. }
+                    | MultiOutcome::ConditionFailed { .. }
+                    | MultiOutcome::Rejected { .. } => stats.definite_failures += 1,
+                }
+            }
+            Record::Read { .. } | Record::IndexRead { .. } => stats.reads += 1,
             Record::Subscription { events, .. } => {
                 stats.subscriptions += 1;
                 stats.delivered += events.len() as u64;
@@ -340,10 +376,207 @@ fn count(history: &[Record]) -> Stats {
             Record::Run { .. }
             | Record::Healed { .. }
             | Record::NodeLog { .. }
+            | Record::NodeIndex { .. }
             | Record::Panic { .. } => {}
         }
     }
     stats
+}
+
+/// The history with each multi-stream append followed by one `Append` per stream part, as a
+/// single append of that part would have been recorded: its place (each part's last position
+/// follows from the total, since parts are contiguous), its expectation, and its verdict (the
+/// parts of a refused request are refused).
+fn with_multi_parts(history: &[Record]) -> Vec<Record> {
+    let mut expanded = Vec::with_capacity(history.len());
+    for record in history {
+        expanded.push(record.clone());
+        let Record::MultiAppend {
+            op,
+            client,
+            start_ms,
+            end_ms,
+            parts,
+            outcome,
+            ..
+        } = record
+        else {
+            continue;
+        };
+        let after: Vec<u64> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, _)| parts[i + 1..].iter().map(|p| p.ids.len() as u64).sum())
+            .collect();
+        for (i, part) in parts.iter().enumerate() {
+            let outcome = match outcome {
+                MultiOutcome::Ok {
+                    last_revisions,
+                    last_position,
+                } => match last_revisions.get(i) {
+                    Some(&last_revision) => AppendOutcome::Ok {
+                        last_revision,
+                        last_position: last_position.saturating_sub(after[i]),
+                    },
+                    None => AppendOutcome::Rejected {
+                        reason: "acknowledged without this stream's revision".into(),
+                    },
+                },
+                MultiOutcome::WrongExpectedVersion { stream, actual } if *stream == part.stream => {
+                    AppendOutcome::WrongExpectedVersion { actual: *actual }
+                }
+                MultiOutcome::WrongExpectedVersion { stream, .. } => AppendOutcome::Rejected {
+                    reason: format!("stream {stream}'s expectation failed"),
+                },
+                MultiOutcome::ConditionFailed { position } => AppendOutcome::Rejected {
+                    reason: format!("condition failed at {position}"),
+                },
+                MultiOutcome::Rejected { reason } => AppendOutcome::Rejected {
+                    reason: reason.clone(),
+                },
+                MultiOutcome::Unknown { error } => AppendOutcome::Unknown {
+                    error: error.clone(),
+                },
+            };
+            expanded.push(Record::Append {
+                op: *op,
+                client: *client,
+                start_ms: *start_ms,
+                end_ms: *end_ms,
+                stream: part.stream.clone(),
+                expected: part.expected,
+                ids: part.ids.clone(),
+                digests: part.digests.clone(),
+                outcome,
+            });
+        }
+    }
+    expanded
+}
+
+/// Multi-stream atomicity and DCB conditions, against the reference log.
+fn check_multi_appends(history: &[Record], log: &Log, sink: &mut Sink) {
+    // (condition, op's own events match it) -> the first successful id list and its op.
+    let mut winners: HashMap<&ConditionRef, (Vec<Uuid>, u64)> = HashMap::new();
+    for record in history {
+        let Record::MultiAppend {
+            op,
+            parts,
+            condition,
+            outcome,
+            ..
+        } = record
+        else {
+            continue;
+        };
+        let op = *op;
+        let ids: Vec<Uuid> = parts.iter().flat_map(|p| p.ids.iter().copied()).collect();
+        let first = match all_or_nothing(log, parts) {
+            Ok(first) => first,
+            Err(detail) => {
+                sink.push(Rule::MultiNotAtomic, || format!("op {op}: {detail}"));
+                continue;
+            }
+        };
+        let Some(condition) = condition else { continue };
+        if let (Some(first), MultiOutcome::Ok { .. } | MultiOutcome::Unknown { .. }) =
+            (first, outcome)
+        {
+            let from = condition.after.map_or(0, |a| a + 1);
+            if let Some(violator) = log
+                .all_from(from)
+                .iter()
+                .take_while(|e| e.position < first)
+                .find(|e| condition.matches(e))
+            {
+                sink.push(Rule::DcbCondition, || {
+                    format!(
+                        "op {op} landed at @{first} although {} matches its condition {:?}                          after {:?}",
+                        At(violator),
+                        condition.items,
+                        condition.after
+                    )
+                });
+            }
+        }
+        if let MultiOutcome::Ok { .. } = outcome {
+            let own_match = ids
+                .iter()
+                .filter_map(|id| log.get(id))
+                .any(|e| condition.matches(e));
+            if own_match {
+                match winners.get(condition) {
+                    Some((winner, winner_op)) if *winner != ids => {
+                        let winner_op = *winner_op;
+                        sink.push(Rule::DcbCondition, || {
+                            format!(
+                                "ops {winner_op} and {op} both succeeded on condition {:?}                                  after {:?}, each writing an event that matches it",
+                                condition.items, condition.after
+                            )
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        winners.insert(condition, (ids.clone(), op));
+                    }
+                }
+            }
+        }
+        if let MultiOutcome::ConditionFailed { position } = outcome {
+            let named = log
+                .all_from(*position)
+                .first()
+                .filter(|e| e.position == *position);
+            let explained = named.is_some_and(|e| {
+                condition.matches(e) && condition.after.is_none_or(|a| e.position > a)
+            });
+            if !explained {
+                sink.push(Rule::DcbCondition, || {
+                    format!(
+                        "op {op} was refused naming @{position}, which holds no event matching                          {:?} after {:?}",
+                        condition.items, condition.after
+                    )
+                });
+            }
+        }
+    }
+}
+
+/// The first position of a multi-stream append wholly in the log (`None` if wholly absent),
+/// or why it is partly there or out of order.
+fn all_or_nothing(log: &Log, parts: &[MultiPart]) -> Result<Option<u64>, String> {
+    let found: Vec<Option<&EventRef>> = parts
+        .iter()
+        .flat_map(|p| p.ids.iter().map(move |id| (id, p.stream.as_str())))
+        .map(|(id, _)| log.get(id))
+        .collect();
+    let present = found.iter().filter(|e| e.is_some()).count();
+    if present == 0 {
+        return Ok(None);
+    }
+    if present < found.len() {
+        return Err(format!(
+            "{present} of its {} events are in the log",
+            found.len()
+        ));
+    }
+    let events: Vec<&EventRef> = found.into_iter().flatten().collect();
+    let streams = parts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.stream.as_str(), p.ids.len()));
+    for (i, (event, stream)) in events.iter().zip(streams).enumerate() {
+        if event.stream != stream {
+            return Err(format!("{} should be in {stream}", At(event)));
+        }
+        if i > 0 && events[i - 1].position + 1 != event.position {
+            return Err(format!(
+                "{} does not directly follow {}",
+                At(event),
+                At(events[i - 1])
+            ));
+        }
+    }
+    Ok(Some(events[0].position))
 }
 
 /// Rule 1: a run that committed nothing (or left no log) proves nothing, so it fails.
@@ -816,6 +1049,110 @@ fn check_subscriptions(history: &[Record], log: &Log, sink: &mut Sink) {
     }
 }
 
+/// An index's events in the scope given, in order: `$all` filtered by it.
+fn filtered<'a>(index: &str, scope: &[&'a EventRef]) -> Vec<&'a EventRef> {
+    scope
+        .iter()
+        .copied()
+        .filter(|e| in_index(index, e) == Some(true))
+        .collect()
+}
+
+/// Rule 16, on clients: an index read returned a prefix of the reference log filtered by the
+/// index from its position (no gap, nothing foreign), no more than asked, and, at a minimum
+/// position, everything of the index at or below it.
+fn check_index_reads(history: &[Record], log: &Log, sink: &mut Sink) {
+    for record in history {
+        let Record::IndexRead {
+            op,
+            index,
+            from_position,
+            max_count,
+            consistency,
+            outcome: ReadOutcome::Ok { events },
+            ..
+        } = record
+        else {
+            continue;
+        };
+        let name = format!("{index} from {from_position}");
+        if in_index(index, &EventRef::default()).is_none() {
+            sink.push(Rule::IndexMismatch, || {
+                format!("op {op}: {index} names no index")
+            });
+            continue;
+        }
+        let scope = filtered(index, log.all_from(*from_position));
+        if events.len() as u64 > *max_count {
+            sink.push(Rule::IndexMismatch, || {
+                format!(
+                    "op {op} ({name}): {} events, max_count {max_count}",
+                    events.len()
+                )
+            });
+            continue;
+        }
+        if let Some(at) = first_mismatch(events, &scope) {
+            sink.push(Rule::IndexMismatch, || {
+                format!(
+                    "op {op} ({name}): {}",
+                    describe_mismatch(events, at, &scope, log)
+                )
+            });
+            continue;
+        }
+        if let Consistency::LocalMinPosition(min) = *consistency {
+            let required = scope.partition_point(|e| e.position <= min);
+            if (events.len() as u64) < *max_count && events.len() < required {
+                sink.push(Rule::IndexMismatch, || {
+                    format!(
+                        "op {op} (local_min_position {min}, {name}) returned {} events, but the \
+                         log has {required} in the index at or below position {min}",
+                        events.len()
+                    )
+                });
+            }
+        }
+    }
+}
+
+/// Rule 16, on nodes: each node's whole index after the run is exactly its own log filtered.
+fn check_node_indexes(history: &[Record], node_logs: &[(u64, &[EventRef])], sink: &mut Sink) {
+    for record in history {
+        let Record::NodeIndex {
+            node,
+            index,
+            events,
+        } = record
+        else {
+            continue;
+        };
+        let Some((_, own)) = node_logs.iter().find(|(n, _)| n == node) else {
+            continue;
+        };
+        let own_log = Log::new(own);
+        let scope = filtered(index, &own_log.all);
+        let at = first_mismatch(events, &scope)
+            .or_else(|| (events.len() < scope.len()).then_some(events.len()));
+        if let Some(at) = at {
+            sink.push(Rule::IndexMismatch, || {
+                let got = events
+                    .get(at)
+                    .map_or("nothing".to_string(), |e| At(e).to_string());
+                let wanted = scope
+                    .get(at)
+                    .map_or("nothing".to_string(), |e| At(e).to_string());
+                format!(
+                    "node {node}: {index} has {} events, its log filtered {}; event {at} is \
+                     {got}, the log has {wanted}",
+                    events.len(),
+                    scope.len()
+                )
+            });
+        }
+    }
+}
+
 /// Where `got` stops being a prefix of `scope`, if it does.
 fn first_mismatch(got: &[EventRef], scope: &[&EventRef]) -> Option<usize> {
     got.iter()
@@ -921,6 +1258,8 @@ mod tests {
 
     fn ev(n: u128, stream: &str, revision: u64, position: u64) -> EventRef {
         EventRef {
+            event_type: None,
+            tags: Vec::new(),
             id: id(n),
             stream: stream.to_string(),
             revision,
@@ -1575,5 +1914,200 @@ mod tests {
         let report = check(&back);
         assert!(!report.is_ok());
         assert_eq!(report, check(&history));
+    }
+
+    /// `clean()` with types and tags on its events (in the log and every node's log), and
+    /// each node's `$tag-x` and `$ce-a` indexes as the store must return them.
+    fn indexed() -> Vec<Record> {
+        let tag = |e: &mut EventRef| {
+            let n = e.id.as_u128();
+            e.event_type = Some(format!("T{}", n % 2));
+            if n % 3 != 0 {
+                e.tags = vec!["x".into()];
+            }
+        };
+        let mut history = clean();
+        for record in &mut history {
+            match record {
+                Record::NodeLog { events, .. }
+                | Record::Subscription { events, .. }
+                | Record::Read {
+                    outcome: ReadOutcome::Ok { events },
+                    ..
+                } => events.iter_mut().for_each(tag),
+                _ => {}
+            }
+        }
+        let mut log = clean_log();
+        log.iter_mut().for_each(tag);
+        for node in 1..=3 {
+            for index in ["$tag-x", "$ce-a", "$et-T1"] {
+                history.push(Record::NodeIndex {
+                    node,
+                    index: index.into(),
+                    events: filtered(index, &log.iter().collect::<Vec<_>>())
+                        .into_iter()
+                        .cloned()
+                        .collect(),
+                });
+            }
+        }
+        let tagged: Vec<EventRef> = log.iter().filter(|e| !e.tags.is_empty()).cloned().collect();
+        history.push(Record::IndexRead {
+            op: 90,
+            client: 2,
+            start_ms: 100,
+            end_ms: 101,
+            index: "$tag-x".into(),
+            from_position: 1,
+            max_count: 10,
+            consistency: Consistency::Local,
+            outcome: ReadOutcome::Ok {
+                events: tagged.into_iter().filter(|e| e.position >= 1).collect(),
+            },
+        });
+        history
+    }
+
+    #[test]
+    fn index_reads_that_equal_all_filtered_pass() {
+        assert!(check(&indexed()).is_ok(), "{}", check(&indexed()));
+    }
+
+    #[test]
+    fn a_node_index_missing_an_event_or_a_client_index_read_with_a_gap_is_found() {
+        let mut history = indexed();
+        let node_index = history
+            .iter_mut()
+            .find_map(|r| match r {
+                Record::NodeIndex {
+                    node: 2,
+                    index,
+                    events,
+                } if index == "$tag-x" => Some(events),
+                _ => None,
+            })
+            .expect("node 2's $tag-x");
+        node_index.remove(1);
+        assert_eq!(rules(&history), only(Rule::IndexMismatch));
+
+        let mut history = indexed();
+        if let Some(Record::IndexRead {
+            outcome: ReadOutcome::Ok { events },
+            ..
+        }) = history.last_mut()
+        {
+            events.remove(0);
+        }
+        assert_eq!(rules(&history), only(Rule::IndexMismatch));
+    }
+
+    fn seat(n: u128, revision: u64, position: u64) -> EventRef {
+        EventRef {
+            event_type: Some("Seat".into()),
+            tags: vec!["seat:1".into()],
+            ..ev(n, "$dcb", revision, position)
+        }
+    }
+
+    fn multi(
+        op: u64,
+        parts: &[(&str, &[u128])],
+        after: Option<u64>,
+        outcome: MultiOutcome,
+    ) -> Record {
+        Record::MultiAppend {
+            op,
+            client: 0,
+            start_ms: op * 10,
+            end_ms: op * 10 + 5,
+            parts: parts
+                .iter()
+                .map(|(stream, ids)| MultiPart {
+                    stream: stream.to_string(),
+                    expected: Expected::Any,
+                    ids: ids.iter().map(|&n| id(n)).collect(),
+                    digests: Vec::new(),
+                })
+                .collect(),
+            condition: after.map(|after| ConditionRef {
+                items: vec![crate::history::QueryItemRef {
+                    types: vec!["Seat".into()],
+                    tags: vec!["seat:1".into()],
+                }],
+                after: (after != u64::MAX).then_some(after),
+            }),
+            outcome,
+        }
+    }
+
+    fn multi_ok(last_revisions: &[u64], last_position: u64) -> MultiOutcome {
+        MultiOutcome::Ok {
+            last_revisions: last_revisions.to_vec(),
+            last_position,
+        }
+    }
+
+    /// Two claims of one seat, both acknowledged: the second landed after the first matched
+    /// its condition. Refused with the first's position instead, the history is clean.
+    #[test]
+    fn a_dcb_success_despite_a_matching_event_before_it_is_found() {
+        let log = vec![seat(1, 0, 0), seat(2, 1, 1)];
+        let both = with_log(
+            vec![
+                multi(1, &[("$dcb", &[1])], Some(u64::MAX), multi_ok(&[0], 0)),
+                multi(2, &[("$dcb", &[2])], Some(u64::MAX), multi_ok(&[1], 1)),
+            ],
+            &log,
+        );
+        assert_eq!(rules(&both), only(Rule::DcbCondition));
+        let one = with_log(
+            vec![
+                multi(1, &[("$dcb", &[1])], Some(u64::MAX), multi_ok(&[0], 0)),
+                multi(
+                    2,
+                    &[("$dcb", &[2])],
+                    Some(u64::MAX),
+                    MultiOutcome::ConditionFailed { position: 0 },
+                ),
+            ],
+            &log[..1],
+        );
+        assert_eq!(rules(&one), BTreeSet::new());
+        // A refusal must name a matching position after `after`.
+        let wrong = with_log(
+            vec![
+                multi(1, &[("$dcb", &[1])], Some(u64::MAX), multi_ok(&[0], 0)),
+                multi(
+                    2,
+                    &[("$dcb", &[2])],
+                    Some(0),
+                    MultiOutcome::ConditionFailed { position: 0 },
+                ),
+            ],
+            &log[..1],
+        );
+        assert_eq!(rules(&wrong), only(Rule::DcbCondition));
+    }
+
+    #[test]
+    fn a_multi_stream_append_partly_in_the_log_is_found() {
+        let log = vec![ev(1, "a", 0, 0), ev(2, "b", 0, 1), ev(3, "a", 1, 2)];
+        let history = vec![
+            multi(1, &[("a", &[1]), ("b", &[2])], None, multi_ok(&[0, 0], 1)),
+            multi(
+                2,
+                &[("a", &[3]), ("b", &[4])],
+                None,
+                MultiOutcome::Unknown {
+                    error: "timed out".into(),
+                },
+            ),
+        ];
+        assert_eq!(
+            rules(&with_log(history.clone(), &log)),
+            only(Rule::MultiNotAtomic)
+        );
+        assert_eq!(rules(&with_log(history, &log[..2])), BTreeSet::new());
     }
 }

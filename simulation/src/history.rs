@@ -21,7 +21,7 @@ pub enum Expected {
 }
 
 /// One event as a reader, a subscriber or a node's `$all` saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EventRef {
     pub id: Uuid,
     pub stream: String,
@@ -33,6 +33,12 @@ pub struct EventRef {
     /// histories recorded without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<u64>,
+    /// The event's type and tags, for judging index reads (absent in histories recorded
+    /// without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// A digest of an event's content, to tell in a history whether the event stored under an id
@@ -151,6 +157,125 @@ pub enum Record {
     Panic { at_ms: u64, message: String },
     /// A node's whole `$all` once the run ended, in position order.
     NodeLog { node: u64, events: Vec<EventRef> },
+    /// A forwards read of an index (`$ce-<category>`, `$et-<type>`, `$tag-<tag>`) from
+    /// `from_position`, up to `max_count` events.
+    IndexRead {
+        op: u64,
+        client: u32,
+        start_ms: u64,
+        end_ms: u64,
+        index: String,
+        from_position: u64,
+        max_count: u64,
+        consistency: Consistency,
+        #[serde(flatten)]
+        outcome: ReadOutcome,
+    },
+    /// A node's whole index once the run ended: it must be that node's `NodeLog` filtered.
+    NodeIndex {
+        node: u64,
+        index: String,
+        events: Vec<EventRef>,
+    },
+    /// One multi-stream or DCB append (all its parts land contiguously, in order, or none),
+    /// from the first try to the final answer; a later one with the same ids is a re-send.
+    MultiAppend {
+        op: u64,
+        client: u32,
+        start_ms: u64,
+        end_ms: u64,
+        parts: Vec<MultiPart>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        condition: Option<ConditionRef>,
+        #[serde(flatten)]
+        outcome: MultiOutcome,
+    },
+}
+
+/// One stream's part of a multi-stream append (DCB events: the stream `$dcb`, `Any`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiPart {
+    pub stream: String,
+    pub expected: Expected,
+    pub ids: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digests: Vec<u64>,
+}
+
+/// One alternative of a DCB query: any of `types` (none: any type), all of `tags`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QueryItemRef {
+    pub types: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// A DCB append condition: fail if an event matching any item is after `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConditionRef {
+    pub items: Vec<QueryItemRef>,
+    pub after: Option<u64>,
+}
+
+impl ConditionRef {
+    /// Whether an event matches the condition's query, by the dcb.events rules written here
+    /// apart from the store's code: items OR'd, types OR'd, tags AND'ed, no items: all.
+    pub fn matches(&self, event: &EventRef) -> bool {
+        self.items.is_empty()
+            || self.items.iter().any(|item| {
+                (item.types.is_empty()
+                    || item
+                        .types
+                        .iter()
+                        .any(|t| event.event_type.as_deref() == Some(t.as_str())))
+                    && item.tags.iter().all(|t| event.tags.contains(t))
+            })
+    }
+}
+
+/// How a multi-stream (or DCB) append ended, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum MultiOutcome {
+    /// Acknowledged: each part's last revision, in order, and the last position.
+    Ok {
+        last_revisions: Vec<u64>,
+        last_position: u64,
+    },
+    /// Definitely not written: this stream's expected revision did not hold.
+    WrongExpectedVersion {
+        stream: String,
+        actual: Option<u64>,
+    },
+    /// Definitely not written: an event matching the condition is at `position`.
+    ConditionFailed {
+        position: u64,
+    },
+    Rejected {
+        reason: String,
+    },
+    Unknown {
+        error: String,
+    },
+}
+
+/// Whether an event is in an index (`$ce-<category>`, `$et-<type>`, `$tag-<tag>`), by the
+/// rules of the data model, written here apart from the store's own code so that the checker
+/// does not judge the store by the store: a category is the stream name before its first
+/// `-`, and a name without one (or starting with one) is its own category. `None` for a name
+/// that is not an index.
+pub fn in_index(index: &str, event: &EventRef) -> Option<bool> {
+    if let Some(category) = index.strip_prefix("$ce-") {
+        let own = match event.stream.find('-') {
+            Some(end) if end > 0 => &event.stream[..end],
+            _ => event.stream.as_str(),
+        };
+        return Some(own == category);
+    }
+    if let Some(event_type) = index.strip_prefix("$et-") {
+        return Some(event.event_type.as_deref() == Some(event_type));
+    }
+    let tag = index.strip_prefix("$tag-")?;
+    Some(event.tags.iter().any(|t| t == tag))
 }
 
 /// Writes a history as JSON lines.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use cairn_node::{NodeSetup, SnapshotSettings};
 use cairn_raft_store::disk::{MemDisk, MemFaults};
 use cairn_raft_store::faults::Bugs;
-use cairn_raft_store::{Direction, EventReader, Limits, TypeConfig};
+use cairn_raft_store::{Direction, EventReader, IndexName, Limits, RecordedEvent, TypeConfig};
 use openraft::{Raft, ServerState};
 
 use crate::checker::{check, Report};
@@ -19,7 +19,7 @@ use crate::faults::{schedule, Fault, FaultMix, Scheduled};
 use crate::history::{content_digest, EventRef, Record};
 use crate::net::{SimConnector, NODE_PORT};
 use crate::rng::SimRng;
-use crate::workload::{run_client, run_heal_probe, ClientPlan, Recorder};
+use crate::workload::{index_names, run_client, run_heal_probe, ClientPlan, Recorder};
 
 /// Faults start after this much quiet (the cluster elects its first leader).
 pub const FAULTS_START_MS: u64 = 1_000;
@@ -99,9 +99,29 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "apply-out-of-order" => bugs.apply_out_of_order = true,
         "forget-event-ids" => bugs.forget_event_ids = true,
         "ignore-retry-content" => bugs.ignore_retry_content = true,
+        "index-skips-tag" => bugs.index_skips_tag = true,
+        "skip-dcb-check" => bugs.skip_dcb_check = true,
         _ => return None,
     }
     Some(bugs)
+}
+
+/// A stored event as the history records it.
+fn stored_ref(e: RecordedEvent) -> EventRef {
+    EventRef {
+        digest: Some(content_digest(
+            &e.event_type,
+            e.content_type == cairn_raft_store::ContentType::Binary,
+            &e.data,
+            &e.metadata,
+        )),
+        id: e.id,
+        stream: e.stream,
+        revision: e.revision,
+        position: e.position,
+        event_type: Some(e.event_type),
+        tags: e.tags,
+    }
 }
 
 /// The one line that replays a seed.
@@ -350,30 +370,34 @@ impl Cluster {
         })
     }
 
-    fn logs(&self) -> Vec<Record> {
-        lock(&self.registry)
-            .iter()
-            .map(|(&node, handle)| Record::NodeLog {
-                node,
-                events: handle
-                    .reader
-                    .read_all(0, Direction::Forwards, u64::MAX)
-                    .map_while(Result::ok)
-                    .map(|e| EventRef {
-                        digest: Some(content_digest(
-                            &e.event_type,
-                            e.content_type == cairn_raft_store::ContentType::Binary,
-                            &e.data,
-                            &e.metadata,
-                        )),
-                        id: e.id,
-                        stream: e.stream,
-                        revision: e.revision,
-                        position: e.position,
-                    })
-                    .collect(),
+    /// Each node's `$all`, then each node's indexes (`index_names`), read from its store.
+    fn logs(&self, clients: u32) -> Vec<Record> {
+        let registry = lock(&self.registry);
+        let logs = registry.iter().map(|(&node, handle)| Record::NodeLog {
+            node,
+            events: handle
+                .reader
+                .read_all(0, Direction::Forwards, u64::MAX)
+                .map_while(Result::ok)
+                .map(stored_ref)
+                .collect(),
+        });
+        let indexes = registry.iter().flat_map(|(&node, handle)| {
+            index_names(clients).into_iter().filter_map(move |index| {
+                let name = IndexName::parse(&index)?;
+                Some(Record::NodeIndex {
+                    node,
+                    events: handle
+                        .reader
+                        .read_index(&name, 0, Direction::Forwards, u64::MAX)
+                        .map_while(Result::ok)
+                        .map(stored_ref)
+                        .collect(),
+                    index,
+                })
             })
-            .collect()
+        });
+        logs.chain(indexes).collect()
     }
 }
 
@@ -500,6 +524,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
             endpoints,
             until_ms,
             subscribe_all: client == 1,
+            clients: config.clients,
         };
         sim.client(format!("c{client}"), run_client(plan, recorder.clone()));
     }
@@ -573,7 +598,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         cluster.record_panics(&recorder, now(&sim));
     }
     let mut history = std::mem::take(&mut *lock(&recorder));
-    history.extend(cluster.logs());
+    history.extend(cluster.logs(config.clients));
     let report = check(&history);
     Ok(RunOutcome { history, report })
 }

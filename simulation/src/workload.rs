@@ -8,13 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_client::{
-    Client, ClientConfig, ContentType, Error, EventData, ExpectedRevision, NodePreference,
-    ReadFrom, ReadOptions, RecordedEvent, SubscribeOptions, SubscriptionMessage, ALL_STREAM,
+    AppendCondition, Client, ClientConfig, ContentType, Error, EventData, ExpectedRevision,
+    NodePreference, Query, QueryItem, ReadFrom, ReadOptions, RecordedEvent, StreamAppend,
+    SubscribeOptions, SubscriptionMessage, ALL_STREAM,
 };
 use tokio_stream::StreamExt;
 
 use crate::history::{
-    content_digest, AppendOutcome, Consistency, EventRef, Expected, ReadOutcome, Record,
+    content_digest, AppendOutcome, ConditionRef, Consistency, EventRef, Expected, MultiOutcome,
+    MultiPart, QueryItemRef, ReadOutcome, Record,
 };
 use crate::rng::SimRng;
 
@@ -36,6 +38,38 @@ pub const MAX_EVENTS_PER_APPEND: u64 = 4;
 pub const RESEND_MEMORY: usize = 32;
 /// Share of re-sends that change one event's data but keep its id (a reused id).
 pub const REUSE_WITH_OTHER_CONTENT_PERCENT: u64 = 30;
+/// Share of events tagged with their client (`client:N`), and of those also with a colour
+/// (`color:0`..`color:2`, shared by every client).
+pub const TAGGED_PERCENT: u64 = 70;
+pub const COLOURED_PERCENT: u64 = 40;
+pub const COLOURS: u64 = 3;
+/// Share of `$all` reads that read an index instead.
+pub const INDEX_READ_PERCENT: u64 = 50;
+/// Share of operations that are multi-stream or DCB appends (issue 16).
+pub const MULTI_PERCENT: u64 = 20;
+/// Of those, the share that are DCB appends (the rest: two hot streams at once, some with a
+/// DCB condition too).
+pub const DCB_OF_MULTI_PERCENT: u64 = 60;
+/// Seats every client competes for: a DCB append of a `Seat` event tagged `seat:K`, failing
+/// if another `Seat` of `seat:K` exists (after the position the client last read, or at all).
+pub const SEATS: u64 = 4;
+
+/// The indexes the workload's events can be in: what clients read and what each node's
+/// indexes are dumped and judged by after the run.
+pub fn index_names(clients: u32) -> Vec<String> {
+    let mut names: Vec<String> = ["$ce-hot", "$ce-cold", "$ce-heal"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    names.extend((0..MAX_EVENTS_PER_APPEND).map(|i| format!("$et-T{i}")));
+    names.push("$et-Healed".to_owned());
+    names.extend((1..=clients).map(|c| format!("$tag-client:{c}")));
+    names.extend((0..COLOURS).map(|c| format!("$tag-color:{c}")));
+    names.push("$et-Seat".to_owned());
+    names.push("$ce-$dcb".to_owned());
+    names.extend((0..SEATS).map(|k| format!("$tag-seat:{k}")));
+    names
+}
 
 /// The history as it is being recorded (shared by the clients of one run).
 pub type Recorder = Arc<Mutex<Vec<Record>>>;
@@ -61,6 +95,8 @@ pub struct ClientPlan {
     pub until_ms: u64,
     /// Follow `$all` (from the start) while working, and record what it delivered.
     pub subscribe_all: bool,
+    /// How many clients the run has (the `$tag-client:N` indexes there are).
+    pub clients: u32,
 }
 
 /// An append as sent, kept for re-sending.
@@ -83,10 +119,18 @@ struct ClientState {
     /// The re-sends' reused-id choices, a stream of their own so that every other choice of a
     /// seed stays what it was before they existed.
     reuse: SimRng,
+    /// Tags and index reads, likewise a stream of their own.
+    indexes: SimRng,
+    /// Multi-stream and DCB appends, likewise.
+    multi: SimRng,
 }
 
 /// The `split` purpose of [`ClientState::reuse`].
 const REUSE_STREAM: u64 = 0x05EE_D1D5;
+/// The `split` purpose of [`ClientState::indexes`].
+const INDEX_STREAM: u64 = 0x1DE7_0001;
+/// The `split` purpose of [`ClientState::multi`].
+const MULTI_STREAM: u64 = 0xDCB0_0001;
 
 pub fn client_for(endpoints: Vec<String>) -> Result<Client, Error> {
     let config = ClientConfig {
@@ -106,6 +150,8 @@ pub async fn run_client(plan: ClientPlan, recorder: Recorder) -> turmoil::Result
         .then(|| tokio::spawn(follow_all(client.clone(), plan.client, recorder.clone())));
     let mut state = ClientState {
         reuse: plan.rng.split(REUSE_STREAM),
+        indexes: plan.rng.split(INDEX_STREAM),
+        multi: plan.rng.split(MULTI_STREAM),
         plan,
         client,
         recorder,
@@ -115,7 +161,11 @@ pub async fn run_client(plan: ClientPlan, recorder: Recorder) -> turmoil::Result
         last_position: None,
     };
     while now_ms() < state.plan.until_ms {
-        state.step().await;
+        if state.multi.percent(MULTI_PERCENT) {
+            state.multi_step().await;
+        } else {
+            state.step().await;
+        }
         let pause = state.plan.rng.below(20);
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
@@ -144,6 +194,7 @@ pub async fn run_heal_probe(
             endpoints: endpoints.clone(),
             until_ms: deadline_ms,
             subscribe_all: false,
+            clients: 0,
         },
         client: client_for(endpoints)?,
         recorder,
@@ -152,6 +203,8 @@ pub async fn run_heal_probe(
         sent: Vec::new(),
         last_position: None,
         reuse: rng.split(REUSE_STREAM),
+        indexes: rng.split(INDEX_STREAM),
+        multi: rng.split(MULTI_STREAM),
     };
     let id = rng.uuid();
     let sent = Sent {
@@ -227,6 +280,8 @@ pub fn event_ref(event: &RecordedEvent) -> EventRef {
             &event.data,
             &event.metadata,
         )),
+        event_type: Some(event.event_type.clone()),
+        tags: event.tags.clone(),
     }
 }
 
@@ -304,7 +359,8 @@ impl ClientState {
         let events = (0..count)
             .map(|i| {
                 let id = self.plan.rng.uuid();
-                EventData::binary(format!("T{i}"), id.as_bytes().to_vec()).with_id(id)
+                let event = EventData::binary(format!("T{i}"), id.as_bytes().to_vec()).with_id(id);
+                event.with_tags(self.tags())
             })
             .collect();
         let sent = Sent {
@@ -325,6 +381,18 @@ impl ClientState {
         if unknown && self.plan.rng.percent(50) {
             self.append(&sent).await;
         }
+    }
+
+    /// An event's tags, drawn from [`ClientState::indexes`].
+    fn tags(&mut self) -> Vec<String> {
+        let mut tags = Vec::new();
+        if self.indexes.percent(TAGGED_PERCENT) {
+            tags.push(format!("client:{}", self.plan.client));
+            if self.indexes.percent(COLOURED_PERCENT) {
+                tags.push(format!("color:{}", self.indexes.below(COLOURS)));
+            }
+        }
+        tags
     }
 
     /// Sends a remembered append again, same ids: what was written must not be written twice.
@@ -348,38 +416,19 @@ impl ClientState {
     async fn append(&mut self, sent: &Sent) -> AppendOutcome {
         let op = self.next_op();
         let start_ms = now_ms();
-        let attempt = self
-            .client
-            .append(&sent.stream, sent.expected, sent.events.clone());
-        let outcome =
-            match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), attempt).await {
-                Ok(Ok(written)) => {
-                    self.known
-                        .insert(sent.stream.clone(), Some(written.last_revision));
-                    self.last_position = self.last_position.max(Some(written.last_position));
-                    AppendOutcome::Ok {
-                        last_revision: written.last_revision,
-                        last_position: written.last_position,
-                    }
-                }
-                Ok(Err(Error::WrongExpectedVersion { actual, .. })) => {
-                    self.known.insert(sent.stream.clone(), actual);
-                    AppendOutcome::WrongExpectedVersion { actual }
-                }
-                Ok(Err(
-                    e @ (Error::InvalidArgument(_)
-                    | Error::IdempotencyConflict(_)
-                    | Error::EventIdReused { .. }),
-                )) => AppendOutcome::Rejected {
-                    reason: e.to_string(),
-                },
-                Ok(Err(e)) => AppendOutcome::Unknown {
-                    error: e.to_string(),
-                },
-                Err(_) => AppendOutcome::Unknown {
-                    error: "timed out".into(),
-                },
-            };
+        let outcome = timed_append(
+            &self.client,
+            &sent.stream,
+            sent.expected,
+            sent.events.clone(),
+        )
+        .await;
+        learn_from(
+            &mut self.known,
+            &mut self.last_position,
+            &sent.stream,
+            &outcome,
+        );
         record(
             &self.recorder,
             Record::Append {
@@ -395,6 +444,168 @@ impl ClientState {
             },
         );
         outcome
+    }
+
+    /// A multi-stream or DCB append, chosen from [`ClientState::multi`].
+    async fn multi_step(&mut self) {
+        let seat = self.multi.below(SEATS);
+        let seat_query = QueryItem::types(["Seat"]).with_tags([format!("seat:{seat}")]);
+        if self.multi.percent(DCB_OF_MULTI_PERCENT) {
+            // Claim a seat: at all (no `after`), or after the last Seat of it this client read.
+            let after = if self.multi.percent(50) {
+                None
+            } else {
+                let query = Query::of(vec![seat_query.clone()]);
+                let read = self
+                    .client
+                    .read_query(&query, ReadOptions::backwards().max_count(1).linearizable());
+                match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), async {
+                    let mut events = read.await?;
+                    events.next().await.transpose()
+                })
+                .await
+                {
+                    Ok(Ok(last)) => last.map(|e| e.position),
+                    _ => return,
+                }
+            };
+            let id = self.multi.uuid();
+            let event = EventData::binary("Seat", id.as_bytes().to_vec())
+                .with_id(id)
+                .with_tags([
+                    format!("seat:{seat}"),
+                    format!("client:{}", self.plan.client),
+                ]);
+            let condition = AppendCondition {
+                fail_if_events_match: Query::of(vec![seat_query]),
+                after,
+            };
+            self.multi_append(Vec::new(), vec![event], Some(condition))
+                .await;
+            return;
+        }
+        let first = self.multi.below(HOT_STREAMS);
+        let second = (first + 1 + self.multi.below(HOT_STREAMS - 1)) % HOT_STREAMS;
+        let mut parts = Vec::new();
+        for n in [first, second] {
+            let stream = format!("hot-{n}");
+            let expected = match self.known.get(&stream) {
+                Some(Some(revision)) => ExpectedRevision::Exact(*revision),
+                Some(None) => ExpectedRevision::NoStream,
+                None => ExpectedRevision::Any,
+            };
+            let events = (0..self.multi.between(1, 2))
+                .map(|i| {
+                    let id = self.multi.uuid();
+                    EventData::binary(format!("T{i}"), id.as_bytes().to_vec()).with_id(id)
+                })
+                .collect();
+            parts.push(StreamAppend {
+                stream,
+                expected,
+                events,
+            });
+        }
+        let condition = self.multi.percent(30).then(|| AppendCondition {
+            fail_if_events_match: Query::of(vec![seat_query]),
+            after: self.last_position,
+        });
+        self.multi_append(parts, Vec::new(), condition).await;
+    }
+
+    /// Sends a multi-stream append and records it; an unknown outcome is re-sent at once half
+    /// the time, the same request (ids and condition).
+    async fn multi_append(
+        &mut self,
+        parts: Vec<StreamAppend>,
+        dcb_events: Vec<EventData>,
+        condition: Option<AppendCondition>,
+    ) {
+        for _ in 0..2 {
+            let op = self.next_op();
+            let start_ms = now_ms();
+            let attempt =
+                self.client
+                    .append_multi(parts.clone(), dcb_events.clone(), condition.clone());
+            let outcome =
+                match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), attempt).await {
+                    Ok(Ok(written)) => {
+                        for (stream, revision) in &written.last_revisions {
+                            self.known.insert(stream.clone(), Some(*revision));
+                        }
+                        self.last_position = self.last_position.max(Some(written.last_position));
+                        MultiOutcome::Ok {
+                            last_revisions: written.last_revisions.iter().map(|r| r.1).collect(),
+                            last_position: written.last_position,
+                        }
+                    }
+                    Ok(Err(Error::WrongExpectedVersion { stream, actual, .. })) => {
+                        self.known.insert(stream.clone(), actual);
+                        MultiOutcome::WrongExpectedVersion { stream, actual }
+                    }
+                    Ok(Err(Error::ConditionFailed { position })) => {
+                        MultiOutcome::ConditionFailed { position }
+                    }
+                    Ok(Err(
+                        e @ (Error::InvalidArgument(_)
+                        | Error::IdempotencyConflict(_)
+                        | Error::EventIdReused { .. }),
+                    )) => MultiOutcome::Rejected {
+                        reason: e.to_string(),
+                    },
+                    Ok(Err(e)) => MultiOutcome::Unknown {
+                        error: e.to_string(),
+                    },
+                    Err(_) => MultiOutcome::Unknown {
+                        error: "timed out".into(),
+                    },
+                };
+            let unknown = matches!(outcome, MultiOutcome::Unknown { .. });
+            let mut recorded: Vec<MultiPart> = parts
+                .iter()
+                .map(|p| MultiPart {
+                    stream: p.stream.clone(),
+                    expected: expected_of(p.expected),
+                    ids: p.events.iter().map(|e| e.id).collect(),
+                    digests: p.events.iter().map(digest_of).collect(),
+                })
+                .collect();
+            if !dcb_events.is_empty() {
+                recorded.push(MultiPart {
+                    stream: "$dcb".to_owned(),
+                    expected: Expected::Any,
+                    ids: dcb_events.iter().map(|e| e.id).collect(),
+                    digests: dcb_events.iter().map(digest_of).collect(),
+                });
+            }
+            let condition = condition.as_ref().map(|c| ConditionRef {
+                items: c
+                    .fail_if_events_match
+                    .items
+                    .iter()
+                    .map(|i| QueryItemRef {
+                        types: i.types.clone(),
+                        tags: i.tags.clone(),
+                    })
+                    .collect(),
+                after: c.after,
+            });
+            record(
+                &self.recorder,
+                Record::MultiAppend {
+                    op,
+                    client: self.plan.client,
+                    start_ms,
+                    end_ms: now_ms(),
+                    parts: recorded,
+                    condition,
+                    outcome,
+                },
+            );
+            if !(unknown && self.multi.percent(50)) {
+                return;
+            }
+        }
     }
 
     /// A forwards read of a whole stream (`Some`) or of `$all` from a recent position.
@@ -430,33 +641,117 @@ impl ClientState {
         if stream.is_none() {
             options = options.from(ReadFrom::At(from_position));
         }
-        let start_ms = now_ms();
-        let name = stream.clone().unwrap_or_else(|| ALL_STREAM.to_owned());
-        let read = collect(&self.client, &name, options);
-        let outcome = match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), read).await {
-            Ok(Ok(events)) => ReadOutcome::Ok { events },
-            Ok(Err(Error::StreamNotFound { .. })) => ReadOutcome::Ok { events: Vec::new() },
-            Ok(Err(e)) => ReadOutcome::Failed {
-                error: e.to_string(),
-            },
-            Err(_) => ReadOutcome::Failed {
-                error: "timed out".into(),
-            },
+        let index = match stream {
+            None if self.indexes.percent(INDEX_READ_PERCENT) => {
+                let names = index_names(self.plan.clients);
+                Some(names[self.indexes.below(names.len() as u64) as usize].clone())
+            }
+            _ => None,
         };
-        record(
-            &self.recorder,
-            Record::Read {
+        let start_ms = now_ms();
+        let name = index
+            .clone()
+            .or_else(|| stream.clone())
+            .unwrap_or_else(|| ALL_STREAM.to_owned());
+        let outcome = timed_read(&self.client, &name, options).await;
+        let (client, end_ms, max_count) = (self.plan.client, now_ms(), READ_MAX_COUNT);
+        let read = match index {
+            Some(index) => Record::IndexRead {
                 op,
-                client: self.plan.client,
+                client,
                 start_ms,
-                end_ms: now_ms(),
-                stream,
+                end_ms,
+                index,
                 from_position,
-                max_count: READ_MAX_COUNT,
+                max_count,
                 consistency,
                 outcome,
             },
-        );
+            None => Record::Read {
+                op,
+                client,
+                start_ms,
+                end_ms,
+                stream,
+                from_position,
+                max_count,
+                consistency,
+                outcome,
+            },
+        };
+        record(&self.recorder, read);
+    }
+}
+
+/// What an append's outcome tells a client about the stream (its last revision) and about the
+/// newest position it wrote (for its reads of its own writes).
+pub fn learn_from(
+    known: &mut BTreeMap<String, Option<u64>>,
+    last_position: &mut Option<u64>,
+    stream: &str,
+    outcome: &AppendOutcome,
+) {
+    match outcome {
+        AppendOutcome::Ok {
+            last_revision,
+            last_position: position,
+        } => {
+            known.insert(stream.to_owned(), Some(*last_revision));
+            *last_position = (*last_position).max(Some(*position));
+        }
+        AppendOutcome::WrongExpectedVersion { actual } => {
+            known.insert(stream.to_owned(), *actual);
+        }
+        _ => {}
+    }
+}
+
+/// An append bounded by [`OP_TIMEOUT_MS`] (the client's own retries included), as the history
+/// records it: acknowledged, definitely not written, or unknown.
+pub async fn timed_append(
+    client: &Client,
+    stream: &str,
+    expected: ExpectedRevision,
+    events: Vec<EventData>,
+) -> AppendOutcome {
+    let attempt = client.append(stream, expected, events);
+    match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), attempt).await {
+        Ok(Ok(written)) => AppendOutcome::Ok {
+            last_revision: written.last_revision,
+            last_position: written.last_position,
+        },
+        Ok(Err(Error::WrongExpectedVersion { actual, .. })) => {
+            AppendOutcome::WrongExpectedVersion { actual }
+        }
+        Ok(Err(
+            e @ (Error::InvalidArgument(_)
+            | Error::IdempotencyConflict(_)
+            | Error::EventIdReused { .. }),
+        )) => AppendOutcome::Rejected {
+            reason: e.to_string(),
+        },
+        Ok(Err(e)) => AppendOutcome::Unknown {
+            error: e.to_string(),
+        },
+        Err(_) => AppendOutcome::Unknown {
+            error: "timed out".into(),
+        },
+    }
+}
+
+/// A forwards read of `stream` (or `$all`) bounded by [`OP_TIMEOUT_MS`], as the history
+/// records it; a stream that does not exist reads as empty.
+pub async fn timed_read(client: &Client, stream: &str, options: ReadOptions) -> ReadOutcome {
+    let read = collect(client, stream, options);
+    match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), read).await {
+        Ok(Ok(events)) => ReadOutcome::Ok { events },
+        Ok(Err(Error::StreamNotFound { .. })) => ReadOutcome::Ok { events: Vec::new() },
+        Ok(Err(e)) => ReadOutcome::Failed {
+            error: e.to_string(),
+        },
+        Err(_) => ReadOutcome::Failed {
+            error: "timed out".into(),
+        },
     }
 }
 

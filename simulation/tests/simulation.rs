@@ -181,23 +181,44 @@ fn finds_an_event_id_index_forgotten_across_restart() {
     find("forget-event-ids");
 }
 
-/// Issue 14's bug: a re-send that reuses an id with other content, answered as a retry. The
-/// checker must name it (not find something else).
-#[test]
-fn finds_an_id_reused_with_other_content_taken_for_a_retry() {
-    let bug = "ignore-retry-content";
+/// Finds `bug` and requires the checker to name it by `rule` (not find something else).
+fn find_as(bug: &str, rule: cairn_simulation::checker::Rule) {
     let seed = find(bug);
     let outcome = run_seed(&SimConfig {
         bugs: bug_named(bug).expect("a known bug"),
         ..SimConfig::new(seed)
     });
     assert!(
-        outcome
-            .report
-            .violations
-            .iter()
-            .any(|v| v.rule == cairn_simulation::checker::Rule::ReusedIdAcknowledged),
+        outcome.report.violations.iter().any(|v| v.rule == rule),
         "{bug} was found by seed {seed} as something else: {}",
         outcome.report
+    );
+}
+
+/// Issue 14's bug: a re-send that reuses an id with other content, answered as a retry.
+#[test]
+fn finds_an_id_reused_with_other_content_taken_for_a_retry() {
+    find_as(
+        "ignore-retry-content",
+        cairn_simulation::checker::Rule::ReusedIdAcknowledged,
+    );
+}
+
+/// Issue 16's index: a tag index that leaves out an event's tags.
+#[test]
+fn finds_a_tag_index_that_skips_an_events_tags() {
+    find_as(
+        "index-skips-tag",
+        cairn_simulation::checker::Rule::IndexMismatch,
+    );
+}
+
+/// Issue 16's DCB: a state machine that skips the append condition lets two clients claim
+/// one seat.
+#[test]
+fn finds_a_skipped_dcb_condition_check() {
+    find_as(
+        "skip-dcb-check",
+        cairn_simulation::checker::Rule::DcbCondition,
     );
 }

@@ -99,16 +99,12 @@ impl Client {
             id: Uuid::now_v7().to_string(),
             leader_only: self.inner.leader_only,
         };
-        self.change(
-            stream,
-            expected,
-            "set stream metadata",
-            move |mut client| {
-                let request = request.clone();
-                async move { client.set_stream_metadata(request).await }
-            },
-        )
-        .await
+        let response = self
+            .send_append(stream, request, |mut streams, request| async move {
+                streams.set_stream_metadata(request).await
+            })
+            .await?;
+        self.append_answer(response, stream, expected)
     }
 
     /// Soft-deletes the stream if `expected` holds for its last revision: it reads as not
@@ -144,41 +140,11 @@ impl Client {
             id: Uuid::now_v7().to_string(),
             leader_only: self.inner.leader_only,
         };
-        self.change(stream, expected, "delete stream", move |mut client| {
-            let request = request.clone();
-            async move { client.delete_stream(request).await }
-        })
-        .await
-    }
-
-    /// Sends one change (the same request, so the same id, on every attempt).
-    async fn change<F, Fut>(
-        &self,
-        stream: &str,
-        expected: ExpectedRevision,
-        what: &str,
-        call: F,
-    ) -> Result<AppendResult, Error>
-    where
-        F: Fn(proto::streams_client::StreamsClient<tonic::transport::Channel>) -> Fut,
-        Fut: std::future::Future<
-            Output = Result<tonic::Response<proto::AppendResponse>, tonic::Status>,
-        >,
-    {
-        let start = self.inner.endpoints.leader_or_first();
-        let (response, node) = self
-            .with_retries(
-                what,
-                stream,
-                start,
-                NodePreference::Leader,
-                CallKind::Request,
-                |channel| {
-                    let answer = call(streams(channel));
-                    async move { Ok(answer.await?.into_inner()) }
-                },
-            )
+        let response = self
+            .send_append(stream, request, |mut streams, request| async move {
+                streams.delete_stream(request).await
+            })
             .await?;
-        self.append_answer(response, stream, expected, &node)
+        self.append_answer(response, stream, expected)
     }
 }

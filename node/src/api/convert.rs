@@ -9,13 +9,15 @@
 //! edge that knows both.
 
 use cairn_client::proto;
+use cairn_raft_store::limits::validate_stream_name;
 use cairn_raft_store::{
-    Append, AppendPosition, ContentType, ExpectedRevision, NewEvent, RecordedEvent,
+    Append, AppendCondition, AppendPosition, ContentType, ExpectedRevision, MultiAppend,
+    MultiPosition, NewEvent, Query, QueryItem, RecordedEvent, StreamAppend, DCB_STREAM,
 };
 use tonic::Status;
 use uuid::Uuid;
 
-use super::status::invalid;
+use super::status::{invalid, invalid_input};
 
 /// The request's expected revision (absent: any).
 pub fn expected_from_proto(
@@ -70,38 +72,137 @@ pub fn append_from_proto(
     request: proto::AppendRequest,
     created_unix_ms: u64,
 ) -> Result<Append, Status> {
-    let expected = expected_from_proto(request.expected.as_ref())?;
-    let mut events = Vec::with_capacity(request.events.len());
-    for (index, event) in request.events.into_iter().enumerate() {
+    Ok(Append {
+        stream: request.stream,
+        expected: expected_from_proto(request.expected.as_ref())?,
+        events: events_from_proto(request.events, "events")?,
+        created_unix_ms,
+    })
+}
+
+/// The events of a request; `field` names them in refusals (`events`, `streams[1].events`).
+fn events_from_proto(events: Vec<proto::NewEvent>, field: &str) -> Result<Vec<NewEvent>, Status> {
+    let mut converted = Vec::with_capacity(events.len());
+    for (index, event) in events.into_iter().enumerate() {
         let id = Uuid::parse_str(&event.id)
-            .map_err(|e| invalid(&format!("events[{index}].id"), format!("not a UUID ({e})")))?;
+            .map_err(|e| invalid(&format!("{field}[{index}].id"), format!("not a UUID ({e})")))?;
         if id.is_nil() {
             return Err(invalid(
-                &format!("events[{index}].id"),
+                &format!("{field}[{index}].id"),
                 "the nil UUID is not an event id",
             ));
         }
         let content_type =
             cairn_client::ContentType::from_proto(event.content_type).ok_or_else(|| {
                 invalid(
-                    &format!("events[{index}].content_type"),
+                    &format!("{field}[{index}].content_type"),
                     format!("unknown value {}", event.content_type),
                 )
             })?;
-        events.push(NewEvent {
+        converted.push(NewEvent {
             id,
             event_type: event.r#type,
             content_type: content_type_to_store(content_type),
             data: event.data,
             metadata: event.metadata,
+            tags: event.tags,
         });
     }
-    Ok(Append {
-        stream: request.stream,
-        expected,
-        events,
+    Ok(converted)
+}
+
+/// A DCB query (absent: no items, every event).
+pub fn query_from_proto(query: Option<proto::Query>) -> Query {
+    Query {
+        items: query
+            .map(|q| q.items)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| QueryItem {
+                types: item.types,
+                tags: item.tags,
+            })
+            .collect(),
+    }
+}
+
+/// Builds a multi-stream command: the streams in order, then the DCB events in
+/// [`DCB_STREAM`]. Client stream names are checked here, so `$dcb` (like any `$` name) is
+/// refused when named by a client; the rest is checked by `Limits::validate_multi_append`.
+pub fn multi_from_proto(
+    request: proto::MultiAppendRequest,
+    created_unix_ms: u64,
+) -> Result<MultiAppend, Status> {
+    let mut streams = Vec::with_capacity(request.streams.len() + 1);
+    for (n, part) in request.streams.into_iter().enumerate() {
+        validate_stream_name(&part.stream).map_err(|e| {
+            let status = invalid_input(&e);
+            Status::new(status.code(), format!("streams[{n}].{}", status.message()))
+        })?;
+        streams.push(StreamAppend {
+            expected: expected_from_proto(part.expected.as_ref())?,
+            events: events_from_proto(part.events, &format!("streams[{n}].events"))?,
+            stream: part.stream,
+        });
+    }
+    if !request.dcb_events.is_empty() {
+        streams.push(StreamAppend {
+            stream: DCB_STREAM.to_owned(),
+            expected: ExpectedRevision::Any,
+            events: events_from_proto(request.dcb_events, "dcb_events")?,
+        });
+    }
+    Ok(MultiAppend {
+        streams,
+        condition: request.condition.map(|c| AppendCondition {
+            fail_if_events_match: query_from_proto(c.fail_if_events_match),
+            after: c.after,
+        }),
         created_unix_ms,
     })
+}
+
+pub fn multi_success(position: MultiPosition, already_written: bool) -> proto::MultiAppendResponse {
+    proto::MultiAppendResponse {
+        result: Some(proto::multi_append_response::Result::Success(
+            proto::MultiAppendSuccess {
+                streams: position
+                    .last_revisions
+                    .into_iter()
+                    .map(|(stream, last_revision)| proto::StreamRevision {
+                        stream,
+                        last_revision,
+                    })
+                    .collect(),
+                last_position: position.last_position,
+                already_written,
+            },
+        )),
+    }
+}
+
+pub fn multi_wrong_expected_version(
+    stream: String,
+    expected: ExpectedRevision,
+    actual: Option<u64>,
+) -> proto::MultiAppendResponse {
+    proto::MultiAppendResponse {
+        result: Some(proto::multi_append_response::Result::WrongExpectedVersion(
+            proto::StreamWrongExpectedVersion {
+                stream,
+                expected: Some(expected_from_store(expected).into()),
+                actual_revision: actual,
+            },
+        )),
+    }
+}
+
+pub fn condition_failed(position: u64) -> proto::MultiAppendResponse {
+    proto::MultiAppendResponse {
+        result: Some(proto::multi_append_response::Result::ConditionFailed(
+            proto::ConditionFailed { position },
+        )),
+    }
 }
 
 pub fn success(position: AppendPosition, already_written: bool) -> proto::AppendResponse {
@@ -142,6 +243,7 @@ pub fn recorded_to_proto(event: RecordedEvent) -> proto::RecordedEvent {
         data: event.data,
         metadata: event.metadata,
         created_unix_ms: event.created_unix_ms,
+        tags: event.tags,
     }
     .into()
 }
@@ -174,6 +276,7 @@ mod tests {
                 data: vec![1],
                 metadata: vec![],
                 created_unix_ms: 1,
+                tags: vec!["t:1".into()],
             };
             let wire = recorded_to_proto(event);
             let back =

@@ -11,7 +11,10 @@
 
 use std::sync::Arc;
 
-use cairn_raft_store::{Append, AppendResult, Command, NodeId, Response, TypeConfig};
+use cairn_raft_store::{
+    Append, AppendResult, Command, MultiAppend, MultiAppendResult, NodeId, Response, TypeConfig,
+    Write, WriteResult,
+};
 use openraft::error::{ChangeMembershipError, ClientWriteError, Fatal};
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -77,8 +80,8 @@ pub enum GroupError {
 }
 
 struct Queued {
-    append: Append,
-    verdict: oneshot::Sender<Result<AppendResult, GroupError>>,
+    write: Write,
+    verdict: oneshot::Sender<Result<WriteResult, GroupError>>,
 }
 
 /// The queue into the proposing task; cloned into every append handler.
@@ -97,21 +100,41 @@ impl GroupCommit {
 
     /// Queues an append (already validated) and waits until its entry is applied.
     pub async fn append(&self, append: Append) -> Result<AppendResult, GroupError> {
+        match self.write(Write::Append(append)).await? {
+            WriteResult::Append(result) => Ok(result),
+            WriteResult::Multi(_) => Err(GroupError::NoResult),
+        }
+    }
+
+    /// Queues a multi-stream append (already validated) and waits until it is applied.
+    pub async fn multi_append(&self, multi: MultiAppend) -> Result<MultiAppendResult, GroupError> {
+        match self.write(Write::Multi(multi)).await? {
+            WriteResult::Multi(result) => Ok(result),
+            WriteResult::Append(_) => Err(GroupError::NoResult),
+        }
+    }
+
+    async fn write(&self, write: Write) -> Result<WriteResult, GroupError> {
         let (verdict, answer) = oneshot::channel();
         self.queue
-            .send(Queued { append, verdict })
+            .send(Queued { write, verdict })
             .await
             .map_err(|_| GroupError::ProposerGone)?;
         answer.await.map_err(|_| GroupError::DroppedUnanswered)?
     }
 }
 
-fn event_bytes(append: &Append) -> usize {
-    append
-        .events
-        .iter()
-        .map(|e| e.data.len() + e.metadata.len() + e.event_type.len())
-        .sum()
+fn event_bytes(write: &Write) -> usize {
+    let bytes = |events: &[cairn_raft_store::NewEvent]| -> usize {
+        events
+            .iter()
+            .map(|e| e.data.len() + e.metadata.len() + e.event_type.len())
+            .sum()
+    };
+    match write {
+        Write::Append(append) => bytes(&append.events),
+        Write::Multi(multi) => multi.streams.iter().map(|p| bytes(&p.events)).sum(),
+    }
 }
 
 async fn propose_groups(raft: Raft<TypeConfig>, mut requests: mpsc::Receiver<Queued>) {
@@ -131,11 +154,11 @@ async fn propose_groups(raft: Raft<TypeConfig>, mut requests: mpsc::Receiver<Que
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let mut bytes = event_bytes(&first.append);
+        let mut bytes = event_bytes(&first.write);
         let mut group = vec![first];
         while group.len() < MAX_GROUP_APPENDS {
             let Ok(next) = requests.try_recv() else { break };
-            let next_bytes = event_bytes(&next.append);
+            let next_bytes = event_bytes(&next.write);
             if bytes + next_bytes > MAX_GROUP_BYTES {
                 carried = Some(next);
                 break;
@@ -147,16 +170,35 @@ async fn propose_groups(raft: Raft<TypeConfig>, mut requests: mpsc::Receiver<Que
     }
 }
 
+/// The entry for a group: single-stream appends keep the commands they always had (the same
+/// log bytes); a group with a multi-stream append is a `Command::Writes`.
+fn command_for(mut writes: Vec<Write>) -> Command {
+    if writes.iter().any(|w| matches!(w, Write::Multi(_))) {
+        return Command::Writes(writes);
+    }
+    let mut appends: Vec<Append> = writes
+        .drain(..)
+        .filter_map(|w| match w {
+            Write::Append(append) => Some(append),
+            Write::Multi(_) => None,
+        })
+        .collect();
+    match appends.pop() {
+        Some(append) if appends.is_empty() => Command::Append(append),
+        Some(last) => {
+            appends.push(last);
+            Command::Appends(appends)
+        }
+        None => Command::Appends(appends),
+    }
+}
+
 /// Proposes one group and hands its verdicts out when the entry is applied (on its own task,
 /// so the next group can gather meanwhile).
 async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemaphorePermit) {
-    let (mut appends, verdicts): (Vec<Append>, Vec<_>) =
-        group.into_iter().map(|q| (q.append, q.verdict)).unzip();
-    let command = if appends.len() == 1 {
-        Command::Append(appends.pop().expect("one append"))
-    } else {
-        Command::Appends(appends)
-    };
+    let (writes, verdicts): (Vec<Write>, Vec<_>) =
+        group.into_iter().map(|q| (q.write, q.verdict)).unzip();
+    let command = command_for(writes);
     let applied = match raft.client_write_ff(command).await {
         Ok(applied) => applied,
         Err(fatal) => {
@@ -170,7 +212,7 @@ async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemapho
         let wait = std::time::Duration::from_millis(MAX_GROUP_ANSWER_WAIT_MS);
         let outcome = tokio::time::timeout(wait, applied).await;
         drop(slot);
-        let results: Result<Vec<AppendResult>, GroupError> = match outcome {
+        let results: Result<Vec<WriteResult>, GroupError> = match outcome {
             Err(_) => {
                 tracing::warn!(
                     appends = verdicts.len(),
@@ -180,8 +222,11 @@ async fn propose(raft: &Raft<TypeConfig>, group: Vec<Queued>, slot: OwnedSemapho
                 Err(GroupError::Unanswered)
             }
             Ok(Ok(Ok(written))) => match written.data {
-                Response::Append(result) => Ok(vec![result]),
-                Response::Appends(results) => Ok(results),
+                Response::Append(result) => Ok(vec![WriteResult::Append(result)]),
+                Response::Appends(results) => {
+                    Ok(results.into_iter().map(WriteResult::Append).collect())
+                }
+                Response::Writes(results) => Ok(results),
                 Response::Empty => Err(GroupError::NoResult),
             },
             Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Err(GroupError::NotLeader),

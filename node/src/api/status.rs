@@ -75,6 +75,18 @@ pub fn invalid_input(e: &InvalidInput) -> Status {
         }
         InvalidInput::EventTooLarge { index, .. } => format!("events[{index}]"),
         InvalidInput::DuplicateEventIdInAppend { index, .. } => format!("events[{index}].id"),
+        InvalidInput::TooManyTags { index, .. } | InvalidInput::DuplicateTag { index, .. } => {
+            format!("events[{index}].tags")
+        }
+        InvalidInput::BlankTag { index, tag } | InvalidInput::TagTooLong { index, tag, .. } => {
+            format!("events[{index}].tags[{tag}]")
+        }
+        InvalidInput::DuplicateStreamInAppend { .. } => "streams".to_owned(),
+        InvalidInput::TooManyQueryItems { .. } => "query".to_owned(),
+        InvalidInput::EmptyQueryItem { item }
+        | InvalidInput::TooManyQueryTypes { item, .. }
+        | InvalidInput::TooManyQueryTags { item, .. }
+        | InvalidInput::BadQueryName { item, .. } => format!("query.items[{item}]"),
         InvalidInput::MetadataOutOfRange { .. }
         | InvalidInput::CustomMetadataTooLarge { .. }
         | InvalidInput::CustomMetadataNotAnObject { .. } => "metadata".to_owned(),

@@ -7,8 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cairn_client::proto::streams_client::StreamsClient;
 use cairn_client::proto::streams_server::Streams;
 use cairn_client::{proto, ALL_STREAM};
+use cairn_raft_store::limits::validate_query;
 use cairn_raft_store::limits::validate_stream_name;
-use cairn_raft_store::{AppendResult, Direction, InvalidInput, NodeId, StreamStatus};
+use cairn_raft_store::{
+    AppendResult, Direction, IndexName, InvalidInput, MultiAppendResult, NodeId, RecordedEvent,
+    StoreError, StreamStatus, READABLE_RESERVED_NAMES,
+};
 use openraft::error::RaftError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,28 +40,119 @@ impl StreamsService {
         StreamsService { ctx }
     }
 
-    /// Sends the request on to the leader, which will not forward it again.
-    async fn forward(
-        &self,
-        mut request: proto::AppendRequest,
-    ) -> Result<Response<proto::AppendResponse>, Status> {
+    /// Sends the request on to the leader (`call` is the RPC), which will not forward it
+    /// again: the caller has set its `leader_only`.
+    async fn forward<R, T, F, Fut>(&self, request: R, call: F) -> Result<Response<T>, Status>
+    where
+        F: FnOnce(StreamsClient<tonic::transport::Channel>, R) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
         let Some((leader, addr)) = self.ctx.leader() else {
             return Err(NodeError::NoLeaderKnown.into());
         };
         if leader == self.ctx.id {
             return Err(NodeError::LeadershipChanging.into());
         }
-        request.leader_only = true;
-        let mut client = StreamsClient::new(self.ctx.channel(&addr)?)
+        let client = StreamsClient::new(self.ctx.channel(&addr)?)
             .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
         let reply = tokio::time::timeout(
             Duration::from_millis(APPEND_TIMEOUT_MS),
-            client.append(request),
+            call(client, request),
         )
         .await
         .map_err(|_| NodeError::LeaderTimedOut { leader })??;
         Ok(Response::new(reply.into_inner()))
+    }
+
+    /// Waits (boundedly) for a write's verdict through group commit, behind the handoff gate.
+    async fn commit<T>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, GroupError>>,
+    ) -> Result<T, Status> {
+        // While leadership is handed over nothing new may enter the log; the append waits,
+        // then meets the new leader's hint (or, if the handoff failed, is proposed here).
+        let _in_flight = self.ctx.gate.enter().await?;
+        match tokio::time::timeout(Duration::from_millis(APPEND_TIMEOUT_MS), write).await {
+            Ok(Ok(verdict)) => Ok(verdict),
+            Err(_) => Err(NodeError::AppendTimedOut {
+                timeout_ms: APPEND_TIMEOUT_MS,
+            }
+            .into()),
+            // Leadership moved between the check and the commit: the caller retries (with the
+            // same event ids, so safely) and finds the new leader.
+            Ok(Err(GroupError::NotLeader)) => Err(not_leader(&self.ctx)),
+            Ok(Err(e)) => Err(status::status_in(format_args!("node {}", self.ctx.id), &e)),
+        }
+    }
+
+    /// Whether this node is the leader now, and its term.
+    fn leading(&self) -> (bool, u64) {
+        let metrics = self.ctx.raft.metrics();
+        let metrics = metrics.borrow();
+        (
+            metrics.current_leader == Some(self.ctx.id),
+            metrics.current_term,
+        )
+    }
+
+    /// The AppendMulti RPC: validated on whichever node receives it (bad input never reaches
+    /// another node), forwarded to the leader or proposed there.
+    async fn answer_multi_append(
+        &self,
+        mut request: proto::MultiAppendRequest,
+    ) -> Result<Response<proto::MultiAppendResponse>, Status> {
+        self.ctx.refuse_unless_member()?;
+        let (leading, term) = self.leading();
+        if !leading {
+            let check = convert::multi_from_proto(request.clone(), 0)?;
+            self.ctx
+                .limits
+                .validate_multi_append(&check)
+                .map_err(|e| invalid_input(&e))?;
+            if request.leader_only {
+                return Err(not_leader(&self.ctx));
+            }
+            request.leader_only = true;
+            return self
+                .forward(request, |mut c, r| async move { c.append_multi(r).await })
+                .await;
+        }
+        let span = tracing::info_span!("multi_append", node = self.ctx.id, term);
+        async move {
+            let multi = convert::multi_from_proto(request, now_unix_ms())?;
+            self.ctx
+                .limits
+                .validate_multi_append(&multi)
+                .map_err(|e| invalid_input(&e))?;
+            let verdict = self
+                .commit(self.ctx.group_commit.multi_append(multi))
+                .await?;
+            match verdict {
+                MultiAppendResult::Written(position) => {
+                    Ok(Response::new(convert::multi_success(position, false)))
+                }
+                MultiAppendResult::AlreadyWritten(position) => {
+                    Ok(Response::new(convert::multi_success(position, true)))
+                }
+                MultiAppendResult::WrongExpectedVersion {
+                    stream,
+                    expected,
+                    actual,
+                } => Ok(Response::new(convert::multi_wrong_expected_version(
+                    stream, expected, actual,
+                ))),
+                MultiAppendResult::ConditionFailed { position } => {
+                    Ok(Response::new(convert::condition_failed(position)))
+                }
+                MultiAppendResult::Rejected(rejected) => Err(status::rejection(&rejected)),
+                MultiAppendResult::StreamDeleted { stream } => {
+                    Err(NodeError::StreamDeleted { stream }.into())
+                }
+            }
+        }
+        .instrument(span)
+        .await
     }
 
     /// The leader's path: convert once (moving the event data), validate, propose, and turn
@@ -73,39 +168,19 @@ impl StreamsService {
             .map_err(|e| invalid_input(&e))?;
         let expected = append.expected;
         let stream = append.stream.clone();
-        // While leadership is handed over nothing new may enter the log; the append waits,
-        // then meets the new leader's hint (or, if the handoff failed, is proposed here).
-        let _in_flight = self.ctx.gate.enter().await?;
-        let write = self.ctx.group_commit.append(append);
-        let outcome =
-            match tokio::time::timeout(Duration::from_millis(APPEND_TIMEOUT_MS), write).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    return Err(NodeError::AppendTimedOut {
-                        timeout_ms: APPEND_TIMEOUT_MS,
-                    }
-                    .into())
-                }
-            };
-        match outcome {
-            Ok(AppendResult::Written(position)) => {
-                Ok(Response::new(convert::success(position, false)))
-            }
-            Ok(AppendResult::AlreadyWritten(position)) => {
+        match self.commit(self.ctx.group_commit.append(append)).await? {
+            AppendResult::Written(position) => Ok(Response::new(convert::success(position, false))),
+            AppendResult::AlreadyWritten(position) => {
                 Ok(Response::new(convert::success(position, true)))
             }
-            Ok(AppendResult::WrongExpectedVersion { actual, .. }) => Ok(Response::new(
+            AppendResult::WrongExpectedVersion { actual, .. } => Ok(Response::new(
                 convert::wrong_expected_version(expected, actual),
             )),
-            Ok(
-                result @ (AppendResult::Rejected(_)
-                | AppendResult::StreamDeleted
-                | AppendResult::StreamNotFound),
-            ) => lifecycle::answer_of(result, expected, stream).map(Response::new),
-            // Leadership moved between the check and the commit: the caller retries (with the
-            // same event ids, so safely) and finds the new leader.
-            Err(GroupError::NotLeader) => Err(not_leader(&self.ctx)),
-            Err(e) => Err(status::status_in(format_args!("node {}", self.ctx.id), &e)),
+            result @ (AppendResult::Rejected(_)
+            | AppendResult::StreamDeleted
+            | AppendResult::StreamNotFound) => {
+                lifecycle::answer_of(result, expected, stream).map(Response::new)
+            }
         }
     }
 
@@ -180,15 +255,72 @@ impl StreamsService {
     }
 }
 
-/// A stream name to read or follow: the store's rules for names, except that `$`-names and
-/// blank names may be read (they simply have no events, but `$all`).
-fn validate_read_name(stream: &str) -> Result<(), Status> {
+/// What a read or a subscription names.
+enum Readable {
+    All,
+    Index(IndexName),
+    Stream,
+}
+
+/// A name to read or follow: `$all`, an index (`$ce-`, `$et-`, `$tag-`), or a stream by the
+/// store's rules for names, except that blank names may be read (they have no events). Any
+/// other `$` name is refused, naming the forms that read something.
+fn readable(stream: &str) -> Result<Readable, Status> {
+    if stream == ALL_STREAM {
+        return Ok(Readable::All);
+    }
+    if let Some(index) = IndexName::parse(stream) {
+        return Ok(Readable::Index(index));
+    }
     match validate_stream_name(stream) {
-        Ok(()) | Err(InvalidInput::ReservedStreamName { .. } | InvalidInput::BlankStreamName) => {
-            Ok(())
-        }
+        Ok(()) | Err(InvalidInput::BlankStreamName) => Ok(Readable::Stream),
+        Err(InvalidInput::ReservedStreamName { .. }) => Err(invalid(
+            "stream",
+            format!(
+                "{stream:?} names nothing to read: a name starting with '$' is {READABLE_RESERVED_NAMES}"
+            ),
+        )),
         Err(e) => Err(invalid_input(&e)),
     }
+}
+
+fn direction_from_proto(direction: i32) -> Result<Direction, Status> {
+    match proto::Direction::try_from(direction) {
+        Ok(proto::Direction::Forwards) => Ok(Direction::Forwards),
+        Ok(proto::Direction::Backwards) => Ok(Direction::Backwards),
+        Err(_) => Err(invalid("direction", format!("unknown value {direction}"))),
+    }
+}
+
+/// Where a read starts and how many it returns: from the end is `u64::MAX`, a count of 0 none.
+fn read_bounds(from: u64, from_end: bool, count: u64) -> (u64, u64) {
+    let from = if from_end { u64::MAX } else { from };
+    let count = if count == 0 { u64::MAX } else { count };
+    (from, count)
+}
+
+type Events = Box<dyn Iterator<Item = Result<RecordedEvent, StoreError>> + Send>;
+
+/// Streams a read's events to the caller, converting ahead by at most `READ_BUFFER_EVENTS`.
+fn serve_events(events: Events, node: NodeId) -> Response<ReadStream> {
+    let (tx, rx) = mpsc::channel(READ_BUFFER_EVENTS);
+    tokio::spawn(async move {
+        for item in events {
+            let message = item
+                .map(|event| proto::ReadResponse {
+                    event: Some(convert::recorded_to_proto(event)),
+                })
+                .map_err(|e| {
+                    tracing::error!(node, error = %e, "read failed");
+                    status::status_in("reading", &e)
+                });
+            let failed = message.is_err();
+            if tx.send(message).await.is_err() || failed {
+                break; // the caller went away, or the read failed
+            }
+        }
+    });
+    Response::new(Box::pin(ReceiverStream::new(rx)))
 }
 
 fn now_unix_ms() -> u64 {
@@ -210,12 +342,8 @@ impl StreamsService {
         request: proto::AppendRequest,
     ) -> Result<Response<proto::AppendResponse>, Status> {
         self.ctx.refuse_unless_member()?;
-        let (term, leader) = {
-            let metrics = self.ctx.raft.metrics();
-            let metrics = metrics.borrow();
-            (metrics.current_term, metrics.current_leader)
-        };
-        if leader != Some(self.ctx.id) {
+        let (leading, term) = self.leading();
+        if !leading {
             // Not the leader: validate a copy (bad input never reaches another node), then hand
             // the request on untouched.
             let check = convert::append_from_proto(request.clone(), 0)?;
@@ -223,11 +351,14 @@ impl StreamsService {
                 .limits
                 .validate_append(&check)
                 .map_err(|e| invalid_input(&e))?;
-            return if request.leader_only {
-                Err(not_leader(&self.ctx))
-            } else {
-                self.forward(request).await
-            };
+            if request.leader_only {
+                return Err(not_leader(&self.ctx));
+            }
+            let mut request = request;
+            request.leader_only = true;
+            return self
+                .forward(request, |mut c, r| async move { c.append(r).await })
+                .await;
         }
         let span =
             tracing::info_span!("append", node = self.ctx.id, term, stream = %request.stream);
@@ -258,35 +389,15 @@ impl Streams for StreamsService {
     ) -> Result<Response<ReadStream>, Status> {
         let request = request.into_inner();
         self.ctx.refuse_unless_member()?;
-        let all = request.stream == ALL_STREAM;
-        if !all {
-            validate_read_name(&request.stream)?;
-        }
-        let direction = match proto::Direction::try_from(request.direction) {
-            Ok(proto::Direction::Forwards) => Direction::Forwards,
-            Ok(proto::Direction::Backwards) => Direction::Backwards,
-            Err(_) => {
-                return Err(invalid(
-                    "direction",
-                    format!("unknown value {}", request.direction),
-                ))
-            }
-        };
+        let target = readable(&request.stream)?;
+        let direction = direction_from_proto(request.direction)?;
         self.ensure_consistency(request.consistency, request.min_position)
             .await?;
-        let from = if request.from_end {
-            u64::MAX
-        } else {
-            request.from
-        };
-        let count = if request.count == 0 {
-            u64::MAX
-        } else {
-            request.count
-        };
-        let events = if all {
+        let (from, count) = read_bounds(request.from, request.from_end, request.count);
+        let events: Events = if let Readable::All = target {
             Box::new(self.ctx.reader.read_all(from, direction, count))
-                as Box<dyn Iterator<Item = _> + Send>
+        } else if let Readable::Index(index) = &target {
+            Box::new(self.ctx.reader.read_index(index, from, direction, count))
         } else {
             match self
                 .ctx
@@ -314,25 +425,32 @@ impl Streams for StreamsService {
                     .read_stream(&request.stream, from, direction, count),
             )
         };
-        let (tx, rx) = mpsc::channel(READ_BUFFER_EVENTS);
-        let node: NodeId = self.ctx.id;
-        tokio::spawn(async move {
-            for item in events {
-                let message = item
-                    .map(|event| proto::ReadResponse {
-                        event: Some(convert::recorded_to_proto(event)),
-                    })
-                    .map_err(|e| {
-                        tracing::error!(node, error = %e, "read failed");
-                        status::status_in("reading", &e)
-                    });
-                let failed = message.is_err();
-                if tx.send(message).await.is_err() || failed {
-                    break; // the caller went away, or the read failed
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(serve_events(events, self.ctx.id))
+    }
+
+    async fn append_multi(
+        &self,
+        request: Request<proto::MultiAppendRequest>,
+    ) -> Result<Response<proto::MultiAppendResponse>, Status> {
+        self.answer_multi_append(request.into_inner()).await
+    }
+
+    type ReadQueryStream = ReadStream;
+
+    async fn read_query(
+        &self,
+        request: Request<proto::QueryReadRequest>,
+    ) -> Result<Response<ReadStream>, Status> {
+        let request = request.into_inner();
+        self.ctx.refuse_unless_member()?;
+        let query = convert::query_from_proto(request.query);
+        validate_query(&query).map_err(|e| invalid_input(&e))?;
+        let direction = direction_from_proto(request.direction)?;
+        self.ensure_consistency(request.consistency, request.min_position)
+            .await?;
+        let (from, count) = read_bounds(request.from, request.from_end, request.count);
+        let events = self.ctx.reader.read_query(&query, from, direction, count);
+        Ok(serve_events(Box::new(events), self.ctx.id))
     }
 
     type SubscribeStream = SubscribeStream;
@@ -378,21 +496,23 @@ impl Streams for StreamsService {
     ) -> Result<Response<SubscribeStream>, Status> {
         let request = request.into_inner();
         self.ctx.refuse_unless_member()?;
-        let target = if request.stream == ALL_STREAM {
-            Target::All(Filter::from_proto(request.filter.as_ref())?)
-        } else {
-            validate_read_name(&request.stream)?;
-            if Filter::from_proto(request.filter.as_ref())?.is_some() {
+        let filter = Filter::from_proto(request.filter.as_ref())?;
+        let target = match (readable(&request.stream)?, filter) {
+            (Readable::All, filter) => Target::All(filter),
+            (_, Some(_)) => {
                 return Err(invalid("filter", "only $all subscriptions take a filter"));
             }
-            let status = self.ctx.reader.stream_status(&request.stream);
-            if status.map_err(|e| status::status(&e))? == StreamStatus::Tombstoned {
-                return Err(NodeError::StreamDeleted {
-                    stream: request.stream,
+            (Readable::Index(index), None) => Target::Index(index),
+            (Readable::Stream, None) => {
+                let status = self.ctx.reader.stream_status(&request.stream);
+                if status.map_err(|e| status::status(&e))? == StreamStatus::Tombstoned {
+                    return Err(NodeError::StreamDeleted {
+                        stream: request.stream,
+                    }
+                    .into());
                 }
-                .into());
+                Target::Stream(request.stream)
             }
-            Target::Stream(request.stream)
         };
         self.ensure_consistency(request.consistency, request.min_position)
             .await?;

@@ -35,15 +35,21 @@ pub struct AppendArgs {
     /// any, no-stream, exists, or the stream's current last revision.
     #[arg(long, default_value = "any")]
     pub expected: ExpectedRevision,
+    /// A tag on the event (repeatable; at most 16, each 1..=255 bytes): read and subscribe
+    /// to the events with a tag as '$tag-<tag>'.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
     #[command(flatten)]
     pub client: ClientOptions,
 }
 
 #[derive(Args, Debug)]
 pub struct ReadArgs {
-    /// The stream to read.
+    /// The stream to read, or an index in $all order: '$ce-<category>' (streams named
+    /// '<category>-...'), '$et-<event type>', '$tag-<tag>'.
     pub stream: String,
-    /// First revision to read (default: the start, or the end with --backwards).
+    /// First revision to read (a position for an index; default: the start, or the end with
+    /// --backwards).
     #[arg(long)]
     pub from: Option<u64>,
     /// Most events to print.
@@ -78,13 +84,13 @@ pub struct StatusArgs {
 }
 
 /// A UUID, with an error in the user's terms.
-fn parse_uuid(text: &str) -> Result<uuid::Uuid, String> {
+pub(super) fn parse_uuid(text: &str) -> Result<uuid::Uuid, String> {
     uuid::Uuid::parse_str(text.trim()).map_err(|_| {
         format!("{text:?} is not a UUID (like 0192f0c1-8a5e-7c3b-9d2e-5f6a7b8c9d0e); leave --id out for a fresh one")
     })
 }
 
-fn parse_content_type(text: &str) -> Result<cairn_client::ContentType, String> {
+pub(super) fn parse_content_type(text: &str) -> Result<cairn_client::ContentType, String> {
     match text.trim() {
         "application/json" | "json" => Ok(cairn_client::ContentType::Json),
         "application/octet-stream" | "octet-stream" | "binary" => {
@@ -121,9 +127,27 @@ fn data_bytes(data: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
 /// The event `append` writes, checked here against the per-event limit so that a too-large
 /// event is one clear line, before anything is sent.
 fn event_from_args(args: &AppendArgs) -> Result<EventData, String> {
+    new_event(
+        &args.data,
+        args.content_type,
+        &args.event_type,
+        args.id,
+        &args.tags,
+    )
+}
+
+/// An event from the command line's flags (`--data`, `--content-type`, `--type`, `--id`,
+/// `--tag`), checked against the per-event limit before anything is sent.
+pub(super) fn new_event(
+    data: &str,
+    content_type: cairn_client::ContentType,
+    event_type: &str,
+    id: Option<uuid::Uuid>,
+    tags: &[String],
+) -> Result<EventData, String> {
     let max = DEFAULT_MAX_EVENT_BYTES;
-    let data = data_bytes(&args.data, max)?;
-    let size = data.len() + args.event_type.len();
+    let data = data_bytes(data, max)?;
+    let size = data.len() + event_type.len();
     if data.len() > max {
         return Err(format!(
             "--data: more than {max} bytes; an event holds at most {max} bytes (1 MiB), type and data together"
@@ -134,19 +158,19 @@ fn event_from_args(args: &AppendArgs) -> Result<EventData, String> {
             "--data: the event is {size} bytes with its type; an event holds at most {max} bytes (1 MiB)"
         ));
     }
-    let mut event = match args.content_type {
+    let mut event = match content_type {
         cairn_client::ContentType::Json => {
             let value: serde_json::Value = serde_json::from_slice(&data).map_err(|e| {
                 format!("--data is not valid JSON ({e}); for other data pass --content-type application/octet-stream")
             })?;
-            EventData::json(args.event_type.clone(), &value).map_err(|e| e.to_string())?
+            EventData::json(event_type.to_owned(), &value).map_err(|e| e.to_string())?
         }
-        cairn_client::ContentType::Binary => EventData::binary(args.event_type.clone(), data),
+        cairn_client::ContentType::Binary => EventData::binary(event_type.to_owned(), data),
     };
-    if let Some(id) = args.id {
+    if let Some(id) = id {
         event = event.with_id(id);
     }
-    Ok(event)
+    Ok(event.with_tags(tags.iter().cloned()))
 }
 
 async fn connect(options: &ClientOptions) -> Result<Client, ExitCode> {
@@ -194,7 +218,7 @@ pub async fn append(args: AppendArgs) -> ExitCode {
     }
 }
 
-fn read_options(from: Option<u64>, count: Option<u64>, backwards: bool) -> ReadOptions {
+pub(super) fn read_options(from: Option<u64>, count: Option<u64>, backwards: bool) -> ReadOptions {
     let mut options = if backwards {
         ReadOptions::backwards()
     } else {
@@ -209,7 +233,7 @@ fn read_options(from: Option<u64>, count: Option<u64>, backwards: bool) -> ReadO
     options
 }
 
-async fn print_events(
+pub(super) async fn print_events(
     result: Result<cairn_client::EventStream, cairn_client::Error>,
     json: bool,
 ) -> ExitCode {

@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod commands;
+mod dcb;
 mod dev;
 mod node;
 mod output;
@@ -17,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Exit status for bad usage (clap uses it too) and server-side invalid arguments.
 pub const EXIT_USAGE: u8 = 2;
-/// Exit status when the expected revision did not hold.
+/// Exit status when an expected revision (or a DCB append condition) did not hold.
 pub const EXIT_WRONG_EXPECTED_VERSION: u8 = 3;
 /// Exit status when the stream does not exist.
 pub const EXIT_STREAM_NOT_FOUND: u8 = 4;
@@ -49,6 +50,10 @@ enum Command {
     Read(commands::ReadArgs),
     /// Read $all, the whole store in commit order.
     ReadAll(commands::ReadAllArgs),
+    /// Append events to several streams at once, all or nothing, from JSON lines.
+    AppendBatch(dcb::AppendBatchArgs),
+    /// Dynamic Consistency Boundaries: read by event types and tags, append with a condition.
+    Dcb(dcb::DcbArgs),
     /// Follow a stream or $all: history, then live events.
     Subscribe(subscribe::SubscribeArgs),
     /// Show the cluster: members, leader, term, roles, applied positions.
@@ -200,6 +205,8 @@ pub fn main() -> ExitCode {
             Command::Append(args) => commands::append(args).await,
             Command::Read(args) => commands::read(args).await,
             Command::ReadAll(args) => commands::read_all(args).await,
+            Command::AppendBatch(args) => dcb::append_batch(args).await,
+            Command::Dcb(args) => dcb::run(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,
             Command::Status(args) => commands::status(args).await,
             Command::Stream(args) => stream::run(args).await,

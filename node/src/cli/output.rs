@@ -10,7 +10,8 @@ use super::{
     EXIT_WRONG_EXPECTED_VERSION,
 };
 
-/// An event as one JSON object: JSON data inline, binary data as base64.
+/// An event as one JSON object: JSON data inline, binary data as base64, `tags` when it has
+/// some.
 pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
     let mut object = serde_json::json!({
         "stream": event.stream,
@@ -20,6 +21,10 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
         "type": event.event_type,
         "created_unix_ms": event.created_unix_ms,
     });
+    // Only when there are some, as in the text form: untagged events print as they always did.
+    if !event.tags.is_empty() {
+        object["tags"] = event.tags.clone().into();
+    }
     let data = match event.content_type {
         ContentType::Json => serde_json::from_slice(&event.data).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(&event.data).into_owned())
@@ -38,8 +43,13 @@ pub fn event_text(event: &RecordedEvent) -> String {
         ContentType::Json => String::from_utf8_lossy(&event.data).into_owned(),
         ContentType::Binary => format!("<{} bytes>", event.data.len()),
     };
+    let tags = if event.tags.is_empty() {
+        String::new()
+    } else {
+        format!("tags {}  ", event.tags.join(","))
+    };
     format!(
-        "{}@{}  position {}  {}  {}",
+        "{}@{}  position {}  {}  {tags}{}",
         event.stream, event.revision, event.position, event.event_type, data
     )
 }
@@ -48,7 +58,9 @@ pub fn event_text(event: &RecordedEvent) -> String {
 pub fn fail(e: &Error) -> ExitCode {
     eprintln!("error: {}", user_terms(e));
     let code = match e {
-        Error::WrongExpectedVersion { .. } => EXIT_WRONG_EXPECTED_VERSION,
+        Error::WrongExpectedVersion { .. } | Error::ConditionFailed { .. } => {
+            EXIT_WRONG_EXPECTED_VERSION
+        }
         Error::StreamNotFound { .. } => EXIT_STREAM_NOT_FOUND,
         Error::StreamDeleted { .. } => EXIT_STREAM_DELETED,
         Error::InvalidArgument(_) => EXIT_USAGE,

@@ -8,8 +8,8 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use cairn_client::{
-    Client, Error, ReadFrom, ReadOptions, SubscribeOptions, SubscriptionFilter,
-    SubscriptionMessage, ALL_STREAM,
+    reads_by_position, Client, Error, ReadFrom, ReadOptions, SubscribeOptions, SubscriptionFilter,
+    SubscriptionMessage,
 };
 use clap::Args;
 use tokio_stream::StreamExt;
@@ -19,9 +19,10 @@ use super::{ClientOptions, EXIT_FAILURE};
 
 #[derive(Args, Debug)]
 pub struct SubscribeArgs {
-    /// The stream to follow, or '$all' for every stream in commit order.
+    /// The stream to follow, '$all' for every stream in commit order, or an index in $all
+    /// order: '$ce-<category>', '$et-<event type>', '$tag-<tag>'.
     pub stream: String,
-    /// First revision (stream) or position ($all) to deliver, or `end` for new events only
+    /// First revision (stream) or position ($all, an index) to deliver, or `end` for new events only
     /// (default: the start).
     #[arg(long, value_parser = parse_from)]
     pub from: Option<ReadFrom>,
@@ -108,17 +109,17 @@ fn print(message: &SubscriptionMessage, json: bool, caught_up: &mut bool) -> io:
     writeln!(io::stdout().lock(), "{line}")
 }
 
-/// The revision (stream) or position ($all) after the last event now; `None` when the stream
-/// has no events or the read failed (then nothing is said).
+/// The revision (stream) or position ($all, an index) after the last event now; `None` when
+/// the stream has no events or the read failed (then nothing is said).
 async fn next_after_end(client: &Client, stream: &str) -> Option<u64> {
     let options = ReadOptions::backwards().max_count(1);
-    let mut events = if stream == ALL_STREAM {
+    let mut events = if reads_by_position(stream) {
         client.read_all(options).await.ok()?
     } else {
         client.read_stream(stream, options).await.ok()?
     };
     let last = events.next().await?.ok()?;
-    Some(if stream == ALL_STREAM {
+    Some(if reads_by_position(stream) {
         last.position + 1
     } else {
         last.revision + 1
@@ -136,7 +137,7 @@ async fn warn_if_beyond_end(client: &Client, stream: &str, from: Option<ReadFrom
     }
     let next = next_after_end(client, stream).await.unwrap_or(0);
     if from > next {
-        let what = if stream == ALL_STREAM {
+        let what = if reads_by_position(stream) {
             "position"
         } else {
             "revision"

@@ -61,6 +61,7 @@ fn event(id: &str, data_bytes: usize) -> proto::NewEvent {
         content_type: proto::ContentType::Json as i32,
         data: vec![b'1'; data_bytes],
         metadata: Vec::new(),
+        tags: Vec::new(),
     }
 }
 
@@ -97,6 +98,9 @@ fn bad_input_over_grpc_gets_a_clear_error_and_the_cluster_keeps_serving() {
         let leader = cluster.wait_for_leader().await;
         // A follower, so that bad input is refused before any forwarding too.
         let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+        // Until the follower holds the first membership it refuses everything as a non-member
+        // (FAILED_PRECONDITION), before looking at the request.
+        cluster.wait_caught_up(follower, None).await;
         let channel = Channel::from_shared(cluster.endpoint(follower))
             .expect("endpoint")
             .connect()

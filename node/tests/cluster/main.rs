@@ -5,12 +5,15 @@
 mod bad_input;
 mod cli;
 mod config;
+mod dcb;
 mod deploy;
 mod dev_process;
 mod failover;
 mod first_hour;
 mod harness;
+mod hostile_connections;
 mod idempotency;
+mod indexes;
 mod lifecycle;
 mod load;
 mod membership;

@@ -76,7 +76,8 @@ async fn fill(client: &Client, round: u64) {
                 for i in 0..per_writer {
                     let event =
                         EventData::json("Filled", &serde_json::json!({ "round": round, "i": i }))
-                            .expect("json");
+                            .expect("json")
+                            .with_tags([format!("writer:{}", n % 4)]);
                     client
                         .append(&format!("fill-{n}"), ExpectedRevision::Any, vec![event])
                         .await
@@ -88,6 +89,27 @@ async fn fill(client: &Client, round: u64) {
     for task in tasks {
         task.await.expect("fill task");
     }
+}
+
+/// Whether an event is in an index, as the test sees it.
+type InIndex = fn(&RecordedEvent) -> bool;
+
+/// An index's events up to and including `position`, once node `client` has applied it.
+async fn read_index_upto(client: &Client, index: &str, position: u64) -> Vec<RecordedEvent> {
+    let options = ReadOptions::forwards().min_position(position);
+    let mut events = client
+        .read_stream(index, options)
+        .await
+        .expect("read index");
+    let mut read = Vec::new();
+    while let Some(event) = events.next().await {
+        let event = event.expect("event");
+        if event.position > position {
+            break;
+        }
+        read.push(event);
+    }
+    read
 }
 
 /// `$all` up to and including `position`, as node `client` serves it once it has applied it.
@@ -181,6 +203,18 @@ fn scaling_from_three_to_five_and_back_under_load_loses_no_acknowledged_write() 
         for id in [four, five] {
             let theirs = read_upto(&cluster.node_client(id), upto).await;
             assert_eq!(theirs, reference, "node {id}'s $all differs from the leader's");
+            // Its indexes, rebuilt from the snapshot, are its $all filtered.
+            let indexes: [(&str, InIndex); 3] = [
+                ("$ce-fill", |e| e.stream.starts_with("fill-")),
+                ("$et-Filled", |e| e.event_type == "Filled"),
+                ("$tag-writer:3", |e| e.tags == ["writer:3"]),
+            ];
+            for (index, wanted) in indexes {
+                let read = read_index_upto(&cluster.node_client(id), index, upto).await;
+                let filtered: Vec<_> = reference.iter().filter(|e| wanted(e)).cloned().collect();
+                assert!(!filtered.is_empty(), "{index}");
+                assert_eq!(read, filtered, "node {id}'s {index} after a snapshot");
+            }
             // Its status reaches every member at its membership address (an unreachable one
             // shows as "unknown"), and every one is a voter.
             let seen = cluster.members_seen_by(id).await;

@@ -13,7 +13,9 @@ use cairn_simulation::checker;
 use cairn_simulation::history::{write_jsonl, Record};
 
 use crate::netns::{self, Net};
-use crate::recorder::{first_ack_after_heal, node_log, Recording, Workload};
+use cairn_client::{Client, Membership};
+
+use crate::recorder::{client_for, first_ack_after_heal, node_log, Recording, Workload};
 
 /// Clients writing and reading throughout.
 const CLIENTS: u32 = 3;
@@ -25,6 +27,11 @@ const LOAD_AFTER_HEAL: Duration = Duration::from_millis(1_000);
 /// every node to converge.
 const CLUSTER_WAIT: Duration = Duration::from_secs(30);
 
+/// Pause between attempts of a membership change.
+const MEMBERSHIP_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Pause between status polls while waiting for convergence.
+const CONVERGE_POLL: Duration = Duration::from_millis(100);
+
 /// Where the scenario's faults hit, learnt when the fault begins.
 #[derive(Debug, Clone, Copy)]
 pub struct Roles {
@@ -33,6 +40,15 @@ pub struct Roles {
     pub follower: u64,
     /// The highest-numbered node that is not the leader.
     pub other_follower: u64,
+}
+
+/// A membership change made while the (first) faults hold, retried until it is made.
+#[derive(Debug, Clone, Copy)]
+pub enum MembershipChange {
+    /// Remove the node `Roles::other_follower` names (the faults usually cut it off).
+    RemoveOtherFollower,
+    /// Add the scenario's last node, started as a joiner that waits to be added.
+    AddLastNode,
 }
 
 /// One scenario: `cycles` times, the faults [`Scenario::apply`] makes, held for
@@ -49,6 +65,17 @@ pub struct Scenario {
     /// The clients talk to the leader of the time the first fault begins, and to no other
     /// node (to prove that a cut-off leader acknowledges nothing it could lose).
     pub clients_pinned_to_leader: bool,
+    pub membership: Option<MembershipChange>,
+}
+
+impl Scenario {
+    /// The nodes that form the cluster at the start.
+    fn initial_members(&self) -> u64 {
+        match self.membership {
+            Some(MembershipChange::AddLastNode) => self.nodes - 1,
+            _ => self.nodes,
+        }
+    }
 }
 
 /// Heal-to-first-ack times of every scenario run so far in this process.
@@ -95,6 +122,7 @@ fn run_inside(scenario: Scenario) {
     // Dropped before `net` (declared after it): the nodes die, then their namespaces go.
     let mut cluster = LocalCluster::new(env!("CARGO_BIN_EXE_cairn"), dir.path(), addrs)
         .with_launchers(launchers)
+        .with_initial(scenario.initial_members() as usize)
         .die_with_parent();
     net.enter_harness();
     cluster.start_all().expect("start nodes");
@@ -147,15 +175,72 @@ fn roles(leader: u64, nodes: u64) -> Roles {
     }
 }
 
+/// Makes the change, retrying (the leader may change under it) until it is made or
+/// [`CLUSTER_WAIT`] passes.
+async fn change_membership(
+    client: Client,
+    kind: MembershipChange,
+    id: u64,
+    addr: String,
+) -> Membership {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        let result = match kind {
+            MembershipChange::RemoveOtherFollower => client.remove_node(id).await,
+            MembershipChange::AddLastNode => client.add_node(id, &addr).await,
+        };
+        match result {
+            Ok(membership) => return membership,
+            Err(e) if Instant::now() < deadline => {
+                say(&format!("membership change of node {id}: {e}; retrying"));
+                tokio::time::sleep(MEMBERSHIP_RETRY_PAUSE).await;
+            }
+            Err(e) => {
+                panic!("membership change of node {id} not made within {CLUSTER_WAIT:?}: {e}")
+            }
+        }
+    }
+}
+
+/// Waits until every node in `members` has applied the same position.
+async fn converge(cluster: &LocalCluster, members: &[u64]) {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        last.clear();
+        for &id in members {
+            let client = cluster.node_client(id).expect("client");
+            let applied = match client.status().await {
+                Ok(status) => status
+                    .members
+                    .iter()
+                    .find(|m| m.id == id)
+                    .map(|m| m.applied_position),
+                Err(_) => None,
+            };
+            last.push(applied);
+        }
+        if last[0].is_some() && last.iter().all(|p| *p == last[0]) {
+            return;
+        }
+        tokio::time::sleep(CONVERGE_POLL).await;
+    }
+    panic!("nodes {members:?} did not converge within {CLUSTER_WAIT:?} of the heal (applied: {last:?})");
+}
+
 /// The history, or `None` if the scenario's faults cannot be made here (said loudly).
 async fn drive(scenario: &Scenario, net: &Net, cluster: &LocalCluster) -> Option<Vec<Record>> {
     let recording = Recording::new(0, scenario.nodes as u32, CLIENTS);
     let first_leader = leader(cluster).await;
+    let initial = scenario.initial_members();
+    let members: Vec<String> = (1..=initial).map(|id| cluster.endpoint(id)).collect();
     let endpoints = if scenario.clients_pinned_to_leader {
         vec![cluster.endpoint(first_leader)]
     } else {
-        cluster.endpoints()
+        members.clone()
     };
+    let mut change = None;
+    let mut members_after: Vec<u64> = (1..=initial).collect();
     let workload = Workload::start(&endpoints, CLIENTS, 21, &recording);
     tokio::time::sleep(LOAD_BEFORE_FAULT).await;
     let mut healed_at = Instant::now();
@@ -166,7 +251,7 @@ async fn drive(scenario: &Scenario, net: &Net, cluster: &LocalCluster) -> Option
             } else {
                 leader(cluster).await
             },
-            scenario.nodes,
+            initial,
         );
         let faults = match (scenario.apply)(net, roles) {
             Ok(faults) => faults,
@@ -185,6 +270,27 @@ async fn drive(scenario: &Scenario, net: &Net, cluster: &LocalCluster) -> Option
                 fault,
             });
         }
+        if let (0, Some(kind)) = (cycle, scenario.membership) {
+            let (id, what) = match kind {
+                MembershipChange::RemoveOtherFollower => {
+                    members_after.retain(|&m| m != roles.other_follower);
+                    (roles.other_follower, "remove")
+                }
+                MembershipChange::AddLastNode => {
+                    members_after.push(scenario.nodes);
+                    (scenario.nodes, "add")
+                }
+            };
+            recording.push(Record::Fault {
+                at_ms: recording.now_ms(),
+                fault: format!("{what} node {id}"),
+            });
+            let client = client_for(members.clone());
+            let addr = net.addr(id);
+            change = Some(tokio::spawn(async move {
+                change_membership(client, kind, id, addr).await
+            }));
+        }
         tokio::time::sleep(scenario.fault).await;
         net.heal();
         healed_at = Instant::now();
@@ -199,16 +305,24 @@ async fn drive(scenario: &Scenario, net: &Net, cluster: &LocalCluster) -> Option
     recording.push(Record::Healed {
         at_ms: recording.now_ms(),
     });
-    let every_node = cluster.endpoints();
-    let took = first_ack_after_heal(&every_node, &recording, healed_at, CLUSTER_WAIT)
+    let took = first_ack_after_heal(&members, &recording, healed_at, CLUSTER_WAIT)
         .await
         .unwrap_or_else(|| panic!("no append acknowledged within {CLUSTER_WAIT:?} of the heal"));
+    if let Some(change) = change {
+        let membership = change.await.expect("membership task");
+        recording.push(Record::Fault {
+            at_ms: recording.now_ms(),
+            fault: format!("membership now: voters {:?}", membership.voters),
+        });
+        assert_eq!(
+            membership.voters, members_after,
+            "the membership change did not end as asked"
+        );
+    }
     tokio::time::sleep(LOAD_AFTER_HEAL).await;
     workload.stop().await;
-    if cluster.wait_until_converged(CLUSTER_WAIT).await.is_none() {
-        panic!("the nodes did not converge within {CLUSTER_WAIT:?} of the heal");
-    }
-    for id in 1..=scenario.nodes {
+    converge(cluster, &members_after).await;
+    for &id in &members_after {
         recording.push(Record::NodeLog {
             node: id,
             events: node_log(cluster.endpoint(id)).await,

@@ -13,7 +13,7 @@ mod recorder;
 
 use std::time::Duration;
 
-use driver::{run, Roles, Scenario};
+use driver::{run, MembershipChange, Roles, Scenario};
 use netns::Net;
 
 const FAULT: Duration = Duration::from_millis(3_000);
@@ -27,6 +27,7 @@ fn once(name: &'static str, nodes: u64, apply: fn(&Net, Roles) -> Result<Vec<Str
         healed: Duration::ZERO,
         apply,
         clients_pinned_to_leader: false,
+        membership: None,
     });
 }
 
@@ -109,6 +110,7 @@ fn clients_writing_to_a_leader_cut_from_its_peers_get_no_acknowledgement_it_coul
         healed: Duration::ZERO,
         apply: |net, r| Ok(vec![net.isolate_from_peers(r.leader)]),
         clients_pinned_to_leader: true,
+        membership: None,
     });
 }
 
@@ -122,6 +124,7 @@ fn a_flapping_link_to_the_leader_loses_nothing_and_the_cluster_settles() {
         healed: Duration::from_millis(500),
         apply: |net, r| Ok(vec![net.isolate_from_peers(r.leader)]),
         clients_pinned_to_leader: false,
+        membership: None,
     });
 }
 
@@ -135,5 +138,34 @@ fn each_new_leader_isolated_in_turn_loses_nothing() {
         healed: Duration::from_millis(1_000),
         apply: |net, r| Ok(vec![net.isolate(r.leader)]),
         clients_pinned_to_leader: false,
+        membership: None,
+    });
+}
+
+#[test]
+fn a_follower_removed_while_cut_off_stays_out_and_the_others_lose_nothing() {
+    run(Scenario {
+        name: "remove-node-during-partition",
+        nodes: 4,
+        cycles: 1,
+        fault: FAULT,
+        healed: Duration::ZERO,
+        apply: |net, r| Ok(vec![net.isolate(r.other_follower)]),
+        clients_pinned_to_leader: false,
+        membership: Some(MembershipChange::RemoveOtherFollower),
+    });
+}
+
+#[test]
+fn a_node_added_while_the_leader_is_cut_off_joins_and_holds_everything() {
+    run(Scenario {
+        name: "add-node-during-leader-change",
+        nodes: 4,
+        cycles: 1,
+        fault: FAULT,
+        healed: Duration::ZERO,
+        apply: |net, r| Ok(vec![net.isolate_from_peers(r.leader)]),
+        clients_pinned_to_leader: false,
+        membership: Some(MembershipChange::AddLastNode),
     });
 }

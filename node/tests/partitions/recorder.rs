@@ -13,15 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_client::{
-    Client, ClientConfig, Error, EventData, ExpectedRevision, NodePreference, ReadFrom,
-    ReadOptions, ALL_STREAM,
+    Client, ClientConfig, EventData, ExpectedRevision, NodePreference, ReadFrom, ReadOptions,
+    ALL_STREAM,
 };
-use cairn_simulation::history::{AppendOutcome, Consistency, EventRef, ReadOutcome, Record};
+use cairn_simulation::history::{AppendOutcome, Consistency, EventRef, Record};
 use cairn_simulation::rng::SimRng;
-use cairn_simulation::workload::{collect, digest_of, expected_of};
+use cairn_simulation::workload::{
+    collect, digest_of, expected_of, learn_from, timed_append, timed_read,
+};
 
-/// Bound on one operation, the client's own retries included: past it the outcome is unknown.
-pub const OP_TIMEOUT_MS: u64 = 4_000;
 /// Bound on each attempt inside the client library.
 const REQUEST_TIMEOUT_MS: u64 = 1_000;
 /// Attempts the client library makes per append before reporting `Unavailable`.
@@ -106,16 +106,8 @@ impl Workload {
         let rng = SimRng::new(seed);
         let tasks = (1..=clients)
             .map(|client| {
-                let mut state = ClientState {
-                    id: client,
-                    rng: rng.split(u64::from(client)),
-                    client: client_for(endpoints.to_vec()),
-                    recording: recording.clone(),
-                    ops: 0,
-                    known: BTreeMap::new(),
-                    sent: Vec::new(),
-                    last_position: None,
-                };
+                let mut state =
+                    ClientState::new(client, rng.split(u64::from(client)), endpoints, recording);
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
@@ -130,7 +122,7 @@ impl Workload {
     }
 
     /// Lets every client finish its operation in progress (each is bounded by
-    /// [`OP_TIMEOUT_MS`]) and start no other.
+    /// `OP_TIMEOUT_MS` of the simulation's workload) and start no other.
     pub async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
@@ -148,16 +140,7 @@ pub async fn first_ack_after_heal(
     healed_at: Instant,
     deadline: Duration,
 ) -> Option<Duration> {
-    let mut state = ClientState {
-        id: 0,
-        rng: SimRng::new(0),
-        client: client_for(endpoints.to_vec()),
-        recording: recording.clone(),
-        ops: 0,
-        known: BTreeMap::new(),
-        sent: Vec::new(),
-        last_position: None,
-    };
+    let mut state = ClientState::new(0, SimRng::new(0), endpoints, recording);
     let id = uuid::Uuid::new_v4();
     let sent = Sent {
         stream: "heal-probe".into(),
@@ -206,6 +189,19 @@ struct ClientState {
 }
 
 impl ClientState {
+    fn new(id: u32, rng: SimRng, endpoints: &[String], recording: &Arc<Recording>) -> Self {
+        ClientState {
+            id,
+            rng,
+            client: client_for(endpoints.to_vec()),
+            recording: recording.clone(),
+            ops: 0,
+            known: BTreeMap::new(),
+            sent: Vec::new(),
+            last_position: None,
+        }
+    }
+
     fn next_op(&mut self) -> u64 {
         self.ops += 1;
         u64::from(self.id) * 1_000_000 + self.ops
@@ -274,38 +270,19 @@ impl ClientState {
     async fn append(&mut self, sent: &Sent) -> AppendOutcome {
         let op = self.next_op();
         let start_ms = self.recording.now_ms();
-        let attempt = self
-            .client
-            .append(&sent.stream, sent.expected, sent.events.clone());
-        let outcome =
-            match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), attempt).await {
-                Ok(Ok(written)) => {
-                    self.known
-                        .insert(sent.stream.clone(), Some(written.last_revision));
-                    self.last_position = self.last_position.max(Some(written.last_position));
-                    AppendOutcome::Ok {
-                        last_revision: written.last_revision,
-                        last_position: written.last_position,
-                    }
-                }
-                Ok(Err(Error::WrongExpectedVersion { actual, .. })) => {
-                    self.known.insert(sent.stream.clone(), actual);
-                    AppendOutcome::WrongExpectedVersion { actual }
-                }
-                Ok(Err(
-                    e @ (Error::InvalidArgument(_)
-                    | Error::IdempotencyConflict(_)
-                    | Error::EventIdReused { .. }),
-                )) => AppendOutcome::Rejected {
-                    reason: e.to_string(),
-                },
-                Ok(Err(e)) => AppendOutcome::Unknown {
-                    error: e.to_string(),
-                },
-                Err(_) => AppendOutcome::Unknown {
-                    error: "timed out".into(),
-                },
-            };
+        let outcome = timed_append(
+            &self.client,
+            &sent.stream,
+            sent.expected,
+            sent.events.clone(),
+        )
+        .await;
+        learn_from(
+            &mut self.known,
+            &mut self.last_position,
+            &sent.stream,
+            &outcome,
+        );
         self.recording.push(Record::Append {
             op,
             client: self.id,
@@ -352,17 +329,7 @@ impl ClientState {
         }
         let start_ms = self.recording.now_ms();
         let name = stream.clone().unwrap_or_else(|| ALL_STREAM.to_owned());
-        let read = collect(&self.client, &name, options);
-        let outcome = match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), read).await {
-            Ok(Ok(events)) => ReadOutcome::Ok { events },
-            Ok(Err(Error::StreamNotFound { .. })) => ReadOutcome::Ok { events: Vec::new() },
-            Ok(Err(e)) => ReadOutcome::Failed {
-                error: e.to_string(),
-            },
-            Err(_) => ReadOutcome::Failed {
-                error: "timed out".into(),
-            },
-        };
+        let outcome = timed_read(&self.client, &name, options).await;
         self.recording.push(Record::Read {
             op,
             client: self.id,

@@ -19,11 +19,13 @@ use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::lifecycle::{self, Lifecycle};
 use crate::limits::Limits;
+use crate::query::{latest_match_after, query_matches};
 use crate::read::{log_clock, stream_head};
 use crate::records::{read_group, write_group, AppliedState, StoredGroup};
 use crate::types::{
-    Append, AppendPosition, AppendRejection, AppendResult, ContentType, DeleteKind, DeleteStream,
-    ExpectedRevision, NewEvent, SetStreamMetadata,
+    Append, AppendCondition, AppendPosition, AppendRejection, AppendResult, ContentType,
+    DeleteKind, DeleteStream, ExpectedRevision, MultiAppend, MultiAppendResult, MultiPosition,
+    NewEvent, SetStreamMetadata,
 };
 
 /// Bytes of pending writes (frames and keyspace batch) after which an `apply` call writes what
@@ -49,6 +51,21 @@ pub(crate) struct Applier<'a> {
     clock: &'a mut Option<u64>,
     /// Stored ids below this position go unseen: the `forget_event_ids` bug (0 = none).
     pub forget_ids_below: u64,
+    /// Events written since the last flush, for DCB conditions (their index entries are not
+    /// on disk yet): kept only once a condition has been checked in this call, so appends
+    /// without conditions pay nothing. At most `MAX_UNFLUSHED_CONDITION_EVENTS`.
+    unflushed: Option<Vec<UnflushedEvent>>,
+}
+
+/// Events a DCB condition check looks at beside the indexes before the applier writes what it
+/// has instead (then the indexes answer for them): bounds the scan per conditional append.
+pub const MAX_UNFLUSHED_CONDITION_EVENTS: usize = 4_096;
+
+/// What a DCB condition needs of an event not yet in the indexes.
+struct UnflushedEvent {
+    position: u64,
+    event_type: String,
+    tags: Vec<String>,
 }
 
 fn expected_holds(expected: ExpectedRevision, head: Option<u64>) -> bool {
@@ -95,6 +112,7 @@ impl<'a> Applier<'a> {
             lifecycles: HashMap::new(),
             clock,
             forget_ids_below: 0,
+            unflushed: None,
         }
     }
 
@@ -113,6 +131,9 @@ impl<'a> Applier<'a> {
         self.heads.clear();
         self.ids.clear();
         self.lifecycles.clear();
+        if let Some(unflushed) = self.unflushed.as_mut() {
+            unflushed.clear();
+        }
         Ok(())
     }
 
@@ -148,7 +169,12 @@ impl<'a> Applier<'a> {
         }
         let lifecycle = self.lifecycle(&append.stream)?;
         let recreated_at = lifecycle.deleted_before.unwrap_or(0);
-        if let Some(verdict) = self.check_idempotency(&append, recreated_at)? {
+        if let Some(verdict) = self.check_idempotency(
+            &append.stream,
+            append.expected,
+            &append.events,
+            recreated_at,
+        )? {
             return Ok(verdict);
         }
         if lifecycle.tombstoned {
@@ -163,7 +189,13 @@ impl<'a> Applier<'a> {
                 actual: head,
             });
         }
-        self.write(append, stored_head)
+        let written = self.write_group(
+            append.stream,
+            stored_head,
+            append.created_unix_ms,
+            append.events,
+        )?;
+        Ok(AppendResult::Written(written))
     }
 
     /// Replaces a stream's metadata: a new event in its metastream, checked against the
@@ -251,10 +283,13 @@ impl<'a> Applier<'a> {
                 content_type: ContentType::Json,
                 data: next.encode()?,
                 metadata: Vec::new(),
+                tags: Vec::new(),
             }],
             created_unix_ms,
         };
-        if let Some(verdict) = self.check_idempotency(&append, 0)? {
+        if let Some(verdict) =
+            self.check_idempotency(&append.stream, append.expected, &append.events, 0)?
+        {
             return Ok(verdict);
         }
         if current.tombstoned {
@@ -278,27 +313,30 @@ impl<'a> Applier<'a> {
                 actual: meta_head,
             });
         }
-        let result = self.write(append, meta_head)?;
+        let written = self.write_group(append.stream, meta_head, created_unix_ms, append.events)?;
         self.lifecycles.insert(stream.to_owned(), next);
-        Ok(result)
+        Ok(AppendResult::Written(written))
     }
 
-    /// Writes a checked append after `stored_head`, its created time raised to the log's
-    /// clock if a leader's clock went back (so the clock, and what max age hides, never does).
-    fn write(
+    /// Writes one stream's events as one group at the next position, after `head`, its
+    /// created time raised to the log's clock if a leader's clock went back (so the clock,
+    /// and what max age hides, never goes back).
+    fn write_group(
         &mut self,
-        append: Append,
-        stored_head: Option<u64>,
-    ) -> Result<AppendResult, StoreError> {
-        let count = append.events.len() as u64;
-        let first_revision = stored_head.map_or(0, |h| h + 1);
+        stream: String,
+        head: Option<u64>,
+        created_unix_ms: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendPosition, StoreError> {
+        let count = events.len() as u64;
+        let first_revision = head.map_or(0, |h| h + 1);
         let first_position = self.applied.next_position;
-        let created_unix_ms = append.created_unix_ms.max(self.clock()?);
+        let created_unix_ms = created_unix_ms.max(self.clock()?);
         let group = StoredGroup {
-            stream: append.stream,
+            stream,
             first_revision,
             created_unix_ms,
-            events: append.events,
+            events,
         };
         let location = self.frames.push(first_position, &group)?;
         write_group(
@@ -311,27 +349,207 @@ impl<'a> Applier<'a> {
         for (offset, event) in group.events.iter().enumerate() {
             self.ids.insert(event.id, first_position + offset as u64);
         }
+        if let Some(unflushed) = self.unflushed.as_mut() {
+            unflushed.extend(
+                group
+                    .events
+                    .iter()
+                    .enumerate()
+                    .map(|(offset, e)| UnflushedEvent {
+                        position: first_position + offset as u64,
+                        event_type: e.event_type.clone(),
+                        tags: e.tags.clone(),
+                    }),
+            );
+        }
         let last_revision = first_revision + count - 1;
         let last_position = first_position + count - 1;
         self.heads.insert(group.stream, last_revision);
         self.applied.next_position = last_position + 1;
         *self.clock = Some(created_unix_ms);
-        Ok(AppendResult::Written(AppendPosition {
+        Ok(AppendPosition {
             last_revision,
             last_position,
+        })
+    }
+
+    /// A multi-stream append: validation, idempotency (each stream's part must be an exact
+    /// retry, and the parts contiguous, for the whole to be one), every stream's expected
+    /// revision in the request's order, then the DCB condition; all hold, or nothing is
+    /// written.
+    pub fn multi_append(&mut self, multi: MultiAppend) -> Result<MultiAppendResult, StoreError> {
+        if let Err(invalid) = self.limits.validate_multi_append(&multi) {
+            return Ok(MultiAppendResult::Rejected(AppendRejection::Invalid(
+                invalid,
+            )));
+        }
+        if let Some(verdict) = self.check_multi_idempotency(&multi)? {
+            return Ok(verdict);
+        }
+        let mut heads = Vec::with_capacity(multi.streams.len());
+        for part in &multi.streams {
+            let lifecycle = self.lifecycle(&part.stream)?;
+            if lifecycle.tombstoned {
+                return Ok(MultiAppendResult::StreamDeleted {
+                    stream: part.stream.clone(),
+                });
+            }
+            let stored_head = self.head(&part.stream)?;
+            let head = lifecycle.effective_head(stored_head);
+            if !expected_holds(part.expected, head)
+                && !crate::faults::active().skip_expected_version
+            {
+                return Ok(MultiAppendResult::WrongExpectedVersion {
+                    stream: part.stream.clone(),
+                    expected: part.expected,
+                    actual: head,
+                });
+            }
+            heads.push(stored_head);
+        }
+        if let Some(condition) = &multi.condition {
+            if !crate::faults::active().skip_dcb_check {
+                let found = self.latest_condition_match(condition)?;
+                if let Some(position) = found {
+                    return Ok(MultiAppendResult::ConditionFailed { position });
+                }
+            }
+        }
+        let mut last_revisions = Vec::with_capacity(multi.streams.len());
+        let mut last_position = 0;
+        for (part, head) in multi.streams.into_iter().zip(heads) {
+            let written = self.write_group(
+                part.stream.clone(),
+                head,
+                multi.created_unix_ms,
+                part.events,
+            )?;
+            last_revisions.push((part.stream, written.last_revision));
+            last_position = written.last_position;
+        }
+        Ok(MultiAppendResult::Written(MultiPosition {
+            last_revisions,
+            last_position,
         }))
+    }
+
+    /// The latest event matching a DCB condition after its `after`: from the indexes for what
+    /// is written, from `unflushed` for what this call has pending. The first check of a call
+    /// writes what is pending (unsynced, as every flush here) and starts keeping `unflushed`;
+    /// past `MAX_UNFLUSHED_CONDITION_EVENTS` it writes again instead of scanning more.
+    fn latest_condition_match(
+        &mut self,
+        condition: &AppendCondition,
+    ) -> Result<Option<u64>, StoreError> {
+        let tracked = self.unflushed.as_ref().map(Vec::len);
+        if tracked.is_none_or(|n| n >= MAX_UNFLUSHED_CONDITION_EVENTS) {
+            if self.pending_bytes() > 0 {
+                self.flush()?;
+            }
+            self.unflushed.get_or_insert_with(Vec::new).clear();
+        }
+        let query = &condition.fail_if_events_match;
+        let pending = self.unflushed.as_ref().and_then(|events| {
+            events
+                .iter()
+                .rev()
+                .take_while(|e| condition.after.is_none_or(|after| e.position > after))
+                .find(|e| query_matches(query, &e.event_type, &e.tags))
+                .map(|e| e.position)
+        });
+        if pending.is_some() {
+            return Ok(pending);
+        }
+        latest_match_after(
+            self.disk,
+            query,
+            condition.after,
+            self.applied.next_position,
+        )
+    }
+
+    /// `None` when no event id of the request is stored. A retry of the whole request (every
+    /// part an exact retry, the parts contiguous in `$all`) gets the original result; any other
+    /// overlap is a conflict, as for single appends.
+    fn check_multi_idempotency(
+        &mut self,
+        multi: &MultiAppend,
+    ) -> Result<Option<MultiAppendResult>, StoreError> {
+        let mut verdicts = Vec::with_capacity(multi.streams.len());
+        for part in &multi.streams {
+            let recreated_at = self.lifecycle(&part.stream)?.deleted_before.unwrap_or(0);
+            let verdict =
+                self.check_idempotency(&part.stream, part.expected, &part.events, recreated_at)?;
+            verdicts.push(verdict);
+        }
+        if verdicts.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut last_revisions = Vec::with_capacity(verdicts.len());
+        let mut retry_of: Option<(uuid::Uuid, u64)> = None;
+        let mut last_position = 0;
+        for (verdict, part) in verdicts.into_iter().zip(&multi.streams) {
+            let at = match verdict {
+                Some(AppendResult::AlreadyWritten(at)) => at,
+                Some(AppendResult::Rejected(rejection)) => {
+                    return Ok(Some(MultiAppendResult::Rejected(rejection)))
+                }
+                _ => {
+                    // This part is new (or not a retry) while another part's ids are stored:
+                    // the request is not the one that stored them.
+                    let (id, position) = self.first_stored_id(multi)?;
+                    return Ok(Some(MultiAppendResult::Rejected(
+                        AppendRejection::IdempotencyConflict { id, position },
+                    )));
+                }
+            };
+            let first = at.last_position + 1 - part.events.len() as u64;
+            if retry_of.is_some() && first != last_position + 1 {
+                return Ok(Some(MultiAppendResult::Rejected(
+                    AppendRejection::IdempotencyConflict {
+                        id: part.events[0].id,
+                        position: first,
+                    },
+                )));
+            }
+            retry_of.get_or_insert((part.events[0].id, first));
+            last_position = at.last_position;
+            last_revisions.push((part.stream.clone(), at.last_revision));
+        }
+        Ok(Some(MultiAppendResult::AlreadyWritten(MultiPosition {
+            last_revisions,
+            last_position,
+        })))
+    }
+
+    /// The first event id of the request that is stored, and where.
+    fn first_stored_id(&mut self, multi: &MultiAppend) -> Result<(uuid::Uuid, u64), StoreError> {
+        for event in multi.streams.iter().flat_map(|p| &p.events) {
+            if let Some(&position) = self.ids.get(&event.id) {
+                return Ok((event.id, position));
+            }
+            if let Some(position) = self.id_index.position(&event.id)? {
+                return Ok((event.id, position));
+            }
+        }
+        Err(StoreError::corrupt(
+            "event id index",
+            "an id found stored a moment ago is gone",
+        ))
     }
 
     /// `None` when no event id is stored yet (a new append). Otherwise the verdict: an exact
     /// retry returns the original result and writes nothing; anything else is a conflict.
     fn check_idempotency(
         &mut self,
-        append: &Append,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: &[NewEvent],
         recreated_at: u64,
     ) -> Result<Option<AppendResult>, StoreError> {
         let mut found: Vec<(usize, u64)> = Vec::new();
         let mut in_overlay = false;
-        for (index, event) in append.events.iter().enumerate() {
+        for (index, event) in events.iter().enumerate() {
             if let Some(&position) = self.ids.get(&event.id) {
                 in_overlay = true;
                 found.push((index, position));
@@ -349,7 +567,7 @@ impl<'a> Applier<'a> {
             // so the stored group can be read back below.
             self.flush()?;
         }
-        let count = append.events.len();
+        let count = events.len();
         let start = first_found.wrapping_sub(first_index as u64);
         let contiguous = found.len() == count
             && found
@@ -358,9 +576,9 @@ impl<'a> Applier<'a> {
         if contiguous {
             if let Some(location) = self.disk.get(&keys::event_key(start))? {
                 let group = read_group(self.groups, start, &location)?;
-                if group.stream == append.stream
+                if group.stream == stream
                     && group.events.len() == count
-                    && same_place(append.expected, group.first_revision, recreated_at)
+                    && same_place(expected, group.first_revision, recreated_at)
                 {
                     // The same ids at the same place are a retry only if every event is the
                     // one stored under its id. The stored group is at hand, so the events are
@@ -369,14 +587,14 @@ impl<'a> Applier<'a> {
                     let other = group
                         .events
                         .iter()
-                        .zip(&append.events)
+                        .zip(events)
                         .position(|(stored, sent)| stored != sent);
                     if let (Some(index), false) =
                         (other, crate::faults::active().ignore_retry_content)
                     {
                         return Ok(Some(AppendResult::Rejected(
                             AppendRejection::ContentConflict {
-                                id: append.events[index].id,
+                                id: events[index].id,
                                 position: start + index as u64,
                             },
                         )));
@@ -390,7 +608,7 @@ impl<'a> Applier<'a> {
         }
         Ok(Some(AppendResult::Rejected(
             AppendRejection::IdempotencyConflict {
-                id: append.events[first_index].id,
+                id: events[first_index].id,
                 position: first_found,
             },
         )))

@@ -9,13 +9,12 @@ use std::sync::atomic::AtomicBool;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 
-use crate::codec::decode;
 use crate::disk::{delete_range, Disk, WriteBatch};
 use crate::error::StoreError;
 use crate::group_files::GroupFiles;
 use crate::id_index::IdIndexBatch;
 use crate::keys;
-use crate::limits::Limits;
+use crate::limits::{Limits, MAX_TAGS_PER_EVENT};
 use crate::records::{write_group, StoredGroup};
 use crate::snapshot::{SnapshotData, MAGIC};
 
@@ -26,10 +25,10 @@ pub const INSTALL_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Read buffer for an incoming snapshot.
 const INSTALL_READ_BUFFER_BYTES: usize = 256 * 1024;
 
-/// Largest encoded append group a valid snapshot can hold under `limits`: the payload plus a
-/// generous per-event allowance for ids, type lengths and varints.
+/// Largest encoded append group a valid snapshot can hold under `limits`: the payload (tags
+/// included) plus a generous per-event allowance for ids, type lengths, tag lengths and varints.
 pub fn max_group_bytes(limits: &Limits) -> usize {
-    limits.max_append_bytes + limits.max_events_per_append * 64 + 1024
+    limits.max_append_bytes + limits.max_events_per_append * (64 + 2 * MAX_TAGS_PER_EVENT) + 1024
 }
 
 /// Deletes every key of the state machine's tables, page by page, and every group file.
@@ -89,9 +88,20 @@ pub async fn load_snapshot(
                 "group at position {position}, expected {expected_position}"
             )));
         }
-        let mut encoded = vec![0u8; len];
-        reader.read_exact(&mut encoded).await?;
-        let group: StoredGroup = decode("snapshot group", &encoded)?;
+        // Grown as the bytes arrive, never sized by the length field alone: a damaged or
+        // hostile length must not allocate what the stream does not hold.
+        let mut encoded = Vec::new();
+        (&mut reader)
+            .take(len as u64)
+            .read_to_end(&mut encoded)
+            .await?;
+        if encoded.len() != len {
+            return Err(invalid(format!(
+                "group at position {position} claims {len} bytes; the stream ends after {}",
+                encoded.len()
+            )));
+        }
+        let group = StoredGroup::decode("snapshot group", &encoded)?;
         if group.events.is_empty() {
             return Err(invalid(format!("empty group at position {position}")));
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
-pub use apply::MAX_APPLY_BATCH_BYTES;
+pub use apply::{MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS};
 
 use crate::codec::encode;
 use crate::disk::{sync_async, Disk, WriteBatch};
@@ -33,7 +33,7 @@ use crate::read::EventReader;
 use crate::records::{read_snapshot_record, AppliedState, SnapshotRecord};
 use crate::snapshot::{SnapshotData, SnapshotSource};
 use crate::storage_error::{Failed, OrStorage};
-use crate::types::{Command, Response};
+use crate::types::{Command, Response, Write, WriteResult};
 
 struct Shared {
     disk: Arc<dyn Disk>,
@@ -278,10 +278,36 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         .append(append)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
+                EntryPayload::Normal(Command::Format1Append(append)) => Response::Append(
+                    applier
+                        .append(append.into())
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
                 EntryPayload::Normal(Command::Appends(appends)) => Response::Appends(
                     appends
                         .into_iter()
                         .map(|append| applier.append(append))
+                        .collect::<Result<_, _>>()
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::Writes(writes)) => Response::Writes(
+                    writes
+                        .into_iter()
+                        .map(|write| match write {
+                            Write::Append(append) => {
+                                applier.append(append).map(WriteResult::Append)
+                            }
+                            Write::Multi(multi) => {
+                                applier.multi_append(multi).map(WriteResult::Multi)
+                            }
+                        })
+                        .collect::<Result<_, _>>()
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::Format1Appends(appends)) => Response::Appends(
+                    appends
+                        .into_iter()
+                        .map(|append| applier.append(append.into()))
                         .collect::<Result<_, _>>()
                         .or_storage(Failed::WriteStateMachine)?,
                 ),

@@ -7,8 +7,9 @@
 //! - after a power loss, the keyspace may point at frames that did not survive. The state
 //!   machine then rolls back to its last snapshot, which was synced, files first
 //!   (`SnapshotBuilder::build`, `install`): every index entry at or past the snapshot's end
-//!   goes, and openraft applies the log from the snapshot on. The log still holds those
-//!   entries, because it is purged only below a snapshot.
+//!   goes (stream, id, category, type and tag indexes, the locations last), and openraft
+//!   applies the log from the snapshot on. The log still holds those entries, because it is
+//!   purged only below a snapshot.
 //!
 //! A store written before the groups moved out of sled held them inline; `format` copies them
 //! into the files before this runs.
@@ -125,6 +126,7 @@ fn roll_back_to_snapshot(
         },
     )?;
     crate::id_index::forget_from(disk, end, RECOVER_PAGE_KEYS)?;
+    crate::index::forget_from(disk, end, RECOVER_PAGE_KEYS)?;
     let mut groups_past_end = keys::table_range(keys::EVENTS);
     groups_past_end.start = keys::event_key(end).to_vec();
     delete_range(disk, &groups_past_end, RECOVER_PAGE_KEYS)?;
@@ -165,6 +167,7 @@ mod tests {
                 content_type: ContentType::Json,
                 data: format!("{{\"i\":{i}}}").into_bytes(),
                 metadata: Vec::new(),
+                tags: Vec::new(),
             })
             .collect();
         Entry {

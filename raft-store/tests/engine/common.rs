@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use cairn_raft_store::disk::{Disk, MemDisk, SledDisk, SledOptions};
 use cairn_raft_store::{
-    open_store, Append, AppendResult, Command, ContentType, Direction, Entry, ExpectedRevision,
-    Limits, LogId, NewEvent, RecordedEvent, Response, Snapshot, StateMachineStore, Store,
+    category, open_store, Append, AppendResult, Command, ContentType, Direction, Entry,
+    ExpectedRevision, IndexKind, IndexName, Limits, LogId, MultiAppend, MultiAppendResult,
+    NewEvent, RecordedEvent, Response, Snapshot, StateMachineStore, Store, Write, WriteResult,
 };
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload};
@@ -22,12 +23,21 @@ pub fn event(event_type: &str, data: &[u8]) -> NewEvent {
         content_type: ContentType::Json,
         data: data.to_vec(),
         metadata: Vec::new(),
+        tags: Vec::new(),
     }
 }
 
+/// `n` events of type `Tested`; the first two of every three tagged `t0`/`t1` and `both`,
+/// so the tag index has runs that start and end inside an append.
 pub fn events(n: usize) -> Vec<NewEvent> {
     (0..n)
-        .map(|i| event("Tested", format!("{{\"i\":{i}}}").as_bytes()))
+        .map(|i| {
+            let mut e = event("Tested", format!("{{\"i\":{i}}}").as_bytes());
+            if i % 3 != 2 {
+                e.tags = vec![format!("t{}", i % 3), "both".into()];
+            }
+            e
+        })
         .collect()
 }
 
@@ -101,6 +111,27 @@ impl TestStore {
             .collect()
     }
 
+    /// Applies writes (single and multi-stream appends) as one group-commit entry.
+    pub async fn apply_writes(&mut self, writes: Vec<Write>) -> Vec<WriteResult> {
+        let entry = Entry {
+            log_id: log_id(self.next_index),
+            payload: EntryPayload::Normal(Command::Writes(writes)),
+        };
+        self.next_index += 1;
+        match self.sm().apply(vec![entry]).await.expect("apply").remove(0) {
+            Response::Writes(results) => results,
+            other => panic!("unexpected response {other:?}"),
+        }
+    }
+
+    /// Applies one multi-stream append as its own entry.
+    pub async fn apply_multi(&mut self, multi: MultiAppend) -> MultiAppendResult {
+        match self.apply_writes(vec![Write::Multi(multi)]).await.remove(0) {
+            WriteResult::Multi(result) => result,
+            other => panic!("unexpected result {other:?}"),
+        }
+    }
+
     pub async fn build_snapshot(&mut self) -> Snapshot {
         self.sm()
             .get_snapshot_builder()
@@ -128,6 +159,94 @@ impl TestStore {
             .read_stream(stream, 0, Direction::Forwards, u64::MAX)
             .collect::<Result<_, _>>()
             .expect("read stream")
+    }
+}
+
+impl TestStore {
+    pub fn index(&self, index: &IndexName, from: u64, direction: Direction) -> Vec<RecordedEvent> {
+        self.store
+            .reader
+            .read_index(index, from, direction, u64::MAX)
+            .collect::<Result<_, _>>()
+            .expect("read index")
+    }
+
+    /// Every category, type and tag index of the store reads exactly `$all` filtered by it:
+    /// forwards and backwards, from the start, the end and the middle; a name nobody used
+    /// reads nothing. Returns how many index names were checked.
+    pub fn assert_indexes_match_all(&self, context: &str) -> usize {
+        let all = self.all();
+        let mut names = std::collections::BTreeSet::new();
+        for e in &all {
+            names.insert((0, category(&e.stream).to_owned()));
+            names.insert((1, e.event_type.clone()));
+            for tag in &e.tags {
+                names.insert((2, tag.clone()));
+            }
+        }
+        let kinds = [IndexKind::Category, IndexKind::EventType, IndexKind::Tag];
+        let middle = all.len() as u64 / 2;
+        for (kind, name) in &names {
+            let index = IndexName {
+                kind: kinds[*kind],
+                name: name.clone(),
+            };
+            let of = |from: u64, back: bool| -> Vec<RecordedEvent> {
+                let mut v: Vec<_> = all
+                    .iter()
+                    .filter(|e| index.matches(&e.stream, &e.event_type, &e.tags))
+                    .filter(|e| {
+                        if back {
+                            e.position <= from
+                        } else {
+                            e.position >= from
+                        }
+                    })
+                    .cloned()
+                    .collect();
+                if back {
+                    v.reverse();
+                }
+                v
+            };
+            assert_eq!(
+                self.index(&index, 0, Direction::Forwards),
+                of(0, false),
+                "{context}: {index}"
+            );
+            assert_eq!(
+                self.index(&index, middle, Direction::Forwards),
+                of(middle, false),
+                "{context}: {index} from {middle}"
+            );
+            assert_eq!(
+                self.index(&index, u64::MAX, Direction::Backwards),
+                of(u64::MAX, true),
+                "{context}: {index} backwards"
+            );
+            assert_eq!(
+                self.index(&index, middle, Direction::Backwards),
+                of(middle, true),
+                "{context}: {index} backwards from {middle}"
+            );
+            let last = of(u64::MAX, true).first().map(|e| e.position);
+            assert_eq!(
+                self.store.reader.last_in_index(&index).unwrap(),
+                last,
+                "{context}: {index}"
+            );
+        }
+        for kind in kinds {
+            let unused = IndexName {
+                kind,
+                name: "never-used".into(),
+            };
+            assert!(
+                self.index(&unused, 0, Direction::Forwards).is_empty(),
+                "{context}"
+            );
+        }
+        names.len()
     }
 }
 

@@ -100,8 +100,10 @@ fn a_crash_keeping_any_prefix_of_unflushed_batches_leaves_a_consistent_store() {
                      groups survive: {groups_survive})"
                 );
                 assert_eq!(s.all().len() as u64, applied * 2, "whole appends only");
+                s.assert_indexes_match_all("after the crash");
                 recover(&mut s).await;
                 assert_eq!(s.all(), full, "survivors={survivors}");
+                s.assert_indexes_match_all("after recovery");
             }
         }
     });
@@ -180,6 +182,7 @@ fn groups_lost_to_a_power_loss_roll_back_to_the_snapshot_and_reapply_the_same() 
             "rolled back to the snapshot"
         );
         assert_eq!(s.all(), full[..10].to_vec(), "only what the snapshot holds");
+        assert!(s.assert_indexes_match_all("rolled back") > 3);
         let responses = s.sm().apply(after_snapshot).await.unwrap();
         assert!(
             responses.iter().all(|r| matches!(
@@ -189,6 +192,7 @@ fn groups_lost_to_a_power_loss_roll_back_to_the_snapshot_and_reapply_the_same() 
             "the lost appends' ids were forgotten with them: {responses:?}"
         );
         assert_eq!(s.all(), full, "re-applying the log restores the same state");
+        s.assert_indexes_match_all("re-applied");
         let heads_again: Vec<_> = (0..3).map(|i| s.stream(&format!("s{i}"))).collect();
         assert_eq!(heads_again, heads, "every stream reads back the same");
         // A killed process: every write reached the files and the keyspace.

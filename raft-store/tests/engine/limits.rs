@@ -1,7 +1,8 @@
 //! Bad input gets a clear, typed error and writes nothing.
 
 use cairn_raft_store::limits::{
-    DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_EVENT_BYTES, MAX_STREAM_NAME_BYTES,
+    DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_EVENT_BYTES, MAX_STREAM_NAME_BYTES, MAX_TAGS_PER_EVENT,
+    MAX_TAG_BYTES,
 };
 use cairn_raft_store::{
     AppendRejection, AppendResult, ExpectedRevision as E, InvalidInput, Limits,
@@ -102,6 +103,47 @@ fn bad_input_is_rejected_with_a_typed_error_and_writes_nothing() {
                     rejected(&mut s, "ok", twice).await,
                     InvalidInput::DuplicateEventIdInAppend { index: 1, .. }
                 ),
+                "{name}"
+            );
+
+            let tagged = |tags: Vec<String>| {
+                let mut list = events(2);
+                list[1].tags = tags;
+                list
+            };
+            let many: Vec<String> = (0..=MAX_TAGS_PER_EVENT).map(|t| format!("t{t}")).collect();
+            assert_eq!(
+                rejected(&mut s, "ok", tagged(many)).await,
+                InvalidInput::TooManyTags {
+                    index: 1,
+                    count: MAX_TAGS_PER_EVENT + 1,
+                    max: MAX_TAGS_PER_EVENT
+                },
+                "{name}"
+            );
+            for blank in ["", "  "] {
+                assert_eq!(
+                    rejected(&mut s, "ok", tagged(vec!["a".into(), blank.into()])).await,
+                    InvalidInput::BlankTag { index: 1, tag: 1 },
+                    "{name}: {blank:?}"
+                );
+            }
+            assert_eq!(
+                rejected(&mut s, "ok", tagged(vec!["t".repeat(MAX_TAG_BYTES + 1)])).await,
+                InvalidInput::TagTooLong {
+                    index: 1,
+                    tag: 0,
+                    bytes: MAX_TAG_BYTES + 1,
+                    max: MAX_TAG_BYTES
+                },
+                "{name}"
+            );
+            assert_eq!(
+                rejected(&mut s, "ok", tagged(vec!["a".into(), "a".into()])).await,
+                InvalidInput::DuplicateTag {
+                    index: 1,
+                    tag: "a".into()
+                },
                 "{name}"
             );
 

@@ -4,8 +4,10 @@
 mod common;
 mod crash;
 mod format;
+mod index;
 mod lifecycle;
 mod limits;
+mod multi;
 mod reads;
 mod semantics;
 mod snapshot;

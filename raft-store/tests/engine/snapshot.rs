@@ -90,6 +90,7 @@ fn a_snapshot_of_100k_events_installs_on_empty_and_stale_stores_identically() {
             let all = target.all();
             assert_eq!(all.len(), EVENTS_TOTAL, "{name}");
             assert_eq!(all[..], source_all[..EVENTS_TOTAL], "{name}: same $all");
+            target.assert_indexes_match_all(name);
             assert_eq!(
                 target.store.state_machine.last_applied(),
                 snapshot.meta.last_log_id,
@@ -125,6 +126,7 @@ fn a_snapshot_of_100k_events_installs_on_empty_and_stale_stores_identically() {
                     content_type: e.content_type,
                     data: e.data.clone(),
                     metadata: e.metadata.clone(),
+                    tags: e.tags.clone(),
                 })
                 .collect();
             let again = target.apply(append(&probe.stream, E::Any, original)).await;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use cairn_client::proto;
 use cairn_client::proto::subscribe_response::Message;
 use cairn_raft_store::lifecycle::{Visibility, METASTREAM_PREFIX};
-use cairn_raft_store::{Direction, EventReader, RecordedEvent, MAX_CACHED_VISIBILITIES};
+use cairn_raft_store::{Direction, EventReader, IndexName, RecordedEvent, MAX_CACHED_VISIBILITIES};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
@@ -37,6 +37,31 @@ pub const MAX_FILTER_REGEX_BYTES: usize = 1024 * 1024;
 pub enum Target {
     All(Option<Filter>),
     Stream(String),
+    /// `$ce-`, `$et-`, `$tag-`: keyed by `$all` position like a filtered `$all`, its history
+    /// read through the index.
+    Index(IndexName),
+}
+
+impl Target {
+    /// Whether the cursor counts `$all` positions (else a stream's revisions).
+    fn by_position(&self) -> bool {
+        !matches!(self, Target::Stream(_))
+    }
+
+    /// Whether it skips positions on purpose (so it sends checkpoints).
+    fn filtered(&self) -> bool {
+        matches!(self, Target::All(Some(_)) | Target::Index(_))
+    }
+
+    fn passes(&self, event: &proto::RecordedEvent) -> bool {
+        match self {
+            Target::All(filter) => filter
+                .as_ref()
+                .is_none_or(|f| f.passes(&event.stream, &event.r#type)),
+            Target::Stream(_) => true,
+            Target::Index(index) => index.matches(&event.stream, &event.r#type, &event.tags),
+        }
+    }
 }
 
 /// Server-side filter of a `$all` subscription.
@@ -136,13 +161,15 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn key(&self, event: &proto::RecordedEvent) -> u64 {
-        match self.sub.target {
-            Target::All(_) => event.position,
-            Target::Stream(_) => event.revision,
+        if self.sub.target.by_position() {
+            event.position
+        } else {
+            event.revision
         }
     }
 
-    /// Sends one event if it passes, advances the cursor, and checkpoints a filtered `$all`.
+    /// Sends one event if it passes, advances the cursor, and checkpoints a filtered `$all`
+    /// or an index.
     async fn deliver(&mut self, event: proto::RecordedEvent) -> Result<(), Gone> {
         let key = self.key(&event);
         if key > self.announced {
@@ -151,19 +178,14 @@ impl Cursor<'_> {
         }
         self.announced = key + 1;
         self.next = key + 1;
-        let filter = match &self.sub.target {
-            Target::All(filter) => filter.as_ref(),
-            Target::Stream(_) => None,
-        };
-        let passes = filter.is_none_or(|f| f.passes(&event.stream, &event.r#type));
-        if passes {
+        if self.sub.target.passes(&event) {
             self.batch_bytes += event.data.len() + event.metadata.len();
             self.batch.push(event);
             if self.batch.len() >= MAX_EVENTS_PER_MESSAGE || self.batch_bytes >= MAX_BATCH_BYTES {
                 self.flush().await?;
             }
         }
-        if filter.is_some() {
+        if self.sub.target.filtered() {
             self.scanned_since_checkpoint += 1;
             if self.scanned_since_checkpoint >= self.sub.checkpoint_interval {
                 self.scanned_since_checkpoint = 0;
@@ -197,6 +219,16 @@ impl Cursor<'_> {
     /// Delivers everything stored from the cursor on, page by page.
     async fn read_history(&mut self) -> Result<Result<(), Status>, Gone> {
         loop {
+            // An index's history ends at its last event, not at the end of `$all`: the
+            // applied end, read before the index is, is where the live feed takes over (every
+            // event below it that the index holds is in this read).
+            let applied_end = match &self.sub.target {
+                Target::Index(_) => match self.reader.next_position() {
+                    Ok(end) => end,
+                    Err(e) => return Ok(Err(status_in("reading history", &e))),
+                },
+                _ => 0,
+            };
             let page: Result<Vec<RecordedEvent>, _> = match &self.sub.target {
                 Target::All(_) => self
                     .reader
@@ -206,12 +238,17 @@ impl Cursor<'_> {
                     .reader
                     .read_stream(name, self.next, Direction::Forwards, HISTORY_PAGE_EVENTS)
                     .collect(),
+                Target::Index(index) => self
+                    .reader
+                    .read_index(index, self.next, Direction::Forwards, HISTORY_PAGE_EVENTS)
+                    .collect(),
             };
             let page = match page {
                 Ok(page) => page,
                 Err(e) => return Ok(Err(status_in("reading history", &e))),
             };
             if page.is_empty() {
+                self.next = self.next.max(applied_end);
                 return Ok(Ok(()));
             }
             for event in page {
@@ -290,7 +327,7 @@ enum LiveEnd {
 pub fn start(target: &Target, from: Option<u64>, reader: &EventReader) -> Result<u64, Status> {
     let end = match (target, from) {
         (_, Some(from)) => return Ok(from),
-        (Target::All(_), None) => reader.next_position(),
+        (Target::All(_) | Target::Index(_), None) => reader.next_position(),
         (Target::Stream(name), None) => reader.stream_head(name).map(|h| h.map_or(0, |r| r + 1)),
     };
     end.map_err(|e| status(&e))
@@ -351,7 +388,7 @@ pub async fn run(sub: Subscription, reader: EventReader, feed: LiveFeed, out: Ou
                     break LiveEnd::Failed(NodeError::ShuttingDown.into())
                 }
             };
-            if matches!(cursor.sub.target, Target::All(_)) && item.position() < cursor.next {
+            if cursor.sub.target.by_position() && item.position() < cursor.next {
                 continue; // already delivered from history
             }
             cursor.forget_visibility(&item);

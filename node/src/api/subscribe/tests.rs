@@ -246,6 +246,7 @@ async fn run_seed(seed: u64) -> (usize, usize) {
                         content_type: ContentType::Json,
                         data: b"{}".to_vec(),
                         metadata: Vec::new(),
+                        tags: Vec::new(),
                     })
                     .collect();
                 let entry = Entry {
@@ -262,7 +263,7 @@ async fn run_seed(seed: u64) -> (usize, usize) {
             }
             6..=7 => {
                 let end = reader.next_position().expect("position");
-                let (target, from, kind, target_stream, prefix) = match rng.below(4) {
+                let (target, from, kind, target_stream, prefix) = match rng.below(5) {
                     0 => (
                         Target::All(None),
                         Some(rng.below(end + 1)),
@@ -285,6 +286,14 @@ async fn run_seed(seed: u64) -> (usize, usize) {
                             Some("s1".to_string()),
                         )
                     }
+                    3 => (
+                        // Streams s0..s2 have no '-': each is its own category.
+                        Target::Index(cairn_raft_store::IndexName::parse("$ce-s1").unwrap()),
+                        Some(rng.below(end + 1)),
+                        "$ce-s1",
+                        None,
+                        Some("s1".to_string()),
+                    ),
                     _ => {
                         let stream = format!("s{}", rng.below(STREAMS));
                         let head = reader

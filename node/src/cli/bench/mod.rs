@@ -44,6 +44,10 @@ pub enum Scenario {
     Lag,
     /// Restart: load the store, SIGKILL a follower, time until it serves and catches up.
     Restart,
+    /// DCB: 64 clients, each appending with a condition on its own tag.
+    Dcb,
+    /// Multi-stream: 64 clients, each appending to two streams of its own at once.
+    MultiStream,
 }
 
 #[derive(Args, Debug)]
@@ -56,10 +60,10 @@ pub struct BenchArgs {
     /// Warmup before the window, seconds.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
-    /// Concurrent clients (default: 1 for S1, 64 for S2, 8 for S3).
+    /// Concurrent clients (default: 1 for S1, 64 for S2, dcb and multi-stream, 8 for S3).
     #[arg(long)]
     pub clients: Option<usize>,
-    /// Events per append (default: 1 for S1 and S2, 100 for S3).
+    /// Events per append (per stream for multi-stream; default: 100 for S3, else 1).
     #[arg(long)]
     pub events_per_append: Option<usize>,
     /// Most counted appends per client.

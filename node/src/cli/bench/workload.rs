@@ -1,13 +1,19 @@
 //! S1, S2, S3: C clients, each appending N pseudo-random 256-byte events at a time to its own
 //! stream with the expected revision it last wrote; warmup, then a measured window; only
-//! attempts started inside the window count.
+//! attempts started inside the window count. `dcb`: the same, each append a DCB append of
+//! events tagged with the client's own tag, on the condition that no event with that tag
+//! exists after the last position the client wrote. `multi-stream`: each append goes to two
+//! streams of the client's own at once, each with its expected revision.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_client::{Client, Error, EventData, ExpectedRevision, ReadOptions};
+use cairn_client::{
+    AppendCondition, Client, Error, EventData, ExpectedRevision, Query, QueryItem, ReadOptions,
+    StreamAppend,
+};
 use hdrhistogram::Histogram;
 use tokio_stream::StreamExt;
 
@@ -51,7 +57,9 @@ async fn stream_head(client: &Client, stream: &str) -> Result<ExpectedRevision, 
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_client(
+    mode: Mode,
     client: Client,
     stream: String,
     seed: u64,
@@ -69,24 +77,92 @@ async fn run_client(
         consistent: false,
     };
     let mut rng = SplitMix64(seed);
+    // What the client last wrote: its streams' revisions (the second for multi-stream) and,
+    // for DCB, the position its condition starts after.
     let mut expected = ExpectedRevision::NoStream;
+    let mut second = ExpectedRevision::NoStream;
+    let mut after: Option<u64> = None;
+    let tag = format!("{stream}-tag");
+    let second_stream = format!("{stream}-b");
     loop {
         let now = Instant::now();
         if now >= window.end || now >= window.hard_stop || stats.appends >= max_appends {
             break;
         }
-        let events: Vec<EventData> = (0..events_per_append)
-            .map(|_| EventData::binary("BenchEvent", rng.payload()))
-            .collect();
+        let mut events = || -> Vec<EventData> {
+            (0..events_per_append)
+                .map(|_| EventData::binary("BenchEvent", rng.payload()))
+                .collect()
+        };
         let counted = Instant::now() >= window.start;
         let started = Instant::now();
-        let append = client.append(&stream, expected, events);
-        let outcome =
-            tokio::time::timeout(Duration::from_millis(OPERATION_TIMEOUT_MS), append).await;
+        let outcome = match mode {
+            Mode::Stream => {
+                let append = client.append(&stream, expected, events());
+                match tokio::time::timeout(Duration::from_millis(OPERATION_TIMEOUT_MS), append)
+                    .await
+                {
+                    Ok(Ok(result)) => {
+                        expected = ExpectedRevision::Exact(result.last_revision);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(Some(e)),
+                    Err(_) => Err(None),
+                }
+            }
+            Mode::Dcb => {
+                let events: Vec<EventData> = events()
+                    .into_iter()
+                    .map(|e| e.with_tags([tag.clone()]))
+                    .collect();
+                let condition = AppendCondition {
+                    fail_if_events_match: Query::of(vec![
+                        QueryItem::types(["BenchEvent"]).with_tags([tag.clone()])
+                    ]),
+                    after,
+                };
+                let append = client.dcb_append(events, Some(condition));
+                match tokio::time::timeout(Duration::from_millis(OPERATION_TIMEOUT_MS), append)
+                    .await
+                {
+                    Ok(Ok(result)) => {
+                        after = Some(result.last_position);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(Some(e)),
+                    Err(_) => Err(None),
+                }
+            }
+            Mode::MultiStream => {
+                let parts = vec![
+                    StreamAppend {
+                        stream: stream.clone(),
+                        expected,
+                        events: events(),
+                    },
+                    StreamAppend {
+                        stream: second_stream.clone(),
+                        expected: second,
+                        events: events(),
+                    },
+                ];
+                let append = client.append_multi(parts, Vec::new(), None);
+                match tokio::time::timeout(Duration::from_millis(OPERATION_TIMEOUT_MS), append)
+                    .await
+                {
+                    Ok(Ok(result)) => {
+                        expected = ExpectedRevision::Exact(result.last_revisions[0].1);
+                        second = ExpectedRevision::Exact(result.last_revisions[1].1);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(Some(e)),
+                    Err(_) => Err(None),
+                }
+            }
+        };
         let finished = Instant::now();
         match outcome {
-            Ok(Ok(result)) => {
-                expected = ExpectedRevision::Exact(result.last_revision);
+            Ok(()) => {
                 if counted {
                     let micros = finished.duration_since(started).as_micros().max(1) as u64;
                     let _ = stats.histogram.record(micros.min(600_000_000));
@@ -95,14 +171,30 @@ async fn run_client(
                     progress.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Ok(Err(Error::WrongExpectedVersion { actual, .. })) => {
+            Err(Some(Error::WrongExpectedVersion {
+                stream: named,
+                actual,
+                ..
+            })) => {
                 if counted {
                     stats.conflicts += 1;
                     stats.last_completion = Some(finished);
                 }
-                expected = actual.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
+                let actual = actual.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
+                if named == second_stream {
+                    second = actual;
+                } else {
+                    expected = actual;
+                }
             }
-            _ => {
+            Err(Some(Error::ConditionFailed { position })) => {
+                if counted {
+                    stats.conflicts += 1;
+                    stats.last_completion = Some(finished);
+                }
+                after = Some(position);
+            }
+            Err(_) => {
                 if counted {
                     stats.errors += 1;
                     stats.last_completion = Some(finished);
@@ -111,17 +203,51 @@ async fn run_client(
                 if let Ok(head) = stream_head(&client, &stream).await {
                     expected = head;
                 }
+                if mode == Mode::MultiStream {
+                    if let Ok(head) = stream_head(&client, &second_stream).await {
+                        second = head;
+                    }
+                }
             }
         }
     }
-    stats.consistent = matches!(stream_head(&client, &stream).await, Ok(head) if head == expected);
+    stats.consistent = match mode {
+        Mode::Stream => matches!(stream_head(&client, &stream).await, Ok(head) if head == expected),
+        Mode::MultiStream => {
+            matches!(stream_head(&client, &stream).await, Ok(head) if head == expected)
+                && matches!(stream_head(&client, &second_stream).await, Ok(head) if head == second)
+        }
+        // The client's own tag: its last event is where it last wrote.
+        Mode::Dcb => {
+            let query = Query::of(vec![QueryItem::types(["BenchEvent"]).with_tags([tag])]);
+            let read =
+                client.read_query(&query, ReadOptions::backwards().max_count(1).linearizable());
+            match read.await {
+                Ok(mut events) => {
+                    matches!(events.next().await, Some(Ok(e)) if Some(e.position) == after)
+                }
+                Err(_) => false,
+            }
+        }
+    };
     stats
 }
+
+/// What each append of a scenario is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Stream,
+    Dcb,
+    MultiStream,
+}
+
 pub(super) async fn run_workload(args: &BenchArgs, client: Client) -> ExitCode {
-    let (name, default_clients, default_events) = match args.scenario {
-        Scenario::S1 => ("S1", 1, 1),
-        Scenario::S2 => ("S2", 64, 1),
-        Scenario::S3 => ("S3", 8, 100),
+    let (name, default_clients, default_events, mode) = match args.scenario {
+        Scenario::S1 => ("S1", 1, 1, Mode::Stream),
+        Scenario::S2 => ("S2", 64, 1, Mode::Stream),
+        Scenario::S3 => ("S3", 8, 100, Mode::Stream),
+        Scenario::Dcb => ("dcb", 64, 1, Mode::Dcb),
+        Scenario::MultiStream => ("multi-stream", 64, 1, Mode::MultiStream),
         Scenario::Failover
         | Scenario::Handoff
         | Scenario::Catchup
@@ -151,6 +277,7 @@ pub(super) async fn run_workload(args: &BenchArgs, client: Client) -> ExitCode {
         .map(|i| {
             let stream = format!("{run_id}-{}-{i}", name.to_lowercase());
             tokio::spawn(run_client(
+                mode,
                 client.clone(),
                 stream,
                 0x5EED_0000 + i as u64,
