@@ -172,7 +172,9 @@ impl Cursor<'_> {
     /// or an index.
     async fn deliver(&mut self, event: proto::RecordedEvent) -> Result<(), Gone> {
         let key = self.key(&event);
-        if key > self.announced {
+        // An index holds some positions only: its jumps are its nature, not retention's.
+        let dense = !matches!(self.sub.target, Target::Index(_));
+        if key > self.announced && dense {
             self.send(Message::Skipped(proto::Skipped { next: key }))
                 .await?;
         }
