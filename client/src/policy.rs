@@ -79,6 +79,19 @@ impl Retries {
         }
         self.last_cause = format!("{}: {cause}", node.url);
         match leader.and_then(|hint| endpoints.follow_hint(&hint)) {
+            // A hint back to a node that failed this round is stale news, typically from a
+            // node on the cut-off leader's side of a partition: following it spent every
+            // attempt between the two while the majority had elected another leader (the
+            // partition tests' 2|3 split). Forget it as leader and try a node not yet tried.
+            Some(leader)
+                if !Arc::ptr_eq(&leader, node)
+                    && self.tried.iter().any(|t| Arc::ptr_eq(t, &leader)) =>
+            {
+                endpoints.forget_leader(&leader);
+                self.redirected = false;
+                self.hinted = None;
+                endpoints.avoid(node, &mut self.tried);
+            }
             Some(leader) => {
                 self.redirected = !self.redirected && !Arc::ptr_eq(&leader, node);
                 self.hinted = Some(leader);

@@ -571,6 +571,28 @@ fn pick_follows_the_preference_and_avoids_failed_nodes() {
 }
 
 #[test]
+fn a_hint_back_to_a_node_that_failed_this_round_is_not_followed() {
+    let (endpoints, nodes) = three_nodes();
+    let mut retries = crate::policy::Retries::new(5);
+    // The leader (node 1) is cut off: the attempt there times out...
+    endpoints.set_leader(&nodes[0]);
+    retries.failed(&endpoints, &nodes[0], "timed out".into(), None, true);
+    // ...and node 2, on its side of the partition, still names it.
+    let stale = Some(nodes[0].url.clone());
+    retries.failed(&endpoints, &nodes[1], "not the leader".into(), stale, true);
+    assert!(
+        retries.take_hinted().is_none(),
+        "the stale hint was followed"
+    );
+    assert!(
+        endpoints.leader().is_none(),
+        "the cut-off node is still taken as leader"
+    );
+    let next = endpoints.pick(NodePreference::Leader, retries.tried());
+    assert!(Arc::ptr_eq(&next, &nodes[2]), "the untried node is next");
+}
+
+#[test]
 fn avoid_moves_past_the_failed_node_and_starts_over_once_all_failed() {
     let (endpoints, nodes) = three_nodes();
     let mut tried = Vec::new();

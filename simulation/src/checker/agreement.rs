@@ -1,0 +1,157 @@
+//! The rules about the cluster as a whole: something was committed, every node holds the same
+//! log of the right shape, writes resume after the heal, and nothing panicked.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::log::{At, Log};
+use super::rule::{Rule, Sink};
+use crate::history::{AppendOutcome, EventRef, Record};
+
+/// Rule 1: a run that committed nothing (or left no log) proves nothing, so it fails.
+pub(super) fn check_committed(history: &[Record], has_node_log: bool, sink: &mut Sink) {
+    let acknowledged = history.iter().any(|record| {
+        matches!(
+            record,
+            Record::Append {
+                outcome: AppendOutcome::Ok { .. },
+                ..
+            }
+        )
+    });
+    if !acknowledged {
+        sink.push(Rule::NothingCommitted, || {
+            "no append was acknowledged".to_string()
+        });
+    }
+    if !has_node_log {
+        sink.push(Rule::NothingCommitted, || {
+            "the history has no node log".to_string()
+        });
+    }
+}
+
+/// Rule 2: after heal and convergence every node holds the reference log.
+pub(super) fn check_convergence(
+    reference: (u64, &[EventRef]),
+    logs: &[(u64, &[EventRef])],
+    sink: &mut Sink,
+) {
+    let (reference_node, reference_log) = reference;
+    for &(node, events) in logs {
+        match events.iter().zip(reference_log).position(|(a, b)| a != b) {
+            Some(index) => sink.push(Rule::DivergentLogs, || {
+                format!(
+                    "node {node} differs from node {reference_node} at index {index}: {} vs {}",
+                    At(&events[index]),
+                    At(&reference_log[index])
+                )
+            }),
+            None if events.len() < reference_log.len() => sink.push(Rule::NotConverged, || {
+                format!(
+                    "node {node} has {} events, a strict prefix of node {reference_node}'s {}",
+                    events.len(),
+                    reference_log.len()
+                )
+            }),
+            None => {}
+        }
+    }
+}
+
+/// Rule 3: the reference log itself is well formed. Each check resynchronises after a
+/// violation so one bad event gives one violation, not one per event after it.
+pub(super) fn check_log_shape(log: &Log, sink: &mut Sink) {
+    let mut next_revision: HashMap<&str, u64> = HashMap::new();
+    let mut first_at: HashMap<Uuid, u64> = HashMap::with_capacity(log.events.len());
+    let mut previous: Option<&EventRef> = None;
+    for event in log.events {
+        if let Some(previous) = previous {
+            if previous.position.checked_add(1) != Some(event.position) {
+                sink.push(Rule::PositionOrder, || {
+                    format!("{} follows position {}", At(event), previous.position)
+                });
+            }
+        }
+        previous = Some(event);
+
+        let next = next_revision.entry(&event.stream).or_insert(0);
+        if event.revision != *next {
+            let expected = *next;
+            sink.push(Rule::RevisionGap, || {
+                format!("{} should have revision {expected}", At(event))
+            });
+        }
+        *next = event.revision.saturating_add(1);
+
+        if let Some(&first) = first_at.get(&event.id) {
+            sink.push(Rule::DuplicateEventId, || {
+                format!("{} already at position {first}", At(event))
+            });
+        } else {
+            first_at.insert(event.id, event.position);
+        }
+    }
+}
+
+/// Rule 10: once every fault is lifted the cluster must accept writes again.
+pub(super) fn check_heal(history: &[Record], sink: &mut Sink) {
+    let Some(healed) = history
+        .iter()
+        .filter_map(|record| match record {
+            Record::Healed { at_ms } => Some(*at_ms),
+            _ => None,
+        })
+        .max()
+    else {
+        return;
+    };
+    let written = history.iter().any(|record| {
+        matches!(
+            record,
+            Record::Append {
+                start_ms,
+                outcome: AppendOutcome::Ok { .. },
+                ..
+            } if *start_ms >= healed
+        )
+    });
+    if !written {
+        sink.push(Rule::NoWriteAfterHeal, || {
+            format!("healed at {healed}ms, but no append begun since was acknowledged")
+        });
+    }
+}
+
+/// How long after the (last) heal the first append begun since was acknowledged.
+pub(super) fn heal_to_write_ms(history: &[Record]) -> Option<u64> {
+    let healed = history
+        .iter()
+        .filter_map(|record| match record {
+            Record::Healed { at_ms } => Some(*at_ms),
+            _ => None,
+        })
+        .max()?;
+    history
+        .iter()
+        .filter_map(|record| match record {
+            Record::Append {
+                start_ms,
+                end_ms,
+                outcome: AppendOutcome::Ok { .. },
+                ..
+            } if *start_ms >= healed => Some(end_ms - healed),
+            _ => None,
+        })
+        .min()
+}
+
+/// Rule 12: node code never panics, whatever the faults.
+pub(super) fn check_panics(history: &[Record], sink: &mut Sink) {
+    for record in history {
+        if let Record::Panic { at_ms, message } = record {
+            sink.push(Rule::NodePanicked, || format!("at {at_ms}ms: {message}"));
+        }
+    }
+}

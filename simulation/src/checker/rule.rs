@@ -1,0 +1,137 @@
+//! The promises ([`Rule`]) and what records a broken one ([`Violation`], [`Sink`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// At most this many detailed violations are kept per rule; the rest are counted in one
+/// closing "N more" line for that rule.
+pub const MAX_VIOLATIONS_PER_RULE: usize = 20;
+
+/// One promise the history must keep. The names ([`Rule::name`]) are what reports print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// An acknowledged append is missing from the log, or is not where its ack said.
+    AcknowledgedLost,
+    /// One event id appears twice in the log.
+    DuplicateEventId,
+    /// A stream's revisions are not 0, 1, 2, ... in position order.
+    RevisionGap,
+    /// `$all` positions do not go up by exactly 1.
+    PositionOrder,
+    /// Two nodes' logs differ at some index.
+    DivergentLogs,
+    /// Two different appends both succeeded on the same expected revision.
+    ConflictingSuccess,
+    /// A definitely-failed append's events are in the log.
+    FailedVisible,
+    /// A read returned something other than a fresh enough prefix of the log.
+    StaleRead,
+    /// A subscription skipped, repeated, reordered or invented events.
+    SubscriptionGap,
+    /// One node's log is a strict prefix of another's after the run.
+    NotConverged,
+    /// Nothing was acknowledged, or there is no node log to judge against.
+    NothingCommitted,
+    /// After the heal, no append was acknowledged.
+    NoWriteAfterHeal,
+    /// An acknowledged append's events do not sit at the revision its expectation demanded.
+    WrongRevision,
+    /// Node code panicked (an assertion of ours or of openraft's caught a broken invariant).
+    NodePanicked,
+    /// An acknowledged append's event is stored with other content than the append sent: an
+    /// event id reused for another event was taken for a retry (issue 14). Such an append
+    /// must be refused as an idempotency conflict and write nothing.
+    ReusedIdAcknowledged,
+    /// An index read (`$ce-`, `$et-`, `$tag-`) is not `$all` filtered by the index: on a
+    /// client, not a prefix of the reference log's filtered scope; on a node after the run,
+    /// not exactly that node's own log filtered.
+    IndexMismatch,
+    /// A multi-stream append is partly in the log, or its events are not contiguous in the
+    /// request's order.
+    MultiNotAtomic,
+    /// A DCB condition was judged wrongly: an append that succeeded although an event matching
+    /// its query sits after its `after` and before it in `$all`; two successes of one
+    /// condition whose own events match it; or a refusal naming a position that holds no
+    /// matching event after `after`.
+    DcbCondition,
+}
+
+impl Rule {
+    /// The kebab-case name reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::AcknowledgedLost => "acknowledged-lost",
+            Rule::DuplicateEventId => "duplicate-event-id",
+            Rule::RevisionGap => "revision-gap",
+            Rule::PositionOrder => "position-order",
+            Rule::DivergentLogs => "divergent-logs",
+            Rule::ConflictingSuccess => "conflicting-success",
+            Rule::FailedVisible => "failed-visible",
+            Rule::StaleRead => "stale-read",
+            Rule::SubscriptionGap => "subscription-gap",
+            Rule::NotConverged => "not-converged",
+            Rule::NothingCommitted => "nothing-committed",
+            Rule::NoWriteAfterHeal => "no-write-after-heal",
+            Rule::WrongRevision => "wrong-revision",
+            Rule::NodePanicked => "node-panicked",
+            Rule::ReusedIdAcknowledged => "reused-id-acknowledged",
+            Rule::IndexMismatch => "index-mismatch",
+            Rule::MultiNotAtomic => "multi-not-atomic",
+            Rule::DcbCondition => "dcb-condition",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One broken promise, with enough detail (op numbers, stream, ids) to find it in the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub rule: Rule,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.rule, self.detail)
+    }
+}
+
+/// Collects violations, keeping at most [`MAX_VIOLATIONS_PER_RULE`] per rule. Details are
+/// built lazily so a run with 100k violations does not format 100k strings.
+#[derive(Default)]
+pub(super) struct Sink {
+    kept: Vec<Violation>,
+    found: BTreeMap<Rule, usize>,
+}
+
+impl Sink {
+    pub(super) fn push(&mut self, rule: Rule, detail: impl FnOnce() -> String) {
+        let found = self.found.entry(rule).or_default();
+        *found += 1;
+        if *found <= MAX_VIOLATIONS_PER_RULE {
+            self.kept.push(Violation {
+                rule,
+                detail: detail(),
+            });
+        }
+    }
+
+    pub(super) fn finish(mut self) -> Vec<Violation> {
+        for (&rule, &found) in &self.found {
+            if found > MAX_VIOLATIONS_PER_RULE {
+                self.kept.push(Violation {
+                    rule,
+                    detail: format!("{} more not shown", found - MAX_VIOLATIONS_PER_RULE),
+                });
+            }
+        }
+        // Stable: within a rule, history order is kept.
+        self.kept.sort_by_key(|violation| violation.rule);
+        self.kept
+    }
+}
