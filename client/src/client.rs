@@ -19,6 +19,10 @@ use crate::policy::Retries;
 use crate::proto;
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::streams_client::StreamsClient;
+mod lifecycle;
+
+pub use lifecycle::{StreamMetadata, StreamMetadataState};
+
 use crate::read::{
     event_stream, EventStream, NodePreference, ReadConsistency, ReadOptions, ALL_STREAM,
 };
@@ -220,6 +224,16 @@ impl Client {
                 streams.append(request).await
             })
             .await?;
+        self.append_answer(response, stream, expected)
+    }
+
+    /// An `AppendResponse` (of an append or a lifecycle change) as the caller's result.
+    fn append_answer(
+        &self,
+        response: proto::AppendResponse,
+        stream: &str,
+        expected: ExpectedRevision,
+    ) -> Result<AppendResult, Error> {
         match response.result {
             Some(proto::append_response::Result::Success(success)) => {
                 self.record_position(success.last_position);

@@ -17,6 +17,12 @@ pub const CONFLICT_OTHER_CONTENT: &str = "other-content";
 /// The ids only partly match the stored append, or are stored in another stream or place.
 pub const CONFLICT_NOT_A_RETRY: &str = "not-a-retry";
 
+/// ASCII metadata key on a NOT_FOUND answer: the stream is deleted, not merely absent; its
+/// value is [`STREAM_DELETED_TOMBSTONED`].
+pub const STREAM_DELETED_METADATA_KEY: &str = "x-cairn-stream-deleted";
+/// The stream is tombstoned: never to be written again.
+pub const STREAM_DELETED_TOMBSTONED: &str = "tombstoned";
+
 /// What went wrong, typed so callers can act on it (the CLI maps these to exit codes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -35,6 +41,9 @@ pub enum Error {
     /// A read of a stream that has no events.
     #[error("stream {stream:?} not found")]
     StreamNotFound { stream: String },
+    /// The stream is tombstoned: it can never be written or read again.
+    #[error("stream {stream:?} is deleted (tombstoned)")]
+    StreamDeleted { stream: String },
     /// The request was malformed (the message names the field); retrying cannot help.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -97,6 +106,16 @@ pub(crate) fn classify(status: &Status, stream: &str) -> Failure {
             Failure::Fatal(Error::InvalidArgument(status.message().to_owned()))
         }
         Code::AlreadyExists => Failure::Fatal(conflict(status)),
+        Code::NotFound
+            if status
+                .metadata()
+                .get(STREAM_DELETED_METADATA_KEY)
+                .is_some_and(|v| v == STREAM_DELETED_TOMBSTONED) =>
+        {
+            Failure::Fatal(Error::StreamDeleted {
+                stream: stream.to_owned(),
+            })
+        }
         Code::NotFound => Failure::Fatal(Error::StreamNotFound {
             stream: stream.to_owned(),
         }),

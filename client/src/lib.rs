@@ -67,8 +67,8 @@ mod read;
 mod subscribe;
 
 pub use client::{
-    AppendResult, Client, ClientConfig, Membership, DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS,
-    DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES,
+    AppendResult, Client, ClientConfig, Membership, StreamMetadata, StreamMetadataState,
+    DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES,
 };
 pub use dcb::{AppendCondition, MultiAppendResult, Query, QueryItem, StreamAppend};
 pub use endpoints::{
@@ -77,7 +77,8 @@ pub use endpoints::{
 };
 pub use error::{
     Error, CONFLICT_EVENT_ID_METADATA_KEY, CONFLICT_KIND_METADATA_KEY, CONFLICT_NOT_A_RETRY,
-    CONFLICT_OTHER_CONTENT, LEADER_METADATA_KEY,
+    CONFLICT_OTHER_CONTENT, LEADER_METADATA_KEY, STREAM_DELETED_METADATA_KEY,
+    STREAM_DELETED_TOMBSTONED,
 };
 pub use event::{ContentType, EventData, ExpectedRevision, RecordedEvent};
 pub use policy::{RETRY_BACKOFF_INITIAL_MS, RETRY_BACKOFF_MAX_MS};

@@ -646,6 +646,14 @@ impl Follow {
                 }
                 Verdict::Deliver(SubscriptionMessage::Checkpoint { next_position })
             }
+            Some(Message::Skipped(skipped)) => {
+                // Hidden by retention on purpose: the next event may come after `next`
+                // without a gap alarm. A stale marker (after a resubscription) changes nothing.
+                if resume.next.is_none_or(|next| skipped.next > next) {
+                    resume.next = Some(skipped.next);
+                }
+                Verdict::Skip
+            }
             Some(Message::Confirmation(confirmation)) => {
                 tracing::debug!(
                     node_id = confirmation.node_id,

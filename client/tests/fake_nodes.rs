@@ -78,6 +78,8 @@ struct Fake {
     membership: MembershipScript,
     membership_calls: Mutex<Vec<MembershipCall>>,
     appends: Mutex<Vec<proto::AppendRequest>>,
+    /// Deletes are answered by the append script too (they share its answer type).
+    deletes: Mutex<Vec<proto::DeleteStreamRequest>>,
     reads: AtomicUsize,
     subscribes: Mutex<Vec<proto::SubscribeRequest>>,
     statuses: AtomicUsize,
@@ -94,6 +96,7 @@ impl Fake {
             membership: Box::new(|_| Err(Status::unimplemented("no membership script"))),
             membership_calls: Mutex::new(Vec::new()),
             appends: Mutex::new(Vec::new()),
+            deletes: Mutex::new(Vec::new()),
             reads: AtomicUsize::new(0),
             subscribes: Mutex::new(Vec::new()),
             statuses: AtomicUsize::new(0),
@@ -188,6 +191,32 @@ impl Streams for Fake {
             appends.len() - 1
         };
         (self.append)(n).map(Response::new)
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<proto::DeleteStreamRequest>,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        let n = {
+            let mut deletes = self.deletes.lock().unwrap();
+            deletes.push(request.into_inner());
+            deletes.len() - 1
+        };
+        (self.append)(n).map(Response::new)
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        _request: Request<proto::SetStreamMetadataRequest>,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn get_stream_metadata(
+        &self,
+        _request: Request<proto::GetStreamMetadataRequest>,
+    ) -> Result<Response<proto::GetStreamMetadataResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
     }
 
     type ReadStream = tokio_stream::Iter<std::vec::IntoIter<Result<proto::ReadResponse, Status>>>;
@@ -420,6 +449,44 @@ async fn append_retries_the_same_event_ids_and_reports_already_written() {
     let appends = node.appends();
     assert_eq!(appends.len(), 3);
     assert!(appends.iter().all(|request| request == &appends[0]));
+}
+
+#[tokio::test]
+async fn a_delete_is_retried_with_the_same_id_and_a_tombstone_is_a_typed_error() {
+    let fake = Arc::new(Fake::new().on_append(|n| match n {
+        0 => Err(Status::unavailable("restarting")),
+        1 => Ok(success(3, 9, true)),
+        _ => {
+            let mut status = Status::not_found("stream \"s\" is deleted (tombstoned)");
+            status.metadata_mut().insert(
+                cairn_client::STREAM_DELETED_METADATA_KEY,
+                cairn_client::STREAM_DELETED_TOMBSTONED.parse().unwrap(),
+            );
+            Err(status)
+        }
+    }));
+    let url = serve(fake.clone()).await;
+    let client = client(&[&url], 3);
+    let result = client
+        .delete_stream("s", ExpectedRevision::Any)
+        .await
+        .unwrap();
+    assert!(result.already_written);
+    let deletes = fake.deletes.lock().unwrap().clone();
+    assert_eq!(deletes.len(), 2);
+    assert_eq!(deletes[0].id, deletes[1].id, "a retry resends the same id");
+    assert!(!deletes[0].tombstone);
+    let err = client
+        .tombstone_stream("s", ExpectedRevision::Any)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::StreamDeleted {
+            stream: "s".to_owned()
+        }
+    );
+    assert!(fake.deletes.lock().unwrap()[2].tombstone);
 }
 
 #[tokio::test]

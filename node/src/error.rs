@@ -61,6 +61,9 @@ pub enum NodeError {
     // Reads.
     #[error("stream {stream:?} not found")]
     StreamNotFound { stream: String },
+    /// Tombstoned: never to be written again. NOT_FOUND, with `x-cairn-stream-deleted`.
+    #[error("stream {stream:?} is deleted (tombstoned): it can never be written or read again")]
+    StreamDeleted { stream: String },
     #[error("event {position} was announced but is not stored")]
     AnnouncedEventMissing { position: u64 },
 

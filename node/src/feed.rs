@@ -99,7 +99,7 @@ async fn run_tailer(
         }
         loop {
             let page: Result<Vec<RecordedEvent>, _> = reader
-                .read_all(next, Direction::Forwards, HISTORY_PAGE_EVENTS)
+                .read_all_stored(next, Direction::Forwards, HISTORY_PAGE_EVENTS)
                 .collect();
             let page = match page {
                 Ok(page) => page,

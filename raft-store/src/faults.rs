@@ -22,6 +22,9 @@ pub struct Bugs {
     pub index_skips_tag: bool,
     /// The state machine appends whatever a DCB append condition says.
     pub skip_dcb_check: bool,
+    /// Reads ignore retention: events below truncate-before (or a soft delete, max count,
+    /// max age) are returned as if nothing hid them.
+    pub show_hidden_events: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -34,6 +37,7 @@ thread_local! {
         ignore_retry_content: false,
         index_skips_tag: false,
         skip_dcb_check: false,
+        show_hidden_events: false,
     }) };
 }
 

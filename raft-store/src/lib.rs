@@ -27,6 +27,7 @@ mod hostile_input;
 pub mod id_index;
 mod index;
 mod keys;
+pub mod lifecycle;
 pub mod limits;
 mod log_store;
 mod query;
@@ -49,7 +50,10 @@ pub use limits::{InvalidInput, Limits};
 pub use log_store::{LogStore, MAX_LOG_BYTES_PER_READ, MAX_LOG_ENTRIES_PER_READ};
 pub use query::query_matches;
 pub use raft_types::*;
-pub use read::{AllEvents, Direction, EventReader, IndexEvents, QueryEvents, StreamEvents};
+pub use read::{
+    AllEvents, Direction, EventReader, IndexEvents, QueryEvents, StreamEvents, StreamStatus,
+    MAX_CACHED_VISIBILITIES,
+};
 pub use snapshot::{SnapshotData, SNAPSHOT_GROUPS_PER_CHUNK};
 pub use state_machine::{
     SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS,

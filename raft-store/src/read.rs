@@ -5,6 +5,7 @@
 //! same atomic batch as its index entries and the applied state (its frame before that
 //! batch), so a reader sees whole appends only.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::codec::decode;
@@ -13,6 +14,7 @@ use crate::error::StoreError;
 use crate::group_files::GroupFiles;
 use crate::index::{run_after, run_at_or_before, IndexName, Run};
 use crate::keys;
+use crate::lifecycle::{self, Lifecycle, Visibility};
 use crate::query::{next_match, query_matches, Walk};
 use crate::records::{read_group, AppliedState, StoredGroup, StreamRun};
 use crate::types::{Query, RecordedEvent};
@@ -36,6 +38,47 @@ pub(crate) fn stream_head(disk: &dyn Disk, stream: &str) -> Result<Option<u64>, 
         }
         None => Ok(None),
     }
+}
+
+/// Distinct streams whose visibility one `$all` read remembers; past it the memory is
+/// cleared and filled again (costing lookups, not correctness).
+pub const MAX_CACHED_VISIBILITIES: usize = 1024;
+
+/// The committed log's clock: the created time of the newest event below `next_position`
+/// (0 in an empty store). Apply keeps created times non-decreasing, so it never goes back.
+pub(crate) fn log_clock(
+    disk: &dyn Disk,
+    groups: &GroupFiles,
+    next_position: u64,
+) -> Result<u64, StoreError> {
+    let Some(last) = next_position.checked_sub(1) else {
+        return Ok(0);
+    };
+    Ok(group_at_or_before(disk, groups, last)?.map_or(0, |g| g.group.created_unix_ms))
+}
+
+/// Which events of `stream` are shown now.
+fn visibility(
+    disk: &dyn Disk,
+    groups: &GroupFiles,
+    stream: &str,
+) -> Result<Visibility, StoreError> {
+    let Some((state, _)) = lifecycle::load(disk, groups, stream)? else {
+        return Ok(Visibility::ALL);
+    };
+    let head = stream_head(disk, stream)?;
+    state.visibility(head, || log_clock(disk, groups, applied_end(disk)?))
+}
+
+/// Where a stream stands, as reads and subscriptions see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// No events, or soft-deleted and not written since.
+    NotFound,
+    /// Tombstoned: never to be written again.
+    Tombstoned,
+    /// Its last revision.
+    Exists(u64),
 }
 
 /// One decoded append group; events are moved out as they are read.
@@ -164,6 +207,30 @@ impl EventReader {
         applied_end(self.disk.as_ref())
     }
 
+    /// Where `stream` stands: not found (also while soft-deleted), tombstoned, or its head.
+    pub fn stream_status(&self, stream: &str) -> Result<StreamStatus, StoreError> {
+        let state = lifecycle::load(self.disk.as_ref(), &self.groups, stream)?;
+        let state = state.map(|(s, _)| s).unwrap_or_default();
+        if state.tombstoned {
+            return Ok(StreamStatus::Tombstoned);
+        }
+        Ok(match state.effective_head(self.stream_head(stream)?) {
+            Some(head) => StreamStatus::Exists(head),
+            None => StreamStatus::NotFound,
+        })
+    }
+
+    /// The stream's lifecycle state and its revision (the metastream's last revision), or
+    /// `None` if it never had metadata.
+    pub fn stream_lifecycle(&self, stream: &str) -> Result<Option<(Lifecycle, u64)>, StoreError> {
+        lifecycle::load(self.disk.as_ref(), &self.groups, stream)
+    }
+
+    /// Which events of `stream` are shown now.
+    pub fn visibility(&self, stream: &str) -> Result<Visibility, StoreError> {
+        visibility(self.disk.as_ref(), &self.groups, stream)
+    }
+
     /// The `$all` position of the event with this id, if stored.
     pub fn position_of_event(&self, id: &uuid::Uuid) -> Result<Option<u64>, StoreError> {
         crate::id_index::stored_position(self.disk.as_ref(), id)
@@ -173,12 +240,23 @@ impl EventReader {
     /// `max_count` events.
     pub fn read_all(&self, from: u64, direction: Direction, max_count: u64) -> AllEvents {
         AllEvents {
+            retention: true,
             disk: self.disk.clone(),
             groups: self.groups.clone(),
             next: Some(from),
             direction,
             remaining: max_count,
             current: None,
+            visibilities: HashMap::new(),
+        }
+    }
+
+    /// `$all` as stored, with the events retention hides: for the live feed, whose
+    /// subscribers judge each event themselves (a position must never go missing from it).
+    pub fn read_all_stored(&self, from: u64, direction: Direction, max_count: u64) -> AllEvents {
+        AllEvents {
+            retention: false,
+            ..self.read_all(from, direction, max_count)
         }
     }
 
@@ -248,6 +326,7 @@ impl EventReader {
             direction,
             remaining: max_count,
             current: None,
+            visibility: None,
         }
     }
 }
@@ -260,10 +339,41 @@ pub struct AllEvents {
     direction: Direction,
     remaining: u64,
     current: Option<LoadedGroup>,
+    /// Of the streams met so far (at most `MAX_CACHED_VISIBILITIES`).
+    visibilities: HashMap<String, Visibility>,
+    /// Whether events retention hides are left out.
+    retention: bool,
 }
 
 impl AllEvents {
+    /// The next event that retention does not hide.
     fn step(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
+        if !self.retention {
+            return self.step_stored();
+        }
+        while let Some(event) = self.step_stored()? {
+            let visibility = match self.visibilities.get(&event.stream) {
+                Some(v) => *v,
+                None => {
+                    let v = visibility(self.disk.as_ref(), &self.groups, &event.stream)?;
+                    if self.visibilities.len() >= MAX_CACHED_VISIBILITIES {
+                        self.visibilities.clear();
+                    }
+                    self.visibilities.insert(event.stream.clone(), v);
+                    v
+                }
+            };
+            if visibility.shows(event.revision, event.created_unix_ms)
+                || crate::faults::active().show_hidden_events
+            {
+                return Ok(Some(event));
+            }
+            self.remaining += 1;
+        }
+        Ok(None)
+    }
+
+    fn step_stored(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
         let Some(mut position) = self.next else {
             return Ok(None);
         };
@@ -329,9 +439,51 @@ pub struct StreamEvents {
     direction: Direction,
     remaining: u64,
     current: Option<LoadedGroup>,
+    /// Computed at the first step.
+    visibility: Option<Visibility>,
 }
 
 impl StreamEvents {
+    /// The next event that retention does not hide. Revisions below the first visible one
+    /// are not read at all; events hidden by age are a prefix (created times never go back).
+    fn step(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
+        let visibility = match self.visibility {
+            Some(v) => v,
+            None => {
+                let v = visibility(self.disk.as_ref(), &self.groups, &self.stream)?;
+                self.visibility = Some(v);
+                v
+            }
+        };
+        if visibility.tombstoned {
+            return Ok(None);
+        }
+        let ignore_truncate = crate::faults::active().show_hidden_events;
+        if let Some(next) = self.next {
+            if next < visibility.first_visible && !ignore_truncate {
+                self.next = match self.direction {
+                    Direction::Forwards => Some(visibility.first_visible),
+                    Direction::Backwards => None,
+                };
+            }
+        }
+        while let Some(event) = self.step_stored()? {
+            if event.created_unix_ms >= visibility.min_created_ms || ignore_truncate {
+                if event.revision < visibility.first_visible && !ignore_truncate {
+                    self.next = None;
+                    return Ok(None);
+                }
+                return Ok(Some(event));
+            }
+            if self.direction == Direction::Backwards {
+                self.next = None;
+                return Ok(None);
+            }
+            self.remaining += 1;
+        }
+        Ok(None)
+    }
+
     fn contains_revision(group: &LoadedGroup, revision: u64) -> bool {
         revision >= group.group.first_revision
             && revision - group.group.first_revision < group.len()
@@ -373,7 +525,7 @@ impl StreamEvents {
         Ok(Some(group))
     }
 
-    fn step(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
+    fn step_stored(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
         let Some(mut revision) = self.next else {
             return Ok(None);
         };

@@ -187,6 +187,56 @@ pub enum Command {
     Appends(Vec<Append>),
     /// Like `Appends`, for a group holding at least one multi-stream or conditional append.
     Writes(Vec<Write>),
+    /// Replace a stream's metadata (kept in its metastream, `lifecycle`).
+    SetStreamMetadata(SetStreamMetadata),
+    /// Soft-delete or tombstone a stream.
+    DeleteStream(DeleteStream),
+}
+
+/// A stream's retention settings and the application's own metadata. Every limit is
+/// optional; `None` keeps everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMetadata {
+    /// Keep only the last this many events.
+    pub max_count: Option<u64>,
+    /// Hide events older than this, judged against the committed log's clock (`lifecycle`).
+    pub max_age_secs: Option<u64>,
+    /// Hide revisions below this one.
+    pub truncate_before: Option<u64>,
+    /// The application's own metadata: the text of a JSON object.
+    pub custom: Option<String>,
+}
+
+/// Set a stream's metadata. `expected` is checked against the metadata's own revision (its
+/// metastream's), so metadata is versioned like a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetStreamMetadata {
+    pub stream: String,
+    pub expected: ExpectedRevision,
+    pub metadata: StreamMetadata,
+    /// The id of the metastream event that records the change: a retry is recognised by it.
+    pub id: Uuid,
+    pub created_unix_ms: u64,
+}
+
+/// How a stream is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeleteKind {
+    /// Reads as not found; appending again recreates it, revisions continuing after the old.
+    Soft,
+    /// The name can never be written again.
+    Tombstone,
+}
+
+/// Delete a stream. `expected` is checked against the stream's own last revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteStream {
+    pub stream: String,
+    pub expected: ExpectedRevision,
+    pub kind: DeleteKind,
+    /// The id of the metastream event that records the delete: a retry is recognised by it.
+    pub id: Uuid,
+    pub created_unix_ms: u64,
 }
 
 /// One request of a group: a single-stream append, or a multi-stream one.
@@ -273,6 +323,10 @@ pub enum MultiAppendResult {
         position: u64,
     },
     Rejected(AppendRejection),
+    /// This stream (of the request) is tombstoned: it can never be written again.
+    StreamDeleted {
+        stream: String,
+    },
 }
 
 /// A one-line summary for openraft's logs (it shows entries by `Display`): never the events'
@@ -336,6 +390,10 @@ pub enum AppendResult {
         actual: Option<u64>,
     },
     Rejected(AppendRejection),
+    /// The stream is tombstoned: it can never be written again.
+    StreamDeleted,
+    /// A delete of a stream that has no events (or is already soft-deleted).
+    StreamNotFound,
 }
 
 /// What applying one log entry produced.
@@ -423,4 +481,15 @@ pub enum InvalidInput {
     },
     #[error("query item {item}: a type or tag is empty or longer than {max} bytes")]
     BadQueryName { item: usize, max: usize },
+    #[error("metadata {field} is {value}; it must be between {min} and {max}")]
+    MetadataOutOfRange {
+        field: String,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+    #[error("custom metadata is {bytes} bytes; the limit is {max}")]
+    CustomMetadataTooLarge { bytes: usize, max: usize },
+    #[error("custom metadata must be a JSON object: {why}")]
+    CustomMetadataNotAnObject { why: String },
 }

@@ -65,6 +65,9 @@ def status(code: grpc.StatusCode, details: str = "", **metadata: str) -> grpc.ai
 
 def test_statuses_are_classified_like_the_rust_client() -> None:
     assert classify(status(grpc.StatusCode.NOT_FOUND), "s") .__class__ is cairn.StreamNotFound
+    tombstoned = classify(status(grpc.StatusCode.NOT_FOUND, "deleted",
+                                 **{"x-cairn-stream-deleted": "tombstoned"}), "s")
+    assert type(tombstoned) is cairn.StreamDeleted and tombstoned.stream == "s"
     assert isinstance(classify(status(grpc.StatusCode.INVALID_ARGUMENT, "stream: x"), ""),
                       cairn.InvalidInput)
     hint = classify(
@@ -109,6 +112,17 @@ def test_a_subscription_drops_duplicates_and_refuses_gaps() -> None:
     # A resubscription resumes after what was delivered, on a node that has applied it.
     request = sub._resume.request("s", SubscribeOptions(min_position=3))
     assert getattr(request, "from") == 2 and request.min_position == 11
+
+
+def test_a_subscription_passes_over_a_skipped_range_and_still_refuses_a_real_gap() -> None:
+    sub = AsyncSubscription(None, "s", SubscribeOptions())  # type: ignore[arg-type]
+    assert event_of(sub._judge(recorded("s", 0, 10))).revision == 0
+    assert sub._judge(pb.SubscribeResponse(skipped=pb.Skipped(next=5))) is None
+    assert event_of(sub._judge(recorded("s", 5, 15))).revision == 5
+    # A stale marker changes nothing; a jump without one is still a gap.
+    assert sub._judge(pb.SubscribeResponse(skipped=pb.Skipped(next=2))) is None
+    with pytest.raises(_Gap):
+        sub._judge(recorded("s", 8, 18))
 
 
 def test_a_filtered_all_subscription_resumes_past_its_checkpoints() -> None:

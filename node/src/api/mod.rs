@@ -5,6 +5,7 @@ mod cluster;
 pub(crate) mod convert;
 pub mod deadlines;
 pub mod group_commit;
+mod lifecycle;
 pub mod status;
 mod streams;
 pub mod subscribe;

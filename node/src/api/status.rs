@@ -29,7 +29,8 @@ use std::fmt::Display;
 
 use cairn_client::{
     CONFLICT_EVENT_ID_METADATA_KEY, CONFLICT_KIND_METADATA_KEY, CONFLICT_NOT_A_RETRY,
-    CONFLICT_OTHER_CONTENT, LEADER_METADATA_KEY,
+    CONFLICT_OTHER_CONTENT, LEADER_METADATA_KEY, STREAM_DELETED_METADATA_KEY,
+    STREAM_DELETED_TOMBSTONED,
 };
 use cairn_raft_store::{AppendRejection, InvalidInput, StoreError, TypeConfig};
 use openraft::error::Fatal;
@@ -86,6 +87,9 @@ pub fn invalid_input(e: &InvalidInput) -> Status {
         | InvalidInput::TooManyQueryTypes { item, .. }
         | InvalidInput::TooManyQueryTags { item, .. }
         | InvalidInput::BadQueryName { item, .. } => format!("query.items[{item}]"),
+        InvalidInput::MetadataOutOfRange { .. }
+        | InvalidInput::CustomMetadataTooLarge { .. }
+        | InvalidInput::CustomMetadataNotAnObject { .. } => "metadata".to_owned(),
     };
     Status::new(e.code(), format!("{field}: {e}"))
 }
@@ -192,7 +196,8 @@ impl GrpcCode for NodeError {
             NodeError::NotLeader { .. } | NodeError::NotServing { .. } => Code::FailedPrecondition,
             // A read-your-writes wait that ran out: the caller's own deadline logic decides.
             NodeError::PositionNotApplied { .. } => Code::DeadlineExceeded,
-            NodeError::StreamNotFound { .. } => Code::NotFound,
+            // A tombstone is a final "not found" too; the metadata tells it apart.
+            NodeError::StreamNotFound { .. } | NodeError::StreamDeleted { .. } => Code::NotFound,
             // The node to add is not running: final until someone starts it.
             NodeError::JoinerSilent { .. } => Code::Aborted,
             NodeError::MembershipRefused { .. }
@@ -223,6 +228,12 @@ impl From<NodeError> for Status {
         let mut answer = status(&error);
         if let Some(Ok(value)) = leader.map(|endpoint| endpoint.parse()) {
             answer.metadata_mut().insert(LEADER_METADATA_KEY, value);
+        }
+        if let NodeError::StreamDeleted { .. } = error {
+            answer.metadata_mut().insert(
+                STREAM_DELETED_METADATA_KEY,
+                tonic::metadata::MetadataValue::from_static(STREAM_DELETED_TOMBSTONED),
+            );
         }
         answer
     }
@@ -411,6 +422,11 @@ mod tests {
                 E::StreamNotFound { stream: text("orders-1") },
                 Code::NotFound,
                 "stream \"orders-1\" not found",
+            ),
+            (
+                E::StreamDeleted { stream: text("orders-1") },
+                Code::NotFound,
+                "stream \"orders-1\" is deleted (tombstoned): it can never be written or read again",
             ),
             (
                 E::AnnouncedEventMissing { position: 7 },

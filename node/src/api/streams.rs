@@ -11,7 +11,7 @@ use cairn_raft_store::limits::validate_query;
 use cairn_raft_store::limits::validate_stream_name;
 use cairn_raft_store::{
     AppendResult, Direction, IndexName, InvalidInput, MultiAppendResult, NodeId, RecordedEvent,
-    StoreError, READABLE_RESERVED_NAMES,
+    StoreError, StreamStatus, READABLE_RESERVED_NAMES,
 };
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::RaftError;
@@ -24,6 +24,7 @@ use tracing::Instrument;
 use super::convert;
 use super::deadlines::{APPEND_TIMEOUT_MS, LINEARIZABLE_READ_TIMEOUT_MS, MIN_POSITION_WAIT_MS};
 use super::group_commit::GroupError;
+use super::lifecycle::{self, Change};
 use super::status::{self, invalid, invalid_input};
 use super::subscribe::{self, Filter, Subscription, Target, DEFAULT_CHECKPOINT_INTERVAL};
 use super::{not_leader, NodeContext, MAX_CLIENT_MESSAGE_BYTES};
@@ -147,6 +148,9 @@ impl StreamsService {
                     Ok(Response::new(convert::condition_failed(position)))
                 }
                 MultiAppendResult::Rejected(rejected) => Err(status::rejection(&rejected)),
+                MultiAppendResult::StreamDeleted { stream } => {
+                    Err(NodeError::StreamDeleted { stream }.into())
+                }
             }
         }
         .instrument(span)
@@ -165,6 +169,7 @@ impl StreamsService {
             .validate_append(&append)
             .map_err(|e| invalid_input(&e))?;
         let expected = append.expected;
+        let stream = append.stream.clone();
         match self.commit(self.ctx.group_commit.append(append)).await? {
             AppendResult::Written(position) => Ok(Response::new(convert::success(position, false))),
             AppendResult::AlreadyWritten(position) => {
@@ -173,7 +178,11 @@ impl StreamsService {
             AppendResult::WrongExpectedVersion { actual, .. } => Ok(Response::new(
                 convert::wrong_expected_version(expected, actual),
             )),
-            AppendResult::Rejected(rejected) => Err(status::rejection(&rejected)),
+            result @ (AppendResult::Rejected(_)
+            | AppendResult::StreamDeleted
+            | AppendResult::StreamNotFound) => {
+                lifecycle::answer_of(result, expected, stream).map(Response::new)
+            }
         }
     }
 
@@ -392,16 +401,25 @@ impl Streams for StreamsService {
         } else if let Readable::Index(index) = &target {
             Box::new(self.ctx.reader.read_index(index, from, direction, count))
         } else {
-            let head = self
+            match self
                 .ctx
                 .reader
-                .stream_head(&request.stream)
-                .map_err(|e| status::status(&e))?;
-            if head.is_none() {
-                return Err(NodeError::StreamNotFound {
-                    stream: request.stream.clone(),
+                .stream_status(&request.stream)
+                .map_err(|e| status::status(&e))?
+            {
+                StreamStatus::Exists(_) => {}
+                StreamStatus::NotFound => {
+                    return Err(NodeError::StreamNotFound {
+                        stream: request.stream.clone(),
+                    }
+                    .into())
                 }
-                .into());
+                StreamStatus::Tombstoned => {
+                    return Err(NodeError::StreamDeleted {
+                        stream: request.stream.clone(),
+                    }
+                    .into())
+                }
             }
             Box::new(
                 self.ctx
@@ -439,6 +457,41 @@ impl Streams for StreamsService {
 
     type SubscribeStream = SubscribeStream;
 
+    async fn get_stream_metadata(
+        &self,
+        request: Request<proto::GetStreamMetadataRequest>,
+    ) -> Result<Response<proto::GetStreamMetadataResponse>, Status> {
+        let request = request.into_inner();
+        self.ctx.refuse_unless_member()?;
+        self.ensure_consistency(request.consistency, request.min_position)
+            .await?;
+        lifecycle::metadata(&self.ctx.reader, &request.stream).map(Response::new)
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        request: Request<proto::SetStreamMetadataRequest>,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        let request = request.into_inner();
+        let span = tracing::info_span!("set_stream_metadata", node = self.ctx.id, stream = %request.stream);
+        lifecycle::answer(&self.ctx, Change::SetMetadata(request))
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<proto::DeleteStreamRequest>,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        let request = request.into_inner();
+        let span = tracing::info_span!("delete_stream", node = self.ctx.id, stream = %request.stream, tombstone = request.tombstone);
+        lifecycle::answer(&self.ctx, Change::Delete(request))
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+
     async fn subscribe(
         &self,
         request: Request<proto::SubscribeRequest>,
@@ -452,7 +505,16 @@ impl Streams for StreamsService {
                 return Err(invalid("filter", "only $all subscriptions take a filter"));
             }
             (Readable::Index(index), None) => Target::Index(index),
-            (Readable::Stream, None) => Target::Stream(request.stream),
+            (Readable::Stream, None) => {
+                let status = self.ctx.reader.stream_status(&request.stream);
+                if status.map_err(|e| status::status(&e))? == StreamStatus::Tombstoned {
+                    return Err(NodeError::StreamDeleted {
+                        stream: request.stream,
+                    }
+                    .into());
+                }
+                Target::Stream(request.stream)
+            }
         };
         self.ensure_consistency(request.consistency, request.min_position)
             .await?;

@@ -9,6 +9,7 @@ mod dev;
 mod node;
 mod output;
 mod profile;
+mod stream;
 mod subscribe;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_WRONG_EXPECTED_VERSION: u8 = 3;
 /// Exit status when the stream does not exist.
 pub const EXIT_STREAM_NOT_FOUND: u8 = 4;
+/// Exit status when the stream is deleted (tombstoned): it can never be written again.
+pub const EXIT_STREAM_DELETED: u8 = 5;
 /// Exit status for anything else that failed.
 pub const EXIT_FAILURE: u8 = 1;
 
@@ -55,6 +58,8 @@ enum Command {
     Subscribe(subscribe::SubscribeArgs),
     /// Show the cluster: members, leader, term, roles, applied positions.
     Status(commands::StatusArgs),
+    /// A stream's metadata and lifecycle: meta, delete, tombstone.
+    Stream(stream::StreamArgs),
     /// Change the membership: add-node, remove-node.
     Cluster(cluster::ClusterArgs),
     /// Measure: the peer workload (S1, S2, S3) or leader failover.
@@ -204,6 +209,7 @@ pub fn main() -> ExitCode {
             Command::Dcb(args) => dcb::run(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,
             Command::Status(args) => commands::status(args).await,
+            Command::Stream(args) => stream::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use base64::Engine;
 use cairn_client::{ContentType, Error, RecordedEvent};
 
-use super::{EXIT_FAILURE, EXIT_STREAM_NOT_FOUND, EXIT_USAGE, EXIT_WRONG_EXPECTED_VERSION};
+use super::{
+    EXIT_FAILURE, EXIT_STREAM_DELETED, EXIT_STREAM_NOT_FOUND, EXIT_USAGE,
+    EXIT_WRONG_EXPECTED_VERSION,
+};
 
 /// An event as one JSON object: JSON data inline, binary data as base64, `tags` when it has
 /// some.
@@ -59,6 +62,7 @@ pub fn fail(e: &Error) -> ExitCode {
             EXIT_WRONG_EXPECTED_VERSION
         }
         Error::StreamNotFound { .. } => EXIT_STREAM_NOT_FOUND,
+        Error::StreamDeleted { .. } => EXIT_STREAM_DELETED,
         Error::InvalidArgument(_) => EXIT_USAGE,
         _ => EXIT_FAILURE,
     };

@@ -14,6 +14,7 @@ mod harness;
 mod hostile_connections;
 mod idempotency;
 mod indexes;
+mod lifecycle;
 mod load;
 mod membership;
 mod observability;

@@ -17,13 +17,15 @@ use crate::error::StoreError;
 use crate::group_files::{GroupFiles, GroupWriter};
 use crate::id_index::IdIndexBatch;
 use crate::keys;
+use crate::lifecycle::{self, Lifecycle};
 use crate::limits::Limits;
 use crate::query::{latest_match_after, query_matches};
-use crate::read::stream_head;
+use crate::read::{log_clock, stream_head};
 use crate::records::{read_group, write_group, AppliedState, StoredGroup};
 use crate::types::{
-    Append, AppendCondition, AppendPosition, AppendRejection, AppendResult, ExpectedRevision,
-    MultiAppend, MultiAppendResult, MultiPosition, NewEvent,
+    Append, AppendCondition, AppendPosition, AppendRejection, AppendResult, ContentType,
+    DeleteKind, DeleteStream, ExpectedRevision, MultiAppend, MultiAppendResult, MultiPosition,
+    NewEvent, SetStreamMetadata,
 };
 
 /// Bytes of pending writes (frames and keyspace batch) after which an `apply` call writes what
@@ -42,6 +44,11 @@ pub(crate) struct Applier<'a> {
     id_index: IdIndexBatch<'a>,
     heads: HashMap<String, u64>,
     ids: HashMap<Uuid, u64>,
+    /// Lifecycle states changed by this call and not yet flushed, by stream.
+    lifecycles: HashMap<String, Lifecycle>,
+    /// The committed log's clock: the created time of the newest event (`None`: not read yet).
+    /// Kept across calls by the state machine; apply never lets it go back.
+    clock: &'a mut Option<u64>,
     /// Stored ids below this position go unseen: the `forget_event_ids` bug (0 = none).
     pub forget_ids_below: u64,
     /// Events written since the last flush, for DCB conditions (their index entries are not
@@ -71,11 +78,12 @@ fn expected_holds(expected: ExpectedRevision, head: Option<u64>) -> bool {
 }
 
 /// Whether an earlier append whose first event got `first_revision` could have been made with
-/// `expected`: a retry must ask for the same place.
-fn same_place(expected: ExpectedRevision, first_revision: u64) -> bool {
+/// `expected`: a retry must ask for the same place. `recreated_at` is where a soft-deleted
+/// stream starts again (0 if never deleted): a `no_stream` append lands there.
+fn same_place(expected: ExpectedRevision, first_revision: u64, recreated_at: u64) -> bool {
     match expected {
         ExpectedRevision::Any => true,
-        ExpectedRevision::NoStream => first_revision == 0,
+        ExpectedRevision::NoStream => first_revision == 0 || first_revision == recreated_at,
         ExpectedRevision::StreamExists => first_revision > 0,
         ExpectedRevision::Exact(revision) => revision.checked_add(1) == Some(first_revision),
     }
@@ -89,6 +97,7 @@ impl<'a> Applier<'a> {
         limits: &'a Limits,
         own_id_keys: &'a AtomicBool,
         applied: &'a mut AppliedState,
+        clock: &'a mut Option<u64>,
     ) -> Self {
         Applier {
             disk,
@@ -100,6 +109,8 @@ impl<'a> Applier<'a> {
             id_index: IdIndexBatch::new(disk, own_id_keys),
             heads: HashMap::new(),
             ids: HashMap::new(),
+            lifecycles: HashMap::new(),
+            clock,
             forget_ids_below: 0,
             unflushed: None,
         }
@@ -119,10 +130,30 @@ impl<'a> Applier<'a> {
         self.disk.write(batch)?;
         self.heads.clear();
         self.ids.clear();
+        self.lifecycles.clear();
         if let Some(unflushed) = self.unflushed.as_mut() {
             unflushed.clear();
         }
         Ok(())
+    }
+
+    fn lifecycle(&self, stream: &str) -> Result<Lifecycle, StoreError> {
+        if let Some(state) = self.lifecycles.get(stream) {
+            return Ok(state.clone());
+        }
+        Ok(lifecycle::load(self.disk, self.groups, stream)?
+            .map(|(state, _)| state)
+            .unwrap_or_default())
+    }
+
+    /// The committed log's clock, read from the newest event the first time it is needed.
+    fn clock(&mut self) -> Result<u64, StoreError> {
+        if let Some(clock) = *self.clock {
+            return Ok(clock);
+        }
+        let clock = log_clock(self.disk, self.groups, self.applied.next_position)?;
+        *self.clock = Some(clock);
+        Ok(clock)
     }
 
     fn head(&self, stream: &str) -> Result<Option<u64>, StoreError> {
@@ -136,12 +167,21 @@ impl<'a> Applier<'a> {
         if let Err(invalid) = self.limits.validate_append(&append) {
             return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid)));
         }
-        if let Some(verdict) =
-            self.check_idempotency(&append.stream, append.expected, &append.events)?
-        {
+        let lifecycle = self.lifecycle(&append.stream)?;
+        let recreated_at = lifecycle.deleted_before.unwrap_or(0);
+        if let Some(verdict) = self.check_idempotency(
+            &append.stream,
+            append.expected,
+            &append.events,
+            recreated_at,
+        )? {
             return Ok(verdict);
         }
-        let head = self.head(&append.stream)?;
+        if lifecycle.tombstoned {
+            return Ok(AppendResult::StreamDeleted);
+        }
+        let stored_head = self.head(&append.stream)?;
+        let head = lifecycle.effective_head(stored_head);
         if !expected_holds(append.expected, head) && !crate::faults::active().skip_expected_version
         {
             return Ok(AppendResult::WrongExpectedVersion {
@@ -149,12 +189,138 @@ impl<'a> Applier<'a> {
                 actual: head,
             });
         }
-        let written =
-            self.write_group(append.stream, head, append.created_unix_ms, append.events)?;
+        let written = self.write_group(
+            append.stream,
+            stored_head,
+            append.created_unix_ms,
+            append.events,
+        )?;
         Ok(AppendResult::Written(written))
     }
 
-    /// Writes one stream's events as one group at the next position, after `head`.
+    /// Replaces a stream's metadata: a new event in its metastream, checked against the
+    /// metastream's revision.
+    pub fn set_metadata(&mut self, command: SetStreamMetadata) -> Result<AppendResult, StoreError> {
+        if let Err(invalid) = lifecycle::validate_target(&command.stream) {
+            return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid)));
+        }
+        let current = self.lifecycle(&command.stream)?;
+        let next = match current.with_metadata(&command.metadata) {
+            Ok(next) => next,
+            Err(invalid) => return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid))),
+        };
+        self.record_lifecycle(
+            &command.stream,
+            command.expected,
+            None,
+            current,
+            next,
+            lifecycle::METADATA_EVENT_TYPE,
+            command.id,
+            command.created_unix_ms,
+        )
+    }
+
+    /// Soft-deletes or tombstones a stream, checked against the stream's own revision.
+    pub fn delete(&mut self, command: DeleteStream) -> Result<AppendResult, StoreError> {
+        if let Err(invalid) = lifecycle::validate_target(&command.stream) {
+            return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid)));
+        }
+        let current = self.lifecycle(&command.stream)?;
+        let stored_head = self.head(&command.stream)?;
+        let (next, event_type) = match command.kind {
+            DeleteKind::Soft => (
+                Lifecycle {
+                    deleted_before: stored_head.map(|h| h + 1).or(current.deleted_before),
+                    ..current.clone()
+                },
+                lifecycle::DELETED_EVENT_TYPE,
+            ),
+            DeleteKind::Tombstone => (
+                Lifecycle {
+                    tombstoned: true,
+                    ..current.clone()
+                },
+                lifecycle::TOMBSTONE_EVENT_TYPE,
+            ),
+        };
+        let check = Some((command.expected, stored_head, command.kind));
+        self.record_lifecycle(
+            &command.stream,
+            ExpectedRevision::Any,
+            check,
+            current,
+            next,
+            event_type,
+            command.id,
+            command.created_unix_ms,
+        )
+    }
+
+    /// Writes `next` as the newest event of `stream`'s metastream. The order of the checks:
+    /// a retry (by event id) first, so it gets its original answer; then a tombstone; then
+    /// the expected revision: the metastream's (`meta_expected`), or for a delete the
+    /// stream's (`delete_check`: expected, stored head, kind).
+    #[allow(clippy::too_many_arguments)]
+    fn record_lifecycle(
+        &mut self,
+        stream: &str,
+        meta_expected: ExpectedRevision,
+        delete_check: Option<(ExpectedRevision, Option<u64>, DeleteKind)>,
+        current: Lifecycle,
+        next: Lifecycle,
+        event_type: &str,
+        id: Uuid,
+        created_unix_ms: u64,
+    ) -> Result<AppendResult, StoreError> {
+        let meta = lifecycle::metastream(stream);
+        let append = Append {
+            stream: meta.clone(),
+            expected: meta_expected,
+            events: vec![NewEvent {
+                id,
+                event_type: event_type.to_owned(),
+                content_type: ContentType::Json,
+                data: next.encode()?,
+                metadata: Vec::new(),
+                tags: Vec::new(),
+            }],
+            created_unix_ms,
+        };
+        if let Some(verdict) =
+            self.check_idempotency(&append.stream, append.expected, &append.events, 0)?
+        {
+            return Ok(verdict);
+        }
+        if current.tombstoned {
+            return Ok(AppendResult::StreamDeleted);
+        }
+        let meta_head = self.head(&meta)?;
+        if let Some((expected, stored_head, kind)) = delete_check {
+            let head = current.effective_head(stored_head);
+            if !expected_holds(expected, head) {
+                return Ok(AppendResult::WrongExpectedVersion {
+                    expected,
+                    actual: head,
+                });
+            }
+            if kind == DeleteKind::Soft && head.is_none() {
+                return Ok(AppendResult::StreamNotFound);
+            }
+        } else if !expected_holds(meta_expected, meta_head) {
+            return Ok(AppendResult::WrongExpectedVersion {
+                expected: meta_expected,
+                actual: meta_head,
+            });
+        }
+        let written = self.write_group(append.stream, meta_head, created_unix_ms, append.events)?;
+        self.lifecycles.insert(stream.to_owned(), next);
+        Ok(AppendResult::Written(written))
+    }
+
+    /// Writes one stream's events as one group at the next position, after `head`, its
+    /// created time raised to the log's clock if a leader's clock went back (so the clock,
+    /// and what max age hides, never goes back).
     fn write_group(
         &mut self,
         stream: String,
@@ -165,6 +331,7 @@ impl<'a> Applier<'a> {
         let count = events.len() as u64;
         let first_revision = head.map_or(0, |h| h + 1);
         let first_position = self.applied.next_position;
+        let created_unix_ms = created_unix_ms.max(self.clock()?);
         let group = StoredGroup {
             stream,
             first_revision,
@@ -199,6 +366,7 @@ impl<'a> Applier<'a> {
         let last_position = first_position + count - 1;
         self.heads.insert(group.stream, last_revision);
         self.applied.next_position = last_position + 1;
+        *self.clock = Some(created_unix_ms);
         Ok(AppendPosition {
             last_revision,
             last_position,
@@ -220,7 +388,14 @@ impl<'a> Applier<'a> {
         }
         let mut heads = Vec::with_capacity(multi.streams.len());
         for part in &multi.streams {
-            let head = self.head(&part.stream)?;
+            let lifecycle = self.lifecycle(&part.stream)?;
+            if lifecycle.tombstoned {
+                return Ok(MultiAppendResult::StreamDeleted {
+                    stream: part.stream.clone(),
+                });
+            }
+            let stored_head = self.head(&part.stream)?;
+            let head = lifecycle.effective_head(stored_head);
             if !expected_holds(part.expected, head)
                 && !crate::faults::active().skip_expected_version
             {
@@ -230,7 +405,7 @@ impl<'a> Applier<'a> {
                     actual: head,
                 });
             }
-            heads.push(head);
+            heads.push(stored_head);
         }
         if let Some(condition) = &multi.condition {
             if !crate::faults::active().skip_dcb_check {
@@ -302,7 +477,9 @@ impl<'a> Applier<'a> {
     ) -> Result<Option<MultiAppendResult>, StoreError> {
         let mut verdicts = Vec::with_capacity(multi.streams.len());
         for part in &multi.streams {
-            let verdict = self.check_idempotency(&part.stream, part.expected, &part.events)?;
+            let recreated_at = self.lifecycle(&part.stream)?.deleted_before.unwrap_or(0);
+            let verdict =
+                self.check_idempotency(&part.stream, part.expected, &part.events, recreated_at)?;
             verdicts.push(verdict);
         }
         if verdicts.iter().all(Option::is_none) {
@@ -368,6 +545,7 @@ impl<'a> Applier<'a> {
         stream: &str,
         expected: ExpectedRevision,
         events: &[NewEvent],
+        recreated_at: u64,
     ) -> Result<Option<AppendResult>, StoreError> {
         let mut found: Vec<(usize, u64)> = Vec::new();
         let mut in_overlay = false;
@@ -400,7 +578,7 @@ impl<'a> Applier<'a> {
                 let group = read_group(self.groups, start, &location)?;
                 if group.stream == stream
                     && group.events.len() == count
-                    && same_place(expected, group.first_revision)
+                    && same_place(expected, group.first_revision, recreated_at)
                 {
                     // The same ids at the same place are a retry only if every event is the
                     // one stored under its id. The stored group is at hand, so the events are

@@ -75,6 +75,8 @@ impl Shared {
 pub struct StateMachineStore {
     shared: Arc<Shared>,
     applied: AppliedState,
+    /// The committed log's clock (`lifecycle`), read at the first append after open or install.
+    clock: Option<u64>,
 }
 
 impl StateMachineStore {
@@ -111,6 +113,7 @@ impl StateMachineStore {
                 own_id_keys,
             }),
             applied,
+            clock: None,
         })
     }
 
@@ -176,6 +179,7 @@ impl StateMachineStore {
         sync_async(disk).await?;
         tracing::info!(last_log_id = ?meta.last_log_id, end_position, "installed snapshot");
         self.applied = applied;
+        self.clock = None;
         Ok(())
     }
 
@@ -212,6 +216,7 @@ impl StateMachineStore {
             &shared.limits,
             &shared.own_id_keys,
             &mut self.applied,
+            &mut self.clock,
         );
         let bugs = crate::faults::active();
         if bugs.forget_event_ids {
@@ -273,6 +278,16 @@ impl StateMachineStore {
                         .into_iter()
                         .map(|append| applier.append(append.into()))
                         .collect::<Result<_, _>>()
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::SetStreamMetadata(command)) => Response::Append(
+                    applier
+                        .set_metadata(command)
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::DeleteStream(command)) => Response::Append(
+                    applier
+                        .delete(command)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
                 EntryPayload::Membership(membership) => {

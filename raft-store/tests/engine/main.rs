@@ -5,6 +5,7 @@ mod common;
 mod crash;
 mod format;
 mod index;
+mod lifecycle;
 mod limits;
 mod multi;
 mod reads;

@@ -34,7 +34,7 @@ async fn fill(s: &mut TestStore, appends: std::ops::Range<usize>) {
 
 /// Ships a snapshot the way a network transport would: reads it out, writes it into the
 /// receiver's spool, then installs.
-async fn ship(snapshot: Snapshot, to: &mut TestStore) {
+pub async fn ship(snapshot: Snapshot, to: &mut TestStore) {
     let mut source = snapshot.snapshot;
     let mut spool = SnapshotData::receiving(to.disk.as_ref()).unwrap();
     tokio::io::copy(&mut source, &mut spool).await.unwrap();

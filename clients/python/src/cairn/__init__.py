@@ -22,6 +22,7 @@ from cairn.errors import (
     IdempotencyConflict,
     InternalError,
     InvalidInput,
+    StreamDeleted,
     StreamNotFound,
     Unavailable,
     WrongExpectedVersion,
@@ -75,7 +76,7 @@ __all__ = [
     "EventData", "EventIdReused", "ExpectedRevision", "FellBehind", "From",
     "IdempotencyConflict", "InternalError", "InvalidInput", "Member", "Membership",
     "NodePreference", "ReadConsistency", "ReadFrom", "ReadStream", "RecordedEvent", "Role",
-    "StreamNotFound", "StreamState", "Subscription", "SubscriptionFilter",
+    "StreamDeleted", "StreamNotFound", "StreamState", "Subscription", "SubscriptionFilter",
     "SubscriptionMessage", "Unavailable", "WrongExpectedVersion", "parse_expected",
     "read_profile", "resolve_endpoints", "uuid7",
 ]

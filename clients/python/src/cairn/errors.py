@@ -23,6 +23,9 @@ CONFLICT_EVENT_ID_METADATA_KEY = "x-cairn-event-id"
 CONFLICT_KIND_METADATA_KEY = "x-cairn-conflict"
 #: The ids are stored at this place, but an event's content differs: an id reused.
 CONFLICT_OTHER_CONTENT = "other-content"
+#: Metadata key on NOT_FOUND: the stream is deleted, not merely absent (value ``tombstoned``).
+STREAM_DELETED_METADATA_KEY = "x-cairn-stream-deleted"
+STREAM_DELETED_TOMBSTONED = "tombstoned"
 
 #: How grpc core words a stream the transport reset (INTERNAL raised on this side, not an
 #: answer of the server): the Python counterpart of tonic's INTERNAL with a ``source()``.
@@ -58,6 +61,14 @@ class StreamNotFound(CairnError):
     def __init__(self, stream: str) -> None:
         self.stream = stream
         super().__init__(f"stream {stream!r} not found")
+
+
+class StreamDeleted(CairnError):
+    """The stream is tombstoned: it can never be written or read again (the CLI's exit 5)."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        super().__init__(f"stream {stream!r} is deleted (tombstoned)")
 
 
 class InvalidInput(CairnError):
@@ -132,6 +143,8 @@ def classify(err: grpc.RpcError, stream: str) -> Failure:
     if code == grpc.StatusCode.ALREADY_EXISTS:
         return _conflict(err, details)
     if code == grpc.StatusCode.NOT_FOUND:
+        if _metadata(err, STREAM_DELETED_METADATA_KEY) == STREAM_DELETED_TOMBSTONED:
+            return StreamDeleted(stream)
         return StreamNotFound(stream)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return Retry(cause, _metadata(err, LEADER_METADATA_KEY))

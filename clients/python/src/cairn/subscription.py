@@ -345,5 +345,12 @@ class AsyncSubscription(AsyncIterator[SubscriptionMessage]):
             if next_position > 0:
                 resume.saw_applied(next_position - 1)
             return Checkpoint(next_position)
+        if kind == "skipped":
+            # Hidden by retention on purpose: the next event may come after `next` without
+            # a gap. A stale marker (after a resubscription) changes nothing.
+            next_ = response.skipped.next
+            if resume.next is None or next_ > resume.next:
+                resume.next = next_
+            return None
         # A repeated confirmation, or a kind of message newer than this client.
         return None

@@ -8,11 +8,13 @@
 //! and it goes back to reading history (`fell_behind`, then `caught_up` again): it is never
 //! dropped and never makes the node buffer for it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use cairn_client::proto;
 use cairn_client::proto::subscribe_response::Message;
-use cairn_raft_store::{Direction, EventReader, IndexName, RecordedEvent};
+use cairn_raft_store::lifecycle::{Visibility, METASTREAM_PREFIX};
+use cairn_raft_store::{Direction, EventReader, IndexName, RecordedEvent, MAX_CACHED_VISIBILITIES};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
@@ -145,6 +147,12 @@ struct Cursor<'a> {
     out: &'a Out,
     /// Next position (`$all`) or revision (stream) to deliver.
     next: u64,
+    /// The next one the client expects: behind `next` after hidden events, which a `Skipped`
+    /// marker explains before the next event goes out.
+    announced: u64,
+    /// Which events of each stream met live are shown (at most `MAX_CACHED_VISIBILITIES`),
+    /// forgotten when an event of the stream's metastream goes by.
+    visibilities: HashMap<String, Visibility>,
     scanned_since_checkpoint: u64,
     /// Events that passed, not yet sent (flushed before any other message).
     batch: Vec<proto::RecordedEvent>,
@@ -163,7 +171,15 @@ impl Cursor<'_> {
     /// Sends one event if it passes, advances the cursor, and checkpoints a filtered `$all`
     /// or an index.
     async fn deliver(&mut self, event: proto::RecordedEvent) -> Result<(), Gone> {
-        self.next = self.key(&event) + 1;
+        let key = self.key(&event);
+        // An index holds some positions only: its jumps are its nature, not retention's.
+        let dense = !matches!(self.sub.target, Target::Index(_));
+        if key > self.announced && dense {
+            self.send(Message::Skipped(proto::Skipped { next: key }))
+                .await?;
+        }
+        self.announced = key + 1;
+        self.next = key + 1;
         if self.sub.target.passes(&event) {
             self.batch_bytes += event.data.len() + event.metadata.len();
             self.batch.push(event);
@@ -243,6 +259,37 @@ impl Cursor<'_> {
         }
     }
 
+    /// Whether retention shows a live event. Only its stream's metastream changes that for
+    /// a new event (it is the newest: within max count and max age), so the answer is kept
+    /// until one of the metastream's events goes by (`forget_visibility`).
+    fn shows(&mut self, event: &proto::RecordedEvent) -> Result<bool, Status> {
+        let visibility = match self.visibilities.get(&event.stream) {
+            Some(v) => *v,
+            None => {
+                let v = self
+                    .reader
+                    .visibility(&event.stream)
+                    .map_err(|e| status_in("reading stream metadata", &e))?;
+                if self.visibilities.len() >= MAX_CACHED_VISIBILITIES {
+                    self.visibilities.clear();
+                }
+                self.visibilities.insert(event.stream.clone(), v);
+                v
+            }
+        };
+        Ok(visibility.shows(event.revision, event.created_unix_ms))
+    }
+
+    fn forget_visibility(&mut self, item: &LiveItem) {
+        let stream = match item {
+            LiveItem::Event(e) => e.stream.as_str(),
+            LiveItem::Large { stream, .. } => stream,
+        };
+        if let Some(of) = stream.strip_prefix(METASTREAM_PREFIX) {
+            self.visibilities.remove(of);
+        }
+    }
+
     /// The event behind a ring item, if this subscription wants to look at it.
     fn live_event(&self, item: LiveItem) -> Result<Option<proto::RecordedEvent>, Status> {
         if let Target::Stream(name) = &self.sub.target {
@@ -258,7 +305,7 @@ impl Cursor<'_> {
             LiveItem::Event(event) => Ok(Some(Arc::unwrap_or_clone(event))),
             LiveItem::Large { position, .. } => match self
                 .reader
-                .read_all(position, Direction::Forwards, 1)
+                .read_all_stored(position, Direction::Forwards, 1)
                 .next()
             {
                 Some(Ok(event)) => Ok(Some(recorded_to_proto(event))),
@@ -306,6 +353,8 @@ pub async fn run(sub: Subscription, reader: EventReader, feed: LiveFeed, out: Ou
         reader: &reader,
         out: &out,
         next: sub.from,
+        announced: sub.from,
+        visibilities: HashMap::new(),
         scanned_since_checkpoint: 0,
         batch: Vec::with_capacity(MAX_EVENTS_PER_MESSAGE),
         batch_bytes: 0,
@@ -344,6 +393,7 @@ pub async fn run(sub: Subscription, reader: EventReader, feed: LiveFeed, out: Ou
             if cursor.sub.target.by_position() && item.position() < cursor.next {
                 continue; // already delivered from history
             }
+            cursor.forget_visibility(&item);
             let event = match cursor.live_event(item) {
                 Ok(Some(event)) => event,
                 Ok(None) => continue,
@@ -352,6 +402,16 @@ pub async fn run(sub: Subscription, reader: EventReader, feed: LiveFeed, out: Ou
             let key = cursor.key(&event);
             if key < cursor.next {
                 continue;
+            }
+            match cursor.shows(&event) {
+                Ok(true) => {}
+                Ok(false) if key == cursor.next => {
+                    // Hidden by retention: passed over; a `Skipped` marker tells the client.
+                    cursor.next = key + 1;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(status) => break LiveEnd::Failed(status),
             }
             if key > cursor.next {
                 tracing::warn!(
