@@ -349,6 +349,10 @@ impl std::fmt::Display for Command {
             Command::Appends(appends) => write!(f, "{} appends", appends.len()),
             Command::Format1Appends(appends) => write!(f, "{} appends (format 1)", appends.len()),
             Command::Writes(writes) => write!(f, "{} writes", writes.len()),
+            Command::SetStreamMetadata(set) => write!(f, "metadata of {}", set.stream),
+            Command::DeleteStream(delete) => {
+                write!(f, "delete ({:?}) of {}", delete.kind, delete.stream)
+            }
         }
     }
 }

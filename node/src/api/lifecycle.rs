@@ -15,6 +15,7 @@ use cairn_raft_store::{
     AppendResult, Command, DeleteKind, DeleteStream, EventReader, ExpectedRevision,
     SetStreamMetadata, StreamMetadata, StreamStatus,
 };
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use tonic::Status;
 use uuid::Uuid;
@@ -142,7 +143,7 @@ pub async fn answer(ctx: &NodeContext, change: Change) -> Result<proto::AppendRe
     ctx.refuse_unless_member()?;
     let (command, expected) = change.command(now_unix_ms())?;
     let stream = change.stream().to_owned();
-    let leader = ctx.raft.metrics().borrow().current_leader;
+    let leader = ctx.raft.metrics().borrow_watched().current_leader;
     if leader != Some(ctx.id) {
         return if change.leader_only() {
             Err(not_leader(ctx))
@@ -160,6 +161,15 @@ pub async fn answer(ctx: &NodeContext, change: Change) -> Result<proto::AppendRe
         }
         Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
             return Err(status::status(&GroupError::Membership(e)))
+        }
+        // Proposed, then truncated or purged by a new leader: committed or not, unknown; the
+        // caller's retry with the same id settles it (as in group commit).
+        Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+            return Err(status::status(&GroupError::Unanswered))
+        }
+        // Lifecycle changes carry no Raft precondition.
+        Ok(Err(RaftError::APIError(ClientWriteError::PreconditionFailed(e)))) => {
+            return Err(status::status(&GroupError::Unexpected(e.to_string())))
         }
         Ok(Err(RaftError::Fatal(e))) => return Err(status::status(&e)),
         Err(_) => {
