@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test: the Rust workspace (cargo test --workspace; as root it first installs what the
 # partition tests need), then the Python client's tests
-# against real clusters (clients/python/run-tests.sh). Both always run; the exit status is
-# non-zero if either failed.
+# against real clusters (clients/python/run-tests.sh). Both always run; it closes with the
+# totals of both ("N passed, M failed") and exits non-zero if either failed.
 set -uo pipefail
 cd "$(dirname "$0")"
 status=0
@@ -14,7 +14,18 @@ if [ "$(id -u)" -eq 0 ] && ! { command -v ip && command -v tc && command -v ipta
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables; } \
         || echo "could not install iproute2/iptables: the partition tests will be skipped"
 fi
-cargo test --workspace || status=$?
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 echo "== Python client (clients/python/run-tests.sh)"
-clients/python/run-tests.sh || status=$?
+clients/python/run-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+# cargo prints one "test result" line per test binary, the last often an empty crate's
+# doctests, and pytest one summary line ("3 failed, 40 passed, 1 error in 61.2s"); close with
+# the totals of all of them (a pytest error counts as a failure).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     /^(=+ )?[0-9]+ (passed|failed|error|errors|skipped|deselected)[ ,]/ && / in [0-9.]+s/ {
+       for (i = 2; i <= NF; i++) { if ($i ~ /^passed,?$/) p += $(i-1); if ($i ~ /^(failed|error|errors),?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"
