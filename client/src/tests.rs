@@ -519,6 +519,7 @@ fn three_nodes() -> (Endpoints, Vec<Arc<Node>>) {
     let endpoints = Endpoints::new(
         &urls,
         Duration::from_secs(1),
+        None,
         Arc::new(Endpoint::connect_lazy),
     )
     .unwrap();

@@ -18,6 +18,7 @@ use cairn_raft_store::{EventReader, Raft};
 use crate::health::RaftStatus;
 use crate::metrics::{NodeMetrics, StoreFigures, CONTENT_TYPE};
 use crate::standing::Standing;
+use crate::tls::TlsFiles;
 use crate::Node;
 
 /// What the handlers read.
@@ -28,6 +29,8 @@ pub struct HttpState {
     disk: Arc<dyn Disk>,
     metrics: Arc<NodeMetrics>,
     standing: tokio::sync::watch::Receiver<Standing>,
+    /// The node's TLS layer, whose failed handshakes `/metrics` reports (none when insecure).
+    tls: Option<Arc<TlsFiles>>,
 }
 
 impl HttpState {
@@ -39,7 +42,14 @@ impl HttpState {
             disk,
             metrics: node.metrics.clone(),
             standing: node.standing(),
+            tls: None,
         }
+    }
+
+    /// Reports `tls`'s failed handshakes in `/metrics`.
+    pub fn with_tls(mut self, tls: Option<Arc<TlsFiles>>) -> HttpState {
+        self.tls = tls;
+        self
     }
 }
 
@@ -95,6 +105,11 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             None
         }
     };
+    if let Some(tls) = &state.tls {
+        state
+            .metrics
+            .record_tls_handshake_failures(tls.handshake_failures());
+    }
     let body = state.metrics.render(&raft, StoreFigures { events, bytes });
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
 }

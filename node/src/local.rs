@@ -187,6 +187,7 @@ impl LocalCluster {
             peers,
             "--data-dir".into(),
             self.data_dir(id).display().to_string(),
+            "--insecure".into(),
         ];
         if let Some(http) = &self.http_addrs[id as usize - 1] {
             args.extend(["--http".into(), http.clone()]);

@@ -92,6 +92,7 @@ class Cluster:
             "--listen", self.addrs[node_id - 1],
             "--peers", peers,
             "--data-dir", str(self.root / f"node-{node_id}"),
+            "--insecure",
         ]
         with open(self.log_path(node_id), "ab") as log:
             self.children[node_id] = subprocess.Popen(
