@@ -11,8 +11,6 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::tls::TlsPaths;
-
 /// How long a `cairn dev` certificate is valid: long enough never to expire under a developer.
 pub const DEV_CERTIFICATE_DAYS: i64 = 10 * 365;
 /// Names every local node certificate carries: nodes of `cairn dev` and of the tests listen on
@@ -92,23 +90,6 @@ impl Ca {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
-    }
-
-    /// Writes a node's three files (`cert.pem`, `key.pem`, `ca.pem`) into `dir`, with a local
-    /// node certificate valid for `days` days; their paths.
-    pub fn write_node_files(&self, dir: &Path, days: i64) -> std::io::Result<TlsPaths> {
-        let issued = self
-            .issue_node(&LOCAL_NAMES, days)
-            .map_err(std::io::Error::other)?;
-        std::fs::create_dir_all(dir)?;
-        let paths = TlsPaths {
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
-            ca: dir.join("ca.pem"),
-        };
-        issued.write(&paths.cert, &paths.key)?;
-        write_replacing(&paths.ca, self.pem.as_bytes())?;
-        Ok(paths)
     }
 }
 
