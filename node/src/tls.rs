@@ -74,6 +74,9 @@ struct Loaded {
 struct Current {
     loaded: Arc<Loaded>,
     checked_at: Instant,
+    /// The modification times of files that could not be used: not read again (nor logged
+    /// again) until they change once more.
+    rejected: Option<[Option<SystemTime>; 3]>,
 }
 
 /// A node's TLS configuration, reloaded from its files when they change.
@@ -222,6 +225,7 @@ impl TlsFiles {
             current: Mutex::new(Current {
                 loaded: Arc::new(loaded),
                 checked_at: Instant::now(),
+                rejected: None,
             }),
             accept_failures: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
@@ -244,14 +248,16 @@ impl TlsFiles {
                 stamp(&self.paths.key),
                 stamp(&self.paths.ca),
             ];
-            if stamps != current.loaded.stamps {
+            if stamps != current.loaded.stamps && Some(stamps) != current.rejected {
                 match Loaded::read(&self.paths) {
                     Ok(loaded) => {
                         tracing::info!(cert = %self.paths.cert.display(), "TLS files changed: reloaded");
                         current.loaded = Arc::new(loaded);
+                        current.rejected = None;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "TLS files changed but cannot be used; keeping the previous ones");
+                        current.rejected = Some(stamps);
                     }
                 }
             }
