@@ -332,13 +332,12 @@ fn init_tracing(format: LogFormat) {
     };
 }
 
-/// `--insecure` is said loudly, on stderr and in the log, where an operator cannot miss it.
+/// `--insecure` is said loudly, in the log (stderr, text or JSON) where an operator looks.
 fn warn_insecure(id: u64) {
-    eprintln!(
-        "WARNING: node {id} runs with --insecure: no TLS, plain text to clients and peers, \
-         and anyone who can reach its port is trusted. For development and tests only."
+    tracing::warn!(
+        node = id,
+        "INSECURE: node {id} runs without TLS (--insecure): plain text to clients and peers, and anyone who can reach its port is trusted; for development and tests only"
     );
-    tracing::warn!(node = id, "INSECURE: running without TLS (--insecure)");
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -387,9 +386,6 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         };
     }
     init_tracing(config.log_format);
-    if tls.is_none() {
-        warn_insecure(config.id);
-    }
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -460,6 +456,9 @@ pub async fn run(args: NodeArgs) -> ExitCode {
                 tracing::error!(node = id, error = %e, "the HTTP endpoint stopped");
             }
         });
+    }
+    if tls.is_none() {
+        warn_insecure(config.id);
     }
     let served = match tls {
         Some(tls) => {
