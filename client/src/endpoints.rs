@@ -88,7 +88,11 @@ fn tls_config(ca_pem: Option<&[u8]>) -> Result<ClientTlsConfig, Error> {
     }
 }
 
-fn parse(url: &str, request_timeout: Duration, tls: Option<&ClientTlsConfig>) -> Result<Node, Error> {
+fn parse(
+    url: &str,
+    request_timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Node, Error> {
     let url = normalise(url, if tls.is_some() { "https" } else { "http" });
     let endpoint = Endpoint::from_shared(url.clone())
         .map_err(|err| Error::InvalidArgument(format!("endpoint {url:?}: {err}")))?;

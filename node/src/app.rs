@@ -28,11 +28,11 @@ use crate::leadership::{transfer_leadership, HandoffError};
 use crate::metrics::NodeMetrics;
 use crate::network::proto::raft_internal_server::RaftInternalServer;
 use crate::network::{Connector, NetworkFactory, RaftService, MAX_RAFT_MESSAGE_BYTES};
-use crate::tls::require_peer_certificate;
 use crate::timing::{
     ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_INTERVAL_MS,
     RESTART_ELECTION_GRACE_MS,
 };
+use crate::tls::require_peer_certificate;
 
 /// A snapshot is recorded after this many log entries (cheap: snapshots are lazy views)...
 pub const SNAPSHOT_EVERY_LOG_ENTRIES: u64 = 5_000;

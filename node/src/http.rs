@@ -4,6 +4,10 @@
 //! - `GET /health/ready`: 200 when the node is ready ([`RaftStatus::readiness`]), else 503;
 //!   the body is one line saying why.
 //! - `GET /metrics`: the Prometheus text format ([`crate::metrics`]).
+//!
+//! Plain HTTP even when the gRPC port runs TLS: probes (the kubelet) and scrapers come without
+//! client certificates from inside the cluster network, and this port serves verdicts and
+//! counters only, never events, and accepts no writes.
 
 use std::sync::Arc;
 

@@ -111,10 +111,7 @@ fn read_bounded(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| fail(e.to_string()))
 }
 
-fn certificates(
-    flag: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn certificates(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read_bounded(flag, path)?;
     let fail = |reason: String| TlsError::File {
         flag,
@@ -239,8 +236,8 @@ impl TlsFiles {
     /// The configuration in force, re-read first if the files changed since it was read.
     fn current(&self) -> Arc<Loaded> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        let due = current.checked_at.elapsed()
-            >= Duration::from_millis(TLS_RELOAD_CHECK_INTERVAL_MS);
+        let due =
+            current.checked_at.elapsed() >= Duration::from_millis(TLS_RELOAD_CHECK_INTERVAL_MS);
         if due {
             current.checked_at = Instant::now();
             let stamps = [
@@ -347,7 +344,9 @@ const ACCEPT_RETRY_PAUSE_MS: u64 = 50;
 /// Refuses a Raft call from a connection that presented no certificate (the handshake already
 /// checked that a presented one chains to the cluster's CA). Only nodes hold such certificates.
 #[allow(clippy::result_large_err)]
-pub fn require_peer_certificate(request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+pub fn require_peer_certificate(
+    request: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
     match request.peer_certs() {
         Some(certs) if !certs.is_empty() => Ok(request),
         _ => {

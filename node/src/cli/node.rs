@@ -181,7 +181,8 @@ impl NodeConfig {
 
 /// TLS unless `--insecure`: all three files, or none of them with `--insecure`.
 fn tls_paths(args: &NodeArgs) -> Result<Option<TlsPaths>, String> {
-    let given = |path: &Option<PathBuf>| path.as_ref().filter(|p| !p.as_os_str().is_empty()).cloned();
+    let given =
+        |path: &Option<PathBuf>| path.as_ref().filter(|p| !p.as_os_str().is_empty()).cloned();
     let files = [
         ("--tls-cert (CAIRN_TLS_CERT)", given(&args.tls_cert)),
         ("--tls-key (CAIRN_TLS_KEY)", given(&args.tls_key)),
@@ -202,7 +203,8 @@ fn tls_paths(args: &NodeArgs) -> Result<Option<TlsPaths>, String> {
     for (flag, path) in files {
         paths.push(path.ok_or_else(|| format!("{flag} is required with the other TLS flags"))?);
     }
-    let [cert, key, ca] = <[PathBuf; 3]>::try_from(paths).map_err(|_| "three TLS files".to_owned())?;
+    let [cert, key, ca] =
+        <[PathBuf; 3]>::try_from(paths).map_err(|_| "three TLS files".to_owned())?;
     Ok(Some(TlsPaths { cert, key, ca }))
 }
 
@@ -466,7 +468,10 @@ pub async fn run(args: NodeArgs) -> ExitCode {
             node.serve(cairn_node::tls::accept(listener, tls), shutdown_signal())
                 .await
         }
-        None => node.serve(plain_incoming(listener), shutdown_signal()).await,
+        None => {
+            node.serve(plain_incoming(listener), shutdown_signal())
+                .await
+        }
     };
     match served {
         Ok(()) => ExitCode::SUCCESS,

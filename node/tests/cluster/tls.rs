@@ -41,7 +41,14 @@ fn write_node_files(ca: &Ca, dir: &Path, days: i64) -> TlsPaths {
 fn check_config(data: &Path, tls: &[(&str, &Path)]) -> std::process::Output {
     let mut command = Command::new(cairn_exe());
     command
-        .args(["node", "--check-config", "--id", "1", "--listen", "127.0.0.1:2113"])
+        .args([
+            "node",
+            "--check-config",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:2113",
+        ])
         .args(["--peers", "1=127.0.0.1:2113", "--data-dir"])
         .arg(data)
         .env_clear();
@@ -92,7 +99,10 @@ fn check_config_checks_the_tls_files_and_says_what_is_wrong() {
             files(&good.cert, &foreign.key, &good.ca),
             "the key of --tls-key does not match the certificate",
         ),
-        (files(&not_pem, &good.key, &good.ca), "holds no PEM certificate"),
+        (
+            files(&not_pem, &good.key, &good.ca),
+            "holds no PEM certificate",
+        ),
         (files(&good.cert, &not_pem, &good.ca), "no PEM private key"),
         (files(&missing, &good.key, &good.ca), "--tls-cert"),
         (
@@ -107,7 +117,10 @@ fn check_config_checks_the_tls_files_and_says_what_is_wrong() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.starts_with("error: "), "{shown}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{shown}: {stderr}");
-        assert!(stderr.contains(message), "{shown}: {stderr:?} lacks {message:?}");
+        assert!(
+            stderr.contains(message),
+            "{shown}: {stderr:?} lacks {message:?}"
+        );
     }
 }
 
@@ -143,7 +156,9 @@ fn a_tls_cluster_refuses_plain_text_clients_untrusting_clients_and_raft_calls_wi
             .expect("an append over TLS");
 
         // Plain text to a TLS node: refused, with a hint at TLS, and nothing written.
-        let plain: Vec<String> = (1..=3).map(|id| format!("http://{}", cluster.addr(id))).collect();
+        let plain: Vec<String> = (1..=3)
+            .map(|id| format!("http://{}", cluster.addr(id)))
+            .collect();
         let plain = Client::with_config(ClientConfig {
             endpoints: plain,
             max_append_attempts: 2,
@@ -166,13 +181,24 @@ fn a_tls_cluster_refuses_plain_text_clients_untrusting_clients_and_raft_calls_wi
         // A client that trusts another CA: refused before it sends anything.
         let stranger = Client::with_config(ClientConfig {
             endpoints: cluster.endpoints(),
-            tls_ca: Some(Ca::new("another CA", 1).expect("ca").pem().as_bytes().to_vec()),
+            tls_ca: Some(
+                Ca::new("another CA", 1)
+                    .expect("ca")
+                    .pem()
+                    .as_bytes()
+                    .to_vec(),
+            ),
             max_append_attempts: 2,
             ..ClientConfig::default()
         })
         .expect("client");
         let refused = stranger.status().await.expect_err("status without trust");
-        assert!(refused.to_string().contains("not signed by a CA this client trusts"), "{refused}");
+        assert!(
+            refused
+                .to_string()
+                .contains("not signed by a CA this client trusts"),
+            "{refused}"
+        );
 
         // The command line says the same, exit status 1.
         let cli = Command::new(cairn_exe())
@@ -188,13 +214,24 @@ fn a_tls_cluster_refuses_plain_text_clients_untrusting_clients_and_raft_calls_wi
         // The Raft service wants a node certificate: a TLS caller without one is refused on
         // every node, whatever it sends.
         for id in 1..=3 {
-            let channel = raft_endpoint(&cluster, id, None).connect().await.expect("connect");
+            let channel = raft_endpoint(&cluster, id, None)
+                .connect()
+                .await
+                .expect("connect");
             let mut raft = RaftInternalClient::new(channel);
-            let vote = raft.vote(RaftBytes { payload: vec![0; 16] }).await;
+            let vote = raft
+                .vote(RaftBytes {
+                    payload: vec![0; 16],
+                })
+                .await;
             let append = raft.append_entries(RaftBytes { payload: vec![] }).await;
             for (rpc, answer) in [("vote", vote), ("append_entries", append)] {
                 let status = answer.expect_err("a Raft call without a node certificate");
-                assert_eq!(status.code(), tonic::Code::Unauthenticated, "{rpc}: {status:?}");
+                assert_eq!(
+                    status.code(),
+                    tonic::Code::Unauthenticated,
+                    "{rpc}: {status:?}"
+                );
             }
         }
 
@@ -208,7 +245,10 @@ fn a_tls_cluster_refuses_plain_text_clients_untrusting_clients_and_raft_calls_wi
             "cairn_tls_handshake_failures_total",
             &[("side", "accepted")],
         );
-        assert!(failures >= 1.0, "the stranger's handshakes were not counted");
+        assert!(
+            failures >= 1.0,
+            "the stranger's handshakes were not counted"
+        );
     });
 }
 
@@ -234,7 +274,10 @@ fn a_node_with_a_certificate_from_another_ca_cannot_join_or_disturb_the_cluster(
             .client()
             .add_node(rogue_id, cluster.addr(rogue_id))
             .await;
-        assert!(added.is_err(), "a node with a foreign certificate was added: {added:?}");
+        assert!(
+            added.is_err(),
+            "a node with a foreign certificate was added: {added:?}"
+        );
 
         // Its Raft calls carry a certificate the members do not trust: refused at the
         // handshake, a high-term vote request included.
@@ -248,8 +291,15 @@ fn a_node_with_a_certificate_from_another_ca_cannot_join_or_disturb_the_cluster(
                 .await
                 .map(RaftInternalClient::new);
             if let Ok(mut raft) = refused {
-                let vote = raft.vote(RaftBytes { payload: vec![0xff; 32] }).await;
-                assert!(vote.is_err(), "node {id} answered a rogue vote request: {vote:?}");
+                let vote = raft
+                    .vote(RaftBytes {
+                        payload: vec![0xff; 32],
+                    })
+                    .await;
+                assert!(
+                    vote.is_err(),
+                    "node {id} answered a rogue vote request: {vote:?}"
+                );
             }
         }
 
@@ -265,7 +315,11 @@ fn a_node_with_a_certificate_from_another_ca_cannot_join_or_disturb_the_cluster(
                 .await
                 .unwrap_or_else(|e| panic!("append {n} with a rogue node about: {e}"));
         }
-        assert_eq!(cluster.wait_for_leader().await, leader, "the leader changed");
+        assert_eq!(
+            cluster.wait_for_leader().await,
+            leader,
+            "the leader changed"
+        );
         let members: Vec<u64> = cluster
             .members_seen_by(leader)
             .await
@@ -282,7 +336,10 @@ fn a_node_with_a_certificate_from_another_ca_cannot_join_or_disturb_the_cluster(
         );
         assert!(failures >= 1.0, "the rogue's handshakes were not counted");
         let log = std::fs::read_to_string(cluster.log_path(leader)).expect("leader log");
-        assert!(log.contains("TLS handshake"), "no handshake failure logged:\n{log}");
+        assert!(
+            log.contains("TLS handshake"),
+            "no handshake failure logged:\n{log}"
+        );
     });
 }
 
@@ -314,18 +371,32 @@ fn certificates_rotate_under_load_without_a_failed_append_or_a_restart() {
         tokio::time::sleep(Duration::from_millis(2 * TLS_RELOAD_CHECK_INTERVAL_MS)).await;
         tokio::time::sleep(ROTATION_PHASE).await;
         let history = load.stop().await;
-        assert!(history.acked.len() > ROTATION_WRITERS, "the load barely ran");
-        assert!(history.unknown.is_empty(), "appends failed: {:?}", history.unknown);
+        assert!(
+            history.acked.len() > ROTATION_WRITERS,
+            "the load barely ran"
+        );
+        assert!(
+            history.unknown.is_empty(),
+            "appends failed: {:?}",
+            history.unknown
+        );
         assert!(history.unexpected.is_empty(), "{:?}", history.unexpected);
 
         // Every node now presents the new certificate to new connections, without a restart.
-        let rotated_der = rustls_pki_types::CertificateDer::from_pem_slice(rotated.cert_pem.as_bytes())
-            .expect("pem");
+        let rotated_der =
+            rustls_pki_types::CertificateDer::from_pem_slice(rotated.cert_pem.as_bytes())
+                .expect("pem");
         for id in 1..=3 {
             let presented = presented_certificate(cluster.addr(id), &files.ca).await;
-            assert!(presented == rotated_der, "node {id} still presents the old certificate");
+            assert!(
+                presented == rotated_der,
+                "node {id} still presents the old certificate"
+            );
             let log = std::fs::read_to_string(cluster.log_path(id)).expect("log");
-            assert!(log.contains("has expired"), "node {id} did not log the expired replacement");
+            assert!(
+                log.contains("has expired"),
+                "node {id} did not log the expired replacement"
+            );
             assert!(log.contains("reloaded"), "node {id} did not log the reload");
         }
         assert!(cluster.reap_exited().is_empty(), "a node exited");
@@ -339,10 +410,7 @@ fn certificates_rotate_under_load_without_a_failed_append_or_a_restart() {
 use rustls_pki_types::pem::PemObject;
 
 /// The certificate the node at `addr` presents in a fresh handshake.
-async fn presented_certificate(
-    addr: &str,
-    ca: &Path,
-) -> rustls_pki_types::CertificateDer<'static> {
+async fn presented_certificate(addr: &str, ca: &Path) -> rustls_pki_types::CertificateDer<'static> {
     use tokio_rustls::rustls;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
@@ -363,5 +431,7 @@ async fn presented_certificate(
         .await
         .expect("handshake");
     let (_, session) = stream.get_ref();
-    session.peer_certificates().expect("certificates")[0].clone().into_owned()
+    session.peer_certificates().expect("certificates")[0]
+        .clone()
+        .into_owned()
 }

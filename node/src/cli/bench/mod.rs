@@ -132,7 +132,9 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     if args.tls && !args.spawn {
-        eprintln!("error: --tls is for --spawn (a running cluster's endpoints say https:// themselves)");
+        eprintln!(
+            "error: --tls is for --spawn (a running cluster's endpoints say https:// themselves)"
+        );
         return ExitCode::from(EXIT_USAGE);
     }
     let mut spawned = None;
