@@ -59,6 +59,10 @@ pub enum Error {
     /// No node could serve the request within the retry budget; the text is the last cause.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The node did not accept who the client is, or how it connected (a TLS node answers a
+    /// plain-text client so); never retried. The CLI exits 6.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
     /// Event data could not be turned into or read from JSON.
     #[error("serialization: {0}")]
     Serialization(String),
@@ -111,6 +115,9 @@ pub(crate) fn classify(status: &Status, stream: &str) -> Failure {
             Failure::Fatal(Error::InvalidArgument(status.message().to_owned()))
         }
         Code::AlreadyExists => Failure::Fatal(conflict(status)),
+        Code::Unauthenticated => {
+            Failure::Fatal(Error::Unauthenticated(status.message().to_owned()))
+        }
         Code::NotFound
             if status
                 .metadata()

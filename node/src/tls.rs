@@ -313,11 +313,15 @@ pub fn accept(
             let tls = tls.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(
-                    Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS),
-                    acceptor.accept(stream),
-                )
-                .await;
+                let deadline =
+                    tokio::time::Instant::now() + Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS);
+                if speaks_plain_http2(&stream, deadline).await {
+                    tls.accept_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, "a plain-text gRPC client on the TLS port: told to use TLS");
+                    refuse_plain_text(stream, deadline).await;
+                    return;
+                }
+                let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream)).await;
                 drop(permit);
                 match handshake {
                     Ok(Ok(stream)) => {
@@ -336,6 +340,49 @@ pub fn accept(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// What a plain-text gRPC client gets from the TLS port: the status of every call it makes.
+pub const PLAIN_TEXT_REFUSAL: &str = "this node requires TLS: use https:// endpoints and trust the cluster's CA (--tls-ca, CAIRN_TLS_CA or the profile's tls_ca)";
+
+/// Whether the connection opens with HTTP/2's plain-text preface (`PRI * HTTP/2.0`) instead of
+/// a TLS ClientHello: a client configured without TLS. Looks without consuming.
+async fn speaks_plain_http2(stream: &TcpStream, deadline: tokio::time::Instant) -> bool {
+    let mut first = [0u8; 4];
+    let peeked = tokio::time::timeout_at(deadline, async {
+        // peek returns what has arrived so far; wait for the four bytes (or the end).
+        loop {
+            match stream.peek(&mut first).await {
+                Ok(n) if n >= first.len() || n == 0 => return n,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(PEEK_PAUSE_MS)).await,
+                Err(_) => return 0,
+            }
+        }
+    })
+    .await;
+    matches!(peeked, Ok(n) if n == first.len()) && &first == b"PRI "
+}
+
+/// Pause between looks at a connection whose first bytes are still arriving.
+const PEEK_PAUSE_MS: u64 = 5;
+
+/// Answers every call on a plain-text HTTP/2 connection with UNAUTHENTICATED and
+/// [`PLAIN_TEXT_REFUSAL`], until the client closes it or the deadline: a clear error in the
+/// client instead of a broken connection.
+async fn refuse_plain_text(stream: TcpStream, deadline: tokio::time::Instant) {
+    let refuse = hyper::service::service_fn(|_request| async {
+        hyper::Response::builder()
+            .header(hyper::header::CONTENT_TYPE, "application/grpc")
+            .header(
+                "grpc-status",
+                (tonic::Code::Unauthenticated as i32).to_string(),
+            )
+            .header("grpc-message", PLAIN_TEXT_REFUSAL)
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+    });
+    let connection = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), refuse);
+    let _ = tokio::time::timeout_at(deadline, connection).await;
 }
 
 /// Pause after a failed `accept` (out of file descriptors) before the next.
@@ -372,6 +419,10 @@ impl Connector for TlsConnector {
         let tls = self.tls.clone();
         let connect = tower::service_fn(move |uri: Uri| connect(tls.clone(), uri));
         Ok(peer_endpoint(addr)?.connect_with_connector_lazy(connect))
+    }
+
+    fn scheme(&self) -> &'static str {
+        "https"
     }
 }
 

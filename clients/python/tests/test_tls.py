@@ -59,7 +59,7 @@ def test_plain_text_and_untrusting_clients_are_refused_and_write_nothing(
     plain = [url.replace("https://", "http://") for url in tls_cluster.endpoints]
     event = cairn.EventData.json("Placed", {"n": 2})
     with cairn.Client(plain, max_append_attempts=2, request_timeout=2.0) as client:
-        with pytest.raises(cairn.Unavailable):
+        with pytest.raises(cairn.CairnError, match="this node requires TLS"):
             client.append("tls-refused", event)
     other = tmp_path / "other"
     subprocess.run(

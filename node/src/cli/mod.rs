@@ -24,6 +24,8 @@ pub const EXIT_WRONG_EXPECTED_VERSION: u8 = 3;
 pub const EXIT_STREAM_NOT_FOUND: u8 = 4;
 /// Exit status when the stream is deleted (tombstoned): it can never be written again.
 pub const EXIT_STREAM_DELETED: u8 = 5;
+/// Exit status when the node does not accept the client (not authenticated, or not allowed).
+pub const EXIT_NOT_ALLOWED: u8 = 6;
 /// Exit status for anything else that failed.
 pub const EXIT_FAILURE: u8 = 1;
 

@@ -10,7 +10,7 @@ use cairn_client::{Client, ClientConfig, Error, EventData, ExpectedRevision};
 use cairn_node::certs::{Ca, LOCAL_NAMES};
 use cairn_node::network::proto::raft_internal_client::RaftInternalClient;
 use cairn_node::network::proto::RaftBytes;
-use cairn_node::tls::{TlsPaths, TLS_RELOAD_CHECK_INTERVAL_MS};
+use cairn_node::tls::{TlsPaths, PLAIN_TEXT_REFUSAL, TLS_RELOAD_CHECK_INTERVAL_MS};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::harness::{cairn_exe, runtime, TestCluster};
@@ -155,7 +155,7 @@ fn a_tls_cluster_refuses_plain_text_clients_untrusting_clients_and_raft_calls_wi
             .await
             .expect("an append over TLS");
 
-        // Plain text to a TLS node: refused, with a hint at TLS, and nothing written.
+        // Plain text to a TLS node: refused at once, told to use TLS, and nothing written.
         let plain: Vec<String> = (1..=3)
             .map(|id| format!("http://{}", cluster.addr(id)))
             .collect();
@@ -173,8 +173,9 @@ fn a_tls_cluster_refuses_plain_text_clients_untrusting_clients_and_raft_calls_wi
             )
             .await
             .expect_err("a plain-text append to a TLS node");
-        assert!(
-            matches!(&refused, Error::Unavailable(m) if m.contains("https://")),
+        assert_eq!(
+            refused,
+            Error::Unauthenticated(PLAIN_TEXT_REFUSAL.to_owned()),
             "{refused}"
         );
 
@@ -200,16 +201,16 @@ fn a_tls_cluster_refuses_plain_text_clients_untrusting_clients_and_raft_calls_wi
             "{refused}"
         );
 
-        // The command line says the same, exit status 1.
+        // The command line says the same, exit status 6 (not authenticated).
         let cli = Command::new(cairn_exe())
             .args(["append", "secured", "--data", "{}", "--endpoints"])
             .arg(format!("http://{}", cluster.addr(1)))
             .env_clear()
             .output()
             .expect("run cairn");
-        assert_eq!(cli.status.code(), Some(1), "{cli:?}");
+        assert_eq!(cli.status.code(), Some(6), "{cli:?}");
         let stderr = String::from_utf8_lossy(&cli.stderr);
-        assert!(stderr.contains("https://"), "{stderr}");
+        assert!(stderr.contains(PLAIN_TEXT_REFUSAL), "{stderr}");
 
         // The Raft service wants a node certificate: a TLS caller without one is refused on
         // every node, whatever it sends.
