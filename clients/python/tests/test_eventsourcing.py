@@ -27,7 +27,9 @@ from eventsourcing.persistence import (  # noqa: E402
     AggregateRecorder,
     ApplicationRecorder,
     InfrastructureFactory,
+    IntegrityError,
     ProcessRecorder,
+    StoredEvent,
     TrackingRecorder,
 )
 from eventsourcing.tests.application import ExampleApplicationTestCase  # noqa: E402
@@ -197,3 +199,50 @@ del NonInterleavingNotificationIDsBaseCase
 del InfrastructureFactoryTestCase
 del ExampleApplicationTestCase
 del EventSourcedProjectionTestCase
+
+
+# What the mapping adds beyond the library's tests: versions as revisions plus the stream's
+# first version, learnt by a recorder that has never seen the stream.
+
+
+def _events(originator_id: uuid.UUID, versions: range) -> list[StoredEvent]:
+    return [StoredEvent(originator_id, v, f"topic{v}", b"state") for v in versions]
+
+
+def test_a_recorder_that_never_saw_a_stream_appends_at_the_right_revision(
+    client: cairn.Client,
+) -> None:
+    originator = uuid.uuid4()
+    CairnApplicationRecorder(client, "Writer").insert_events(_events(originator, range(1, 3)))
+    # A new recorder (another process, say) guesses "new aggregate", is told otherwise,
+    # learns the stream starts at version 1, and appends version 3 at revision 2.
+    fresh = CairnApplicationRecorder(client, "Writer")
+    (notification_id,) = fresh.insert_events(_events(originator, range(3, 4)))
+    assert [e.originator_version for e in fresh.select_events(originator)] == [1, 2, 3]
+    assert notification_id == fresh.max_notification_id()
+    # Neither a version that exists nor one that skips ahead is accepted.
+    for versions in (range(2, 3), range(5, 6), range(1, 2)):
+        with pytest.raises(IntegrityError):
+            CairnApplicationRecorder(client, "Writer").insert_events(_events(originator, versions))
+    # Ranges beyond the end, backwards.
+    assert [e.originator_version for e in fresh.select_events(originator, lte=9, desc=True)] == [
+        3, 2, 1
+    ]
+    assert [e.originator_version for e in fresh.select_events(originator, gt=1, lte=2)] == [2]
+
+
+def test_one_insert_of_two_aggregates_is_all_or_nothing(client: cairn.Client) -> None:
+    recorder = CairnApplicationRecorder(client, "Pair")
+    first, second = uuid.uuid4(), uuid.uuid4()
+    recorder.insert_events(_events(first, range(0, 1)))
+    ids = recorder.insert_events(_events(second, range(0, 2)) + _events(first, range(1, 2)))
+    assert ids is not None and list(ids) == sorted(ids) and len(set(ids)) == 3
+    notes = recorder.select_notifications(start=ids[0], limit=3)
+    assert [(n.originator_id, n.originator_version) for n in notes] == [
+        (second, 0), (second, 1), (first, 1)
+    ]
+    # `first` at version 1 exists: the new aggregate's events are not written either.
+    third = uuid.uuid4()
+    with pytest.raises(IntegrityError):
+        recorder.insert_events(_events(third, range(0, 1)) + _events(first, range(1, 2)))
+    assert recorder.select_events(third) == []
