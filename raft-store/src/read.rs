@@ -26,6 +26,38 @@ pub enum Direction {
     Backwards,
 }
 
+impl Direction {
+    /// The position (or revision) a read going this way visits after `n`; `None` past the end
+    /// of the number line.
+    fn beyond(self, n: u64) -> Option<u64> {
+        match self {
+            Direction::Forwards => n.checked_add(1),
+            Direction::Backwards => n.checked_sub(1),
+        }
+    }
+}
+
+/// The readers below advance one event per `step`; an error ends the read (`next` is cleared so
+/// the iterator does not go on after it).
+macro_rules! step_iterator {
+    ($reader:ty) => {
+        impl Iterator for $reader {
+            type Item = Result<RecordedEvent, StoreError>;
+
+            fn next(&mut self) -> Option<Self::Item> {
+                match self.step() {
+                    Ok(Some(event)) => Some(Ok(event)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        self.next = None;
+                        Some(Err(e))
+                    }
+                }
+            }
+        }
+    };
+}
+
 /// The last revision of `stream`, or `None` if it has no events.
 pub(crate) fn stream_head(disk: &dyn Disk, stream: &str) -> Result<Option<u64>, StoreError> {
     let last = disk.scan(&keys::stream_range(stream, 0, None), Order::Descending, 1)?;
@@ -407,28 +439,12 @@ impl AllEvents {
         };
         let event = group.take(position);
         self.remaining -= 1;
-        self.next = match self.direction {
-            Direction::Forwards => position.checked_add(1),
-            Direction::Backwards => position.checked_sub(1),
-        };
+        self.next = self.direction.beyond(position);
         Ok(Some(event))
     }
 }
 
-impl Iterator for AllEvents {
-    type Item = Result<RecordedEvent, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
-            Ok(Some(event)) => Some(Ok(event)),
-            Ok(None) => None,
-            Err(e) => {
-                self.next = None;
-                Some(Err(e))
-            }
-        }
-    }
-}
+step_iterator!(AllEvents);
 
 /// Events of one stream in revision order (or reverse).
 pub struct StreamEvents {
@@ -558,28 +574,12 @@ impl StreamEvents {
         let position = group.first_position + (revision - group.group.first_revision);
         let event = group.take(position);
         self.remaining -= 1;
-        self.next = match self.direction {
-            Direction::Forwards => revision.checked_add(1),
-            Direction::Backwards => revision.checked_sub(1),
-        };
+        self.next = self.direction.beyond(revision);
         Ok(Some(event))
     }
 }
 
-impl Iterator for StreamEvents {
-    type Item = Result<RecordedEvent, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
-            Ok(Some(event)) => Some(Ok(event)),
-            Ok(None) => None,
-            Err(e) => {
-                self.next = None;
-                Some(Err(e))
-            }
-        }
-    }
-}
+step_iterator!(StreamEvents);
 
 /// Events of one index in `$all` order (or reverse), with their own stream, revision and
 /// position. Walks the index's runs and reads each event from the group holding it.
@@ -641,28 +641,12 @@ impl IndexEvents {
             ));
         }
         self.remaining -= 1;
-        self.next = match self.direction {
-            Direction::Forwards => position.checked_add(1),
-            Direction::Backwards => position.checked_sub(1),
-        };
+        self.next = self.direction.beyond(position);
         Ok(Some(event))
     }
 }
 
-impl Iterator for IndexEvents {
-    type Item = Result<RecordedEvent, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
-            Ok(Some(event)) => Some(Ok(event)),
-            Ok(None) => None,
-            Err(e) => {
-                self.next = None;
-                Some(Err(e))
-            }
-        }
-    }
-}
+step_iterator!(IndexEvents);
 
 /// Events matching a DCB query in `$all` order (or reverse).
 pub struct QueryEvents {
@@ -706,10 +690,7 @@ impl QueryEvents {
             ));
         }
         self.remaining -= 1;
-        self.next = match self.direction {
-            Direction::Forwards => position.checked_add(1),
-            Direction::Backwards => position.checked_sub(1),
-        };
+        self.next = self.direction.beyond(position);
         Ok(Some(event))
     }
 }
@@ -722,17 +703,4 @@ impl std::fmt::Display for QueryName<'_> {
     }
 }
 
-impl Iterator for QueryEvents {
-    type Item = Result<RecordedEvent, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
-            Ok(Some(event)) => Some(Ok(event)),
-            Ok(None) => None,
-            Err(e) => {
-                self.next = None;
-                Some(Err(e))
-            }
-        }
-    }
-}
+step_iterator!(QueryEvents);
