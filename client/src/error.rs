@@ -35,7 +35,7 @@ pub enum Error {
         actual: Option<u64>,
     },
     /// A DCB append condition failed: an event matching its query is stored at `position`
-    /// (the latest such) after the condition's `after`. A normal outcome, never retried.
+    /// (the first such) after the condition's `after`. A normal outcome, never retried.
     #[error("append condition failed: an event matching the query is at position {position}")]
     ConditionFailed { position: u64 },
     /// A read of a stream that has no events.
