@@ -16,7 +16,8 @@ use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::limits::{Limits, MAX_TAGS_PER_EVENT};
 use crate::records::{write_group, StoredGroup};
-use crate::snapshot::{SnapshotData, MAGIC};
+use crate::frame;
+use crate::snapshot::{trailer_crc, SnapshotData, MAGIC};
 
 /// Keys deleted per batch while clearing the state machine.
 pub const CLEAR_PAGE_KEYS: usize = 4096;
@@ -71,6 +72,9 @@ pub async fn load_snapshot(
         if len == 0 {
             let end_position = reader.read_u64_le().await?;
             let group_count = reader.read_u64_le().await?;
+            if reader.read_u32_le().await? != trailer_crc(end_position, group_count) {
+                return Err(invalid("the trailer fails its checksum"));
+            }
             if end_position != expected_position || group_count != groups_read {
                 return Err(invalid(format!(
                     "trailer says {group_count} groups ending at {end_position}; \
@@ -83,6 +87,7 @@ pub async fn load_snapshot(
             return Err(invalid(format!("frame of {len} bytes exceeds {max_frame}")));
         }
         let position = reader.read_u64_le().await?;
+        let crc = reader.read_u32_le().await?;
         if position != expected_position {
             return Err(invalid(format!(
                 "group at position {position}, expected {expected_position}"
@@ -99,6 +104,11 @@ pub async fn load_snapshot(
             return Err(invalid(format!(
                 "group at position {position} claims {len} bytes; the stream ends after {}",
                 encoded.len()
+            )));
+        }
+        if frame::crc(position, &encoded) != crc {
+            return Err(invalid(format!(
+                "group at position {position} fails its checksum (damaged in transit or in the spool)"
             )));
         }
         let group = StoredGroup::decode("snapshot group", &encoded)?;
