@@ -712,7 +712,7 @@ mod tests {
     }
 
     #[test]
-    fn a_keyed_crc_mismatch_is_a_torn_tail_in_the_last_segment_and_corruption_before_it() {
+    fn a_keyed_bad_frame_is_cut_with_everything_after_it_and_the_whole_frames_after_it_named() {
         let files = Arc::new(MemLogFiles::default());
         let mut dir = open(&files, Layout::Keyed).unwrap();
         write(&mut dir, 0..8);
@@ -720,14 +720,23 @@ mod tests {
         let ids = files.list().unwrap();
         let last = *ids.last().unwrap();
         let last_len = files.len(last).unwrap();
-        // The last byte of the last frame's payload: that frame is cut, the rest stays.
+        // The last byte of the last frame's payload: that frame is cut, the rest stays, and
+        // nothing whole followed it (as after a torn write).
         files.write_at(last, last_len - 1, &[0xff]).unwrap();
         let dir = open(&files, Layout::Keyed).unwrap();
         assert_eq!(read_back(&dir), (0..7).collect::<Vec<_>>());
-        // A damaged header in an earlier segment (a frame under the wrong key) fails the open.
+        let cut = dir.cut().expect("a cut");
+        assert_eq!((cut.key, cut.highest_whole_key), (7, None));
+        // A damaged header in the first segment (a frame under the wrong key): everything
+        // from it on goes, and the cut names the whole frames that went with it.
         files.write_at(ids[0], 8, &[0xee]).unwrap();
-        let err = open(&files, Layout::Keyed).err().expect("open must fail");
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        let dir = open(&files, Layout::Keyed).unwrap();
+        assert_eq!(read_back(&dir), Vec::<u64>::new());
+        let cut = dir.cut().expect("a cut");
+        assert_eq!((cut.key, cut.highest_whole_key), (0, Some(6)));
+        assert!(files.list().unwrap().is_empty(), "{:?}", files.list());
+        // Reopened, the files are whole again: nothing more is cut.
+        assert!(open(&files, Layout::Keyed).unwrap().cut().is_none());
     }
 
     #[test]

@@ -333,25 +333,26 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_frame_before_the_last_segment_is_corruption_not_a_torn_write() {
+    fn a_damaged_frame_anywhere_is_cut_at_open_with_everything_after_it() {
         let files = Arc::new(MemLogFiles::default());
         let log = small_log(&files);
         log.append((1..=12).map(entry)).unwrap();
         log.sync().unwrap();
-        let first = files.list().unwrap()[0];
-        // A damaged payload: found by the read that loads it.
+        let segments = files.list().unwrap();
+        assert!(segments.len() > 2);
+        // A damaged payload in the second segment: the log keeps the entries before it.
+        let second = segments[1];
         files
-            .write_at(first, FRAME_HEADER_BYTES as u64 + 1, &[0xff])
+            .write_at(second, FRAME_HEADER_BYTES as u64 + 1, &[0xff])
             .unwrap();
         let log = small_log(&files);
-        let err = log.read(first, first + 1, 1, usize::MAX).unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
-        // A damaged header (an entry under the wrong index): found at open.
-        files.write_at(first, 8, &[0xee]).unwrap();
-        let err = SegmentLog::open_with_segment_bytes(files.clone(), 64)
-            .err()
-            .expect("open must fail");
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert_eq!(all(&log), (1..second).collect::<Vec<_>>());
+        assert_eq!(log.last_log_id().map(|l| l.index), Some(second - 1));
+        let cut = log.cut().expect("a cut");
+        assert_eq!((cut.key, cut.highest_whole_key), (second, Some(12)));
+        // Appending goes on from there (the leader sends the rest).
+        log.append((second..=12).map(entry)).unwrap();
+        assert_eq!(all(&log), (1..=12).collect::<Vec<_>>());
     }
 
     #[test]
