@@ -27,6 +27,7 @@ use crate::leadership::{transfer_leadership, HandoffError};
 use crate::metrics::NodeMetrics;
 use crate::network::proto::raft_internal_server::RaftInternalServer;
 use crate::network::{Connector, NetworkFactory, RaftService, MAX_RAFT_MESSAGE_BYTES};
+use crate::repair::Repair;
 use crate::timing::{
     ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_INTERVAL_MS,
     RESTART_ELECTION_GRACE_MS,
@@ -92,6 +93,8 @@ pub struct Node {
     pub raft: Raft,
     /// The store's disk: a snapshot received from the leader is spooled in its scratch space.
     disk: Arc<dyn Disk>,
+    /// Whether the store is being repaired from the others (then this node does not vote).
+    repair: Arc<Repair>,
     /// Reads this node's applied state directly (what the simulation's checker compares).
     pub reader: EventReader,
     /// What this node counts (appends, subscriptions); `/metrics` renders it.
@@ -117,6 +120,7 @@ pub async fn start(
         "store opened"
     );
     let reader = store.reader.clone();
+    let (damage, repair_until) = (store.damage, store.repair_until);
     let raft = Raft::new(
         id,
         raft_config(setup.snapshots)?,
@@ -125,10 +129,22 @@ pub async fn start(
         store.state_machine,
     )
     .await?;
+    let metrics = Arc::new(NodeMetrics::new());
+    let repair = Repair::start(
+        id,
+        &raft,
+        disk.clone(),
+        &damage,
+        repair_until,
+        metrics.clone(),
+    );
     if raft.is_initialized().await? {
-        hold_elections_until_a_leader_is_heard(&raft, id);
+        hold_elections_until_a_leader_is_heard(&raft, id, repair.clone());
     }
-    bootstrap(&setup, &raft).await?;
+    if !repair.is_active() {
+        // A node repairing its store waits for the cluster it belongs to: never a new one.
+        bootstrap(&setup, &raft).await?;
+    }
 
     let feed = LiveFeed::start(reader.clone(), applied_watch(&raft), LIVE_BUFFER_EVENTS)?;
     let standing = crate::standing::watch(id, raft.clone(), connector.clone());
@@ -140,12 +156,14 @@ pub async fn start(
         connector,
         feed,
         standing,
+        metrics,
     );
     tracing::info!(node = id, peers = ?setup.peers, "serving");
     Ok(Node {
         id,
         raft,
         disk,
+        repair,
         reader,
         metrics: ctx.metrics.clone(),
         ctx,
@@ -174,6 +192,7 @@ impl Node {
             raft,
             ctx,
             disk,
+            repair,
             ..
         } = self;
         // First the signal, then (if this node leads) the handoff, while the server still runs:
@@ -192,7 +211,12 @@ impl Node {
             .http2_keepalive_interval(Some(Duration::from_millis(SERVER_KEEPALIVE_INTERVAL_MS)))
             .http2_keepalive_timeout(Some(Duration::from_millis(SERVER_KEEPALIVE_TIMEOUT_MS)))
             .add_service(
-                RaftInternalServer::new(RaftService::new(raft.clone(), disk, streams_stopped))
+                RaftInternalServer::new(RaftService::new(
+                    raft.clone(),
+                    disk,
+                    streams_stopped,
+                    repair,
+                ))
                     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             )
@@ -218,8 +242,9 @@ impl Node {
 }
 
 /// See [`RESTART_ELECTION_GRACE_MS`]. Only elections by timeout are held back; a leader's
-/// handoff (`TimeoutNow`) still works.
-fn hold_elections_until_a_leader_is_heard(raft: &Raft, id: NodeId) {
+/// handoff (`TimeoutNow`) still works. A node repairing its store (`repair`) holds them until
+/// the repair ends instead.
+fn hold_elections_until_a_leader_is_heard(raft: &Raft, id: NodeId, repair: Arc<Repair>) {
     raft.runtime_config().elect(false);
     let raft = raft.clone();
     tokio::spawn(async move {
@@ -242,7 +267,9 @@ fn hold_elections_until_a_leader_is_heard(raft: &Raft, id: NodeId) {
                 "no leader heard since the restart; elections allowed"
             );
         }
-        raft.runtime_config().elect(true);
+        if !repair.is_active() {
+            raft.runtime_config().elect(true);
+        }
     });
 }
 

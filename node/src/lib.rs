@@ -1,7 +1,7 @@
 //! # cairn-node
 //!
 //! The Cairn server: openraft over tonic between nodes (`network`), the public gRPC services
-//! (`api`), the wiring that runs a node (`app`), leadership handoff (`leadership`); readiness
+//! (`api`), the wiring that runs a node (`app`), leadership handoff (`leadership`), repair of a damaged store from the others (`repair`); readiness
 //! (`health`), metrics (`metrics`) and the HTTP endpoint that serves them (`http`). The
 //! `cairn` binary (server and command line) lives in `main.rs` and `cli/`.
 
@@ -18,6 +18,7 @@ pub mod leadership;
 pub mod local;
 pub mod metrics;
 pub mod network;
+pub mod repair;
 pub mod standing;
 pub mod timing;
 

@@ -52,7 +52,13 @@ pub struct NodeMetrics {
     ready: IntGauge,
     events: IntGauge,
     storage_bytes: IntGauge,
+    corruption_detected: IntCounterVec,
+    repairs: IntCounter,
+    repairing: IntGauge,
 }
+
+/// The `file` label of `cairn_corruption_detected_total`: the kinds of file a node checks.
+pub const CORRUPTION_FILES: &[&str] = &["raft-log", "event-groups", "snapshot"];
 
 /// What a scrape reads besides Raft: the store's event count and size, if they could be read.
 #[derive(Debug, Default, Clone, Copy)]
@@ -140,7 +146,36 @@ impl NodeMetrics {
         registry
             .register(Box::new(replication_lag.clone()))
             .expect("registered once");
+        let corruption_detected = IntCounterVec::new(
+            Opts::new(
+                "cairn_corruption_detected_total",
+                "Damage this node found in its files (at start) or in a snapshot it received, by kind of file",
+            ),
+            &["file"],
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(corruption_detected.clone()))
+            .expect("registered once");
+        for file in CORRUPTION_FILES {
+            corruption_detected.with_label_values(&[file]);
+        }
+        let repairs = IntCounter::new(
+            "cairn_repairs_total",
+            "Repairs of this node's store from the leader that completed",
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(repairs.clone()))
+            .expect("registered once");
         NodeMetrics {
+            corruption_detected,
+            repairs,
+            repairing: gauge(
+                &registry,
+                "cairn_repairing",
+                "1 while this node repairs its store from the leader (it does not vote meanwhile)",
+            ),
             subscriptions: gauge(
                 &registry,
                 "cairn_subscriptions",
@@ -228,6 +263,20 @@ impl NodeMetrics {
             Ok(None) | Err(_) => RESULT_ERROR,
         };
         self.appends.with_label_values(&[label]).inc();
+    }
+
+    /// Counts damage found in a file of kind `file` (one of `CORRUPTION_FILES`).
+    pub fn corruption_detected(&self, file: &str) {
+        self.corruption_detected.with_label_values(&[file]).inc();
+    }
+
+    pub fn repair_started(&self) {
+        self.repairing.set(1);
+    }
+
+    pub fn repair_finished(&self) {
+        self.repairing.set(0);
+        self.repairs.inc();
     }
 
     /// Counts a subscription until the returned guard is dropped.

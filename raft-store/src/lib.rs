@@ -59,7 +59,7 @@ pub use snapshot::{
     SnapshotData, MAX_SNAPSHOT_MEMORY_SPOOL_BYTES, MAX_SNAPSHOT_SPOOL_BYTES, SNAPSHOT_GROUPS_PER_CHUNK,
 };
 pub use state_machine::{
-    SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS,
+    verify_snapshot, SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS,
 };
 pub use types::*;
 

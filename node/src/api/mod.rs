@@ -66,6 +66,7 @@ impl NodeContext {
         connector: Arc<dyn Connector>,
         feed: LiveFeed,
         standing: tokio::sync::watch::Receiver<Standing>,
+        metrics: Arc<NodeMetrics>,
     ) -> Arc<Self> {
         Arc::new(NodeContext {
             id,
@@ -75,7 +76,7 @@ impl NodeContext {
             limits,
             connector,
             feed,
-            metrics: Arc::new(NodeMetrics::new()),
+            metrics,
             gate: ProposalGate::default(),
             membership_lock: tokio::sync::Mutex::new(()),
             standing,

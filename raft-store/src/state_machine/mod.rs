@@ -20,6 +20,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{OptionalSend, RaftSnapshotBuilder};
 
 pub use apply::{MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS};
+pub use install::verify_snapshot;
 
 use crate::codec::encode;
 use crate::disk::{sync_async, Disk, WriteBatch};

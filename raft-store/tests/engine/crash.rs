@@ -80,6 +80,9 @@ fn a_crash_keeping_any_prefix_of_unflushed_batches_leaves_a_consistent_store() {
                 let mut s = TestStore::on(disk.clone(), None);
                 let entries = log_entries(1, 5);
                 s.store.log.blocking_append(entries.clone()).await.unwrap();
+                // The log's synced mark is a keyspace write of its own: made durable here, so
+                // that the unflushed batches are the state machine's.
+                disk.sync().unwrap();
                 for entry in entries {
                     s.sm().apply_entries(vec![entry]).await.unwrap();
                 }
