@@ -50,6 +50,10 @@ pub struct NodeArgs {
     /// when not) without starting anything or creating the data directory.
     #[arg(long, env = "CAIRN_CHECK_CONFIG", value_parser = FalseyValueParser::new())]
     pub check_config: bool,
+    /// Take a snapshot every this many log entries (default: SNAPSHOT_EVERY_LOG_ENTRIES).
+    /// Hidden: for tests that need snapshots of a small store (corruption repair).
+    #[arg(long, env = "CAIRN_SNAPSHOT_EVERY", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,7 +365,13 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         id: config.id,
         peers: config.peers,
         limits: Limits::default(),
-        snapshots: SnapshotSettings::default(),
+        snapshots: match args.snapshot_every {
+            Some(every_log_entries) => SnapshotSettings {
+                every_log_entries,
+                log_entries_kept: every_log_entries / 5,
+            },
+            None => SnapshotSettings::default(),
+        },
     };
     let node = match cairn_node::start(setup, disk.clone(), Arc::new(TcpConnector)).await {
         Ok(node) => node,

@@ -79,14 +79,22 @@ pub fn check_groups(
     groups: &GroupFiles,
 ) -> Result<Option<DamagedGroups>, StoreError> {
     let end = groups_end_below(disk, u64::MAX)?;
-    let Some((offset, detail)) = groups.first_bad_frame(end)? else {
-        return Ok(None);
-    };
     let snapshot_end = match read_snapshot_record(disk)? {
         Some(record) => groups_end_below(disk, record.end_position)?,
         None => 0,
     };
-    Ok(Some(DamagedGroups {
+    let bad = match groups.first_bad_frame(end)? {
+        Some(bad) => Some(bad),
+        // Files that end before the snapshot's groups do lost bytes that were synced (a
+        // snapshot syncs the files first). Past the snapshot, a power loss can do the same
+        // (`recover` rolls back, as it always did).
+        None if groups.end() < snapshot_end => Some((
+            groups.end(),
+            format!("the files end at {} before the snapshot's groups do, at {snapshot_end}", groups.end()),
+        )),
+        None => None,
+    };
+    Ok(bad.map(|(offset, detail)| DamagedGroups {
         offset,
         detail,
         below_snapshot: offset < snapshot_end,
