@@ -82,6 +82,11 @@ pub fn raft_config(snapshots: SnapshotSettings) -> anyhow::Result<Arc<Config>> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshots.every_log_entries),
         max_in_snapshot_log_to_keep: snapshots.log_entries_kept,
         max_payload_entries: MAX_ENTRIES_PER_REPLICATION,
+        // A node that repaired a damaged store comes back with a shorter log than its leader
+        // saw it acknowledge (`repair`); without this the leader stops on openraft's
+        // reversion check (it panicked in the corruption test). The repair keeps it safe: the
+        // node does not vote until it holds again what it may have acknowledged.
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     Ok(Arc::new(config.validate()?))

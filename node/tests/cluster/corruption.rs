@@ -26,6 +26,8 @@ const APPENDS_BEFORE: usize = 300;
 const MARK_SETTLE: Duration = Duration::from_millis(1500);
 /// How long a repair may take before the test fails (the issue asks for 30 s; printed).
 const REPAIR_WAIT: Duration = Duration::from_secs(90);
+/// Lines of a node's log shown when it fails to repair.
+const LOG_LINES_SHOWN: usize = 60;
 /// Bytes overwritten by a flip.
 const FLIPPED_BYTES: usize = 8;
 
@@ -137,9 +139,11 @@ async fn wait_whole(cluster: &TestCluster, victim: u64, restarted: Instant) -> D
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let log = std::fs::read_to_string(cluster.log_path(victim)).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(LOG_LINES_SHOWN).collect();
     panic!(
-        "node {victim} was not whole again within {REPAIR_WAIT:?} (last: {last}); logs in {:?}",
-        cluster.data_root()
+        "node {victim} was not whole again within {REPAIR_WAIT:?} (last: {last}); the end of its log:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     );
 }
 
