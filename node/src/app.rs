@@ -222,8 +222,8 @@ impl Node {
                     streams_stopped,
                     repair,
                 ))
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             )
             .add_service(
                 StreamsServer::new(StreamsService::new(ctx.clone()))

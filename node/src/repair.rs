@@ -144,7 +144,13 @@ impl Repair {
     /// Counts and logs a snapshot received damaged (refused before Raft sees it).
     pub fn snapshot_damaged(&self, detail: &str) {
         self.metrics.corruption_detected("snapshot");
-        tracing::error!(node = self.id, file = "snapshot", found = detail, action = "refused; the leader sends it again", "corruption detected");
+        tracing::error!(
+            node = self.id,
+            file = "snapshot",
+            found = detail,
+            action = "refused; the leader sends it again",
+            "corruption detected"
+        );
     }
 
     pub fn is_active(&self) -> bool {

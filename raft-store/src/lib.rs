@@ -56,10 +56,12 @@ pub use read::{
     MAX_CACHED_VISIBILITIES,
 };
 pub use snapshot::{
-    SnapshotData, MAX_SNAPSHOT_MEMORY_SPOOL_BYTES, MAX_SNAPSHOT_SPOOL_BYTES, SNAPSHOT_GROUPS_PER_CHUNK,
+    SnapshotData, MAX_SNAPSHOT_MEMORY_SPOOL_BYTES, MAX_SNAPSHOT_SPOOL_BYTES,
+    SNAPSHOT_GROUPS_PER_CHUNK,
 };
 pub use state_machine::{
-    verify_snapshot, SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS,
+    verify_snapshot, SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES,
+    MAX_UNFLUSHED_CONDITION_EVENTS,
 };
 pub use types::*;
 

@@ -354,7 +354,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if self.synced_mark().or_storage(Failed::WriteLogs)? >= Some(from) {
             let mut batch = WriteBatch::default();
             match from.checked_sub(1) {
-                Some(kept) => batch.put(keys::LOG_SYNCED, encode(&kept).or_storage(Failed::WriteLogs)?),
+                Some(kept) => batch.put(
+                    keys::LOG_SYNCED,
+                    encode(&kept).or_storage(Failed::WriteLogs)?,
+                ),
                 None => batch.delete(keys::LOG_SYNCED),
             }
             self.disk.write(batch).or_storage(Failed::WriteLogs)?;

@@ -313,7 +313,12 @@ impl SegmentFiles {
                 dir.segments.insert(id, segment);
             }
             if let Some(problem) = problem {
-                dir.cut_at(id, len, next_key, format!("segment {id}: {problem} at byte {len}"))?;
+                dir.cut_at(
+                    id,
+                    len,
+                    next_key,
+                    format!("segment {id}: {problem} at byte {len}"),
+                )?;
             } else if len == 0 {
                 // Created, then a crash before its first frame was durable; or, before the
                 // last segment, a segment that lost its frames.
@@ -468,11 +473,17 @@ impl SegmentFiles {
                 let h = Header::parse(&header).expect("a whole header was read");
                 if u64::from(h.len) > MAX_FRAME_PAYLOAD_BYTES || at + h.frame_bytes() > segment.len
                 {
-                    return Ok(Some((offset, format!("a frame of {} bytes past the end", h.len))));
+                    return Ok(Some((
+                        offset,
+                        format!("a frame of {} bytes past the end", h.len),
+                    )));
                 }
                 payload.resize(h.len as usize, 0);
-                self.files
-                    .read_exact_at(segment.id, at + FRAME_HEADER_BYTES as u64, &mut payload)?;
+                self.files.read_exact_at(
+                    segment.id,
+                    at + FRAME_HEADER_BYTES as u64,
+                    &mut payload,
+                )?;
                 if !h.holds(&payload) {
                     return Ok(Some((offset, "a checksum mismatch".into())));
                 }

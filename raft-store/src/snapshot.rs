@@ -330,7 +330,9 @@ impl AsyncWrite for SnapshotData {
         if this.spooled + data.len() as u64 > limit {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::FileTooLarge,
-                format!("a snapshot of more than {limit} bytes (MAX_SNAPSHOT_SPOOL_BYTES) is refused"),
+                format!(
+                    "a snapshot of more than {limit} bytes (MAX_SNAPSHOT_SPOOL_BYTES) is refused"
+                ),
             )));
         }
         let written = match &mut this.inner {

@@ -58,6 +58,8 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
+    /// Made once, by `app::start`, from the pieces of the node's wiring it made before.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         raft: Raft,

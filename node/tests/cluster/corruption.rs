@@ -84,7 +84,11 @@ fn harm_store(store: &Path, harm: Harm) -> String {
     assert!(len > 64, "{path:?} holds {len} bytes: too few to damage");
     match harm {
         Harm::FlipLog | Harm::FlipGroups => {
-            let at = if matches!(harm, Harm::FlipLog) { len / 2 } else { len / 3 };
+            let at = if matches!(harm, Harm::FlipLog) {
+                len / 2
+            } else {
+                len / 3
+            };
             let mut bytes = [0u8; FLIPPED_BYTES];
             file.read_exact_at(&mut bytes, at).expect("read");
             for b in &mut bytes {
@@ -193,7 +197,11 @@ fn damaged_files_on_one_node_are_found_never_served_and_repaired_from_the_others
             println!(
                 "{harm:?} on node {victim} ({}): {done}; whole again {} ms after the restart; \
                  corruption detected: {}; repairs: {}; acknowledged appends meanwhile: {}",
-                if former_leader { "former leader" } else { "follower" },
+                if former_leader {
+                    "former leader"
+                } else {
+                    "follower"
+                },
                 took.as_millis(),
                 found.join(" "),
                 metrics.value("cairn_repairs_total", &[]),
@@ -201,7 +209,8 @@ fn damaged_files_on_one_node_are_found_never_served_and_repaired_from_the_others
             );
             if matches!(harm, Harm::FlipLog | Harm::FlipGroups) {
                 assert!(
-                    metrics.value("cairn_corruption_detected_total", &[("file", harm.dir())]) >= 1.0,
+                    metrics.value("cairn_corruption_detected_total", &[("file", harm.dir())])
+                        >= 1.0,
                     "node {victim} did not count the damage to {}",
                     harm.dir()
                 );

@@ -46,7 +46,10 @@ impl TestCluster {
     }
 
     /// `start`, with the cluster set up by `configure` first (launchers, initial members).
-    pub fn start_with(nodes: usize, configure: impl FnOnce(LocalCluster) -> LocalCluster) -> TestCluster {
+    pub fn start_with(
+        nodes: usize,
+        configure: impl FnOnce(LocalCluster) -> LocalCluster,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = LocalCluster::on_free_ports(cairn_exe(), dir.path(), nodes).expect("ports");
         let mut cluster = configure(cluster);

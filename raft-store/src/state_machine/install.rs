@@ -11,12 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 
 use crate::disk::{delete_range, Disk, WriteBatch};
 use crate::error::StoreError;
+use crate::frame;
 use crate::group_files::GroupFiles;
 use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::limits::{Limits, MAX_TAGS_PER_EVENT};
 use crate::records::{write_group, StoredGroup};
-use crate::frame;
 use crate::segment_file::MAX_FRAME_PAYLOAD_BYTES;
 use crate::snapshot::{trailer_crc, SnapshotData, MAGIC};
 

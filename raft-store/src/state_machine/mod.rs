@@ -154,19 +154,22 @@ impl StateMachineStore {
         };
         let applied = recover::recover(disk.as_ref(), &groups, log_end)?;
         let own_id_keys = AtomicBool::new(crate::id_index::any_own_keys(disk.as_ref())?);
-        Ok((StateMachineStore {
-            shared: Arc::new(Shared {
-                disk,
-                groups,
-                limits,
-                generation: Arc::new(AtomicU64::new(0)),
-                snapshot_lock: tokio::sync::Mutex::new(()),
-                opened_at_position: applied.next_position,
-                own_id_keys,
-            }),
-            applied,
-            clock: None,
-        }, damage))
+        Ok((
+            StateMachineStore {
+                shared: Arc::new(Shared {
+                    disk,
+                    groups,
+                    limits,
+                    generation: Arc::new(AtomicU64::new(0)),
+                    snapshot_lock: tokio::sync::Mutex::new(()),
+                    opened_at_position: applied.next_position,
+                    own_id_keys,
+                }),
+                applied,
+                clock: None,
+            },
+            damage,
+        ))
     }
 
     /// Reads the applied state beside `apply`.

@@ -90,7 +90,10 @@ pub fn check_groups(
         // (`recover` rolls back, as it always did).
         None if groups.end() < snapshot_end => Some((
             groups.end(),
-            format!("the files end at {} before the snapshot's groups do, at {snapshot_end}", groups.end()),
+            format!(
+                "the files end at {} before the snapshot's groups do, at {snapshot_end}",
+                groups.end()
+            ),
         )),
         None => None,
     };
