@@ -52,8 +52,8 @@ pub use log_store::{LogStore, MAX_LOG_BYTES_PER_READ, MAX_LOG_ENTRIES_PER_READ};
 pub use query::query_matches;
 pub use raft_types::*;
 pub use read::{
-    AllEvents, Direction, EventReader, IndexEvents, QueryEvents, StreamEvents, StreamStatus,
-    MAX_CACHED_VISIBILITIES,
+    AllEvents, AllStored, Direction, EventReader, IndexEvents, IndexStored, QueryEvents,
+    QueryStored, Retained, Retention, StreamEvents, StreamStatus, MAX_CACHED_VISIBILITIES,
 };
 pub use snapshot::{
     SnapshotData, MAX_SNAPSHOT_MEMORY_SPOOL_BYTES, MAX_SNAPSHOT_SPOOL_BYTES,

@@ -70,6 +70,54 @@ fn visibility(
     state.visibility(head, || log_clock(disk, groups, applied_end(disk)?))
 }
 
+/// What retention shows, judged event by event: the one mechanism every read of `$all`, of an
+/// index (`$ce-`, `$et-`, `$tag-`) and of a DCB query, and every subscription's live feed,
+/// passes its events through. It remembers each stream's visibility (at most
+/// `MAX_CACHED_VISIBILITIES` streams; past it the memory is cleared and filled again, costing
+/// lookups, not correctness) for as long as its owner says the answer holds: one read, or a
+/// subscription until the stream's metastream changes (`forget`).
+#[derive(Default)]
+pub struct Retention {
+    visibilities: HashMap<String, Visibility>,
+}
+
+impl Retention {
+    pub fn new() -> Self {
+        Retention::default()
+    }
+
+    /// Whether retention shows `stream`'s event at `revision`, created at `created_unix_ms`.
+    fn shows(
+        &mut self,
+        disk: &dyn Disk,
+        groups: &GroupFiles,
+        stream: &str,
+        revision: u64,
+        created_unix_ms: u64,
+    ) -> Result<bool, StoreError> {
+        if crate::faults::active().show_hidden_events {
+            return Ok(true);
+        }
+        let visibility = match self.visibilities.get(stream) {
+            Some(v) => *v,
+            None => {
+                let v = visibility(disk, groups, stream)?;
+                if self.visibilities.len() >= MAX_CACHED_VISIBILITIES {
+                    self.visibilities.clear();
+                }
+                self.visibilities.insert(stream.to_owned(), v);
+                v
+            }
+        };
+        Ok(visibility.shows(revision, created_unix_ms))
+    }
+
+    /// Forgets what it knew of `stream` (its metadata or deletes changed).
+    pub fn forget(&mut self, stream: &str) {
+        self.visibilities.remove(stream);
+    }
+}
+
 /// Where a stream stands, as reads and subscriptions see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamStatus {
@@ -231,6 +279,23 @@ impl EventReader {
         visibility(self.disk.as_ref(), &self.groups, stream)
     }
 
+    /// Whether retention shows this event of `stream`; `retention` remembers what it looked up.
+    pub fn shows(
+        &self,
+        retention: &mut Retention,
+        stream: &str,
+        revision: u64,
+        created_unix_ms: u64,
+    ) -> Result<bool, StoreError> {
+        retention.shows(
+            self.disk.as_ref(),
+            &self.groups,
+            stream,
+            revision,
+            created_unix_ms,
+        )
+    }
+
     /// The `$all` position of the event with this id, if stored.
     pub fn position_of_event(&self, id: &uuid::Uuid) -> Result<Option<u64>, StoreError> {
         crate::id_index::stored_position(self.disk.as_ref(), id)
@@ -239,23 +304,32 @@ impl EventReader {
     /// `$all` from `from` (inclusive; backwards from `u64::MAX` means from the end), at most
     /// `max_count` events.
     pub fn read_all(&self, from: u64, direction: Direction, max_count: u64) -> AllEvents {
-        AllEvents {
-            retention: true,
+        let stored = AllStored {
             disk: self.disk.clone(),
             groups: self.groups.clone(),
             next: Some(from),
             direction,
-            remaining: max_count,
             current: None,
-            visibilities: HashMap::new(),
+        };
+        self.retained(stored, max_count)
+    }
+
+    /// `stored` with retention applied, at most `max_count` shown events.
+    fn retained<S>(&self, stored: S, max_count: u64) -> Retained<S> {
+        Retained {
+            stored,
+            retention: Some(Retention::new()),
+            disk: self.disk.clone(),
+            groups: self.groups.clone(),
+            remaining: max_count,
         }
     }
 
     /// `$all` as stored, with the events retention hides: for the live feed, whose
     /// subscribers judge each event themselves (a position must never go missing from it).
     pub fn read_all_stored(&self, from: u64, direction: Direction, max_count: u64) -> AllEvents {
-        AllEvents {
-            retention: false,
+        Retained {
+            retention: None,
             ..self.read_all(from, direction, max_count)
         }
     }
@@ -269,16 +343,16 @@ impl EventReader {
         direction: Direction,
         max_count: u64,
     ) -> IndexEvents {
-        IndexEvents {
+        let stored = IndexStored {
             disk: self.disk.clone(),
             groups: self.groups.clone(),
             index: index.clone(),
             next: Some(from),
             direction,
-            remaining: max_count,
             run: None,
             current: None,
-        }
+        };
+        self.retained(stored, max_count)
     }
 
     /// The `$all` position of the last event in an index, if it has any: one reverse seek,
@@ -298,15 +372,15 @@ impl EventReader {
         direction: Direction,
         max_count: u64,
     ) -> QueryEvents {
-        QueryEvents {
+        let stored = QueryStored {
             disk: self.disk.clone(),
             groups: self.groups.clone(),
             query: query.clone(),
             next: Some(from),
             direction,
-            remaining: max_count,
             current: None,
-        }
+        };
+        self.retained(stored, max_count)
     }
 
     /// One stream from revision `from` (inclusive; backwards from `u64::MAX` means from the
@@ -331,55 +405,76 @@ impl EventReader {
     }
 }
 
-/// Events of `$all` in position order (or reverse).
-pub struct AllEvents {
+/// A read with retention applied: the events its stored read yields that retention shows,
+/// at most `remaining` of them (hidden ones do not count).
+pub struct Retained<S> {
+    stored: S,
+    /// `None`: every stored event is shown (the live feed's read).
+    retention: Option<Retention>,
+    disk: Arc<dyn Disk>,
+    groups: Arc<GroupFiles>,
+    remaining: u64,
+}
+
+impl<S: Iterator<Item = Result<RecordedEvent, StoreError>>> Iterator for Retained<S> {
+    type Item = Result<RecordedEvent, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.remaining > 0 {
+            let event = match self.stored.next()? {
+                Ok(event) => event,
+                Err(e) => {
+                    self.remaining = 0;
+                    return Some(Err(e));
+                }
+            };
+            let shown = match self.retention.as_mut() {
+                None => Ok(true),
+                Some(retention) => retention.shows(
+                    self.disk.as_ref(),
+                    &self.groups,
+                    &event.stream,
+                    event.revision,
+                    event.created_unix_ms,
+                ),
+            };
+            match shown {
+                Ok(true) => {
+                    self.remaining -= 1;
+                    return Some(Ok(event));
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.remaining = 0;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// `$all` in position order (or reverse), retention applied.
+pub type AllEvents = Retained<AllStored>;
+/// One index in `$all` order (or reverse), retention applied.
+pub type IndexEvents = Retained<IndexStored>;
+/// The events matching a DCB query in `$all` order (or reverse), retention applied.
+pub type QueryEvents = Retained<QueryStored>;
+
+/// Events of `$all` in position order (or reverse), as stored.
+pub struct AllStored {
     disk: Arc<dyn Disk>,
     groups: Arc<GroupFiles>,
     next: Option<u64>,
     direction: Direction,
-    remaining: u64,
     current: Option<LoadedGroup>,
-    /// Of the streams met so far (at most `MAX_CACHED_VISIBILITIES`).
-    visibilities: HashMap<String, Visibility>,
-    /// Whether events retention hides are left out.
-    retention: bool,
 }
 
-impl AllEvents {
-    /// The next event that retention does not hide.
-    fn step(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
-        if !self.retention {
-            return self.step_stored();
-        }
-        while let Some(event) = self.step_stored()? {
-            let visibility = match self.visibilities.get(&event.stream) {
-                Some(v) => *v,
-                None => {
-                    let v = visibility(self.disk.as_ref(), &self.groups, &event.stream)?;
-                    if self.visibilities.len() >= MAX_CACHED_VISIBILITIES {
-                        self.visibilities.clear();
-                    }
-                    self.visibilities.insert(event.stream.clone(), v);
-                    v
-                }
-            };
-            if visibility.shows(event.revision, event.created_unix_ms)
-                || crate::faults::active().show_hidden_events
-            {
-                return Ok(Some(event));
-            }
-            self.remaining += 1;
-        }
-        Ok(None)
-    }
-
+impl AllStored {
     fn step_stored(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
         let Some(mut position) = self.next else {
             return Ok(None);
         };
-        if self.remaining == 0 {
-            return Ok(None);
-        }
         if !self
             .current
             .as_ref()
@@ -406,7 +501,6 @@ impl AllEvents {
             return Ok(None);
         };
         let event = group.take(position);
-        self.remaining -= 1;
         self.next = match self.direction {
             Direction::Forwards => position.checked_add(1),
             Direction::Backwards => position.checked_sub(1),
@@ -415,11 +509,11 @@ impl AllEvents {
     }
 }
 
-impl Iterator for AllEvents {
+impl Iterator for AllStored {
     type Item = Result<RecordedEvent, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
+        match self.step_stored() {
             Ok(Some(event)) => Some(Ok(event)),
             Ok(None) => None,
             Err(e) => {
@@ -581,20 +675,20 @@ impl Iterator for StreamEvents {
     }
 }
 
-/// Events of one index in `$all` order (or reverse), with their own stream, revision and
-/// position. Walks the index's runs and reads each event from the group holding it.
-pub struct IndexEvents {
+/// Events of one index in `$all` order (or reverse), as stored, with their own stream,
+/// revision and position. Walks the index's runs and reads each event from the group
+/// holding it.
+pub struct IndexStored {
     disk: Arc<dyn Disk>,
     groups: Arc<GroupFiles>,
     index: IndexName,
     next: Option<u64>,
     direction: Direction,
-    remaining: u64,
     run: Option<Run>,
     current: Option<LoadedGroup>,
 }
 
-impl IndexEvents {
+impl IndexStored {
     /// The run to read next from `position`, and the position in it: forwards, the run holding
     /// `position` or the first after it; backwards, the last run at or before it.
     fn seek(&self, position: u64) -> Result<Option<(Run, u64)>, StoreError> {
@@ -613,9 +707,6 @@ impl IndexEvents {
         let Some(mut position) = self.next else {
             return Ok(None);
         };
-        if self.remaining == 0 {
-            return Ok(None);
-        }
         if !self.run.is_some_and(|run| run.contains(position)) {
             let Some((run, at)) = self.seek(position)? else {
                 self.next = None;
@@ -640,7 +731,6 @@ impl IndexEvents {
                 format!("{} points at {position}, which is not in it", self.index),
             ));
         }
-        self.remaining -= 1;
         self.next = match self.direction {
             Direction::Forwards => position.checked_add(1),
             Direction::Backwards => position.checked_sub(1),
@@ -649,7 +739,7 @@ impl IndexEvents {
     }
 }
 
-impl Iterator for IndexEvents {
+impl Iterator for IndexStored {
     type Item = Result<RecordedEvent, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -664,25 +754,21 @@ impl Iterator for IndexEvents {
     }
 }
 
-/// Events matching a DCB query in `$all` order (or reverse).
-pub struct QueryEvents {
+/// Events matching a DCB query in `$all` order (or reverse), as stored.
+pub struct QueryStored {
     disk: Arc<dyn Disk>,
     groups: Arc<GroupFiles>,
     query: Query,
     next: Option<u64>,
     direction: Direction,
-    remaining: u64,
     current: Option<LoadedGroup>,
 }
 
-impl QueryEvents {
+impl QueryStored {
     fn step(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
         let Some(from) = self.next else {
             return Ok(None);
         };
-        if self.remaining == 0 {
-            return Ok(None);
-        }
         let disk = self.disk.as_ref();
         let found = match (self.query.items.is_empty(), self.direction) {
             // Every event matches: positions are gapless below the applied end.
@@ -705,7 +791,6 @@ impl QueryEvents {
                 format!("the query's indexes point at {position}, which does not match it"),
             ));
         }
-        self.remaining -= 1;
         self.next = match self.direction {
             Direction::Forwards => position.checked_add(1),
             Direction::Backwards => position.checked_sub(1),
@@ -722,7 +807,7 @@ impl std::fmt::Display for QueryName<'_> {
     }
 }
 
-impl Iterator for QueryEvents {
+impl Iterator for QueryStored {
     type Item = Result<RecordedEvent, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {

@@ -1,5 +1,6 @@
 //! Stream lifecycle end to end through the CLI against real processes: metadata, soft delete
-//! and recreation, tombstone (exit 5), retention on reads, every node agreeing, bad input.
+//! and recreation, tombstone (exit 5), retention on stream, `$all`, index and DCB reads, every
+//! node agreeing, bad input.
 
 use std::process::{Command, Output};
 
@@ -105,6 +106,35 @@ fn stream_meta_delete_and_tombstone_through_the_cli_agree_on_every_node() {
         .map(|(_, r)| r)
         .collect();
     assert_eq!(of_orders_1, vec![3, 4], "$all hides what max count hides");
+    // So do the index reads and DCB queries, through one mechanism (one check each).
+    let orders_in = |args: &[&str]| -> Vec<(String, u64)> {
+        let out = cairn(&endpoints, args);
+        assert_eq!(code(&out), Some(0), "{args:?}: {out:?}");
+        json_lines(&out)
+            .iter()
+            .map(|e| {
+                let stream = e["stream"].as_str().expect("stream").to_owned();
+                (stream, e["revision"].as_u64().expect("revision"))
+            })
+            .filter(|(stream, _)| stream.starts_with("orders-"))
+            .collect()
+    };
+    let shown = vec![
+        ("orders-1".to_owned(), 3),
+        ("orders-1".to_owned(), 4),
+        ("orders-2".to_owned(), 0),
+    ];
+    for args in [
+        &["read", "$ce-orders", "--json"][..],
+        &["read", "$et-event", "--json"],
+        &["dcb", "read", "--type", "event", "--json"],
+    ] {
+        assert_eq!(
+            orders_in(args),
+            shown,
+            "{args:?} hides what max count hides"
+        );
+    }
     let stale = cairn(
         &endpoints,
         &[

@@ -1,9 +1,10 @@
 //! Stream lifecycle: metadata versioned like a stream, soft delete and recreation, tombstones,
-//! and retention hiding events from stream and `$all` reads at once.
+//! and retention hiding events from stream, `$all`, index and DCB query reads at once.
 
 use cairn_raft_store::{
-    Append, AppendRejection, AppendResult, Command, DeleteKind, DeleteStream,
-    ExpectedRevision as E, InvalidInput, SetStreamMetadata, StreamMetadata, StreamStatus,
+    Append, AppendRejection, AppendResult, Command, DeleteKind, DeleteStream, Direction,
+    ExpectedRevision as E, IndexName, InvalidInput, NewEvent, Query, QueryItem, SetStreamMetadata,
+    StreamMetadata, StreamStatus,
 };
 use uuid::Uuid;
 
@@ -106,6 +107,73 @@ fn metadata_is_versioned_and_its_limits_hide_events_from_stream_and_all_reads() 
                 .map(|e| e.unwrap().revision)
                 .collect();
             assert_eq!(backwards, vec![9], "{name}");
+        });
+    }
+}
+
+fn placed(n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|_| {
+            let mut e = event("OrderPlaced", b"{}");
+            e.tags = vec!["customer:7".to_owned()];
+            e
+        })
+        .collect()
+}
+
+/// `(stream, revision)` of what a read yields.
+fn shown(
+    read: impl Iterator<Item = Result<cairn_raft_store::RecordedEvent, cairn_raft_store::StoreError>>,
+) -> Vec<(String, u64)> {
+    read.map(|e| e.unwrap())
+        .map(|e| (e.stream, e.revision))
+        .collect()
+}
+
+#[test]
+fn index_and_query_reads_hide_what_stream_reads_hide() {
+    for (name, make) in both() {
+        run(async {
+            let mut s = make();
+            s.apply(append("order-1", E::NoStream, placed(5))).await;
+            s.apply(append("order-2", E::NoStream, placed(3))).await;
+            s.apply(append("order-3", E::NoStream, placed(1))).await;
+            let keep_two = StreamMetadata {
+                max_count: Some(2),
+                ..Default::default()
+            };
+            s.apply(set_meta("order-1", E::NoStream, keep_two)).await;
+            s.apply(delete("order-2", E::Any, DeleteKind::Soft)).await;
+            s.apply(delete("order-3", E::Any, DeleteKind::Tombstone))
+                .await;
+            let visible = vec![("order-1".to_owned(), 3), ("order-1".to_owned(), 4)];
+            let reader = &s.store.reader;
+            for index in ["$ce-order", "$et-OrderPlaced", "$tag-customer:7"] {
+                let index = IndexName::parse(index).unwrap();
+                let forwards = reader.read_index(&index, 0, Direction::Forwards, u64::MAX);
+                assert_eq!(shown(forwards), visible, "{name}: {index}");
+                let backwards = reader.read_index(&index, u64::MAX, Direction::Backwards, 1);
+                assert_eq!(shown(backwards), visible[1..], "{name}: {index} backwards");
+                // Hidden events do not count against the read's count.
+                let first = reader.read_index(&index, 0, Direction::Forwards, 1);
+                assert_eq!(shown(first), visible[..1], "{name}: {index} counted");
+            }
+            let by_tag = Query {
+                items: vec![QueryItem {
+                    types: vec!["OrderPlaced".to_owned()],
+                    tags: vec!["customer:7".to_owned()],
+                }],
+            };
+            let query = reader.read_query(&by_tag, 0, Direction::Forwards, u64::MAX);
+            assert_eq!(shown(query), visible, "{name}: DCB query");
+            let query = reader.read_query(&by_tag, u64::MAX, Direction::Backwards, 1);
+            assert_eq!(shown(query), visible[1..], "{name}: DCB query backwards");
+            let everything = reader.read_query(&Query::default(), 0, Direction::Forwards, 100);
+            let of_orders: Vec<_> = shown(everything)
+                .into_iter()
+                .filter(|(stream, _)| stream.starts_with("order-"))
+                .collect();
+            assert_eq!(of_orders, visible, "{name}: a query of every event");
         });
     }
 }

@@ -8,13 +8,12 @@
 //! and it goes back to reading history (`fell_behind`, then `caught_up` again): it is never
 //! dropped and never makes the node buffer for it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use cairn_client::proto;
 use cairn_client::proto::subscribe_response::Message;
-use cairn_raft_store::lifecycle::{Visibility, METASTREAM_PREFIX};
-use cairn_raft_store::{Direction, EventReader, IndexName, RecordedEvent, MAX_CACHED_VISIBILITIES};
+use cairn_raft_store::lifecycle::METASTREAM_PREFIX;
+use cairn_raft_store::{Direction, EventReader, IndexName, RecordedEvent, Retention};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
@@ -150,9 +149,9 @@ struct Cursor<'a> {
     /// The next one the client expects: behind `next` after hidden events, which a `Skipped`
     /// marker explains before the next event goes out.
     announced: u64,
-    /// Which events of each stream met live are shown (at most `MAX_CACHED_VISIBILITIES`),
-    /// forgotten when an event of the stream's metastream goes by.
-    visibilities: HashMap<String, Visibility>,
+    /// Which events of each stream met live are shown, forgotten when an event of the
+    /// stream's metastream goes by.
+    retention: Retention,
     scanned_since_checkpoint: u64,
     /// Events that passed, not yet sent (flushed before any other message).
     batch: Vec<proto::RecordedEvent>,
@@ -263,21 +262,14 @@ impl Cursor<'_> {
     /// a new event (it is the newest: within max count and max age), so the answer is kept
     /// until one of the metastream's events goes by (`forget_visibility`).
     fn shows(&mut self, event: &proto::RecordedEvent) -> Result<bool, Status> {
-        let visibility = match self.visibilities.get(&event.stream) {
-            Some(v) => *v,
-            None => {
-                let v = self
-                    .reader
-                    .visibility(&event.stream)
-                    .map_err(|e| status_in("reading stream metadata", &e))?;
-                if self.visibilities.len() >= MAX_CACHED_VISIBILITIES {
-                    self.visibilities.clear();
-                }
-                self.visibilities.insert(event.stream.clone(), v);
-                v
-            }
-        };
-        Ok(visibility.shows(event.revision, event.created_unix_ms))
+        self.reader
+            .shows(
+                &mut self.retention,
+                &event.stream,
+                event.revision,
+                event.created_unix_ms,
+            )
+            .map_err(|e| status_in("reading stream metadata", &e))
     }
 
     fn forget_visibility(&mut self, item: &LiveItem) {
@@ -286,7 +278,7 @@ impl Cursor<'_> {
             LiveItem::Large { stream, .. } => stream,
         };
         if let Some(of) = stream.strip_prefix(METASTREAM_PREFIX) {
-            self.visibilities.remove(of);
+            self.retention.forget(of);
         }
     }
 
@@ -354,7 +346,7 @@ pub async fn run(sub: Subscription, reader: EventReader, feed: LiveFeed, out: Ou
         out: &out,
         next: sub.from,
         announced: sub.from,
-        visibilities: HashMap::new(),
+        retention: Retention::new(),
         scanned_since_checkpoint: 0,
         batch: Vec::with_capacity(MAX_EVENTS_PER_MESSAGE),
         batch_bytes: 0,
