@@ -101,6 +101,15 @@ impl LogStore {
             return Ok(None);
         };
         let until = repair::require(self.disk.as_ref(), acknowledged)?;
+        // The repair record holds what was lost now; the mark comes down to the log as it is,
+        // so the next open does not count the same damage again.
+        let mut batch = WriteBatch::default();
+        match last {
+            Some(last) => batch.put(keys::LOG_SYNCED, encode(&last)?),
+            None => batch.delete(keys::LOG_SYNCED),
+        }
+        self.disk.write(batch)?;
+        self.disk.sync()?;
         let found = match cut {
             Some(cut) => format!(
                 "{} (entries from {} on cut); the log had reported entries up to {acknowledged} durable",
