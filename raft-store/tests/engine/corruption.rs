@@ -43,11 +43,18 @@ fn a_damaged_log_is_cut_and_the_node_must_get_back_what_it_acknowledged() {
         assert_eq!(s.store.repair_until, Some(20));
         let state = s.store.log.get_log_state().await.unwrap();
         let kept = state.last_log_id.map_or(0, |l| l.index);
-        assert!(kept < 20, "the damaged entry and those after it are cut: {kept}");
+        assert!(
+            kept < 20,
+            "the damaged entry and those after it are cut: {kept}"
+        );
         // The state machine had applied past the cut: back to its snapshot (none: empty).
         assert!(s.all().len() < before.len());
         recover(&mut s).await;
-        assert_eq!(s.all()[..], before[..s.all().len()], "what is kept is what was");
+        assert_eq!(
+            s.all()[..],
+            before[..s.all().len()],
+            "what is kept is what was"
+        );
 
         // The record outlives a restart, until the repair ends.
         drop(s);
@@ -134,10 +141,7 @@ fn a_damaged_group_below_the_snapshot_clears_the_store_for_a_snapshot_from_the_l
         );
         let mut data = SnapshotData::memory();
         data.write_all(&bytes).await.unwrap();
-        s.sm()
-            .install_snapshot(&snapshot.meta, data)
-            .await
-            .unwrap();
+        s.sm().install_snapshot(&snapshot.meta, data).await.unwrap();
         assert_eq!(s.all(), before);
         s.assert_indexes_match_all("after the install");
     });
