@@ -28,6 +28,8 @@ pub const APPEND_LATENCY_BUCKETS_SECONDS: &[f64] = &[
 const RESULT_WRITTEN: &str = "written";
 const RESULT_ALREADY_WRITTEN: &str = "already_written";
 const RESULT_WRONG_EXPECTED_VERSION: &str = "wrong_expected_version";
+/// A multi-stream or DCB append whose condition matched an event.
+const RESULT_CONDITION_FAILED: &str = "condition_failed";
 /// Refused because this node is not the leader and the caller asked for the leader only (what
 /// the client library does: it then goes to the leader).
 const RESULT_NOT_LEADER: &str = "not_leader";
@@ -105,6 +107,7 @@ impl NodeMetrics {
             RESULT_WRITTEN,
             RESULT_ALREADY_WRITTEN,
             RESULT_WRONG_EXPECTED_VERSION,
+            RESULT_CONDITION_FAILED,
             RESULT_NOT_LEADER,
             RESULT_ERROR,
         ] {
@@ -213,20 +216,45 @@ impl NodeMetrics {
         elapsed: Duration,
     ) {
         use proto::append_response::Result as Outcome;
-        self.append_seconds.observe(elapsed.as_secs_f64());
         let label = match result.as_ref().map(|r| r.get_ref().result.as_ref()) {
             Ok(Some(Outcome::Success(success))) if success.already_written => {
                 RESULT_ALREADY_WRITTEN
             }
-            Ok(Some(Outcome::Success(_))) => {
-                self.appended_events.inc_by(events as u64);
-                RESULT_WRITTEN
-            }
+            Ok(Some(Outcome::Success(_))) => RESULT_WRITTEN,
             Ok(Some(Outcome::WrongExpectedVersion(_))) => RESULT_WRONG_EXPECTED_VERSION,
-            // The append path answers FAILED_PRECONDITION for "not the leader" only.
-            Err(status) if status.code() == tonic::Code::FailedPrecondition => RESULT_NOT_LEADER,
-            Ok(None) | Err(_) => RESULT_ERROR,
+            Ok(None) => RESULT_ERROR,
+            Err(status) => error_label(status),
         };
+        self.count_append(events, label, elapsed);
+    }
+
+    /// Records one answered multi-stream or DCB append request of `events` events (all its
+    /// parts' and DCB events): the same counters as single appends, one request each.
+    pub fn multi_append_answered(
+        &self,
+        events: usize,
+        result: &Result<tonic::Response<proto::MultiAppendResponse>, tonic::Status>,
+        elapsed: Duration,
+    ) {
+        use proto::multi_append_response::Result as Outcome;
+        let label = match result.as_ref().map(|r| r.get_ref().result.as_ref()) {
+            Ok(Some(Outcome::Success(success))) if success.already_written => {
+                RESULT_ALREADY_WRITTEN
+            }
+            Ok(Some(Outcome::Success(_))) => RESULT_WRITTEN,
+            Ok(Some(Outcome::WrongExpectedVersion(_))) => RESULT_WRONG_EXPECTED_VERSION,
+            Ok(Some(Outcome::ConditionFailed(_))) => RESULT_CONDITION_FAILED,
+            Ok(None) => RESULT_ERROR,
+            Err(status) => error_label(status),
+        };
+        self.count_append(events, label, elapsed);
+    }
+
+    fn count_append(&self, events: usize, label: &str, elapsed: Duration) {
+        self.append_seconds.observe(elapsed.as_secs_f64());
+        if label == RESULT_WRITTEN {
+            self.appended_events.inc_by(events as u64);
+        }
         self.appends.with_label_values(&[label]).inc();
     }
 
@@ -279,3 +307,13 @@ impl NodeMetrics {
 
 /// The content type of [`NodeMetrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `result` label of an append answered with an error status: the append paths answer
+/// FAILED_PRECONDITION for "not the leader" only.
+fn error_label(status: &tonic::Status) -> &'static str {
+    if status.code() == tonic::Code::FailedPrecondition {
+        RESULT_NOT_LEADER
+    } else {
+        RESULT_ERROR
+    }
+}
