@@ -34,6 +34,9 @@ const RESULT_CONDITION_FAILED: &str = "condition_failed";
 /// the client library does: it then goes to the leader).
 const RESULT_NOT_LEADER: &str = "not_leader";
 const RESULT_ERROR: &str = "error";
+/// The `side` label of `cairn_tls_handshake_failures_total`.
+const TLS_SIDE_ACCEPTED: &str = "accepted";
+const TLS_SIDE_OUTGOING: &str = "outgoing";
 
 /// One node's metrics.
 pub struct NodeMetrics {
@@ -54,6 +57,7 @@ pub struct NodeMetrics {
     ready: IntGauge,
     events: IntGauge,
     storage_bytes: IntGauge,
+    tls_handshake_failures: IntCounterVec,
 }
 
 /// What a scrape reads besides Raft: the store's event count and size, if they could be read.
@@ -91,6 +95,20 @@ impl NodeMetrics {
     // that creates a node, not something input can cause.
     pub fn new() -> NodeMetrics {
         let registry = Registry::new();
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "cairn_tls_handshake_failures_total",
+                "TLS handshakes that failed (bad or expired certificate, another CA, not TLS at all, timeout), by side: accepted (clients and peers connecting here) or outgoing (this node connecting to a peer)",
+            ),
+            &["side"],
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(tls_handshake_failures.clone()))
+            .expect("registered once");
+        for side in [TLS_SIDE_ACCEPTED, TLS_SIDE_OUTGOING] {
+            tls_handshake_failures.with_label_values(&[side]);
+        }
         let appends = IntCounterVec::new(
             Opts::new(
                 "cairn_appends_total",
@@ -202,6 +220,7 @@ impl NodeMetrics {
             ),
             registry,
             appends,
+            tls_handshake_failures,
             appended_events,
             append_seconds,
             replication_lag,
@@ -267,6 +286,15 @@ impl NodeMetrics {
     /// Subscriptions running now.
     pub fn subscriptions(&self) -> i64 {
         self.subscriptions.get()
+    }
+
+    /// Brings `cairn_tls_handshake_failures_total` up to the TLS layer's own counts
+    /// ([`crate::tls::TlsFiles::handshake_failures`]), which only grow.
+    pub fn record_tls_handshake_failures(&self, (accepted, outgoing): (u64, u64)) {
+        for (side, total) in [(TLS_SIDE_ACCEPTED, accepted), (TLS_SIDE_OUTGOING, outgoing)] {
+            let counter = self.tls_handshake_failures.with_label_values(&[side]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// The Prometheus text exposition (format 0.0.4) with the gauges set from `raft` and

@@ -21,4 +21,5 @@ mod observability;
 mod prometheus_text;
 mod rolling_restart;
 mod subscriptions;
+mod tls;
 mod walkthrough;

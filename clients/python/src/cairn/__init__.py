@@ -71,7 +71,7 @@ from cairn.policy import (
     RETRY_BACKOFF_INITIAL_MS,
     RETRY_BACKOFF_MAX_MS,
 )
-from cairn.profile import DEFAULT_ENDPOINT, read_profile, resolve_endpoints
+from cairn.profile import DEFAULT_ENDPOINT, read_profile, resolve_endpoints, resolve_tls_ca
 from cairn.reads import AsyncReadStream
 from cairn.subscription import (
     AsyncSubscription,
@@ -98,5 +98,5 @@ __all__ = [
     "NodePreference", "ReadConsistency", "ReadFrom", "ReadStream", "RecordedEvent", "Role",
     "StreamDeleted", "StreamNotFound", "StreamState", "Subscription", "SubscriptionFilter",
     "SubscriptionMessage", "Unavailable", "WrongExpectedVersion", "parse_expected",
-    "read_profile", "resolve_endpoints", "uuid7",
+    "read_profile", "resolve_endpoints", "resolve_tls_ca", "uuid7",
 ]

@@ -19,7 +19,6 @@ from cairn.endpoints import (
     ChannelFactory,
     Endpoints,
     Node,
-    insecure_channel,
 )
 from cairn.dcb import (
     AppendCondition,
@@ -58,7 +57,7 @@ from cairn.options import (
     SubscriptionFilter,
 )
 from cairn.policy import DEFAULT_MAX_APPEND_ATTEMPTS, Retries
-from cairn.profile import resolve_endpoints
+from cairn.profile import resolve_endpoints, resolve_tls_ca
 from cairn.proto import pb, pb_grpc
 from cairn.reads import AsyncReadStream
 from cairn.subscription import AsyncSubscription, SubscribeOptions
@@ -81,8 +80,11 @@ class AsyncClient:
     """A handle on a Cairn cluster for asyncio code. Belongs to the event loop that first uses
     it (its channels are opened there); close it with :meth:`close` or ``async with``.
 
-    ``endpoints`` are node URLs (``http://host:port``); when omitted they are found the way
-    the ``cairn`` command line finds them (see :func:`cairn.resolve_endpoints`). Nothing
+    ``endpoints`` are node URLs (``http://host:port``, ``https://host:port`` for a cluster with
+    TLS); when omitted they are found the way the ``cairn`` command line finds them (see
+    :func:`cairn.resolve_endpoints`). ``tls_ca`` is the CA (a PEM file, or its bytes) that
+    signed the nodes' certificates, else ``CAIRN_TLS_CA``, else the profile's ``tls_ca``, else
+    the system's roots (:func:`cairn.resolve_tls_ca`). Nothing
     connects until the first call. ``request_timeout`` (seconds) bounds each attempt;
     ``max_append_attempts`` bounds the attempts of an append (and of opening a read);
     ``leader_only`` asks followers to name the leader instead of forwarding appends, so every
@@ -97,13 +99,18 @@ class AsyncClient:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT_MS / 1000,
         max_append_attempts: int = DEFAULT_MAX_APPEND_ATTEMPTS,
         leader_only: bool = True,
-        channel_factory: ChannelFactory = insecure_channel,
+        tls_ca: Optional[Union[str, Path, bytes]] = None,
+        channel_factory: Optional[ChannelFactory] = None,
     ) -> None:
         if not request_timeout > 0:
             raise InvalidInput("request_timeout: must be above zero")
         if max_append_attempts < 1:
             raise InvalidInput("max_append_attempts: must be at least 1")
-        self._endpoints = Endpoints(resolve_endpoints(endpoints, profile), channel_factory)
+        self._endpoints = Endpoints(
+            resolve_endpoints(endpoints, profile),
+            channel_factory,
+            resolve_tls_ca(tls_ca, endpoints, profile),
+        )
         self.request_timeout_s = float(request_timeout)
         self._max_attempts = max_append_attempts
         self._leader_only = leader_only

@@ -133,6 +133,7 @@ class Client:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT_MS / 1000,
         max_append_attempts: int = DEFAULT_MAX_APPEND_ATTEMPTS,
         leader_only: bool = True,
+        tls_ca: Optional[Union[str, Path, bytes]] = None,
     ) -> None:
         self._async = AsyncClient(
             endpoints,
@@ -140,6 +141,7 @@ class Client:
             request_timeout=request_timeout,
             max_append_attempts=max_append_attempts,
             leader_only=leader_only,
+            tls_ca=tls_ca,
         )
         self._loop = _Loop()
 
