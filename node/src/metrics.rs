@@ -28,10 +28,15 @@ pub const APPEND_LATENCY_BUCKETS_SECONDS: &[f64] = &[
 const RESULT_WRITTEN: &str = "written";
 const RESULT_ALREADY_WRITTEN: &str = "already_written";
 const RESULT_WRONG_EXPECTED_VERSION: &str = "wrong_expected_version";
+/// A multi-stream or DCB append whose condition matched an event.
+const RESULT_CONDITION_FAILED: &str = "condition_failed";
 /// Refused because this node is not the leader and the caller asked for the leader only (what
 /// the client library does: it then goes to the leader).
 const RESULT_NOT_LEADER: &str = "not_leader";
 const RESULT_ERROR: &str = "error";
+/// The `side` label of `cairn_tls_handshake_failures_total`.
+const TLS_SIDE_ACCEPTED: &str = "accepted";
+const TLS_SIDE_OUTGOING: &str = "outgoing";
 
 /// One node's metrics.
 pub struct NodeMetrics {
@@ -55,6 +60,7 @@ pub struct NodeMetrics {
     corruption_detected: IntCounterVec,
     repairs: IntCounter,
     repairing: IntGauge,
+    tls_handshake_failures: IntCounterVec,
 }
 
 /// The `file` label of `cairn_corruption_detected_total`: the kinds of file a node checks.
@@ -95,6 +101,20 @@ impl NodeMetrics {
     // that creates a node, not something input can cause.
     pub fn new() -> NodeMetrics {
         let registry = Registry::new();
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "cairn_tls_handshake_failures_total",
+                "TLS handshakes that failed (bad or expired certificate, another CA, not TLS at all, timeout), by side: accepted (clients and peers connecting here) or outgoing (this node connecting to a peer)",
+            ),
+            &["side"],
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(tls_handshake_failures.clone()))
+            .expect("registered once");
+        for side in [TLS_SIDE_ACCEPTED, TLS_SIDE_OUTGOING] {
+            tls_handshake_failures.with_label_values(&[side]);
+        }
         let appends = IntCounterVec::new(
             Opts::new(
                 "cairn_appends_total",
@@ -111,6 +131,7 @@ impl NodeMetrics {
             RESULT_WRITTEN,
             RESULT_ALREADY_WRITTEN,
             RESULT_WRONG_EXPECTED_VERSION,
+            RESULT_CONDITION_FAILED,
             RESULT_NOT_LEADER,
             RESULT_ERROR,
         ] {
@@ -234,6 +255,7 @@ impl NodeMetrics {
             ),
             registry,
             appends,
+            tls_handshake_failures,
             appended_events,
             append_seconds,
             replication_lag,
@@ -248,20 +270,45 @@ impl NodeMetrics {
         elapsed: Duration,
     ) {
         use proto::append_response::Result as Outcome;
-        self.append_seconds.observe(elapsed.as_secs_f64());
         let label = match result.as_ref().map(|r| r.get_ref().result.as_ref()) {
             Ok(Some(Outcome::Success(success))) if success.already_written => {
                 RESULT_ALREADY_WRITTEN
             }
-            Ok(Some(Outcome::Success(_))) => {
-                self.appended_events.inc_by(events as u64);
-                RESULT_WRITTEN
-            }
+            Ok(Some(Outcome::Success(_))) => RESULT_WRITTEN,
             Ok(Some(Outcome::WrongExpectedVersion(_))) => RESULT_WRONG_EXPECTED_VERSION,
-            // The append path answers FAILED_PRECONDITION for "not the leader" only.
-            Err(status) if status.code() == tonic::Code::FailedPrecondition => RESULT_NOT_LEADER,
-            Ok(None) | Err(_) => RESULT_ERROR,
+            Ok(None) => RESULT_ERROR,
+            Err(status) => error_label(status),
         };
+        self.count_append(events, label, elapsed);
+    }
+
+    /// Records one answered multi-stream or DCB append request of `events` events (all its
+    /// parts' and DCB events): the same counters as single appends, one request each.
+    pub fn multi_append_answered(
+        &self,
+        events: usize,
+        result: &Result<tonic::Response<proto::MultiAppendResponse>, tonic::Status>,
+        elapsed: Duration,
+    ) {
+        use proto::multi_append_response::Result as Outcome;
+        let label = match result.as_ref().map(|r| r.get_ref().result.as_ref()) {
+            Ok(Some(Outcome::Success(success))) if success.already_written => {
+                RESULT_ALREADY_WRITTEN
+            }
+            Ok(Some(Outcome::Success(_))) => RESULT_WRITTEN,
+            Ok(Some(Outcome::WrongExpectedVersion(_))) => RESULT_WRONG_EXPECTED_VERSION,
+            Ok(Some(Outcome::ConditionFailed(_))) => RESULT_CONDITION_FAILED,
+            Ok(None) => RESULT_ERROR,
+            Err(status) => error_label(status),
+        };
+        self.count_append(events, label, elapsed);
+    }
+
+    fn count_append(&self, events: usize, label: &str, elapsed: Duration) {
+        self.append_seconds.observe(elapsed.as_secs_f64());
+        if label == RESULT_WRITTEN {
+            self.appended_events.inc_by(events as u64);
+        }
         self.appends.with_label_values(&[label]).inc();
     }
 
@@ -288,6 +335,15 @@ impl NodeMetrics {
     /// Subscriptions running now.
     pub fn subscriptions(&self) -> i64 {
         self.subscriptions.get()
+    }
+
+    /// Brings `cairn_tls_handshake_failures_total` up to the TLS layer's own counts
+    /// ([`crate::tls::TlsFiles::handshake_failures`]), which only grow.
+    pub fn record_tls_handshake_failures(&self, (accepted, outgoing): (u64, u64)) {
+        for (side, total) in [(TLS_SIDE_ACCEPTED, accepted), (TLS_SIDE_OUTGOING, outgoing)] {
+            let counter = self.tls_handshake_failures.with_label_values(&[side]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// The Prometheus text exposition (format 0.0.4) with the gauges set from `raft` and
@@ -328,3 +384,13 @@ impl NodeMetrics {
 
 /// The content type of [`NodeMetrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `result` label of an append answered with an error status: the append paths answer
+/// FAILED_PRECONDITION for "not the leader" only.
+fn error_label(status: &tonic::Status) -> &'static str {
+    if status.code() == tonic::Code::FailedPrecondition {
+        RESULT_NOT_LEADER
+    } else {
+        RESULT_ERROR
+    }
+}

@@ -22,4 +22,5 @@ mod observability;
 mod prometheus_text;
 mod rolling_restart;
 mod subscriptions;
+mod tls;
 mod walkthrough;
