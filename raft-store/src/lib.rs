@@ -96,8 +96,12 @@ pub fn open_store(disk: Arc<dyn disk::Disk>, limits: Limits) -> Result<Store, St
     let (state_machine, sm_damage) =
         StateMachineStore::open_checked(disk.clone(), limits, log.last_index()?, clear_log)?;
     damage.extend(sm_damage);
+    let repair_until = match faults::active().forget_repair {
+        true => None,
+        false => repair::pending(disk.as_ref())?,
+    };
     Ok(Store {
-        repair_until: repair::pending(disk.as_ref())?,
+        repair_until,
         log,
         reader: state_machine.reader(),
         state_machine,
