@@ -67,8 +67,10 @@ pub struct NodeArgs {
     /// when not) without starting anything or creating the data directory.
     #[arg(long, env = "CAIRN_CHECK_CONFIG", value_parser = FalseyValueParser::new())]
     pub check_config: bool,
-    /// Take a snapshot every this many log entries (default: SNAPSHOT_EVERY_LOG_ENTRIES).
-    /// Hidden: for tests that need snapshots of a small store (corruption repair).
+    /// Take a snapshot every this many log entries (default: SNAPSHOT_EVERY_LOG_ENTRIES; the
+    /// log keeps LOG_ENTRIES_KEPT_AFTER_SNAPSHOT behind it either way, so that a follower
+    /// catching up after an install is not sent one snapshot after another). Hidden: for tests
+    /// that need snapshots of a small store (corruption repair).
     #[arg(long, env = "CAIRN_SNAPSHOT_EVERY", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: Option<u64>,
 }
@@ -443,7 +445,7 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         snapshots: match args.snapshot_every {
             Some(every_log_entries) => SnapshotSettings {
                 every_log_entries,
-                log_entries_kept: every_log_entries / 5,
+                ..SnapshotSettings::default()
             },
             None => SnapshotSettings::default(),
         },
