@@ -74,6 +74,11 @@ impl Frame {
     pub fn payload(&self) -> &[u8] {
         &self.0[FRAME_HEADER_BYTES..]
     }
+
+    /// The frame's checksum (of its first position and payload), checked when it was read.
+    pub fn crc(&self) -> u32 {
+        u32::from_le_bytes([self.0[4], self.0[5], self.0[6], self.0[7]])
+    }
 }
 
 struct Segments {
@@ -209,6 +214,12 @@ impl GroupFiles {
             )));
         }
         Ok(Frame(buf))
+    }
+
+    /// Reads and checks every frame starting below stream offset `below` (what the keyspace
+    /// points at); the offset of the first damaged one and what was wrong.
+    pub fn first_bad_frame(&self, below: u64) -> Result<Option<(u64, String)>, StoreError> {
+        self.lock().files.first_bad_frame(below)
     }
 
     /// The stream offset after the last frame.

@@ -58,6 +58,8 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
+    /// Made once, by `app::start`, from the pieces of the node's wiring it made before.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         raft: Raft,
@@ -66,6 +68,7 @@ impl NodeContext {
         connector: Arc<dyn Connector>,
         feed: LiveFeed,
         standing: tokio::sync::watch::Receiver<Standing>,
+        metrics: Arc<NodeMetrics>,
     ) -> Arc<Self> {
         Arc::new(NodeContext {
             id,
@@ -75,7 +78,7 @@ impl NodeContext {
             limits,
             connector,
             feed,
-            metrics: Arc::new(NodeMetrics::new()),
+            metrics,
             gate: ProposalGate::default(),
             membership_lock: tokio::sync::Mutex::new(()),
             standing,
