@@ -193,7 +193,7 @@ class AsyncClient:
         each with at least one event). Retried as :meth:`append` (same ids, so safely).
 
         Raises :class:`~cairn.WrongExpectedVersion` naming the first stream whose expectation
-        failed, :class:`~cairn.ConditionFailed` with the latest matching position,
+        failed, :class:`~cairn.ConditionFailed` with the first matching position after ``after``,
         :class:`~cairn.StreamDeleted` for a tombstoned stream, and :meth:`append`'s others.
         """
         if not all(isinstance(part, StreamAppend) for part in streams):

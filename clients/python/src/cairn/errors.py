@@ -57,7 +57,7 @@ class WrongExpectedVersion(CairnError):
 
 class ConditionFailed(CairnError):
     """A DCB append's condition failed: an event matching its query is stored after its
-    ``after``. ``position`` is the latest such event's ``$all`` position: read from there,
+    ``after``. ``position`` is the first such event's ``$all`` position: read from there,
     decide again. Nothing was written; never retried (the CLI's exit 3, as a wrong expected
     version)."""
 
