@@ -258,7 +258,10 @@ class AsyncClient:
             request.min_position = u64("min_position", min_position)
         linearizable = consistency is ReadConsistency.LINEARIZABLE
         prefer = NodePreference.LEADER if linearizable else NodePreference.ANY
-        first = self._endpoints.leader_or_first() if linearizable else await self._choose(prefer, [])
+        if linearizable:
+            first = self._endpoints.leader_or_first()
+        else:
+            first = await self._choose(prefer, [])
 
         async def call(channel: grpc.aio.Channel) -> pb.GetStreamMetadataResponse:
             stub = pb_grpc.StreamsStub(channel)
