@@ -108,8 +108,9 @@ impl StateMachineStore {
 
     /// `open`, after checking every group frame the keyspace points at. Damage past the last
     /// snapshot's groups rolls the state machine back to that snapshot (the log still holds
-    /// what follows it); damage below it clears the state machine, after `clear_log` (which
-    /// records the repair and clears the Raft log), so that the leader sends a snapshot.
+    /// what follows it); damage below it, or an interrupted install, clears the state machine
+    /// after `clear_log` (which records the repair and clears the Raft log), so that the
+    /// leader sends a snapshot.
     /// Returns the damage found, if any.
     pub fn open_checked(
         disk: Arc<dyn Disk>,
@@ -119,8 +120,18 @@ impl StateMachineStore {
     ) -> Result<(Self, Option<Damage>), StoreError> {
         format::upgrade(disk.as_ref())?;
         let groups = Arc::new(GroupFiles::open(disk.group_files())?);
+        let mut clear_log = Some(clear_log);
         if disk.get(keys::INSTALLING)?.is_some() {
-            tracing::warn!("a snapshot install was interrupted; clearing the state machine");
+            // The log goes too: openraft refuses a log purged past a state machine that has
+            // no snapshot (found by the soak, seed 46), and the leader sends the snapshot
+            // again to a node that has nothing. What the log held may have been acknowledged,
+            // so `clear_log` records a repair first.
+            tracing::warn!(
+                "a snapshot install was interrupted; clearing the state machine and the log"
+            );
+            if let Some(clear_log) = clear_log.take() {
+                clear_log()?;
+            }
             clear_all(disk.as_ref(), &groups)?;
         }
         let damage = match recover::check_groups(disk.as_ref(), &groups)? {
@@ -131,7 +142,9 @@ impl StateMachineStore {
                     bad.offset, bad.detail
                 );
                 let action = if bad.below_snapshot {
-                    clear_log()?;
+                    if let Some(clear_log) = clear_log.take() {
+                        clear_log()?;
+                    }
                     clear_all(disk.as_ref(), &groups)?;
                     "state machine and log cleared; the leader sends a snapshot"
                 } else {
