@@ -117,6 +117,7 @@ pub async fn start(
         "store opened"
     );
     let reader = store.reader.clone();
+    let reclaimer = store.reclaimer.clone();
     let raft = Raft::new(
         id,
         raft_config(setup.snapshots)?,
@@ -136,11 +137,13 @@ pub async fn start(
         id,
         raft.clone(),
         reader.clone(),
+        (reclaimer.clone(), disk.clone()),
         setup.limits,
         connector,
         feed,
         standing,
     );
+    crate::api::scavenge::start_reclaimer(reclaimer, ctx.metrics.clone());
     tracing::info!(node = id, peers = ?setup.peers, "serving");
     Ok(Node {
         id,

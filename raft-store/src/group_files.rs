@@ -211,6 +211,24 @@ impl GroupFiles {
         Ok(Frame(buf))
     }
 
+    /// Zeroes the frame at `location` and gives its whole blocks back to the file system
+    /// (`LogFiles::discard`): for a scavenged group, once nothing durable points at it. Its
+    /// offsets stay as they were (no live frame moves); durable after a sync.
+    pub fn discard(&self, location: Location) -> Result<(), StoreError> {
+        let frame_bytes = FRAME_HEADER_BYTES as u64 + u64::from(location.len);
+        let (id, in_segment) = self
+            .lock()
+            .files
+            .locate(location.offset, frame_bytes)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "a discarded frame at {} is not wholly inside a segment",
+                    location.offset
+                ))
+            })?;
+        Ok(self.files.discard(id, in_segment, frame_bytes)?)
+    }
+
     /// The stream offset after the last frame.
     pub fn end(&self) -> u64 {
         self.lock().files.end()

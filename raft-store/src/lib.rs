@@ -35,6 +35,7 @@ mod raft_types;
 mod read;
 mod records;
 pub mod runtime;
+pub mod scavenge;
 mod segment_file;
 mod segment_log;
 mod snapshot;
@@ -64,11 +65,13 @@ pub use types::*;
 /// on the top floor, so `raft_types` stays below `state_machine`).
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 
-/// The three handles onto one store: the Raft log, the state machine, and a reader.
+/// The handles onto one store: the Raft log, the state machine, a reader, and the
+/// reclaimer of scavenged bytes.
 pub struct Store {
     pub log: LogStore,
     pub state_machine: StateMachineStore,
     pub reader: EventReader,
+    pub reclaimer: scavenge::Reclaimer,
 }
 
 /// Opens (or creates) a store on `disk`. Every node of a cluster must use the same `limits`.
@@ -78,6 +81,7 @@ pub fn open_store(disk: Arc<dyn disk::Disk>, limits: Limits) -> Result<Store, St
     Ok(Store {
         log,
         reader: state_machine.reader(),
+        reclaimer: state_machine.reclaimer(),
         state_machine,
     })
 }

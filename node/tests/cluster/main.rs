@@ -20,5 +20,6 @@ mod membership;
 mod observability;
 mod prometheus_text;
 mod rolling_restart;
+mod scavenge;
 mod subscriptions;
 mod walkthrough;

@@ -71,21 +71,24 @@ pub async fn load_snapshot(
         if len == 0 {
             let end_position = reader.read_u64_le().await?;
             let group_count = reader.read_u64_le().await?;
-            if end_position != expected_position || group_count != groups_read {
+            if end_position < expected_position || group_count != groups_read {
                 return Err(invalid(format!(
                     "trailer says {group_count} groups ending at {end_position}; \
                      stream held {groups_read} ending at {expected_position}"
                 )));
             }
+            // The last groups below the end may have been scavenged.
+            expected_position = end_position;
             break;
         }
         if len > max_frame {
             return Err(invalid(format!("frame of {len} bytes exceeds {max_frame}")));
         }
         let position = reader.read_u64_le().await?;
-        if position != expected_position {
+        // Positions increase; a scavenge leaves gaps between groups.
+        if position < expected_position {
             return Err(invalid(format!(
-                "group at position {position}, expected {expected_position}"
+                "group at position {position}, expected {expected_position} or later"
             )));
         }
         // Grown as the bytes arrive, never sized by the length field alone: a damaged or
@@ -105,7 +108,7 @@ pub async fn load_snapshot(
         if group.events.is_empty() {
             return Err(invalid(format!("empty group at position {position}")));
         }
-        expected_position += group.events.len() as u64;
+        expected_position = position + group.events.len() as u64;
         groups_read += 1;
         let location = frames.push_encoded(position, &encoded)?;
         write_group(&mut batch, &mut ids, position, &group, location)?;

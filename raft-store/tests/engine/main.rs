@@ -9,6 +9,7 @@ mod lifecycle;
 mod limits;
 mod multi;
 mod reads;
+mod scavenge;
 mod semantics;
 mod snapshot;
 mod suite;
