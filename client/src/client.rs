@@ -527,14 +527,11 @@ impl Client {
                 start,
                 NodePreference::Leader,
                 CallKind::Request,
-                |channel| {
-                    let request = request.clone();
-                    async move {
-                        Ok(ClusterClient::new(channel)
-                            .scavenge(request)
-                            .await?
-                            .into_inner())
-                    }
+                |channel| async move {
+                    Ok(ClusterClient::new(channel)
+                        .scavenge(request)
+                        .await?
+                        .into_inner())
                 },
             )
             .await?;

@@ -21,7 +21,9 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
-use crate::api::{ClusterService, NodeContext, StreamsService, MAX_CLIENT_MESSAGE_BYTES};
+use crate::api::{
+    ClusterService, NodeContext, StoreAccess, StreamsService, MAX_CLIENT_MESSAGE_BYTES,
+};
 use crate::feed::{LiveFeed, LIVE_BUFFER_EVENTS};
 use crate::leadership::{transfer_leadership, HandoffError};
 use crate::metrics::NodeMetrics;
@@ -136,8 +138,11 @@ pub async fn start(
     let ctx = NodeContext::new(
         id,
         raft.clone(),
-        reader.clone(),
-        (reclaimer.clone(), disk.clone()),
+        StoreAccess {
+            reader: reader.clone(),
+            reclaimer: reclaimer.clone(),
+            disk: disk.clone(),
+        },
         setup.limits,
         connector,
         feed,

@@ -178,13 +178,19 @@ pub(crate) fn write_entries(
     } else {
         events
     };
-    for_each_run(first_position, stream, events, tagged, |table, name, first, count| {
-        debug_assert!(count > 0 && count <= u32::MAX as usize);
-        batch.put(
-            keys::index_key(table, name, first),
-            encode_u32(count as u32),
-        );
-    });
+    for_each_run(
+        first_position,
+        stream,
+        events,
+        tagged,
+        |table, name, first, count| {
+            debug_assert!(count > 0 && count <= u32::MAX as usize);
+            batch.put(
+                keys::index_key(table, name, first),
+                encode_u32(count as u32),
+            );
+        },
+    );
 }
 
 /// Adds the removal of every index entry `write_entries` made for this append (scavenge).
@@ -194,9 +200,15 @@ pub(crate) fn delete_entries(
     stream: &str,
     events: &[NewEvent],
 ) {
-    for_each_run(first_position, stream, events, events, |table, name, first, _| {
-        batch.delete(keys::index_key(table, name, first));
-    });
+    for_each_run(
+        first_position,
+        stream,
+        events,
+        events,
+        |table, name, first, _| {
+            batch.delete(keys::index_key(table, name, first));
+        },
+    );
 }
 
 fn decode_run(key: &[u8], value: &[u8]) -> Result<Run, StoreError> {

@@ -792,10 +792,16 @@ impl QueryStored {
         let disk = self.disk.as_ref();
         let found = match (self.query.items.is_empty(), self.direction) {
             // Every event matches: the next stored position (a scavenge leaves gaps).
-            (true, Direction::Forwards) => group_at_or_after(disk, &self.groups, from)?
-                .map(|g| if g.contains_position(from) { from } else { g.first_position }),
-            (true, Direction::Backwards) => group_at_or_before(disk, &self.groups, from)?
-                .map(|g| from.min(g.last_position())),
+            (true, Direction::Forwards) => group_at_or_after(disk, &self.groups, from)?.map(|g| {
+                if g.contains_position(from) {
+                    from
+                } else {
+                    g.first_position
+                }
+            }),
+            (true, Direction::Backwards) => {
+                group_at_or_before(disk, &self.groups, from)?.map(|g| from.min(g.last_position()))
+            }
             (false, Direction::Forwards) => {
                 next_match(disk, &self.query, from, u64::MAX, Walk::Up)?
             }

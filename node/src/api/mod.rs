@@ -64,18 +64,28 @@ pub struct NodeContext {
     channels: Mutex<HashMap<String, Channel>>,
 }
 
+/// What the services use of the store besides Raft.
+pub struct StoreAccess {
+    pub reader: EventReader,
+    pub reclaimer: Reclaimer,
+    pub disk: Arc<dyn Disk>,
+}
+
 impl NodeContext {
     pub fn new(
         id: NodeId,
         raft: Raft,
-        reader: EventReader,
-        store: (Reclaimer, Arc<dyn Disk>),
+        store: StoreAccess,
         limits: Limits,
         connector: Arc<dyn Connector>,
         feed: LiveFeed,
         standing: tokio::sync::watch::Receiver<Standing>,
     ) -> Arc<Self> {
-        let (reclaimer, disk) = store;
+        let StoreAccess {
+            reader,
+            reclaimer,
+            disk,
+        } = store;
         Arc::new(NodeContext {
             id,
             group_commit: group_commit::GroupCommit::start(raft.clone()),

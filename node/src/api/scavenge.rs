@@ -48,10 +48,7 @@ pub async fn step(
     let Response::Scavenged(result) = response else {
         return Err(status::status(&GroupError::NoResult));
     };
-    let end_position = ctx
-        .reader
-        .next_position()
-        .map_err(|e| status::status(&e))?;
+    let end_position = ctx.reader.next_position().map_err(|e| status::status(&e))?;
     Ok(proto::ScavengeResponse {
         next_position: result.next_position,
         examined_groups: result.examined_groups,

@@ -32,8 +32,8 @@ use crate::raft_types::{
     Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
 use crate::read::EventReader;
-use crate::scavenge::Reclaimer;
 use crate::records::{read_snapshot_record, AppliedState, SnapshotRecord};
+use crate::scavenge::Reclaimer;
 use crate::snapshot::{SnapshotData, SnapshotSource};
 use crate::storage_error::{Failed, OrStorage};
 use crate::types::{Command, Response, Write, WriteResult};

@@ -163,7 +163,10 @@ fn scavenge_forgets_only_what_retention_hides_and_the_reclaimer_gives_the_bytes_
 
             // Revisions go on where they were: b recreated after 9, a's head is still 9.
             s.apply(append("b", E::NoStream, tagged(1))).await;
-            assert_eq!(s.stream("b").iter().map(|e| e.revision).collect::<Vec<_>>(), [10]);
+            assert_eq!(
+                s.stream("b").iter().map(|e| e.revision).collect::<Vec<_>>(),
+                [10]
+            );
             s.apply(append("a", E::Exact(19), tagged(1))).await;
             let a: Vec<u64> = s.stream("a").iter().map(|e| e.revision).collect();
             assert_eq!(a, [18, 19, 20], "{name}");
