@@ -16,7 +16,10 @@ probes use, Services and PodDisruptionBudgets selecting the pods, and CAIRN_* va
 that `cairn node` does not know (a typo would be silently ignored).
 
 The data directory is a volume mounted at /data in the container; here it is replaced by a
-temporary directory. Exit status 0 when every check passes, 1 otherwise.
+temporary directory. The TLS files are mounted at /etc/cairn/tls (a Secret, or a host
+directory in compose); here they are made by deploy/certs.sh (openssl) for the names the node
+is reached at, and the container must mount something at that path. Exit status 0 when every
+check passes, 1 otherwise.
 """
 
 import json
@@ -32,6 +35,7 @@ import yaml
 
 DEPLOY = Path(__file__).resolve().parent
 VOLUME = "/data"
+TLS_DIR = "/etc/cairn/tls"
 CHECK_TIMEOUT_S = 30
 
 
@@ -100,13 +104,28 @@ def check_node(cairn, known, scratch, label, argv, env, expect_id=None, reached_
     if unknown:
         raise Failure(f"{label}: `cairn node` does not read {', '.join(unknown)}")
     data = os.path.join(scratch, label.replace("/", "_"))
+    tls_name = label.replace("/", "_")
+    names = sorted(reached_at or {"localhost"})
+    made = subprocess.run(
+        ["bash", str(DEPLOY / "certs.sh"), os.path.join(scratch, "tls"), tls_name, *names],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        raise Failure(f"{label}: deploy/certs.sh failed: {made.stderr.strip()}")
+    tls = os.path.join(scratch, "tls", tls_name)
 
     def local(value):
         if value == VOLUME or value.startswith(VOLUME + "/"):
             return data + value[len(VOLUME):]
+        if value.startswith(TLS_DIR + "/"):
+            return tls + value[len(TLS_DIR):]
         return value
 
-    env = {key: local(value) if key == "CAIRN_DATA_DIR" else value for key, value in env.items()}
+    env = {
+        key: local(value) if key == "CAIRN_DATA_DIR" or key.startswith("CAIRN_TLS_") else value
+        for key, value in env.items()
+    }
     argv = [local(a) for a in argv]
     run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
     result = subprocess.run(
@@ -161,6 +180,9 @@ def compose_configs(docker):
         command = service.get("command", cmd)
         if isinstance(command, str):
             command = shlex.split(command)
+        mounts = [str(v).split(":")[1] for v in service.get("volumes", []) if ":" in str(v)]
+        if TLS_DIR not in mounts:
+            raise Failure(f"compose {name}: nothing is mounted at {TLS_DIR} (the TLS files)")
         reached_at = {name, service.get("hostname", name)}
         configs.append((f"compose/{name}", command, env, None, reached_at))
     return configs
@@ -229,6 +251,15 @@ def k8s_configs(docker):
             mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
             if mounts.get(VOLUME) not in claims:
                 raise Failure(f"{name}/{container['name']}: {VOLUME} is not a claimed volume")
+            secrets = {
+                v["name"]
+                for v in spec["template"]["spec"].get("volumes", [])
+                if "secret" in v
+            }
+            if mounts.get(TLS_DIR) not in secrets:
+                raise Failure(
+                    f"{name}/{container['name']}: {TLS_DIR} (the TLS files) is not a Secret volume"
+                )
             for ordinal in range(spec["replicas"]):
                 pod = f"{name}-{ordinal}"
                 env = dict(docker_env)

@@ -1,13 +1,18 @@
-use cairn_client::{Client, Error, EventData, ExpectedRevision, ReadOptions};
+use cairn_client::{Client, ClientConfig, Error, EventData, ExpectedRevision, ReadOptions};
 use tokio_stream::StreamExt;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let client = Client::connect([
-        "http://127.0.0.1:2113",
-        "http://127.0.0.1:2114",
-        "http://127.0.0.1:2115",
-    ])?;
+    // `cairn dev` runs its nodes with TLS, their certificates signed by its throwaway CA.
+    let client = Client::with_config(ClientConfig {
+        endpoints: vec![
+            "https://127.0.0.1:2113".into(),
+            "https://127.0.0.1:2114".into(),
+            "https://127.0.0.1:2115".into(),
+        ],
+        tls_ca: Some(std::fs::read("cairn-data/ca.pem")?),
+        ..ClientConfig::default()
+    })?;
     let placed = EventData::json("OrderPlaced", &serde_json::json!({ "total_cents": 1999 }))?;
     match client
         .append("order-42", ExpectedRevision::NoStream, vec![placed])

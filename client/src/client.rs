@@ -42,7 +42,8 @@ pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 /// How a [`Client`] connects and how hard it tries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// Node URLs (`http://host:port`); reads and status try them in this order.
+    /// Node URLs (`http://host:port`, or `https://host:port` for a cluster with TLS); reads and
+    /// status try them in this order.
     pub endpoints: Vec<String>,
     /// Bound on each attempt; also the connect timeout when below [`crate::CONNECT_TIMEOUT_MS`].
     pub request_timeout: Duration,
@@ -51,6 +52,10 @@ pub struct ClientConfig {
     /// Ask followers to answer "not the leader, it is there" instead of forwarding appends:
     /// the client then talks to the leader directly, saving a hop on every later append.
     pub leader_only: bool,
+    /// PEM of the CA that signed the nodes' certificates, for `https://` endpoints (endpoints
+    /// without a scheme are then `https://`). `None`: `https://` endpoints are checked against
+    /// the system's roots.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl Default for ClientConfig {
@@ -60,6 +65,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
             max_append_attempts: DEFAULT_MAX_APPEND_ATTEMPTS,
             leader_only: true,
+            tls_ca: None,
         }
     }
 }
@@ -189,7 +195,12 @@ impl Client {
             ));
         }
         let factory: Arc<ChannelFactory> = Arc::new(factory);
-        let endpoints = Endpoints::new(&config.endpoints, config.request_timeout, factory)?;
+        let endpoints = Endpoints::new(
+            &config.endpoints,
+            config.request_timeout,
+            config.tls_ca.as_deref(),
+            factory,
+        )?;
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints,

@@ -99,7 +99,7 @@ impl Client {
     /// or nothing: every stream's expected revision and the condition must hold. Retried
     /// like [`Client::append`] (the same event ids, so safely). A violated expectation is
     /// [`Error::WrongExpectedVersion`] naming the stream; a failed condition
-    /// [`Error::ConditionFailed`] naming the latest matching position.
+    /// [`Error::ConditionFailed`] naming the first matching position.
     pub async fn append_multi(
         &self,
         streams: Vec<StreamAppend>,

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::Error;
 use crate::read::NodePreference;
@@ -54,6 +54,9 @@ pub(crate) struct Endpoints {
     fallback: Mutex<Option<Arc<Node>>>,
     factory: Arc<ChannelFactory>,
     request_timeout: Duration,
+    /// For `https://` endpoints (all or none are); leader hints, which nodes give as
+    /// `http://HOST:PORT`, are followed over TLS too then.
+    tls: Option<ClientTlsConfig>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -61,31 +64,54 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Adds `http://` when the scheme is missing and drops trailing slashes, so `host:port`,
-/// `http://host:port` and `http://host:port/` name the same node.
-fn normalise(url: &str) -> String {
+/// Adds `default_scheme://` when the scheme is missing and drops trailing slashes, so
+/// `host:port`, `http://host:port` and `http://host:port/` name the same node.
+fn normalise(url: &str, default_scheme: &str) -> String {
     let url = url.trim();
-    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let (scheme, rest) = url.split_once("://").unwrap_or((default_scheme, url));
     format!("{scheme}://{}", rest.trim_end_matches('/'))
 }
 
-fn parse(url: &str, request_timeout: Duration) -> Result<Node, Error> {
-    let url = normalise(url);
+/// The TLS settings for `https://` endpoints: the CA in `ca_pem` (PEM), or the system's roots.
+fn tls_config(ca_pem: Option<&[u8]>) -> Result<ClientTlsConfig, Error> {
+    let config = ClientTlsConfig::new().assume_http2(true);
+    match ca_pem {
+        Some(pem) => {
+            if !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(Error::InvalidArgument(
+                    "TLS CA: holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned(),
+                ));
+            }
+            Ok(config.ca_certificate(Certificate::from_pem(pem)))
+        }
+        None => Ok(config.with_native_roots()),
+    }
+}
+
+fn parse(
+    url: &str,
+    request_timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Node, Error> {
+    let url = normalise(url, if tls.is_some() { "https" } else { "http" });
     let endpoint = Endpoint::from_shared(url.clone())
         .map_err(|err| Error::InvalidArgument(format!("endpoint {url:?}: {err}")))?;
-    match endpoint.uri().scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+    let endpoint = match (endpoint.uri().scheme_str(), tls) {
+        (Some("http"), None) => endpoint,
+        (Some("https"), Some(tls)) => endpoint
+            .tls_config(tls.clone())
+            .map_err(|err| Error::InvalidArgument(format!("endpoint {url:?}: {err}")))?,
+        (Some("http" | "https"), _) => {
             return Err(Error::InvalidArgument(format!(
-                "endpoint {url:?}: https is not supported (this build has no TLS)"
+                "endpoint {url:?}: endpoints mix http:// and https://; a cluster runs with TLS or without"
             )))
         }
         _ => {
             return Err(Error::InvalidArgument(format!(
-                "endpoint {url:?}: the scheme must be http"
+                "endpoint {url:?}: the scheme must be http or https"
             )))
         }
-    }
+    };
     let uri = endpoint.uri();
     if uri.host().is_none_or(str::is_empty) {
         return Err(Error::InvalidArgument(format!("endpoint {url:?}: no host")));
@@ -116,9 +142,12 @@ fn parse(url: &str, request_timeout: Duration) -> Result<Node, Error> {
 }
 
 impl Endpoints {
+    /// `tls_ca`: PEM of the CA that signed the nodes' certificates. With it, endpoints without
+    /// a scheme are `https://`; `https://` endpoints without it trust the system's roots.
     pub(crate) fn new(
         urls: &[String],
         request_timeout: Duration,
+        tls_ca: Option<&[u8]>,
         factory: Arc<ChannelFactory>,
     ) -> Result<Endpoints, Error> {
         if urls.is_empty() {
@@ -132,9 +161,15 @@ impl Endpoints {
                 urls.len()
             )));
         }
+        let default_scheme = if tls_ca.is_some() { "https" } else { "http" };
+        let tls = urls
+            .iter()
+            .any(|url| normalise(url, default_scheme).starts_with("https://"))
+            .then(|| tls_config(tls_ca))
+            .transpose()?;
         let mut nodes: Vec<Arc<Node>> = Vec::with_capacity(urls.len());
         for url in urls {
-            let node = parse(url, request_timeout)?;
+            let node = parse(url, request_timeout, tls.as_ref())?;
             if !nodes.iter().any(|known| known.url == node.url) {
                 nodes.push(Arc::new(node));
             }
@@ -145,6 +180,7 @@ impl Endpoints {
             fallback: Mutex::new(None),
             factory,
             request_timeout,
+            tls,
         })
     }
 
@@ -275,7 +311,16 @@ impl Endpoints {
     /// Records a leader hint and returns its node, adding it if new. `None` when the hint is
     /// not a usable URL or the endpoint limit is reached.
     pub(crate) fn follow_hint(&self, hint: &str) -> Option<Arc<Node>> {
-        let url = normalise(hint);
+        let url = match self.tls {
+            Some(_) => {
+                let url = normalise(hint, "https");
+                match url.strip_prefix("http://") {
+                    Some(rest) => format!("https://{rest}"),
+                    None => url,
+                }
+            }
+            None => normalise(hint, "http"),
+        };
         let node = {
             let mut nodes = lock(&self.nodes);
             match nodes.iter().find(|known| known.url == url) {
@@ -285,7 +330,7 @@ impl Endpoints {
                         tracing::debug!(hint, MAX_ENDPOINTS, "leader hint ignored: endpoint limit");
                         return None;
                     }
-                    let node = match parse(&url, self.request_timeout) {
+                    let node = match parse(&url, self.request_timeout, self.tls.as_ref()) {
                         Ok(node) => Arc::new(node),
                         Err(err) => {
                             tracing::debug!(hint, %err, "leader hint ignored");

@@ -35,7 +35,7 @@ pub enum Error {
         actual: Option<u64>,
     },
     /// A DCB append condition failed: an event matching its query is stored at `position`
-    /// (the latest such) after the condition's `after`. A normal outcome, never retried.
+    /// (the first such) after the condition's `after`. A normal outcome, never retried.
     #[error("append condition failed: an event matching the query is at position {position}")]
     ConditionFailed { position: u64 },
     /// A read of a stream that has no events.
@@ -59,6 +59,10 @@ pub enum Error {
     /// No node could serve the request within the retry budget; the text is the last cause.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The node did not accept who the client is, or how it connected (a TLS node answers a
+    /// plain-text client so); never retried. The CLI exits 6.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
     /// Event data could not be turned into or read from JSON.
     #[error("serialization: {0}")]
     Serialization(String),
@@ -100,12 +104,20 @@ pub(crate) enum Failure {
 /// The server never sends UNKNOWN on purpose, so UNKNOWN is treated as a transport failure.
 /// Retrying is safe for appends because a retry reuses the same event ids.
 pub(crate) fn classify(status: &Status, stream: &str) -> Failure {
-    let cause = format!("{:?}: {}", status.code(), status.message());
+    let cause = format!(
+        "{:?}: {}{}",
+        status.code(),
+        status.message(),
+        tls_hint(status.message())
+    );
     match status.code() {
         Code::InvalidArgument => {
             Failure::Fatal(Error::InvalidArgument(status.message().to_owned()))
         }
         Code::AlreadyExists => Failure::Fatal(conflict(status)),
+        Code::Unauthenticated => {
+            Failure::Fatal(Error::Unauthenticated(status.message().to_owned()))
+        }
         Code::NotFound
             if status
                 .metadata()
@@ -134,6 +146,17 @@ pub(crate) fn classify(status: &Status, stream: &str) -> Failure {
             cause,
         },
         _ => Failure::Fatal(Error::Internal(cause)),
+    }
+}
+
+/// What to do about a transport failure that TLS explains: the two ways a TLS mismatch shows.
+fn tls_hint(message: &str) -> &'static str {
+    if message.contains("invalid peer certificate") {
+        " (the node's certificate is not signed by a CA this client trusts: give the cluster's CA with --tls-ca / CAIRN_TLS_CA or the profile's tls_ca, or ClientConfig::tls_ca)"
+    } else if message.contains("h2 protocol error") || message.contains("http2 error") {
+        " (a node that runs with TLS answers a plain-text client like this: use https:// endpoints and the cluster's CA)"
+    } else {
+        ""
     }
 }
 

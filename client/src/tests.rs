@@ -410,6 +410,11 @@ fn final_failures_map_to_their_typed_errors() {
             "{status:?}"
         );
     }
+    // A TLS node's answer to a plain-text client: said as is, never retried.
+    assert_eq!(
+        classify(&Status::unauthenticated("use TLS"), "s"),
+        Failure::Fatal(Error::Unauthenticated("use TLS".to_owned()))
+    );
 }
 
 #[test]
@@ -519,6 +524,7 @@ fn three_nodes() -> (Endpoints, Vec<Arc<Node>>) {
     let endpoints = Endpoints::new(
         &urls,
         Duration::from_secs(1),
+        None,
         Arc::new(Endpoint::connect_lazy),
     )
     .unwrap();

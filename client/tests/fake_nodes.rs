@@ -343,6 +343,7 @@ fn client(endpoints: &[&str], attempts: u32) -> Client {
         request_timeout: Duration::from_secs(2),
         max_append_attempts: attempts,
         leader_only: true,
+        tls_ca: None,
     })
     .unwrap()
 }

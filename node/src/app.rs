@@ -18,6 +18,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::Stream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
@@ -33,6 +34,7 @@ use crate::timing::{
     ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_INTERVAL_MS,
     RESTART_ELECTION_GRACE_MS,
 };
+use crate::tls::require_peer_certificate;
 
 /// A snapshot is recorded after this many log entries (cheap: snapshots are lazy views)...
 pub const SNAPSHOT_EVERY_LOG_ENTRIES: u64 = 5_000;
@@ -72,6 +74,10 @@ pub struct NodeSetup {
     /// The defaults in production; the simulation snapshots far more often, so that its short
     /// runs build, install and roll back to snapshots too.
     pub snapshots: SnapshotSettings,
+    /// Refuse Raft calls from connections without a client certificate (mutual TLS between
+    /// nodes; see `tls`). Off when the node runs `--insecure`, and in the simulation, whose
+    /// network has no TLS.
+    pub peers_need_certificates: bool,
 }
 
 pub fn raft_config(snapshots: SnapshotSettings) -> anyhow::Result<Arc<Config>> {
@@ -99,6 +105,7 @@ pub struct Node {
     /// What this node counts (appends, subscriptions); `/metrics` renders it.
     pub metrics: Arc<NodeMetrics>,
     ctx: Arc<NodeContext>,
+    peers_need_certificates: bool,
 }
 
 /// Opens the store, starts Raft and bootstraps the cluster if this node is the one to.
@@ -157,6 +164,7 @@ pub async fn start(
         reader,
         metrics: ctx.metrics.clone(),
         ctx,
+        peers_need_certificates: setup.peers_need_certificates,
     })
 }
 
@@ -182,6 +190,7 @@ impl Node {
             raft,
             ctx,
             disk,
+            peers_need_certificates,
             ..
         } = self;
         // First the signal, then (if this node leads) the handoff, while the server still runs:
@@ -199,11 +208,18 @@ impl Node {
         let served = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_millis(SERVER_KEEPALIVE_INTERVAL_MS)))
             .http2_keepalive_timeout(Some(Duration::from_millis(SERVER_KEEPALIVE_TIMEOUT_MS)))
-            .add_service(
+            .add_service(InterceptedService::new(
                 RaftInternalServer::new(RaftService::new(raft.clone(), disk, streams_stopped))
                     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-            )
+                move |request: tonic::Request<()>| {
+                    if peers_need_certificates {
+                        require_peer_certificate(request)
+                    } else {
+                        Ok(request)
+                    }
+                },
+            ))
             .add_service(
                 StreamsServer::new(StreamsService::new(ctx.clone()))
                     .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)

@@ -4,6 +4,10 @@
 //! - `GET /health/ready`: 200 when the node is ready ([`RaftStatus::readiness`]), else 503;
 //!   the body is one line saying why.
 //! - `GET /metrics`: the Prometheus text format ([`crate::metrics`]).
+//!
+//! Plain HTTP even when the gRPC port runs TLS: probes (the kubelet) and scrapers come without
+//! client certificates from inside the cluster network, and this port serves verdicts and
+//! counters only, never events, and accepts no writes.
 
 use std::sync::Arc;
 
@@ -18,6 +22,7 @@ use cairn_raft_store::{EventReader, Raft};
 use crate::health::RaftStatus;
 use crate::metrics::{NodeMetrics, StoreFigures, CONTENT_TYPE};
 use crate::standing::Standing;
+use crate::tls::TlsFiles;
 use crate::Node;
 
 /// What the handlers read.
@@ -28,6 +33,8 @@ pub struct HttpState {
     disk: Arc<dyn Disk>,
     metrics: Arc<NodeMetrics>,
     standing: tokio::sync::watch::Receiver<Standing>,
+    /// The node's TLS layer, whose failed handshakes `/metrics` reports (none when insecure).
+    tls: Option<Arc<TlsFiles>>,
 }
 
 impl HttpState {
@@ -39,7 +46,14 @@ impl HttpState {
             disk,
             metrics: node.metrics.clone(),
             standing: node.standing(),
+            tls: None,
         }
+    }
+
+    /// Reports `tls`'s failed handshakes in `/metrics`.
+    pub fn with_tls(mut self, tls: Option<Arc<TlsFiles>>) -> HttpState {
+        self.tls = tls;
+        self
     }
 }
 
@@ -95,6 +109,11 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             None
         }
     };
+    if let Some(tls) = &state.tls {
+        state
+            .metrics
+            .record_tls_handshake_failures(tls.handshake_failures());
+    }
     let body = state.metrics.render(&raft, StoreFigures { events, bytes });
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
 }

@@ -2,12 +2,14 @@
 //!
 //! The Cairn server: openraft over tonic between nodes (`network`), the public gRPC services
 //! (`api`), the wiring that runs a node (`app`), leadership handoff (`leadership`); readiness
-//! (`health`), metrics (`metrics`) and the HTTP endpoint that serves them (`http`). The
+//! (`health`), metrics (`metrics`) and the HTTP endpoint that serves them (`http`); TLS and
+//! mutual TLS between nodes (`tls`), throwaway certificates for `cairn dev` and tests (`certs`). The
 //! `cairn` binary (server and command line) lives in `main.rs` and `cli/`.
 
 pub mod address;
 pub mod api;
 pub mod app;
+pub mod certs;
 pub mod error;
 pub mod feed;
 pub mod health;
@@ -20,5 +22,6 @@ pub mod metrics;
 pub mod network;
 pub mod standing;
 pub mod timing;
+pub mod tls;
 
 pub use app::{start, Node, NodeSetup, SnapshotSettings};

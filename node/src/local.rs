@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use cairn_client::{Client, ClientConfig};
 
+use crate::certs::{Ca, DEV_CERTIFICATE_DAYS, LOCAL_NAMES};
+use crate::tls::TlsPaths;
+
 /// Pause between status polls while waiting for a cluster.
 const POLL_INTERVAL_MS: u64 = 100;
 
@@ -25,6 +28,67 @@ pub struct LocalCluster {
     die_with_parent: bool,
     /// Per node, a command that runs the node (see [`LocalCluster::with_launchers`]).
     launchers: Vec<Vec<String>>,
+    /// TLS ([`LocalCluster::with_tls`]); without it nodes run `--insecure`.
+    tls: Option<LocalTls>,
+}
+
+/// A local cluster's TLS: a throwaway CA, one node certificate for 127.0.0.1 and localhost
+/// that every node uses unless given its own ([`LocalTls::set_node_files`]).
+pub struct LocalTls {
+    ca: Ca,
+    ca_path: PathBuf,
+    shared: TlsPaths,
+    own: std::collections::BTreeMap<u64, TlsPaths>,
+}
+
+impl LocalTls {
+    /// Makes a new CA and node certificate and writes them under `data_root`: `ca.pem`, and
+    /// `tls/node.pem` with its key `tls/node-key.pem`.
+    pub fn create(data_root: &Path) -> std::io::Result<LocalTls> {
+        let ca = Ca::new("cairn local CA", DEV_CERTIFICATE_DAYS).map_err(std::io::Error::other)?;
+        let dir = data_root.join("tls");
+        std::fs::create_dir_all(&dir)?;
+        let ca_path = data_root.join("ca.pem");
+        crate::certs::write_replacing(&ca_path, ca.pem().as_bytes())?;
+        let shared = TlsPaths {
+            cert: dir.join("node.pem"),
+            key: dir.join("node-key.pem"),
+            ca: ca_path.clone(),
+        };
+        ca.issue_node(&LOCAL_NAMES, DEV_CERTIFICATE_DAYS)
+            .map_err(std::io::Error::other)?
+            .write(&shared.cert, &shared.key)?;
+        Ok(LocalTls {
+            ca,
+            ca_path,
+            shared,
+            own: Default::default(),
+        })
+    }
+
+    /// The CA: to issue replacement certificates (rotation).
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// The CA certificate's file: what clients trust.
+    pub fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+
+    /// The files every node uses unless it has its own.
+    pub fn shared_files(&self) -> &TlsPaths {
+        &self.shared
+    }
+
+    /// Node `id` starts (from its next start on) with these files instead of the shared ones.
+    pub fn set_node_files(&mut self, id: u64, files: TlsPaths) {
+        self.own.insert(id, files);
+    }
+
+    pub fn node_files(&self, id: u64) -> &TlsPaths {
+        self.own.get(&id).unwrap_or(&self.shared)
+    }
 }
 
 /// A free port on 127.0.0.1, chosen by the OS (another process could take it before the node
@@ -51,7 +115,30 @@ impl LocalCluster {
             initial,
             die_with_parent: false,
             launchers: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// Nodes run with TLS: a new CA and node certificate under the data root
+    /// ([`LocalTls::create`]), endpoints `https://`, clients trusting that CA.
+    pub fn with_tls(mut self) -> std::io::Result<Self> {
+        self.tls = Some(LocalTls::create(&self.data_root)?);
+        Ok(self)
+    }
+
+    pub fn tls(&self) -> Option<&LocalTls> {
+        self.tls.as_ref()
+    }
+
+    pub fn tls_mut(&mut self) -> Option<&mut LocalTls> {
+        self.tls.as_mut()
+    }
+
+    /// The PEM of the CA clients trust, when the cluster runs with TLS.
+    pub fn client_tls_ca(&self) -> Option<Vec<u8>> {
+        self.tls
+            .as_ref()
+            .map(|tls| tls.ca.pem().as_bytes().to_vec())
     }
 
     /// Children started from now on are killed (SIGKILL) when this process dies, however it
@@ -152,7 +239,8 @@ impl LocalCluster {
     }
 
     pub fn endpoint(&self, id: u64) -> String {
-        format!("http://{}", self.addrs[id as usize - 1])
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addrs[id as usize - 1])
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -188,6 +276,19 @@ impl LocalCluster {
             "--data-dir".into(),
             self.data_dir(id).display().to_string(),
         ];
+        match &self.tls {
+            Some(tls) => {
+                let files = tls.node_files(id);
+                for (flag, path) in [
+                    ("--tls-cert", &files.cert),
+                    ("--tls-key", &files.key),
+                    ("--tls-ca", &files.ca),
+                ] {
+                    args.extend([flag.into(), path.display().to_string()]);
+                }
+            }
+            None => args.push("--insecure".into()),
+        }
         if let Some(http) = &self.http_addrs[id as usize - 1] {
             args.extend(["--http".into(), http.clone()]);
         }
@@ -326,13 +427,18 @@ impl LocalCluster {
     }
 
     pub fn client(&self) -> Result<Client, cairn_client::Error> {
-        Client::connect(self.endpoints())
+        Client::with_config(ClientConfig {
+            endpoints: self.endpoints(),
+            tls_ca: self.client_tls_ca(),
+            ..ClientConfig::default()
+        })
     }
 
     /// A client that talks to node `id` only.
     pub fn node_client(&self, id: u64) -> Result<Client, cairn_client::Error> {
         Client::with_config(ClientConfig {
             endpoints: vec![self.endpoint(id)],
+            tls_ca: self.client_tls_ca(),
             ..ClientConfig::default()
         })
     }

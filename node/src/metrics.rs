@@ -32,6 +32,9 @@ const RESULT_WRONG_EXPECTED_VERSION: &str = "wrong_expected_version";
 /// the client library does: it then goes to the leader).
 const RESULT_NOT_LEADER: &str = "not_leader";
 const RESULT_ERROR: &str = "error";
+/// The `side` label of `cairn_tls_handshake_failures_total`.
+const TLS_SIDE_ACCEPTED: &str = "accepted";
+const TLS_SIDE_OUTGOING: &str = "outgoing";
 
 /// One node's metrics.
 pub struct NodeMetrics {
@@ -56,6 +59,7 @@ pub struct NodeMetrics {
     reclaimed_groups: IntCounter,
     dead_bytes: IntGauge,
     dead_groups: IntGauge,
+    tls_handshake_failures: IntCounterVec,
 }
 
 /// What a scrape reads besides Raft: the store's event count and size, if they could be read.
@@ -93,6 +97,20 @@ impl NodeMetrics {
     // that creates a node, not something input can cause.
     pub fn new() -> NodeMetrics {
         let registry = Registry::new();
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "cairn_tls_handshake_failures_total",
+                "TLS handshakes that failed (bad or expired certificate, another CA, not TLS at all, timeout), by side: accepted (clients and peers connecting here) or outgoing (this node connecting to a peer)",
+            ),
+            &["side"],
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(tls_handshake_failures.clone()))
+            .expect("registered once");
+        for side in [TLS_SIDE_ACCEPTED, TLS_SIDE_OUTGOING] {
+            tls_handshake_failures.with_label_values(&[side]);
+        }
         let appends = IntCounterVec::new(
             Opts::new(
                 "cairn_appends_total",
@@ -230,6 +248,7 @@ impl NodeMetrics {
             ),
             registry,
             appends,
+            tls_handshake_failures,
             appended_events,
             append_seconds,
             replication_lag,
@@ -279,6 +298,15 @@ impl NodeMetrics {
     /// Subscriptions running now.
     pub fn subscriptions(&self) -> i64 {
         self.subscriptions.get()
+    }
+
+    /// Brings `cairn_tls_handshake_failures_total` up to the TLS layer's own counts
+    /// ([`crate::tls::TlsFiles::handshake_failures`]), which only grow.
+    pub fn record_tls_handshake_failures(&self, (accepted, outgoing): (u64, u64)) {
+        for (side, total) in [(TLS_SIDE_ACCEPTED, accepted), (TLS_SIDE_OUTGOING, outgoing)] {
+            let counter = self.tls_handshake_failures.with_label_values(&[side]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// The Prometheus text exposition (format 0.0.4) with the gauges set from `raft` and

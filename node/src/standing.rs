@@ -240,7 +240,9 @@ async fn check(
         .filter_map(|a| Some((a.leader_id?, a.leader_endpoint.clone())))
         .find(|(l, _)| !asked.iter().any(|(member, _)| member == l));
     if let Some((hinted, endpoint)) = hinted {
-        let addr = endpoint.strip_prefix("http://").unwrap_or(&endpoint);
+        let addr = endpoint
+            .split_once("://")
+            .map_or(endpoint.as_str(), |(_, addr)| addr);
         if let Some(answer) = ask(hinted, connector.channel(addr).ok()).await {
             answers.push(answer);
         }

@@ -160,9 +160,11 @@ pub(crate) fn next_match(
     Ok(best)
 }
 
-/// The latest position after `after` (all positions with none) that matches `query`, below
-/// `end` (the next position to be written): what fails a DCB append condition.
-pub(crate) fn latest_match_after(
+/// The first position after `after` (all positions with none) that matches `query`, below
+/// `end` (the next position to be written): what fails a DCB append condition, and what the
+/// refusal names (the spec's "first matching position": everything the decision missed
+/// starts there).
+pub(crate) fn first_match_after(
     disk: &dyn Disk,
     query: &Query,
     after: Option<u64>,
@@ -182,9 +184,9 @@ pub(crate) fn latest_match_after(
         return Ok(None);
     }
     if query.items.is_empty() {
-        return Ok(Some(last));
+        return Ok(Some(floor));
     }
-    next_match(disk, query, last, floor, Walk::Down)
+    next_match(disk, query, floor, last, Walk::Up)
 }
 
 #[cfg(test)]

@@ -26,6 +26,36 @@ pub enum Direction {
     Backwards,
 }
 
+impl Direction {
+    /// The position or revision after `n` in this direction (`None` past either end).
+    fn beyond(self, n: u64) -> Option<u64> {
+        match self {
+            Direction::Forwards => n.checked_add(1),
+            Direction::Backwards => n.checked_sub(1),
+        }
+    }
+}
+
+/// `Iterator` for a reader whose `$step` method yields its next event: an error ends it.
+macro_rules! step_iterator {
+    ($reader:ty, $step:ident) => {
+        impl Iterator for $reader {
+            type Item = Result<RecordedEvent, StoreError>;
+
+            fn next(&mut self) -> Option<Self::Item> {
+                match self.$step() {
+                    Ok(Some(event)) => Some(Ok(event)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        self.next = None;
+                        Some(Err(e))
+                    }
+                }
+            }
+        }
+    };
+}
+
 /// The last revision of `stream`, or `None` if it has no events.
 pub(crate) fn stream_head(disk: &dyn Disk, stream: &str) -> Result<Option<u64>, StoreError> {
     let last = disk.scan(&keys::stream_range(stream, 0, None), Order::Descending, 1)?;
@@ -528,28 +558,12 @@ impl AllStored {
             return Ok(None);
         };
         let event = group.take(position);
-        self.next = match self.direction {
-            Direction::Forwards => position.checked_add(1),
-            Direction::Backwards => position.checked_sub(1),
-        };
+        self.next = self.direction.beyond(position);
         Ok(Some(event))
     }
 }
 
-impl Iterator for AllStored {
-    type Item = Result<RecordedEvent, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.step_stored() {
-            Ok(Some(event)) => Some(Ok(event)),
-            Ok(None) => None,
-            Err(e) => {
-                self.next = None;
-                Some(Err(e))
-            }
-        }
-    }
-}
+step_iterator!(AllStored, step_stored);
 
 /// Events of one stream in revision order (or reverse).
 pub struct StreamEvents {
@@ -672,28 +686,12 @@ impl StreamEvents {
         let position = group.first_position + (revision - group.group.first_revision);
         let event = group.take(position);
         self.remaining -= 1;
-        self.next = match self.direction {
-            Direction::Forwards => revision.checked_add(1),
-            Direction::Backwards => revision.checked_sub(1),
-        };
+        self.next = self.direction.beyond(revision);
         Ok(Some(event))
     }
 }
 
-impl Iterator for StreamEvents {
-    type Item = Result<RecordedEvent, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
-            Ok(Some(event)) => Some(Ok(event)),
-            Ok(None) => None,
-            Err(e) => {
-                self.next = None;
-                Some(Err(e))
-            }
-        }
-    }
-}
+step_iterator!(StreamEvents, step);
 
 /// Events of one index in `$all` order (or reverse), as stored, with their own stream,
 /// revision and position. Walks the index's runs and reads each event from the group
@@ -751,28 +749,12 @@ impl IndexStored {
                 format!("{} points at {position}, which is not in it", self.index),
             ));
         }
-        self.next = match self.direction {
-            Direction::Forwards => position.checked_add(1),
-            Direction::Backwards => position.checked_sub(1),
-        };
+        self.next = self.direction.beyond(position);
         Ok(Some(event))
     }
 }
 
-impl Iterator for IndexStored {
-    type Item = Result<RecordedEvent, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
-            Ok(Some(event)) => Some(Ok(event)),
-            Ok(None) => None,
-            Err(e) => {
-                self.next = None;
-                Some(Err(e))
-            }
-        }
-    }
-}
+step_iterator!(IndexStored, step);
 
 /// Events matching a DCB query in `$all` order (or reverse), as stored.
 pub struct QueryStored {
@@ -819,10 +801,7 @@ impl QueryStored {
                 format!("the query's indexes point at {position}, which does not match it"),
             ));
         }
-        self.next = match self.direction {
-            Direction::Forwards => position.checked_add(1),
-            Direction::Backwards => position.checked_sub(1),
-        };
+        self.next = self.direction.beyond(position);
         Ok(Some(event))
     }
 }
@@ -835,17 +814,4 @@ impl std::fmt::Display for QueryName<'_> {
     }
 }
 
-impl Iterator for QueryStored {
-    type Item = Result<RecordedEvent, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
-            Ok(Some(event)) => Some(Ok(event)),
-            Ok(None) => None,
-            Err(e) => {
-                self.next = None;
-                Some(Err(e))
-            }
-        }
-    }
-}
+step_iterator!(QueryStored, step);

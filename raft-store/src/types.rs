@@ -343,7 +343,7 @@ pub enum MultiAppendResult {
         expected: ExpectedRevision,
         actual: Option<u64>,
     },
-    /// An event matching the condition's query is stored after its `after`: the latest such.
+    /// An event matching the condition's query is stored after its `after`: the first such.
     ConditionFailed {
         position: u64,
     },

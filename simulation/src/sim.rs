@@ -467,6 +467,8 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
                 every_log_entries: SIM_SNAPSHOT_EVERY_LOG_ENTRIES,
                 log_entries_kept: SIM_LOG_ENTRIES_KEPT_AFTER_SNAPSHOT,
             },
+            // turmoil's network has no TLS.
+            peers_need_certificates: false,
         };
         let disk = cluster.disks[&id].clone();
         let delay = cluster.sync_delays[&id].clone();

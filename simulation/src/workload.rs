@@ -138,6 +138,8 @@ pub fn client_for(endpoints: Vec<String>) -> Result<Client, Error> {
         request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
         max_append_attempts: APPEND_ATTEMPTS,
         leader_only: true,
+        // turmoil's network has no TLS.
+        tls_ca: None,
     };
     Client::with_channel_factory(config, crate::net::channel)
 }

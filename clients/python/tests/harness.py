@@ -17,6 +17,8 @@ from typing import Optional
 
 import cairn
 
+#: The repository's root (deploy/certs.sh makes the TLS clusters' certificates).
+REPO = Path(__file__).resolve().parents[3]
 #: How long a test waits for a leader (or a node to catch up) before it fails.
 CLUSTER_WAIT_S = 30.0
 #: Pause between polls of a node's status.
@@ -59,9 +61,19 @@ def _die_with_parent() -> list[str]:
 class Cluster:
     """Nodes 1..=n of one cluster; started by :meth:`start_all`, killed by :meth:`stop`."""
 
-    def __init__(self, root: Path, nodes: int = 3) -> None:
+    def __init__(self, root: Path, nodes: int = 3, tls: bool = False) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        #: With TLS: a CA and one node certificate for 127.0.0.1 (deploy/certs.sh, openssl);
+        #: without, the nodes run ``--insecure``.
+        self.tls_dir: Optional[Path] = None
+        if tls:
+            self.tls_dir = root / "tls"
+            subprocess.run(
+                ["bash", str(REPO / "deploy" / "certs.sh"), str(self.tls_dir), "node",
+                 "127.0.0.1", "localhost"],
+                check=True, capture_output=True,
+            )
         self.exe = cairn_exe()
         self.addrs = [f"127.0.0.1:{port}" for port in free_ports(nodes)]
         #: Nodes 1..=initial form the cluster; later ones (add_joiner) wait to be added.
@@ -72,8 +84,14 @@ class Cluster:
     def ids(self) -> list[int]:
         return list(range(1, len(self.addrs) + 1))
 
+    @property
+    def ca_path(self) -> Optional[Path]:
+        """The CA file clients trust, when the nodes run with TLS."""
+        return self.tls_dir / "ca.crt" if self.tls_dir else None
+
     def endpoint(self, node_id: int) -> str:
-        return f"http://{self.addrs[node_id - 1]}"
+        scheme = "https" if self.tls_dir else "http"
+        return f"{scheme}://{self.addrs[node_id - 1]}"
 
     @property
     def endpoints(self) -> list[str]:
@@ -93,6 +111,12 @@ class Cluster:
             "--peers", peers,
             "--data-dir", str(self.root / f"node-{node_id}"),
         ]
+        if self.tls_dir:
+            node = self.tls_dir / "node"
+            args += ["--tls-cert", str(node / "tls.crt"), "--tls-key", str(node / "tls.key"),
+                     "--tls-ca", str(node / "ca.crt")]
+        else:
+            args.append("--insecure")
         with open(self.log_path(node_id), "ab") as log:
             self.children[node_id] = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log
@@ -132,6 +156,8 @@ class Cluster:
             self.kill(node_id)
 
     def client(self, **options: object) -> cairn.Client:
+        if self.ca_path is not None:
+            options.setdefault("tls_ca", self.ca_path)
         return cairn.Client(self.endpoints, **options)  # type: ignore[arg-type]
 
     def wait_for_leader(self, client: cairn.Client, without: Optional[int] = None) -> int:

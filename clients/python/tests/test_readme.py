@@ -50,3 +50,24 @@ def test_the_root_readme_example_appends_and_reads(cluster: Cluster, tmp_path: P
     run = runner(ROOT_README, cluster, tmp_path)
     assert run() == ["0 OrderPlaced {'total_cents': 1999}"]
     assert run()[-1] == "1 OrderPlaced {'total_cents': 1999}"
+
+
+def test_the_eventsourcing_example_runs_on_cairn(cluster: Cluster, tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    (program,) = [block for block in blocks if "DogSchool" in block]
+    script = tmp_path / "dog_school.py"
+    script.write_text(program)
+    env = {
+        **os.environ,
+        "PERSISTENCE_MODULE": "cairn.eventsourcing",
+        "CAIRN_ENDPOINTS": ",".join(cluster.endpoints),
+    }
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "{'name': 'Fido', 'tricks': ('roll over', 'play dead')}",
+        "['Registered', 'TrickAdded', 'TrickAdded']",
+    ]

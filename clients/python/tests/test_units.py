@@ -36,9 +36,20 @@ def test_expected_revision_spellings_are_the_clis_and_typos_are_refused() -> Non
 def test_endpoints_are_normalised_and_bad_ones_refused() -> None:
     endpoints = Endpoints(["127.0.0.1:1", "http://127.0.0.1:1/", "http://127.0.0.1:2"])
     assert [n.url for n in endpoints.nodes] == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
-    for bad in (["https://h:1"], ["ftp://h:1"], ["http://h:1/path"], ["http://h"], []):
+    for bad in (
+        ["http://h:1", "https://h:2"],
+        ["ftp://h:1"],
+        ["http://h:1/path"],
+        ["http://h"],
+        [],
+    ):
         with pytest.raises(cairn.InvalidInput):
             Endpoints(bad)
+    # With a CA, bare host:port is https://, and leader hints (http:// from the nodes) follow.
+    secured = Endpoints(["127.0.0.1:1"], tls_ca=b"-----BEGIN CERTIFICATE-----")
+    assert [n.url for n in secured.nodes] == ["https://127.0.0.1:1"]
+    hinted = secured.follow_hint("http://127.0.0.1:2")
+    assert hinted is not None and hinted.url == "https://127.0.0.1:2"
 
 
 def test_profile_and_environment_are_resolved_like_the_cli(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ impl ClusterService {
         let endpoint_of = |id: u64| {
             membership
                 .get_node(&id)
-                .map(|n| format!("http://{}", n.addr))
+                .map(|n| self.ctx.endpoint(&n.addr))
                 .unwrap_or_default()
         };
         let role = match metrics.state {
@@ -108,7 +108,7 @@ impl ClusterService {
                 if id == self.ctx.id {
                     proto::Member {
                         id,
-                        endpoint: format!("http://{}", node.addr),
+                        endpoint: self.ctx.endpoint(&node.addr),
                         role: role as i32,
                         reachable: true,
                         term: metrics.current_term,
@@ -121,7 +121,7 @@ impl ClusterService {
                 } else {
                     proto::Member {
                         id,
-                        endpoint: format!("http://{}", node.addr),
+                        endpoint: self.ctx.endpoint(&node.addr),
                         role: proto::Role::Unknown as i32,
                         reachable: false,
                         ..Default::default()
@@ -142,8 +142,8 @@ impl ClusterService {
     async fn ask(&self, member: &proto::Member, with_space: bool) -> Option<proto::Member> {
         let addr = member
             .endpoint
-            .strip_prefix("http://")
-            .unwrap_or(&member.endpoint);
+            .split_once("://")
+            .map_or(member.endpoint.as_str(), |(_, addr)| addr);
         let mut client = ClusterClient::new(self.ctx.channel(addr).ok()?);
         let call = client.status(proto::StatusRequest {
             local_only: true,

@@ -144,7 +144,7 @@ impl NodeContext {
             // it is a member.
             return Ok(());
         }
-        let leader = self.leader().map(|(_, addr)| format!("http://{addr}"));
+        let leader = self.leader().map(|(_, addr)| self.endpoint(&addr));
         match standing.refusal(self.id, leader) {
             Some(refusal) => Err(refusal.into()),
             None => Ok(()),
@@ -162,6 +162,11 @@ impl NodeContext {
             .is_some()
     }
 
+    /// The URL clients use for a member at `addr` (`HOST:PORT`).
+    pub fn endpoint(&self, addr: &str) -> String {
+        format!("{}://{addr}", self.connector.scheme())
+    }
+
     /// The current leader's id and `HOST:PORT`, if known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.raft.metrics();
@@ -177,9 +182,7 @@ impl NodeContext {
 pub fn not_leader(ctx: &NodeContext) -> tonic::Status {
     NodeError::NotLeader {
         node: ctx.id,
-        leader: ctx
-            .leader()
-            .map(|(id, addr)| (id, format!("http://{addr}"))),
+        leader: ctx.leader().map(|(id, addr)| (id, ctx.endpoint(&addr))),
     }
     .into()
 }

@@ -40,7 +40,7 @@ enum DcbCommand {
     /// type and no tag: every event).
     Read(DcbReadArgs),
     /// Append an event (no stream name) if no event matching the condition exists after
-    /// --after (or at all). Exit 3 when one does, naming the latest matching position.
+    /// --after (or at all). Exit 3 when one does, naming the first matching position.
     Append(DcbAppendArgs),
 }
 

@@ -2,9 +2,10 @@
 //!
 //! Before starting anything it takes the data directory's lock (`dev.lock`: one `cairn dev`
 //! per data directory), and checks that the nodes' ports are free and no other process holds
-//! a node's store; each refusal is one line. It writes a client profile
-//! (`client-profile.toml`) there, so the `cairn` commands find the whole cluster without
-//! flags and still reach it after its leader died.
+//! a node's store; each refusal is one line. It makes a throwaway CA (`ca.pem`) and a node
+//! certificate for 127.0.0.1 and localhost (`tls/`), starts the nodes with TLS, and writes a
+//! client profile (`client-profile.toml`, with the CA) there, so the `cairn` commands find the
+//! whole cluster without flags and still reach it after its leader died.
 //!
 //! However `cairn dev` ends, its nodes end: SIGINT, SIGTERM and SIGHUP stop them gracefully
 //! (SIGTERM, then SIGKILL after [`STOP_GRACE_MS`]); if it is killed outright, each node gets
@@ -263,9 +264,22 @@ pub async fn run(args: DevArgs) -> ExitCode {
         .collect();
     // Nodes are started from this (the main) thread only: the kernel's parent-death signal
     // follows the thread that started a child.
-    let mut cluster = LocalCluster::new(exe.clone(), &data_root, addrs)
+    // A new throwaway CA and node certificate on every start (the last run's CA key is gone
+    // with it); the nodes' data does not depend on them.
+    let mut cluster = match LocalCluster::new(exe.clone(), &data_root, addrs)
         .with_http(http_addrs)
-        .die_with_parent();
+        .die_with_parent()
+        .with_tls()
+    {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the TLS certificates into {}: {e}",
+                data_root.display()
+            );
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     if let Err(e) = preflight(&cluster) {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_FAILURE);
@@ -302,8 +316,16 @@ pub async fn run(args: DevArgs) -> ExitCode {
     }
     println!("endpoints: {}", cluster.endpoints().join(","));
     let profile_path = data_root.join(PROFILE_FILE_NAME);
+    let tls_ca = cluster.tls().map(|tls| tls.ca_path().to_path_buf());
+    if let Some(ca) = &tls_ca {
+        println!(
+            "TLS: nodes use a throwaway CA, {} (clients: --tls-ca or the profile)",
+            ca.display()
+        );
+    }
     let profile = Profile {
         endpoints: cluster.endpoints(),
+        tls_ca,
     };
     match profile.write(&profile_path) {
         Ok(()) => {

@@ -25,6 +25,8 @@ pub const EXIT_WRONG_EXPECTED_VERSION: u8 = 3;
 pub const EXIT_STREAM_NOT_FOUND: u8 = 4;
 /// Exit status when the stream is deleted (tombstoned): it can never be written again.
 pub const EXIT_STREAM_DELETED: u8 = 5;
+/// Exit status when the node does not accept the client (not authenticated, or not allowed).
+pub const EXIT_NOT_ALLOWED: u8 = 6;
 /// Exit status for anything else that failed.
 pub const EXIT_FAILURE: u8 = 1;
 
@@ -100,6 +102,11 @@ pub struct ClientOptions {
     /// ./cairn-data/client-profile.toml if it exists.
     #[arg(long, env = "CAIRN_PROFILE", value_name = "FILE")]
     pub profile: Option<std::path::PathBuf>,
+    /// The CA certificate (PEM) that signed the nodes' certificates, for a cluster with TLS
+    /// (https:// endpoints; endpoints without a scheme become https://). Default: the
+    /// profile's `tls_ca`, else the system's trusted roots.
+    #[arg(long, env = "CAIRN_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -146,8 +153,27 @@ async fn reachable(url: &str) -> Result<(), String> {
 /// The client a command uses: endpoints from the flag, the profile or the default (see
 /// `profile`), checked to be reachable first, reachable ones first. When none accepts a
 /// connection it fails at once with a hint, rather than after the client's retries.
+/// Largest CA file read: a PEM bundle of a few certificates (a system bundle is ~200 KiB).
+pub const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("--tls-ca {}: {e}", path.display()))?;
+    if meta.len() > MAX_CA_FILE_BYTES {
+        return Err(format!(
+            "--tls-ca {}: {} bytes, at most {MAX_CA_FILE_BYTES}: not a CA certificate",
+            path.display(),
+            meta.len()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("--tls-ca {}: {e}", path.display()))
+}
+
 pub async fn connect(options: &ClientOptions) -> Result<cairn_client::Client, ExitCode> {
-    let (urls, source) = match profile::resolve(
+    let profile::Resolved {
+        urls,
+        source,
+        tls_ca,
+    } = match profile::resolve(
         &options.endpoints,
         options.profile.as_deref(),
         cairn_client::DEFAULT_ENDPOINT,
@@ -155,9 +181,22 @@ pub async fn connect(options: &ClientOptions) -> Result<cairn_client::Client, Ex
         Ok(resolved) => resolved,
         Err(e) => return Err(output::usage(e)),
     };
+    let tls_ca = match options
+        .tls_ca
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty())
+        .or(tls_ca)
+    {
+        Some(path) => match read_ca(&path) {
+            Ok(pem) => Some(pem),
+            Err(e) => return Err(output::usage(e)),
+        },
+        None => None,
+    };
     // Malformed URLs are the client's to report, before anything is dialled.
     let config = |endpoints: Vec<String>| cairn_client::ClientConfig {
         endpoints,
+        tls_ca: tls_ca.clone(),
         ..cairn_client::ClientConfig::default()
     };
     if let Err(e) = cairn_client::Client::with_config(config(urls.clone())) {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use cairn_node::address::check_host_port;
 use cairn_node::http::HttpState;
-use cairn_node::network::TcpConnector;
+use cairn_node::network::{Connector, TcpConnector};
+use cairn_node::tls::{TlsConnector, TlsFiles, TlsPaths};
 use cairn_node::{NodeSetup, SnapshotSettings};
 use cairn_raft_store::disk::{Disk, SledDisk, SledOptions};
 use cairn_raft_store::Limits;
@@ -46,6 +47,22 @@ pub struct NodeArgs {
     /// Log format on stderr: text, or json (one object per line).
     #[arg(long, env = "CAIRN_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// This node's certificate chain (PEM), for clients and peers alike; it must be signed by
+    /// --tls-ca, name every address clients and peers reach the node by, and allow both server
+    /// and client authentication (nodes are each other's clients). Reloaded when it changes.
+    #[arg(long, env = "CAIRN_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM). Reloaded when it changes.
+    #[arg(long, env = "CAIRN_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): peers must present a certificate it signed (mutual
+    /// TLS); clients present none. Reloaded when it changes.
+    #[arg(long, env = "CAIRN_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Run without TLS: clients and peers talk plain text and anyone who reaches the port is
+    /// trusted. For development and tests only; the node says so loudly at start.
+    #[arg(long, env = "CAIRN_INSECURE", value_parser = FalseyValueParser::new())]
+    pub insecure: bool,
     /// Check the flags and environment, print a one-line summary and exit (0 when valid, 2
     /// when not) without starting anything or creating the data directory.
     #[arg(long, env = "CAIRN_CHECK_CONFIG", value_parser = FalseyValueParser::new())]
@@ -67,6 +84,8 @@ pub struct NodeConfig {
     pub http: Option<String>,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
+    /// The TLS files; `None` with `--insecure`.
+    pub tls: Option<TlsPaths>,
 }
 
 impl NodeConfig {
@@ -124,6 +143,7 @@ impl NodeConfig {
             http,
             data_dir,
             log_format,
+            tls: tls_paths(args)?,
         })
     }
 
@@ -135,7 +155,7 @@ impl NodeConfig {
             .map(|(id, a)| format!("{id}={a}"))
             .collect();
         format!(
-            "config ok: node {} of {} (peers {}), listen {}, http {}, data dir {} ({data_dir_state}), log format {}",
+            "config ok: node {} of {} (peers {}), listen {}, http {}, data dir {} ({data_dir_state}), log format {}, {}",
             self.id,
             self.peers.len(),
             peers.join(","),
@@ -145,9 +165,47 @@ impl NodeConfig {
             match self.log_format {
                 LogFormat::Text => "text",
                 LogFormat::Json => "json",
+            },
+            match &self.tls {
+                None => "INSECURE (no TLS)".to_owned(),
+                Some(tls) => format!(
+                    "tls cert {} key {} ca {}",
+                    tls.cert.display(),
+                    tls.key.display(),
+                    tls.ca.display()
+                ),
             }
         )
     }
+}
+
+/// TLS unless `--insecure`: all three files, or none of them with `--insecure`.
+fn tls_paths(args: &NodeArgs) -> Result<Option<TlsPaths>, String> {
+    let given =
+        |path: &Option<PathBuf>| path.as_ref().filter(|p| !p.as_os_str().is_empty()).cloned();
+    let files = [
+        ("--tls-cert (CAIRN_TLS_CERT)", given(&args.tls_cert)),
+        ("--tls-key (CAIRN_TLS_KEY)", given(&args.tls_key)),
+        ("--tls-ca (CAIRN_TLS_CA)", given(&args.tls_ca)),
+    ];
+    if args.insecure {
+        if let Some((flag, _)) = files.iter().find(|(_, path)| path.is_some()) {
+            return Err(format!(
+                "--insecure (CAIRN_INSECURE) and {flag} together: run with TLS or without, not both"
+            ));
+        }
+        return Ok(None);
+    }
+    if files.iter().all(|(_, path)| path.is_none()) {
+        return Err("TLS is required: give --tls-cert, --tls-key and --tls-ca (CAIRN_TLS_CERT, CAIRN_TLS_KEY, CAIRN_TLS_CA), or --insecure (CAIRN_INSECURE) to run without TLS, for development only".into());
+    }
+    let mut paths = Vec::new();
+    for (flag, path) in files {
+        paths.push(path.ok_or_else(|| format!("{flag} is required with the other TLS flags"))?);
+    }
+    let [cert, key, ca] =
+        <[PathBuf; 3]>::try_from(paths).map_err(|_| "three TLS files".to_owned())?;
+    Ok(Some(TlsPaths { cert, key, ca }))
 }
 
 fn required(value: &Option<String>, what: &str) -> Result<String, String> {
@@ -276,6 +334,14 @@ fn init_tracing(format: LogFormat) {
     };
 }
 
+/// `--insecure` is said loudly, in the log (stderr, text or JSON) where an operator looks.
+fn warn_insecure(id: u64) {
+    tracing::warn!(
+        node = id,
+        "INSECURE: node {id} runs without TLS (--insecure): plain text to clients and peers, and anyone who can reach its port is trusted; for development and tests only"
+    );
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -295,6 +361,15 @@ async fn shutdown_signal() {
 pub async fn run(args: NodeArgs) -> ExitCode {
     let config = match NodeConfig::from_args(&args) {
         Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // The TLS files are checked before anything starts: readable, key and certificate a pair,
+    // in date, signed by the CA.
+    let tls = match config.tls.clone().map(TlsFiles::load).transpose() {
+        Ok(tls) => tls,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_USAGE);
@@ -362,8 +437,13 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         peers: config.peers,
         limits: Limits::default(),
         snapshots: SnapshotSettings::default(),
+        peers_need_certificates: tls.is_some(),
     };
-    let node = match cairn_node::start(setup, disk.clone(), Arc::new(TcpConnector)).await {
+    let connector: Arc<dyn Connector> = match &tls {
+        Some(tls) => Arc::new(TlsConnector { tls: tls.clone() }),
+        None => Arc::new(TcpConnector),
+    };
+    let node = match cairn_node::start(setup, disk.clone(), connector).await {
         Ok(node) => node,
         Err(e) => {
             eprintln!("error: node {} failed to start: {e:#}", config.id);
@@ -371,7 +451,7 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         }
     };
     if let Some(listener) = http_listener {
-        let state = HttpState::new(&node, disk);
+        let state = HttpState::new(&node, disk).with_tls(tls.clone());
         let id = config.id;
         tokio::spawn(async move {
             if let Err(e) = cairn_node::http::serve(listener, state).await {
@@ -379,24 +459,44 @@ pub async fn run(args: NodeArgs) -> ExitCode {
             }
         });
     }
-    // Nagle's algorithm off on accepted connections too (tonic sets it only on sockets it binds
-    // itself): with it, the server's small HTTP/2 frames on a fresh connection waited for the
-    // peer's delayed ACK, ~40 ms (seen as every handoff's TimeoutNow taking 44 ms).
-    let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-            }
+    if tls.is_none() {
+        warn_insecure(config.id);
+    }
+    let served = match tls {
+        Some(tls) => {
+            tracing::info!(node = config.id, listen = %config.listen, "serving with TLS");
+            node.serve(cairn_node::tls::accept(listener, tls), shutdown_signal())
+                .await
         }
-        accepted
-    });
-    match node.serve(incoming, shutdown_signal()).await {
+        None => {
+            node.serve(plain_incoming(listener), shutdown_signal())
+                .await
+        }
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: node {} failed: {e:#}", config.id);
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Accepted TCP connections as they come, for `--insecure`.
+fn plain_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    // Nagle's algorithm off on accepted connections too (tonic sets it only on sockets it binds
+    // itself): with it, the server's small HTTP/2 frames on a fresh connection waited for the
+    // peer's delayed ACK, ~40 ms (seen as every handoff's TimeoutNow taking 44 ms).
+    TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
+            }
+        }
+        accepted
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use base64::Engine;
 use cairn_client::{ContentType, Error, RecordedEvent};
 
 use super::{
-    EXIT_FAILURE, EXIT_STREAM_DELETED, EXIT_STREAM_NOT_FOUND, EXIT_USAGE,
+    EXIT_FAILURE, EXIT_NOT_ALLOWED, EXIT_STREAM_DELETED, EXIT_STREAM_NOT_FOUND, EXIT_USAGE,
     EXIT_WRONG_EXPECTED_VERSION,
 };
 
@@ -64,6 +64,7 @@ pub fn fail(e: &Error) -> ExitCode {
         Error::StreamNotFound { .. } => EXIT_STREAM_NOT_FOUND,
         Error::StreamDeleted { .. } => EXIT_STREAM_DELETED,
         Error::InvalidArgument(_) => EXIT_USAGE,
+        Error::Unauthenticated(_) => EXIT_NOT_ALLOWED,
         _ => EXIT_FAILURE,
     };
     ExitCode::from(code)

@@ -10,8 +10,12 @@
 //! unknown keys are ignored, so an older `cairn` reads a newer profile.
 //!
 //! ```toml
-//! endpoints = ["http://127.0.0.1:2113", "http://127.0.0.1:2114", "http://127.0.0.1:2115"]
+//! endpoints = ["https://127.0.0.1:2113", "https://127.0.0.1:2114", "https://127.0.0.1:2115"]
+//! tls_ca = "/home/me/cairn-data/ca.pem"
 //! ```
+//!
+//! `tls_ca` is the CA that signed the nodes' certificates (`--tls-ca` overrides it); a
+//! relative path is taken from the profile's directory.
 
 use std::path::{Path, PathBuf};
 
@@ -27,8 +31,11 @@ pub const MAX_PROFILE_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
-    /// Node URLs, `http://HOST:PORT`.
+    /// Node URLs, `http://HOST:PORT` or `https://HOST:PORT`.
     pub endpoints: Vec<String>,
+    /// The CA certificate (PEM file) to check the nodes' certificates against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Profile {
@@ -53,6 +60,12 @@ impl Profile {
         })?;
         if profile.endpoints.iter().all(|e| e.trim().is_empty()) {
             return Err(format!("profile {}: `endpoints` is empty", path.display()));
+        }
+        let mut profile = profile;
+        if let (Some(ca), Some(dir)) = (&profile.tls_ca, path.parent()) {
+            if ca.is_relative() {
+                profile.tls_ca = Some(dir.join(ca));
+            }
         }
         Ok(profile)
     }
@@ -89,14 +102,19 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// Where a client command goes and what it trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub urls: Vec<String>,
+    pub source: Source,
+    /// The CA file from the profile, when the endpoints came from one.
+    pub tls_ca: Option<PathBuf>,
+}
+
 /// The endpoints a client command uses: `--endpoints` / `CAIRN_ENDPOINTS`, else the profile
 /// (`--profile` / `CAIRN_PROFILE`, else `./cairn-data/client-profile.toml` when it exists),
 /// else `default`. An empty `--endpoints` is a usage error, not the default.
-pub fn resolve(
-    flag: &[String],
-    profile: Option<&Path>,
-    default: &str,
-) -> Result<(Vec<String>, Source), String> {
+pub fn resolve(flag: &[String], profile: Option<&Path>, default: &str) -> Result<Resolved, String> {
     if !flag.is_empty() {
         let urls: Vec<String> = flag
             .iter()
@@ -110,7 +128,11 @@ pub fn resolve(
                     .to_owned(),
             );
         }
-        return Ok((urls, Source::Flag));
+        return Ok(Resolved {
+            urls,
+            source: Source::Flag,
+            tls_ca: None,
+        });
     }
     let (path, named) = match profile {
         Some(path) if !path.as_os_str().is_empty() => (path.to_path_buf(), true),
@@ -123,9 +145,17 @@ pub fn resolve(
             .into_iter()
             .filter(|e| !e.trim().is_empty())
             .collect();
-        return Ok((urls, Source::Profile(path)));
+        return Ok(Resolved {
+            urls,
+            source: Source::Profile(path),
+            tls_ca: profile.tls_ca,
+        });
     }
-    Ok((vec![default.to_owned()], Source::Default))
+    Ok(Resolved {
+        urls: vec![default.to_owned()],
+        source: Source::Default,
+        tls_ca: None,
+    })
 }
 
 #[cfg(test)]
@@ -138,21 +168,26 @@ mod tests {
         let path = dir.path().join(PROFILE_FILE_NAME);
         let profile = Profile {
             endpoints: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+            tls_ca: Some(dir.path().join("ca.pem")),
         };
         profile.write(&path).expect("write");
         assert_eq!(Profile::read(&path), Ok(profile));
-        std::fs::write(&path, "endpoints = [\"h:1\"]\ntoken = \"later\"\n").expect("write");
-        assert_eq!(
-            resolve(&[], Some(&path), "d").map(|(urls, _)| urls),
-            Ok(vec!["h:1".to_owned()])
-        );
+        std::fs::write(
+            &path,
+            "endpoints = [\"h:1\"]\ntls_ca = \"ca.pem\"\ntoken = \"later\"\n",
+        )
+        .expect("write");
+        let resolved = resolve(&[], Some(&path), "d").expect("resolved");
+        assert_eq!(resolved.urls, vec!["h:1".to_owned()]);
+        // A relative CA path is the profile's neighbour, wherever the command runs.
+        assert_eq!(resolved.tls_ca, Some(dir.path().join("ca.pem")));
     }
 
     #[test]
     fn endpoints_win_over_a_profile_and_empty_endpoints_are_refused() {
         let named = Path::new("/nonexistent/profile.toml");
         assert_eq!(
-            resolve(&["a:1".into()], Some(named), "d").map(|(urls, _)| urls),
+            resolve(&["a:1".into()], Some(named), "d").map(|r| r.urls),
             Ok(vec!["a:1".to_owned()])
         );
         assert!(resolve(&[String::new()], None, "d").is_err());

@@ -29,6 +29,12 @@ pub const CONNECT_TIMEOUT_MS: u64 = 500;
 /// Makes gRPC channels to other nodes' `HOST:PORT` addresses.
 pub trait Connector: Send + Sync + 'static {
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error>;
+
+    /// The URL scheme of this node's endpoints, as told to clients (member lists, leader
+    /// hints): `https` when the node runs TLS.
+    fn scheme(&self) -> &'static str {
+        "http"
+    }
 }
 
 /// How often a connection to a peer is pinged when nothing else proves it alive...

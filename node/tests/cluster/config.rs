@@ -43,6 +43,7 @@ fn check_config_accepts_a_good_configuration_and_creates_nothing() {
             "[::]:2114",
             "--log-format",
             "json",
+            "--insecure",
         ],
         &[],
     );
@@ -68,6 +69,7 @@ fn check_config_accepts_a_good_configuration_and_creates_nothing() {
         .env("CAIRN_PEERS", "1=a:2113,2=b:2113,3=c:2113")
         .env("CAIRN_DATA_DIR", existing)
         .env("CAIRN_LOG_FORMAT", "text")
+        .env("CAIRN_INSECURE", "true")
         .output()
         .expect("run cairn");
     assert_eq!(from_env.status.code(), Some(0), "{from_env:?}");
@@ -89,6 +91,7 @@ fn check_config_rejects_each_bad_configuration_with_one_line() {
         ("CAIRN_LISTEN", "127.0.0.1:2113"),
         ("CAIRN_PEERS", "1=127.0.0.1:2113,2=127.0.0.1:2123"),
         ("CAIRN_DATA_DIR", data),
+        ("CAIRN_INSECURE", "1"),
     ];
     let with = |key: &'static str, value: &'static str| -> Vec<(&'static str, String)> {
         base.iter()
@@ -136,6 +139,13 @@ fn check_config_rejects_each_bad_configuration_with_one_line() {
         (
             with("CAIRN_DATA_DIR", ""),
             "--data-dir (CAIRN_DATA_DIR) is required",
+        ),
+        // Secure by default: no TLS files and no --insecure is refused.
+        (with("CAIRN_INSECURE", ""), "TLS is required"),
+        (with("CAIRN_INSECURE", "false"), "TLS is required"),
+        (
+            with("CAIRN_TLS_CA", "/ca.pem"),
+            "--insecure (CAIRN_INSECURE) and --tls-ca (CAIRN_TLS_CA) together",
         ),
     ];
     let mut cases: Vec<(Vec<(&str, String)>, String)> = cases

@@ -403,6 +403,7 @@ fn a_data_directory_in_use_is_said_in_plain_words_by_node_and_dev() {
             format!("1={addr}"),
             "--data-dir".into(),
             data_dir.display().to_string(),
+            "--insecure".into(),
         ]
     };
     let mut first = cli(dir.path())

@@ -45,6 +45,18 @@ impl TestCluster {
         TestCluster { cluster, _dir: dir }
     }
 
+    /// Like [`TestCluster::start`], the nodes with TLS (a throwaway CA, mutual TLS between
+    /// nodes); endpoints are `https://` and clients trust the CA.
+    pub fn start_with_tls(nodes: usize) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cluster = LocalCluster::on_free_ports(cairn_exe(), dir.path(), nodes)
+            .expect("ports")
+            .with_tls()
+            .expect("certificates");
+        cluster.start_all().expect("start nodes");
+        TestCluster { cluster, _dir: dir }
+    }
+
     pub fn restart(&mut self, id: u64) {
         self.cluster.start_node(id).expect("restart node");
     }

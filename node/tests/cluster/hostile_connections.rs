@@ -1,7 +1,9 @@
 //! Garbage and half-open connections on every node's gRPC port (the one port that serves
 //! clients and peers) do not disturb appends and reads: random bytes, an HTTP/2 preface
 //! followed by a frame header that claims a huge frame, connections that say nothing and stay
-//! open, and undecodable Raft messages to the internal service, all while a client writes.
+//! open, and undecodable Raft messages to the internal service, all while a client writes;
+//! on a plain-text cluster and on a TLS one (where the Raft service refuses callers without a
+//! node certificate before it reads their message).
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use cairn_client::{EventData, ExpectedRevision};
 use cairn_node::network::proto::raft_internal_client::RaftInternalClient;
 use cairn_node::network::proto::RaftBytes;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::harness::{runtime, TestCluster};
 use crate::load::read_all;
@@ -66,12 +68,15 @@ fn open_hostile(addr: &str, random: &mut Bytes) -> Vec<TcpStream> {
 }
 
 /// Undecodable payloads to every Raft RPC that takes bytes: each must be refused.
-async fn send_garbage_raft_messages(endpoint: String, random: &mut Bytes) {
-    let channel = Channel::from_shared(endpoint)
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+async fn send_garbage_raft_messages(cluster: &TestCluster, id: u64, random: &mut Bytes) {
+    let mut endpoint = Channel::from_shared(cluster.endpoint(id)).expect("endpoint");
+    if let Some(ca) = cluster.client_tls_ca() {
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+            .expect("tls config");
+    }
+    let tls = cluster.tls().is_some();
+    let channel = endpoint.connect().await.expect("connect");
     let mut raft = RaftInternalClient::new(channel);
     for len in [0usize, 1, 7, 64, 1024] {
         let payload = random.fill(len);
@@ -83,10 +88,16 @@ async fn send_garbage_raft_messages(endpoint: String, random: &mut Bytes) {
         let vote = raft.vote(RaftBytes { payload }).await;
         // An empty or random payload could in principle decode; it must never crash the node.
         for (rpc, answer) in [("append_entries", append), ("vote", vote)] {
-            if let Err(status) = answer {
+            if let Err(status) = &answer {
                 assert!(
                     !status.message().is_empty(),
                     "{rpc} refused garbage without saying why"
+                );
+            }
+            if tls {
+                assert!(
+                    matches!(&answer, Err(s) if s.code() == tonic::Code::Unauthenticated),
+                    "{rpc} without a node certificate: {answer:?}"
                 );
             }
         }
@@ -95,14 +106,22 @@ async fn send_garbage_raft_messages(endpoint: String, random: &mut Bytes) {
 
 #[test]
 fn garbage_and_half_open_connections_do_not_disturb_appends_and_reads() {
-    let mut cluster = TestCluster::start(3);
+    hostile_connections_leave_appends_and_reads_intact(TestCluster::start(3));
+}
+
+#[test]
+fn garbage_on_the_tls_port_does_not_disturb_appends_and_reads() {
+    hostile_connections_leave_appends_and_reads_intact(TestCluster::start_with_tls(3));
+}
+
+fn hostile_connections_leave_appends_and_reads_intact(mut cluster: TestCluster) {
     runtime().block_on(async {
         cluster.wait_for_leader().await;
         let mut random = Bytes(0x2121_2121_2121_2121);
         let mut held = Vec::new();
         for id in 1..=3 {
             held.extend(open_hostile(cluster.addr(id), &mut random));
-            send_garbage_raft_messages(cluster.endpoint(id), &mut random).await;
+            send_garbage_raft_messages(&cluster, id, &mut random).await;
         }
 
         let client = cluster.client();

@@ -22,4 +22,5 @@ mod prometheus_text;
 mod rolling_restart;
 mod scavenge;
 mod subscriptions;
+mod tls;
 mod walkthrough;

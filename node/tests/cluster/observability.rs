@@ -270,6 +270,7 @@ fn a_lone_node_logs_json_lines_and_goes_ready() {
         .env("CAIRN_HTTP", &http)
         .env("CAIRN_DATA_DIR", dir.path())
         .env("CAIRN_LOG_FORMAT", "json")
+        .env("CAIRN_INSECURE", "true")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -84,6 +84,8 @@ pub fn client_for(endpoints: Vec<String>) -> Client {
         request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
         max_append_attempts: APPEND_ATTEMPTS,
         leader_only: true,
+        // The partition clusters run --insecure (LocalCluster without TLS).
+        tls_ca: None,
     })
     .expect("client")
 }

@@ -19,7 +19,7 @@ use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::lifecycle::{self, Lifecycle};
 use crate::limits::Limits;
-use crate::query::{latest_match_after, query_matches};
+use crate::query::{first_match_after, query_matches};
 use crate::read::{log_clock, stream_head};
 use crate::records::{read_group, write_group, AppliedState, StoredGroup};
 use crate::scavenge::forget_hidden;
@@ -424,7 +424,7 @@ impl<'a> Applier<'a> {
         }
         if let Some(condition) = &multi.condition {
             if !crate::faults::active().skip_dcb_check {
-                let found = self.latest_condition_match(condition)?;
+                let found = self.first_condition_match(condition)?;
                 if let Some(position) = found {
                     return Ok(MultiAppendResult::ConditionFailed { position });
                 }
@@ -448,11 +448,11 @@ impl<'a> Applier<'a> {
         }))
     }
 
-    /// The latest event matching a DCB condition after its `after`: from the indexes for what
-    /// is written, from `unflushed` for what this call has pending. The first check of a call
+    /// The first event matching a DCB condition after its `after`: from the indexes for what
+    /// is written, then from `unflushed` for what this call has pending (all after it). The first check of a call
     /// writes what is pending (unsynced, as every flush here) and starts keeping `unflushed`;
     /// past `MAX_UNFLUSHED_CONDITION_EVENTS` it writes again instead of scanning more.
-    fn latest_condition_match(
+    fn first_condition_match(
         &mut self,
         condition: &AppendCondition,
     ) -> Result<Option<u64>, StoreError> {
@@ -464,23 +464,22 @@ impl<'a> Applier<'a> {
             self.unflushed.get_or_insert_with(Vec::new).clear();
         }
         let query = &condition.fail_if_events_match;
-        let pending = self.unflushed.as_ref().and_then(|events| {
-            events
-                .iter()
-                .rev()
-                .take_while(|e| condition.after.is_none_or(|after| e.position > after))
-                .find(|e| query_matches(query, &e.event_type, &e.tags))
-                .map(|e| e.position)
-        });
-        if pending.is_some() {
-            return Ok(pending);
-        }
-        latest_match_after(
+        let written = first_match_after(
             self.disk,
             query,
             condition.after,
             self.applied.next_position,
-        )
+        )?;
+        if written.is_some() {
+            return Ok(written);
+        }
+        Ok(self.unflushed.as_ref().and_then(|events| {
+            events
+                .iter()
+                .filter(|e| condition.after.is_none_or(|after| e.position > after))
+                .find(|e| query_matches(query, &e.event_type, &e.tags))
+                .map(|e| e.position)
+        }))
     }
 
     /// `None` when no event id of the request is stored. A retry of the whole request (every

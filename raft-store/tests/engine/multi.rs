@@ -144,7 +144,7 @@ fn a_retried_multi_stream_append_returns_the_original_result_and_writes_nothing(
 }
 
 #[test]
-fn a_dcb_condition_fails_on_a_matching_event_after_its_position_and_names_the_latest() {
+fn a_dcb_condition_fails_on_a_matching_event_after_its_position_and_names_the_first() {
     for (name, make) in both() {
         run(async {
             let mut s = make();
@@ -160,7 +160,7 @@ fn a_dcb_condition_fails_on_a_matching_event_after_its_position_and_names_the_la
             s.apply(append("x-1", E::Any, vec![tagged("Other", &[])]))
                 .await;
             let course = || vec![item(&["StudentSubscribed", "CourseDefined"], &["course:1"])];
-            // Matches at 0 and 2 (not 1: wrong type; not 3: no tag).
+            // Matches at 0 and 2 (not 1: wrong type; not 3: no tag): the first after `after`.
             assert_eq!(
                 s.apply_multi(dcb(
                     vec![tagged("StudentSubscribed", &[])],
@@ -173,7 +173,7 @@ fn a_dcb_condition_fails_on_a_matching_event_after_its_position_and_names_the_la
             assert_eq!(
                 s.apply_multi(dcb(vec![tagged("X", &[])], fail_if(course(), None)))
                     .await,
-                M::ConditionFailed { position: 2 },
+                M::ConditionFailed { position: 0 },
                 "{name}"
             );
             // After the last match: holds. Tags AND'ed: student:2 never matched.
@@ -194,7 +194,7 @@ fn a_dcb_condition_fails_on_a_matching_event_after_its_position_and_names_the_la
             assert_eq!(
                 s.apply_multi(dcb(vec![tagged("X", &[])], fail_if(vec![], Some(3))))
                     .await,
-                M::ConditionFailed { position: 5 },
+                M::ConditionFailed { position: 4 },
                 "{name}"
             );
             assert_eq!(s.all().len(), 6, "{name}");
@@ -377,12 +377,12 @@ fn a_condition_behind_many_pending_events_of_the_same_entry_still_sees_them() {
     run(async {
         let mut s = TestStore::mem();
         let seat = || tagged("Seat", &["seat:1"]);
-        let claim = |n: u32| {
+        let claim = |n: u32, after: u64| {
             let mut e = seat();
             e.data = format!("{{\"n\":{n}}}").into_bytes();
             Write::Multi(dcb(
                 vec![e],
-                fail_if(vec![item(&["Seat"], &["seat:1"])], Some(0)),
+                fail_if(vec![item(&["Seat"], &["seat:1"])], Some(after)),
             ))
         };
         let many = cairn_raft_store::MAX_UNFLUSHED_CONDITION_EVENTS + 5;
@@ -394,24 +394,24 @@ fn a_condition_behind_many_pending_events_of_the_same_entry_still_sees_them() {
                     events: vec![tagged("Other", &[])],
                     created_unix_ms: 1,
                 }),
-                claim(1),
+                claim(1, 0),
                 Write::Append(cairn_raft_store::Append {
                     stream: "seats".into(),
                     expected: E::Any,
                     events: (0..many).map(|_| seat()).collect(),
                     created_unix_ms: 1,
                 }),
-                claim(2),
+                // After claim 1's seat (position 1): the first of the many is the match.
+                claim(2, 1),
             ])
             .await;
         assert!(
             matches!(results[1], WriteResult::Multi(M::Written(_))),
             "{results:?}"
         );
-        let last = 1 + many as u64;
         assert_eq!(
             results[3],
-            WriteResult::Multi(M::ConditionFailed { position: last })
+            WriteResult::Multi(M::ConditionFailed { position: 2 })
         );
     });
 }

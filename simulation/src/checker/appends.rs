@@ -139,7 +139,8 @@ pub(super) fn check_multi_appends(history: &[Record], log: &Log, sink: &mut Sink
                         let winner_op = *winner_op;
                         sink.push(Rule::DcbCondition, || {
                             format!(
-                                "ops {winner_op} and {op} both succeeded on condition {:?}                                  after {:?}, each writing an event that matches it",
+                                "ops {winner_op} and {op} both succeeded on condition {:?} \
+                                 after {:?}, each writing an event that matches it",
                                 condition.items, condition.after
                             )
                         });
@@ -152,17 +153,17 @@ pub(super) fn check_multi_appends(history: &[Record], log: &Log, sink: &mut Sink
             }
         }
         if let MultiOutcome::ConditionFailed { position } = outcome {
-            let named = log
-                .all_from(*position)
-                .first()
-                .filter(|e| e.position == *position);
-            let explained = named.is_some_and(|e| {
-                condition.matches(e) && condition.after.is_none_or(|a| e.position > a)
-            });
-            if !explained {
+            // The refusal names the first matching event after `after`.
+            let first = log
+                .all_from(condition.after.map_or(0, |a| a.saturating_add(1)))
+                .iter()
+                .find(|e| condition.matches(e))
+                .map(|e| e.position);
+            if first != Some(*position) {
                 sink.push(Rule::DcbCondition, || {
                     format!(
-                        "op {op} was refused naming @{position}, which holds no event matching                          {:?} after {:?}",
+                        "op {op} was refused naming @{position}, but the first event matching \
+                         {:?} after {:?} is {first:?}",
                         condition.items, condition.after
                     )
                 });

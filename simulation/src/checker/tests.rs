@@ -838,6 +838,25 @@ fn a_dcb_success_despite_a_matching_event_before_it_is_found() {
         &log[..1],
     );
     assert_eq!(rules(&wrong), only(Rule::DcbCondition));
+    // ... and the first one: two seats taken, a third claim refused naming the second.
+    let claims = |named: u64| {
+        with_log(
+            vec![
+                multi(1, &[("$dcb", &[1])], Some(u64::MAX), multi_ok(&[0], 0)),
+                multi(2, &[("a", &[2])], None, multi_ok(&[0], 1)),
+                multi(3, &[("$dcb", &[3])], None, multi_ok(&[1], 2)),
+                multi(
+                    4,
+                    &[("$dcb", &[4])],
+                    Some(u64::MAX),
+                    MultiOutcome::ConditionFailed { position: named },
+                ),
+            ],
+            &[seat(1, 0, 0), ev(2, "a", 0, 1), seat(3, 1, 2)],
+        )
+    };
+    assert_eq!(rules(&claims(0)), BTreeSet::new());
+    assert_eq!(rules(&claims(2)), only(Rule::DcbCondition));
 }
 
 #[test]

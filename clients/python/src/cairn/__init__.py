@@ -16,8 +16,19 @@ and resubscribe on another node, from where delivery stopped, when a node is los
 from cairn.aio import DEFAULT_REQUEST_TIMEOUT_MS, MEMBERSHIP_REQUEST_TIMEOUT_MS, AsyncClient
 from cairn.cluster import ClusterStatus, Member, Membership, Role
 from cairn.endpoints import MAX_ENDPOINTS, MAX_MESSAGE_BYTES
+from cairn.dcb import (
+    DCB_STREAM,
+    MAX_QUERY_ITEM_VALUES,
+    MAX_QUERY_ITEMS,
+    AppendCondition,
+    MultiAppendResult,
+    Query,
+    QueryItem,
+    StreamAppend,
+)
 from cairn.errors import (
     CairnError,
+    ConditionFailed,
     EventIdReused,
     IdempotencyConflict,
     InternalError,
@@ -30,6 +41,7 @@ from cairn.errors import (
 from cairn.events import (
     ALL_STREAM,
     ANY,
+    MAX_TAGS_PER_EVENT,
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
@@ -38,9 +50,13 @@ from cairn.events import (
     ExpectedRevision,
     RecordedEvent,
     StreamState,
+    category_index,
+    event_type_index,
     parse_expected,
+    tag_index,
     uuid7,
 )
+from cairn.lifecycle import StreamMetadata, StreamMetadataState
 from cairn.options import (
     Direction,
     From,
@@ -55,7 +71,7 @@ from cairn.policy import (
     RETRY_BACKOFF_INITIAL_MS,
     RETRY_BACKOFF_MAX_MS,
 )
-from cairn.profile import DEFAULT_ENDPOINT, read_profile, resolve_endpoints
+from cairn.profile import DEFAULT_ENDPOINT, read_profile, resolve_endpoints, resolve_tls_ca
 from cairn.reads import AsyncReadStream
 from cairn.subscription import (
     AsyncSubscription,
@@ -67,6 +83,10 @@ from cairn.subscription import (
 from cairn.sync import Client, ReadStream, Subscription
 
 __all__ = [
+    "DCB_STREAM", "MAX_QUERY_ITEMS", "MAX_QUERY_ITEM_VALUES", "MAX_TAGS_PER_EVENT",
+    "AppendCondition", "ConditionFailed", "MultiAppendResult", "Query", "QueryItem",
+    "StreamAppend", "StreamMetadata", "StreamMetadataState", "category_index",
+    "event_type_index", "tag_index",
     "ALL_STREAM", "ANY", "NO_STREAM", "STREAM_EXISTS", "DEFAULT_ENDPOINT",
     "DEFAULT_MAX_APPEND_ATTEMPTS", "DEFAULT_REQUEST_TIMEOUT_MS", "MAX_ENDPOINTS",
     "MAX_MESSAGE_BYTES", "MAX_RESUBSCRIBE_ATTEMPTS", "MEMBERSHIP_REQUEST_TIMEOUT_MS",
@@ -78,5 +98,5 @@ __all__ = [
     "NodePreference", "ReadConsistency", "ReadFrom", "ReadStream", "RecordedEvent", "Role",
     "StreamDeleted", "StreamNotFound", "StreamState", "Subscription", "SubscriptionFilter",
     "SubscriptionMessage", "Unavailable", "WrongExpectedVersion", "parse_expected",
-    "read_profile", "resolve_endpoints", "uuid7",
+    "read_profile", "resolve_endpoints", "resolve_tls_ca", "uuid7",
 ]

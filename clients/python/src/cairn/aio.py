@@ -19,10 +19,17 @@ from cairn.endpoints import (
     ChannelFactory,
     Endpoints,
     Node,
-    insecure_channel,
+)
+from cairn.dcb import (
+    AppendCondition,
+    MultiAppendResult,
+    Query,
+    StreamAppend,
+    event_list,
 )
 from cairn.errors import (
     CairnError,
+    ConditionFailed,
     InternalError,
     InvalidInput,
     Unavailable,
@@ -35,9 +42,12 @@ from cairn.events import (
     AppendResult,
     EventData,
     ExpectedRevision,
+    by_position,
     expected_to_proto,
     u64,
+    uuid7,
 )
+from cairn.lifecycle import StreamMetadata, StreamMetadataState
 from cairn.options import (
     Direction,
     From,
@@ -47,7 +57,7 @@ from cairn.options import (
     SubscriptionFilter,
 )
 from cairn.policy import DEFAULT_MAX_APPEND_ATTEMPTS, Retries
-from cairn.profile import resolve_endpoints
+from cairn.profile import resolve_endpoints, resolve_tls_ca
 from cairn.proto import pb, pb_grpc
 from cairn.reads import AsyncReadStream
 from cairn.subscription import AsyncSubscription, SubscribeOptions
@@ -60,6 +70,9 @@ DEFAULT_REQUEST_TIMEOUT_MS = 5_000
 #: up to 30 s for the new node to catch up, then two commits; removing the leader hands over).
 MEMBERSHIP_REQUEST_TIMEOUT_MS = 60_000
 
+#: What errors and the order check call a DCB query read (it reads by position, as $all).
+QUERY_READ_LABEL = "$all"
+
 T = TypeVar("T")
 
 
@@ -67,8 +80,11 @@ class AsyncClient:
     """A handle on a Cairn cluster for asyncio code. Belongs to the event loop that first uses
     it (its channels are opened there); close it with :meth:`close` or ``async with``.
 
-    ``endpoints`` are node URLs (``http://host:port``); when omitted they are found the way
-    the ``cairn`` command line finds them (see :func:`cairn.resolve_endpoints`). Nothing
+    ``endpoints`` are node URLs (``http://host:port``, ``https://host:port`` for a cluster with
+    TLS); when omitted they are found the way the ``cairn`` command line finds them (see
+    :func:`cairn.resolve_endpoints`). ``tls_ca`` is the CA (a PEM file, or its bytes) that
+    signed the nodes' certificates, else ``CAIRN_TLS_CA``, else the profile's ``tls_ca``, else
+    the system's roots (:func:`cairn.resolve_tls_ca`). Nothing
     connects until the first call. ``request_timeout`` (seconds) bounds each attempt;
     ``max_append_attempts`` bounds the attempts of an append (and of opening a read);
     ``leader_only`` asks followers to name the leader instead of forwarding appends, so every
@@ -83,13 +99,18 @@ class AsyncClient:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT_MS / 1000,
         max_append_attempts: int = DEFAULT_MAX_APPEND_ATTEMPTS,
         leader_only: bool = True,
-        channel_factory: ChannelFactory = insecure_channel,
+        tls_ca: Optional[Union[str, Path, bytes]] = None,
+        channel_factory: Optional[ChannelFactory] = None,
     ) -> None:
         if not request_timeout > 0:
             raise InvalidInput("request_timeout: must be above zero")
         if max_append_attempts < 1:
             raise InvalidInput("max_append_attempts: must be at least 1")
-        self._endpoints = Endpoints(resolve_endpoints(endpoints, profile), channel_factory)
+        self._endpoints = Endpoints(
+            resolve_endpoints(endpoints, profile),
+            channel_factory,
+            resolve_tls_ca(tls_ca, endpoints, profile),
+        )
         self.request_timeout_s = float(request_timeout)
         self._max_attempts = max_append_attempts
         self._leader_only = leader_only
@@ -147,30 +168,195 @@ class AsyncClient:
         :class:`~cairn.EventIdReused` / :class:`~cairn.IdempotencyConflict`, or
         :class:`~cairn.Unavailable` with the last cause once the attempts run out.
         """
-        batch = [events] if isinstance(events, EventData) else list(events)
-        if not all(isinstance(event, EventData) for event in batch):
-            raise InvalidInput("events: give cairn.EventData values")
         request = pb.AppendRequest(
             stream=stream,
             expected=expected_to_proto(expected),
-            events=[event.to_proto() for event in batch],
+            events=[event.to_proto() for event in event_list(events)],
             leader_only=self._leader_only,
         )
-        size = request.ByteSize()
-        if size > MAX_MESSAGE_BYTES:
-            raise InvalidInput(f"events: the append is {size} bytes, at most {MAX_MESSAGE_BYTES}")
-        attempt_s = self._timeout(timeout)
+        response = await self._send_append(
+            "append", stream, request, lambda stub: stub.Append, timeout
+        )
+        return self._append_answer(response, stream, expected)
 
-        async def call(channel: grpc.aio.Channel) -> pb.AppendResponse:
-            # The deadline lets the server give up too, instead of working for a caller who left.
-            return await pb_grpc.StreamsStub(channel).Append(request, timeout=attempt_s)
+    async def append_multi(
+        self,
+        streams: Sequence[StreamAppend],
+        *,
+        dcb_events: Sequence[EventData] = (),
+        condition: Optional[AppendCondition] = None,
+        timeout: Optional[float] = None,
+    ) -> MultiAppendResult:
+        """Appends to several streams, and DCB events (``dcb_events``, which name no stream),
+        all or nothing: every stream's expected revision and the ``condition`` must hold,
+        and the events land contiguously in ``$all`` in the order given (each stream once,
+        each with at least one event). Retried as :meth:`append` (same ids, so safely).
+
+        Raises :class:`~cairn.WrongExpectedVersion` naming the first stream whose expectation
+        failed, :class:`~cairn.ConditionFailed` with the latest matching position,
+        :class:`~cairn.StreamDeleted` for a tombstoned stream, and :meth:`append`'s others.
+        """
+        if not all(isinstance(part, StreamAppend) for part in streams):
+            raise InvalidInput("streams: give cairn.StreamAppend values")
+        if condition is not None and not isinstance(condition, AppendCondition):
+            raise InvalidInput("condition: give a cairn.AppendCondition")
+        request = pb.MultiAppendRequest(
+            streams=[part.to_proto() for part in streams],
+            dcb_events=[event.to_proto() for event in event_list(dcb_events)],
+            leader_only=self._leader_only,
+        )
+        if condition is not None:
+            request.condition.CopyFrom(condition.to_proto())
+        label = streams[0].stream if len(streams) == 1 else ""
+        response = await self._send_append(
+            "multi-stream append", label, request, lambda stub: stub.AppendMulti, timeout
+        )
+        result = response.WhichOneof("result")
+        if result == "success":
+            success = response.success
+            self._last_position = max(self._last_position or 0, success.last_position)
+            return MultiAppendResult(
+                tuple((s.stream, s.last_revision) for s in success.streams),
+                success.last_position,
+                success.already_written,
+            )
+        if result == "wrong_expected_version":
+            wrong = response.wrong_expected_version
+            actual = wrong.actual_revision if wrong.HasField("actual_revision") else None
+            asked = next((p.expected for p in streams if p.stream == wrong.stream), ANY)
+            raise WrongExpectedVersion(wrong.stream, asked, actual)
+        if result == "condition_failed":
+            raise ConditionFailed(response.condition_failed.position)
+        raise InternalError("multi-stream append: answered without a result")
+
+    async def dcb_append(
+        self,
+        events: Union[EventData, Sequence[EventData]],
+        *,
+        condition: Optional[AppendCondition] = None,
+        timeout: Optional[float] = None,
+    ) -> MultiAppendResult:
+        """A DCB append: ``events`` (recorded in no stream of their own, found by their
+        types and tags) if ``condition`` holds. See :meth:`append_multi`."""
+        return await self.append_multi(
+            [], dcb_events=event_list(events), condition=condition, timeout=timeout
+        )
+
+    async def get_stream_metadata(
+        self,
+        stream: str,
+        *,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_position: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> StreamMetadataState:
+        """The stream's metadata, its revision, and whether it is deleted or tombstoned
+        (linearizable by default: through the leader)."""
+        attempt_s = self._timeout(timeout)
+        request = pb.GetStreamMetadataRequest(stream=stream, consistency=consistency.to_proto())
+        if min_position is not None:
+            request.min_position = u64("min_position", min_position)
+        linearizable = consistency is ReadConsistency.LINEARIZABLE
+        prefer = NodePreference.LEADER if linearizable else NodePreference.ANY
+        first = self._endpoints.leader_or_first() if linearizable else await self._choose(prefer, [])
+
+        async def call(channel: grpc.aio.Channel) -> pb.GetStreamMetadataResponse:
+            stub = pb_grpc.StreamsStub(channel)
+            return await stub.GetStreamMetadata(request, timeout=attempt_s)
 
         response, node = await self._with_retries(
-            "append", stream, self._endpoints.leader_or_first(), NodePreference.LEADER,
+            "stream metadata", stream, first, prefer, call, attempt_s
+        )
+        if linearizable:
+            self._endpoints.leader = node
+        return StreamMetadataState.from_proto(response)
+
+    async def set_stream_metadata(
+        self,
+        stream: str,
+        metadata: StreamMetadata,
+        *,
+        expected: ExpectedRevision = ANY,
+        timeout: Optional[float] = None,
+    ) -> AppendResult:
+        """Replaces the stream's metadata if ``expected`` holds for the metadata's revision;
+        the result's ``last_revision`` is the metadata's new revision. Retries are safe: the
+        change carries an id the client makes once."""
+        request = pb.SetStreamMetadataRequest(
+            stream=stream,
+            expected=expected_to_proto(expected),
+            metadata=metadata.to_proto(),
+            id=str(uuid7()),
+            leader_only=self._leader_only,
+        )
+        response = await self._send_append(
+            "set stream metadata", stream, request, lambda stub: stub.SetStreamMetadata, timeout
+        )
+        return self._append_answer(response, stream, expected)
+
+    async def delete_stream(
+        self, stream: str, *, expected: ExpectedRevision = ANY, timeout: Optional[float] = None
+    ) -> AppendResult:
+        """Soft-deletes the stream if ``expected`` holds for its last revision: it reads as
+        not found; appending with ``NO_STREAM`` or ``ANY`` recreates it, revisions continuing
+        after the old ones. A stream with no events is :class:`~cairn.StreamNotFound`."""
+        return await self._delete(stream, expected, False, timeout)
+
+    async def tombstone_stream(
+        self, stream: str, *, expected: ExpectedRevision = ANY, timeout: Optional[float] = None
+    ) -> AppendResult:
+        """Tombstones the stream if ``expected`` holds: it can never be written again;
+        reads, appends and subscriptions raise :class:`~cairn.StreamDeleted`."""
+        return await self._delete(stream, expected, True, timeout)
+
+    async def _delete(
+        self, stream: str, expected: ExpectedRevision, tombstone: bool, timeout: Optional[float]
+    ) -> AppendResult:
+        request = pb.DeleteStreamRequest(
+            stream=stream,
+            expected=expected_to_proto(expected),
+            tombstone=tombstone,
+            id=str(uuid7()),
+            leader_only=self._leader_only,
+        )
+        what = "tombstone" if tombstone else "delete"
+        response = await self._send_append(
+            what, stream, request, lambda stub: stub.DeleteStream, timeout
+        )
+        return self._append_answer(response, stream, expected)
+
+    async def _send_append(
+        self,
+        what: str,
+        stream: str,
+        request: Any,
+        method: Callable[[Any], Any],
+        timeout: Optional[float],
+    ) -> Any:
+        """Every write goes here: bounded in size, sent to the known leader, retried as the
+        very same request (same ids, so the server recognises a retry) wherever failures
+        point. The leader is learnt from whoever answers a leader-only request."""
+        size = request.ByteSize()
+        if size > MAX_MESSAGE_BYTES:
+            raise InvalidInput(f"events: the {what} is {size} bytes, at most {MAX_MESSAGE_BYTES}")
+        attempt_s = self._timeout(timeout)
+
+        async def call(channel: grpc.aio.Channel) -> Any:
+            # The deadline lets the server give up too, instead of working for a caller who left.
+            return await method(pb_grpc.StreamsStub(channel))(request, timeout=attempt_s)
+
+        response, node = await self._with_retries(
+            what, stream, self._endpoints.leader_or_first(), NodePreference.LEADER,
             call, attempt_s,
         )
         if self._leader_only:
-            self._endpoints.leader = node  # only the leader answers a leader-only append
+            self._endpoints.leader = node  # only the leader answers a leader-only write
+        return response
+
+    def _append_answer(
+        self, response: pb.AppendResponse, stream: str, expected: ExpectedRevision
+    ) -> AppendResult:
+        """An :class:`AppendResult`, or the wrong expected version as an exception."""
         result = response.WhichOneof("result")
         if result == "success":
             success = response.success
@@ -182,7 +368,7 @@ class AsyncClient:
             wrong = response.wrong_expected_version
             actual = wrong.actual_revision if wrong.HasField("actual_revision") else None
             raise WrongExpectedVersion(stream, expected, actual)
-        raise InternalError(f"append to {stream!r}: {node.url} answered without a result")
+        raise InternalError(f"write to {stream!r}: answered without a result")
 
     async def read_stream(
         self,
@@ -225,6 +411,50 @@ class AsyncClient:
             ALL_STREAM, start, direction, count, consistency, min_position, prefer, timeout
         )
 
+    async def read_index(
+        self,
+        index: str,
+        *,
+        start: Optional[ReadFrom] = None,
+        direction: Direction = Direction.FORWARDS,
+        count: Optional[int] = None,
+        consistency: ReadConsistency = ReadConsistency.LOCAL,
+        min_position: Optional[int] = None,
+        prefer: NodePreference = NodePreference.ANY,
+        timeout: Optional[float] = None,
+    ) -> AsyncReadStream:
+        """Reads an index (``cairn.category_index("order")`` = ``$ce-order``,
+        ``event_type_index``, ``tag_index``): its events in ``$all`` order, each with its own
+        stream, revision and position; ``start`` is a position. Otherwise like
+        :meth:`read_stream`. (:meth:`read_stream` with the index's name does the same.)"""
+        if not by_position(index) or index == ALL_STREAM:
+            raise InvalidInput(f"index {index!r}: an index name starts with $ce-, $et- or $tag-")
+        return await self._read(
+            index, start, direction, count, consistency, min_position, prefer, timeout
+        )
+
+    async def read_query(
+        self,
+        query: Query,
+        *,
+        start: Optional[ReadFrom] = None,
+        direction: Direction = Direction.FORWARDS,
+        count: Optional[int] = None,
+        consistency: ReadConsistency = ReadConsistency.LOCAL,
+        min_position: Optional[int] = None,
+        prefer: NodePreference = NodePreference.ANY,
+        timeout: Optional[float] = None,
+    ) -> AsyncReadStream:
+        """Reads the events matching a DCB ``query`` in ``$all`` order; ``start`` is a
+        position. The last position read is the ``after`` of the decision's
+        :class:`~cairn.AppendCondition`. Otherwise like :meth:`read_all`."""
+        if not isinstance(query, Query):
+            raise InvalidInput("query: give a cairn.Query")
+        return await self._read(
+            QUERY_READ_LABEL, start, direction, count, consistency, min_position, prefer,
+            timeout, query,
+        )
+
     async def _read(
         self,
         stream: str,
@@ -235,17 +465,25 @@ class AsyncClient:
         min_position: Optional[int],
         prefer: NodePreference,
         timeout: Optional[float],
+        query: Optional[Query] = None,
     ) -> AsyncReadStream:
-        """Opens a read, retrying until the first answer (an event, the end, or a final
-        error); after that nothing is retried, since the caller may already hold events."""
+        """Opens a read (of a stream, ``$all``, an index, or with ``query`` a DCB query),
+        retrying until the first answer (an event, the end, or a final error); after that
+        nothing is retried, since the caller may already hold events."""
         attempt_s = self._timeout(timeout)
         if start is None:
             start = From.START if direction is Direction.FORWARDS else From.END
-        request = pb.ReadRequest(
-            stream=stream,
-            direction=direction.to_proto(),
-            consistency=consistency.to_proto(),
-        )
+        request: Any
+        if query is None:
+            request = pb.ReadRequest(
+                stream=stream, direction=direction.to_proto(), consistency=consistency.to_proto()
+            )
+        else:
+            request = pb.QueryReadRequest(
+                query=query.to_proto(),
+                direction=direction.to_proto(),
+                consistency=consistency.to_proto(),
+            )
         if start is From.END:
             request.from_end = True
         elif start is not From.START:
@@ -264,7 +502,8 @@ class AsyncClient:
             first_node = await self._choose(prefer, [])
 
         async def call(channel: grpc.aio.Channel) -> tuple[Any, Any]:
-            read = pb_grpc.StreamsStub(channel).Read(request)
+            stub = pb_grpc.StreamsStub(channel)
+            read = stub.Read(request) if query is None else stub.ReadQuery(request)
             try:
                 return read, await read.read()
             except BaseException:

@@ -49,26 +49,36 @@ def channel_options() -> list[tuple[str, int]]:
 
 
 def insecure_channel(target: str) -> grpc.aio.Channel:
-    """The default channel factory: plaintext HTTP/2 (this Cairn has no TLS yet)."""
+    """The channel factory for ``http://`` endpoints: plaintext HTTP/2 (nodes run with
+    ``--insecure``)."""
     return grpc.aio.insecure_channel(target, options=channel_options())
 
 
-def normalise(url: str) -> str:
-    """Adds ``http://`` when the scheme is missing and drops trailing slashes."""
+def tls_channel_factory(ca_pem: Optional[bytes]) -> ChannelFactory:
+    """The channel factory for ``https://`` endpoints: TLS, the nodes' certificates checked
+    against ``ca_pem`` (PEM), or the system's roots when ``None``."""
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+
+    def channel(target: str) -> grpc.aio.Channel:
+        return grpc.aio.secure_channel(target, credentials, options=channel_options())
+
+    return channel
+
+
+def normalise(url: str, default_scheme: str = "http") -> str:
+    """Adds ``default_scheme://`` when the scheme is missing and drops trailing slashes."""
     url = url.strip()
     scheme, sep, rest = url.partition("://")
     if not sep:
-        scheme, rest = "http", url
+        scheme, rest = default_scheme, url
     return f"{scheme}://{rest.rstrip('/')}"
 
 
 def _target(url: str) -> str:
     """``host:port`` of a normalised URL; :class:`InvalidInput` for anything else."""
     parts = urlsplit(url)
-    if parts.scheme == "https":
-        raise InvalidInput(f"endpoint {url!r}: https is not supported (Cairn has no TLS yet)")
-    if parts.scheme != "http":
-        raise InvalidInput(f"endpoint {url!r}: the scheme must be http")
+    if parts.scheme not in ("http", "https"):
+        raise InvalidInput(f"endpoint {url!r}: the scheme must be http or https")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise InvalidInput(f"endpoint {url!r}: only scheme, host and port are allowed")
     try:
@@ -85,8 +95,8 @@ def _target(url: str) -> str:
 class Node:
     """One endpoint: its normalised URL (matched against leader hints) and its channel."""
 
-    def __init__(self, url: str) -> None:
-        self.url = normalise(url)
+    def __init__(self, url: str, default_scheme: str = "http") -> None:
+        self.url = normalise(url, default_scheme)
         self.target = _target(self.url)
         self.channel: Optional[grpc.aio.Channel] = None
 
@@ -97,7 +107,16 @@ class Node:
 class Endpoints:
     """The node list, the known leader, and where calls start without one."""
 
-    def __init__(self, urls: Sequence[str], factory: ChannelFactory = insecure_channel) -> None:
+    def __init__(
+        self,
+        urls: Sequence[str],
+        factory: Optional[ChannelFactory] = None,
+        tls_ca: Optional[bytes] = None,
+    ) -> None:
+        """``factory`` builds the channels (default: TLS for ``https://`` endpoints, checked
+        against ``tls_ca`` or the system's roots, plaintext for ``http://``). With ``tls_ca``,
+        endpoints without a scheme are ``https://``. A cluster runs with TLS or without: mixed
+        schemes are :class:`InvalidInput`."""
         if isinstance(urls, str):
             raise InvalidInput("endpoints: give a list of URLs, not one string")
         if not urls:
@@ -105,10 +124,20 @@ class Endpoints:
         if len(urls) > MAX_ENDPOINTS:
             raise InvalidInput(f"endpoints: {len(urls)} given, at most {MAX_ENDPOINTS}")
         self.nodes: list[Node] = []
+        default_scheme = "https" if tls_ca is not None else "http"
         for url in urls:
-            node = Node(url)
+            node = Node(url, default_scheme)
             if all(known.url != node.url for known in self.nodes):
                 self.nodes.append(node)
+        schemes = {node.url.split("://", 1)[0] for node in self.nodes}
+        if len(schemes) > 1:
+            raise InvalidInput(
+                "endpoints mix http:// and https://; a cluster runs with TLS or without"
+            )
+        #: Nodes name the leader as ``http://HOST:PORT``; with TLS, hints are followed as https.
+        self.tls = schemes == {"https"}
+        if factory is None:
+            factory = tls_channel_factory(tls_ca) if self.tls else insecure_channel
         self.leader: Optional[Node] = None
         #: Where calls start without a leader: past the last node that failed.
         self._fallback: Optional[Node] = None
@@ -172,6 +201,8 @@ class Endpoints:
         """Records a leader hint and returns its node, adding it if new; ``None`` when the
         hint is not a usable URL or the endpoint limit is reached."""
         url = normalise(hint)
+        if self.tls and url.startswith("http://"):
+            url = "https://" + url[len("http://"):]
         node = next((known for known in self.nodes if known.url == url), None)
         if node is None:
             if len(self.nodes) >= MAX_ENDPOINTS:

@@ -55,6 +55,17 @@ class WrongExpectedVersion(CairnError):
         )
 
 
+class ConditionFailed(CairnError):
+    """A DCB append's condition failed: an event matching its query is stored after its
+    ``after``. ``position`` is the latest such event's ``$all`` position: read from there,
+    decide again. Nothing was written; never retried (the CLI's exit 3, as a wrong expected
+    version)."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        super().__init__(f"append condition failed: a matching event is at position {position}")
+
+
 class StreamNotFound(CairnError):
     """A read of a stream that has no events."""
 

@@ -9,13 +9,43 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from cairn.errors import InternalError, InvalidInput
 from cairn.proto import pb
 
 #: The name that reads (or subscribes to) the global log instead of one stream.
 ALL_STREAM = "$all"
+#: Prefixes of the index names: ``$ce-<category>`` (streams named ``<category>-...``),
+#: ``$et-<event type>``, ``$tag-<tag>``. An index is read and followed by ``$all`` position.
+CATEGORY_INDEX_PREFIX = "$ce-"
+EVENT_TYPE_INDEX_PREFIX = "$et-"
+TAG_INDEX_PREFIX = "$tag-"
+#: Most tags on one event, as the server counts them (client/proto: ``NewEvent.tags``).
+MAX_TAGS_PER_EVENT = 16
+
+
+def by_position(name: str) -> bool:
+    """Whether reading ``name`` yields events of many streams in ``$all`` order (``$all`` or
+    an index), rather than one stream's events by revision."""
+    return name == ALL_STREAM or name.startswith(
+        (CATEGORY_INDEX_PREFIX, EVENT_TYPE_INDEX_PREFIX, TAG_INDEX_PREFIX)
+    )
+
+
+def category_index(category: str) -> str:
+    """The index of the streams named ``<category>-...``."""
+    return CATEGORY_INDEX_PREFIX + category
+
+
+def event_type_index(event_type: str) -> str:
+    """The index of the events of type ``event_type``."""
+    return EVENT_TYPE_INDEX_PREFIX + event_type
+
+
+def tag_index(tag: str) -> str:
+    """The index of the events carrying ``tag``."""
+    return TAG_INDEX_PREFIX + tag
 #: Largest revision or position on the wire (uint64).
 MAX_U64 = 2**64 - 1
 
@@ -127,6 +157,9 @@ class EventData:
     content_type: ContentType = ContentType.JSON
     metadata: bytes = b""
     id: uuid.UUID = field(default_factory=uuid7)
+    #: What the event is about (``"customer:7"``): indexed, read and followed as
+    #: ``$tag-<tag>``, and matched by DCB queries. At most :data:`MAX_TAGS_PER_EVENT`.
+    tags: tuple[str, ...] = ()
 
     @staticmethod
     def json(
@@ -135,6 +168,7 @@ class EventData:
         *,
         metadata: bytes = b"",
         id: Optional[uuid.UUID] = None,
+        tags: Sequence[str] = (),
     ) -> EventData:
         """A JSON event with ``value`` serialised (compactly). Unserialisable values are
         :class:`InvalidInput`."""
@@ -142,14 +176,21 @@ class EventData:
             data = json.dumps(value, separators=(",", ":")).encode()
         except (TypeError, ValueError) as err:
             raise InvalidInput(f"event of type {type!r}: data is not JSON: {err}") from err
-        return EventData(type, data, ContentType.JSON, metadata, id or uuid7())
+        return EventData(type, data, ContentType.JSON, metadata, id or uuid7(), _tags(tags))
 
     @staticmethod
     def binary(
-        type: str, data: bytes, *, metadata: bytes = b"", id: Optional[uuid.UUID] = None
+        type: str,
+        data: bytes,
+        *,
+        metadata: bytes = b"",
+        id: Optional[uuid.UUID] = None,
+        tags: Sequence[str] = (),
     ) -> EventData:
         """An event whose data is any bytes (``application/octet-stream``)."""
-        return EventData(type, bytes(data), ContentType.BINARY, metadata, id or uuid7())
+        return EventData(
+            type, bytes(data), ContentType.BINARY, metadata, id or uuid7(), _tags(tags)
+        )
 
     def to_proto(self) -> pb.NewEvent:
         return pb.NewEvent(
@@ -158,7 +199,18 @@ class EventData:
             content_type=self.content_type.to_proto(),
             data=bytes(self.data),
             metadata=bytes(self.metadata),
+            tags=_tags(self.tags),
         )
+
+
+def _tags(tags: Sequence[str]) -> tuple[str, ...]:
+    """``tags`` as a tuple of strings; a lone string (a common slip) or too many is
+    :class:`InvalidInput` (the server judges each tag's content)."""
+    if isinstance(tags, str) or not all(isinstance(tag, str) for tag in tags):
+        raise InvalidInput("tags: give a sequence of strings")
+    if len(tags) > MAX_TAGS_PER_EVENT:
+        raise InvalidInput(f"tags: {len(tags)} given, at most {MAX_TAGS_PER_EVENT}")
+    return tuple(tags)
 
 
 @dataclass(frozen=True)
@@ -177,6 +229,7 @@ class RecordedEvent:
     metadata: bytes
     #: Milliseconds since the Unix epoch, assigned once by the leader.
     created_unix_ms: int
+    tags: tuple[str, ...] = ()
 
     def json(self) -> Any:
         """The data parsed as JSON."""
@@ -198,6 +251,7 @@ class RecordedEvent:
             data=event.data,
             metadata=event.metadata,
             created_unix_ms=event.created_unix_ms,
+            tags=tuple(event.tags),
         )
 
 

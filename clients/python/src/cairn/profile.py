@@ -5,7 +5,11 @@ which ``cairn dev`` writes), else :data:`DEFAULT_ENDPOINT`.
 
 The profile is TOML; unknown keys are ignored, so this client reads a newer profile::
 
-    endpoints = ["http://127.0.0.1:2113", "http://127.0.0.1:2114", "http://127.0.0.1:2115"]
+    endpoints = ["https://127.0.0.1:2113", "https://127.0.0.1:2114", "https://127.0.0.1:2115"]
+    tls_ca = "/home/me/cairn-data/ca.pem"
+
+``tls_ca`` names the CA that signed the nodes' certificates (relative: from the profile's
+directory); ``tls_ca=`` or ``CAIRN_TLS_CA`` override it (:func:`resolve_tls_ca`).
 """
 
 from __future__ import annotations
@@ -30,11 +34,19 @@ DEFAULT_PROFILE_PATH = "./cairn-data/client-profile.toml"
 MAX_PROFILE_BYTES = 64 * 1024
 ENDPOINTS_ENV = "CAIRN_ENDPOINTS"
 PROFILE_ENV = "CAIRN_PROFILE"
+TLS_CA_ENV = "CAIRN_TLS_CA"
+#: Largest CA file read: a PEM bundle of a few certificates.
+MAX_CA_FILE_BYTES = 1024 * 1024
 
 
 def read_profile(path: Union[str, Path]) -> list[str]:
     """The endpoints of a client profile; :class:`InvalidInput` naming the file if it is
     missing, too big, not TOML, or lists no endpoint."""
+    return _read_profile(path)[0]
+
+
+def _read_profile(path: Union[str, Path]) -> tuple[list[str], Optional[Path]]:
+    """The endpoints and the CA file of a client profile."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -53,7 +65,61 @@ def read_profile(path: Union[str, Path]) -> list[str]:
     urls = [e.strip() for e in endpoints if e.strip()]
     if not urls:
         raise InvalidInput(f"profile {path}: `endpoints` is empty")
-    return urls
+    ca = profile.get("tls_ca")
+    if ca is not None and not isinstance(ca, str):
+        raise InvalidInput(f"profile {path}: `tls_ca` must be a file name")
+    return urls, (path.parent / ca if ca else None)
+
+
+def _profile_in_use(
+    endpoints: Optional[Sequence[str]], profile: Optional[Union[str, Path]], env: Mapping[str, str]
+) -> Optional[Union[str, Path]]:
+    """The profile the endpoints come from, if they come from one."""
+    if endpoints is not None or env.get(ENDPOINTS_ENV, "").strip():
+        return None
+    named = profile if profile is not None else env.get(PROFILE_ENV) or None
+    if named:
+        return named
+    if Path(DEFAULT_PROFILE_PATH).exists():
+        return DEFAULT_PROFILE_PATH
+    return None
+
+
+def read_ca(path: Union[str, Path]) -> bytes:
+    """The PEM of a CA file; :class:`InvalidInput` naming the file when it cannot be one."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_CA_FILE_BYTES:
+            raise InvalidInput(f"TLS CA {path}: {size} bytes, at most {MAX_CA_FILE_BYTES}")
+        pem = path.read_bytes()
+    except OSError as err:
+        raise InvalidInput(f"TLS CA {path}: {err.strerror or err}") from err
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise InvalidInput(f"TLS CA {path}: holds no PEM certificate")
+    return pem
+
+
+def resolve_tls_ca(
+    tls_ca: Optional[Union[str, Path, bytes]] = None,
+    endpoints: Optional[Sequence[str]] = None,
+    profile: Optional[Union[str, Path]] = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> Optional[bytes]:
+    """The PEM of the CA to trust for ``https://`` endpoints: ``tls_ca`` (PEM bytes or a file),
+    else ``CAIRN_TLS_CA``, else the ``tls_ca`` of the profile the endpoints come from; ``None``
+    (the system's roots) when none is given."""
+    env = os.environ if environ is None else environ
+    if isinstance(tls_ca, bytes):
+        if b"-----BEGIN CERTIFICATE-----" not in tls_ca:
+            raise InvalidInput("tls_ca: holds no PEM certificate")
+        return tls_ca
+    if tls_ca is None and env.get(TLS_CA_ENV, "").strip():
+        tls_ca = env[TLS_CA_ENV].strip()
+    if tls_ca is None:
+        in_use = _profile_in_use(endpoints, profile, env)
+        tls_ca = _read_profile(in_use)[1] if in_use is not None else None
+    return read_ca(tls_ca) if tls_ca is not None else None
 
 
 def resolve_endpoints(

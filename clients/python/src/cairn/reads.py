@@ -9,14 +9,14 @@ import grpc
 import grpc.aio
 
 from cairn.errors import InternalError, Unavailable, final_error
-from cairn.events import ALL_STREAM, RecordedEvent
+from cairn.events import RecordedEvent, by_position
 from cairn.options import Direction
 from cairn.proto import pb
 
 
 class ReadOrder:
     """Positions move strictly in the read's direction, and a single stream's revisions are
-    gapless; anything else is a server bug, raised as :class:`InternalError`."""
+    gapless (``$all`` and the indexes hold many streams: positions only); anything else is a server bug, raised as :class:`InternalError`."""
 
     def __init__(self, stream: str, direction: Direction) -> None:
         self.stream = stream
@@ -24,7 +24,7 @@ class ReadOrder:
         self.last: Optional[RecordedEvent] = None
 
     def check(self, event: RecordedEvent) -> None:
-        single = self.stream != ALL_STREAM
+        single = not by_position(self.stream)
         if single and event.stream != self.stream:
             raise InternalError(f"read of {self.stream!r} returned an event of {event.stream!r}")
         last = self.last

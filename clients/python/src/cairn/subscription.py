@@ -20,7 +20,7 @@ import grpc.aio
 
 from cairn.endpoints import Node
 from cairn.errors import CairnError, InternalError, Retry, Unavailable, classify
-from cairn.events import ALL_STREAM, RecordedEvent
+from cairn.events import ALL_STREAM, RecordedEvent, by_position
 from cairn.options import From, NodePreference, ReadConsistency, ReadFrom, SubscriptionFilter
 from cairn.policy import MAX_RESUBSCRIBE_ATTEMPTS, Retries
 from cairn.proto import pb, pb_grpc
@@ -87,9 +87,9 @@ class _Resume:
         #: The highest ``$all`` position a serving node is known to have applied: a new node
         #: must have applied it too (``min_position``), so time never goes back.
         self.applied: Optional[int] = None
-        #: Every revision or position is delivered, so one beyond ``next`` is a gap. A
-        #: filtered ``$all`` skips positions on purpose.
-        self.dense = stream != ALL_STREAM or options.filter is None
+        #: Every revision or position is delivered, so one beyond ``next`` is a gap; a
+        #: filtered ``$all`` and an index skip positions on purpose.
+        self.dense = not by_position(stream) or (stream == ALL_STREAM and options.filter is None)
 
     def request(self, stream: str, options: SubscribeOptions) -> pb.SubscribeRequest:
         request = pb.SubscribeRequest(
@@ -297,7 +297,7 @@ class AsyncSubscription(AsyncIterator[SubscriptionMessage]):
         """Checks one message against the resume point and moves it forward. ``None``: already
         delivered or nothing for the consumer. Raises :class:`_Gap` for a gap, a
         :class:`CairnError` for a message no other stream can repair."""
-        single = self.stream != ALL_STREAM
+        single = not by_position(self.stream)
         resume = self._resume
         kind = response.WhichOneof("message")
         if kind == "event":

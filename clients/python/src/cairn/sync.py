@@ -12,7 +12,9 @@ from typing import Any, Coroutine, Iterator, Optional, Sequence, TypeVar, Union
 
 from cairn.aio import DEFAULT_REQUEST_TIMEOUT_MS, AsyncClient
 from cairn.cluster import ClusterStatus, Membership
+from cairn.dcb import AppendCondition, MultiAppendResult, Query, StreamAppend
 from cairn.errors import InvalidInput
+from cairn.lifecycle import StreamMetadata, StreamMetadataState
 from cairn.events import ANY, AppendResult, EventData, ExpectedRevision, RecordedEvent
 from cairn.options import (
     Direction,
@@ -131,6 +133,7 @@ class Client:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT_MS / 1000,
         max_append_attempts: int = DEFAULT_MAX_APPEND_ATTEMPTS,
         leader_only: bool = True,
+        tls_ca: Optional[Union[str, Path, bytes]] = None,
     ) -> None:
         self._async = AsyncClient(
             endpoints,
@@ -138,6 +141,7 @@ class Client:
             request_timeout=request_timeout,
             max_append_attempts=max_append_attempts,
             leader_only=leader_only,
+            tls_ca=tls_ca,
         )
         self._loop = _Loop()
 
@@ -177,6 +181,85 @@ class Client:
         return self._loop.run(
             self._async.append(stream, events, expected=expected, timeout=timeout)
         )
+
+    def append_multi(
+        self,
+        streams: Sequence[StreamAppend],
+        *,
+        dcb_events: Sequence[EventData] = (),
+        condition: Optional[AppendCondition] = None,
+        timeout: Optional[float] = None,
+    ) -> MultiAppendResult:
+        """See :meth:`cairn.aio.AsyncClient.append_multi`."""
+        return self._loop.run(
+            self._async.append_multi(
+                streams, dcb_events=dcb_events, condition=condition, timeout=timeout
+            )
+        )
+
+    def dcb_append(
+        self,
+        events: Union[EventData, Sequence[EventData]],
+        *,
+        condition: Optional[AppendCondition] = None,
+        timeout: Optional[float] = None,
+    ) -> MultiAppendResult:
+        """See :meth:`cairn.aio.AsyncClient.dcb_append`."""
+        return self._loop.run(
+            self._async.dcb_append(events, condition=condition, timeout=timeout)
+        )
+
+    def get_stream_metadata(
+        self,
+        stream: str,
+        *,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_position: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> StreamMetadataState:
+        """See :meth:`cairn.aio.AsyncClient.get_stream_metadata`."""
+        return self._loop.run(
+            self._async.get_stream_metadata(
+                stream, consistency=consistency, min_position=min_position, timeout=timeout
+            )
+        )
+
+    def set_stream_metadata(
+        self,
+        stream: str,
+        metadata: StreamMetadata,
+        *,
+        expected: ExpectedRevision = ANY,
+        timeout: Optional[float] = None,
+    ) -> AppendResult:
+        """See :meth:`cairn.aio.AsyncClient.set_stream_metadata`."""
+        return self._loop.run(
+            self._async.set_stream_metadata(stream, metadata, expected=expected, timeout=timeout)
+        )
+
+    def delete_stream(
+        self, stream: str, *, expected: ExpectedRevision = ANY, timeout: Optional[float] = None
+    ) -> AppendResult:
+        """See :meth:`cairn.aio.AsyncClient.delete_stream`."""
+        return self._loop.run(
+            self._async.delete_stream(stream, expected=expected, timeout=timeout)
+        )
+
+    def tombstone_stream(
+        self, stream: str, *, expected: ExpectedRevision = ANY, timeout: Optional[float] = None
+    ) -> AppendResult:
+        """See :meth:`cairn.aio.AsyncClient.tombstone_stream`."""
+        return self._loop.run(
+            self._async.tombstone_stream(stream, expected=expected, timeout=timeout)
+        )
+
+    def read_index(self, index: str, **options: Any) -> ReadStream:
+        """See :meth:`cairn.aio.AsyncClient.read_index` (the same keyword options)."""
+        return ReadStream(self._loop, self._loop.run(self._async.read_index(index, **options)))
+
+    def read_query(self, query: Query, **options: Any) -> ReadStream:
+        """See :meth:`cairn.aio.AsyncClient.read_query` (the same keyword options)."""
+        return ReadStream(self._loop, self._loop.run(self._async.read_query(query, **options)))
 
     def read_stream(
         self,

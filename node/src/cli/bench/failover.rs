@@ -36,6 +36,7 @@ pub(super) async fn run_failover(args: &BenchArgs, cluster: &mut LocalCluster) -
         endpoints: cluster.endpoints(),
         request_timeout: Duration::from_millis(FAILOVER_ATTEMPT_TIMEOUT_MS),
         max_append_attempts: 1,
+        tls_ca: cluster.client_tls_ca(),
         ..ClientConfig::default()
     }) {
         Ok(client) => client,

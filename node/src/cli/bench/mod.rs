@@ -87,6 +87,10 @@ pub struct BenchArgs {
     /// Start a fresh three-node cluster for the run (required for failover and handoff).
     #[arg(long)]
     pub spawn: bool,
+    /// With --spawn: the nodes run with TLS (a throwaway CA, mutual TLS between nodes), to
+    /// measure what TLS costs; without it they run --insecure.
+    #[arg(long)]
+    pub tls: bool,
     /// The `target` label in the output.
     #[arg(long, default_value = "cairn")]
     pub label: String,
@@ -127,6 +131,12 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
+    if args.tls && !args.spawn {
+        eprintln!(
+            "error: --tls is for --spawn (a running cluster's endpoints say https:// themselves)"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     let mut spawned = None;
     let client = if args.spawn {
         let exe = match std::env::current_exe() {
@@ -137,7 +147,12 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             }
         };
         let dir = std::env::temp_dir().join(format!("cairn-bench-{}", std::process::id()));
-        let mut cluster = match LocalCluster::on_free_ports(exe, &dir, 3) {
+        let cluster = LocalCluster::on_free_ports(exe, &dir, 3);
+        let cluster = match (cluster, args.tls) {
+            (Ok(cluster), true) => cluster.with_tls(),
+            (cluster, _) => cluster,
+        };
+        let mut cluster = match cluster {
             Ok(cluster) => cluster,
             Err(e) => {
                 eprintln!("error: {e}");
