@@ -227,22 +227,23 @@ fn group_at_or_before(
 }
 
 /// The group holding `position`, or else the first one after it (positions a scavenge
-/// removed are skipped).
+/// removed are skipped). The next group is looked up first: apply writes groups in position
+/// order, so once it is seen every group below it is written too, and the group holding
+/// `position`, if there is one, is then found (the other order could miss a group written
+/// between the two lookups and skip it).
 fn group_at_or_after(
     disk: &dyn Disk,
     groups: &GroupFiles,
     position: u64,
 ) -> Result<Option<LoadedGroup>, StoreError> {
+    let range = keys::u64_range(keys::EVENTS, position, u64::MAX);
+    let after = disk.scan(&range, Order::Ascending, 1)?;
     if let Some(group) = group_at_or_before(disk, groups, position)? {
         if group.contains_position(position) {
             return Ok(Some(group));
         }
     }
-    let Some(from) = position.checked_add(1) else {
-        return Ok(None);
-    };
-    let range = keys::u64_range(keys::EVENTS, from, u64::MAX);
-    match disk.scan(&range, Order::Ascending, 1)?.first() {
+    match after.first() {
         Some((key, value)) => {
             let first =
                 keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))?;

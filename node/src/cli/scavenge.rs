@@ -34,7 +34,7 @@ pub struct ScavengeArgs {
 }
 
 /// Each member's figures, by id.
-async fn space(client: &Client) -> Result<BTreeMap<u64, proto::Member>, Error> {
+pub async fn space(client: &Client) -> Result<BTreeMap<u64, proto::Member>, Error> {
     let status = client.status_with_space().await?;
     Ok(status.members.into_iter().map(|m| (m.id, m)).collect())
 }
@@ -58,27 +58,19 @@ fn unfinished(member: &proto::Member, last_log_index: u64) -> Option<String> {
     }
 }
 
-pub async fn run(args: ScavengeArgs) -> ExitCode {
-    let client = match super::connect(&args.client).await {
-        Ok(client) => client,
-        Err(code) => return code,
-    };
-    let before = match space(&client).await {
-        Ok(before) => before,
-        Err(e) => return fail(&e),
-    };
+/// Drives the scavenge steps from position 0 to the end of `$all`, progress on stderr;
+/// the totals, with the last step's log index.
+pub async fn drive(client: &Client) -> Result<proto::ScavengeResponse, Error> {
     let mut from = Some(0);
     let mut totals = proto::ScavengeResponse::default();
     while let Some(from_position) = from {
-        let step = match client.scavenge_step(from_position).await {
-            Ok(step) => step,
-            Err(e) => return fail(&e),
-        };
+        let step = client.scavenge_step(from_position).await?;
         totals.examined_groups += step.examined_groups;
         totals.removed_groups += step.removed_groups;
         totals.removed_events += step.removed_events;
         totals.removed_bytes += step.removed_bytes;
         totals.log_index = step.log_index;
+        totals.end_position = step.end_position;
         eprintln!(
             "scavenge: position {} of {}: {} groups examined, {} removed ({} events, {} bytes)",
             step.next_position.unwrap_or(step.end_position),
@@ -93,32 +85,71 @@ pub async fn run(args: ScavengeArgs) -> ExitCode {
             tokio::time::sleep(Duration::from_millis(SCAVENGE_STEP_PAUSE_MS)).await;
         }
     }
+    Ok(totals)
+}
+
+/// Why `wait_finished` gave up.
+pub enum WaitFailed {
+    Client(Error),
+    /// At `WAIT_TIMEOUT_MS`: each member not finished, and why.
+    Unfinished(Vec<(u64, String)>),
+}
+
+/// Waits until every member has applied the step at `last_log_index` and given every
+/// scavenged byte back (progress on stderr); each member's figures then.
+pub async fn wait_finished(
+    client: &Client,
+    last_log_index: u64,
+) -> Result<BTreeMap<u64, proto::Member>, WaitFailed> {
     let started = std::time::Instant::now();
-    let after = loop {
-        let after = match space(&client).await {
-            Ok(after) => after,
-            Err(e) => return fail(&e),
-        };
-        if !args.wait {
-            break after;
-        }
-        let waiting: Vec<(u64, String)> = after
+    loop {
+        let members = space(client).await.map_err(WaitFailed::Client)?;
+        let waiting: Vec<(u64, String)> = members
             .values()
-            .filter_map(|m| unfinished(m, totals.log_index).map(|why| (m.id, why)))
+            .filter_map(|m| unfinished(m, last_log_index).map(|why| (m.id, why)))
             .collect();
         if waiting.is_empty() {
-            break after;
+            return Ok(members);
         }
         if started.elapsed() >= Duration::from_millis(WAIT_TIMEOUT_MS) {
-            for (id, why) in &waiting {
-                eprintln!("error: node {id} has not finished scavenging: {why}");
-            }
-            return ExitCode::from(super::EXIT_FAILURE);
+            return Err(WaitFailed::Unfinished(waiting));
         }
         for (id, why) in &waiting {
             eprintln!("scavenge: waiting for node {id}: {why}");
         }
         tokio::time::sleep(Duration::from_millis(WAIT_POLL_MS)).await;
+    }
+}
+
+pub async fn run(args: ScavengeArgs) -> ExitCode {
+    let client = match super::connect(&args.client).await {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let before = match space(&client).await {
+        Ok(before) => before,
+        Err(e) => return fail(&e),
+    };
+    let totals = match drive(&client).await {
+        Ok(totals) => totals,
+        Err(e) => return fail(&e),
+    };
+    let after = if args.wait {
+        match wait_finished(&client, totals.log_index).await {
+            Ok(after) => after,
+            Err(WaitFailed::Client(e)) => return fail(&e),
+            Err(WaitFailed::Unfinished(waiting)) => {
+                for (id, why) in &waiting {
+                    eprintln!("error: node {id} has not finished scavenging: {why}");
+                }
+                return ExitCode::from(super::EXIT_FAILURE);
+            }
+        }
+    } else {
+        match space(&client).await {
+            Ok(after) => after,
+            Err(e) => return fail(&e),
+        }
     };
     for (id, member) in &after {
         let was = before.get(id).map_or(0, |m| m.store_bytes);
