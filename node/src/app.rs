@@ -30,6 +30,7 @@ use crate::leadership::{transfer_leadership, HandoffError};
 use crate::metrics::NodeMetrics;
 use crate::network::proto::raft_internal_server::RaftInternalServer;
 use crate::network::{Connector, NetworkFactory, RaftService, MAX_RAFT_MESSAGE_BYTES};
+use crate::repair::Repair;
 use crate::timing::{
     ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_INTERVAL_MS,
     RESTART_ELECTION_GRACE_MS,
@@ -89,6 +90,11 @@ pub fn raft_config(snapshots: SnapshotSettings) -> anyhow::Result<Arc<Config>> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshots.every_log_entries),
         max_in_snapshot_log_to_keep: snapshots.log_entries_kept,
         max_payload_entries: MAX_ENTRIES_PER_REPLICATION,
+        // A node that repaired a damaged store comes back with a shorter log than its leader
+        // saw it acknowledge (`repair`); without this the leader stops on openraft's
+        // reversion check (it panicked in the corruption test). The repair keeps it safe: the
+        // node does not vote until it holds again what it may have acknowledged.
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     Ok(Arc::new(config.validate()?))
@@ -100,6 +106,8 @@ pub struct Node {
     pub raft: Raft,
     /// The store's disk: a snapshot received from the leader is spooled in its scratch space.
     disk: Arc<dyn Disk>,
+    /// Whether the store is being repaired from the others (then this node does not vote).
+    repair: Arc<Repair>,
     /// Reads this node's applied state directly (what the simulation's checker compares).
     pub reader: EventReader,
     /// What this node counts (appends, subscriptions); `/metrics` renders it.
@@ -127,6 +135,7 @@ pub async fn start(
     );
     let reader = store.reader.clone();
     let reclaimer = store.reclaimer.clone();
+    let (damage, repair_until) = (store.damage, store.repair_until);
     let raft = Raft::new(
         id,
         raft_config(setup.snapshots)?,
@@ -135,10 +144,22 @@ pub async fn start(
         store.state_machine,
     )
     .await?;
+    let metrics = Arc::new(NodeMetrics::new());
+    let repair = Repair::start(
+        id,
+        &raft,
+        disk.clone(),
+        &damage,
+        repair_until,
+        metrics.clone(),
+    );
     if raft.is_initialized().await? {
-        hold_elections_until_a_leader_is_heard(&raft, id);
+        hold_elections_until_a_leader_is_heard(&raft, id, repair.clone());
     }
-    bootstrap(&setup, &raft).await?;
+    if !repair.is_active() {
+        // A node repairing its store waits for the cluster it belongs to: never a new one.
+        bootstrap(&setup, &raft).await?;
+    }
 
     let feed = LiveFeed::start(reader.clone(), applied_watch(&raft), LIVE_BUFFER_EVENTS)?;
     let standing = crate::standing::watch(id, raft.clone(), connector.clone());
@@ -154,6 +175,7 @@ pub async fn start(
         connector,
         feed,
         standing,
+        metrics,
     );
     crate::api::scavenge::start_reclaimer(reclaimer, ctx.metrics.clone());
     tracing::info!(node = id, peers = ?setup.peers, "serving");
@@ -161,6 +183,7 @@ pub async fn start(
         id,
         raft,
         disk,
+        repair,
         reader,
         metrics: ctx.metrics.clone(),
         ctx,
@@ -190,6 +213,7 @@ impl Node {
             raft,
             ctx,
             disk,
+            repair,
             peers_need_certificates,
             ..
         } = self;
@@ -209,9 +233,14 @@ impl Node {
             .http2_keepalive_interval(Some(Duration::from_millis(SERVER_KEEPALIVE_INTERVAL_MS)))
             .http2_keepalive_timeout(Some(Duration::from_millis(SERVER_KEEPALIVE_TIMEOUT_MS)))
             .add_service(InterceptedService::new(
-                RaftInternalServer::new(RaftService::new(raft.clone(), disk, streams_stopped))
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+                RaftInternalServer::new(RaftService::new(
+                    raft.clone(),
+                    disk,
+                    streams_stopped,
+                    repair,
+                ))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
                 move |request: tonic::Request<()>| {
                     if peers_need_certificates {
                         require_peer_certificate(request)
@@ -242,8 +271,9 @@ impl Node {
 }
 
 /// See [`RESTART_ELECTION_GRACE_MS`]. Only elections by timeout are held back; a leader's
-/// handoff (`TimeoutNow`) still works.
-fn hold_elections_until_a_leader_is_heard(raft: &Raft, id: NodeId) {
+/// handoff (`TimeoutNow`) still works. A node repairing its store (`repair`) holds them until
+/// the repair ends instead.
+fn hold_elections_until_a_leader_is_heard(raft: &Raft, id: NodeId, repair: Arc<Repair>) {
     raft.runtime_config().elect(false);
     let raft = raft.clone();
     tokio::spawn(async move {
@@ -266,7 +296,9 @@ fn hold_elections_until_a_leader_is_heard(raft: &Raft, id: NodeId) {
                 "no leader heard since the restart; elections allowed"
             );
         }
-        raft.runtime_config().elect(true);
+        if !repair.is_active() {
+            raft.runtime_config().elect(true);
+        }
     });
 }
 

@@ -113,6 +113,13 @@ pub enum NodeError {
     EncodingReply(String),
     #[error("spooling snapshot: {0}")]
     SpoolingSnapshot(String),
+    /// A snapshot that arrived damaged (or was damaged in the spool): refused before Raft
+    /// sees it; the leader sends it again.
+    #[error("damaged snapshot refused: {0}")]
+    DamagedSnapshot(String),
+    /// A vote request (or a handoff) to a node repairing its store (`repair`).
+    #[error("{0}")]
+    Repairing(String),
     /// Raft refused or could not take the request now (it is stopping or busy).
     #[error("{0}")]
     RaftBusy(String),

@@ -1,7 +1,8 @@
 //! # cairn-node
 //!
 //! The Cairn server: openraft over tonic between nodes (`network`), the public gRPC services
-//! (`api`), the wiring that runs a node (`app`), leadership handoff (`leadership`); readiness
+//! (`api`), the wiring that runs a node (`app`), leadership handoff (`leadership`), repair of
+//! a damaged store from the others (`repair`); readiness
 //! (`health`), metrics (`metrics`) and the HTTP endpoint that serves them (`http`); TLS and
 //! mutual TLS between nodes (`tls`), throwaway certificates for `cairn dev` and tests (`certs`). The
 //! `cairn` binary (server and command line) lives in `main.rs` and `cli/`.
@@ -20,6 +21,7 @@ pub mod leadership;
 pub mod local;
 pub mod metrics;
 pub mod network;
+pub mod repair;
 pub mod standing;
 pub mod timing;
 pub mod tls;

@@ -28,6 +28,8 @@ pub const APPEND_LATENCY_BUCKETS_SECONDS: &[f64] = &[
 const RESULT_WRITTEN: &str = "written";
 const RESULT_ALREADY_WRITTEN: &str = "already_written";
 const RESULT_WRONG_EXPECTED_VERSION: &str = "wrong_expected_version";
+/// A multi-stream or DCB append whose condition matched an event.
+const RESULT_CONDITION_FAILED: &str = "condition_failed";
 /// Refused because this node is not the leader and the caller asked for the leader only (what
 /// the client library does: it then goes to the leader).
 const RESULT_NOT_LEADER: &str = "not_leader";
@@ -59,8 +61,14 @@ pub struct NodeMetrics {
     reclaimed_groups: IntCounter,
     dead_bytes: IntGauge,
     dead_groups: IntGauge,
+    corruption_detected: IntCounterVec,
+    repairs: IntCounter,
+    repairing: IntGauge,
     tls_handshake_failures: IntCounterVec,
 }
+
+/// The `file` label of `cairn_corruption_detected_total`: the kinds of file a node checks.
+pub const CORRUPTION_FILES: &[&str] = &["raft-log", "event-groups", "snapshot"];
 
 /// What a scrape reads besides Raft: the store's event count and size, if they could be read.
 #[derive(Debug, Default, Clone, Copy)]
@@ -127,6 +135,7 @@ impl NodeMetrics {
             RESULT_WRITTEN,
             RESULT_ALREADY_WRITTEN,
             RESULT_WRONG_EXPECTED_VERSION,
+            RESULT_CONDITION_FAILED,
             RESULT_NOT_LEADER,
             RESULT_ERROR,
         ] {
@@ -177,6 +186,28 @@ impl NodeMetrics {
             "cairn_scavenge_reclaimed_groups_total",
             "Scavenged event groups whose bytes this node gave back",
         );
+        let corruption_detected = IntCounterVec::new(
+            Opts::new(
+                "cairn_corruption_detected_total",
+                "Damage this node found in its files (at start) or in a snapshot it received, by kind of file",
+            ),
+            &["file"],
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(corruption_detected.clone()))
+            .expect("registered once");
+        for file in CORRUPTION_FILES {
+            corruption_detected.with_label_values(&[file]);
+        }
+        let repairs = IntCounter::new(
+            "cairn_repairs_total",
+            "Repairs of this node's store from the leader that completed",
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(repairs.clone()))
+            .expect("registered once");
         NodeMetrics {
             reclaimed_bytes,
             reclaimed_groups,
@@ -189,6 +220,13 @@ impl NodeMetrics {
                 &registry,
                 "cairn_scavenge_dead_groups",
                 "Event groups a scavenge removed whose bytes are still on this node's disk",
+            ),
+            corruption_detected,
+            repairs,
+            repairing: gauge(
+                &registry,
+                "cairn_repairing",
+                "1 while this node repairs its store from the leader (it does not vote meanwhile)",
             ),
             subscriptions: gauge(
                 &registry,
@@ -263,20 +301,45 @@ impl NodeMetrics {
         elapsed: Duration,
     ) {
         use proto::append_response::Result as Outcome;
-        self.append_seconds.observe(elapsed.as_secs_f64());
         let label = match result.as_ref().map(|r| r.get_ref().result.as_ref()) {
             Ok(Some(Outcome::Success(success))) if success.already_written => {
                 RESULT_ALREADY_WRITTEN
             }
-            Ok(Some(Outcome::Success(_))) => {
-                self.appended_events.inc_by(events as u64);
-                RESULT_WRITTEN
-            }
+            Ok(Some(Outcome::Success(_))) => RESULT_WRITTEN,
             Ok(Some(Outcome::WrongExpectedVersion(_))) => RESULT_WRONG_EXPECTED_VERSION,
-            // The append path answers FAILED_PRECONDITION for "not the leader" only.
-            Err(status) if status.code() == tonic::Code::FailedPrecondition => RESULT_NOT_LEADER,
-            Ok(None) | Err(_) => RESULT_ERROR,
+            Ok(None) => RESULT_ERROR,
+            Err(status) => error_label(status),
         };
+        self.count_append(events, label, elapsed);
+    }
+
+    /// Records one answered multi-stream or DCB append request of `events` events (all its
+    /// parts' and DCB events): the same counters as single appends, one request each.
+    pub fn multi_append_answered(
+        &self,
+        events: usize,
+        result: &Result<tonic::Response<proto::MultiAppendResponse>, tonic::Status>,
+        elapsed: Duration,
+    ) {
+        use proto::multi_append_response::Result as Outcome;
+        let label = match result.as_ref().map(|r| r.get_ref().result.as_ref()) {
+            Ok(Some(Outcome::Success(success))) if success.already_written => {
+                RESULT_ALREADY_WRITTEN
+            }
+            Ok(Some(Outcome::Success(_))) => RESULT_WRITTEN,
+            Ok(Some(Outcome::WrongExpectedVersion(_))) => RESULT_WRONG_EXPECTED_VERSION,
+            Ok(Some(Outcome::ConditionFailed(_))) => RESULT_CONDITION_FAILED,
+            Ok(None) => RESULT_ERROR,
+            Err(status) => error_label(status),
+        };
+        self.count_append(events, label, elapsed);
+    }
+
+    fn count_append(&self, events: usize, label: &str, elapsed: Duration) {
+        self.append_seconds.observe(elapsed.as_secs_f64());
+        if label == RESULT_WRITTEN {
+            self.appended_events.inc_by(events as u64);
+        }
         self.appends.with_label_values(&[label]).inc();
     }
 
@@ -287,6 +350,20 @@ impl NodeMetrics {
         self.reclaimed_bytes.inc_by(bytes);
         self.dead_groups.set(as_gauge(dead_groups));
         self.dead_bytes.set(as_gauge(dead_bytes));
+    }
+
+    /// Counts damage found in a file of kind `file` (one of `CORRUPTION_FILES`).
+    pub fn corruption_detected(&self, file: &str) {
+        self.corruption_detected.with_label_values(&[file]).inc();
+    }
+
+    pub fn repair_started(&self) {
+        self.repairing.set(1);
+    }
+
+    pub fn repair_finished(&self) {
+        self.repairing.set(0);
+        self.repairs.inc();
     }
 
     /// Counts a subscription until the returned guard is dropped.
@@ -347,3 +424,13 @@ impl NodeMetrics {
 
 /// The content type of [`NodeMetrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `result` label of an append answered with an error status: the append paths answer
+/// FAILED_PRECONDITION for "not the leader" only.
+fn error_label(status: &tonic::Status) -> &'static str {
+    if status.code() == tonic::Code::FailedPrecondition {
+        RESULT_NOT_LEADER
+    } else {
+        RESULT_ERROR
+    }
+}

@@ -28,6 +28,9 @@ pub struct Bugs {
     /// Scavenge removes an append group when any of its events is hidden, not only when all
     /// are: live events are lost.
     pub scavenge_drops_partly_hidden: bool,
+    /// The store cuts damaged files at open but records no repair: a node whose log lost
+    /// entries it acknowledged votes at once.
+    pub forget_repair: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -42,6 +45,7 @@ thread_local! {
         skip_dcb_check: false,
         show_hidden_events: false,
         scavenge_drops_partly_hidden: false,
+        forget_repair: false,
     }) };
 }
 

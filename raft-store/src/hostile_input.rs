@@ -82,13 +82,10 @@ fn a_snapshot(groups: u64) -> Vec<u8> {
     let mut bytes = MAGIC.to_vec();
     for position in 0..groups {
         let encoded = postcard::to_allocvec(&a_group(&format!("s-{position}"), 1)).unwrap();
-        bytes.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&position.to_le_bytes());
-        bytes.extend_from_slice(&encoded);
+        let crc = crate::frame::crc(position, &encoded);
+        crate::snapshot::push_frame(&mut bytes, position, crc, &encoded);
     }
-    bytes.extend_from_slice(&0u32.to_le_bytes());
-    bytes.extend_from_slice(&groups.to_le_bytes());
-    bytes.extend_from_slice(&groups.to_le_bytes());
+    crate::snapshot::push_trailer(&mut bytes, groups, groups);
     bytes
 }
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::disk::KeyRange;
 
 /// Single keys: vote, purge point, applied state, snapshot record, install marker, format
-/// version.
+/// version, the log's synced mark, a repair under way.
 pub const META: u8 = 0x01;
 /// Raft log: index -> entry. Only in stores of format 0 (`format` moves it into the log's
 /// segment files); `format` is its one reader.
@@ -57,6 +57,13 @@ pub const LAST_PURGED: &[u8] = &[META, b'p'];
 pub const APPLIED: &[u8] = &[META, b'a'];
 pub const SNAPSHOT: &[u8] = &[META, b's'];
 pub const INSTALLING: &[u8] = &[META, b'i'];
+/// The highest log index this node has reported durable to Raft (a u64, postcard), written
+/// after each log sync and made durable by a keyspace sync soon after (`log_store`): what the
+/// log must still hold at the next open.
+pub const LOG_SYNCED: &[u8] = &[META, b'l'];
+/// A repair under way (`repair`): the log index this node must hold again, from a leader,
+/// before it votes or stands for election (a u64, postcard).
+pub const REPAIR_UNTIL: &[u8] = &[META, b'r'];
 /// The store's format version (`format`), a u32 big-endian; absent in stores written before it.
 pub const FORMAT_VERSION: &[u8] = &[META, b'f'];
 

@@ -34,6 +34,7 @@ mod query;
 mod raft_types;
 mod read;
 mod records;
+pub mod repair;
 pub mod runtime;
 pub mod scavenge;
 mod segment_file;
@@ -55,9 +56,13 @@ pub use read::{
     AllEvents, AllStored, Direction, EventReader, IndexEvents, IndexStored, QueryEvents,
     QueryStored, Retained, Retention, StreamEvents, StreamStatus, MAX_CACHED_VISIBILITIES,
 };
-pub use snapshot::{SnapshotData, SNAPSHOT_GROUPS_PER_CHUNK};
+pub use snapshot::{
+    SnapshotData, MAX_SNAPSHOT_MEMORY_SPOOL_BYTES, MAX_SNAPSHOT_SPOOL_BYTES,
+    SNAPSHOT_GROUPS_PER_CHUNK,
+};
 pub use state_machine::{
-    SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS,
+    verify_snapshot, SnapshotBuilder, StateMachineStore, MAX_APPLY_BATCH_BYTES,
+    MAX_UNFLUSHED_CONDITION_EVENTS,
 };
 pub use types::*;
 
@@ -65,23 +70,45 @@ pub use types::*;
 /// on the top floor, so `raft_types` stays below `state_machine`).
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 
-/// The handles onto one store: the Raft log, the state machine, a reader, and the
-/// reclaimer of scavenged bytes.
+/// The handles onto one store: the Raft log, the state machine, a reader and the reclaimer
+/// of scavenged bytes; and what
+/// the open found damaged and whether a repair is under way (`repair`).
 pub struct Store {
     pub log: LogStore,
     pub state_machine: StateMachineStore,
     pub reader: EventReader,
     pub reclaimer: scavenge::Reclaimer,
+    /// Damage this open found (and what it did about it).
+    pub damage: Vec<repair::Damage>,
+    /// The log index this node must hold again before it votes, if a repair is under way
+    /// (found now or at an earlier open).
+    pub repair_until: Option<u64>,
 }
 
-/// Opens (or creates) a store on `disk`. Every node of a cluster must use the same `limits`.
+/// Opens (or creates) a store on `disk`, checking every frame of the log and of the event
+/// groups and repairing what it can (`repair`). Every node of a cluster must use the same
+/// `limits`.
 pub fn open_store(disk: Arc<dyn disk::Disk>, limits: Limits) -> Result<Store, StoreError> {
     let log = LogStore::open(disk.clone())?;
-    let state_machine = StateMachineStore::open(disk, limits, log.last_index()?)?;
+    let mut damage: Vec<repair::Damage> = log.damage().cloned().into_iter().collect();
+    let clear_log = || {
+        let until = log.acknowledged_end()?.unwrap_or(0);
+        repair::require(disk.as_ref(), until)?;
+        log.clear_for_repair()
+    };
+    let (state_machine, sm_damage) =
+        StateMachineStore::open_checked(disk.clone(), limits, log.last_index()?, clear_log)?;
+    damage.extend(sm_damage);
+    let repair_until = match faults::active().forget_repair {
+        true => None,
+        false => repair::pending(disk.as_ref())?,
+    };
     Ok(Store {
+        repair_until,
         log,
         reader: state_machine.reader(),
         reclaimer: state_machine.reclaimer(),
         state_machine,
+        damage,
     })
 }

@@ -8,7 +8,9 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::io;
 
@@ -22,6 +24,7 @@ use crate::error::StoreError;
 use crate::format;
 use crate::keys;
 use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
+use crate::repair::{self, Damage};
 use crate::segment_log::SegmentLog;
 use crate::storage_error::{Failed, OrStorage};
 
@@ -33,11 +36,20 @@ pub const MAX_LOG_ENTRIES_PER_READ: usize = 4096;
 /// was the largest consumer of a leader's heap (a heap profile put 75 MiB in encoding alone).
 pub const MAX_LOG_BYTES_PER_READ: usize = 4 * 1024 * 1024;
 
+/// The synced mark (`keys::LOG_SYNCED`) is written to the keyspace after every log sync but
+/// not synced there; a keyspace sync follows within this long, so that a log cut short later
+/// (a damaged or truncated file) is found at open even after a SIGKILL.
+pub const LOG_SYNCED_MARK_SYNC_DELAY_MS: u64 = 1_000;
+
 /// The Raft log. Cheap to clone: clones share the disk and the segments.
 #[derive(Clone)]
 pub struct LogStore {
     disk: Arc<dyn Disk>,
     segments: Arc<SegmentLog>,
+    /// A keyspace sync for the synced mark is scheduled.
+    mark_sync_scheduled: Arc<AtomicBool>,
+    /// Damage the open found (and cut); the caller reports it.
+    damage: Option<Damage>,
 }
 
 impl LogStore {
@@ -62,12 +74,132 @@ impl LogStore {
             }
         }
         let segments = Arc::new(SegmentLog::open(disk.log_files())?);
-        let store = LogStore { disk, segments };
+        let mut store = LogStore {
+            disk,
+            segments,
+            mark_sync_scheduled: Arc::new(AtomicBool::new(false)),
+            damage: None,
+        };
         if let Some(purged) = store.last_purged()? {
             // A purge whose files were not all deleted before a crash: finish it.
             store.segments.purge(purged.index)?;
         }
+        store.damage = store.judge_cut()?;
         Ok(store)
+    }
+
+    /// Whether the log lost entries it had reported durable: a cut (or a shorter file) below
+    /// the synced mark, or whole entries after a damaged one. A torn write at the end was
+    /// never reported durable, so it is not damage. Damage starts a repair (`repair`).
+    fn judge_cut(&self) -> Result<Option<Damage>, StoreError> {
+        let cut = self.segments.cut();
+        let acknowledged = self
+            .synced_mark()?
+            .max(cut.and_then(|c| c.highest_whole_key));
+        let last = self.last_index()?;
+        let Some(acknowledged) = acknowledged.filter(|&a| Some(a) > last) else {
+            return Ok(None);
+        };
+        let until = repair::require(self.disk.as_ref(), acknowledged)?;
+        // The repair record holds what was lost now; the mark comes down to the log as it is,
+        // so the next open does not count the same damage again.
+        let mut batch = WriteBatch::default();
+        match last {
+            Some(last) => batch.put(keys::LOG_SYNCED, encode(&last)?),
+            None => batch.delete(keys::LOG_SYNCED),
+        }
+        self.disk.write(batch)?;
+        self.disk.sync()?;
+        let found = match cut {
+            Some(cut) => format!(
+                "{} (entries from {} on cut); the log had reported entries up to {acknowledged} durable",
+                cut.detail, cut.key
+            ),
+            None => format!(
+                "the log ends at {last:?} but had reported entries up to {acknowledged} durable (a file was cut short)"
+            ),
+        };
+        tracing::error!(
+            file = "raft-log",
+            %found,
+            repair_until = until,
+            "corruption detected: the log keeps its entries up to {last:?}; the leader sends the rest, and this node neither votes nor stands for election until its log reaches {until}"
+        );
+        Ok(Some(Damage {
+            file: "raft-log",
+            found,
+            action: "cut at the damage; the leader sends the rest",
+        }))
+    }
+
+    /// Damage the open found in the log, if any.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
+    }
+
+    fn synced_mark(&self) -> Result<Option<u64>, StoreError> {
+        self.disk
+            .get(keys::LOG_SYNCED)?
+            .map(|bytes| decode("log synced mark", &bytes))
+            .transpose()
+    }
+
+    /// The last index this log may have acknowledged: what a repair must get back.
+    pub fn acknowledged_end(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.synced_mark()?.max(self.last_index()?))
+    }
+
+    /// Removes every entry and the purge point (before a state machine cleared for repair is
+    /// sent a snapshot), then syncs. The vote stays.
+    pub fn clear_for_repair(&self) -> Result<(), StoreError> {
+        self.segments.clear()?;
+        let mut batch = WriteBatch::default();
+        batch.delete(keys::LAST_PURGED);
+        batch.delete(keys::LOG_SYNCED);
+        self.disk.write(batch)?;
+        self.disk.sync()?;
+        Ok(())
+    }
+
+    /// At open: purges the log up to `log_id` (a snapshot's), synced, when repair cut it
+    /// below the snapshot the state machine holds.
+    pub fn purge_at_open(&self, log_id: LogId) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put(keys::LAST_PURGED, encode(&Some(log_id))?);
+        self.disk.write(batch)?;
+        self.disk.sync()?;
+        self.segments.purge(log_id.index)
+    }
+
+    /// Writes the synced mark (after a log sync reported `index` durable) and makes sure a
+    /// keyspace sync follows (`LOG_SYNCED_MARK_SYNC_DELAY_MS`).
+    fn note_synced(disk: &dyn Disk, index: u64) {
+        let mut batch = WriteBatch::default();
+        match encode(&index) {
+            Ok(value) => batch.put(keys::LOG_SYNCED, value),
+            Err(_) => return,
+        }
+        if let Err(e) = disk.write(batch) {
+            // A hint only: without it a cut file is found only if whole entries follow it.
+            tracing::warn!(error = %e, "could not write the log's synced mark");
+        }
+    }
+
+    fn schedule_mark_sync(&self) {
+        if self.mark_sync_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let disk = self.disk.clone();
+        let scheduled = self.mark_sync_scheduled.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(LOG_SYNCED_MARK_SYNC_DELAY_MS)).await;
+            scheduled.store(false, Ordering::Release);
+            disk.sync_then(Box::new(|result| {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "keyspace sync for the log's synced mark failed");
+                }
+            }));
+        });
     }
 
     /// The index of the last entry the log holds (or was purged up to).
@@ -198,23 +330,50 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut last = None;
         self.segments
-            .append(entries)
+            .append(entries.into_iter().inspect(|e| last = Some(e.log_id.index)))
             .or_storage(Failed::WriteLogs)?;
         if crate::faults::active().ack_before_durable {
             callback.io_completed(Ok(()));
             self.segments.sync_then(Box::new(|_| {}));
             return Ok(());
         }
-        // Entries are readable now; openraft hears they are durable only from the files.
-        self.segments
-            .sync_then(Box::new(move |result| callback.io_completed(result)));
+        // Entries are readable now; openraft hears they are durable only from the files,
+        // after the synced mark says so.
+        let disk = self.disk.clone();
+        self.segments.sync_then(Box::new(move |result| {
+            if let (Ok(()), Some(last)) = (&result, last) {
+                Self::note_synced(disk.as_ref(), last);
+            }
+            callback.io_completed(result)
+        }));
+        self.schedule_mark_sync();
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         tracing::debug!(?last_log_id, "truncating log after");
         let from = last_log_id.map_or(0, |kept| kept.index + 1);
+        // The synced mark comes down first, durably, once the appends before have set it:
+        // entries removed on purpose are not damage at the next open.
+        wait_for_sync(|done| self.segments.sync_then(done))
+            .await
+            .or_storage(Failed::WriteLogs)?;
+        if self.synced_mark().or_storage(Failed::WriteLogs)? >= Some(from) {
+            let mut batch = WriteBatch::default();
+            match from.checked_sub(1) {
+                Some(kept) => batch.put(
+                    keys::LOG_SYNCED,
+                    encode(&kept).or_storage(Failed::WriteLogs)?,
+                ),
+                None => batch.delete(keys::LOG_SYNCED),
+            }
+            self.disk.write(batch).or_storage(Failed::WriteLogs)?;
+            sync_async(self.disk.as_ref())
+                .await
+                .or_storage(Failed::WriteLogs)?;
+        }
         self.segments.truncate(from).or_storage(Failed::WriteLogs)?;
         wait_for_sync(|done| self.segments.sync_then(done))
             .await

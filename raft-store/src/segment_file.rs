@@ -213,6 +213,23 @@ impl FrameWriter {
     }
 }
 
+/// What the open scan of a `Keyed` directory cut away: every frame from `key` on, because
+/// the frame there was torn, damaged or out of place. Only the log's owner can tell a torn
+/// write (never acknowledged) from damage to what it had acknowledged: `highest_whole_key`
+/// and its own record of what it synced (`log_store`) decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The first key removed.
+    pub key: u64,
+    /// The highest key of a whole frame found at or past the cut (frames after a damaged one,
+    /// later segments); `None` when nothing whole followed, as after a torn write.
+    pub highest_whole_key: Option<u64>,
+    /// Where the cut was made, and why.
+    pub segment: u64,
+    pub at: u64,
+    pub detail: String,
+}
+
 /// The segment files of one directory and what is known of each. Not locked: each user keeps
 /// it under its own lock with the state that goes with it.
 pub struct SegmentFiles {
@@ -223,11 +240,14 @@ pub struct SegmentFiles {
     /// What the files are, for errors ("log segment", "event group file").
     what: &'static str,
     segments: BTreeMap<u64, Segment>,
+    /// `Keyed`: what the open scan cut, if anything.
+    cut: Option<Cut>,
 }
 
 impl SegmentFiles {
-    /// Opens the directory: lists its segments and scans them as `layout` says; a torn tail
-    /// of a `Keyed` directory is cut and synced.
+    /// Opens the directory: lists its segments and scans them as `layout` says. A `Keyed`
+    /// directory's frames are all checked; from the first that is torn, damaged or out of
+    /// place on, everything is cut and the cut synced (`cut` says what went).
     pub fn open(
         files: Arc<dyn LogFiles>,
         layout: Layout,
@@ -240,59 +260,146 @@ impl SegmentFiles {
             segment_bytes,
             what,
             segments: BTreeMap::new(),
+            cut: None,
         };
         let ids = dir.files.list()?;
-        for (n, &id) in ids.iter().enumerate() {
-            let is_last = n + 1 == ids.len();
-            let segment = match layout {
-                Layout::Keyed => dir.scan_frames(id, is_last)?,
-                Layout::Stream => Segment {
+        for &id in &ids {
+            if layout == Layout::Stream {
+                let len = dir.files.len(id)?;
+                if let Some(end) = dir.segments.values().next_back().map(|s| s.end(layout)) {
+                    if id < end {
+                        return Err(dir.corrupt(format!(
+                            "segment {id} overlaps the one before, which ends at {end}"
+                        )));
+                    }
+                }
+                dir.segments.insert(
                     id,
-                    len: dir.files.len(id)?,
-                    starts: Vec::new(),
-                },
-            };
-            if layout == Layout::Keyed && segment.starts.is_empty() {
-                if is_last {
-                    // Created, then a crash before its first frame was durable.
-                    dir.files.remove(id)?;
-                    dir.files.sync()?;
-                    continue;
-                }
-                return Err(dir.corrupt(format!("segment {id} is empty but not the last")));
+                    Segment {
+                        id,
+                        len,
+                        starts: Vec::new(),
+                    },
+                );
+                continue;
             }
-            if let Some(previous) = dir.segments.values().next_back() {
-                let end = previous.end(layout);
-                if id < end {
-                    return Err(dir.corrupt(format!(
-                        "segment {id} overlaps the one before, which ends at {end}"
-                    )));
+            if dir.cut.is_some() {
+                // Past a cut: note what was whole, then the segment goes.
+                let whole = dir.whole_keys_from(id, 0)?;
+                if let Some(cut) = &mut dir.cut {
+                    cut.highest_whole_key = cut.highest_whole_key.max(whole);
                 }
-                if id > end {
-                    // Only `Keyed` can have gaps (see `FrameWriter::chunk_for`).
-                    tracing::warn!(segment = id, what, "the files hold nothing at {end}..{id}");
+                dir.files.remove(id)?;
+                continue;
+            }
+            let previous_end = dir.segments.values().next_back().map(|s| s.next_key());
+            if previous_end.is_some_and(|end| id < end) {
+                let end = previous_end.unwrap_or_default();
+                dir.cut_at(
+                    id,
+                    0,
+                    end,
+                    format!("segment {id} overlaps the one before, which ends at {end}"),
+                )?;
+                continue;
+            }
+            if let Some(end) = previous_end.filter(|&end| id > end) {
+                // A gap (see `FrameWriter::chunk_for`).
+                tracing::warn!(segment = id, what, "the files hold nothing at {end}..{id}");
+            }
+            let (segment, problem) = dir.scan_frames(id)?;
+            let (next_key, len) = (segment.next_key(), segment.len);
+            if !segment.starts.is_empty() {
+                dir.segments.insert(id, segment);
+            }
+            if let Some(problem) = problem {
+                dir.cut_at(
+                    id,
+                    len,
+                    next_key,
+                    format!("segment {id}: {problem} at byte {len}"),
+                )?;
+            } else if len == 0 {
+                // Created, then a crash before its first frame was durable; or, before the
+                // last segment, a segment that lost its frames.
+                dir.files.remove(id)?;
+                if id != *ids.last().unwrap_or(&id) {
+                    dir.cut = Some(Cut {
+                        key: id,
+                        highest_whole_key: None,
+                        segment: id,
+                        at: 0,
+                        detail: format!("segment {id} is empty but not the last"),
+                    });
                 }
             }
-            dir.segments.insert(id, segment);
+        }
+        if let Some(cut) = &dir.cut {
+            dir.files.sync()?;
+            let last = ids.last() == Some(&cut.segment);
+            if last && cut.highest_whole_key.is_none() {
+                tracing::warn!(
+                    segment = cut.segment,
+                    at = cut.at,
+                    files = dir.what,
+                    "cut a torn write at the end of the files ({})",
+                    cut.detail
+                );
+            } else {
+                tracing::error!(
+                    segment = cut.segment,
+                    at = cut.at,
+                    first_key_cut = cut.key,
+                    highest_whole_key_cut = ?cut.highest_whole_key,
+                    files = dir.what,
+                    "damaged files: cut everything from the damage on ({})",
+                    cut.detail
+                );
+            }
+        } else if ids.last().is_some_and(|id| !dir.segments.contains_key(id)) {
+            dir.files.sync()?;
         }
         Ok(dir)
+    }
+
+    /// What the open scan cut (`Keyed`).
+    pub fn cut(&self) -> Option<&Cut> {
+        self.cut.as_ref()
+    }
+
+    /// Cuts segment `id` at byte `at`, where key `key` would have started, noting the whole
+    /// frames after it.
+    fn cut_at(&mut self, id: u64, at: u64, key: u64, detail: String) -> Result<(), StoreError> {
+        let whole = self.whole_keys_from(id, at)?;
+        if at == 0 {
+            self.files.remove(id)?;
+        } else {
+            self.files.truncate(id, at)?;
+        }
+        self.cut = Some(Cut {
+            key,
+            highest_whole_key: whole,
+            segment: id,
+            at,
+            detail,
+        });
+        Ok(())
     }
 
     fn corrupt(&self, detail: String) -> StoreError {
         StoreError::corrupt(self.what, detail)
     }
 
-    /// Reads one `Keyed` segment's frame headers; cuts a torn tail if it is the last segment.
-    /// Only the last segment's payloads are read and checked here: the others were synced
-    /// whole before the next segment existed, and every read checks its frames' checksums
-    /// anyway. So opening reads at most one segment's bytes plus a header per frame.
-    fn scan_frames(&self, id: u64, is_last: bool) -> Result<Segment, StoreError> {
+    /// Reads and checks one `Keyed` segment's frames, every payload included (the log is kept
+    /// short by snapshots, so this reads a few MiB at open); stops at the first frame that is
+    /// torn, damaged or under the wrong key and says what it found there.
+    fn scan_frames(&self, id: u64) -> Result<(Segment, Option<String>), StoreError> {
         let len = self.files.len(id)?;
         let mut segment = Segment::new(id);
         let mut header = [0u8; FRAME_HEADER_BYTES];
         let mut payload = Vec::new();
         let mut at = 0u64;
-        let torn = loop {
+        let problem = loop {
             if at == len {
                 break None;
             }
@@ -304,41 +411,86 @@ impl SegmentFiles {
             if u64::from(h.len) > MAX_FRAME_PAYLOAD_BYTES || at + h.frame_bytes() > len {
                 break Some(format!("a frame of {} bytes past the end", h.len));
             }
-            if is_last {
-                payload.resize(h.len as usize, 0);
-                self.files
-                    .read_exact_at(id, at + FRAME_HEADER_BYTES as u64, &mut payload)?;
-                if !h.holds(&payload) {
-                    break Some("a checksum mismatch".to_string());
-                }
+            payload.resize(h.len as usize, 0);
+            self.files
+                .read_exact_at(id, at + FRAME_HEADER_BYTES as u64, &mut payload)?;
+            if !h.holds(&payload) {
+                break Some("a checksum mismatch".to_string());
             }
             if h.key != segment.next_key() {
-                return Err(self.corrupt(format!(
-                    "segment {id} holds key {} where {} belongs",
+                break Some(format!(
+                    "key {} where {} belongs",
                     h.key,
                     segment.next_key()
-                )));
+                ));
             }
             segment.starts.push(at);
             at += h.frame_bytes();
         };
         segment.len = at;
-        if let Some(what) = torn {
-            if !is_last {
-                return Err(self.corrupt(format!(
-                    "segment {id} has {what} at byte {at}, and later segments exist"
-                )));
+        Ok((segment, problem))
+    }
+
+    /// The highest key of a whole frame in segment `id` from byte `from` on, stepping over
+    /// damaged payloads while the headers still say where the next frame starts.
+    fn whole_keys_from(&self, id: u64, from: u64) -> Result<Option<u64>, StoreError> {
+        let len = self.files.len(id)?;
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        let mut payload = Vec::new();
+        let mut highest = None;
+        let mut at = from;
+        while at + FRAME_HEADER_BYTES as u64 <= len {
+            self.files.read_exact_at(id, at, &mut header)?;
+            let h = Header::parse(&header).expect("a whole header was read");
+            if u64::from(h.len) > MAX_FRAME_PAYLOAD_BYTES || at + h.frame_bytes() > len {
+                break;
             }
-            tracing::warn!(
-                segment = id,
-                at,
-                files = self.what,
-                "cutting a torn write at the end of the files ({what}); it was never acknowledged"
-            );
-            self.files.truncate(id, at)?;
-            self.files.sync()?;
+            payload.resize(h.len as usize, 0);
+            self.files
+                .read_exact_at(id, at + FRAME_HEADER_BYTES as u64, &mut payload)?;
+            if h.holds(&payload) {
+                highest = highest.max(Some(h.key));
+            }
+            at += h.frame_bytes();
         }
-        Ok(segment)
+        Ok(highest)
+    }
+
+    /// `Stream`: reads and checks every frame that starts below stream offset `below`; the
+    /// offset of the first that is damaged (or does not end where the next begins), and what
+    /// was wrong with it.
+    pub fn first_bad_frame(&self, below: u64) -> Result<Option<(u64, String)>, StoreError> {
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        let mut payload = Vec::new();
+        for segment in self.segments.values() {
+            let mut at = 0u64;
+            while at < segment.len && segment.id + at < below {
+                let offset = segment.id + at;
+                if at + FRAME_HEADER_BYTES as u64 > segment.len {
+                    return Ok(Some((offset, "a partial frame header".into())));
+                }
+                self.files.read_exact_at(segment.id, at, &mut header)?;
+                let h = Header::parse(&header).expect("a whole header was read");
+                if u64::from(h.len) > MAX_FRAME_PAYLOAD_BYTES || at + h.frame_bytes() > segment.len
+                {
+                    return Ok(Some((
+                        offset,
+                        format!("a frame of {} bytes past the end", h.len),
+                    )));
+                }
+                payload.resize(h.len as usize, 0);
+                self.files.read_exact_at(
+                    segment.id,
+                    at + FRAME_HEADER_BYTES as u64,
+                    &mut payload,
+                )?;
+                if !h.holds(&payload) {
+                    return Ok(Some((offset, "a checksum mismatch".into())));
+                }
+                at += h.frame_bytes();
+            }
+        }
+        Ok(None)
     }
 
     /// The segments with ids in `range`, ascending.
@@ -571,7 +723,7 @@ mod tests {
     }
 
     #[test]
-    fn a_keyed_crc_mismatch_is_a_torn_tail_in_the_last_segment_and_corruption_before_it() {
+    fn a_keyed_bad_frame_is_cut_with_everything_after_it_and_the_whole_frames_after_it_named() {
         let files = Arc::new(MemLogFiles::default());
         let mut dir = open(&files, Layout::Keyed).unwrap();
         write(&mut dir, 0..8);
@@ -579,14 +731,23 @@ mod tests {
         let ids = files.list().unwrap();
         let last = *ids.last().unwrap();
         let last_len = files.len(last).unwrap();
-        // The last byte of the last frame's payload: that frame is cut, the rest stays.
+        // The last byte of the last frame's payload: that frame is cut, the rest stays, and
+        // nothing whole followed it (as after a torn write).
         files.write_at(last, last_len - 1, &[0xff]).unwrap();
         let dir = open(&files, Layout::Keyed).unwrap();
         assert_eq!(read_back(&dir), (0..7).collect::<Vec<_>>());
-        // A damaged header in an earlier segment (a frame under the wrong key) fails the open.
+        let cut = dir.cut().expect("a cut");
+        assert_eq!((cut.key, cut.highest_whole_key), (7, None));
+        // A damaged header in the first segment (a frame under the wrong key): everything
+        // from it on goes, and the cut names the whole frames that went with it.
         files.write_at(ids[0], 8, &[0xee]).unwrap();
-        let err = open(&files, Layout::Keyed).err().expect("open must fail");
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        let dir = open(&files, Layout::Keyed).unwrap();
+        assert_eq!(read_back(&dir), Vec::<u64>::new());
+        let cut = dir.cut().expect("a cut");
+        assert_eq!((cut.key, cut.highest_whole_key), (0, Some(6)));
+        assert!(files.list().unwrap().is_empty(), "{:?}", files.list());
+        // Reopened, the files are whole again: nothing more is cut.
+        assert!(open(&files, Layout::Keyed).unwrap().cut().is_none());
     }
 
     #[test]

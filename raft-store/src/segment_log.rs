@@ -2,9 +2,9 @@
 //!
 //! Each entry is one frame (`frame`) keyed by its index, the postcard-encoded entry its
 //! payload, in a directory of `Layout::Keyed` segment files (`segment_file`: a segment is
-//! named by its first entry, rolled at `SEGMENT_BYTES`, synced before the next one exists, its
-//! torn tail cut at open; a bad frame anywhere else, a segment not named by its first entry,
-//! or overlapping segments fail the open as corruption). This module adds what is the log's
+//! named by its first entry, rolled at `SEGMENT_BYTES`, synced before the next one exists;
+//! at open every frame is checked and everything from the first torn, damaged or misplaced
+//! one is cut, which `log_store` judges: a torn write, or damage to repair from the leader). This module adds what is the log's
 //! own: the last entry's id, the purge point below which entries are hidden, and reads that
 //! plan byte ranges under the lock and read them without it. The start of each frame is kept
 //! in memory (8 bytes per entry still in the log, which snapshots keep short).
@@ -15,7 +15,7 @@ use crate::codec::decode;
 use crate::disk::{LogFiles, SyncCallback};
 use crate::error::StoreError;
 use crate::raft_types::{Entry, LogId};
-use crate::segment_file::{frame_under, Layout, SegmentFiles};
+use crate::segment_file::{frame_under, Cut, Layout, SegmentFiles};
 
 /// A segment that reaches this size is closed and the next entry starts a new one.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -33,6 +33,8 @@ pub struct SegmentLog {
     /// The same files as `index.segments`', read and synced without the lock.
     files: Arc<dyn LogFiles>,
     index: Mutex<Index>,
+    /// What the open scan cut (a torn write, or damage: `log_store` tells them apart).
+    cut: Option<Cut>,
 }
 
 /// One contiguous byte range of a segment to read: frames of entries from `first` on.
@@ -48,7 +50,8 @@ fn corrupt(detail: String) -> StoreError {
 }
 
 impl SegmentLog {
-    /// Opens the log in `files`, checking every frame and cutting a torn tail.
+    /// Opens the log in `files`, checking every frame and cutting everything from the first
+    /// frame that is torn, damaged or out of place (`cut` says what went).
     pub fn open(files: Arc<dyn LogFiles>) -> Result<SegmentLog, StoreError> {
         Self::open_with_segment_bytes(files, SEGMENT_BYTES)
     }
@@ -61,6 +64,7 @@ impl SegmentLog {
             SegmentFiles::open(files.clone(), Layout::Keyed, segment_bytes, "log segment")?;
         let log = SegmentLog {
             files,
+            cut: segments.cut().cloned(),
             index: Mutex::new(Index {
                 segments,
                 last: None,
@@ -87,6 +91,11 @@ impl SegmentLog {
             }
             None => Ok(None),
         }
+    }
+
+    /// What the open cut, if anything.
+    pub fn cut(&self) -> Option<&Cut> {
+        self.cut.as_ref()
     }
 
     /// The last entry's id, if the log holds any.
@@ -324,25 +333,26 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_frame_before_the_last_segment_is_corruption_not_a_torn_write() {
+    fn a_damaged_frame_anywhere_is_cut_at_open_with_everything_after_it() {
         let files = Arc::new(MemLogFiles::default());
         let log = small_log(&files);
         log.append((1..=12).map(entry)).unwrap();
         log.sync().unwrap();
-        let first = files.list().unwrap()[0];
-        // A damaged payload: found by the read that loads it.
+        let segments = files.list().unwrap();
+        assert!(segments.len() > 2);
+        // A damaged payload in the second segment: the log keeps the entries before it.
+        let second = segments[1];
         files
-            .write_at(first, FRAME_HEADER_BYTES as u64 + 1, &[0xff])
+            .write_at(second, FRAME_HEADER_BYTES as u64 + 1, &[0xff])
             .unwrap();
         let log = small_log(&files);
-        let err = log.read(first, first + 1, 1, usize::MAX).unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
-        // A damaged header (an entry under the wrong index): found at open.
-        files.write_at(first, 8, &[0xee]).unwrap();
-        let err = SegmentLog::open_with_segment_bytes(files.clone(), 64)
-            .err()
-            .expect("open must fail");
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert_eq!(all(&log), (1..second).collect::<Vec<_>>());
+        assert_eq!(log.last_log_id().map(|l| l.index), Some(second - 1));
+        let cut = log.cut().expect("a cut");
+        assert_eq!((cut.key, cut.highest_whole_key), (second, Some(12)));
+        // Appending goes on from there (the leader sends the rest).
+        log.append((second..=12).map(entry)).unwrap();
+        assert_eq!(all(&log), (1..=12).collect::<Vec<_>>());
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //! group below P. Building one costs nothing; its bytes are produced only when somebody reads
 //! them, a few groups at a time, so neither side ever holds the store in memory.
 //!
-//! Format: `MAGIC`, then frames `[len: u32 LE][first_position: u64 LE][group: len bytes]` in
-//! position order, then `[0u32][end_position: u64 LE][group_count: u64 LE]`.
+//! Format: `MAGIC`, then frames `[len: u32 LE][first_position: u64 LE][crc: u32 LE][group: len
+//! bytes]` in position order, then `[0u32][end_position: u64 LE][group_count: u64 LE][crc: u32
+//! LE]`. A frame's checksum is the group file frame's (`frame::crc` of the first position and
+//! the group), carried over as it was read back and checked; the trailer's covers its two
+//! counts. So a bit flipped on the wire or in the receiver's spool file is refused before it
+//! is installed, and the group is never re-hashed by the sender.
 
 use std::io::{self, Cursor, SeekFrom};
 use std::pin::Pin;
@@ -21,7 +25,38 @@ use crate::error::StoreError;
 use crate::group_files::{GroupFiles, Location};
 use crate::keys;
 
-pub const MAGIC: &[u8; 8] = b"CAIRNSN1";
+pub const MAGIC: &[u8; 8] = b"CAIRNSN2";
+/// Largest snapshot a node spools to a file while receiving it; past it the install fails
+/// with an error naming this limit (and the leader retries later), so a runaway or hostile
+/// stream cannot fill the disk.
+pub const MAX_SNAPSHOT_SPOOL_BYTES: u64 = 256 * 1024 * 1024 * 1024;
+/// The same for the in-memory spool of the disk model (the simulation).
+pub const MAX_SNAPSHOT_MEMORY_SPOOL_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Appends one snapshot frame: the group `payload` starting at `position`, with `crc`
+/// (`frame::crc(position, payload)`).
+pub(crate) fn push_frame(buf: &mut Vec<u8>, position: u64, crc: u32, payload: &[u8]) {
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&position.to_le_bytes());
+    buf.extend_from_slice(&crc.to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// The trailer's checksum: its end position and group count.
+pub(crate) fn trailer_crc(end_position: u64, group_count: u64) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&end_position.to_le_bytes());
+    hasher.update(&group_count.to_le_bytes());
+    hasher.finalize()
+}
+
+/// Appends the trailer.
+pub(crate) fn push_trailer(buf: &mut Vec<u8>, end_position: u64, group_count: u64) {
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.extend_from_slice(&end_position.to_le_bytes());
+    buf.extend_from_slice(&group_count.to_le_bytes());
+    buf.extend_from_slice(&trailer_crc(end_position, group_count).to_le_bytes());
+}
 /// Append groups read from the store per chunk of a lazy snapshot. A group is at most
 /// `MAX_APPEND_BYTES`, so a chunk is bounded by this many of those.
 pub const SNAPSHOT_GROUPS_PER_CHUNK: usize = 8;
@@ -29,6 +64,8 @@ pub const SNAPSHOT_GROUPS_PER_CHUNK: usize = 8;
 /// Snapshot bytes: streamed from a store, or spooled to a file or memory while being received.
 pub struct SnapshotData {
     inner: Inner,
+    /// Bytes written to the spool so far (bounded by `MAX_SNAPSHOT_SPOOL_BYTES`).
+    spooled: u64,
 }
 
 enum Inner {
@@ -53,6 +90,7 @@ impl SnapshotData {
     pub fn memory() -> Self {
         SnapshotData {
             inner: Inner::Memory(Cursor::new(Vec::new())),
+            spooled: 0,
         }
     }
 
@@ -60,6 +98,7 @@ impl SnapshotData {
     pub fn file(file: std::fs::File) -> Self {
         SnapshotData {
             inner: Inner::File(tokio::fs::File::from_std(file)),
+            spooled: 0,
         }
     }
 
@@ -80,6 +119,7 @@ impl SnapshotData {
     pub(crate) fn lazy(source: SnapshotSource) -> Self {
         SnapshotData {
             inner: Inner::Lazy(Box::new(LazySnapshot::new(source))),
+            spooled: 0,
         }
     }
 }
@@ -147,10 +187,7 @@ impl Generator {
                     .scan(&range, Order::Ascending, SNAPSHOT_GROUPS_PER_CHUNK)?;
                 if page.is_empty() {
                     // Contiguity and the end are checked by the receiver, which decodes groups.
-                    self.chunk.extend_from_slice(&0u32.to_le_bytes());
-                    self.chunk
-                        .extend_from_slice(&source.end_position.to_le_bytes());
-                    self.chunk.extend_from_slice(&groups.to_le_bytes());
+                    push_trailer(&mut self.chunk, source.end_position, groups);
                     self.stage = Stage::Done;
                     return Ok(());
                 }
@@ -159,9 +196,7 @@ impl Generator {
                         .ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
                     let location = Location::decode(&value)?;
                     let frame = source.groups.read(location, position)?;
-                    self.chunk.extend_from_slice(&location.len.to_le_bytes());
-                    self.chunk.extend_from_slice(&position.to_le_bytes());
-                    self.chunk.extend_from_slice(frame.payload());
+                    push_frame(&mut self.chunk, position, frame.crc(), frame.payload());
                     next_position = position + 1;
                     groups += 1;
                 }
@@ -286,11 +321,29 @@ impl AsyncWrite for SnapshotData {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        let limit = match &this.inner {
+            Inner::Memory(_) => MAX_SNAPSHOT_MEMORY_SPOOL_BYTES,
+            Inner::File(_) => MAX_SNAPSHOT_SPOOL_BYTES,
+            Inner::Lazy(_) => return Poll::Ready(Err(read_only())),
+        };
+        if this.spooled + data.len() as u64 > limit {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!(
+                    "a snapshot of more than {limit} bytes (MAX_SNAPSHOT_SPOOL_BYTES) is refused"
+                ),
+            )));
+        }
+        let written = match &mut this.inner {
             Inner::Memory(c) => Pin::new(c).poll_write(cx, data),
             Inner::File(f) => Pin::new(f).poll_write(cx, data),
             Inner::Lazy(_) => Poll::Ready(Err(read_only())),
+        };
+        if let Poll::Ready(Ok(n)) = &written {
+            this.spooled += *n as u64;
         }
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -189,3 +189,34 @@ impl LogFiles for SimLogFiles {
             .sync_then(move |done| inner.sync_then(done), done);
     }
 }
+
+/// Damages one of a stopped node's segment files, durably, as `damage` (a number from the
+/// seed) chooses: the Raft log's or the event groups', which segment, and whether a byte is
+/// flipped (one bit, anywhere) or the file cut short (to any length).
+pub fn damage(disk: &MemDisk, damage: u64) {
+    let mut choice = crate::rng::SimRng::new(damage);
+    let files = if choice.percent(50) {
+        disk.log_model()
+    } else {
+        disk.group_model()
+    };
+    let Ok(segments) = files.list() else { return };
+    if segments.is_empty() {
+        return;
+    }
+    let segment = segments[choice.below(segments.len() as u64) as usize];
+    let len = files.len(segment).unwrap_or(0);
+    if len == 0 {
+        return;
+    }
+    let at = choice.below(len);
+    if choice.percent(50) {
+        let mut byte = [0u8; 1];
+        if files.read_exact_at(segment, at, &mut byte).is_ok() {
+            let _ = files.write_at(segment, at, &[byte[0] ^ (1 << choice.below(8))]);
+        }
+    } else {
+        let _ = files.truncate(segment, at);
+    }
+    let _ = files.sync();
+}

@@ -54,6 +54,11 @@ pub enum Fault {
     /// This node's disk fails every write and sync; its Raft stops, and it is restarted when
     /// the fault ends.
     FailingDisk { node: u64 },
+    /// The node is stopped, one of its files damaged (a byte flipped, or the file cut short;
+    /// which file and where come from `damage`), and it is started again when the fault ends:
+    /// it must find the damage, never serve it, and repair itself from the others. At most one
+    /// per run: most nodes damaged at once stop the cluster, by design.
+    CorruptDisk { node: u64, damage: u64 },
 }
 
 /// A fault at a time.
@@ -83,12 +88,13 @@ pub fn schedule(
         kinds.extend([4, 5]);
     }
     if mix.disk {
-        kinds.extend([6, 7]);
+        kinds.extend([6, 7, 10]);
     }
     let mut faults = Vec::new();
     if kinds.is_empty() {
         return faults;
     }
+    let mut corrupted = false;
     let mut at_ms = start_ms + rng.below(1_000);
     while at_ms < end_ms {
         let node = 1 + rng.below(nodes);
@@ -113,6 +119,14 @@ pub fn schedule(
             },
             7 => Fault::FailingDisk { node },
             8 => Fault::PowerLoss,
+            10 if !corrupted => {
+                corrupted = true;
+                Fault::CorruptDisk {
+                    node,
+                    damage: rng.next_u64(),
+                }
+            }
+            10 => Fault::Crash { node },
             _ => Fault::GracefulRestart { node },
         };
         let for_ms = rng.between(200, 3_000).min(end_ms - at_ms);

@@ -102,6 +102,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "ignore-retry-content" => bugs.ignore_retry_content = true,
         "index-skips-tag" => bugs.index_skips_tag = true,
         "skip-dcb-check" => bugs.skip_dcb_check = true,
+        "forget-repair" => bugs.forget_repair = true,
         _ => return None,
     }
     Some(bugs)
@@ -276,6 +277,15 @@ impl Cluster {
             Fault::SlowDisk { node, delay_ms } => {
                 self.sync_delays[&node].store(delay_ms, Ordering::Relaxed);
                 Some(Ending::FastDisk(node))
+            }
+            Fault::CorruptDisk { node, damage } => {
+                if self.down.contains(&node) {
+                    return None;
+                }
+                // Stopped, not a power loss: what it wrote stays; then the damage.
+                self.crash(sim, node, rng, true);
+                crate::disk::damage(&self.disks[&node], damage);
+                Some(Ending::Restart(node))
             }
             Fault::FailingDisk { node } => {
                 self.disks[&node].set_faults(MemFaults {

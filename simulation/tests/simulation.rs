@@ -195,6 +195,13 @@ fn find_as(bug: &str, rule: cairn_simulation::checker::Rule) {
     );
 }
 
+/// Issue 21: a node whose log lost entries it acknowledged votes before the leader gave them
+/// back, and a candidate that never had them wins with its vote.
+#[test]
+fn finds_a_repair_that_lets_a_damaged_node_vote() {
+    find("forget-repair");
+}
+
 /// Issue 14's bug: a re-send that reuses an id with other content, answered as a retry.
 #[test]
 fn finds_an_id_reused_with_other_content_taken_for_a_retry() {

@@ -72,6 +72,8 @@ pub struct StoreAccess {
 }
 
 impl NodeContext {
+    /// Made once, by `app::start`, from the pieces of the node's wiring it made before.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         raft: Raft,
@@ -80,6 +82,7 @@ impl NodeContext {
         connector: Arc<dyn Connector>,
         feed: LiveFeed,
         standing: tokio::sync::watch::Receiver<Standing>,
+        metrics: Arc<NodeMetrics>,
     ) -> Arc<Self> {
         let StoreAccess {
             reader,
@@ -96,7 +99,7 @@ impl NodeContext {
             limits,
             connector,
             feed,
-            metrics: Arc::new(NodeMetrics::new()),
+            metrics,
             gate: ProposalGate::default(),
             membership_lock: tokio::sync::Mutex::new(()),
             standing,

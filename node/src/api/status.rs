@@ -191,7 +191,8 @@ impl GrpcCode for NodeError {
             | NodeError::MembershipChangeTimedOut { .. }
             | NodeError::LearnerCatchingUp { .. }
             | NodeError::HandoverFailed { .. }
-            | NodeError::RaftBusy(_) => Code::Unavailable,
+            | NodeError::RaftBusy(_)
+            | NodeError::Repairing(_) => Code::Unavailable,
             // Go to the leader (or a member): the hint travels in `x-cairn-leader`.
             NodeError::NotLeader { .. } | NodeError::NotServing { .. } => Code::FailedPrecondition,
             // A read-your-writes wait that ran out: the caller's own deadline logic decides.
@@ -203,6 +204,8 @@ impl GrpcCode for NodeError {
             NodeError::MembershipRefused { .. }
             | NodeError::UndecodableRaftMessage(_)
             | NodeError::MalformedSnapshotStream(_) => Code::InvalidArgument,
+            // Damaged on the way or in the spool: the leader sends it again.
+            NodeError::DamagedSnapshot(_) => Code::DataLoss,
             // This node's own bookkeeping broke.
             NodeError::AnnouncedEventMissing { .. }
             | NodeError::EncodingReply(_)
@@ -486,6 +489,12 @@ mod tests {
             (E::EncodingReply(text("full")), Code::Internal, "encoding reply: full"),
             (E::SpoolingSnapshot(text("disk")), Code::Internal, "spooling snapshot: disk"),
             (E::RaftBusy(text("stopping")), Code::Unavailable, "stopping"),
+            (E::Repairing(text("repairing")), Code::Unavailable, "repairing"),
+            (
+                E::DamagedSnapshot(text("bad crc")),
+                Code::DataLoss,
+                "damaged snapshot refused: bad crc",
+            ),
         ];
         for (error, code, message) in conditions {
             assert_eq!(error.code(), code, "{error}");

@@ -434,7 +434,19 @@ impl Streams for StreamsService {
         &self,
         request: Request<proto::MultiAppendRequest>,
     ) -> Result<Response<proto::MultiAppendResponse>, Status> {
-        self.answer_multi_append(request.into_inner()).await
+        let started = tokio::time::Instant::now();
+        let request = request.into_inner();
+        let events = request.dcb_events.len()
+            + request
+                .streams
+                .iter()
+                .map(|s| s.events.len())
+                .sum::<usize>();
+        let answer = self.answer_multi_append(request).await;
+        self.ctx
+            .metrics
+            .multi_append_answered(events, &answer, started.elapsed());
+        answer
     }
 
     type ReadQueryStream = ReadStream;

@@ -67,6 +67,12 @@ pub struct NodeArgs {
     /// when not) without starting anything or creating the data directory.
     #[arg(long, env = "CAIRN_CHECK_CONFIG", value_parser = FalseyValueParser::new())]
     pub check_config: bool,
+    /// Take a snapshot every this many log entries (default: SNAPSHOT_EVERY_LOG_ENTRIES; the
+    /// log keeps LOG_ENTRIES_KEPT_AFTER_SNAPSHOT behind it either way, so that a follower
+    /// catching up after an install is not sent one snapshot after another). Hidden: for tests
+    /// that need snapshots of a small store (corruption repair).
+    #[arg(long, env = "CAIRN_SNAPSHOT_EVERY", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,7 +442,13 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         id: config.id,
         peers: config.peers,
         limits: Limits::default(),
-        snapshots: SnapshotSettings::default(),
+        snapshots: match args.snapshot_every {
+            Some(every_log_entries) => SnapshotSettings {
+                every_log_entries,
+                ..SnapshotSettings::default()
+            },
+            None => SnapshotSettings::default(),
+        },
         peers_need_certificates: tls.is_some(),
     };
     let connector: Arc<dyn Connector> = match &tls {

@@ -10,7 +10,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use cairn_raft_store::disk::Disk;
-use cairn_raft_store::{Raft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
+use cairn_raft_store::{
+    verify_snapshot, Raft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote,
+};
 use futures_util::stream::{self, Stream, StreamExt};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::Fatal;
@@ -26,6 +28,7 @@ use super::proto::{
 };
 use super::{decode, encode};
 use crate::error::NodeError;
+use crate::repair::Repair;
 
 /// The `RaftInternal` gRPC service.
 pub struct RaftService {
@@ -35,14 +38,22 @@ pub struct RaftService {
     /// Turns true when the node stops: replication streams end then (the leader opens new
     /// ones elsewhere or later), since the server waits for every open call to end.
     stopping: watch::Receiver<bool>,
+    /// While the node repairs its store it does not vote or take a handoff (`repair`).
+    repair: Arc<Repair>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, disk: Arc<dyn Disk>, stopping: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        raft: Raft,
+        disk: Arc<dyn Disk>,
+        stopping: watch::Receiver<bool>,
+        repair: Arc<Repair>,
+    ) -> Self {
         RaftService {
             raft,
             disk,
             stopping,
+            repair,
         }
     }
 }
@@ -109,6 +120,10 @@ impl RaftInternal for RaftService {
     async fn vote(&self, request: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let rpc: VoteRequest<TypeConfig> =
             decode(&request.into_inner().payload).map_err(bad_message)?;
+        if let Some(refused) = self.repair.refusal() {
+            // No answer is no vote: the candidate needs a majority without this node.
+            return Err(NodeError::Repairing(refused).into());
+        }
         reply(&self.raft.vote(rpc).await)
     }
 
@@ -147,6 +162,10 @@ impl RaftInternal for RaftService {
         data.flush()
             .await
             .map_err(|e| NodeError::SpoolingSnapshot(e.to_string()))?;
+        if let Err(e) = verify_snapshot(&mut data).await {
+            self.repair.snapshot_damaged(&e.to_string());
+            return Err(NodeError::DamagedSnapshot(e.to_string()).into());
+        }
         tracing::info!(
             last_log_id = ?meta.last_log_id,
             "installing a snapshot received from the leader"
@@ -176,7 +195,9 @@ impl RaftInternal for RaftService {
             let metrics = self.raft.metrics();
             let m = metrics.borrow_watched();
             let last_log_index = m.last_log_index.unwrap_or(0);
-            if m.state != ServerState::Follower {
+            if let Some(refused) = self.repair.refusal() {
+                Some(refused)
+            } else if m.state != ServerState::Follower {
                 Some(format!("node {} is a {:?}, not a follower", m.id, m.state))
             } else if m.current_leader != Some(request.leader_id) || m.current_term != request.term
             {

@@ -45,6 +45,18 @@ impl TestCluster {
         TestCluster { cluster, _dir: dir }
     }
 
+    /// `start`, with the cluster set up by `configure` first (launchers, initial members).
+    pub fn start_with(
+        nodes: usize,
+        configure: impl FnOnce(LocalCluster) -> LocalCluster,
+    ) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = LocalCluster::on_free_ports(cairn_exe(), dir.path(), nodes).expect("ports");
+        let mut cluster = configure(cluster);
+        cluster.start_all().expect("start nodes");
+        TestCluster { cluster, _dir: dir }
+    }
+
     /// Like [`TestCluster::start`], the nodes with TLS (a throwaway CA, mutual TLS between
     /// nodes); endpoints are `https://` and clients trust the CA.
     pub fn start_with_tls(nodes: usize) -> TestCluster {

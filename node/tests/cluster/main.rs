@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod config;
+mod corruption;
 mod dcb;
 mod deploy;
 mod dev_process;

@@ -6,7 +6,10 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_client::{EventData, ExpectedRevision, SubscribeOptions, SubscriptionMessage};
+use cairn_client::{
+    AppendCondition, Error, EventData, ExpectedRevision, Query, QueryItem, StreamAppend,
+    SubscribeOptions, SubscriptionMessage,
+};
 use tokio_stream::StreamExt;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -110,9 +113,40 @@ fn a_formed_cluster_is_ready_and_its_metrics_count_appends() {
             )
             .await;
         assert!(conflict.is_err(), "metrics-0 exists: {conflict:?}");
+        // Multi-stream and DCB appends count as appends too: one over two streams, one DCB
+        // claim, and a second claim whose condition fails.
+        let one = || vec![EventData::json("Counted", &serde_json::json!({})).expect("json")];
+        let parts = ["metrics-multi-a", "metrics-multi-b"].map(|stream| StreamAppend {
+            stream: stream.to_string(),
+            expected: ExpectedRevision::NoStream,
+            events: one(),
+        });
+        client
+            .append_multi(parts.to_vec(), Vec::new(), None)
+            .await
+            .expect("multi-stream append");
+        let claim = || {
+            let condition = AppendCondition {
+                fail_if_events_match: Query::of(vec![
+                    QueryItem::types(["Counted"]).with_tags(["seat:1"])
+                ]),
+                after: None,
+            };
+            let event = EventData::json("Counted", &serde_json::json!({}))
+                .expect("json")
+                .with_tags(["seat:1"]);
+            client.append_multi(Vec::new(), vec![event], Some(condition))
+        };
+        claim().await.expect("the first claim");
+        let refused = claim().await;
+        assert!(
+            matches!(refused, Err(Error::ConditionFailed { .. })),
+            "{refused:?}"
+        );
     });
+    const MULTI_EVENTS: u64 = 3;
     let events = rt.block_on(cluster.wait_until_converged());
-    assert_eq!(events, APPENDS * EVENTS_PER_APPEND);
+    assert_eq!(events, APPENDS * EVENTS_PER_APPEND + MULTI_EVENTS);
     let after: Vec<Exposition> = (1..=3).map(|id| scrape(&cluster, id)).collect();
 
     let delta = |name: &str, labels: &[(&str, &str)]| {
@@ -122,12 +156,12 @@ fn a_formed_cluster_is_ready_and_its_metrics_count_appends() {
     // a forwarded or retried one would count again, hence "at least".
     let written = delta("cairn_appends_total", &[("result", "written")]);
     assert!(
-        written >= APPENDS as f64,
+        written >= (APPENDS + 2) as f64,
         "written appends moved by {written}"
     );
     let appended = delta("cairn_appended_events_total", &[]);
     assert!(
-        appended >= (APPENDS * EVENTS_PER_APPEND) as f64,
+        appended >= (APPENDS * EVENTS_PER_APPEND + MULTI_EVENTS) as f64,
         "appended events moved by {appended}"
     );
     let conflicts = delta(
@@ -135,9 +169,11 @@ fn a_formed_cluster_is_ready_and_its_metrics_count_appends() {
         &[("result", "wrong_expected_version")],
     );
     assert!(conflicts >= 1.0, "conflicts moved by {conflicts}");
+    let failed = delta("cairn_appends_total", &[("result", "condition_failed")]);
+    assert!(failed >= 1.0, "failed conditions moved by {failed}");
     let timed = delta("cairn_append_duration_seconds_count", &[]);
     assert!(
-        timed >= (APPENDS + 1) as f64,
+        timed >= (APPENDS + 4) as f64,
         "latency histogram counted {timed}"
     );
     assert!(delta("cairn_append_duration_seconds_sum", &[]) > 0.0);

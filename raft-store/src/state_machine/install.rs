@@ -11,12 +11,14 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 
 use crate::disk::{delete_range, Disk, WriteBatch};
 use crate::error::StoreError;
+use crate::frame;
 use crate::group_files::GroupFiles;
 use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::limits::{Limits, MAX_TAGS_PER_EVENT};
 use crate::records::{write_group, StoredGroup};
-use crate::snapshot::{SnapshotData, MAGIC};
+use crate::segment_file::MAX_FRAME_PAYLOAD_BYTES;
+use crate::snapshot::{trailer_crc, SnapshotData, MAGIC};
 
 /// Keys deleted per batch while clearing the state machine.
 pub const CLEAR_PAGE_KEYS: usize = 4096;
@@ -53,6 +55,45 @@ pub async fn load_snapshot(
     own_id_keys: &AtomicBool,
     data: &mut SnapshotData,
 ) -> Result<u64, StoreError> {
+    let mut batch = WriteBatch::default();
+    let mut ids = IdIndexBatch::new(disk, own_id_keys);
+    let mut frames = groups.writer();
+    let end = read_snapshot(data, max_group_bytes(limits), |position, encoded, group| {
+        let location = frames.push_encoded(position, encoded)?;
+        write_group(&mut batch, &mut ids, position, group, location)?;
+        if batch.bytes + ids.pending_bytes() + frames.pending_bytes() >= INSTALL_BATCH_BYTES {
+            groups.write(&mut frames)?;
+            ids.write_into(&mut batch);
+            disk.write(std::mem::take(&mut batch))?;
+        }
+        Ok(())
+    })
+    .await?;
+    groups.write(&mut frames)?;
+    ids.write_into(&mut batch);
+    if !batch.is_empty() {
+        disk.write(batch)?;
+    }
+    Ok(end)
+}
+
+/// Reads a whole snapshot stream and checks it (format, checksums, positions, trailer)
+/// without installing it, then rewinds it: a node checks what it spooled before handing it to
+/// Raft, so a stream damaged in transit or in the spool is refused (and sent again) rather than
+/// failing the install.
+pub async fn verify_snapshot(data: &mut SnapshotData) -> Result<u64, StoreError> {
+    let end = read_snapshot(data, MAX_FRAME_PAYLOAD_BYTES as usize, |_, _, _| Ok(())).await?;
+    data.seek(SeekFrom::Start(0)).await?;
+    Ok(end)
+}
+
+/// Reads a snapshot stream from its start, checking it, and hands each group to `on_group`
+/// (its first position, its encoding, the group). Returns the `$all` position it ends before.
+async fn read_snapshot(
+    data: &mut SnapshotData,
+    max_frame: usize,
+    mut on_group: impl FnMut(u64, &[u8], &StoredGroup) -> Result<(), StoreError>,
+) -> Result<u64, StoreError> {
     data.seek(SeekFrom::Start(0)).await?;
     let mut reader = BufReader::with_capacity(INSTALL_READ_BUFFER_BYTES, data);
     let mut magic = [0u8; 8];
@@ -60,17 +101,16 @@ pub async fn load_snapshot(
     if &magic != MAGIC {
         return Err(invalid("bad magic"));
     }
-    let max_frame = max_group_bytes(limits);
     let mut expected_position = 0u64;
     let mut groups_read = 0u64;
-    let mut batch = WriteBatch::default();
-    let mut ids = IdIndexBatch::new(disk, own_id_keys);
-    let mut frames = groups.writer();
     loop {
         let len = reader.read_u32_le().await? as usize;
         if len == 0 {
             let end_position = reader.read_u64_le().await?;
             let group_count = reader.read_u64_le().await?;
+            if reader.read_u32_le().await? != trailer_crc(end_position, group_count) {
+                return Err(invalid("the trailer fails its checksum"));
+            }
             if end_position < expected_position || group_count != groups_read {
                 return Err(invalid(format!(
                     "trailer says {group_count} groups ending at {end_position}; \
@@ -85,6 +125,7 @@ pub async fn load_snapshot(
             return Err(invalid(format!("frame of {len} bytes exceeds {max_frame}")));
         }
         let position = reader.read_u64_le().await?;
+        let crc = reader.read_u32_le().await?;
         // Positions increase; a scavenge leaves gaps between groups.
         if position < expected_position {
             return Err(invalid(format!(
@@ -104,24 +145,18 @@ pub async fn load_snapshot(
                 encoded.len()
             )));
         }
+        if frame::crc(position, &encoded) != crc {
+            return Err(invalid(format!(
+                "group at position {position} fails its checksum (damaged in transit or in the spool)"
+            )));
+        }
         let group = StoredGroup::decode("snapshot group", &encoded)?;
         if group.events.is_empty() {
             return Err(invalid(format!("empty group at position {position}")));
         }
         expected_position = position + group.events.len() as u64;
         groups_read += 1;
-        let location = frames.push_encoded(position, &encoded)?;
-        write_group(&mut batch, &mut ids, position, &group, location)?;
-        if batch.bytes + ids.pending_bytes() + frames.pending_bytes() >= INSTALL_BATCH_BYTES {
-            groups.write(&mut frames)?;
-            ids.write_into(&mut batch);
-            disk.write(std::mem::take(&mut batch))?;
-        }
-    }
-    groups.write(&mut frames)?;
-    ids.write_into(&mut batch);
-    if !batch.is_empty() {
-        disk.write(batch)?;
+        on_group(position, &encoded, &group)?;
     }
     Ok(expected_position)
 }

@@ -20,6 +20,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{OptionalSend, RaftSnapshotBuilder};
 
 pub use apply::{MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS};
+pub use install::verify_snapshot;
 
 use crate::codec::encode;
 use crate::disk::{sync_async, Disk, WriteBatch};
@@ -33,6 +34,7 @@ use crate::raft_types::{
 };
 use crate::read::EventReader;
 use crate::records::{read_snapshot_record, AppliedState, SnapshotRecord};
+use crate::repair::Damage;
 use crate::scavenge::Reclaimer;
 use crate::snapshot::{SnapshotData, SnapshotSource};
 use crate::storage_error::{Failed, OrStorage};
@@ -74,6 +76,19 @@ impl Shared {
     }
 }
 
+/// Clears the state machine: every table, the group files, the applied state, the snapshot
+/// record and an install marker; synced.
+fn clear_all(disk: &dyn Disk, groups: &GroupFiles) -> Result<(), StoreError> {
+    install::clear_state_machine(disk, groups)?;
+    let mut batch = WriteBatch::default();
+    batch.delete(keys::APPLIED);
+    batch.delete(keys::SNAPSHOT);
+    batch.delete(keys::INSTALLING);
+    disk.write(batch)?;
+    disk.sync()?;
+    Ok(())
+}
+
 /// The state machine. `apply` takes `&mut self`; reads go through [`crate::EventReader`].
 pub struct StateMachineStore {
     shared: Arc<Shared>,
@@ -91,33 +106,73 @@ impl StateMachineStore {
         limits: Limits,
         log_end: Option<u64>,
     ) -> Result<Self, StoreError> {
+        Ok(Self::open_checked(disk, limits, log_end, || Ok(()))?.0)
+    }
+
+    /// `open`, after checking every group frame the keyspace points at. Damage past the last
+    /// snapshot's groups rolls the state machine back to that snapshot (the log still holds
+    /// what follows it); damage below it clears the state machine, after `clear_log` (which
+    /// records the repair and clears the Raft log), so that the leader sends a snapshot.
+    /// Returns the damage found, if any.
+    pub fn open_checked(
+        disk: Arc<dyn Disk>,
+        limits: Limits,
+        log_end: Option<u64>,
+        clear_log: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(Self, Option<Damage>), StoreError> {
         format::upgrade(disk.as_ref())?;
         let groups = Arc::new(GroupFiles::open(disk.group_files())?);
         if disk.get(keys::INSTALLING)?.is_some() {
             tracing::warn!("a snapshot install was interrupted; clearing the state machine");
-            install::clear_state_machine(disk.as_ref(), &groups)?;
-            let mut batch = WriteBatch::default();
-            batch.delete(keys::APPLIED);
-            batch.delete(keys::SNAPSHOT);
-            batch.delete(keys::INSTALLING);
-            disk.write(batch)?;
-            disk.sync()?;
+            clear_all(disk.as_ref(), &groups)?;
         }
+        let damage = match recover::check_groups(disk.as_ref(), &groups)? {
+            None => None,
+            Some(bad) => {
+                let found = format!(
+                    "event group frame at stream offset {}: {}",
+                    bad.offset, bad.detail
+                );
+                let action = if bad.below_snapshot {
+                    clear_log()?;
+                    clear_all(disk.as_ref(), &groups)?;
+                    "state machine and log cleared; the leader sends a snapshot"
+                } else {
+                    let applied = recover::read_applied(disk.as_ref())?;
+                    recover::roll_back_to_snapshot(
+                        disk.as_ref(),
+                        &groups,
+                        applied,
+                        "a damaged event group frame past the last snapshot",
+                    )?;
+                    "rolled back to the last snapshot; the log is applied again"
+                };
+                tracing::error!(file = "event-groups", %found, action, "corruption detected");
+                Some(Damage {
+                    file: "event-groups",
+                    found,
+                    action,
+                })
+            }
+        };
         let applied = recover::recover(disk.as_ref(), &groups, log_end)?;
         let own_id_keys = AtomicBool::new(crate::id_index::any_own_keys(disk.as_ref())?);
-        Ok(StateMachineStore {
-            shared: Arc::new(Shared {
-                disk,
-                groups,
-                limits,
-                generation: Arc::new(AtomicU64::new(0)),
-                snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
-                opened_at_position: applied.next_position,
-                own_id_keys,
-            }),
-            applied,
-            clock: None,
-        })
+        Ok((
+            StateMachineStore {
+                shared: Arc::new(Shared {
+                    disk,
+                    groups,
+                    limits,
+                    generation: Arc::new(AtomicU64::new(0)),
+                    snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
+                    opened_at_position: applied.next_position,
+                    own_id_keys,
+                }),
+                applied,
+                clock: None,
+            },
+            damage,
+        ))
     }
 
     /// Reads the applied state beside `apply`.

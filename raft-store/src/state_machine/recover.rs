@@ -53,7 +53,58 @@ fn last_group(disk: &dyn Disk, groups: &GroupFiles) -> Result<LastGroup, StoreEr
     }
 }
 
-fn read_applied(disk: &dyn Disk) -> Result<AppliedState, StoreError> {
+/// A damaged group frame found by `check_groups`.
+pub struct DamagedGroups {
+    /// Stream offset of the first damaged frame, and what was wrong with it.
+    pub offset: u64,
+    pub detail: String,
+    /// It lies below the end of the last snapshot's groups: the log no longer holds what
+    /// would rebuild it, so only a snapshot from the leader can.
+    pub below_snapshot: bool,
+}
+
+/// The stream offset after the last group the keyspace points at below `position`.
+fn groups_end_below(disk: &dyn Disk, position: u64) -> Result<u64, StoreError> {
+    let range = keys::u64_range(keys::EVENTS, 0, position);
+    Ok(match disk.scan(&range, Order::Descending, 1)?.first() {
+        Some((_, value)) => Location::decode(value)?.end(),
+        None => 0,
+    })
+}
+
+/// Reads and checks every group frame the keyspace points at (the whole files up to the last
+/// located group: every read checks its frame too, this finds damage before a read does).
+pub fn check_groups(
+    disk: &dyn Disk,
+    groups: &GroupFiles,
+) -> Result<Option<DamagedGroups>, StoreError> {
+    let end = groups_end_below(disk, u64::MAX)?;
+    let snapshot_end = match read_snapshot_record(disk)? {
+        Some(record) => groups_end_below(disk, record.end_position)?,
+        None => 0,
+    };
+    let bad = match groups.first_bad_frame(end)? {
+        Some(bad) => Some(bad),
+        // Files that end before the snapshot's groups do lost bytes that were synced (a
+        // snapshot syncs the files first). Past the snapshot, a power loss can do the same
+        // (`recover` rolls back, as it always did).
+        None if groups.end() < snapshot_end => Some((
+            groups.end(),
+            format!(
+                "the files end at {} before the snapshot's groups do, at {snapshot_end}",
+                groups.end()
+            ),
+        )),
+        None => None,
+    };
+    Ok(bad.map(|(offset, detail)| DamagedGroups {
+        offset,
+        detail,
+        below_snapshot: offset < snapshot_end,
+    }))
+}
+
+pub fn read_applied(disk: &dyn Disk) -> Result<AppliedState, StoreError> {
     match disk.get(keys::APPLIED)? {
         Some(bytes) => decode("applied state", &bytes),
         None => Ok(AppliedState::default()),
@@ -112,7 +163,7 @@ pub fn recover(
     }
 }
 
-fn roll_back_to_snapshot(
+pub fn roll_back_to_snapshot(
     disk: &dyn Disk,
     groups: &GroupFiles,
     applied: AppliedState,

@@ -272,3 +272,29 @@ pub type MakeStore = fn() -> TestStore;
 pub fn both() -> [(&'static str, MakeStore); 2] {
     [("mem", TestStore::mem), ("sled", TestStore::sled)]
 }
+
+/// Log entries `from..=to`, each an append of two events to one of three streams.
+pub fn log_entries(from: u64, to: u64) -> Vec<Entry> {
+    (from..=to)
+        .map(|i| Entry {
+            log_id: log_id(i),
+            payload: EntryPayload::Normal(append(
+                &format!("s{}", i % 3),
+                ExpectedRevision::Any,
+                events(2),
+            )),
+        })
+        .collect()
+}
+
+/// Re-applies the log after the state machine's last applied index, as openraft does on start.
+pub async fn recover(s: &mut TestStore) {
+    use openraft::RaftLogReader;
+    let from = s
+        .store
+        .state_machine
+        .last_applied()
+        .map_or(1, |l| l.index + 1);
+    let entries = s.store.log.try_get_log_entries(from..).await.unwrap();
+    s.sm().apply_entries(entries).await.unwrap();
+}

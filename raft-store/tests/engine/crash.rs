@@ -7,26 +7,6 @@ use openraft::{EntryPayload, RaftLogReader};
 
 use crate::common::*;
 
-fn log_entries(from: u64, to: u64) -> Vec<Entry> {
-    (from..=to)
-        .map(|i| Entry {
-            log_id: log_id(i),
-            payload: EntryPayload::Normal(append(&format!("s{}", i % 3), E::Any, events(2))),
-        })
-        .collect()
-}
-
-/// Re-applies the log after the state machine's last applied index, as openraft does on start.
-async fn recover(s: &mut TestStore) {
-    let from = s
-        .store
-        .state_machine
-        .last_applied()
-        .map_or(1, |l| l.index + 1);
-    let entries = s.store.log.try_get_log_entries(from..).await.unwrap();
-    s.sm().apply_entries(entries).await.unwrap();
-}
-
 #[test]
 fn a_crash_loses_only_writes_never_reported_durable() {
     run(async {
@@ -80,6 +60,9 @@ fn a_crash_keeping_any_prefix_of_unflushed_batches_leaves_a_consistent_store() {
                 let mut s = TestStore::on(disk.clone(), None);
                 let entries = log_entries(1, 5);
                 s.store.log.blocking_append(entries.clone()).await.unwrap();
+                // The log's synced mark is a keyspace write of its own: made durable here, so
+                // that the unflushed batches are the state machine's.
+                disk.sync().unwrap();
                 for entry in entries {
                     s.sm().apply_entries(vec![entry]).await.unwrap();
                 }

@@ -2,6 +2,7 @@
 //! concern.
 
 mod common;
+mod corruption;
 mod crash;
 mod format;
 mod index;

@@ -188,6 +188,7 @@ fn a_scavenged_store_reopens_and_ships_as_a_snapshot_with_its_gaps() {
         assert_eq!(views(&t), before, "installed");
         t.assert_indexes_match_all("installed");
         let s = TestStore::on(s.disk.clone(), None);
+        assert!(s.store.damage.is_empty(), "discarded frames are no damage");
         assert_eq!(views(&s), before, "reopened");
     });
 }

@@ -43,7 +43,8 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     check: Option<std::path::PathBuf>,
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
-    /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check.
+    /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
+    /// forget-repair.
     #[arg(long)]
     bug: Option<String>,
 }
