@@ -35,6 +35,7 @@ use crate::raft_types::{
 use crate::read::EventReader;
 use crate::records::{read_snapshot_record, AppliedState, SnapshotRecord};
 use crate::repair::Damage;
+use crate::scavenge::Reclaimer;
 use crate::snapshot::{SnapshotData, SnapshotSource};
 use crate::storage_error::{Failed, OrStorage};
 use crate::types::{Command, Response, Write, WriteResult};
@@ -45,8 +46,10 @@ struct Shared {
     limits: Limits,
     /// Bumped when a snapshot replaces the state: lazy readers of the old state stop.
     generation: Arc<AtomicU64>,
-    /// Serializes writers of the snapshot record (builds run beside `apply`).
-    snapshot_lock: tokio::sync::Mutex<()>,
+    /// Serializes writers of the snapshot record (builds run beside `apply`), and keeps the
+    /// reclaimer (`scavenge::Reclaimer`, which only tries it) off the files an install
+    /// replaces.
+    snapshot_lock: Arc<tokio::sync::Mutex<()>>,
     /// The `$all` position this store opened at (only the `forget_event_ids` bug reads it).
     opened_at_position: u64,
     /// Whether event ids may be stored under keys of their own (`id_index`).
@@ -174,7 +177,7 @@ impl StateMachineStore {
                     groups,
                     limits,
                     generation: Arc::new(AtomicU64::new(0)),
-                    snapshot_lock: tokio::sync::Mutex::new(()),
+                    snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
                     opened_at_position: applied.next_position,
                     own_id_keys,
                 }),
@@ -188,6 +191,15 @@ impl StateMachineStore {
     /// Reads the applied state beside `apply`.
     pub fn reader(&self) -> EventReader {
         EventReader::new(self.shared.disk.clone(), self.shared.groups.clone())
+    }
+
+    /// Gives scavenged groups' bytes back, beside `apply`.
+    pub fn reclaimer(&self) -> Reclaimer {
+        Reclaimer::new(
+            self.shared.disk.clone(),
+            self.shared.groups.clone(),
+            self.shared.snapshot_lock.clone(),
+        )
     }
 
     /// The last applied log id.
@@ -356,6 +368,11 @@ impl StateMachineStore {
                 EntryPayload::Normal(Command::DeleteStream(command)) => Response::Append(
                     applier
                         .delete(command)
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::Scavenge(command)) => Response::Scavenged(
+                    applier
+                        .scavenge(command)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
                 EntryPayload::Membership(membership) => {
