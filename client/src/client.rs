@@ -512,10 +512,51 @@ impl Client {
 
     /// The cluster as the first node that answers sees it. Also teaches the client the leader.
     pub async fn status(&self) -> Result<proto::StatusResponse, Error> {
+        self.status_of(false).await
+    }
+
+    /// [`Client::status`] with each member's store measured (`Member.store_bytes`, and the
+    /// scavenged bytes it has not given back yet): walks every data directory.
+    pub async fn status_with_space(&self) -> Result<proto::StatusResponse, Error> {
+        self.status_of(true).await
+    }
+
+    /// One scavenge step from `from_position` (the first: 0), on the leader: every member
+    /// forgets the groups retention hides in the stretch examined, and gives their bytes back
+    /// in the background. Call again from the answer's `next_position` until it is `None`.
+    /// Safe to retry: a step again from the same position removes nothing twice.
+    pub async fn scavenge_step(
+        &self,
+        from_position: u64,
+    ) -> Result<proto::ScavengeResponse, Error> {
+        let request = proto::ScavengeRequest { from_position };
+        let start = self.inner.endpoints.leader_or_first();
+        let (response, _) = self
+            .with_retries(
+                "scavenge",
+                "$all",
+                start,
+                NodePreference::Leader,
+                CallKind::Request,
+                |channel| async move {
+                    Ok(ClusterClient::new(channel)
+                        .scavenge(request)
+                        .await?
+                        .into_inner())
+                },
+            )
+            .await?;
+        Ok(response)
+    }
+
+    async fn status_of(&self, with_space: bool) -> Result<proto::StatusResponse, Error> {
         let nodes = self.inner.endpoints.all();
         let mut retries = Retries::new(nodes.len() as u32);
         for node in nodes {
-            let mut request = Request::new(proto::StatusRequest { local_only: false });
+            let mut request = Request::new(proto::StatusRequest {
+                local_only: false,
+                with_space,
+            });
             request.set_timeout(self.inner.request_timeout);
             let channel = self.inner.endpoints.channel(&node);
             let mut cluster = ClusterClient::new(channel);

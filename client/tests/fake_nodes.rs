@@ -309,6 +309,13 @@ impl Cluster for Fake {
             retry: r.retry,
         })
     }
+
+    async fn scavenge(
+        &self,
+        _request: Request<proto::ScavengeRequest>,
+    ) -> Result<Response<proto::ScavengeResponse>, Status> {
+        Err(Status::unimplemented("the fake nodes do not scavenge"))
+    }
 }
 
 /// Serves `fake` on a free loopback port; returns its URL.

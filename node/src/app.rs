@@ -22,7 +22,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
-use crate::api::{ClusterService, NodeContext, StreamsService, MAX_CLIENT_MESSAGE_BYTES};
+use crate::api::{
+    ClusterService, NodeContext, StoreAccess, StreamsService, MAX_CLIENT_MESSAGE_BYTES,
+};
 use crate::feed::{LiveFeed, LIVE_BUFFER_EVENTS};
 use crate::leadership::{transfer_leadership, HandoffError};
 use crate::metrics::NodeMetrics;
@@ -132,6 +134,7 @@ pub async fn start(
         "store opened"
     );
     let reader = store.reader.clone();
+    let reclaimer = store.reclaimer.clone();
     let (damage, repair_until) = (store.damage, store.repair_until);
     let raft = Raft::new(
         id,
@@ -163,13 +166,18 @@ pub async fn start(
     let ctx = NodeContext::new(
         id,
         raft.clone(),
-        reader.clone(),
+        StoreAccess {
+            reader: reader.clone(),
+            reclaimer: reclaimer.clone(),
+            disk: disk.clone(),
+        },
         setup.limits,
         connector,
         feed,
         standing,
         metrics,
     );
+    crate::api::scavenge::start_reclaimer(reclaimer, ctx.metrics.clone());
     tracing::info!(node = id, peers = ?setup.peers, "serving");
     Ok(Node {
         id,

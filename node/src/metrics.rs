@@ -57,6 +57,10 @@ pub struct NodeMetrics {
     ready: IntGauge,
     events: IntGauge,
     storage_bytes: IntGauge,
+    reclaimed_bytes: IntCounter,
+    reclaimed_groups: IntCounter,
+    dead_bytes: IntGauge,
+    dead_groups: IntGauge,
     corruption_detected: IntCounterVec,
     repairs: IntCounter,
     repairing: IntGauge,
@@ -167,6 +171,21 @@ impl NodeMetrics {
         registry
             .register(Box::new(replication_lag.clone()))
             .expect("registered once");
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::new(name, help).expect("a valid metric");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("registered once");
+            counter
+        };
+        let reclaimed_bytes = counter(
+            "cairn_scavenge_reclaimed_bytes_total",
+            "Bytes of scavenged event groups this node gave back to the file system (zeroed, whole blocks freed)",
+        );
+        let reclaimed_groups = counter(
+            "cairn_scavenge_reclaimed_groups_total",
+            "Scavenged event groups whose bytes this node gave back",
+        );
         let corruption_detected = IntCounterVec::new(
             Opts::new(
                 "cairn_corruption_detected_total",
@@ -190,6 +209,18 @@ impl NodeMetrics {
             .register(Box::new(repairs.clone()))
             .expect("registered once");
         NodeMetrics {
+            reclaimed_bytes,
+            reclaimed_groups,
+            dead_bytes: gauge(
+                &registry,
+                "cairn_scavenge_dead_bytes",
+                "Bytes of event groups a scavenge removed that are still on this node's disk (the reclaimer's backlog; cairn_storage_bytes counts them too)",
+            ),
+            dead_groups: gauge(
+                &registry,
+                "cairn_scavenge_dead_groups",
+                "Event groups a scavenge removed whose bytes are still on this node's disk",
+            ),
             corruption_detected,
             repairs,
             repairing: gauge(
@@ -310,6 +341,15 @@ impl NodeMetrics {
             self.appended_events.inc_by(events as u64);
         }
         self.appends.with_label_values(&[label]).inc();
+    }
+
+    /// Records one reclaimer step: what it gave back, and the backlog left.
+    pub fn reclaimed(&self, groups: u64, bytes: u64, dead_groups: u64, dead_bytes: u64) {
+        let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.reclaimed_groups.inc_by(groups);
+        self.reclaimed_bytes.inc_by(bytes);
+        self.dead_groups.set(as_gauge(dead_groups));
+        self.dead_bytes.set(as_gauge(dead_bytes));
     }
 
     /// Counts damage found in a file of kind `file` (one of `CORRUPTION_FILES`).

@@ -275,7 +275,10 @@ async fn check(
 /// Member `member`'s own status, if it answers in time as the node it should be.
 async fn ask(member: NodeId, channel: Option<Channel>) -> Option<proto::StatusResponse> {
     let mut client = ClusterClient::new(channel?);
-    let call = client.status(proto::StatusRequest { local_only: true });
+    let call = client.status(proto::StatusRequest {
+        local_only: true,
+        ..Default::default()
+    });
     let answer = tokio::time::timeout(Duration::from_millis(MEMBERSHIP_CHECK_TIMEOUT_MS), call)
         .await
         .ok()?

@@ -25,6 +25,9 @@ pub struct Bugs {
     /// Reads ignore retention: events below truncate-before (or a soft delete, max count,
     /// max age) are returned as if nothing hid them.
     pub show_hidden_events: bool,
+    /// Scavenge removes an append group when any of its events is hidden, not only when all
+    /// are: live events are lost.
+    pub scavenge_drops_partly_hidden: bool,
     /// The store cuts damaged files at open but records no repair: a node whose log lost
     /// entries it acknowledged votes at once.
     pub forget_repair: bool,
@@ -41,6 +44,7 @@ thread_local! {
         index_skips_tag: false,
         skip_dcb_check: false,
         show_hidden_events: false,
+        scavenge_drops_partly_hidden: false,
         forget_repair: false,
     }) };
 }

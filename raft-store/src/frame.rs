@@ -22,6 +22,22 @@ pub fn crc(key: u64, payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// The checksum of a frame of `len` zero bytes under `key`: what a discarded (scavenged)
+/// frame's header says, so that it stays a valid frame for every scan of the files.
+pub fn zeroed_crc(key: u64, len: u32) -> u32 {
+    const ZEROS_BYTES: usize = 64 * 1024;
+    let zeros = [0u8; ZEROS_BYTES];
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&key.to_le_bytes());
+    let mut left = len as usize;
+    while left > 0 {
+        let step = left.min(ZEROS_BYTES);
+        hasher.update(&zeros[..step]);
+        left -= step;
+    }
+    hasher.finalize()
+}
+
 /// A frame header's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {

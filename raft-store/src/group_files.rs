@@ -216,6 +216,40 @@ impl GroupFiles {
         Ok(Frame(buf))
     }
 
+    /// Zeroes the payload of the frame at `location` and gives its whole blocks back to the
+    /// file system (`LogFiles::discard`): for a scavenged group, once nothing durable points
+    /// at it. Its header stays, with the checksum of the zeros, so the frame stays valid for
+    /// the scan at open (which walks every frame); no live frame moves. Durable after a sync.
+    pub fn discard(&self, location: Location) -> Result<(), StoreError> {
+        let frame_bytes = FRAME_HEADER_BYTES as u64 + u64::from(location.len);
+        let (id, in_segment) = self
+            .lock()
+            .files
+            .locate(location.offset, frame_bytes)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "a discarded frame at {} is not wholly inside a segment",
+                    location.offset
+                ))
+            })?;
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        self.files.read_exact_at(id, in_segment, &mut header)?;
+        let parsed = crate::frame::Header::parse(&header)
+            .filter(|h| h.len == location.len)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "a discarded frame at {} has no header of its length",
+                    location.offset
+                ))
+            })?;
+        let crc = crate::frame::zeroed_crc(parsed.key, parsed.len);
+        header[4..8].copy_from_slice(&crc.to_le_bytes());
+        self.files.write_at(id, in_segment, &header)?;
+        let payload_at = in_segment + FRAME_HEADER_BYTES as u64;
+        let payload_bytes = frame_bytes - FRAME_HEADER_BYTES as u64;
+        Ok(self.files.discard(id, payload_at, payload_bytes)?)
+    }
+
     /// Reads and checks every frame starting below stream offset `below` (what the keyspace
     /// points at); the offset of the first damaged one and what was wrong.
     pub fn first_bad_frame(&self, below: u64) -> Result<Option<(u64, String)>, StoreError> {

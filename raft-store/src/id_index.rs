@@ -210,6 +210,8 @@ pub struct IdIndexBatch<'a> {
     chains: HashMap<Prefix, Chain>,
     /// Ids added to this batch whose chain was full.
     overflow: HashMap<Uuid, u64>,
+    /// Ids removed in this batch, whose own keys (if any) go too.
+    removed_own_keys: Vec<Uuid>,
     dirty_entries: usize,
 }
 
@@ -221,6 +223,7 @@ impl<'a> IdIndexBatch<'a> {
             own_keys,
             chains: HashMap::new(),
             overflow: HashMap::new(),
+            removed_own_keys: Vec::new(),
             dirty_entries: 0,
         }
     }
@@ -295,6 +298,24 @@ impl<'a> IdIndexBatch<'a> {
         Ok(())
     }
 
+    /// Forgets a stored id (its event was scavenged): out of its bucket, and its own key
+    /// removed in case it has one. An id not stored changes nothing.
+    pub fn remove(&mut self, id: &Uuid) -> Result<(), StoreError> {
+        let (prefix, suffix) = split(id);
+        let chain = self.chain(prefix)?;
+        for bucket in chain.buckets.iter_mut() {
+            if let Ok(at) = bucket.place(&suffix) {
+                bucket.entries.remove(at);
+                bucket.dirty = true;
+                self.dirty_entries += 1;
+                break;
+            }
+        }
+        self.overflow.remove(id);
+        self.removed_own_keys.push(*id);
+        Ok(())
+    }
+
     /// Bytes the changed buckets will add to the batch, at most.
     pub fn pending_bytes(&self) -> usize {
         self.dirty_entries * (ENTRY_BYTES + keys::MAX_EVENT_ID_BUCKET_KEY_BYTES)
@@ -303,15 +324,21 @@ impl<'a> IdIndexBatch<'a> {
     /// Puts every changed bucket and overflowed id into `batch` and forgets what was read: once
     /// the batch is written, the disk answers.
     pub fn write_into(&mut self, batch: &mut WriteBatch) {
+        for id in self.removed_own_keys.drain(..) {
+            batch.delete(keys::event_id_key(&id));
+        }
         for (id, position) in self.overflow.drain() {
             batch.put(keys::event_id_key(&id), position.to_be_bytes().to_vec());
         }
         for (prefix, chain) in self.chains.drain() {
             for bucket in chain.buckets.into_iter().filter(|b| b.dirty) {
-                batch.put(
-                    keys::event_id_bucket_key(&prefix, bucket.link),
-                    bucket.encode(),
-                );
+                let key = keys::event_id_bucket_key(&prefix, bucket.link);
+                if bucket.entries.is_empty() {
+                    // Inserts go after the chain's last link, so a gap in links is harmless.
+                    batch.delete(key);
+                } else {
+                    batch.put(key, bucket.encode());
+                }
             }
         }
         self.dirty_entries = 0;

@@ -119,12 +119,50 @@ impl Run {
     }
 }
 
-fn put_run(batch: &mut WriteBatch, table: u8, name: &str, first: u64, count: usize) {
-    debug_assert!(count > 0 && count <= u32::MAX as usize);
-    batch.put(
-        keys::index_key(table, name, first),
-        encode_u32(count as u32),
+/// Calls `run` with (table, name, first position, count) for each index entry of one append
+/// (its events from `first_position` on; the tag entries from `tagged`, which is `events`
+/// unless a planted bug leaves one out).
+fn for_each_run(
+    first_position: u64,
+    stream: &str,
+    events: &[NewEvent],
+    tagged: &[NewEvent],
+    mut run: impl FnMut(u8, &str, u64, usize),
+) {
+    if events.is_empty() {
+        return;
+    }
+    run(
+        keys::CATEGORIES,
+        category(stream),
+        first_position,
+        events.len(),
     );
+    let mut start = 0;
+    for end in 1..=events.len() {
+        if end == events.len() || events[end].event_type != events[start].event_type {
+            let name = &events[start].event_type;
+            run(
+                keys::EVENT_TYPES,
+                name,
+                first_position + start as u64,
+                end - start,
+            );
+            start = end;
+        }
+    }
+    for (i, event) in tagged.iter().enumerate() {
+        for tag in &event.tags {
+            if i > 0 && tagged[i - 1].tags.contains(tag) {
+                continue; // in the run started before
+            }
+            let len = tagged[i..]
+                .iter()
+                .take_while(|e| e.tags.contains(tag))
+                .count();
+            run(keys::TAGS, tag, first_position + i as u64, len);
+        }
+    }
 }
 
 /// Adds the index entries of one append (its events from `first_position` on) to `batch`.
@@ -135,47 +173,42 @@ pub(crate) fn write_entries(
     stream: &str,
     events: &[NewEvent],
 ) {
-    if events.is_empty() {
-        return;
-    }
-    put_run(
-        batch,
-        keys::CATEGORIES,
-        category(stream),
-        first_position,
-        events.len(),
-    );
-    let mut start = 0;
-    for end in 1..=events.len() {
-        if end == events.len() || events[end].event_type != events[start].event_type {
-            let name = &events[start].event_type;
-            put_run(
-                batch,
-                keys::EVENT_TYPES,
-                name,
-                first_position + start as u64,
-                end - start,
-            );
-            start = end;
-        }
-    }
-    let tagged = if crate::faults::active().index_skips_tag {
+    let tagged = if crate::faults::active().index_skips_tag && !events.is_empty() {
         &events[..events.len() - 1]
     } else {
         events
     };
-    for (i, event) in tagged.iter().enumerate() {
-        for tag in &event.tags {
-            if i > 0 && tagged[i - 1].tags.contains(tag) {
-                continue; // in the run started before
-            }
-            let len = tagged[i..]
-                .iter()
-                .take_while(|e| e.tags.contains(tag))
-                .count();
-            put_run(batch, keys::TAGS, tag, first_position + i as u64, len);
-        }
-    }
+    for_each_run(
+        first_position,
+        stream,
+        events,
+        tagged,
+        |table, name, first, count| {
+            debug_assert!(count > 0 && count <= u32::MAX as usize);
+            batch.put(
+                keys::index_key(table, name, first),
+                encode_u32(count as u32),
+            );
+        },
+    );
+}
+
+/// Adds the removal of every index entry `write_entries` made for this append (scavenge).
+pub(crate) fn delete_entries(
+    batch: &mut WriteBatch,
+    first_position: u64,
+    stream: &str,
+    events: &[NewEvent],
+) {
+    for_each_run(
+        first_position,
+        stream,
+        events,
+        events,
+        |table, name, first, _| {
+            batch.delete(keys::index_key(table, name, first));
+        },
+    );
 }
 
 fn decode_run(key: &[u8], value: &[u8]) -> Result<Run, StoreError> {

@@ -33,8 +33,13 @@ pub const EVENT_TYPES: u8 = 0x08;
 /// Tag index, laid out as the category index.
 pub const TAGS: u8 = 0x09;
 
+/// Scavenged groups whose bytes are still in the group files: first position -> location.
+/// Written at apply with the removal; each node's reclaimer discards the frames once the
+/// keyspace that forgot them is durable, then deletes the entries (`scavenge`).
+pub const RECLAIM: u8 = 0x0a;
+
 /// The state machine's tables (cleared when a snapshot is installed).
-pub const STATE_MACHINE_TABLES: [u8; 7] = [
+pub const STATE_MACHINE_TABLES: [u8; 8] = [
     EVENTS,
     STREAMS,
     EVENT_IDS,
@@ -42,6 +47,7 @@ pub const STATE_MACHINE_TABLES: [u8; 7] = [
     CATEGORIES,
     EVENT_TYPES,
     TAGS,
+    RECLAIM,
 ];
 /// The tables of the category, type and tag indexes.
 pub const INDEX_TABLES: [u8; 3] = [CATEGORIES, EVENT_TYPES, TAGS];
@@ -60,6 +66,11 @@ pub const LOG_SYNCED: &[u8] = &[META, b'l'];
 pub const REPAIR_UNTIL: &[u8] = &[META, b'r'];
 /// The store's format version (`format`), a u32 big-endian; absent in stores written before it.
 pub const FORMAT_VERSION: &[u8] = &[META, b'f'];
+
+/// A key of a table keyed by one u64 (`EVENTS`, `RECLAIM`).
+pub fn u64_key(table: u8, n: u64) -> [u8; 9] {
+    table_u64(table, n)
+}
 
 fn table_u64(table: u8, n: u64) -> [u8; 9] {
     let mut key = [table; 9];

@@ -36,6 +36,7 @@ mod read;
 mod records;
 pub mod repair;
 pub mod runtime;
+pub mod scavenge;
 mod segment_file;
 mod segment_log;
 mod snapshot;
@@ -69,12 +70,14 @@ pub use types::*;
 /// on the top floor, so `raft_types` stays below `state_machine`).
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 
-/// The three handles onto one store: the Raft log, the state machine, and a reader; and what
+/// The handles onto one store: the Raft log, the state machine, a reader and the reclaimer
+/// of scavenged bytes; and what
 /// the open found damaged and whether a repair is under way (`repair`).
 pub struct Store {
     pub log: LogStore,
     pub state_machine: StateMachineStore,
     pub reader: EventReader,
+    pub reclaimer: scavenge::Reclaimer,
     /// Damage this open found (and what it did about it).
     pub damage: Vec<repair::Damage>,
     /// The log index this node must hold again before it votes, if a repair is under way
@@ -104,6 +107,7 @@ pub fn open_store(disk: Arc<dyn disk::Disk>, limits: Limits) -> Result<Store, St
         repair_until,
         log,
         reader: state_machine.reader(),
+        reclaimer: state_machine.reclaimer(),
         state_machine,
         damage,
     })

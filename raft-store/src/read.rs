@@ -117,7 +117,7 @@ impl Retention {
     }
 
     /// Whether retention shows `stream`'s event at `revision`, created at `created_unix_ms`.
-    fn shows(
+    pub(crate) fn shows(
         &mut self,
         disk: &dyn Disk,
         groups: &GroupFiles,
@@ -217,6 +217,33 @@ fn group_at_or_before(
     let range = keys::u64_range(keys::EVENTS, 0, position.saturating_add(1));
     let found = disk.scan(&range, Order::Descending, 1)?;
     match found.first() {
+        Some((key, value)) => {
+            let first =
+                keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
+            Ok(Some(load_group(groups, first, value)?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The group holding `position`, or else the first one after it (positions a scavenge
+/// removed are skipped). The next group is looked up first: apply writes groups in position
+/// order, so once it is seen every group below it is written too, and the group holding
+/// `position`, if there is one, is then found (the other order could miss a group written
+/// between the two lookups and skip it).
+fn group_at_or_after(
+    disk: &dyn Disk,
+    groups: &GroupFiles,
+    position: u64,
+) -> Result<Option<LoadedGroup>, StoreError> {
+    let range = keys::u64_range(keys::EVENTS, position, u64::MAX);
+    let after = disk.scan(&range, Order::Ascending, 1)?;
+    if let Some(group) = group_at_or_before(disk, groups, position)? {
+        if group.contains_position(position) {
+            return Ok(Some(group));
+        }
+    }
+    match after.first() {
         Some((key, value)) => {
             let first =
                 keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))?;
@@ -510,20 +537,21 @@ impl AllStored {
             .as_ref()
             .is_some_and(|g| g.contains_position(position))
         {
-            let Some(group) = group_at_or_before(self.disk.as_ref(), &self.groups, position)?
-            else {
+            let disk = self.disk.as_ref();
+            let group = match self.direction {
+                Direction::Forwards => group_at_or_after(disk, &self.groups, position)?,
+                Direction::Backwards => group_at_or_before(disk, &self.groups, position)?,
+            };
+            let Some(group) = group else {
                 self.next = None;
                 return Ok(None);
             };
             if !group.contains_position(position) {
-                // `position` is past the last event.
-                match self.direction {
-                    Direction::Forwards => {
-                        self.next = None;
-                        return Ok(None);
-                    }
-                    Direction::Backwards => position = group.last_position(),
-                }
+                // `position` is in a scavenged range, or past the last event.
+                position = match self.direction {
+                    Direction::Forwards => group.first_position,
+                    Direction::Backwards => group.last_position(),
+                };
             }
             self.current = Some(group);
         }
@@ -608,18 +636,11 @@ impl StreamEvents {
         let first_revision = keys::stream_key_revision(key)
             .ok_or_else(|| StoreError::corrupt("stream key", "short key"))?;
         let run = StreamRun::decode(value)?;
-        let bytes = self
-            .disk
-            .get(&keys::event_key(run.first_position))?
-            .ok_or_else(|| {
-                StoreError::corrupt(
-                    "stream index",
-                    format!(
-                        "{}@{first_revision} points at missing group {}",
-                        self.stream, run.first_position
-                    ),
-                )
-            })?;
+        // Only a stream's last entry outlives its group (a scavenge keeps it as the head):
+        // everything up to it is hidden, so the stream ends there for the reader.
+        let Some(bytes) = self.disk.get(&keys::event_key(run.first_position))? else {
+            return Ok(None);
+        };
         let group = load_group(&self.groups, run.first_position, &bytes)?;
         if group.group.stream != self.stream
             || group.group.first_revision != first_revision
@@ -753,9 +774,17 @@ impl QueryStored {
         };
         let disk = self.disk.as_ref();
         let found = match (self.query.items.is_empty(), self.direction) {
-            // Every event matches: positions are gapless below the applied end.
-            (true, Direction::Forwards) => (from < applied_end(disk)?).then_some(from),
-            (true, Direction::Backwards) => applied_end(disk)?.checked_sub(1).map(|l| l.min(from)),
+            // Every event matches: the next stored position (a scavenge leaves gaps).
+            (true, Direction::Forwards) => group_at_or_after(disk, &self.groups, from)?.map(|g| {
+                if g.contains_position(from) {
+                    from
+                } else {
+                    g.first_position
+                }
+            }),
+            (true, Direction::Backwards) => {
+                group_at_or_before(disk, &self.groups, from)?.map(|g| from.min(g.last_position()))
+            }
             (false, Direction::Forwards) => {
                 next_match(disk, &self.query, from, u64::MAX, Walk::Up)?
             }

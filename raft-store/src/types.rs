@@ -191,6 +191,31 @@ pub enum Command {
     SetStreamMetadata(SetStreamMetadata),
     /// Soft-delete or tombstone a stream.
     DeleteStream(DeleteStream),
+    /// Remove what retention hides from one stretch of `$all` (`scavenge`).
+    Scavenge(Scavenge),
+}
+
+/// Remove the append groups retention hides wholly, examining at most
+/// `scavenge::SCAVENGE_GROUPS_PER_COMMAND` groups from `from_position` on. Committed through
+/// the log, so every replica removes the same groups at the same point of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scavenge {
+    pub from_position: u64,
+    /// The leader's time at proposal (kept for the log's record; max age uses the log's clock).
+    pub created_unix_ms: u64,
+}
+
+/// What one `Scavenge` command removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScavengeResult {
+    /// Where the next command should start; `None`: it reached the end of `$all`.
+    pub next_position: Option<u64>,
+    pub examined_groups: u64,
+    pub removed_groups: u64,
+    pub removed_events: u64,
+    /// Frame bytes of the removed groups, given back to the file system by each node's
+    /// reclaimer.
+    pub removed_bytes: u64,
 }
 
 /// A stream's retention settings and the application's own metadata. Every limit is
@@ -353,6 +378,9 @@ impl std::fmt::Display for Command {
             Command::DeleteStream(delete) => {
                 write!(f, "delete ({:?}) of {}", delete.kind, delete.stream)
             }
+            Command::Scavenge(scavenge) => {
+                write!(f, "scavenge from position {}", scavenge.from_position)
+            }
         }
     }
 }
@@ -410,6 +438,7 @@ pub enum Response {
     Appends(Vec<AppendResult>),
     /// The verdicts of a [`Command::Writes`], in its order.
     Writes(Vec<WriteResult>),
+    Scavenged(ScavengeResult),
 }
 
 /// Why an append was refused before anything was written. Each variant names the field.

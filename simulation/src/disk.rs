@@ -175,6 +175,10 @@ impl LogFiles for SimLogFiles {
         self.inner.remove(id)
     }
 
+    fn discard(&self, id: u64, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.discard(id, offset, len)
+    }
+
     fn sync(&self) -> io::Result<()> {
         self.inner.sync()
     }

@@ -63,7 +63,8 @@ impl ClusterService {
         ClusterService { ctx }
     }
 
-    fn local(&self) -> Result<proto::StatusResponse, Status> {
+    /// This node's view; with `with_space`, its store measured too.
+    fn local(&self, with_space: bool) -> Result<proto::StatusResponse, Status> {
         let metrics = self.ctx.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         let endpoint_of = |id: u64| {
@@ -89,6 +90,18 @@ impl ClusterService {
             .reader
             .next_position()
             .map_err(|e| super::status::status(&e))?;
+        let space = if with_space {
+            let (groups, bytes) = super::scavenge::dead(&self.ctx.reclaimer)?;
+            let store_bytes = self.ctx.disk.size_on_disk().map_err(|e| {
+                super::status::status_in(
+                    "measuring the store",
+                    &cairn_raft_store::StoreError::from(e),
+                )
+            })?;
+            (store_bytes, groups, bytes)
+        } else {
+            (0, 0, 0)
+        };
         let members = membership
             .nodes()
             .map(|(&id, node)| {
@@ -101,6 +114,9 @@ impl ClusterService {
                         term: metrics.current_term,
                         last_applied_index: metrics.last_applied.map_or(0, |l| l.index),
                         applied_position,
+                        store_bytes: space.0,
+                        reclaim_pending_groups: space.1,
+                        reclaim_pending_bytes: space.2,
                     }
                 } else {
                     proto::Member {
@@ -123,13 +139,16 @@ impl ClusterService {
     }
 
     /// A member's view of itself, or `None` if it does not answer in time.
-    async fn ask(&self, member: &proto::Member) -> Option<proto::Member> {
+    async fn ask(&self, member: &proto::Member, with_space: bool) -> Option<proto::Member> {
         let addr = member
             .endpoint
             .split_once("://")
             .map_or(member.endpoint.as_str(), |(_, addr)| addr);
         let mut client = ClusterClient::new(self.ctx.channel(addr).ok()?);
-        let call = client.status(proto::StatusRequest { local_only: true });
+        let call = client.status(proto::StatusRequest {
+            local_only: true,
+            with_space,
+        });
         let reply = tokio::time::timeout(Duration::from_millis(STATUS_PEER_TIMEOUT_MS), call)
             .await
             .ok()?
@@ -266,7 +285,10 @@ impl ClusterService {
     /// The node at `addr` must answer, be node `id`, and not belong to another cluster.
     async fn probe_joiner(&self, id: NodeId, addr: &str) -> Result<(), Status> {
         let mut client = ClusterClient::new(self.ctx.channel(addr)?);
-        let call = client.status(proto::StatusRequest { local_only: true });
+        let call = client.status(proto::StatusRequest {
+            local_only: true,
+            ..Default::default()
+        });
         let status = match bounded(JOINER_PROBE_TIMEOUT_MS, call).await {
             Some(Ok(reply)) => Ok(reply.into_inner()),
             Some(Err(status)) => Err(format!("({})", status.message())),
@@ -525,15 +547,19 @@ impl Cluster for ClusterService {
         &self,
         request: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
-        let mut status = self.local()?;
-        if !request.into_inner().local_only {
+        let request = request.into_inner();
+        let mut status = self.local(request.with_space)?;
+        if !request.local_only {
             let others: Vec<_> = status
                 .members
                 .iter()
                 .filter(|m| m.id != self.ctx.id)
                 .cloned()
                 .collect();
-            let answers = futures_util::future::join_all(others.iter().map(|m| self.ask(m))).await;
+            let answers = futures_util::future::join_all(
+                others.iter().map(|m| self.ask(m, request.with_space)),
+            )
+            .await;
             for answer in answers.into_iter().flatten() {
                 if let Some(slot) = status.members.iter_mut().find(|m| m.id == answer.id) {
                     *slot = answer;
@@ -541,5 +567,14 @@ impl Cluster for ClusterService {
             }
         }
         Ok(Response::new(status))
+    }
+
+    async fn scavenge(
+        &self,
+        request: Request<proto::ScavengeRequest>,
+    ) -> Result<Response<proto::ScavengeResponse>, Status> {
+        super::scavenge::step(&self.ctx, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

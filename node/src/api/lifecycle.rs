@@ -131,7 +131,7 @@ pub fn metadata(
     })
 }
 
-fn now_unix_ms() -> u64 {
+pub fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -151,6 +151,19 @@ pub async fn answer(ctx: &NodeContext, change: Change) -> Result<proto::AppendRe
             forward(ctx, change).await
         };
     }
+    match propose(ctx, command).await?.1 {
+        cairn_raft_store::Response::Append(result) => answer_of(result, expected, stream),
+        _ => Err(status::status(&GroupError::NoResult)),
+    }
+}
+
+/// Proposes one command on the leader, one entry of its own (lifecycle changes, scavenge
+/// steps), through the proposal gate and within the append deadline; its log index and
+/// the state machine's response.
+pub async fn propose(
+    ctx: &NodeContext,
+    command: Command,
+) -> Result<(u64, cairn_raft_store::Response), Status> {
     let _in_flight = ctx.gate.enter().await?;
     let write = ctx.raft.client_write(command);
     let written = match tokio::time::timeout(Duration::from_millis(APPEND_TIMEOUT_MS), write).await
@@ -167,7 +180,7 @@ pub async fn answer(ctx: &NodeContext, change: Change) -> Result<proto::AppendRe
         Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
             return Err(status::status(&GroupError::Unanswered))
         }
-        // Lifecycle changes carry no Raft precondition.
+        // These commands carry no Raft precondition.
         Ok(Err(RaftError::APIError(ClientWriteError::PreconditionFailed(e)))) => {
             return Err(status::status(&GroupError::Unexpected(e.to_string())))
         }
@@ -179,10 +192,7 @@ pub async fn answer(ctx: &NodeContext, change: Change) -> Result<proto::AppendRe
             .into())
         }
     };
-    match written.data {
-        cairn_raft_store::Response::Append(result) => answer_of(result, expected, stream),
-        _ => Err(status::status(&GroupError::NoResult)),
-    }
+    Ok((written.log_id.index, written.data))
 }
 
 /// The state machine's verdict as the API's answer.

@@ -6,6 +6,7 @@ pub(crate) mod convert;
 pub mod deadlines;
 pub mod group_commit;
 mod lifecycle;
+pub mod scavenge;
 pub mod status;
 mod streams;
 pub mod subscribe;
@@ -13,6 +14,8 @@ pub mod subscribe;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use cairn_raft_store::disk::Disk;
+use cairn_raft_store::scavenge::Reclaimer;
 use cairn_raft_store::{EventReader, Limits, NodeId, Raft};
 use openraft::async_runtime::WatchReceiver;
 use tonic::transport::Channel;
@@ -37,6 +40,10 @@ pub struct NodeContext {
     pub id: NodeId,
     pub raft: Raft,
     pub reader: EventReader,
+    /// Gives scavenged bytes back; read for the status call's dead bytes.
+    pub reclaimer: Reclaimer,
+    /// The store's disk, measured for the status call's `with_space`.
+    pub disk: Arc<dyn Disk>,
     pub limits: Limits,
     pub connector: Arc<dyn Connector>,
     pub feed: LiveFeed,
@@ -57,24 +64,38 @@ pub struct NodeContext {
     channels: Mutex<HashMap<String, Channel>>,
 }
 
+/// What the services use of the store besides Raft.
+pub struct StoreAccess {
+    pub reader: EventReader,
+    pub reclaimer: Reclaimer,
+    pub disk: Arc<dyn Disk>,
+}
+
 impl NodeContext {
     /// Made once, by `app::start`, from the pieces of the node's wiring it made before.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         raft: Raft,
-        reader: EventReader,
+        store: StoreAccess,
         limits: Limits,
         connector: Arc<dyn Connector>,
         feed: LiveFeed,
         standing: tokio::sync::watch::Receiver<Standing>,
         metrics: Arc<NodeMetrics>,
     ) -> Arc<Self> {
+        let StoreAccess {
+            reader,
+            reclaimer,
+            disk,
+        } = store;
         Arc::new(NodeContext {
             id,
             group_commit: group_commit::GroupCommit::start(raft.clone()),
             raft,
             reader,
+            reclaimer,
+            disk,
             limits,
             connector,
             feed,

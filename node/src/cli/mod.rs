@@ -9,6 +9,7 @@ mod dev;
 mod node;
 mod output;
 mod profile;
+mod scavenge;
 mod stream;
 mod subscribe;
 
@@ -62,6 +63,9 @@ enum Command {
     Status(commands::StatusArgs),
     /// A stream's metadata and lifecycle: meta, delete, tombstone.
     Stream(stream::StreamArgs),
+    /// Remove what retention hides (max count, max age, truncate before, deletes) from every
+    /// member and give the space back; prints each member's store size before and after.
+    Scavenge(scavenge::ScavengeArgs),
     /// Change the membership: add-node, remove-node.
     Cluster(cluster::ClusterArgs),
     /// Measure: the peer workload (S1, S2, S3) or leader failover.
@@ -249,6 +253,7 @@ pub fn main() -> ExitCode {
             Command::Subscribe(args) => subscribe::run(args).await,
             Command::Status(args) => commands::status(args).await,
             Command::Stream(args) => stream::run(args).await,
+            Command::Scavenge(args) => scavenge::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

@@ -21,6 +21,7 @@ mod membership;
 mod observability;
 mod prometheus_text;
 mod rolling_restart;
+mod scavenge;
 mod subscriptions;
 mod tls;
 mod walkthrough;

@@ -178,6 +178,45 @@ impl LogFiles for FsLogFiles {
         Ok(())
     }
 
+    /// A hole punched with `fallocate(PUNCH_HOLE | KEEP_SIZE)`: the file system zeroes the
+    /// partial blocks at either end and frees the whole ones between. Where it cannot punch
+    /// (EOPNOTSUPP), zeros are written instead: the bytes are gone, the space is not freed.
+    fn discard(&self, id: u64, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let file = self.shared.file(id)?;
+        if offset.saturating_add(len) > file.metadata()?.len() {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        let (Ok(at), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        // SAFETY: fallocate on a descriptor this `File` owns and keeps open for the call.
+        let punched = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                at,
+                n,
+            )
+        };
+        if punched != 0 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(error);
+            }
+            const ZEROS_BYTES: usize = 64 * 1024;
+            let zeros = [0u8; ZEROS_BYTES];
+            let mut done = 0u64;
+            while done < len {
+                let step = (len - done).min(ZEROS_BYTES as u64) as usize;
+                file.write_all_at(&zeros[..step], offset + done)?;
+                done += step as u64;
+            }
+        }
+        lock(&self.shared.dirty).files.insert(id, file);
+        Ok(())
+    }
+
     fn sync(&self) -> io::Result<()> {
         self.flusher.sync()
     }

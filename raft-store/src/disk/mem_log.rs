@@ -192,6 +192,15 @@ impl LogFiles for MemLogFiles {
         self.change(Change::Remove(id))
     }
 
+    /// Zeros, as a write of zeros would leave them (a crash keeps or loses it like one).
+    fn discard(&self, id: u64, offset: u64, len: u64) -> io::Result<()> {
+        let file_len = self.len(id)?;
+        if offset.saturating_add(len) > file_len {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        self.change(Change::Write(id, offset, vec![0; len as usize]))
+    }
+
     fn sync(&self) -> io::Result<()> {
         let mut state = self.lock();
         if state.faults.fail_syncs {

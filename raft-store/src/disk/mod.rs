@@ -224,6 +224,11 @@ pub trait LogFiles: Send + Sync + 'static {
 
     fn remove(&self, id: u64) -> io::Result<()>;
 
+    /// Makes `len` bytes from `offset` read back as zeros and, where the file system can,
+    /// stop taking space (a hole); the file's length is unchanged. For bytes nothing points at
+    /// any more (scavenge): durable, like a write, only after a sync.
+    fn discard(&self, id: u64, offset: u64, len: u64) -> io::Result<()>;
+
     /// Blocks until every change that returned before this call is durable.
     fn sync(&self) -> io::Result<()>;
 

@@ -22,10 +22,11 @@ use crate::limits::Limits;
 use crate::query::{first_match_after, query_matches};
 use crate::read::{log_clock, stream_head};
 use crate::records::{read_group, write_group, AppliedState, StoredGroup};
+use crate::scavenge::forget_hidden;
 use crate::types::{
     Append, AppendCondition, AppendPosition, AppendRejection, AppendResult, ContentType,
     DeleteKind, DeleteStream, ExpectedRevision, MultiAppend, MultiAppendResult, MultiPosition,
-    NewEvent, SetStreamMetadata,
+    NewEvent, Scavenge, ScavengeResult, SetStreamMetadata,
 };
 
 /// Bytes of pending writes (frames and keyspace batch) after which an `apply` call writes what
@@ -200,6 +201,20 @@ impl<'a> Applier<'a> {
 
     /// Replaces a stream's metadata: a new event in its metastream, checked against the
     /// metastream's revision.
+    /// Removes what retention hides from one stretch of `$all` (`scavenge`). What came
+    /// before in this call is written first, so the removals are judged on the disk alone.
+    pub fn scavenge(&mut self, command: Scavenge) -> Result<ScavengeResult, StoreError> {
+        self.flush()?;
+        forget_hidden(
+            self.disk,
+            self.groups,
+            &mut self.batch,
+            &mut self.id_index,
+            command.from_position,
+            self.applied.next_position,
+        )
+    }
+
     pub fn set_metadata(&mut self, command: SetStreamMetadata) -> Result<AppendResult, StoreError> {
         if let Err(invalid) = lifecycle::validate_target(&command.stream) {
             return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid)));

@@ -111,12 +111,14 @@ async fn read_snapshot(
             if reader.read_u32_le().await? != trailer_crc(end_position, group_count) {
                 return Err(invalid("the trailer fails its checksum"));
             }
-            if end_position != expected_position || group_count != groups_read {
+            if end_position < expected_position || group_count != groups_read {
                 return Err(invalid(format!(
                     "trailer says {group_count} groups ending at {end_position}; \
                      stream held {groups_read} ending at {expected_position}"
                 )));
             }
+            // The last groups below the end may have been scavenged.
+            expected_position = end_position;
             break;
         }
         if len > max_frame {
@@ -124,9 +126,10 @@ async fn read_snapshot(
         }
         let position = reader.read_u64_le().await?;
         let crc = reader.read_u32_le().await?;
-        if position != expected_position {
+        // Positions increase; a scavenge leaves gaps between groups.
+        if position < expected_position {
             return Err(invalid(format!(
-                "group at position {position}, expected {expected_position}"
+                "group at position {position}, expected {expected_position} or later"
             )));
         }
         // Grown as the bytes arrive, never sized by the length field alone: a damaged or
@@ -151,7 +154,7 @@ async fn read_snapshot(
         if group.events.is_empty() {
             return Err(invalid(format!("empty group at position {position}")));
         }
-        expected_position += group.events.len() as u64;
+        expected_position = position + group.events.len() as u64;
         groups_read += 1;
         on_group(position, &encoded, &group)?;
     }

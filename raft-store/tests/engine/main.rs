@@ -10,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod multi;
 mod reads;
+mod scavenge;
 mod semantics;
 mod snapshot;
 mod suite;

@@ -13,6 +13,7 @@ mod catchup;
 mod failover;
 mod lag;
 mod restart;
+mod scavenge;
 mod workload;
 
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ pub enum Scenario {
     Dcb,
     /// Multi-stream: 64 clients, each appending to two streams of its own at once.
     MultiStream,
+    /// Scavenge: load, delete half the streams, max count on the rest, scavenge; store bytes
+    /// per node before and after, append latency during it.
+    Scavenge,
 }
 
 #[derive(Args, Debug)]
@@ -78,6 +82,12 @@ pub struct BenchArgs {
     /// Restart: events to load before the follower is killed and started again.
     #[arg(long, default_value_t = 10_000_000)]
     pub restart_events: u64,
+    /// Scavenge: MiB to load.
+    #[arg(long, default_value_t = 1024)]
+    pub load_mib: u64,
+    /// Scavenge: streams to load them across.
+    #[arg(long, default_value_t = 10_000)]
+    pub streams: u64,
     /// Lag: live subscribers.
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
@@ -198,6 +208,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         }
         (_, Scenario::Catchup) => catchup::run_catchup(&args, client).await,
         (_, Scenario::Lag) => lag::run_lag(&args, client).await,
+        (_, Scenario::Scavenge) => scavenge::run_scavenge(&args, client).await,
         _ => workload::run_workload(&args, client).await,
     };
     if let Some((mut cluster, dir)) = spawned {

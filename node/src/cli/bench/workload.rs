@@ -252,7 +252,8 @@ pub(super) async fn run_workload(args: &BenchArgs, client: Client) -> ExitCode {
         | Scenario::Handoff
         | Scenario::Catchup
         | Scenario::Lag
-        | Scenario::Restart => {
+        | Scenario::Restart
+        | Scenario::Scavenge => {
             unreachable!("this scenario has its own runner")
         }
     };
