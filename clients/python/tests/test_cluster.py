@@ -208,3 +208,39 @@ def test_a_call_that_cannot_finish_in_its_deadline_is_unavailable_with_the_cause
         with pytest.raises(cairn.Unavailable, match="no answer within|DEADLINE_EXCEEDED") as err:
             client.append(stream_name(), placed(0), timeout=0.000_001)
     assert "gave up after 2 attempts" in str(err.value)
+
+
+def test_closing_a_client_ends_the_calls_other_threads_are_waiting_in(
+    cluster: Cluster, stream_name: Names
+) -> None:
+    """A thread blocked in a call (here a live subscription with nothing to deliver) gets an
+    error when another thread closes the client, instead of waiting for ever (which kept the
+    interpreter from exiting when that thread was not a daemon)."""
+    import threading
+
+    stream = stream_name()
+    c = cluster.client()
+    c.append(stream, placed(0))
+    outcome: list[object] = []
+    subscription = c.subscribe(stream)
+    assert isinstance(next(subscription), cairn.RecordedEvent)
+    assert next(subscription) == cairn.CaughtUp(1)
+
+    def wait_for_more() -> None:
+        try:
+            outcome.append(next(subscription))
+        except BaseException as err:  # noqa: BLE001 - the test records whatever ends the wait
+            outcome.append(err)
+
+    waiter = threading.Thread(target=wait_for_more)
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive(), "the subscription had nothing to deliver"
+    c.close()
+    waiter.join(10)
+    assert not waiter.is_alive(), "closing the client left a caller waiting"
+    assert isinstance(outcome[0], cairn.InvalidInput), outcome
+    assert "closed" in str(outcome[0])
+    with pytest.raises(cairn.InvalidInput, match="closed"):
+        c.append(stream, placed(1))
+    c.close()  # a second close does nothing

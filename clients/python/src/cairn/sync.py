@@ -6,6 +6,7 @@ Safe to use from several threads at once; each call blocks only its caller.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from pathlib import Path
 from typing import Any, Coroutine, Iterator, Optional, Sequence, TypeVar, Union
@@ -32,37 +33,84 @@ T = TypeVar("T")
 
 
 class _Loop:
-    """An event loop running in a daemon thread until :meth:`stop`."""
+    """An event loop running in a daemon thread until :meth:`stop`.
+
+    Every call waiting on the loop is tracked, so :meth:`stop` can end them: a coroutine
+    handed to a loop that has stopped would otherwise never finish, and its caller (perhaps
+    a non-daemon thread of the application) would wait for ever.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._waiting: set[concurrent.futures.Future[Any]] = set()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="cairn-client", daemon=True
         )
         self._thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Runs ``coroutine`` on the loop and waits for it; an interrupt cancels it."""
-        if self.loop.is_closed():
-            coroutine.close()
-            raise InvalidInput("the client is closed")
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        """Runs ``coroutine`` on the loop and waits for it; an interrupt cancels it. A call
+        still waiting when the client is closed raises :class:`InvalidInput`."""
+        with self._lock:
+            if self._stopping:
+                coroutine.close()
+                raise InvalidInput("the client is closed")
+            future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+            self._waiting.add(future)
         try:
             return future.result()
+        except (concurrent.futures.CancelledError, asyncio.CancelledError):
+            if self._stopping:
+                raise InvalidInput("the client was closed during this call") from None
+            raise
         except BaseException:
             future.cancel()
             raise
+        finally:
+            with self._lock:
+                self._waiting.discard(future)
 
     def call_soon(self, function: Any) -> None:
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(function)
+        with self._lock:
+            if not self._stopping:
+                self.loop.call_soon_threadsafe(function)
 
     def stop(self) -> None:
-        if self.loop.is_closed():
-            return
+        """Cancels what still runs on the loop (so gRPC calls end cleanly), ends every call
+        still waiting, then stops and closes the loop. Runs once; later calls do nothing."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            waiting = list(self._waiting)
+        if threading.current_thread() is not self._thread:
+            cancelled = asyncio.run_coroutine_threadsafe(_cancel_tasks(), self.loop)
+            try:
+                cancelled.result(STOP_GRACE_S)
+            except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+                pass
+        for future in waiting:
+            future.cancel()
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
-        self.loop.close()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+            self.loop.close()
+
+
+STOP_GRACE_S = 2.0
+"""How long closing a client waits for its calls in flight to end after cancelling them."""
+
+
+async def _cancel_tasks() -> None:
+    """Cancels every other task on the running loop and waits (bounded) for them to end."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=STOP_GRACE_S)
 
 
 class ReadStream(Iterator[RecordedEvent]):
@@ -159,8 +207,10 @@ class Client:
 
     def close(self) -> None:
         """Closes the channels and stops the client's thread."""
-        if not self._loop.loop.is_closed():
+        try:
             self._loop.run(self._async.close())
+        except InvalidInput:
+            return  # closed before
         self._loop.stop()
 
     def __enter__(self) -> Client:
