@@ -112,12 +112,19 @@ fn group_commands_refuse_bad_input_park_and_replay() {
         ],
     );
     assert_eq!(code(&parked), Some(0), "{parked:?}");
-    let read = cairn(&endpoints, &["read", "$parked-billing", "--json"]);
-    assert_eq!(code(&read), Some(0), "{read:?}");
-    let parked_revisions: Vec<u64> = lines(&read)
-        .iter()
-        .map(|e| e["data"]["revision"].as_u64().unwrap())
-        .collect();
+    // Parking is committed by the leader's dispatcher after the nack: wait for it.
+    let deadline = Instant::now() + CONSUME_WAIT;
+    let parked_revisions: Vec<u64> = loop {
+        let read = cairn(&endpoints, &["read", "$parked-billing", "--json"]);
+        if code(&read) == Some(0) && lines(&read).len() == 2 {
+            break lines(&read)
+                .iter()
+                .map(|e| e["data"]["revision"].as_u64().unwrap())
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "not parked: {read:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(parked_revisions, vec![2, 3], "parked events are readable");
     let info = lines(&cairn(&endpoints, &["group", "info", "billing", "--json"]));
     assert_eq!(info[0]["parked"], 2, "{info:?}");
