@@ -5,7 +5,8 @@ mod cluster;
 pub(crate) mod convert;
 pub mod deadlines;
 pub mod group_commit;
-mod lifecycle;
+pub mod groups;
+pub(crate) mod lifecycle;
 pub mod scavenge;
 pub mod status;
 mod streams;
@@ -21,6 +22,7 @@ use openraft::async_runtime::WatchReceiver;
 use tonic::transport::Channel;
 
 pub use cluster::ClusterService;
+pub use groups::GroupsService;
 pub use streams::StreamsService;
 
 use crate::error::NodeError;

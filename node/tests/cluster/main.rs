@@ -11,6 +11,7 @@ mod deploy;
 mod dev_process;
 mod failover;
 mod first_hour;
+mod groups;
 mod harness;
 mod hostile_connections;
 mod idempotency;

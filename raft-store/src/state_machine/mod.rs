@@ -375,6 +375,11 @@ impl StateMachineStore {
                         .scavenge(command)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
+                EntryPayload::Normal(Command::ConsumerGroup(command)) => Response::ConsumerGroup(
+                    applier
+                        .consumer_group(command)
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
                 EntryPayload::Membership(membership) => {
                     applier.applied.membership = StoredMembership::new(Some(log_id), membership);
                     Response::Empty
