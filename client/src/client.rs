@@ -12,6 +12,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::credentials::{AuthChannel, Credentials};
 use crate::endpoints::{ChannelFactory, Endpoints, Node, MEMBERSHIP_REQUEST_TIMEOUT_MS};
 use crate::error::{classify, Error, Failure};
 use crate::event::{EventData, ExpectedRevision};
@@ -19,6 +20,7 @@ use crate::policy::Retries;
 use crate::proto;
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::streams_client::StreamsClient;
+mod auth;
 mod lifecycle;
 
 pub use lifecycle::{StreamMetadata, StreamMetadataState};
@@ -56,6 +58,8 @@ pub struct ClientConfig {
     /// without a scheme are then `https://`). `None`: `https://` endpoints are checked against
     /// the system's roots.
     pub tls_ca: Option<Vec<u8>>,
+    /// Sent on every call; `None` for a cluster run `--insecure` (which checks no one).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClientConfig {
@@ -66,6 +70,7 @@ impl Default for ClientConfig {
             max_append_attempts: DEFAULT_MAX_APPEND_ATTEMPTS,
             leader_only: true,
             tls_ca: None,
+            credentials: None,
         }
     }
 }
@@ -154,7 +159,7 @@ impl fmt::Debug for Client {
     }
 }
 
-pub(crate) fn streams(channel: Channel) -> StreamsClient<Channel> {
+pub(crate) fn streams(channel: AuthChannel) -> StreamsClient<AuthChannel> {
     StreamsClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -199,6 +204,11 @@ impl Client {
             &config.endpoints,
             config.request_timeout,
             config.tls_ca.as_deref(),
+            config
+                .credentials
+                .as_ref()
+                .map(Credentials::header)
+                .transpose()?,
             factory,
         )?;
         Ok(Client {
@@ -278,7 +288,7 @@ impl Client {
     ) -> Result<T, Error>
     where
         R: prost::Message + Clone,
-        F: Fn(StreamsClient<Channel>, Request<R>) -> Fut,
+        F: Fn(StreamsClient<AuthChannel>, Request<R>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let size = request.encoded_len();
@@ -351,7 +361,7 @@ impl Client {
         call: F,
     ) -> Result<EventStream, Error>
     where
-        F: Fn(StreamsClient<Channel>) -> Fut,
+        F: Fn(StreamsClient<AuthChannel>) -> Fut,
         Fut: Future<
             Output = Result<tonic::Response<tonic::codec::Streaming<proto::ReadResponse>>, Status>,
         >,
@@ -467,7 +477,7 @@ impl Client {
     ) -> Result<Membership, Error>
     where
         R: Clone + Send + 'static,
-        F: Fn(ClusterClient<Channel>, Request<R>) -> Fut + Copy,
+        F: Fn(ClusterClient<AuthChannel>, Request<R>) -> Fut + Copy,
         Fut: Future<Output = Result<tonic::Response<proto::MembershipResponse>, Status>>,
     {
         let may_have_acted = Arc::new(AtomicBool::new(false));
@@ -650,7 +660,7 @@ impl Client {
         mut call: F,
     ) -> Result<(T, Arc<Node>), Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(AuthChannel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let endpoints = &self.inner.endpoints;

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_client::proto::auth_server::AuthServer;
 use cairn_client::proto::cluster_server::ClusterServer;
 use cairn_client::proto::streams_server::StreamsServer;
 use cairn_raft_store::disk::Disk;
@@ -23,8 +24,10 @@ use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
 use crate::api::{
-    ClusterService, NodeContext, StoreAccess, StreamsService, MAX_CLIENT_MESSAGE_BYTES,
+    AuthService, ClusterService, NodeContext, StoreAccess, StreamsService, MAX_CLIENT_MESSAGE_BYTES,
 };
+use crate::auth::layer::Authenticated;
+use crate::auth::Auth;
 use crate::feed::{LiveFeed, LIVE_BUFFER_EVENTS};
 use crate::leadership::{transfer_leadership, HandoffError};
 use crate::metrics::NodeMetrics;
@@ -79,6 +82,10 @@ pub struct NodeSetup {
     /// nodes; see `tls`). Off when the node runs `--insecure`, and in the simulation, whose
     /// network has no TLS.
     pub peers_need_certificates: bool,
+    /// The admin secret (`--admin-token-file`): users, tokens and grants are checked on every
+    /// public call, and the first admin is bootstrapped from it. `None` (`--insecure`, the
+    /// simulation): nothing is checked.
+    pub admin_secret: Option<String>,
 }
 
 pub fn raft_config(snapshots: SnapshotSettings) -> anyhow::Result<Arc<Config>> {
@@ -135,6 +142,10 @@ pub async fn start(
     );
     let reader = store.reader.clone();
     let reclaimer = store.reclaimer.clone();
+    let auth = setup
+        .admin_secret
+        .is_some()
+        .then(|| Auth::new(store.state_machine.auth_view()));
     let (damage, repair_until) = (store.damage, store.repair_until);
     let raft = Raft::new(
         id,
@@ -170,6 +181,7 @@ pub async fn start(
             reader: reader.clone(),
             reclaimer: reclaimer.clone(),
             disk: disk.clone(),
+            auth,
         },
         setup.limits,
         connector,
@@ -178,6 +190,9 @@ pub async fn start(
         metrics,
     );
     crate::api::scavenge::start_reclaimer(reclaimer, ctx.metrics.clone());
+    if let Some(secret) = setup.admin_secret.clone() {
+        crate::api::auth::start_bootstrap(ctx.clone(), secret);
+    }
     tracing::info!(node = id, peers = ?setup.peers, "serving");
     Ok(Node {
         id,
@@ -229,7 +244,13 @@ impl Node {
             hand_over_if_leader(&handoff_ctx).await;
             stop_streams.send_replace(true);
         };
-        let served = Server::builder()
+        let auth = ctx.auth.clone();
+        let streams = StreamsServer::new(StreamsService::new(ctx.clone()))
+            .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
+        let cluster = ClusterServer::new(ClusterService::new(ctx.clone()));
+        let users = AuthServer::new(AuthService::new(ctx.clone()));
+        let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_millis(SERVER_KEEPALIVE_INTERVAL_MS)))
             .http2_keepalive_timeout(Some(Duration::from_millis(SERVER_KEEPALIVE_TIMEOUT_MS)))
             .add_service(InterceptedService::new(
@@ -249,16 +270,23 @@ impl Node {
                     }
                 },
             ))
-            .add_service(
-                StreamsServer::new(StreamsService::new(ctx.clone()))
-                    .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
-            )
+            // Probes ask without credentials: health is not behind the gate.
             .add_service(crate::health::grpc_service(
                 raft.clone(),
                 ctx.standing.clone(),
-            ))
-            .add_service(ClusterServer::new(ClusterService::new(ctx)))
+            ));
+        // The public services behind the one gate of `auth::layer` when checks are in force.
+        let router = match auth {
+            Some(auth) => router
+                .add_service(Authenticated::new(streams, auth.clone()))
+                .add_service(Authenticated::new(cluster, auth.clone()))
+                .add_service(Authenticated::new(users, auth)),
+            None => router
+                .add_service(streams)
+                .add_service(cluster)
+                .add_service(users),
+        };
+        let served = router
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         tracing::info!(node = id, "shutting down");

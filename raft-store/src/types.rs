@@ -1,9 +1,11 @@
 //! The domain types (ground floor: no imports from the crate): events as written and as
 //! recorded, appends and their expected revision, the commands the state machine applies,
 //! their verdicts, and why an input is invalid. openraft's type configuration is
-//! `raft_types`'s.
+//! `raft_types`'s. Imports only `auth` (the security records, ground floor too).
 
 use std::fmt;
+
+use crate::auth::{AuthCommand, AuthResult};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -193,6 +195,8 @@ pub enum Command {
     DeleteStream(DeleteStream),
     /// Remove what retention hides from one stretch of `$all` (`scavenge`).
     Scavenge(Scavenge),
+    /// Change users, tokens or grants (`auth`).
+    Auth(AuthCommand),
 }
 
 /// Remove the append groups retention hides wholly, examining at most
@@ -381,6 +385,7 @@ impl std::fmt::Display for Command {
             Command::Scavenge(scavenge) => {
                 write!(f, "scavenge from position {}", scavenge.from_position)
             }
+            Command::Auth(auth) => write!(f, "{}", auth.change),
         }
     }
 }
@@ -439,6 +444,7 @@ pub enum Response {
     /// The verdicts of a [`Command::Writes`], in its order.
     Writes(Vec<WriteResult>),
     Scavenged(ScavengeResult),
+    Auth(AuthResult),
 }
 
 /// Why an append was refused before anything was written. Each variant names the field.
