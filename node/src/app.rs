@@ -38,7 +38,7 @@ use crate::timing::{
     ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_INTERVAL_MS,
     RESTART_ELECTION_GRACE_MS,
 };
-use crate::tls::require_peer_certificate;
+use crate::tls::{require_peer_certificate, MemberHosts};
 
 /// A snapshot is recorded after this many log entries (cheap: snapshots are lazy views)...
 pub const SNAPSHOT_EVERY_LOG_ENTRIES: u64 = 5_000;
@@ -121,6 +121,8 @@ pub struct Node {
     pub metrics: Arc<NodeMetrics>,
     ctx: Arc<NodeContext>,
     peers_need_certificates: bool,
+    /// `--peers`' addresses: hosts a node certificate may name before the membership is known.
+    configured_peers: Vec<String>,
 }
 
 /// Opens the store, starts Raft and bootstraps the cluster if this node is the one to.
@@ -203,6 +205,7 @@ pub async fn start(
         metrics: ctx.metrics.clone(),
         ctx,
         peers_need_certificates: setup.peers_need_certificates,
+        configured_peers: setup.peers.values().cloned().collect(),
     })
 }
 
@@ -230,6 +233,7 @@ impl Node {
             disk,
             repair,
             peers_need_certificates,
+            configured_peers,
             ..
         } = self;
         // First the signal, then (if this node leads) the handoff, while the server still runs:
@@ -245,6 +249,8 @@ impl Node {
             stop_streams.send_replace(true);
         };
         let auth = ctx.auth.clone();
+        let members = Arc::new(MemberHosts::new(raft.clone(), configured_peers));
+        let raft_members = members.clone();
         let streams = StreamsServer::new(StreamsService::new(ctx.clone()))
             .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
@@ -264,7 +270,7 @@ impl Node {
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
                 move |request: tonic::Request<()>| {
                     if peers_need_certificates {
-                        require_peer_certificate(request)
+                        require_peer_certificate(request, &raft_members)
                     } else {
                         Ok(request)
                     }
@@ -278,9 +284,9 @@ impl Node {
         // The public services behind the one gate of `auth::layer` when checks are in force.
         let router = match auth {
             Some(auth) => router
-                .add_service(Authenticated::new(streams, auth.clone()))
-                .add_service(Authenticated::new(cluster, auth.clone()))
-                .add_service(Authenticated::new(users, auth)),
+                .add_service(Authenticated::new(streams, auth.clone(), members.clone()))
+                .add_service(Authenticated::new(cluster, auth.clone(), members.clone()))
+                .add_service(Authenticated::new(users, auth, members)),
             None => router
                 .add_service(streams)
                 .add_service(cluster)

@@ -20,6 +20,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
 use super::{Auth, Principal};
+use crate::tls::MemberHosts;
 
 /// What a method requires beyond an authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +90,17 @@ async fn admit(
 pub struct Authenticated<S> {
     inner: S,
     auth: Arc<Auth>,
+    members: Arc<MemberHosts>,
 }
 
 impl<S> Authenticated<S> {
-    pub fn new(inner: S, auth: Arc<Auth>) -> Self {
-        Authenticated { inner, auth }
+    /// `members`: a certificate naming one of their hosts is a node's (`tls::MemberHosts`).
+    pub fn new(inner: S, auth: Arc<Auth>, members: Arc<MemberHosts>) -> Self {
+        Authenticated {
+            inner,
+            auth,
+            members,
+        }
     }
 }
 
@@ -122,6 +129,7 @@ where
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let auth = self.auth.clone();
+        let members = self.members.clone();
         Box::pin(async move {
             let header = request
                 .headers()
@@ -131,7 +139,7 @@ where
                 .extensions()
                 .get::<TlsConnectInfo<TcpConnectInfo>>()
                 .and_then(|info| info.peer_certs())
-                .is_some_and(|certs| !certs.is_empty());
+                .is_some_and(|certs| members.names_a_member(&certs));
             let path = request.uri().path().to_owned();
             match admit(&auth, &path, header.as_deref(), node_certificate).await {
                 Ok(principal) => {

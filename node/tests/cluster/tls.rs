@@ -255,6 +255,39 @@ fn a_tls_cluster_refuses_plain_text_clients_untrusting_clients_and_raft_calls_wi
             }
         }
 
+        // A certificate from the cluster's own CA that names no member's host (issued for
+        // something else) is not a node's: the Raft service refuses it, and on the public API
+        // it counts for nothing (no token: not authenticated).
+        let issued = cluster
+            .tls()
+            .expect("tls")
+            .ca()
+            .issue_node(&["stranger.example"], 30)
+            .expect("issue");
+        let stranger = Identity::from_pem(&issued.cert_pem, &issued.key_pem);
+        for id in 1..=3 {
+            let channel = raft_endpoint(&cluster, id, Some(stranger.clone()))
+                .connect()
+                .await
+                .expect("connect: the CA signed it");
+            let vote = RaftInternalClient::new(channel.clone())
+                .vote(RaftBytes {
+                    payload: vec![0xff; 32],
+                })
+                .await
+                .expect_err("a Raft call with a certificate naming no member");
+            assert_eq!(vote.code(), tonic::Code::Unauthenticated, "{vote:?}");
+            assert!(vote.message().contains("names no member"), "{vote:?}");
+            let append = cairn_client::proto::streams_client::StreamsClient::new(channel)
+                .append(cairn_client::proto::AppendRequest {
+                    stream: "secured".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect_err("an append as a certificate holder without a token");
+            assert_eq!(append.code(), tonic::Code::Unauthenticated, "{append:?}");
+        }
+
         // Nothing but the first append was written; every node still agrees.
         cluster.wait_until_converged().await;
         for id in 1..=3 {
