@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use cairn_client::proto::auth_server::AuthServer;
 use cairn_client::proto::cluster_server::ClusterServer;
+use cairn_client::proto::groups_server::GroupsServer;
 use cairn_client::proto::streams_server::StreamsServer;
 use cairn_raft_store::disk::Disk;
 use cairn_raft_store::{open_store, EventReader, Limits, NodeId, Raft};
@@ -24,7 +25,8 @@ use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
 use crate::api::{
-    AuthService, ClusterService, NodeContext, StoreAccess, StreamsService, MAX_CLIENT_MESSAGE_BYTES,
+    AuthService, ClusterService, GroupsService, NodeContext, StoreAccess, StreamsService,
+    MAX_CLIENT_MESSAGE_BYTES,
 };
 use crate::auth::layer::Authenticated;
 use crate::auth::Auth;
@@ -256,6 +258,12 @@ impl Node {
             .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
         let cluster = ClusterServer::new(ClusterService::new(ctx.clone()));
         let users = AuthServer::new(AuthService::new(ctx.clone()));
+        let groups = GroupsServer::new(GroupsService::new(
+            ctx.clone(),
+            crate::groups::Groups::start(ctx.clone()),
+        ))
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_millis(SERVER_KEEPALIVE_INTERVAL_MS)))
             .http2_keepalive_timeout(Some(Duration::from_millis(SERVER_KEEPALIVE_TIMEOUT_MS)))
@@ -286,10 +294,12 @@ impl Node {
             Some(auth) => router
                 .add_service(Authenticated::new(streams, auth.clone(), members.clone()))
                 .add_service(Authenticated::new(cluster, auth.clone(), members.clone()))
+                .add_service(Authenticated::new(groups, auth.clone(), members.clone()))
                 .add_service(Authenticated::new(users, auth, members)),
             None => router
                 .add_service(streams)
                 .add_service(cluster)
+                .add_service(groups)
                 .add_service(users),
         };
         let served = router

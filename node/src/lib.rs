@@ -15,6 +15,7 @@ pub mod auth;
 pub mod certs;
 pub mod error;
 pub mod feed;
+pub mod groups;
 pub mod health;
 #[cfg(test)]
 mod hostile_input;

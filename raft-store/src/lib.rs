@@ -18,6 +18,7 @@ pub mod alloc_probe;
 pub mod auth;
 mod auth_view;
 mod codec;
+pub mod consumer_group;
 pub mod disk;
 mod error;
 pub mod faults;

@@ -6,7 +6,8 @@ mod cluster;
 pub(crate) mod convert;
 pub mod deadlines;
 pub mod group_commit;
-mod lifecycle;
+pub mod groups;
+pub(crate) mod lifecycle;
 pub mod scavenge;
 pub mod status;
 mod streams;
@@ -23,6 +24,7 @@ use tonic::transport::Channel;
 
 pub use auth::AuthService;
 pub use cluster::ClusterService;
+pub use groups::GroupsService;
 pub use streams::StreamsService;
 
 use crate::auth::Auth;

@@ -29,6 +29,9 @@ pub enum Rule {
     PerName,
     /// Any authenticated caller (cluster status).
     Authenticated,
+    /// Callers holding this action on every name (`*`): consumer groups, whose handlers do
+    /// not check names yet (a group's source against the grant's prefix is the next step).
+    Everywhere(Action),
     /// Admins (and nodes) only.
     Admin,
 }
@@ -45,6 +48,13 @@ pub fn rule(path: &str) -> Rule {
         | "/cairn.v1.Streams/SetStreamMetadata"
         | "/cairn.v1.Streams/DeleteStream" => Rule::PerName,
         "/cairn.v1.Cluster/Status" => Rule::Authenticated,
+        "/cairn.v1.Groups/CreateGroup"
+        | "/cairn.v1.Groups/UpdateGroup"
+        | "/cairn.v1.Groups/DeleteGroup"
+        | "/cairn.v1.Groups/ListGroups"
+        | "/cairn.v1.Groups/GroupInfo"
+        | "/cairn.v1.Groups/ReplayParked"
+        | "/cairn.v1.Groups/Consume" => Rule::Everywhere(Action::Groups),
         // Membership, scavenge, users/tokens/grants, and anything not listed.
         _ => Rule::Admin,
     }
@@ -75,6 +85,7 @@ async fn admit(
     };
     match rule(path) {
         Rule::PerName | Rule::Authenticated => {}
+        Rule::Everywhere(action) => auth.allow(&principal, action, EVERY_NAME)?,
         Rule::Admin => {
             auth.allow(&principal, Action::Admin, EVERY_NAME)?;
             if let Principal::User(user) = &principal {
@@ -161,6 +172,10 @@ mod tests {
         assert_eq!(rule("/cairn.v1.Streams/Append"), Rule::PerName);
         assert_eq!(rule("/cairn.v1.Cluster/Status"), Rule::Authenticated);
         assert_eq!(rule("/cairn.v1.Cluster/RemoveNode"), Rule::Admin);
+        assert_eq!(
+            rule("/cairn.v1.Groups/Consume"),
+            Rule::Everywhere(Action::Groups)
+        );
         assert_eq!(rule("/cairn.v1.Auth/ChangeAuth"), Rule::Admin);
         assert_eq!(rule("/cairn.v1.Streams/SomethingNew"), Rule::Admin);
     }

@@ -391,6 +391,11 @@ impl StateMachineStore {
                         .scavenge(command)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
+                EntryPayload::Normal(Command::ConsumerGroup(command)) => Response::ConsumerGroup(
+                    applier
+                        .consumer_group(command)
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
                 EntryPayload::Normal(Command::Auth(command)) => Response::Auth(
                     applier
                         .auth(command)

@@ -3,6 +3,7 @@
 
 mod auth;
 mod common;
+mod consumer_groups;
 mod corruption;
 mod crash;
 mod format;
