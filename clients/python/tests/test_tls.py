@@ -55,7 +55,7 @@ def test_the_ca_comes_from_the_profile_or_the_environment(
     monkeypatch.setenv("CAIRN_TLS_CA", str(tls_cluster.ca_path))
     with cairn.Client(tls_cluster.endpoints) as client:
         # Without a token: refused, never retried into a timeout.
-        with pytest.raises(cairn.CairnError, match="UNAUTHENTICATED"):
+        with pytest.raises(cairn.NotAuthenticated, match="no credentials"):
             client.status()
     monkeypatch.setenv("CAIRN_TOKEN", tls_cluster.admin_token)
     with cairn.Client(tls_cluster.endpoints) as client:
