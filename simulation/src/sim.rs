@@ -511,6 +511,8 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
             },
             // turmoil's network has no TLS.
             peers_need_certificates: false,
+            // Nor users: the simulation checks the state machine, not the gate.
+            admin_secret: None,
         };
         let disk = cluster.disks[&id].clone();
         let delay = cluster.sync_delays[&id].clone();

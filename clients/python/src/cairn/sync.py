@@ -196,6 +196,7 @@ class Client:
         max_append_attempts: int = DEFAULT_MAX_APPEND_ATTEMPTS,
         leader_only: bool = True,
         tls_ca: Optional[Union[str, Path, bytes]] = None,
+        token: Optional[str] = None,
     ) -> None:
         self._async = AsyncClient(
             endpoints,
@@ -204,6 +205,7 @@ class Client:
             max_append_attempts=max_append_attempts,
             leader_only=leader_only,
             tls_ca=tls_ca,
+            token=token,
         )
         self._loop = _Loop()
 
