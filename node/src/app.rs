@@ -135,6 +135,8 @@ pub async fn start(
     );
     let reader = store.reader.clone();
     let reclaimer = store.reclaimer.clone();
+    let erasures = store.erasures.clone();
+    let log = store.log.clone();
     let (damage, repair_until) = (store.damage, store.repair_until);
     let raft = Raft::new(
         id,
@@ -163,6 +165,7 @@ pub async fn start(
 
     let feed = LiveFeed::start(reader.clone(), applied_watch(&raft), LIVE_BUFFER_EVENTS)?;
     let standing = crate::standing::watch(id, raft.clone(), connector.clone());
+    let erase_progress = crate::api::erase::EraseProgress::default();
     let ctx = NodeContext::new(
         id,
         raft.clone(),
@@ -170,6 +173,8 @@ pub async fn start(
             reader: reader.clone(),
             reclaimer: reclaimer.clone(),
             disk: disk.clone(),
+            erasures: erasures.clone(),
+            erase_progress: erase_progress.clone(),
         },
         setup.limits,
         connector,
@@ -177,7 +182,16 @@ pub async fn start(
         standing,
         metrics,
     );
-    crate::api::scavenge::start_reclaimer(reclaimer, ctx.metrics.clone());
+    crate::api::scavenge::start_reclaimer(reclaimer.clone(), ctx.metrics.clone());
+    crate::api::erase::Eraser {
+        raft: raft.clone(),
+        log,
+        erasures,
+        reclaimer,
+        disk: disk.clone(),
+        progress: erase_progress,
+    }
+    .start();
     tracing::info!(node = id, peers = ?setup.peers, "serving");
     Ok(Node {
         id,

@@ -193,6 +193,31 @@ pub enum Command {
     DeleteStream(DeleteStream),
     /// Remove what retention hides from one stretch of `$all` (`scavenge`).
     Scavenge(Scavenge),
+    /// Tombstone a stream and forget its events and its metadata's history (`erase`).
+    EraseStream(EraseStream),
+}
+
+/// One step of an erase: tombstones `stream` (a fresh tombstone that keeps no metadata, if
+/// it has none yet) and forgets at most `erase::ERASE_GROUPS_PER_COMMAND` of its groups and
+/// its metastream's older groups. Committed through the log, so every replica forgets the
+/// same groups at the same point of it; each node then scrubs them from its disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseStream {
+    pub stream: String,
+    /// The id of the tombstone event the first step writes in the metastream.
+    pub id: Uuid,
+    pub created_unix_ms: u64,
+}
+
+/// What one `EraseStream` step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseResult {
+    /// Why nothing was done (a name that is not a client stream's).
+    pub rejected: Option<InvalidInput>,
+    pub removed_groups: u64,
+    pub removed_events: u64,
+    /// Groups are left for the next step (the step's limit was reached).
+    pub more: bool,
 }
 
 /// Remove the append groups retention hides wholly, examining at most
@@ -381,6 +406,7 @@ impl std::fmt::Display for Command {
             Command::Scavenge(scavenge) => {
                 write!(f, "scavenge from position {}", scavenge.from_position)
             }
+            Command::EraseStream(erase) => write!(f, "erase of {}", erase.stream),
         }
     }
 }
@@ -439,6 +465,7 @@ pub enum Response {
     /// The verdicts of a [`Command::Writes`], in its order.
     Writes(Vec<WriteResult>),
     Scavenged(ScavengeResult),
+    Erased(EraseResult),
 }
 
 /// Why an append was refused before anything was written. Each variant names the field.

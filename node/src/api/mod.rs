@@ -4,6 +4,7 @@
 mod cluster;
 pub(crate) mod convert;
 pub mod deadlines;
+pub mod erase;
 pub mod group_commit;
 mod lifecycle;
 pub mod scavenge;
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cairn_raft_store::disk::Disk;
+use cairn_raft_store::erase::Erasures;
 use cairn_raft_store::scavenge::Reclaimer;
 use cairn_raft_store::{EventReader, Limits, NodeId, Raft};
 use openraft::async_runtime::WatchReceiver;
@@ -44,6 +46,10 @@ pub struct NodeContext {
     pub reclaimer: Reclaimer,
     /// The store's disk, measured for the status call's `with_space`.
     pub disk: Arc<dyn Disk>,
+    /// The erase steps this node has still to scrub, and what its eraser is doing: read for
+    /// the status call.
+    pub erasures: Erasures,
+    pub erase_progress: erase::EraseProgress,
     pub limits: Limits,
     pub connector: Arc<dyn Connector>,
     pub feed: LiveFeed,
@@ -69,6 +75,8 @@ pub struct StoreAccess {
     pub reader: EventReader,
     pub reclaimer: Reclaimer,
     pub disk: Arc<dyn Disk>,
+    pub erasures: Erasures,
+    pub erase_progress: erase::EraseProgress,
 }
 
 impl NodeContext {
@@ -88,6 +96,8 @@ impl NodeContext {
             reader,
             reclaimer,
             disk,
+            erasures,
+            erase_progress,
         } = store;
         Arc::new(NodeContext {
             id,
@@ -96,6 +106,8 @@ impl NodeContext {
             reader,
             reclaimer,
             disk,
+            erasures,
+            erase_progress,
             limits,
             connector,
             feed,

@@ -6,6 +6,7 @@ mod cluster;
 mod commands;
 mod dcb;
 mod dev;
+mod erase;
 mod node;
 mod output;
 mod profile;

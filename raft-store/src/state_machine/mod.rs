@@ -193,6 +193,11 @@ impl StateMachineStore {
         EventReader::new(self.shared.disk.clone(), self.shared.groups.clone())
     }
 
+    /// This node's erase notes, beside `apply`.
+    pub fn erasures(&self) -> crate::erase::Erasures {
+        crate::erase::Erasures::new(self.shared.disk.clone())
+    }
+
     /// Gives scavenged groups' bytes back, beside `apply`.
     pub fn reclaimer(&self) -> Reclaimer {
         Reclaimer::new(
@@ -255,6 +260,10 @@ impl StateMachineStore {
         done.put(keys::APPLIED, encode(&applied)?);
         done.put(keys::SNAPSHOT, encode(&record)?);
         done.delete(keys::INSTALLING);
+        // What the keyspace held before may include what an erase has since removed from
+        // the leader's: sled keeps old versions of the cleared keys, so this node scrubs its
+        // disk as after an erase step (`erase`).
+        crate::erase::note(&mut done, meta.last_log_id.map_or(0, |id| id.index));
         disk.write(done)?;
         sync_async(disk).await?;
         tracing::info!(last_log_id = ?meta.last_log_id, end_position, "installed snapshot");
@@ -373,6 +382,11 @@ impl StateMachineStore {
                 EntryPayload::Normal(Command::Scavenge(command)) => Response::Scavenged(
                     applier
                         .scavenge(command)
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::EraseStream(command)) => Response::Erased(
+                    applier
+                        .erase(command, log_id.index)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
                 EntryPayload::Membership(membership) => {

@@ -4,6 +4,7 @@
 mod common;
 mod corruption;
 mod crash;
+mod erase;
 mod format;
 mod index;
 mod lifecycle;
