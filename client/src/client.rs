@@ -19,8 +19,13 @@ use crate::policy::Retries;
 use crate::proto;
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::streams_client::StreamsClient;
+mod groups;
 mod lifecycle;
 
+pub use groups::{
+    Consumer, ConsumerMessage, GroupEvent, GroupSettings, GroupStart, GroupStrategy, NackAction,
+    CONSUMER_CLOSE_TIMEOUT_MS, CONSUMER_OUTBOUND_MESSAGES, CONSUMER_RECONNECT_ATTEMPTS,
+};
 pub use lifecycle::{StreamMetadata, StreamMetadataState};
 
 use crate::read::{

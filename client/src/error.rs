@@ -69,6 +69,15 @@ pub enum Error {
     /// Anything else, including answers from the server that break the contract.
     #[error("internal: {0}")]
     Internal(String),
+    /// The consumer group does not exist (never created, or deleted).
+    #[error("consumer group {group:?} not found")]
+    GroupNotFound { group: String },
+    /// A create of a consumer group that exists.
+    #[error("consumer group {group:?} already exists")]
+    GroupExists { group: String },
+    /// The group has as many consumers as its max consumers setting allows.
+    #[error("consumer group is full: {0}")]
+    GroupFull(String),
 }
 
 fn actual_text(actual: &Option<u64>) -> String {

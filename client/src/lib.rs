@@ -67,7 +67,9 @@ mod read;
 mod subscribe;
 
 pub use client::{
-    AppendResult, Client, ClientConfig, Membership, StreamMetadata, StreamMetadataState,
+    AppendResult, Client, ClientConfig, Consumer, ConsumerMessage, GroupEvent, GroupSettings,
+    GroupStart, GroupStrategy, Membership, NackAction, StreamMetadata, StreamMetadataState,
+    CONSUMER_CLOSE_TIMEOUT_MS, CONSUMER_OUTBOUND_MESSAGES, CONSUMER_RECONNECT_ATTEMPTS,
     DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES,
 };
 pub use dcb::{AppendCondition, MultiAppendResult, Query, QueryItem, StreamAppend};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_client::proto::cluster_server::ClusterServer;
+use cairn_client::proto::groups_server::GroupsServer;
 use cairn_client::proto::streams_server::StreamsServer;
 use cairn_raft_store::disk::Disk;
 use cairn_raft_store::{open_store, EventReader, Limits, NodeId, Raft};
@@ -23,7 +24,8 @@ use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
 use crate::api::{
-    ClusterService, NodeContext, StoreAccess, StreamsService, MAX_CLIENT_MESSAGE_BYTES,
+    ClusterService, GroupsService, NodeContext, StoreAccess, StreamsService,
+    MAX_CLIENT_MESSAGE_BYTES,
 };
 use crate::feed::{LiveFeed, LIVE_BUFFER_EVENTS};
 use crate::leadership::{transfer_leadership, HandoffError};
@@ -272,6 +274,14 @@ impl Node {
                 raft.clone(),
                 ctx.standing.clone(),
             ))
+            .add_service(
+                GroupsServer::new(GroupsService::new(
+                    ctx.clone(),
+                    crate::groups::Groups::start(ctx.clone()),
+                ))
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+            )
             .add_service(ClusterServer::new(ClusterService::new(ctx)))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;

@@ -67,6 +67,17 @@ pub enum NodeError {
     #[error("event {position} was announced but is not stored")]
     AnnouncedEventMissing { position: u64 },
 
+    // Consumer groups.
+    #[error("consumer group {group:?} not found")]
+    GroupNotFound { group: String },
+    #[error("consumer group {group:?} already exists")]
+    GroupExists { group: String },
+    #[error("consumer group {group:?} has its {max} consumers (its max consumers setting)")]
+    GroupFull { group: String, max: u32 },
+    /// The dispatcher stopped (the group changed, or a commit failed): consumers reconnect.
+    #[error("consumer group {group:?} closed this consumer: {reason}; reconnect")]
+    GroupClosed { group: String, reason: String },
+
     // Membership changes.
     #[error("a membership change is in progress; retry shortly")]
     MembershipChangeInProgress,

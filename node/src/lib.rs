@@ -13,6 +13,7 @@ pub mod app;
 pub mod certs;
 pub mod error;
 pub mod feed;
+pub mod groups;
 pub mod health;
 #[cfg(test)]
 mod hostile_input;

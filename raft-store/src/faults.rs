@@ -31,6 +31,9 @@ pub struct Bugs {
     /// The store cuts damaged files at open but records no repair: a node whose log lost
     /// entries it acknowledged votes at once.
     pub forget_repair: bool,
+    /// A consumer-group checkpoint that forgets events the stored one has done is accepted:
+    /// acknowledged events are delivered again after a leader change.
+    pub checkpoint_forgets: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -46,6 +49,7 @@ thread_local! {
         show_hidden_events: false,
         scavenge_drops_partly_hidden: false,
         forget_repair: false,
+        checkpoint_forgets: false,
     }) };
 }
 

@@ -51,7 +51,7 @@ impl IndexKind {
 
 /// What an unknown `$` name is told: the names that read something.
 pub const READABLE_RESERVED_NAMES: &str =
-    "'$all', '$ce-<category>', '$et-<event type>' or '$tag-<tag>'";
+    "'$all', '$ce-<category>', '$et-<event type>', '$tag-<tag>', '$group-<group>' or '$parked-<group>'";
 
 /// One index's posting list: `$ce-orders` is (`Category`, `orders`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -16,6 +16,7 @@
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod alloc_probe;
 mod codec;
+pub mod consumer_group;
 pub mod disk;
 pub mod erase;
 mod error;

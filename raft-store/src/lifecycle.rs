@@ -13,12 +13,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::disk::{Disk, Order};
+use crate::disk::Disk;
 use crate::error::StoreError;
 use crate::group_files::GroupFiles;
-use crate::keys;
 use crate::limits::validate_stream_name;
-use crate::records::{read_group, StreamRun};
+use crate::records::last_event;
 use crate::types::{InvalidInput, StreamMetadata};
 
 /// Prefix of a metastream's name: `$$orders-1` holds the lifecycle of `orders-1`.
@@ -246,23 +245,8 @@ pub fn load(
     if stream.starts_with(crate::limits::RESERVED_STREAM_PREFIX) {
         return Ok(None);
     }
-    let meta = metastream(stream);
-    let last = disk.scan(&keys::stream_range(&meta, 0, None), Order::Descending, 1)?;
-    let Some((key, value)) = last.first() else {
-        return Ok(None);
-    };
-    let first_revision = keys::stream_key_revision(key)
-        .ok_or_else(|| StoreError::corrupt("stream key", "short key"))?;
-    let run = StreamRun::decode(value)?;
-    let location = disk
-        .get(&keys::event_key(run.first_position))?
-        .ok_or_else(|| StoreError::corrupt("metastream", format!("{meta} points at nothing")))?;
-    let group = read_group(groups, run.first_position, &location)?;
-    let Some(event) = group.events.last() else {
-        return Ok(None);
-    };
-    Ok(Some((
-        Lifecycle::decode(&event.data)?,
-        first_revision + u64::from(run.count) - 1,
-    )))
+    Ok(match last_event(disk, groups, &metastream(stream))? {
+        Some((event, revision)) => Some((Lifecycle::decode(&event.data)?, revision)),
+        None => None,
+    })
 }

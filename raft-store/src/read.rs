@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::codec::decode;
+use crate::consumer_group;
 use crate::disk::{Disk, KeyRange, Order};
 use crate::error::StoreError;
 use crate::group_files::GroupFiles;
@@ -329,6 +330,23 @@ impl EventReader {
     /// `None` if it never had metadata.
     pub fn stream_lifecycle(&self, stream: &str) -> Result<Option<(Lifecycle, u64)>, StoreError> {
         lifecycle::load(self.disk.as_ref(), &self.groups, stream)
+    }
+
+    /// A consumer group's state and its stream's last revision, if it ever existed (deleted
+    /// groups included: `deleted` says so).
+    pub fn consumer_group(
+        &self,
+        group: &str,
+    ) -> Result<Option<(consumer_group::GroupState, u64)>, StoreError> {
+        consumer_group::load(self.disk.as_ref(), &self.groups, group)
+    }
+
+    /// The consumer groups that exist, by name, at most `max`.
+    pub fn consumer_groups(
+        &self,
+        max: usize,
+    ) -> Result<Vec<(String, consumer_group::GroupState)>, StoreError> {
+        consumer_group::list(self.disk.as_ref(), &self.groups, max)
     }
 
     /// Which events of `stream` are shown now.

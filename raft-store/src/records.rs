@@ -142,6 +142,35 @@ pub fn read_group(
     Ok(group)
 }
 
+/// The last event stored in `stream` and its revision, `None` if the stream has none: how
+/// state kept as "the newest event of a system stream" is read (a stream's lifecycle, a
+/// consumer group's state).
+pub fn last_event(
+    disk: &dyn Disk,
+    groups: &GroupFiles,
+    stream: &str,
+) -> Result<Option<(NewEvent, u64)>, StoreError> {
+    let last = disk.scan(
+        &keys::stream_range(stream, 0, None),
+        crate::disk::Order::Descending,
+        1,
+    )?;
+    let Some((key, value)) = last.first() else {
+        return Ok(None);
+    };
+    let first_revision = keys::stream_key_revision(key)
+        .ok_or_else(|| StoreError::corrupt("stream key", "short key"))?;
+    let run = StreamRun::decode(value)?;
+    let location = disk
+        .get(&keys::event_key(run.first_position))?
+        .ok_or_else(|| StoreError::corrupt("stream", format!("{stream} points at nothing")))?;
+    let mut group = read_group(groups, run.first_position, &location)?;
+    let Some(event) = group.events.pop() else {
+        return Ok(None);
+    };
+    Ok(Some((event, first_revision + u64::from(run.count) - 1)))
+}
+
 /// Value of a stream-index key: where one append to the stream landed in `$all`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamRun {

@@ -193,6 +193,9 @@ pub enum Command {
     DeleteStream(DeleteStream),
     /// Remove what retention hides from one stretch of `$all` (`scavenge`).
     Scavenge(Scavenge),
+    /// Define, change, checkpoint or delete a consumer group, park its events or replay its
+    /// parked ones (`consumer_group`).
+    ConsumerGroup(GroupCommand),
     /// Tombstone a stream and forget its events and its metadata's history (`erase`).
     EraseStream(EraseStream),
 }
@@ -218,6 +221,163 @@ pub struct EraseResult {
     pub removed_events: u64,
     /// Groups are left for the next step (the step's limit was reached).
     pub more: bool,
+}
+
+/// How a consumer group hands its events to its consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupStrategy {
+    /// Any consumer gets any event.
+    #[default]
+    RoundRobin,
+    /// Never two events of one stream in flight at once, each stream's events in revision
+    /// order; streams spread over the consumers.
+    Ordered,
+}
+
+/// Where a new consumer group starts in its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupStart {
+    /// The source's first event.
+    #[default]
+    Start,
+    /// After the source's last event when the group is created (resolved at apply, so every
+    /// replica stores the same place).
+    End,
+    /// This revision (a stream) or position (`$all` or an index).
+    At(u64),
+}
+
+/// A consumer group's settings. Limits: `consumer_group::validate_settings`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSettings {
+    /// A stream, `$all` (events of `$` streams left out), or an index (`$ce-`, `$et-`, `$tag-`).
+    pub source: String,
+    /// Used when the group is created; an update keeps the group's place.
+    pub start: GroupStart,
+    /// An event not acknowledged this long after delivery is delivered again.
+    pub message_timeout_ms: u64,
+    /// Deliveries after the first before an event is parked.
+    pub max_retries: u32,
+    /// Events in flight per consumer.
+    pub max_in_flight: u32,
+    /// Consumers connected at once; one more is refused.
+    pub max_consumers: u32,
+    /// How often the leader proposes a checkpoint while acknowledgements arrive.
+    pub checkpoint_interval_ms: u64,
+    pub strategy: GroupStrategy,
+}
+
+/// Progress through a sequence of keys (a source's revisions or positions, or a parked
+/// stream's revisions): every key below `next` is done, and so is every key in `done`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCursor {
+    pub next: u64,
+    /// Half-open ranges `[from, to)` above `next`, ascending, apart.
+    pub done: Vec<(u64, u64)>,
+}
+
+/// What a consumer group has finished: its source, and the replay of its parked events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCheckpoint {
+    pub source: GroupCursor,
+    pub parked: GroupCursor,
+}
+
+/// An event a group gave up on (nacked with park, or past its retries), recorded in the
+/// group's parked stream by reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedEvent {
+    /// The id of the parked-stream event that records it (a retry is recognised by it).
+    pub id: Uuid,
+    pub stream: String,
+    pub revision: u64,
+    pub position: u64,
+    pub event_id: Uuid,
+    pub reason: String,
+}
+
+/// A change to a consumer group. `group` is the group's name; `id` the id of the event that
+/// records the change in the group's stream (a retried command is recognised by it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupCommand {
+    Create {
+        group: String,
+        settings: GroupSettings,
+        id: Uuid,
+        created_unix_ms: u64,
+    },
+    /// New settings for an existing group; its source cannot change.
+    Update {
+        group: String,
+        settings: GroupSettings,
+        id: Uuid,
+        created_unix_ms: u64,
+    },
+    Delete {
+        group: String,
+        id: Uuid,
+        created_unix_ms: u64,
+    },
+    /// What the leader's dispatcher has finished. `incarnation` names the group it loaded (a
+    /// group deleted and created again is another one). Refused if it would forget anything
+    /// the stored checkpoint has done.
+    Checkpoint {
+        group: String,
+        incarnation: u64,
+        checkpoint: GroupCheckpoint,
+        id: Uuid,
+        created_unix_ms: u64,
+    },
+    /// Records events in the group's parked stream.
+    Park {
+        group: String,
+        incarnation: u64,
+        events: Vec<ParkedEvent>,
+        created_unix_ms: u64,
+    },
+    /// Delivers every event parked so far again, once.
+    ReplayParked {
+        group: String,
+        id: Uuid,
+        created_unix_ms: u64,
+    },
+}
+
+impl GroupCommand {
+    pub fn group(&self) -> &str {
+        match self {
+            GroupCommand::Create { group, .. }
+            | GroupCommand::Update { group, .. }
+            | GroupCommand::Delete { group, .. }
+            | GroupCommand::Checkpoint { group, .. }
+            | GroupCommand::Park { group, .. }
+            | GroupCommand::ReplayParked { group, .. } => group,
+        }
+    }
+}
+
+/// The verdict of a [`GroupCommand`], reached identically on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupResult {
+    /// Done; `revision` is the group stream's (or, for a park, the parked stream's) last.
+    Written {
+        revision: u64,
+    },
+    /// A retry of a command already applied: nothing new was written.
+    AlreadyWritten {
+        revision: u64,
+    },
+    /// A create of a group that exists.
+    AlreadyExists,
+    /// The group does not exist (never created, deleted, or not the incarnation named).
+    NotFound,
+    /// A checkpoint that would forget progress the stored one has.
+    Stale {
+        why: String,
+    },
+    Rejected(InvalidInput),
 }
 
 /// Remove the append groups retention hides wholly, examining at most
@@ -406,6 +566,9 @@ impl std::fmt::Display for Command {
             Command::Scavenge(scavenge) => {
                 write!(f, "scavenge from position {}", scavenge.from_position)
             }
+            Command::ConsumerGroup(command) => {
+                write!(f, "consumer group {}", command.group())
+            }
             Command::EraseStream(erase) => write!(f, "erase of {}", erase.stream),
         }
     }
@@ -465,6 +628,7 @@ pub enum Response {
     /// The verdicts of a [`Command::Writes`], in its order.
     Writes(Vec<WriteResult>),
     Scavenged(ScavengeResult),
+    ConsumerGroup(GroupResult),
     Erased(EraseResult),
 }
 
@@ -552,4 +716,10 @@ pub enum InvalidInput {
     CustomMetadataTooLarge { bytes: usize, max: usize },
     #[error("custom metadata must be a JSON object: {why}")]
     CustomMetadataNotAnObject { why: String },
+    #[error("consumer group name: {why}")]
+    BadGroupName { why: String },
+    #[error("consumer group setting {field}: {why}")]
+    BadGroupSetting { field: String, why: String },
+    #[error("consumer group checkpoint: {why}")]
+    BadGroupCheckpoint { why: String },
 }

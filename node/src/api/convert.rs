@@ -11,8 +11,9 @@
 use cairn_client::proto;
 use cairn_raft_store::limits::validate_stream_name;
 use cairn_raft_store::{
-    Append, AppendCondition, AppendPosition, ContentType, ExpectedRevision, MultiAppend,
-    MultiPosition, NewEvent, Query, QueryItem, RecordedEvent, StreamAppend, DCB_STREAM,
+    Append, AppendCondition, AppendPosition, ContentType, ExpectedRevision, GroupSettings,
+    GroupStart, GroupStrategy, MultiAppend, MultiPosition, NewEvent, Query, QueryItem,
+    RecordedEvent, StreamAppend, DCB_STREAM,
 };
 use tonic::Status;
 use uuid::Uuid;
@@ -246,6 +247,67 @@ pub fn recorded_to_proto(event: RecordedEvent) -> proto::RecordedEvent {
         tags: event.tags,
     }
     .into()
+}
+
+/// A group's settings from the wire: absent ones are the defaults
+/// (`consumer_group::DEFAULT_*`), an unknown strategy is refused. The bounds are checked by
+/// `validate_settings`.
+pub fn group_settings_from_proto(
+    settings: Option<proto::GroupSettings>,
+) -> Result<GroupSettings, Status> {
+    let settings = settings.ok_or_else(|| invalid("settings", "missing"))?;
+    let defaults = GroupSettings::default();
+    let strategy = match proto::GroupStrategy::try_from(settings.strategy) {
+        Ok(proto::GroupStrategy::RoundRobin) => GroupStrategy::RoundRobin,
+        Ok(proto::GroupStrategy::Ordered) => GroupStrategy::Ordered,
+        Err(_) => {
+            return Err(invalid(
+                "settings.strategy",
+                format!("unknown value {}", settings.strategy),
+            ))
+        }
+    };
+    Ok(GroupSettings {
+        source: settings.source,
+        start: match settings.start {
+            None => GroupStart::Start,
+            Some(proto::group_settings::Start::FromEnd(true)) => GroupStart::End,
+            Some(proto::group_settings::Start::FromEnd(false)) => GroupStart::Start,
+            Some(proto::group_settings::Start::From(key)) => GroupStart::At(key),
+        },
+        message_timeout_ms: settings
+            .message_timeout_ms
+            .unwrap_or(defaults.message_timeout_ms),
+        max_retries: settings.max_retries.unwrap_or(defaults.max_retries),
+        max_in_flight: settings.max_in_flight.unwrap_or(defaults.max_in_flight),
+        max_consumers: settings.max_consumers.unwrap_or(defaults.max_consumers),
+        checkpoint_interval_ms: settings
+            .checkpoint_interval_ms
+            .unwrap_or(defaults.checkpoint_interval_ms),
+        strategy,
+    })
+}
+
+/// A group's settings on the wire (a stored group's start is always a key).
+pub fn group_settings_to_proto(settings: &GroupSettings) -> proto::GroupSettings {
+    proto::GroupSettings {
+        source: settings.source.clone(),
+        start: Some(match settings.start {
+            GroupStart::At(key) => proto::group_settings::Start::From(key),
+            GroupStart::Start => proto::group_settings::Start::From(0),
+            GroupStart::End => proto::group_settings::Start::FromEnd(true),
+        }),
+        message_timeout_ms: Some(settings.message_timeout_ms),
+        max_retries: Some(settings.max_retries),
+        max_in_flight: Some(settings.max_in_flight),
+        max_consumers: Some(settings.max_consumers),
+        checkpoint_interval_ms: Some(settings.checkpoint_interval_ms),
+        strategy: match settings.strategy {
+            GroupStrategy::RoundRobin => proto::GroupStrategy::RoundRobin,
+            GroupStrategy::Ordered => proto::GroupStrategy::Ordered,
+        }
+        .into(),
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ pub(crate) mod convert;
 pub mod deadlines;
 pub mod erase;
 pub mod group_commit;
-mod lifecycle;
+pub mod groups;
+pub(crate) mod lifecycle;
 pub mod scavenge;
 pub mod status;
 mod streams;
@@ -23,6 +24,7 @@ use openraft::async_runtime::WatchReceiver;
 use tonic::transport::Channel;
 
 pub use cluster::ClusterService;
+pub use groups::GroupsService;
 pub use streams::StreamsService;
 
 use crate::error::NodeError;

@@ -90,6 +90,9 @@ pub fn invalid_input(e: &InvalidInput) -> Status {
         InvalidInput::MetadataOutOfRange { .. }
         | InvalidInput::CustomMetadataTooLarge { .. }
         | InvalidInput::CustomMetadataNotAnObject { .. } => "metadata".to_owned(),
+        InvalidInput::BadGroupName { .. } => "group".to_owned(),
+        InvalidInput::BadGroupSetting { .. } => "settings".to_owned(),
+        InvalidInput::BadGroupCheckpoint { .. } => "checkpoint".to_owned(),
     };
     Status::new(e.code(), format!("{field}: {e}"))
 }
@@ -192,7 +195,12 @@ impl GrpcCode for NodeError {
             | NodeError::LearnerCatchingUp { .. }
             | NodeError::HandoverFailed { .. }
             | NodeError::RaftBusy(_)
+            | NodeError::GroupClosed { .. }
             | NodeError::Repairing(_) => Code::Unavailable,
+            NodeError::GroupNotFound { .. } => Code::NotFound,
+            NodeError::GroupExists { .. } => Code::AlreadyExists,
+            // Final until a consumer leaves: the caller decides whether to wait.
+            NodeError::GroupFull { .. } => Code::ResourceExhausted,
             // Go to the leader (or a member): the hint travels in `x-cairn-leader`.
             NodeError::NotLeader { .. } | NodeError::NotServing { .. } => Code::FailedPrecondition,
             // A read-your-writes wait that ran out: the caller's own deadline logic decides.
@@ -435,6 +443,26 @@ mod tests {
                 E::AnnouncedEventMissing { position: 7 },
                 Code::Internal,
                 "event 7 was announced but is not stored",
+            ),
+            (
+                E::GroupNotFound { group: text("billing") },
+                Code::NotFound,
+                "consumer group \"billing\" not found",
+            ),
+            (
+                E::GroupExists { group: text("billing") },
+                Code::AlreadyExists,
+                "consumer group \"billing\" already exists",
+            ),
+            (
+                E::GroupFull { group: text("billing"), max: 2 },
+                Code::ResourceExhausted,
+                "consumer group \"billing\" has its 2 consumers (its max consumers setting)",
+            ),
+            (
+                E::GroupClosed { group: text("billing"), reason: text("it was updated") },
+                Code::Unavailable,
+                "consumer group \"billing\" closed this consumer: it was updated; reconnect",
             ),
             (
                 E::MembershipChangeInProgress,

@@ -7,6 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cairn_client::proto::streams_client::StreamsClient;
 use cairn_client::proto::streams_server::Streams;
 use cairn_client::{proto, ALL_STREAM};
+use cairn_raft_store::consumer_group::{
+    validate_name as validate_group_name, GROUP_STREAM_PREFIX, PARKED_STREAM_PREFIX,
+};
 use cairn_raft_store::limits::validate_query;
 use cairn_raft_store::limits::validate_stream_name;
 use cairn_raft_store::{
@@ -273,6 +276,13 @@ fn readable(stream: &str) -> Result<Readable, Status> {
     }
     if let Some(index) = IndexName::parse(stream) {
         return Ok(Readable::Index(index));
+    }
+    // A consumer group's state and parked events are streams of their own, readable as such.
+    for prefix in [GROUP_STREAM_PREFIX, PARKED_STREAM_PREFIX] {
+        if let Some(group) = stream.strip_prefix(prefix) {
+            validate_group_name(group).map_err(|e| invalid_input(&e))?;
+            return Ok(Readable::Stream);
+        }
     }
     match validate_stream_name(stream) {
         Ok(()) | Err(InvalidInput::BlankStreamName) => Ok(Readable::Stream),

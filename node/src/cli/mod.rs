@@ -7,6 +7,7 @@ mod commands;
 mod dcb;
 mod dev;
 mod erase;
+mod group;
 mod node;
 mod output;
 mod profile;
@@ -67,6 +68,10 @@ enum Command {
     /// Remove what retention hides (max count, max age, truncate before, deletes) from every
     /// member and give the space back; prints each member's store size before and after.
     Scavenge(scavenge::ScavengeArgs),
+    /// Consumer groups: create, list, info, delete, replay-parked.
+    Group(group::GroupArgs),
+    /// Join a consumer group: print each event and acknowledge it.
+    Consume(group::ConsumeArgs),
     /// Change the membership: add-node, remove-node.
     Cluster(cluster::ClusterArgs),
     /// Measure: the peer workload (S1, S2, S3) or leader failover.
@@ -256,6 +261,8 @@ pub fn main() -> ExitCode {
             Command::Stream(args) => stream::run(args).await,
             Command::Scavenge(args) => scavenge::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
+            Command::Group(args) => group::run(args).await,
+            Command::Consume(args) => group::consume(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     })

@@ -61,7 +61,9 @@ pub fn fail(e: &Error) -> ExitCode {
         Error::WrongExpectedVersion { .. } | Error::ConditionFailed { .. } => {
             EXIT_WRONG_EXPECTED_VERSION
         }
-        Error::StreamNotFound { .. } => EXIT_STREAM_NOT_FOUND,
+        Error::StreamNotFound { .. } | Error::GroupNotFound { .. } => EXIT_STREAM_NOT_FOUND,
+        // Like appending with `--expected no-stream` to a stream that exists.
+        Error::GroupExists { .. } => EXIT_WRONG_EXPECTED_VERSION,
         Error::StreamDeleted { .. } => EXIT_STREAM_DELETED,
         Error::InvalidArgument(_) => EXIT_USAGE,
         Error::Unauthenticated(_) => EXIT_NOT_ALLOWED,

@@ -12,6 +12,7 @@ mod dev_process;
 mod erase;
 mod failover;
 mod first_hour;
+mod groups;
 mod harness;
 mod hostile_connections;
 mod idempotency;

@@ -6,6 +6,8 @@
 //! what has not been written yet lives in small overlays (stream heads, event ids) so later
 //! entries of the same call see it.
 
+mod consumer_groups;
+
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
@@ -48,6 +50,8 @@ pub(crate) struct Applier<'a> {
     ids: HashMap<Uuid, u64>,
     /// Lifecycle states changed by this call and not yet flushed, by stream.
     lifecycles: HashMap<String, Lifecycle>,
+    /// Consumer-group states changed by this call and not yet flushed, by group.
+    group_states: HashMap<String, crate::consumer_group::GroupState>,
     /// The committed log's clock: the created time of the newest event (`None`: not read yet).
     /// Kept across calls by the state machine; apply never lets it go back.
     clock: &'a mut Option<u64>,
@@ -112,6 +116,7 @@ impl<'a> Applier<'a> {
             heads: HashMap::new(),
             ids: HashMap::new(),
             lifecycles: HashMap::new(),
+            group_states: HashMap::new(),
             clock,
             forget_ids_below: 0,
             unflushed: None,
@@ -133,6 +138,7 @@ impl<'a> Applier<'a> {
         self.heads.clear();
         self.ids.clear();
         self.lifecycles.clear();
+        self.group_states.clear();
         if let Some(unflushed) = self.unflushed.as_mut() {
             unflushed.clear();
         }

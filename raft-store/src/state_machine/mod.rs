@@ -384,6 +384,11 @@ impl StateMachineStore {
                         .scavenge(command)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
+                EntryPayload::Normal(Command::ConsumerGroup(command)) => Response::ConsumerGroup(
+                    applier
+                        .consumer_group(command)
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
                 EntryPayload::Normal(Command::EraseStream(command)) => Response::Erased(
                     applier
                         .erase(command, log_id.index)

@@ -2,6 +2,7 @@
 //! concern.
 
 mod common;
+mod consumer_groups;
 mod corruption;
 mod crash;
 mod erase;

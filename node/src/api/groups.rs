@@ -1,0 +1,311 @@
+//! `cairn.v1.Groups`: consumer-group definitions (Raft commands proposed by the leader) and
+//! consumers (served by the leader's dispatchers, `crate::groups`). Every call is leader
+//! only: another node answers FAILED_PRECONDITION with the leader's address, which the
+//! clients follow (consumers need the leader's delivery state; definitions are rare).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cairn_client::proto;
+use cairn_client::proto::consume_request::Message as In;
+use cairn_client::proto::groups_server::Groups as GroupsApi;
+use cairn_raft_store::consumer_group::{
+    parked_stream, validate_name, validate_settings, GroupState, Source,
+};
+use cairn_raft_store::{Command, GroupCommand, GroupResult};
+use openraft::async_runtime::WatchReceiver;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+use super::convert::{group_settings_from_proto, group_settings_to_proto};
+use super::lifecycle::now_unix_ms;
+use super::status::{self, invalid, invalid_input};
+use super::{not_leader, NodeContext};
+use crate::error::NodeError;
+use crate::groups::{propose_group, Control, GroupStats, Groups};
+
+/// Groups listed by one `ListGroups` call, at most.
+pub const MAX_LISTED_GROUPS: usize = 1_000;
+
+pub struct GroupsService {
+    ctx: Arc<NodeContext>,
+    groups: Arc<Groups>,
+}
+
+impl GroupsService {
+    pub fn new(ctx: Arc<NodeContext>, groups: Arc<Groups>) -> Self {
+        GroupsService { ctx, groups }
+    }
+
+    fn leader_only(&self) -> Result<(), Status> {
+        self.ctx.refuse_unless_member()?;
+        if self.ctx.raft.metrics().borrow_watched().current_leader != Some(self.ctx.id) {
+            return Err(not_leader(&self.ctx));
+        }
+        Ok(())
+    }
+
+    /// Proposes a group change; NOT_FOUND, ALREADY_EXISTS or INVALID_ARGUMENT when refused.
+    async fn change(&self, command: GroupCommand) -> Result<proto::GroupChangeResponse, Status> {
+        self.leader_only()?;
+        let group = command.group().to_owned();
+        match propose_group(&self.ctx, Command::ConsumerGroup(command)).await? {
+            GroupResult::Written { revision } => Ok(proto::GroupChangeResponse {
+                revision,
+                already_written: false,
+            }),
+            GroupResult::AlreadyWritten { revision } => Ok(proto::GroupChangeResponse {
+                revision,
+                already_written: true,
+            }),
+            GroupResult::AlreadyExists => Err(NodeError::GroupExists { group }.into()),
+            GroupResult::NotFound => Err(NodeError::GroupNotFound { group }.into()),
+            GroupResult::Rejected(invalid) => Err(invalid_input(&invalid)),
+            GroupResult::Stale { why } => Err(NodeError::GroupClosed { group, reason: why }.into()),
+        }
+    }
+
+    fn info_of(
+        &self,
+        group: &str,
+        state: &GroupState,
+        stats: Option<GroupStats>,
+    ) -> Result<proto::GroupInfoResponse, Status> {
+        let reader = &self.ctx.reader;
+        let source_end = match Source::parse(&state.settings.source) {
+            Ok(Source::Stream(stream)) => {
+                reader.stream_head(&stream).map(|h| h.map_or(0, |r| r + 1))
+            }
+            _ => reader.next_position(),
+        }
+        .map_err(|e| status::status(&e))?;
+        let checkpoint = stats
+            .as_ref()
+            .map_or(&state.checkpoint, |s| &s.checkpoint)
+            .clone();
+        let done_above: u64 = checkpoint.source.done.iter().map(|(f, t)| t - f).sum();
+        let lag = source_end
+            .saturating_sub(checkpoint.source.next)
+            .saturating_sub(done_above);
+        let parked = reader
+            .stream_head(&parked_stream(group))
+            .map_err(|e| status::status(&e))?
+            .map_or(0, |h| h + 1);
+        let replay_pending = state.replay_to.saturating_sub(checkpoint.parked.next);
+        let consumers = stats
+            .as_ref()
+            .map(|s| {
+                s.consumers
+                    .iter()
+                    .map(|(id, peer, in_flight, acked)| proto::GroupConsumer {
+                        id: *id,
+                        peer: peer.clone(),
+                        in_flight: *in_flight,
+                        acked: *acked,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(proto::GroupInfoResponse {
+            group: group.to_owned(),
+            settings: Some(group_settings_to_proto(&state.settings)),
+            checkpoint: checkpoint.source.next,
+            lag,
+            in_flight: stats.as_ref().map_or(0, |s| s.in_flight),
+            parked,
+            replay_pending,
+            consumers,
+            redeliveries: stats.as_ref().map_or(0, |s| s.redeliveries),
+            active: stats.is_some(),
+        })
+    }
+}
+
+fn command_id(id: &str) -> Result<Uuid, Status> {
+    if id.is_empty() {
+        return Ok(Uuid::now_v7());
+    }
+    match Uuid::parse_str(id) {
+        Ok(id) if !id.is_nil() => Ok(id),
+        Ok(_) => Err(invalid("id", "the nil UUID is not an id")),
+        Err(e) => Err(invalid("id", format!("not a UUID ({e})"))),
+    }
+}
+
+fn checked_name(group: &str) -> Result<(), Status> {
+    validate_name(group).map_err(|e| invalid_input(&e))
+}
+
+type ConsumeStream = Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<proto::ConsumeResponse, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl GroupsApi for GroupsService {
+    async fn create_group(
+        &self,
+        request: Request<proto::CreateGroupRequest>,
+    ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let request = request.into_inner();
+        checked_name(&request.group)?;
+        let settings = group_settings_from_proto(request.settings)?;
+        validate_settings(&settings).map_err(|e| invalid_input(&e))?;
+        let command = GroupCommand::Create {
+            group: request.group,
+            settings,
+            id: command_id(&request.id)?,
+            created_unix_ms: now_unix_ms(),
+        };
+        Ok(Response::new(self.change(command).await?))
+    }
+
+    async fn update_group(
+        &self,
+        request: Request<proto::UpdateGroupRequest>,
+    ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let request = request.into_inner();
+        checked_name(&request.group)?;
+        let settings = group_settings_from_proto(request.settings)?;
+        validate_settings(&settings).map_err(|e| invalid_input(&e))?;
+        let group = request.group.clone();
+        let command = GroupCommand::Update {
+            group: request.group,
+            settings,
+            id: command_id(&request.id)?,
+            created_unix_ms: now_unix_ms(),
+        };
+        let answer = self.change(command).await?;
+        // Its consumers reconnect and find the new settings.
+        let closed = NodeError::GroupClosed {
+            group: group.clone(),
+            reason: "its settings changed".into(),
+        };
+        self.groups.tell(&group, Control::Stop(closed.into())).await;
+        Ok(Response::new(answer))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<proto::DeleteGroupRequest>,
+    ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let request = request.into_inner();
+        checked_name(&request.group)?;
+        let group = request.group.clone();
+        let command = GroupCommand::Delete {
+            group: request.group,
+            id: command_id(&request.id)?,
+            created_unix_ms: now_unix_ms(),
+        };
+        let answer = self.change(command).await?;
+        let gone = NodeError::GroupNotFound {
+            group: group.clone(),
+        };
+        self.groups.tell(&group, Control::Stop(gone.into())).await;
+        Ok(Response::new(answer))
+    }
+
+    async fn replay_parked(
+        &self,
+        request: Request<proto::ReplayParkedRequest>,
+    ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let request = request.into_inner();
+        checked_name(&request.group)?;
+        let group = request.group.clone();
+        let command = GroupCommand::ReplayParked {
+            group: request.group,
+            id: command_id(&request.id)?,
+            created_unix_ms: now_unix_ms(),
+        };
+        let answer = self.change(command).await?;
+        if let Ok(Some((state, _))) = self.ctx.reader.consumer_group(&group) {
+            self.groups
+                .tell(&group, Control::ReplayTo(state.replay_to))
+                .await;
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<proto::ListGroupsRequest>,
+    ) -> Result<Response<proto::ListGroupsResponse>, Status> {
+        self.leader_only()?;
+        let listed = self
+            .ctx
+            .reader
+            .consumer_groups(MAX_LISTED_GROUPS)
+            .map_err(|e| status::status(&e))?;
+        let mut groups = Vec::with_capacity(listed.len());
+        for (name, state) in listed {
+            let stats = self.groups.stats(&name).await;
+            groups.push(self.info_of(&name, &state, stats)?);
+        }
+        Ok(Response::new(proto::ListGroupsResponse { groups }))
+    }
+
+    async fn group_info(
+        &self,
+        request: Request<proto::GroupInfoRequest>,
+    ) -> Result<Response<proto::GroupInfoResponse>, Status> {
+        self.leader_only()?;
+        let group = request.into_inner().group;
+        checked_name(&group)?;
+        let state = match self.ctx.reader.consumer_group(&group) {
+            Ok(Some((state, _))) if !state.deleted => state,
+            Ok(_) => return Err(NodeError::GroupNotFound { group }.into()),
+            Err(e) => return Err(status::status(&e)),
+        };
+        let stats = self.groups.stats(&group).await;
+        Ok(Response::new(self.info_of(&group, &state, stats)?))
+    }
+
+    type ConsumeStream = ConsumeStream;
+
+    async fn consume(
+        &self,
+        request: Request<Streaming<proto::ConsumeRequest>>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        self.leader_only()?;
+        let peer = request
+            .remote_addr()
+            .map_or_else(String::new, |a| a.to_string());
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| invalid("start", "the call ended before its first message"))?;
+        let Some(In::Start(start)) = first.message else {
+            return Err(invalid("start", "the first message must be `start`"));
+        };
+        checked_name(&start.group)?;
+        let joined = self.groups.join(&start.group, peer).await?;
+        let consumer = joined.consumer;
+        let control = joined.control;
+        tokio::spawn(async move {
+            // The consumer's acks and nacks, until its call ends (or the connection drops:
+            // a killed consumer's events go back at once, not after their timeout).
+            while let Ok(Some(message)) = inbound.message().await {
+                let control_message = match message.message {
+                    Some(In::Ack(acks)) => Control::Ack {
+                        consumer,
+                        ids: acks.ids,
+                    },
+                    Some(In::Nack(nacks)) => Control::Nack {
+                        consumer,
+                        ids: nacks.ids,
+                        action: proto::NackAction::try_from(nacks.action)
+                            .unwrap_or(proto::NackAction::Retry),
+                        reason: nacks.reason,
+                    },
+                    Some(In::Start(_)) | None => continue,
+                };
+                if control.send(control_message).await.is_err() {
+                    return;
+                }
+            }
+            let _ = control.send(Control::Leave { consumer }).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(joined.out))))
+    }
+}

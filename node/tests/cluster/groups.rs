@@ -1,0 +1,339 @@
+//! Consumer groups with real processes: the command line's contract (bad input, exit codes,
+//! parking and replay), and four `cairn consume` processes sharing an ordered group over
+//! 10,000 events in 100 streams while one consumer and then the leader are SIGKILLed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_client::{EventData, ExpectedRevision};
+
+use crate::harness::{cairn_exe, runtime, TestCluster};
+
+fn cairn(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(cairn_exe())
+        .args(args)
+        .env("CAIRN_ENDPOINTS", endpoints)
+        .output()
+        .expect("run cairn")
+}
+
+fn lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn code(output: &Output) -> Option<i32> {
+    output.status.code()
+}
+
+#[test]
+fn group_commands_refuse_bad_input_park_and_replay() {
+    let cluster = TestCluster::start(3);
+    runtime().block_on(async {
+        cluster.wait_for_leader().await;
+        let client = cluster.client();
+        for i in 0..4 {
+            let event = EventData::json("Placed", &serde_json::json!({ "i": i })).unwrap();
+            client
+                .append("orders-1", ExpectedRevision::Any, vec![event])
+                .await
+                .expect("append");
+        }
+    });
+    let endpoints = cluster.endpoints().join(",");
+    let create = [
+        "group", "create", "billing", "--stream", "orders-1", "--json",
+    ];
+    let created = cairn(&endpoints, &create);
+    assert_eq!(code(&created), Some(0), "{created:?}");
+    // A duplicate create changes nothing and exits 3, like a stream that exists.
+    let again = cairn(&endpoints, &create);
+    assert_eq!(code(&again), Some(3), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // An unknown group is "not found", 4, for every command that names one.
+    for args in [
+        vec!["group", "info", "nobody"],
+        vec!["group", "delete", "nobody"],
+        vec!["group", "replay-parked", "nobody"],
+        vec!["consume", "nobody", "--count", "1"],
+    ] {
+        let out = cairn(&endpoints, &args);
+        assert_eq!(code(&out), Some(4), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("\"nobody\" not found"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Bad settings: usage, 2, and no group.
+    for args in [
+        vec![
+            "group",
+            "create",
+            "g",
+            "--stream",
+            "orders-1",
+            "--max-in-flight",
+            "0",
+        ],
+        vec!["group", "create", "g", "--stream", "$nope"],
+        vec!["group", "create", "$g", "--stream", "orders-1"],
+        vec![
+            "group", "create", "g", "--stream", "orders-1", "--from", "99",
+        ],
+    ] {
+        let out = cairn(&endpoints, &args);
+        assert_eq!(code(&out), Some(2), "{args:?}: {out:?}");
+    }
+    let listed = lines(&cairn(&endpoints, &["group", "list", "--json"]));
+    let names: Vec<&str> = listed.iter().filter_map(|g| g["group"].as_str()).collect();
+    assert_eq!(names, vec!["billing"]);
+
+    // Two events handled, then two parked; a replay delivers the parked ones once more.
+    let consumed = cairn(
+        &endpoints,
+        &["consume", "billing", "--count", "2", "--json"],
+    );
+    assert_eq!(code(&consumed), Some(0), "{consumed:?}");
+    let revisions: Vec<u64> = lines(&consumed)
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revisions, vec![0, 1]);
+    let parked = cairn(
+        &endpoints,
+        &[
+            "consume", "billing", "--count", "2", "--nack", "park", "--json",
+        ],
+    );
+    assert_eq!(code(&parked), Some(0), "{parked:?}");
+    // Parking is committed by the leader's dispatcher after the nack: wait for it.
+    let deadline = Instant::now() + CONSUME_WAIT;
+    let parked_revisions: Vec<u64> = loop {
+        let read = cairn(&endpoints, &["read", "$parked-billing", "--json"]);
+        if code(&read) == Some(0) && lines(&read).len() == 2 {
+            break lines(&read)
+                .iter()
+                .map(|e| e["data"]["revision"].as_u64().unwrap())
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "not parked: {read:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(parked_revisions, vec![2, 3], "parked events are readable");
+    let info = lines(&cairn(&endpoints, &["group", "info", "billing", "--json"]));
+    assert_eq!(info[0]["parked"], 2, "{info:?}");
+    let replay = cairn(&endpoints, &["group", "replay-parked", "billing"]);
+    assert_eq!(code(&replay), Some(0), "{replay:?}");
+    let replayed = cairn(
+        &endpoints,
+        &["consume", "billing", "--count", "2", "--json"],
+    );
+    assert_eq!(code(&replayed), Some(0), "{replayed:?}");
+    let again: Vec<u64> = lines(&replayed)
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(again, vec![2, 3], "the parked events, delivered again");
+
+    let deleted = cairn(&endpoints, &["group", "delete", "billing"]);
+    assert_eq!(code(&deleted), Some(0), "{deleted:?}");
+    let gone = cairn(&endpoints, &["group", "info", "billing"]);
+    assert_eq!(code(&gone), Some(4), "{gone:?}");
+}
+
+const STREAMS: u64 = 100;
+const EVENTS_PER_STREAM: u64 = 100;
+const EVENTS_PER_APPEND: u64 = 25;
+const CONSUMERS: usize = 4;
+const WINDOW: u32 = 10;
+/// How long the test waits for every event to be acknowledged.
+const CONSUME_WAIT: Duration = Duration::from_secs(90);
+
+struct ConsumerProcess {
+    child: Child,
+    out: PathBuf,
+}
+
+fn start_consumer(endpoints: &str, dir: &Path, n: usize) -> ConsumerProcess {
+    let out = dir.join(format!("consumer-{n}.jsonl"));
+    let file = File::create(&out).expect("output file");
+    let child = Command::new(cairn_exe())
+        .args(["consume", "orders", "--json"])
+        .env("CAIRN_ENDPOINTS", endpoints)
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cairn consume");
+    ConsumerProcess { child, out }
+}
+
+/// Every line a consumer printed (it prints an event, then acknowledges it): (received on
+/// the machine's monotonic clock, stream, revision, consumer).
+fn received(consumers: &[ConsumerProcess]) -> Vec<(u64, String, u64, usize)> {
+    let mut all = Vec::new();
+    for (n, c) in consumers.iter().enumerate() {
+        let text = std::fs::read_to_string(&c.out).unwrap_or_default();
+        for line in text.lines() {
+            // The last line of a killed consumer may be cut short.
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            all.push((
+                event["monotonic_ns"].as_u64().unwrap(),
+                event["stream"].as_str().unwrap().to_owned(),
+                event["revision"].as_u64().unwrap(),
+                n,
+            ));
+        }
+    }
+    all.sort();
+    all
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn four_consumers_get_every_event_in_stream_order_across_consumer_and_leader_sigkill() {
+    let mut cluster = TestCluster::start(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoints = cluster.endpoints().join(",");
+    let rt = runtime();
+    let started = Instant::now();
+    let (total, last_position) = rt.block_on(async {
+        cluster.wait_for_leader().await;
+        let client = cluster.client();
+        let settings = cairn_client::GroupSettings {
+            max_in_flight: Some(WINDOW),
+            message_timeout_ms: Some(5_000),
+            checkpoint_interval_ms: Some(100),
+            strategy: cairn_client::GroupStrategy::Ordered,
+            ..cairn_client::GroupSettings::on("$ce-orders")
+        };
+        client
+            .create_group("orders", &settings)
+            .await
+            .expect("create");
+        // Streams interleaved in $all, so every consumer has several streams to work on.
+        let mut last = 0;
+        for chunk in 0..EVENTS_PER_STREAM / EVENTS_PER_APPEND {
+            for s in 0..STREAMS {
+                let events = (0..EVENTS_PER_APPEND)
+                    .map(|i| {
+                        let revision = chunk * EVENTS_PER_APPEND + i;
+                        EventData::json("Step", &serde_json::json!({ "r": revision })).unwrap()
+                    })
+                    .collect();
+                last = client
+                    .append(&format!("orders-{s}"), ExpectedRevision::Any, events)
+                    .await
+                    .expect("append")
+                    .last_position;
+            }
+        }
+        (STREAMS * EVENTS_PER_STREAM, last)
+    });
+    let mut consumers: Vec<ConsumerProcess> = (0..CONSUMERS)
+        .map(|n| start_consumer(&endpoints, dir.path(), n))
+        .collect();
+    let wait_for = |consumers: &[ConsumerProcess], lines: usize| {
+        let deadline = Instant::now() + CONSUME_WAIT;
+        while received(consumers).len() < lines {
+            assert!(Instant::now() < deadline, "stuck below {lines} events");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(&consumers, total as usize * 3 / 10);
+    kill(&mut consumers[0].child);
+    wait_for(&consumers, total as usize * 6 / 10);
+    let leader = rt.block_on(cluster.wait_for_leader());
+    cluster.kill(leader);
+    let killed_leader_at = Instant::now();
+    // Done when the group's checkpoint (committed through Raft) covers every event.
+    let info = rt.block_on(async {
+        let client = cluster.client();
+        let deadline = Instant::now() + CONSUME_WAIT;
+        loop {
+            if let Ok(info) = client.group_info("orders").await {
+                if info.checkpoint > last_position && info.in_flight == 0 {
+                    return info;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the group did not finish; logs in {:?}",
+                cluster.data_root()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    for c in &mut consumers {
+        kill(&mut c.child);
+    }
+    let all = received(&consumers);
+
+    // Every event acknowledged (the checkpoint is past the last), none parked, and every
+    // one of them printed by a consumer before its ack.
+    assert_eq!(info.parked, 0, "nothing was parked: {info:?}");
+    let mut by_stream: BTreeMap<&str, Vec<(u64, usize)>> = BTreeMap::new();
+    for (_, stream, revision, consumer) in &all {
+        by_stream
+            .entry(stream.as_str())
+            .or_default()
+            .push((*revision, *consumer));
+    }
+    let unique: HashSet<(&str, u64)> = all.iter().map(|(_, s, r, _)| (s.as_str(), *r)).collect();
+    assert_eq!(unique.len() as u64, total, "every event was delivered");
+    assert_eq!(by_stream.len() as u64, STREAMS);
+
+    // Ordered: in the order the consumers received them (one clock for every process), a
+    // stream's events go forwards; after a failure a stream may start again from an event
+    // not yet acknowledged, never skipping one.
+    for (stream, received) in &by_stream {
+        let mut highest: Option<u64> = None;
+        for &(revision, consumer) in received {
+            match highest {
+                None => assert_eq!(revision, 0, "{stream} starts at 0"),
+                Some(h) => assert!(
+                    revision <= h + 1,
+                    "{stream}: revision {revision} (consumer {consumer}) after {h}: skipped ahead"
+                ),
+            }
+            highest = Some(highest.map_or(revision, |h| h.max(revision)));
+        }
+    }
+    let per_consumer: HashMap<usize, usize> = all.iter().fold(HashMap::new(), |mut m, e| {
+        *m.entry(e.3).or_default() += 1;
+        m
+    });
+    assert!(
+        per_consumer.len() == CONSUMERS,
+        "every consumer took part: {per_consumer:?}"
+    );
+
+    // Redeliveries: bounded by the windows. The killed consumer's window, and at the leader
+    // change the events in flight plus those done since the last checkpoint (at most
+    // UNCHECKPOINTED_WINDOWS windows of all consumers).
+    let redelivered = all.len() as u64 - total;
+    let windows = u64::from(WINDOW) * CONSUMERS as u64;
+    let bound = u64::from(WINDOW) + windows + 4 * windows;
+    assert!(
+        redelivered <= bound,
+        "{redelivered} redeliveries, more than the windows allow ({bound})"
+    );
+    eprintln!(
+        "{total} events, {} deliveries ({redelivered} again), per consumer {per_consumer:?}, \
+         {:?} in all, {:?} after the leader was killed",
+        all.len(),
+        started.elapsed(),
+        killed_leader_at.elapsed(),
+    );
+}
