@@ -242,3 +242,135 @@ fn erase_leaves_no_byte_of_the_stream_on_any_member_also_after_restarts() {
     );
     check_reads(&cluster);
 }
+
+/// Appends to `during` until `stop`; the number of appends acknowledged.
+fn start_writer(
+    rt: &tokio::runtime::Runtime,
+    client: &cairn_client::Client,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    let (client, stop) = (client.clone(), stop.clone());
+    rt.spawn(async move {
+        let mut acknowledged = 0usize;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // A leader killed under an append may leave it unanswered; the client's own
+            // retries settle most, and only acknowledged appends are counted.
+            if client.append("during", E::Any, kept_events()).await.is_ok() {
+                acknowledged += 1;
+            }
+        }
+        acknowledged
+    })
+}
+
+#[test]
+fn members_sigkilled_during_an_erase_and_a_scavenge_lose_no_live_event_and_keep_no_erased_one() {
+    let mut cluster = TestCluster::start(3);
+    let rt = runtime();
+    let leader = rt.block_on(cluster.wait_for_leader());
+    let client = cluster.client();
+    let endpoints = cluster.endpoints();
+    rt.block_on(async {
+        for round in 0..KEPT_APPENDS {
+            for stream in 0..KEPT_STREAMS {
+                client
+                    .append(&format!("kept-{stream}"), E::Any, kept_events())
+                    .await
+                    .expect("append kept");
+                client
+                    .append(&format!("old-{stream}"), E::Any, kept_events())
+                    .await
+                    .expect("append old");
+            }
+            client
+                .append(ERASED, E::Any, secret_events(3))
+                .await
+                .expect("append secret");
+            let _ = round;
+        }
+        for stream in 0..KEPT_STREAMS {
+            let last_append = StreamMetadata {
+                max_count: Some(3),
+                ..Default::default()
+            };
+            client
+                .set_stream_metadata(&format!("old-{stream}"), E::Any, last_append)
+                .await
+                .expect("max count");
+        }
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = start_writer(&rt, &client, &stop);
+
+    // A follower SIGKILLed while the members scrub, then started again: it resumes from its
+    // notes, and the erase returns once its disk is clean too.
+    let erase = Command::new(cairn_exe())
+        .args(["stream", "erase", ERASED])
+        .env("CAIRN_ENDPOINTS", endpoints.join(","))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run cairn stream erase");
+    let follower = (1..=3u64).find(|&id| id != leader).expect("a follower");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    cluster.kill(follower);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    cluster.restart(follower);
+    let erased = erase.wait_with_output().expect("cairn stream erase ends");
+    assert!(erased.status.success(), "{erased:?}");
+    for id in 1..=3 {
+        let found = files_holding(&cluster.data_dir(id), &needles());
+        assert!(found.is_empty(), "node {id} after the erase: {found:?}");
+    }
+
+    // The leader SIGKILLed during a scavenge: run again if it gave up, as a user would.
+    let scavenge = Command::new(cairn_exe())
+        .args(["scavenge", "--wait"])
+        .env("CAIRN_ENDPOINTS", endpoints.join(","))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run cairn scavenge");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    cluster.kill(leader);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    cluster.restart(leader);
+    let first = scavenge.wait_with_output().expect("cairn scavenge ends");
+    if !first.status.success() {
+        let again = cairn(&endpoints, &["scavenge", "--wait"]);
+        assert!(again.status.success(), "{first:?}\n{again:?}");
+    }
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = rt.block_on(writer).expect("writer");
+    rt.block_on(cluster.wait_for_leader());
+    rt.block_on(cluster.wait_until_converged());
+    rt.block_on(async {
+        for id in 1..=3 {
+            let node = cluster.node_client(id);
+            for stream in 0..KEPT_STREAMS {
+                assert_eq!(
+                    count(&node, &format!("kept-{stream}")).await,
+                    KEPT_APPENDS * 3,
+                    "node {id}"
+                );
+                assert_eq!(count(&node, &format!("old-{stream}")).await, 3, "node {id}");
+            }
+            // Every acknowledged append is there (an unanswered one may be too).
+            assert!(
+                count(&node, "during").await >= acknowledged * 3,
+                "node {id}"
+            );
+            assert!(matches!(
+                node.read_stream(ERASED, ReadOptions::forwards())
+                    .await
+                    .map(|_| ()),
+                Err(cairn_client::Error::StreamDeleted { .. })
+            ));
+        }
+    });
+    for id in 1..=3 {
+        let found = files_holding(&cluster.data_dir(id), &needles());
+        assert!(found.is_empty(), "node {id} at the end: {found:?}");
+    }
+}

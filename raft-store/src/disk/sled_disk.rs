@@ -227,10 +227,12 @@ fn settle_rewrite(dir: &Path) -> io::Result<()> {
         if new.exists() {
             for entry in std::fs::read_dir(&new)? {
                 let entry = entry?;
-                std::fs::rename(entry.path(), dir.join(entry.file_name()))?;
+                if is_sled_file(&entry.file_name().to_string_lossy()) {
+                    std::fs::rename(entry.path(), dir.join(entry.file_name()))?;
+                }
             }
             sync_dir(dir)?;
-            std::fs::remove_dir(&new)?;
+            std::fs::remove_dir_all(&new)?;
         }
         std::fs::remove_file(dir.join(SWAP_MOVING))?;
         sync_dir(dir)?;

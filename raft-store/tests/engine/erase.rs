@@ -205,3 +205,69 @@ fn a_keyspace_rewrite_keeps_every_pair_and_no_old_version_and_a_cut_short_one_se
     assert!(!dir.path().join("keyspace.new").exists());
     assert_eq!(reopened.get(b"after").unwrap(), Some(b"rewrite".to_vec()));
 }
+
+#[test]
+fn a_keyspace_rewrite_cut_short_after_its_mark_is_finished_by_the_next_open() {
+    for moved_already in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.put(b"k".to_vec(), b"old".to_vec());
+            old.write(batch).unwrap();
+            old.sync().unwrap();
+        }
+        // The copy, whole and synced (a rewrite writes it the same way).
+        {
+            let new =
+                SledDisk::open(dir.path().join("keyspace.new"), SledOptions::default()).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.put(b"k".to_vec(), b"new".to_vec());
+            new.write(batch).unwrap();
+            new.sync().unwrap();
+        }
+        // sled's directories of our own files inside the copy are not part of it.
+        for own in ["raft-log", "event-groups"] {
+            let _ = std::fs::remove_dir_all(dir.path().join("keyspace.new").join(own));
+        }
+        if moved_already {
+            // Cut short while moving: the old files are gone, the conf already moved.
+            for name in ["db", "conf", "blobs"] {
+                let path = dir.path().join(name);
+                if path.is_dir() {
+                    std::fs::remove_dir_all(path).unwrap();
+                } else {
+                    std::fs::remove_file(path).unwrap();
+                }
+            }
+            for entry in std::fs::read_dir(dir.path()).unwrap() {
+                let path = entry.unwrap().path();
+                if path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("snap.")
+                {
+                    std::fs::remove_file(path).unwrap();
+                }
+            }
+            std::fs::rename(
+                dir.path().join("keyspace.new").join("conf"),
+                dir.path().join("conf"),
+            )
+            .unwrap();
+            std::fs::write(dir.path().join("keyspace.move"), b"").unwrap();
+        } else {
+            std::fs::write(dir.path().join("keyspace.swap"), b"").unwrap();
+        }
+        let disk = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+        assert_eq!(
+            disk.get(b"k").unwrap(),
+            Some(b"new".to_vec()),
+            "moved already: {moved_already}"
+        );
+        for gone in ["keyspace.new", "keyspace.swap", "keyspace.move"] {
+            assert!(!dir.path().join(gone).exists(), "{gone}");
+        }
+    }
+}
