@@ -230,6 +230,31 @@ fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
     (start, end)
 }
 
+/// The run of `entries` that starts exactly at `start` and has no gap: nothing if `start` itself
+/// is not held (purged meanwhile). For `limited_get_log_entries`: openraft's replication reads the entries after the follower's
+/// last match; a replication stream that outlived its turn (openraft 0.10.0-alpha.37 keeps a
+/// pipelined stream running while it sends the same follower a snapshot and purges the log
+/// under it) would otherwise be handed entries after a hole and send them as if they followed
+/// its `prev_log_id`, leaving a gap in the follower's log. Given nothing, it sends a heartbeat
+/// instead (and the network ends that stream: `network::raft_client`).
+fn contiguous_from(start: u64, mut entries: Vec<Entry>) -> Vec<Entry> {
+    let run = entries
+        .iter()
+        .zip(start..)
+        .take_while(|(entry, index)| entry.log_id.index == *index)
+        .count();
+    if run < entries.len() {
+        tracing::debug!(
+            start,
+            held_from = entries.first().map(|e| e.log_id.index),
+            run,
+            "a log read found a hole; returning only the entries before it"
+        );
+        entries.truncate(run);
+    }
+    entries
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -280,6 +305,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, io::Error> {
         self.segments
             .read(start, end, MAX_LOG_ENTRIES_PER_READ, MAX_LOG_BYTES_PER_READ)
+            .map(|entries| contiguous_from(start, entries))
             .or_storage(Failed::ReadLogs)
     }
 
@@ -444,5 +470,28 @@ mod tests {
         disk.crash(0);
         let mut log = LogStore::open(disk).unwrap();
         assert_eq!(log.try_get_log_entries(0..).await.unwrap().len(), 1998);
+    }
+
+    #[tokio::test]
+    async fn replication_reading_from_a_purged_index_gets_nothing_rather_than_later_entries() {
+        use openraft::storage::RaftLogStorageExt;
+        let mut log = LogStore::open(MemDisk::new()).unwrap();
+        log.blocking_append((1..=30).map(entry)).await.unwrap();
+        log.purge(entry(20).log_id).await.unwrap();
+
+        // A stale replication stream whose follower matched entry 10 asks for 11 onwards.
+        assert!(log
+            .limited_get_log_entries(11, 31)
+            .await
+            .unwrap()
+            .is_empty());
+        let held: Vec<u64> = log
+            .limited_get_log_entries(21, 31)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(held, (21..=30).collect::<Vec<_>>());
     }
 }

@@ -13,8 +13,10 @@ const THREE_NODE_SEEDS: std::ops::RangeInclusive<u64> = 1..=6;
 const FIVE_NODE_SEEDS: std::ops::RangeInclusive<u64> = 1..=2;
 /// Seeds that once failed (three nodes), checked on every run: 46, a snapshot install cut
 /// short left a log purged past a state machine with no snapshot, which openraft refuses at
-/// start (found by the 1,000-seed soak with damaged disks).
-const REGRESSION_SEEDS: &[u64] = &[46];
+/// start (found by the 1,000-seed soak with damaged disks); 935, a log stream made obsolete by
+/// a snapshot to its follower read the log after a purge and sent entries after a hole
+/// (`network::raft_client::SnapshotsStarted`).
+const REGRESSION_SEEDS: &[u64] = &[46, 935];
 /// Most seeds a planted bug may take to be found. `ack-before-durable` is the rarest since
 /// leaders accept a follower's log that went back (`allow_log_reversion`, for repaired
 /// nodes): only a lost majority shows it now, first at seed 60 (it was found earlier when the

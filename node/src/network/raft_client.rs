@@ -7,7 +7,7 @@
 //! sent; so is every unary call. Snapshots are streamed from the (lazy) snapshot data in
 //! chunks, without asking for its length.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +26,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, RPCTypes, RaftNetworkV2};
 use tokio::io::AsyncReadExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
@@ -53,16 +53,32 @@ pub const MAX_APPENDS_IN_FLIGHT: usize = 4;
 
 type RpcError = RPCError<TypeConfig>;
 
-/// Makes one [`RaftPeer`] per target node.
+/// Makes one [`RaftPeer`] per target node (openraft asks for one per replication stream and
+/// one per snapshot transfer).
 pub struct NetworkFactory {
     connector: Arc<dyn Connector>,
+    /// Per target: counts the snapshots this node started sending it (see [`SnapshotsStarted`]).
+    snapshots_started: HashMap<NodeId, SnapshotsStarted>,
 }
 
 impl NetworkFactory {
     pub fn new(connector: Arc<dyn Connector>) -> Self {
-        NetworkFactory { connector }
+        NetworkFactory {
+            connector,
+            snapshots_started: HashMap::new(),
+        }
     }
 }
+
+/// Counts the snapshots sent to one target, so that starting one ends the log replication
+/// stream to that target. openraft 0.10.0-alpha.37 sends a snapshot from a task of its own
+/// and keeps the pipelined log stream to the same follower running: that stream, made
+/// obsolete by the snapshot, goes on reading the log after the follower's old match while the
+/// leader purges it (the purge waits only for the replication openraft believes in flight,
+/// the snapshot). Ended with an error, openraft drops the stream and replicates again from
+/// what the snapshot leaves. The log reader also never hands out entries after a hole
+/// (`LogStore::limited_get_log_entries`), for the moments before the stream ends.
+type SnapshotsStarted = Arc<watch::Sender<u64>>;
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = RaftPeer;
@@ -82,7 +98,16 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     node.addr
                 )
             });
-        RaftPeer { target, client }
+        let snapshots_started = self
+            .snapshots_started
+            .entry(target)
+            .or_insert_with(|| Arc::new(watch::Sender::new(0)))
+            .clone();
+        RaftPeer {
+            target,
+            client,
+            snapshots_started,
+        }
     }
 }
 
@@ -90,6 +115,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct RaftPeer {
     target: NodeId,
     client: Result<RaftInternalClient<Channel>, String>,
+    snapshots_started: SnapshotsStarted,
 }
 
 fn network(e: impl ToString) -> RpcError {
@@ -220,12 +246,13 @@ where
 }
 
 /// The follower's answers, in order. Ends after the first error (openraft then starts a new
-/// stream), and fails with a timeout when the oldest unanswered request waited longer than
-/// `ttl`.
+/// stream), fails with a timeout when the oldest unanswered request waited longer than `ttl`,
+/// and with an error when a snapshot to the same peer starts (see [`SnapshotsStarted`]).
 fn answers(
     peer: NodeId,
     replies: tonic::Streaming<RaftBytes>,
     in_flight: Arc<InFlight>,
+    snapshots_started: watch::Receiver<u64>,
     ttl: Duration,
 ) -> impl Stream<Item = Result<StreamAppendResult<TypeConfig>, RpcError>> + Send {
     let timeout = move || {
@@ -236,10 +263,10 @@ fn answers(
             timeout: ttl,
         })
     };
-    stream::unfold(Some(replies), move |replies| {
+    stream::unfold(Some((replies, snapshots_started)), move |state| {
         let in_flight = in_flight.clone();
         async move {
-            let mut replies = replies?;
+            let (mut replies, mut snapshots_started) = state?;
             let reply = loop {
                 if let Some(failed) = in_flight
                     .failed
@@ -253,6 +280,11 @@ fn answers(
                 tokio::select! {
                     reply = replies.message() => break reply,
                     _ = in_flight.sent.notified() => continue,
+                    Ok(()) = snapshots_started.changed() => {
+                        return Some((Err(network(format!(
+                            "a snapshot is being sent to node {peer}: this log stream is obsolete"
+                        ))), None));
+                    }
                     _ = async {
                         match deadline {
                             Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -277,7 +309,7 @@ fn answers(
                 Err(status) => Err(from_status(status)),
             };
             let go_on = matches!(item, Ok(Ok(_)));
-            Some((item, go_on.then_some(replies)))
+            Some((item, go_on.then_some((replies, snapshots_started))))
         }
     })
 }
@@ -320,6 +352,8 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         Box::pin(async move {
             let mut input = input;
             let mut client = self.client()?;
+            let mut snapshots_started = self.snapshots_started.subscribe();
+            snapshots_started.borrow_and_update();
             // Wait for the first request before connecting: openraft sleeps its backoff in
             // producing a request, so a peer that refuses connections is retried at that pace
             // rather than in a tight loop.
@@ -340,7 +374,7 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
                 .map_err(|_| self.timeout(RPCTypes::AppendEntries, ttl))?
                 .map_err(from_status)?
                 .into_inner();
-            Ok(answers(self.target, replies, in_flight, ttl).boxed())
+            Ok(answers(self.target, replies, in_flight, snapshots_started, ttl).boxed())
         })
     }
 
@@ -367,6 +401,7 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut client = self.client().map_err(into_streaming)?;
+        self.snapshots_started.send_modify(|started| *started += 1);
         let header =
             encode(&(vote, snapshot.meta.clone())).map_err(|e| into_streaming(network(e)))?;
         let read_error: Arc<Mutex<Option<std::io::Error>>> = Arc::new(Mutex::new(None));
