@@ -149,6 +149,7 @@ struct Dispatcher {
     ready: BTreeSet<Key>,
     /// Ordered strategy: each stream's outstanding keys.
     streams: HashMap<String, BTreeSet<Key>>,
+    /// The deadline of each delivery in flight (one entry per item in flight).
     deadlines: BTreeSet<(Instant, Key)>,
     delayed: BTreeSet<(Instant, Key)>,
     to_park: VecDeque<(Key, String)>,
@@ -447,8 +448,10 @@ impl Dispatcher {
             return None;
         };
         if let Some(item) = self.items.get_mut(&key) {
+            if let State::InFlight { deadline, .. } = item.state {
+                self.deadlines.remove(&(deadline, key));
+            }
             item.state = State::Waiting;
-            // Its deadline entry is found by the item's state when it comes up.
         }
         Some(key)
     }
@@ -460,6 +463,9 @@ impl Dispatcher {
         tracing::debug!(group = %self.group, consumer, in_flight = c.in_flight.len(), "consumer left");
         for key in c.in_flight.into_values() {
             if let Some(item) = self.items.get_mut(&key) {
+                if let State::InFlight { deadline, .. } = item.state {
+                    self.deadlines.remove(&(deadline, key));
+                }
                 item.state = State::Waiting;
             }
             self.available(key);
@@ -793,7 +799,7 @@ impl Dispatcher {
             group: self.group.clone(),
             incarnation: self.state.incarnation,
             checkpoint: cursor.clone(),
-            id: Uuid::now_v7(),
+            id: cairn_raft_store::runtime::random_uuid(),
             created_unix_ms: now_unix_ms(),
         });
         let ctx = self.ctx.clone();
@@ -819,7 +825,7 @@ impl Dispatcher {
         while let Some((key, reason)) = self.to_park.pop_front() {
             if let Some(item) = self.items.get(&key) {
                 events.push(ParkedEvent {
-                    id: Uuid::now_v7(),
+                    id: cairn_raft_store::runtime::random_uuid(),
                     stream: item.event.stream.clone(),
                     revision: item.event.revision,
                     position: item.event.position,
