@@ -65,6 +65,29 @@ pub struct NodeMetrics {
     repairs: IntCounter,
     repairing: IntGauge,
     tls_handshake_failures: IntCounterVec,
+    groups: GroupGauges,
+}
+
+/// Per consumer group, on the leader (where its dispatcher runs), labelled `group`.
+struct GroupGauges {
+    lag: IntGaugeVec,
+    in_flight: IntGaugeVec,
+    parked: IntGaugeVec,
+    consumers: IntGaugeVec,
+    redeliveries: IntCounterVec,
+}
+
+/// A consumer group's figures as its dispatcher last measured them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupFigures {
+    pub lag: u64,
+    pub in_flight: u64,
+    pub parked: u64,
+    pub consumers: u64,
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The `file` label of `cairn_corruption_detected_total`: the kinds of file a node checks.
@@ -171,6 +194,44 @@ impl NodeMetrics {
         registry
             .register(Box::new(replication_lag.clone()))
             .expect("registered once");
+        let group_gauge = |name: &str, help: &str| {
+            let gauge =
+                IntGaugeVec::new(Opts::new(name, help), &["group"]).expect("a valid metric");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("registered once");
+            gauge
+        };
+        let redeliveries = IntCounterVec::new(
+            Opts::new(
+                "cairn_group_redeliveries_total",
+                "Events a consumer group's dispatcher on this node delivered again (timeout, nack retry, a consumer gone)",
+            ),
+            &["group"],
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(redeliveries.clone()))
+            .expect("registered once");
+        let groups = GroupGauges {
+            lag: group_gauge(
+                "cairn_group_lag_events",
+                "Keys of a consumer group's source after its checkpoint not yet done (on $all and indexes, positions)",
+            ),
+            in_flight: group_gauge(
+                "cairn_group_in_flight_events",
+                "Events delivered to a consumer group's consumers and not yet acknowledged",
+            ),
+            parked: group_gauge(
+                "cairn_group_parked_events",
+                "Events in a consumer group's parked stream",
+            ),
+            consumers: group_gauge(
+                "cairn_group_consumers",
+                "Consumers connected to a consumer group (on the leader)",
+            ),
+            redeliveries,
+        };
         let counter = |name: &str, help: &str| {
             let counter = IntCounter::new(name, help).expect("a valid metric");
             registry
@@ -285,11 +346,39 @@ impl NodeMetrics {
                 "Bytes the store occupies on disk; -1 when they could not be counted",
             ),
             registry,
+            groups,
             appends,
             tls_handshake_failures,
             appended_events,
             append_seconds,
             replication_lag,
+        }
+    }
+
+    /// A consumer group's dispatcher measured itself.
+    pub fn group_figures(&self, group: &str, figures: GroupFigures) {
+        let g = &self.groups;
+        g.lag.with_label_values(&[group]).set(clamp(figures.lag));
+        g.in_flight
+            .with_label_values(&[group])
+            .set(clamp(figures.in_flight));
+        g.parked
+            .with_label_values(&[group])
+            .set(clamp(figures.parked));
+        g.consumers
+            .with_label_values(&[group])
+            .set(clamp(figures.consumers));
+    }
+
+    pub fn group_redelivered(&self, group: &str) {
+        self.groups.redeliveries.with_label_values(&[group]).inc();
+    }
+
+    /// A group's dispatcher stopped here: its gauges go (another node may serve it now).
+    pub fn group_stopped(&self, group: &str) {
+        let g = &self.groups;
+        for gauge in [&g.lag, &g.in_flight, &g.parked, &g.consumers] {
+            let _ = gauge.remove_label_values(&[group]);
         }
     }
 

@@ -31,9 +31,9 @@ pub struct Bugs {
     /// The store cuts damaged files at open but records no repair: a node whose log lost
     /// entries it acknowledged votes at once.
     pub forget_repair: bool,
-    /// A consumer-group checkpoint that forgets events the stored one has done is accepted:
-    /// acknowledged events are delivered again after a leader change.
-    pub checkpoint_forgets: bool,
+    /// A consumer-group checkpoint's done ranges are stored one key too long (their end taken
+    /// as inclusive): an event in flight is counted as done and never delivered again.
+    pub checkpoint_off_by_one: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -49,7 +49,7 @@ thread_local! {
         show_hidden_events: false,
         scavenge_drops_partly_hidden: false,
         forget_repair: false,
-        checkpoint_forgets: false,
+        checkpoint_off_by_one: false,
     }) };
 }
 

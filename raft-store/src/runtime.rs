@@ -64,6 +64,18 @@ pub fn seed_thread_rng(seed: u64) {
     THREAD_RNG.with(|rng| *rng.borrow_mut() = SmallRng::seed_from_u64(seed));
 }
 
+/// A random (version 4) UUID from this thread's generator: ids the node makes itself (a
+/// consumer group's checkpoints and parks) follow from the seed in the simulation, and are
+/// random in production.
+pub fn random_uuid() -> uuid::Uuid {
+    let (high, low) = THREAD_RNG.with(|rng| {
+        let mut rng = rng.borrow_mut();
+        (rng.next_u64(), rng.next_u64())
+    });
+    let bytes = (u128::from(high) << 64 | u128::from(low)).to_be_bytes();
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
 /// A generator for one draw of openraft's (what it asks for through
 /// [`AsyncRuntime::thread_rng`]): seeded from this thread's generator, so the sequence of draws
 /// on a thread follows from its seed.

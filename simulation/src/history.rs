@@ -177,6 +177,40 @@ pub enum Record {
         index: String,
         events: Vec<EventRef>,
     },
+    /// A consumer of a consumer group received an event (records are in simulated time order
+    /// across hosts).
+    GroupDelivery {
+        consumer: u32,
+        at_ms: u64,
+        group: String,
+        event: EventRef,
+        retry_count: u32,
+    },
+    /// A consumer sent an ack (`action` "ack") or a nack ("park", "skip", "retry").
+    GroupAck {
+        consumer: u32,
+        at_ms: u64,
+        group: String,
+        id: Uuid,
+        stream: String,
+        revision: u64,
+        position: u64,
+        action: String,
+    },
+    /// A consumer crashed mid-event: it dropped its connection without answering.
+    GroupCrash {
+        consumer: u32,
+        at_ms: u64,
+        group: String,
+    },
+    /// A node's consumer group after the run: every state its group stream recorded, in
+    /// order, and the source positions its parked stream holds.
+    NodeGroup {
+        node: u64,
+        group: String,
+        states: Vec<GroupStateRef>,
+        parked: Vec<u64>,
+    },
     /// One multi-stream or DCB append (all its parts land contiguously, in order, or none),
     /// from the first try to the final answer; a later one with the same ids is a re-send.
     MultiAppend {
@@ -190,6 +224,18 @@ pub enum Record {
         #[serde(flatten)]
         outcome: MultiOutcome,
     },
+}
+
+/// One recorded state of a consumer group: its incarnation, strategy and source checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStateRef {
+    pub incarnation: u64,
+    pub ordered: bool,
+    pub deleted: bool,
+    /// Every source key below this is done...
+    pub next: u64,
+    /// ...and every key in these half-open ranges.
+    pub done: Vec<(u64, u64)>,
 }
 
 /// One stream's part of a multi-stream append (DCB events: the stream `$dcb`, `Any`).

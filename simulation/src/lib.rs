@@ -4,6 +4,7 @@
 //! seed for everything) and the history checker that judges its runs. See `DESIGN.md`.
 
 pub mod checker;
+pub mod consumers;
 pub mod disk;
 pub mod faults;
 pub mod history;

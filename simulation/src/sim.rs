@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_node::{NodeSetup, SnapshotSettings};
+use cairn_raft_store::consumer_group;
 use cairn_raft_store::disk::{MemDisk, MemFaults};
 use cairn_raft_store::faults::Bugs;
 use cairn_raft_store::{Direction, EventReader, IndexName, Limits, Raft, RecordedEvent};
@@ -15,9 +16,10 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 
 use crate::checker::{check, Report};
+use crate::consumers::{run_group_consumer, GROUP, GROUP_CONSUMERS};
 use crate::disk::SimDisk;
 use crate::faults::{membership_schedule, schedule, Fault, FaultMix, Scheduled};
-use crate::history::{content_digest, EventRef, Record};
+use crate::history::{content_digest, EventRef, GroupStateRef, Record};
 use crate::net::{SimConnector, NODE_PORT};
 use crate::operator::{run_operator, Order};
 use crate::rng::SimRng;
@@ -61,6 +63,10 @@ pub struct SimConfig {
     pub faults: FaultMix,
     /// Bugs planted on purpose (needs raft-store's `fault-injection` feature).
     pub bugs: Bugs,
+    /// Consumer-group consumers in the workload (`consumers`). Off by default so that the
+    /// seeds of the other tests (and the seeds their planted bugs are found at) stay as they
+    /// were; the group tests and `cairn-sim --groups` turn it on.
+    pub groups: bool,
 }
 
 impl SimConfig {
@@ -73,6 +79,7 @@ impl SimConfig {
             heal_ms: 3_000,
             faults: FaultMix::ALL,
             bugs: Bugs::default(),
+            groups: false,
         }
     }
 }
@@ -104,6 +111,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "index-skips-tag" => bugs.index_skips_tag = true,
         "skip-dcb-check" => bugs.skip_dcb_check = true,
         "forget-repair" => bugs.forget_repair = true,
+        "checkpoint-off-by-one" => bugs.checkpoint_off_by_one = true,
         _ => return None,
     }
     Some(bugs)
@@ -435,7 +443,47 @@ impl Cluster {
                 })
             })
         });
-        logs.chain(indexes).collect()
+        let groups = registry.iter().map(|(&node, handle)| {
+            let states = handle
+                .reader
+                .read_stream(
+                    &consumer_group::group_stream(GROUP),
+                    0,
+                    Direction::Forwards,
+                    u64::MAX,
+                )
+                .map_while(Result::ok)
+                .filter_map(|e| consumer_group::GroupState::decode(&e.data).ok())
+                .map(|state| GroupStateRef {
+                    incarnation: state.incarnation,
+                    ordered: state.settings.strategy == cairn_raft_store::GroupStrategy::Ordered,
+                    deleted: state.deleted,
+                    next: state.checkpoint.source.next,
+                    done: state.checkpoint.source.done,
+                })
+                .collect();
+            let parked = handle
+                .reader
+                .read_stream(
+                    &consumer_group::parked_stream(GROUP),
+                    0,
+                    Direction::Forwards,
+                    u64::MAX,
+                )
+                .map_while(Result::ok)
+                .filter_map(|e| consumer_group::ParkedRecord::decode(&e.data).ok())
+                .map(|record| record.position)
+                .collect();
+            Record::NodeGroup {
+                node,
+                group: GROUP.into(),
+                states,
+                parked,
+            }
+        });
+        let groups =
+            groups.filter(|g| matches!(g, Record::NodeGroup { states, .. } if !states.is_empty()));
+        logs.chain(indexes).chain(groups).collect()
     }
 }
 
@@ -574,6 +622,17 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
             clients: config.clients,
         };
         sim.client(format!("c{client}"), run_client(plan, recorder.clone()));
+    }
+
+    let group_consumers = if config.groups { GROUP_CONSUMERS } else { 0 };
+    for consumer in 1..=group_consumers {
+        let rng = root.split(200 + u64::from(consumer));
+        let mut endpoints: Vec<String> = peers.values().map(|a| format!("http://{a}")).collect();
+        endpoints.rotate_left(root.split(300 + u64::from(consumer)).below(config.nodes) as usize);
+        sim.client(
+            format!("g{consumer}"),
+            run_group_consumer(consumer, endpoints, rng, until_ms, recorder.clone()),
+        );
     }
 
     let mut endpoints: Vec<String> = peers.values().map(|a| format!("http://{a}")).collect();

@@ -245,3 +245,55 @@ fn finds_a_skipped_dcb_condition_check() {
         cairn_simulation::checker::Rule::DcbCondition,
     );
 }
+
+/// Issue 19: two consumers of an ordered group on `$all`, crashing mid-event and parking
+/// some events, through each seed's faults and leader changes: every group rule holds.
+#[test]
+fn consumer_groups_keep_their_promises_through_faults() {
+    for seed in 1..=GROUP_SEEDS {
+        let outcome = run_seed(&SimConfig {
+            groups: true,
+            ..SimConfig::new(seed)
+        });
+        assert!(
+            outcome.report.is_ok(),
+            "seed {seed} with consumer groups: {}",
+            outcome.report
+        );
+        assert!(
+            outcome.report.stats.group_deliveries > 0,
+            "seed {seed}: no consumer received anything"
+        );
+    }
+}
+
+/// Seeds of the consumer-group test.
+const GROUP_SEEDS: u64 = 3;
+
+/// Issue 19: a state machine that stores a checkpoint's done ranges one key too long counts
+/// an event in flight as done: it is never delivered again, and no consumer answered it.
+#[test]
+fn finds_a_checkpoint_that_counts_an_event_in_flight_as_done() {
+    let bug = "checkpoint-off-by-one";
+    let bugs = bug_named(bug).expect("a known bug");
+    let found = (1..=SEEDS_TO_FIND_A_BUG).find_map(|seed| {
+        let outcome = run_seed(&SimConfig {
+            bugs,
+            groups: true,
+            ..SimConfig::new(seed)
+        });
+        let first = outcome.report.violations.first()?.clone();
+        Some((seed, first, outcome.report))
+    });
+    let Some((seed, first, report)) = found else {
+        panic!("the simulation did not find {bug} in {SEEDS_TO_FIND_A_BUG} seeds");
+    };
+    eprintln!("{bug} found by seed {seed}: {first}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.rule == cairn_simulation::checker::Rule::GroupLost),
+        "{bug} was found by seed {seed} as something else: {report}"
+    );
+}

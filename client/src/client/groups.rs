@@ -183,10 +183,22 @@ impl Client {
         group: &str,
         settings: &GroupSettings,
     ) -> Result<proto::GroupChangeResponse, Error> {
+        self.create_group_with_id(group, settings, Uuid::now_v7())
+            .await
+    }
+
+    /// [`Client::create_group`] with the request's id chosen by the caller: the same id again
+    /// is a retry of the same create (answered `already_written`).
+    pub async fn create_group_with_id(
+        &self,
+        group: &str,
+        settings: &GroupSettings,
+        id: Uuid,
+    ) -> Result<proto::GroupChangeResponse, Error> {
         let request = proto::CreateGroupRequest {
             group: group.to_owned(),
             settings: Some(settings.to_proto()),
-            id: Uuid::now_v7().to_string(),
+            id: id.to_string(),
         };
         self.group_call("create group", group, |mut c| {
             let request = request.clone();

@@ -70,6 +70,8 @@ pub const RETRY_BACKOFF_MS: u64 = 50;
 pub const MAX_RETRY_BACKOFF_MS: u64 = 5_000;
 /// How long a starting dispatcher waits for the leader's read index.
 pub const START_TIMEOUT_MS: u64 = 5_000;
+/// How often a dispatcher measures its group for the metrics.
+pub const METRICS_EVERY_MS: u64 = 1_000;
 /// Parked events read per page when replaying.
 const PARKED_PAGE_EVENTS: u64 = 64;
 
@@ -147,6 +149,7 @@ struct Dispatcher {
     ready: BTreeSet<Key>,
     /// Ordered strategy: each stream's outstanding keys.
     streams: HashMap<String, BTreeSet<Key>>,
+    /// The deadline of each delivery in flight (one entry per item in flight).
     deadlines: BTreeSet<(Instant, Key)>,
     delayed: BTreeSet<(Instant, Key)>,
     to_park: VecDeque<(Key, String)>,
@@ -166,6 +169,7 @@ struct Dispatcher {
     park_in_flight: bool,
     redeliveries: u64,
     parked: u64,
+    last_measured: Option<Instant>,
     stop: Option<Status>,
 }
 
@@ -240,6 +244,7 @@ pub async fn start(ctx: Arc<NodeContext>, group: &str) -> Result<mpsc::Sender<Co
         park_in_flight: false,
         redeliveries: 0,
         parked: 0,
+        last_measured: None,
         stop: None,
         state,
         ctx,
@@ -288,6 +293,44 @@ impl Dispatcher {
         for consumer in self.consumers.values() {
             let _ = consumer.out.try_send(Err(status.clone()));
         }
+        self.ctx.metrics.group_stopped(&self.group);
+    }
+
+    /// Publishes the group's figures (lag and parked read from the applied state).
+    fn measure(&mut self, now: Instant) {
+        let due = self
+            .last_measured
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_millis(METRICS_EVERY_MS));
+        if !due {
+            return;
+        }
+        self.last_measured = Some(now);
+        let reader = &self.ctx.reader;
+        let end = match Source::parse(&self.state.settings.source) {
+            Ok(Source::Stream(stream)) => {
+                reader.stream_head(&stream).map(|h| h.map_or(0, |r| r + 1))
+            }
+            _ => reader.next_position(),
+        };
+        let parked = reader
+            .stream_head(&parked_stream(&self.group))
+            .map(|h| h.map_or(0, |r| r + 1));
+        let (Ok(end), Ok(parked)) = (end, parked) else {
+            return;
+        };
+        let cursor = &self.committed.source;
+        let done_above: u64 = cursor.done.iter().map(|(from, to)| to - from).sum();
+        let figures = crate::metrics::GroupFigures {
+            lag: end.saturating_sub(cursor.next).saturating_sub(done_above),
+            in_flight: self
+                .consumers
+                .values()
+                .map(|c| c.in_flight.len() as u64)
+                .sum(),
+            parked,
+            consumers: self.consumers.len() as u64,
+        };
+        self.ctx.metrics.group_figures(&self.group, figures);
     }
 
     fn windows(&self) -> usize {
@@ -405,8 +448,10 @@ impl Dispatcher {
             return None;
         };
         if let Some(item) = self.items.get_mut(&key) {
+            if let State::InFlight { deadline, .. } = item.state {
+                self.deadlines.remove(&(deadline, key));
+            }
             item.state = State::Waiting;
-            // Its deadline entry is found by the item's state when it comes up.
         }
         Some(key)
     }
@@ -418,6 +463,9 @@ impl Dispatcher {
         tracing::debug!(group = %self.group, consumer, in_flight = c.in_flight.len(), "consumer left");
         for key in c.in_flight.into_values() {
             if let Some(item) = self.items.get_mut(&key) {
+                if let State::InFlight { deadline, .. } = item.state {
+                    self.deadlines.remove(&(deadline, key));
+                }
                 item.state = State::Waiting;
             }
             self.available(key);
@@ -663,6 +711,7 @@ impl Dispatcher {
             }
             if item.deliveries > 0 {
                 self.redeliveries += 1;
+                self.ctx.metrics.group_redelivered(&self.group);
             }
             item.deliveries += 1;
             let deadline = Instant::now() + timeout;
@@ -710,6 +759,7 @@ impl Dispatcher {
         }
         self.propose_park(proposed);
         self.propose_checkpoint(proposed, now);
+        self.measure(now);
     }
 
     fn cursor(&self) -> GroupCheckpoint {
@@ -749,7 +799,7 @@ impl Dispatcher {
             group: self.group.clone(),
             incarnation: self.state.incarnation,
             checkpoint: cursor.clone(),
-            id: Uuid::now_v7(),
+            id: cairn_raft_store::runtime::random_uuid(),
             created_unix_ms: now_unix_ms(),
         });
         let ctx = self.ctx.clone();
@@ -775,7 +825,7 @@ impl Dispatcher {
         while let Some((key, reason)) = self.to_park.pop_front() {
             if let Some(item) = self.items.get(&key) {
                 events.push(ParkedEvent {
-                    id: Uuid::now_v7(),
+                    id: cairn_raft_store::runtime::random_uuid(),
                     stream: item.event.stream.clone(),
                     revision: item.event.revision,
                     position: item.event.position,

@@ -13,7 +13,8 @@ mod cursor;
 mod dispatcher;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use cairn_client::proto;
 use openraft::async_runtime::WatchReceiver;
@@ -68,17 +69,30 @@ pub struct Joined {
 /// The dispatchers running on this node.
 pub struct Groups {
     ctx: Arc<NodeContext>,
+    me: Weak<Groups>,
+    watching: AtomicBool,
     running: Mutex<HashMap<String, mpsc::Sender<Control>>>,
 }
 
 impl Groups {
-    /// The registry, and a watcher that stops every dispatcher when this node stops leading.
+    /// The registry. The watcher that stops every dispatcher when this node stops leading
+    /// starts with the first dispatcher: a node that never serves a consumer runs no task
+    /// for groups (and the simulation's seeds without consumers run as before groups).
     pub fn start(ctx: Arc<NodeContext>) -> Arc<Groups> {
-        let groups = Arc::new(Groups {
-            ctx: ctx.clone(),
+        Arc::new_cyclic(|me| Groups {
+            ctx,
+            me: me.clone(),
+            watching: AtomicBool::new(false),
             running: Mutex::new(HashMap::new()),
-        });
-        let weak = Arc::downgrade(&groups);
+        })
+    }
+
+    fn watch_leadership(&self) {
+        if self.watching.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = self.me.clone();
+        let ctx = self.ctx.clone();
         let mut metrics = ctx.raft.metrics();
         tokio::spawn(async move {
             loop {
@@ -92,7 +106,6 @@ impl Groups {
                 }
             }
         });
-        groups
     }
 
     /// Admits a consumer to `group`, starting its dispatcher if none runs.
@@ -172,6 +185,7 @@ impl Groups {
                 return Ok(control.clone());
             }
         }
+        self.watch_leadership();
         let control = dispatcher::start(self.ctx.clone(), group).await?;
         running.insert(group.to_owned(), control.clone());
         Ok(control)

@@ -141,6 +141,25 @@ fn group_commands_refuse_bad_input_park_and_replay() {
         .collect();
     assert_eq!(again, vec![2, 3], "the parked events, delivered again");
 
+    // The leader's metrics: the group's figures, measured by its dispatcher every second.
+    let leader = runtime().block_on(cluster.wait_for_leader());
+    let deadline = Instant::now() + CONSUME_WAIT;
+    loop {
+        let metrics = crate::observability::scrape(&cluster, leader);
+        let of = |name: &str| metrics.find(name, &[("group", "billing")]);
+        let figures = [
+            of("cairn_group_parked_events"),
+            of("cairn_group_lag_events"),
+            of("cairn_group_in_flight_events"),
+            of("cairn_group_consumers"),
+        ];
+        if figures == [Some(2.0), Some(0.0), Some(0.0), Some(0.0)] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "group metrics: {figures:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     let deleted = cairn(&endpoints, &["group", "delete", "billing"]);
     assert_eq!(code(&deleted), Some(0), "{deleted:?}");
     let gone = cairn(&endpoints, &["group", "info", "billing"]);

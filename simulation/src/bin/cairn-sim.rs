@@ -44,9 +44,13 @@ struct Args {
     check: Option<std::path::PathBuf>,
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
-    /// forget-repair.
+    /// forget-repair, checkpoint-off-by-one (with --groups).
     #[arg(long)]
     bug: Option<String>,
+    /// Consumer-group consumers in the workload (an ordered group on $all; they crash
+    /// mid-event and park some events).
+    #[arg(long)]
+    groups: bool,
 }
 
 /// Logs to stderr when `RUST_LOG` is set, stamped with simulated time.
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
             clients: args.clients,
             fault_ms: args.fault_ms,
             bugs,
+            groups: args.groups,
             ..SimConfig::new(seed)
         };
         let outcome = match run(&config) {

@@ -19,6 +19,7 @@ use crate::history::{AppendOutcome, EventRef, MultiOutcome, Record};
 
 mod agreement;
 mod appends;
+mod groups;
 mod log;
 mod reads;
 mod rule;
@@ -31,6 +32,7 @@ use agreement::{
     check_committed, check_convergence, check_heal, check_log_shape, check_panics, heal_to_write_ms,
 };
 use appends::{check_appends, check_multi_appends, with_multi_parts};
+use groups::check_groups;
 use log::Log;
 use reads::{check_index_reads, check_node_indexes, check_reads, check_subscriptions};
 use rule::Sink;
@@ -57,6 +59,8 @@ pub struct Stats {
     pub events_committed: u64,
     /// From the heal to the first acknowledgement of an append begun after it.
     pub heal_to_write_ms: Option<u64>,
+    /// Events consumer-group consumers received (redeliveries included).
+    pub group_deliveries: u64,
 }
 
 impl fmt::Display for Stats {
@@ -64,7 +68,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "appends {} (acknowledged {}, unknown {}, failed {}), reads {}, subscriptions {} \
-             (delivered {}), faults {}, events committed {}",
+             (delivered {}), group deliveries {}, faults {}, events committed {}",
             self.appends,
             self.acknowledged,
             self.unknown,
@@ -72,6 +76,7 @@ impl fmt::Display for Stats {
             self.reads,
             self.subscriptions,
             self.delivered,
+            self.group_deliveries,
             self.faults,
             self.events_committed
         )
@@ -155,6 +160,7 @@ pub fn check(history: &[Record]) -> Report {
     if reference.is_some() {
         check_multi_appends(history, &log, &mut sink);
     }
+    check_groups(history, &log, &mut sink);
     check_heal(history, &mut sink);
     check_panics(history, &mut sink);
 
@@ -195,7 +201,11 @@ fn count(history: &[Record]) -> Stats {
                 stats.delivered += events.len() as u64;
             }
             Record::Fault { .. } => stats.faults += 1,
+            Record::GroupDelivery { .. } => stats.group_deliveries += 1,
             Record::Run { .. }
+            | Record::GroupAck { .. }
+            | Record::GroupCrash { .. }
+            | Record::NodeGroup { .. }
             | Record::Healed { .. }
             | Record::NodeLog { .. }
             | Record::NodeIndex { .. }

@@ -54,6 +54,15 @@ pub enum Rule {
     /// condition whose own events match it; or a refusal naming a position that holds no
     /// matching event after `after`.
     DcbCondition,
+    /// An ordered consumer group delivered a stream's event before the one before it was
+    /// answered (acknowledged, parked or skipped): two of a stream in flight, or out of order.
+    GroupOrder,
+    /// A consumer group's committed checkpoint counts an event as done that no consumer
+    /// answered and that is not parked: it will never be delivered.
+    GroupLost,
+    /// A consumer group's checkpoint forgot an event an earlier one had done: after a leader
+    /// change it would be delivered again although acknowledged before its checkpoint.
+    GroupCheckpointForgot,
 }
 
 impl Rule {
@@ -78,6 +87,9 @@ impl Rule {
             Rule::IndexMismatch => "index-mismatch",
             Rule::MultiNotAtomic => "multi-not-atomic",
             Rule::DcbCondition => "dcb-condition",
+            Rule::GroupOrder => "group-order",
+            Rule::GroupLost => "group-lost",
+            Rule::GroupCheckpointForgot => "group-checkpoint-forgot",
         }
     }
 }

@@ -292,6 +292,7 @@ fn clean_history_passes_with_right_stats() {
             faults: 2,
             events_committed: 6,
             heal_to_write_ms: Some(10),
+            group_deliveries: 0,
         }
     );
 }
@@ -878,4 +879,91 @@ fn a_multi_stream_append_partly_in_the_log_is_found() {
         only(Rule::MultiNotAtomic)
     );
     assert_eq!(rules(&with_log(history, &log[..2])), BTreeSet::new());
+}
+
+/// A consumer-group history on [`clean`]'s log: deliveries and answers of stream `a` (positions
+/// 0, 1, 3) and the group's recorded states.
+fn group_history(order: &[(u64, &str)], states: Vec<(u64, Vec<(u64, u64)>)>) -> Vec<Record> {
+    let log = clean_log();
+    let mut history = clean();
+    for &(position, what) in order {
+        let event = log.iter().find(|e| e.position == position).unwrap().clone();
+        history.push(match what {
+            "deliver" => Record::GroupDelivery {
+                consumer: 1,
+                at_ms: 50,
+                group: "g".into(),
+                event,
+                retry_count: 0,
+            },
+            action => Record::GroupAck {
+                consumer: 1,
+                at_ms: 50,
+                group: "g".into(),
+                id: event.id,
+                stream: event.stream.clone(),
+                revision: event.revision,
+                position,
+                action: action.into(),
+            },
+        });
+    }
+    history.push(Record::NodeGroup {
+        node: 1,
+        group: "g".into(),
+        states: states
+            .into_iter()
+            .map(|(next, done)| crate::history::GroupStateRef {
+                incarnation: 0,
+                ordered: true,
+                deleted: false,
+                next,
+                done,
+            })
+            .collect(),
+        parked: Vec::new(),
+    });
+    history
+}
+
+#[test]
+fn group_rules_hold_for_a_consumer_that_answers_in_order() {
+    let history = group_history(
+        &[
+            (0, "deliver"),
+            (0, "ack"),
+            (1, "deliver"),
+            (1, "park"),
+            (2, "deliver"),
+            (2, "ack"),
+        ],
+        vec![(0, vec![]), (1, vec![(2, 3)]), (3, vec![])],
+    );
+    let report = check(&history);
+    assert!(report.is_ok(), "{report}");
+}
+
+#[test]
+fn group_rules_find_order_loss_and_forgetting() {
+    // Revision 1 of `a` delivered before revision 0 was answered.
+    let history = group_history(
+        &[(0, "deliver"), (1, "deliver"), (0, "ack"), (1, "ack")],
+        vec![(2, vec![])],
+    );
+    assert_eq!(rules(&history), BTreeSet::from([Rule::GroupOrder]));
+    // The checkpoint counts position 1 as done; nobody answered it.
+    let history = group_history(
+        &[(0, "deliver"), (0, "ack"), (1, "deliver")],
+        vec![(2, vec![])],
+    );
+    assert_eq!(rules(&history), BTreeSet::from([Rule::GroupLost]));
+    // A later checkpoint forgets position 2, which an earlier one had done.
+    let history = group_history(
+        &[(0, "deliver"), (0, "ack"), (2, "deliver"), (2, "ack")],
+        vec![(1, vec![(2, 3)]), (1, vec![])],
+    );
+    assert_eq!(
+        rules(&history),
+        BTreeSet::from([Rule::GroupCheckpointForgot])
+    );
 }

@@ -1,7 +1,7 @@
 //! `cairn bench`: the workload of BENCHMARKS.md, "The workload" (S1, S2, S3) against Cairn,
 //! printing the same JSON lines, plus failover and handoff scenarios the peers lack.
 //! One file per scenario: `workload.rs` (S1, S2, S3), `failover.rs` (failover and handoff),
-//! `catchup.rs`, `lag.rs`, `restart.rs`; this file holds the flags, the limits and the
+//! `catchup.rs`, `lag.rs`, `restart.rs`, `groups.rs`; this file holds the flags, the limits and the
 //! dispatch, and the pieces several scenarios share.
 //!
 //! S1/S2/S3: C clients, each appending N pseudo-random 256-byte events at a time to its own
@@ -11,6 +11,7 @@
 
 mod catchup;
 mod failover;
+mod groups;
 mod lag;
 mod restart;
 mod scavenge;
@@ -49,6 +50,9 @@ pub enum Scenario {
     Dcb,
     /// Multi-stream: 64 clients, each appending to two streams of its own at once.
     MultiStream,
+    /// Consumer groups: 4 consumers share a group while writers keep 100 streams busy;
+    /// events delivered and acknowledged per second, delivery latency.
+    Groups,
     /// Scavenge: load, delete half the streams, max count on the rest, scavenge; store bytes
     /// per node before and after, append latency during it.
     Scavenge,
@@ -209,6 +213,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         (_, Scenario::Catchup) => catchup::run_catchup(&args, client).await,
         (_, Scenario::Lag) => lag::run_lag(&args, client).await,
         (_, Scenario::Scavenge) => scavenge::run_scavenge(&args, client).await,
+        (_, Scenario::Groups) => groups::run_groups(&args, client).await,
         _ => workload::run_workload(&args, client).await,
     };
     if let Some((mut cluster, dir)) = spawned {

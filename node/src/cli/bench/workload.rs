@@ -253,6 +253,7 @@ pub(super) async fn run_workload(args: &BenchArgs, client: Client) -> ExitCode {
         | Scenario::Catchup
         | Scenario::Lag
         | Scenario::Restart
+        | Scenario::Groups
         | Scenario::Scavenge => {
             unreachable!("this scenario has its own runner")
         }

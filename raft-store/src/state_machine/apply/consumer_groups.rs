@@ -114,12 +114,16 @@ impl Applier<'_> {
                         forgotten(&current.checkpoint.parked, &checkpoint.parked)
                             .map(|key| format!("parked revision {key}"))
                     });
-                if let (Some(what), false) = (forgets, crate::faults::active().checkpoint_forgets) {
+                if let Some(what) = forgets {
                     return Ok(GroupResult::Stale {
                         why: format!(
                             "the stored checkpoint has {what} done, and this one does not"
                         ),
                     });
+                }
+                let mut checkpoint = checkpoint;
+                if crate::faults::active().checkpoint_off_by_one {
+                    off_by_one(&mut checkpoint.source, end);
                 }
                 let next = GroupState {
                     checkpoint,
@@ -335,6 +339,18 @@ impl Applier<'_> {
         Ok(GroupResult::Written {
             revision: written.last_revision,
         })
+    }
+}
+
+/// The `checkpoint_off_by_one` bug: each done range one key longer, where that keeps the
+/// ranges apart and within the source.
+fn off_by_one(cursor: &mut GroupCursor, end: u64) {
+    let starts: Vec<u64> = cursor.done.iter().skip(1).map(|&(from, _)| from).collect();
+    for (i, range) in cursor.done.iter_mut().enumerate() {
+        let limit = starts.get(i).copied().unwrap_or(end);
+        if range.1 + 1 < limit {
+            range.1 += 1;
+        }
     }
 }
 

@@ -1,0 +1,159 @@
+//! Consumer groups: per-stream order of an ordered group as its consumers saw it, no event
+//! counted done by a committed checkpoint that nobody answered (nor parked), and checkpoints
+//! that never forget.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::log::Log;
+use super::rule::{Rule, Sink};
+use crate::history::{GroupStateRef, Record};
+
+/// Whether `key` is done by a recorded checkpoint.
+fn done(state: &GroupStateRef, key: u64) -> bool {
+    key < state.next || state.done.iter().any(|&(from, to)| from <= key && key < to)
+}
+
+/// Judges every group the history has consumers or states of.
+pub(super) fn check_groups(history: &[Record], log: &Log, sink: &mut Sink) {
+    // The strategy, from any node's recorded states (they are one committed history).
+    let mut states: BTreeMap<&str, &[GroupStateRef]> = BTreeMap::new();
+    let mut parked: HashMap<&str, HashSet<u64>> = HashMap::new();
+    for record in history {
+        if let Record::NodeGroup {
+            group,
+            states: recorded,
+            parked: positions,
+            ..
+        } = record
+        {
+            let longest = states.entry(group).or_insert(recorded);
+            if recorded.len() > longest.len() {
+                *longest = recorded;
+            }
+            parked
+                .entry(group)
+                .or_default()
+                .extend(positions.iter().copied());
+        }
+    }
+    check_order(history, &states, sink);
+    check_checkpoints(history, &states, &parked, log, sink);
+}
+
+/// `group-order`: in an ordered group, a stream's revision r (r > 0) is delivered only after
+/// revision r - 1 was answered (acknowledged, parked or skipped) by some consumer. Consumers
+/// answer before the dispatcher moves on, so the answer is in the history first.
+fn check_order(history: &[Record], states: &BTreeMap<&str, &[GroupStateRef]>, sink: &mut Sink) {
+    let mut answered: HashSet<(&str, &str, u64)> = HashSet::new();
+    for record in history {
+        match record {
+            Record::GroupAck {
+                group,
+                stream,
+                revision,
+                action,
+                ..
+            } if action != "retry" => {
+                answered.insert((group, stream, *revision));
+            }
+            Record::GroupDelivery {
+                group,
+                event,
+                consumer,
+                at_ms,
+                ..
+            } => {
+                let ordered = states
+                    .get(group.as_str())
+                    .and_then(|s| s.last())
+                    .is_some_and(|s| s.ordered);
+                if ordered
+                    && event.revision > 0
+                    && !answered.contains(&(
+                        group.as_str(),
+                        event.stream.as_str(),
+                        event.revision - 1,
+                    ))
+                {
+                    sink.push(Rule::GroupOrder, || {
+                        format!(
+                            "group {group}: {}@{} delivered to consumer {consumer} at {at_ms} ms \
+                             before revision {} was answered",
+                            event.stream,
+                            event.revision,
+                            event.revision - 1
+                        )
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `group-lost` and `group-checkpoint-forgot`, against each group's recorded states.
+fn check_checkpoints(
+    history: &[Record],
+    states: &BTreeMap<&str, &[GroupStateRef]>,
+    parked: &HashMap<&str, HashSet<u64>>,
+    log: &Log,
+    sink: &mut Sink,
+) {
+    let mut answered: HashMap<&str, HashSet<u64>> = HashMap::new();
+    for record in history {
+        if let Record::GroupAck {
+            group,
+            position,
+            action,
+            ..
+        } = record
+        {
+            if action != "retry" {
+                answered.entry(group).or_default().insert(*position);
+            }
+        }
+    }
+    for (&group, &recorded) in states {
+        for pair in recorded.windows(2) {
+            let (before, after) = (&pair[0], &pair[1]);
+            if before.incarnation != after.incarnation || after.deleted {
+                continue;
+            }
+            let forgotten = (before.next.min(after.next)..before.next)
+                .chain(before.done.iter().flat_map(|&(from, to)| from..to))
+                .find(|&key| !done(after, key));
+            if let Some(key) = forgotten {
+                sink.push(Rule::GroupCheckpointForgot, || {
+                    format!(
+                        "group {group}: key {key} was done (next {}, done {:?}) and a later \
+                         checkpoint (next {}, done {:?}) forgot it",
+                        before.next, before.done, after.next, after.done
+                    )
+                });
+            }
+        }
+        // The last checkpoint: every event it counts as done was answered or parked. (Groups
+        // in the simulation read `$all`, whose keys are positions; `$` streams are not theirs.)
+        let Some(last) = recorded.last().filter(|s| !s.deleted) else {
+            continue;
+        };
+        let answered = answered.get(group);
+        let parked = parked.get(group);
+        for event in log.events {
+            if event.stream.starts_with('$') || !done(last, event.position) {
+                continue;
+            }
+            let handled = answered.is_some_and(|a| a.contains(&event.position))
+                || parked.is_some_and(|p| p.contains(&event.position));
+            if !handled {
+                sink.push(Rule::GroupLost, || {
+                    format!(
+                        "group {group}: {}@{} (position {}) is done by the last checkpoint \
+                         (next {}) but no consumer answered it and it is not parked",
+                        event.stream, event.revision, event.position, last.next
+                    )
+                });
+            }
+        }
+    }
+}
