@@ -1,23 +1,12 @@
-use cairn_client::{
-    Client, ClientConfig, Credentials, Error, EventData, ExpectedRevision, ReadOptions,
-};
+use cairn_client::{Client, ClientConfig, Error, EventData, ExpectedRevision, ReadOptions};
 use tokio_stream::StreamExt;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // `cairn dev` runs its nodes with TLS, their certificates signed by its throwaway CA, and
-    // with users: its admin secret is the admin's token.
-    let token = std::fs::read_to_string("cairn-data/admin.token")?;
-    let client = Client::with_config(ClientConfig {
-        endpoints: vec![
-            "https://127.0.0.1:2113".into(),
-            "https://127.0.0.1:2114".into(),
-            "https://127.0.0.1:2115".into(),
-        ],
-        tls_ca: Some(std::fs::read("cairn-data/ca.pem")?),
-        credentials: Some(Credentials::Token(token.trim().to_owned())),
-        ..ClientConfig::default()
-    })?;
+    // The client profile `cairn dev` wrote (./cairn-data/client-profile.toml, or the file
+    // CAIRN_PROFILE names): its nodes, the CA of their TLS certificates, the admin's token.
+    // Elsewhere: ClientConfig's endpoints, tls_ca and credentials (Credentials::Token).
+    let client = Client::with_config(ClientConfig::from_profile(None)?)?;
     let placed = EventData::json("OrderPlaced", &serde_json::json!({ "total_cents": 1999 }))?;
     match client
         .append("order-42", ExpectedRevision::NoStream, vec![placed])

@@ -64,6 +64,7 @@ mod endpoints;
 mod error;
 mod event;
 mod policy;
+pub mod profile;
 mod read;
 mod subscribe;
 

@@ -231,3 +231,134 @@ pub fn check<'a>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use cairn_raft_store::auth::{AuthChange, AuthCommand, Grant};
+    use cairn_raft_store::disk::MemDisk;
+    use cairn_raft_store::{log_id, open_store, Command, Entry, EntryPayload, Limits};
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    /// A store with the admin bootstrapped from `admin`, and `changes` applied after.
+    async fn store_with(
+        admin: &str,
+        changes: Vec<AuthChange>,
+    ) -> (cairn_raft_store::Store, Arc<Auth>) {
+        let mut store = open_store(MemDisk::new(), Limits::default()).expect("store");
+        let auth = Auth::new(store.state_machine.auth_view());
+        let all = std::iter::once(AuthChange::Bootstrap {
+            token_hash: secrets::token_hash(admin),
+        })
+        .chain(changes);
+        let entries: Vec<Entry> = all
+            .enumerate()
+            .map(|(i, change)| Entry {
+                log_id: log_id(1, 1, i as u64 + 1),
+                payload: EntryPayload::Normal(Command::Auth(AuthCommand {
+                    change,
+                    id: uuid::Uuid::now_v7(),
+                    created_unix_ms: NOW,
+                })),
+            })
+            .collect();
+        store
+            .state_machine
+            .apply_entries(entries)
+            .await
+            .expect("apply");
+        (store, auth)
+    }
+
+    fn bearer(token: &str) -> Vec<u8> {
+        format!("Bearer {token}").into_bytes()
+    }
+
+    #[tokio::test]
+    async fn tokens_authenticate_until_they_expire_and_passwords_only_when_right() {
+        let admin = "an-admin-secret-of-enough-bytes";
+        let phc = secrets::hash_password("correct horse").expect("hash");
+        let (_store, auth) = store_with(
+            admin,
+            vec![
+                AuthChange::AddUser {
+                    user: "app".into(),
+                    password_hash: Some(phc),
+                },
+                AuthChange::CreateToken {
+                    token_id: "t1".into(),
+                    user: "app".into(),
+                    token_hash: secrets::token_hash("cairn_short_lived"),
+                    expires_unix_ms: Some(NOW + 1_000),
+                },
+                AuthChange::Grant {
+                    user: "app".into(),
+                    grant: Grant {
+                        action: Action::Write,
+                        prefix: "orders-".into(),
+                    },
+                },
+            ],
+        )
+        .await;
+        let who = auth
+            .authenticate(Some(&bearer(admin)), false, NOW)
+            .await
+            .expect("the admin secret is the admin's token");
+        assert_eq!(who, Principal::User("admin".into()));
+        let app = auth
+            .authenticate(Some(&bearer("cairn_short_lived")), false, NOW)
+            .await
+            .expect("before expiry");
+        assert!(auth.allow(&app, Action::Write, "orders-1").is_ok());
+        assert_eq!(
+            auth.allow(&app, Action::Write, "invoices-1")
+                .expect_err("no grant")
+                .code(),
+            tonic::Code::PermissionDenied
+        );
+        let expired = auth
+            .authenticate(Some(&bearer("cairn_short_lived")), false, NOW + 1_000)
+            .await
+            .expect_err("expired");
+        assert!(expired.message().contains("expired"), "{expired:?}");
+        let basic = |password: &str| {
+            use base64::Engine;
+            let text = base64::engine::general_purpose::STANDARD.encode(format!("app:{password}"));
+            format!("Basic {text}").into_bytes()
+        };
+        for _ in 0..2 {
+            // The second time from the cache of verified passwords.
+            let user = auth
+                .authenticate(Some(&basic("correct horse")), false, NOW)
+                .await
+                .expect("password");
+            assert_eq!(user, Principal::User("app".into()));
+        }
+        let wrong = auth
+            .authenticate(Some(&basic("wrong horse")), false, NOW)
+            .await
+            .expect_err("wrong password");
+        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+        let nobody = auth.authenticate(None, false, NOW).await.expect_err("none");
+        assert_eq!(nobody.code(), tonic::Code::Unauthenticated);
+        // A node's certificate without a header is a node.
+        assert_eq!(
+            auth.authenticate(None, true, NOW).await.expect("node"),
+            Principal::Node
+        );
+    }
+
+    #[tokio::test]
+    async fn before_the_bootstrap_is_applied_callers_are_asked_to_retry() {
+        let store = open_store(MemDisk::new(), Limits::default()).expect("store");
+        let auth = Auth::new(store.state_machine.auth_view());
+        let early = auth
+            .authenticate(Some(&bearer("anything")), false, NOW)
+            .await
+            .expect_err("not set up");
+        assert_eq!(early.code(), tonic::Code::Unavailable);
+    }
+}

@@ -211,24 +211,14 @@ async fn reachable(url: &str) -> Result<(), String> {
     }
 }
 
+/// The CA file of `--tls-ca` (the client library's reading, naming the flag).
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    cairn_client::profile::read_ca(path).map_err(|e| format!("--tls-ca: {e}"))
+}
+
 /// The client a command uses: endpoints from the flag, the profile or the default (see
 /// `profile`), checked to be reachable first, reachable ones first. When none accepts a
 /// connection it fails at once with a hint, rather than after the client's retries.
-/// Largest CA file read: a PEM bundle of a few certificates (a system bundle is ~200 KiB).
-pub const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
-
-fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("--tls-ca {}: {e}", path.display()))?;
-    if meta.len() > MAX_CA_FILE_BYTES {
-        return Err(format!(
-            "--tls-ca {}: {} bytes, at most {MAX_CA_FILE_BYTES}: not a CA certificate",
-            path.display(),
-            meta.len()
-        ));
-    }
-    std::fs::read(path).map_err(|e| format!("--tls-ca {}: {e}", path.display()))
-}
-
 pub async fn connect(options: &ClientOptions) -> Result<cairn_client::Client, ExitCode> {
     let profile::Resolved {
         urls,

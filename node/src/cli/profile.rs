@@ -1,98 +1,16 @@
-//! The client profile: how the command line finds a cluster without `--endpoints`.
+//! How the command line finds a cluster without `--endpoints`: the client profile (its format
+//! and reading are the client library's, `cairn_client::profile`).
 //!
 //! `cairn dev` writes `client-profile.toml` into its data directory; the client subcommands
 //! read it when neither `--endpoints` nor `CAIRN_ENDPOINTS` is given: the file named by
 //! `--profile` / `CAIRN_PROFILE`, else `./cairn-data/client-profile.toml` if it exists, else
 //! the contract's default endpoint. The profile holds the whole cluster, so a command still
-//! finds the new leader after the old one died.
-//!
-//! The format is TOML so that it can grow (the security issue adds a TLS CA and a token);
-//! unknown keys are ignored, so an older `cairn` reads a newer profile.
-//!
-//! ```toml
-//! endpoints = ["https://127.0.0.1:2113", "https://127.0.0.1:2114", "https://127.0.0.1:2115"]
-//! tls_ca = "/home/me/cairn-data/ca.pem"
-//! token = "cairn_..."
-//! ```
-//!
-//! `tls_ca` is the CA that signed the nodes' certificates (`--tls-ca` overrides it); a
-//! relative path is taken from the profile's directory.
+//! finds the new leader after the old one died. `--tls-ca` overrides its `tls_ca`, `--token`
+//! (and `--username`/`--password`) its `token`.
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-/// The profile's file name inside a `cairn dev` data directory.
-pub const PROFILE_FILE_NAME: &str = "client-profile.toml";
-/// Where the command line looks for a profile when none is named: `cairn dev`'s default
-/// data directory, relative to the working directory.
-pub const DEFAULT_PROFILE_PATH: &str = "./cairn-data/client-profile.toml";
-/// Largest profile read, in bytes: a profile is a few lines; anything bigger is not one.
-pub const MAX_PROFILE_BYTES: u64 = 64 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    /// Node URLs, `http://HOST:PORT` or `https://HOST:PORT`.
-    pub endpoints: Vec<String>,
-    /// The CA certificate (PEM file) to check the nodes' certificates against.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_ca: Option<PathBuf>,
-    /// The API token every command sends (`cairn dev` writes its admin token here; keep the
-    /// file private: `cairn dev` makes it readable by its owner only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-}
-
-impl Profile {
-    pub fn read(path: &Path) -> Result<Profile, String> {
-        let meta =
-            std::fs::metadata(path).map_err(|e| format!("profile {}: {e}", path.display()))?;
-        if meta.len() > MAX_PROFILE_BYTES {
-            return Err(format!(
-                "profile {}: {} bytes, at most {MAX_PROFILE_BYTES}: not a client profile",
-                path.display(),
-                meta.len()
-            ));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("profile {}: {e}", path.display()))?;
-        let profile: Profile = toml::from_str(&text).map_err(|e| {
-            let message = e.message().to_owned();
-            format!(
-                "profile {}: not a client profile: {message}",
-                path.display()
-            )
-        })?;
-        if profile.endpoints.iter().all(|e| e.trim().is_empty()) {
-            return Err(format!("profile {}: `endpoints` is empty", path.display()));
-        }
-        let mut profile = profile;
-        if let (Some(ca), Some(dir)) = (&profile.tls_ca, path.parent()) {
-            if ca.is_relative() {
-                profile.tls_ca = Some(dir.join(ca));
-            }
-        }
-        Ok(profile)
-    }
-
-    /// Writes the profile (to a temporary file renamed over `path`, so a reader never sees
-    /// half of it).
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let body = toml::to_string(self).map_err(std::io::Error::other)?;
-        let text = format!(
-            "# Written by `cairn dev`: where the cairn command line finds this cluster.\n\
-             # Used when neither --endpoints nor CAIRN_ENDPOINTS is given (see --profile).\n{body}"
-        );
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text)?;
-        if self.token.is_some() {
-            // It holds a secret: its owner's alone (before it gets its name).
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        }
-        std::fs::rename(&tmp, path)
-    }
-}
+pub use cairn_client::profile::{Profile, DEFAULT_PROFILE_PATH, PROFILE_FILE_NAME};
 
 /// Where a command's endpoints came from, for the hint when none answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
