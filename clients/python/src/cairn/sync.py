@@ -48,6 +48,9 @@ class _Loop:
         self.loop = asyncio.new_event_loop()
         self._lock = threading.Lock()
         self._stopping = False
+        # Set when the client starts closing, before its channels close: a call that their
+        # closing cancels is then reported as ended by the close, like one `stop` ends.
+        self._closing = False
         self._waiting: set[concurrent.futures.Future[Any]] = set()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name=_LOOP_THREAD_NAME, daemon=True
@@ -66,7 +69,7 @@ class _Loop:
         try:
             return future.result()
         except (concurrent.futures.CancelledError, asyncio.CancelledError):
-            if self._stopping:
+            if self._stopping or self._closing:
                 raise InvalidInput("the client was closed during this call") from None
             raise
         except BaseException:
@@ -80,6 +83,11 @@ class _Loop:
         with self._lock:
             if not self._stopping:
                 self.loop.call_soon_threadsafe(function)
+
+    def begin_closing(self) -> None:
+        """Notes that the client is closing (see ``_closing``)."""
+        with self._lock:
+            self._closing = True
 
     def close_in_background(self, closing: Coroutine[Any, Any, Any]) -> None:
         """Runs ``closing`` on the loop and stops the loop after it, without waiting: for a
@@ -227,6 +235,7 @@ class Client:
         an eventsourcing ``Application``), it closes in the background instead of waiting:
         that thread may hold a lock (gRPC's, mid-call) the closing needs, and waiting there
         hung the Python tests."""
+        self._loop.begin_closing()
         if threading.current_thread().name == _LOOP_THREAD_NAME:
             self._loop.close_in_background(self._async.close())
             return
