@@ -316,6 +316,13 @@ impl Cluster for Fake {
     ) -> Result<Response<proto::ScavengeResponse>, Status> {
         Err(Status::unimplemented("the fake nodes do not scavenge"))
     }
+
+    async fn erase(
+        &self,
+        _request: Request<proto::EraseRequest>,
+    ) -> Result<Response<proto::EraseResponse>, Status> {
+        Err(Status::unimplemented("the fake nodes do not erase"))
+    }
 }
 
 /// Serves `fake` on a free loopback port; returns its URL.
@@ -344,6 +351,7 @@ fn client(endpoints: &[&str], attempts: u32) -> Client {
         max_append_attempts: attempts,
         leader_only: true,
         tls_ca: None,
+        credentials: None,
     })
     .unwrap()
 }

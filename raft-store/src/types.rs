@@ -1,9 +1,11 @@
 //! The domain types (ground floor: no imports from the crate): events as written and as
 //! recorded, appends and their expected revision, the commands the state machine applies,
 //! their verdicts, and why an input is invalid. openraft's type configuration is
-//! `raft_types`'s.
+//! `raft_types`'s. Imports only `auth` (the security records, ground floor too).
 
 use std::fmt;
+
+use crate::auth::{AuthCommand, AuthResult};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -196,6 +198,33 @@ pub enum Command {
     /// Define, change, checkpoint or delete a consumer group, park its events or replay its
     /// parked ones (`consumer_group`).
     ConsumerGroup(GroupCommand),
+    /// Change users, tokens or grants (`auth`).
+    Auth(AuthCommand),
+    /// Tombstone a stream and forget its events and its metadata's history (`erase`).
+    EraseStream(EraseStream),
+}
+
+/// One step of an erase: tombstones `stream` (a fresh tombstone that keeps no metadata, if
+/// it has none yet) and forgets at most `erase::ERASE_GROUPS_PER_COMMAND` of its groups and
+/// its metastream's older groups. Committed through the log, so every replica forgets the
+/// same groups at the same point of it; each node then scrubs them from its disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseStream {
+    pub stream: String,
+    /// The id of the tombstone event the first step writes in the metastream.
+    pub id: Uuid,
+    pub created_unix_ms: u64,
+}
+
+/// What one `EraseStream` step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseResult {
+    /// Why nothing was done (a name that is not a client stream's).
+    pub rejected: Option<InvalidInput>,
+    pub removed_groups: u64,
+    pub removed_events: u64,
+    /// Groups are left for the next step (the step's limit was reached).
+    pub more: bool,
 }
 
 /// How a consumer group hands its events to its consumers.
@@ -544,6 +573,8 @@ impl std::fmt::Display for Command {
             Command::ConsumerGroup(command) => {
                 write!(f, "consumer group {}", command.group())
             }
+            Command::Auth(auth) => write!(f, "{}", auth.change),
+            Command::EraseStream(erase) => write!(f, "erase of {}", erase.stream),
         }
     }
 }
@@ -603,6 +634,8 @@ pub enum Response {
     Writes(Vec<WriteResult>),
     Scavenged(ScavengeResult),
     ConsumerGroup(GroupResult),
+    Auth(AuthResult),
+    Erased(EraseResult),
 }
 
 /// Why an append was refused before anything was written. Each variant names the field.

@@ -231,9 +231,11 @@ async fn propose(raft: &Raft, group: Vec<Queued>, slot: OwnedSemaphorePermit) {
                     Ok(results.into_iter().map(WriteResult::Append).collect())
                 }
                 Response::Writes(results) => Ok(results),
-                Response::Empty | Response::Scavenged(_) | Response::ConsumerGroup(_) => {
-                    Err(GroupError::NoResult)
-                }
+                Response::Empty
+                | Response::Scavenged(_)
+                | Response::ConsumerGroup(_)
+                | Response::Auth(_) => Err(GroupError::NoResult),
+                Response::Erased(_) => Err(GroupError::NoResult),
             },
             Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Err(GroupError::NotLeader),
             // The entry was proposed, then truncated or purged by a new leader: committed or

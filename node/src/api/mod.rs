@@ -1,9 +1,11 @@
 //! The public gRPC services (`cairn.v1.Streams`, `cairn.v1.Cluster`) on top of the local Raft
 //! instance and the applied state.
 
+pub mod auth;
 mod cluster;
 pub(crate) mod convert;
 pub mod deadlines;
+pub mod erase;
 pub mod group_commit;
 pub mod groups;
 pub(crate) mod lifecycle;
@@ -16,15 +18,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cairn_raft_store::disk::Disk;
+use cairn_raft_store::erase::Erasures;
 use cairn_raft_store::scavenge::Reclaimer;
 use cairn_raft_store::{EventReader, Limits, NodeId, Raft};
 use openraft::async_runtime::WatchReceiver;
 use tonic::transport::Channel;
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use groups::GroupsService;
 pub use streams::StreamsService;
 
+use crate::auth::Auth;
 use crate::error::NodeError;
 use crate::feed::LiveFeed;
 use crate::leadership::ProposalGate;
@@ -46,6 +51,10 @@ pub struct NodeContext {
     pub reclaimer: Reclaimer,
     /// The store's disk, measured for the status call's `with_space`.
     pub disk: Arc<dyn Disk>,
+    /// The erase steps this node has still to scrub, and what its eraser is doing: read for
+    /// the status call.
+    pub erasures: Erasures,
+    pub erase_progress: erase::EraseProgress,
     pub limits: Limits,
     pub connector: Arc<dyn Connector>,
     pub feed: LiveFeed,
@@ -58,6 +67,9 @@ pub struct NodeContext {
     pub group_commit: group_commit::GroupCommit,
     /// One membership change at a time through this node (`api/cluster.rs`).
     pub membership_lock: tokio::sync::Mutex<()>,
+    /// Authentication and authorization in force (`auth`); `None` when the node runs
+    /// `--insecure` (and in the simulation): nothing is checked.
+    pub auth: Option<Arc<Auth>>,
     /// Whether this node is still a member (`standing`); a node that is not refuses reads,
     /// appends and subscriptions.
     pub standing: tokio::sync::watch::Receiver<Standing>,
@@ -71,6 +83,10 @@ pub struct StoreAccess {
     pub reader: EventReader,
     pub reclaimer: Reclaimer,
     pub disk: Arc<dyn Disk>,
+    /// The applied security state's checks, when they are in force.
+    pub auth: Option<Arc<Auth>>,
+    pub erasures: Erasures,
+    pub erase_progress: erase::EraseProgress,
 }
 
 impl NodeContext {
@@ -90,6 +106,9 @@ impl NodeContext {
             reader,
             reclaimer,
             disk,
+            auth,
+            erasures,
+            erase_progress,
         } = store;
         Arc::new(NodeContext {
             id,
@@ -98,10 +117,13 @@ impl NodeContext {
             reader,
             reclaimer,
             disk,
+            erasures,
+            erase_progress,
             limits,
             connector,
             feed,
             metrics,
+            auth,
             gate: ProposalGate::default(),
             membership_lock: tokio::sync::Mutex::new(()),
             standing,

@@ -2,6 +2,7 @@
 //! directories, killed with SIGKILL where the test says so. One test binary, one module per
 //! concern.
 
+mod auth;
 mod bad_input;
 mod cli;
 mod config;
@@ -9,6 +10,7 @@ mod corruption;
 mod dcb;
 mod deploy;
 mod dev_process;
+mod erase;
 mod failover;
 mod first_hour;
 mod groups;
