@@ -291,12 +291,22 @@ impl GroupsApi for GroupsService {
                         consumer,
                         ids: acks.ids,
                     },
-                    Some(In::Nack(nacks)) => Control::Nack {
-                        consumer,
-                        ids: nacks.ids,
-                        action: proto::NackAction::try_from(nacks.action)
-                            .unwrap_or(proto::NackAction::Retry),
-                        reason: nacks.reason,
+                    Some(In::Nack(nacks)) => match proto::NackAction::try_from(nacks.action) {
+                        Ok(action) => Control::Nack {
+                            consumer,
+                            ids: nacks.ids,
+                            action,
+                            reason: nacks.reason,
+                        },
+                        // Bad input changes nothing: each event stays in flight.
+                        Err(_) => Control::Reject {
+                            consumer,
+                            ids: nacks.ids,
+                            reason: format!(
+                                "nack action {} is unknown (retry, park or skip); nothing changed",
+                                nacks.action
+                            ),
+                        },
                     },
                     Some(In::Start(_)) | None => continue,
                 };

@@ -379,6 +379,15 @@ impl Dispatcher {
                     }
                 }
             }
+            Control::Reject {
+                consumer,
+                ids,
+                reason,
+            } => {
+                for id in ids {
+                    self.reject(consumer, id, reason.clone());
+                }
+            }
             Control::Leave { consumer } => self.leave(consumer),
             Control::Info { reply } => {
                 let _ = reply.send(self.stats());
@@ -429,22 +438,12 @@ impl Dispatcher {
             .ok()
             .and_then(|uuid| c.in_flight.remove(&uuid));
         let Some(key) = key else {
-            let rejected = Out::Rejected(proto::AckRejected {
-                id: id.to_owned(),
-                reason: format!(
-                    "event {id} is not in flight to this consumer of group {:?} (unknown, \
-                     already acknowledged, or timed out and to be delivered again)",
-                    self.group
-                ),
-            });
-            if c.out
-                .try_send(Ok(proto::ConsumeResponse {
-                    message: Some(rejected),
-                }))
-                .is_err()
-            {
-                self.leave(consumer);
-            }
+            let reason = format!(
+                "event {id} is not in flight to this consumer of group {:?} (unknown, already \
+                 acknowledged, or timed out and to be delivered again)",
+                self.group
+            );
+            self.reject(consumer, id.to_owned(), reason);
             return None;
         };
         if let Some(item) = self.items.get_mut(&key) {
@@ -454,6 +453,20 @@ impl Dispatcher {
             item.state = State::Waiting;
         }
         Some(key)
+    }
+
+    /// Answers `id` with `rejected`; a consumer that leaves its rejections unread goes.
+    fn reject(&mut self, consumer: u64, id: String, reason: String) {
+        let Some(c) = self.consumers.get(&consumer) else {
+            return;
+        };
+        let rejected = Out::Rejected(proto::AckRejected { id, reason });
+        let sent = c.out.try_send(Ok(proto::ConsumeResponse {
+            message: Some(rejected),
+        }));
+        if sent.is_err() {
+            self.leave(consumer);
+        }
     }
 
     fn leave(&mut self, consumer: u64) {

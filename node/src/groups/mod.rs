@@ -42,6 +42,12 @@ pub enum Control {
         action: proto::NackAction,
         reason: String,
     },
+    /// Answers each id with `rejected` (bad input from the consumer), changing nothing.
+    Reject {
+        consumer: u64,
+        ids: Vec<String>,
+        reason: String,
+    },
     Leave {
         consumer: u64,
     },

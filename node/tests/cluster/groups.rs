@@ -160,6 +160,25 @@ fn group_commands_refuse_bad_input_park_and_replay() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // An ack of an event not in flight to the consumer is answered, and changes nothing.
+    runtime().block_on(async {
+        let mut consumer = cluster.client().consume("billing").await.expect("consume");
+        let stranger = uuid::Uuid::new_v4();
+        consumer.ack(&[stranger]).await.expect("ack sent");
+        let answer = tokio::time::timeout(CONSUME_WAIT, consumer.next())
+            .await
+            .expect("an answer")
+            .expect("no error");
+        match answer {
+            cairn_client::ConsumerMessage::Rejected { id, reason } => {
+                assert_eq!(id, stranger.to_string());
+                assert!(reason.contains("not in flight"), "{reason}");
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        consumer.close().await;
+    });
+
     let deleted = cairn(&endpoints, &["group", "delete", "billing"]);
     assert_eq!(code(&deleted), Some(0), "{deleted:?}");
     let gone = cairn(&endpoints, &["group", "info", "billing"]);
