@@ -564,6 +564,36 @@ impl Client {
         Ok(response)
     }
 
+    /// One erase step (`cairn.v1.Cluster/Erase`) of `stream`, on the leader: call again
+    /// while the answer's `more` is set, then wait for every member's
+    /// `erase_pending_steps` to be 0 (`cairn stream erase` does both). A retry after a lost
+    /// answer is harmless: a step on an erased stream removes nothing more.
+    pub async fn erase_step(&self, stream: &str) -> Result<proto::EraseResponse, Error> {
+        let request = proto::EraseRequest {
+            stream: stream.to_owned(),
+        };
+        let start = self.inner.endpoints.leader_or_first();
+        let (response, _) = self
+            .with_retries(
+                "erase",
+                stream,
+                start,
+                NodePreference::Leader,
+                CallKind::Request,
+                |channel| {
+                    let request = request.clone();
+                    async move {
+                        Ok(ClusterClient::new(channel)
+                            .erase(request)
+                            .await?
+                            .into_inner())
+                    }
+                },
+            )
+            .await?;
+        Ok(response)
+    }
+
     async fn status_of(&self, with_space: bool) -> Result<proto::StatusResponse, Error> {
         let nodes = self.inner.endpoints.all();
         let mut retries = Retries::new(nodes.len() as u32);

@@ -316,6 +316,13 @@ impl Cluster for Fake {
     ) -> Result<Response<proto::ScavengeResponse>, Status> {
         Err(Status::unimplemented("the fake nodes do not scavenge"))
     }
+
+    async fn erase(
+        &self,
+        _request: Request<proto::EraseRequest>,
+    ) -> Result<Response<proto::EraseResponse>, Status> {
+        Err(Status::unimplemented("the fake nodes do not erase"))
+    }
 }
 
 /// Serves `fake` on a free loopback port; returns its URL.

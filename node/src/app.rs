@@ -150,6 +150,8 @@ pub async fn start(
         .admin_secret
         .is_some()
         .then(|| Auth::new(store.state_machine.auth_view()));
+    let erasures = store.erasures.clone();
+    let log = store.log.clone();
     let (damage, repair_until) = (store.damage, store.repair_until);
     let raft = Raft::new(
         id,
@@ -178,6 +180,7 @@ pub async fn start(
 
     let feed = LiveFeed::start(reader.clone(), applied_watch(&raft), LIVE_BUFFER_EVENTS)?;
     let standing = crate::standing::watch(id, raft.clone(), connector.clone());
+    let erase_progress = crate::api::erase::EraseProgress::default();
     let ctx = NodeContext::new(
         id,
         raft.clone(),
@@ -186,6 +189,8 @@ pub async fn start(
             reclaimer: reclaimer.clone(),
             disk: disk.clone(),
             auth,
+            erasures: erasures.clone(),
+            erase_progress: erase_progress.clone(),
         },
         setup.limits,
         connector,
@@ -193,7 +198,16 @@ pub async fn start(
         standing,
         metrics,
     );
-    crate::api::scavenge::start_reclaimer(reclaimer, ctx.metrics.clone());
+    crate::api::scavenge::start_reclaimer(reclaimer.clone(), ctx.metrics.clone());
+    crate::api::erase::Eraser {
+        raft: raft.clone(),
+        log,
+        erasures,
+        reclaimer,
+        disk: disk.clone(),
+        progress: erase_progress,
+    }
+    .start();
     if let Some(secret) = setup.admin_secret.clone() {
         crate::api::auth::start_bootstrap(ctx.clone(), secret);
     }

@@ -38,6 +38,13 @@ pub const TAGS: u8 = 0x09;
 /// keyspace that forgot them is durable, then deletes the entries (`scavenge`).
 pub const RECLAIM: u8 = 0x0a;
 
+/// Erasures this node has not finished scrubbing from its disk: log index of an erase step
+/// (or of an installed snapshot) -> nothing. Written at apply with the step (or with the
+/// install); deleted by the node's eraser once the Raft log is purged past the index, the
+/// purged frames left in a kept segment are zeroed and the keyspace has been rewritten
+/// (`erase`). Not a state-machine table: an install keeps it.
+pub const ERASE: u8 = 0x0b;
+
 /// The state machine's tables (cleared when a snapshot is installed).
 pub const STATE_MACHINE_TABLES: [u8; 8] = [
     EVENTS,

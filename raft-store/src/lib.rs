@@ -20,6 +20,7 @@ mod auth_view;
 mod codec;
 pub mod consumer_group;
 pub mod disk;
+pub mod erase;
 mod error;
 pub mod faults;
 pub mod format;
@@ -82,6 +83,8 @@ pub struct Store {
     pub state_machine: StateMachineStore,
     pub reader: EventReader,
     pub reclaimer: scavenge::Reclaimer,
+    /// The erase steps this node has still to scrub from its disk.
+    pub erasures: erase::Erasures,
     /// Damage this open found (and what it did about it).
     pub damage: Vec<repair::Damage>,
     /// The log index this node must hold again before it votes, if a repair is under way
@@ -112,6 +115,7 @@ pub fn open_store(disk: Arc<dyn disk::Disk>, limits: Limits) -> Result<Store, St
         log,
         reader: state_machine.reader(),
         reclaimer: state_machine.reclaimer(),
+        erasures: state_machine.erasures(),
         state_machine,
         damage,
     })

@@ -36,6 +36,8 @@ pub const METADATA_EVENT_TYPE: &str = "$metadata";
 pub const DELETED_EVENT_TYPE: &str = "$deleted";
 /// Event type of a metastream event written by a tombstone.
 pub const TOMBSTONE_EVENT_TYPE: &str = "$tombstone";
+/// Event type of the metastream event an erase writes (a tombstone that keeps no metadata).
+pub const ERASED_EVENT_TYPE: &str = "$erased";
 
 /// The name of `stream`'s metastream.
 pub fn metastream(stream: &str) -> String {
@@ -57,6 +59,10 @@ pub struct Lifecycle {
     pub deleted_before: Option<u64>,
     #[serde(rename = "$tombstoned", skip_serializing_if = "is_false", default)]
     pub tombstoned: bool,
+    /// Set by an erase (with `tombstoned`): this state is the metastream's only event left,
+    /// and it holds no metadata of the application's.
+    #[serde(rename = "$erased", skip_serializing_if = "is_false", default)]
+    pub erased: bool,
 }
 
 fn is_false(b: &bool) -> bool {

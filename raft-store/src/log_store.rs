@@ -161,6 +161,13 @@ impl LogStore {
         Ok(())
     }
 
+    /// Zeroes purged entries still inside a kept segment, then syncs
+    /// (`SegmentLog::scrub_purged`): the last step of removing the log's copy of erased
+    /// events. Blocking.
+    pub fn scrub_purged(&self) -> Result<u64, StoreError> {
+        self.segments.scrub_purged()
+    }
+
     /// At open: purges the log up to `log_id` (a snapshot's), synced, when repair cut it
     /// below the snapshot the state machine holds.
     pub fn purge_at_open(&self, log_id: LogId) -> Result<(), StoreError> {

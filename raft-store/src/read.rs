@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::auth::AUTH_STREAM;
 use crate::codec::decode;
 use crate::consumer_group;
-use crate::disk::{Disk, Order};
+use crate::disk::{Disk, KeyRange, Order};
 use crate::error::StoreError;
 use crate::group_files::GroupFiles;
 use crate::index::{run_after, run_at_or_before, IndexName, Run};
@@ -656,7 +656,23 @@ impl StreamEvents {
     /// past the end); `None` if the stream has none at or below it.
     fn load(&self, revision: u64) -> Result<Option<LoadedGroup>, StoreError> {
         let range = keys::stream_range(&self.stream, 0, Some(revision.saturating_add(1)));
-        let found = self.disk.scan(&range, Order::Descending, 1)?;
+        self.load_first(&range, Order::Descending)
+    }
+
+    /// Forwards, past a gap: the first group at or after `revision`. Only an erased stream's
+    /// metastream has one (its earlier events are forgotten, revisions go on), and its
+    /// visibility does not say where it starts again.
+    fn load_after(&self, revision: u64) -> Result<Option<LoadedGroup>, StoreError> {
+        let range = keys::stream_range(&self.stream, revision, None);
+        self.load_first(&range, Order::Ascending)
+    }
+
+    fn load_first(
+        &self,
+        range: &KeyRange,
+        order: Order,
+    ) -> Result<Option<LoadedGroup>, StoreError> {
+        let found = self.disk.scan(range, order, 1)?;
         let Some((key, value)) = found.first() else {
             return Ok(None);
         };
@@ -693,12 +709,21 @@ impl StreamEvents {
             .as_ref()
             .is_some_and(|g| Self::contains_revision(g, revision))
         {
-            let Some(group) = self.load(revision)? else {
+            let found = match self.load(revision)? {
+                Some(group) if Self::contains_revision(&group, revision) => Some(group),
+                None if self.direction == Direction::Forwards => self.load_after(revision)?,
+                Some(_) if self.direction == Direction::Forwards => self.load_after(revision)?,
+                other => other,
+            };
+            let Some(group) = found else {
                 self.next = None;
                 return Ok(None);
             };
             if !Self::contains_revision(&group, revision) {
                 match self.direction {
+                    Direction::Forwards if group.group.first_revision > revision => {
+                        revision = group.group.first_revision;
+                    }
                     Direction::Forwards => {
                         self.next = None;
                         return Ok(None);

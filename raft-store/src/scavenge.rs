@@ -98,7 +98,7 @@ pub(crate) fn forget_hidden(
     Ok(result)
 }
 
-fn forget_group(
+pub(crate) fn forget_group(
     disk: &dyn Disk,
     batch: &mut WriteBatch,
     ids: &mut IdIndexBatch,

@@ -613,6 +613,45 @@ impl SegmentFiles {
         Ok(())
     }
 
+    /// `Keyed`: zeroes the payload of every frame with a key in `[from, below)` still in the
+    /// files, and gives its whole blocks back (`LogFiles::discard`), keeping each header with
+    /// the checksum of its zeros (`frame::zeroed_crc`), so the open's scan still walks a valid
+    /// frame: for purged log entries left in a segment that also holds later ones (an erase
+    /// must not leave their events there). Nothing reads those keys any more. Durable after the
+    /// next sync. Returns the frames zeroed.
+    pub fn zero_frames(&self, from: u64, below: u64) -> Result<u64, StoreError> {
+        debug_assert_eq!(self.layout, Layout::Keyed);
+        let mut zeroed = 0;
+        for segment in self.range(..below) {
+            let first = from.max(segment.id);
+            let end = below.min(segment.next_key());
+            for key in first..end {
+                let (start, stop) = segment.frame_range(key);
+                let len = (stop - start)
+                    .checked_sub(FRAME_HEADER_BYTES as u64)
+                    .and_then(|len| u32::try_from(len).ok())
+                    .ok_or_else(|| {
+                        self.corrupt(format!(
+                            "segment {}: frame {key} is shorter than a header",
+                            segment.id
+                        ))
+                    })?;
+                let mut header = [0u8; FRAME_HEADER_BYTES];
+                header[0..4].copy_from_slice(&len.to_le_bytes());
+                header[4..8].copy_from_slice(&frame::zeroed_crc(key, len).to_le_bytes());
+                header[8..16].copy_from_slice(&key.to_le_bytes());
+                self.files.write_at(segment.id, start, &header)?;
+                self.files.discard(
+                    segment.id,
+                    start + FRAME_HEADER_BYTES as u64,
+                    u64::from(len),
+                )?;
+                zeroed += 1;
+            }
+        }
+        Ok(zeroed)
+    }
+
     /// `Stream`: the segment holding a frame of `frame_bytes` at stream `offset`, and where in
     /// it the frame starts; `None` if the frame is not wholly inside one segment.
     pub fn locate(&self, offset: u64, frame_bytes: u64) -> Option<(u64, u64)> {

@@ -26,6 +26,10 @@ struct Index {
     last: Option<LogId>,
     /// Entries below this are purged, even where their segment remains.
     first_visible: u64,
+    /// Purged entries below this have been zeroed where their segment remains
+    /// (`scrub_purged`); 0 after an open, so the first scrub zeroes again what an earlier
+    /// process may already have zeroed.
+    scrubbed_below: u64,
 }
 
 /// The Raft log's entries. Shared by every clone of the log store.
@@ -69,6 +73,7 @@ impl SegmentLog {
                 segments,
                 last: None,
                 first_visible: 0,
+                scrubbed_below: 0,
             }),
         };
         let last = log.read_last()?;
@@ -217,12 +222,34 @@ impl SegmentLog {
         Ok(())
     }
 
+    /// Zeroes the purged entries that remain in a segment holding later ones (`purge` leaves
+    /// them until that segment goes), then syncs: after this no byte of a purged entry is in
+    /// the files (an erase relies on it). Returns the entries zeroed.
+    pub fn scrub_purged(&self) -> Result<u64, StoreError> {
+        let (zeroed, below) = {
+            let index = self.lock();
+            let below = index.first_visible;
+            if index.scrubbed_below >= below {
+                return Ok(0);
+            }
+            (
+                index.segments.zero_frames(index.scrubbed_below, below)?,
+                below,
+            )
+        };
+        self.files.sync()?;
+        let mut index = self.lock();
+        index.scrubbed_below = index.scrubbed_below.max(below);
+        Ok(zeroed)
+    }
+
     /// Removes every segment (before a migration rewrites the log), then syncs.
     pub fn clear(&self) -> Result<(), StoreError> {
         let mut index = self.lock();
         index.segments.truncate(0)?;
         index.last = None;
         index.first_visible = 0;
+        index.scrubbed_below = 0;
         self.files.sync()?;
         Ok(())
     }
@@ -383,5 +410,30 @@ mod tests {
         assert_eq!(reopened.last_log_id(), None);
         reopened.append((41..=43).map(entry)).unwrap();
         assert_eq!(all(&reopened), vec![41, 42, 43]);
+    }
+
+    #[test]
+    fn scrubbing_zeroes_purged_entries_in_a_kept_segment_and_the_log_reopens_whole() {
+        let files = Arc::new(MemLogFiles::default());
+        let log = SegmentLog::open_with_segment_bytes(files.clone(), 1 << 20).expect("open");
+        log.append((1..=20).map(entry)).unwrap();
+        log.purge(12).unwrap();
+        assert_eq!(files.list().unwrap().len(), 1, "the one segment is kept");
+        assert_eq!(log.scrub_purged().unwrap(), 12);
+        assert_eq!(log.scrub_purged().unwrap(), 0, "done once");
+        let segment = files.list().unwrap()[0];
+        let mut bytes = vec![0u8; files.len(segment).unwrap() as usize];
+        files.read_exact_at(segment, 0, &mut bytes).unwrap();
+        let mut at = 0;
+        for key in 1..=20u64 {
+            let (header, payload) = frame::parse(&bytes[at..]).expect("a valid frame");
+            assert_eq!(header.key, key);
+            assert_eq!(payload.iter().all(|&b| b == 0), key <= 12, "entry {key}");
+            at += FRAME_HEADER_BYTES + payload.len();
+        }
+        let reopened = SegmentLog::open_with_segment_bytes(files.clone(), 1 << 20).expect("open");
+        assert!(reopened.cut().is_none(), "zeroed frames are no damage");
+        reopened.purge(12).unwrap();
+        assert_eq!(all(&reopened), (13..=20).collect::<Vec<_>>());
     }
 }

@@ -200,6 +200,31 @@ pub enum Command {
     ConsumerGroup(GroupCommand),
     /// Change users, tokens or grants (`auth`).
     Auth(AuthCommand),
+    /// Tombstone a stream and forget its events and its metadata's history (`erase`).
+    EraseStream(EraseStream),
+}
+
+/// One step of an erase: tombstones `stream` (a fresh tombstone that keeps no metadata, if
+/// it has none yet) and forgets at most `erase::ERASE_GROUPS_PER_COMMAND` of its groups and
+/// its metastream's older groups. Committed through the log, so every replica forgets the
+/// same groups at the same point of it; each node then scrubs them from its disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseStream {
+    pub stream: String,
+    /// The id of the tombstone event the first step writes in the metastream.
+    pub id: Uuid,
+    pub created_unix_ms: u64,
+}
+
+/// What one `EraseStream` step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseResult {
+    /// Why nothing was done (a name that is not a client stream's).
+    pub rejected: Option<InvalidInput>,
+    pub removed_groups: u64,
+    pub removed_events: u64,
+    /// Groups are left for the next step (the step's limit was reached).
+    pub more: bool,
 }
 
 /// How a consumer group hands its events to its consumers.
@@ -549,6 +574,7 @@ impl std::fmt::Display for Command {
                 write!(f, "consumer group {}", command.group())
             }
             Command::Auth(auth) => write!(f, "{}", auth.change),
+            Command::EraseStream(erase) => write!(f, "erase of {}", erase.stream),
         }
     }
 }
@@ -609,6 +635,7 @@ pub enum Response {
     Scavenged(ScavengeResult),
     ConsumerGroup(GroupResult),
     Auth(AuthResult),
+    Erased(EraseResult),
 }
 
 /// Why an append was refused before anything was written. Each variant names the field.

@@ -102,6 +102,8 @@ impl ClusterService {
         } else {
             (0, 0, 0)
         };
+        let erase_pending_steps = super::erase::pending(&self.ctx.erasures)?;
+        let erase_progress = self.ctx.erase_progress.get();
         let members = membership
             .nodes()
             .map(|(&id, node)| {
@@ -117,6 +119,8 @@ impl ClusterService {
                         store_bytes: space.0,
                         reclaim_pending_groups: space.1,
                         reclaim_pending_bytes: space.2,
+                        erase_pending_steps,
+                        erase_progress: erase_progress.clone(),
                     }
                 } else {
                     proto::Member {
@@ -574,6 +578,15 @@ impl Cluster for ClusterService {
         request: Request<proto::ScavengeRequest>,
     ) -> Result<Response<proto::ScavengeResponse>, Status> {
         super::scavenge::step(&self.ctx, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn erase(
+        &self,
+        request: Request<proto::EraseRequest>,
+    ) -> Result<Response<proto::EraseResponse>, Status> {
+        super::erase::step(&self.ctx, request.into_inner())
             .await
             .map(Response::new)
     }

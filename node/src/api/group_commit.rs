@@ -235,6 +235,7 @@ async fn propose(raft: &Raft, group: Vec<Queued>, slot: OwnedSemaphorePermit) {
                 | Response::Scavenged(_)
                 | Response::ConsumerGroup(_)
                 | Response::Auth(_) => Err(GroupError::NoResult),
+                Response::Erased(_) => Err(GroupError::NoResult),
             },
             Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Err(GroupError::NotLeader),
             // The entry was proposed, then truncated or purged by a new leader: committed or

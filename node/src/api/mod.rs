@@ -5,6 +5,7 @@ pub mod auth;
 mod cluster;
 pub(crate) mod convert;
 pub mod deadlines;
+pub mod erase;
 pub mod group_commit;
 pub mod groups;
 pub(crate) mod lifecycle;
@@ -17,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cairn_raft_store::disk::Disk;
+use cairn_raft_store::erase::Erasures;
 use cairn_raft_store::scavenge::Reclaimer;
 use cairn_raft_store::{EventReader, Limits, NodeId, Raft};
 use openraft::async_runtime::WatchReceiver;
@@ -49,6 +51,10 @@ pub struct NodeContext {
     pub reclaimer: Reclaimer,
     /// The store's disk, measured for the status call's `with_space`.
     pub disk: Arc<dyn Disk>,
+    /// The erase steps this node has still to scrub, and what its eraser is doing: read for
+    /// the status call.
+    pub erasures: Erasures,
+    pub erase_progress: erase::EraseProgress,
     pub limits: Limits,
     pub connector: Arc<dyn Connector>,
     pub feed: LiveFeed,
@@ -79,6 +85,8 @@ pub struct StoreAccess {
     pub disk: Arc<dyn Disk>,
     /// The applied security state's checks, when they are in force.
     pub auth: Option<Arc<Auth>>,
+    pub erasures: Erasures,
+    pub erase_progress: erase::EraseProgress,
 }
 
 impl NodeContext {
@@ -99,6 +107,8 @@ impl NodeContext {
             reclaimer,
             disk,
             auth,
+            erasures,
+            erase_progress,
         } = store;
         Arc::new(NodeContext {
             id,
@@ -107,6 +117,8 @@ impl NodeContext {
             reader,
             reclaimer,
             disk,
+            erasures,
+            erase_progress,
             limits,
             connector,
             feed,

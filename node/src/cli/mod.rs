@@ -7,6 +7,7 @@ mod cluster;
 mod commands;
 mod dcb;
 mod dev;
+mod erase;
 mod group;
 mod node;
 mod output;

@@ -1,4 +1,5 @@
-//! `cairn stream meta|delete|tombstone STREAM`: a stream's metadata and its deletion.
+//! `cairn stream meta|delete|tombstone STREAM`: a stream's metadata and its deletion
+//! (`erase` lives in `erase.rs`).
 
 use std::process::ExitCode;
 
@@ -24,6 +25,10 @@ pub enum StreamCommand {
     Delete(DeleteArgs),
     /// Tombstone a stream: it can never be written again (reads and appends exit 5).
     Tombstone(DeleteArgs),
+    /// Tombstone a stream and remove every byte of its events and of its metadata's history
+    /// from every member's disk (the Raft log and the indexes included); returns once every
+    /// member reports its disk clean, or says which has not and why (exit 1).
+    Erase(super::erase::EraseArgs),
 }
 
 #[derive(Args, Debug)]
@@ -67,6 +72,7 @@ pub async fn run(args: StreamArgs) -> ExitCode {
         StreamCommand::Meta(args) => meta(args).await,
         StreamCommand::Delete(args) => delete(args, false).await,
         StreamCommand::Tombstone(args) => delete(args, true).await,
+        StreamCommand::Erase(args) => super::erase::run(args).await,
     }
 }
 

@@ -10,6 +10,7 @@ mod corruption;
 mod dcb;
 mod deploy;
 mod dev_process;
+mod erase;
 mod failover;
 mod first_hour;
 mod groups;

@@ -130,6 +130,15 @@ pub trait Disk: Send + Sync + 'static {
     /// Bytes the store occupies (for benchmarks and metrics), the log's files included.
     fn size_on_disk(&self) -> io::Result<u64>;
 
+    /// Rewrites the keyspace into fresh files and deletes the old ones, so that no old
+    /// version of a removed or replaced key stays on disk (an erase needs it: sled keeps them
+    /// in its files until it happens to reuse the space). Every keyspace call waits meanwhile.
+    /// Crash-safe: an open finishes a rewrite that was cut short, or drops it. The disk
+    /// model keeps no old versions, so by default there is nothing to do.
+    fn rewrite_keyspace(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// The files the Raft log lives in (beside the keyspace, not in it).
     fn log_files(&self) -> Arc<dyn LogFiles>;
 

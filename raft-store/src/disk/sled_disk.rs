@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::flusher::Flusher;
 use super::{
@@ -135,23 +135,20 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// sled behind the storage seam.
-pub struct SledDisk {
-    db: sled::Db,
-    dir: PathBuf,
-    durability: Arc<Durability>,
+/// One open sled keyspace and what makes it durable. Fields drop in order: the flusher
+/// (answering what is queued) before the last handles on the db.
+struct Keyspace {
     flusher: Flusher,
-    log_files: Arc<FsLogFiles>,
-    group_files: Arc<FsLogFiles>,
+    durability: Arc<Durability>,
+    db: sled::Db,
 }
 
-impl SledDisk {
-    pub fn open(dir: impl AsRef<Path>, options: SledOptions) -> io::Result<Arc<Self>> {
-        let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)?;
-        let segment_size = persisted_segment_size(&dir)?.unwrap_or(SLED_SEGMENT_BYTES);
+impl Keyspace {
+    fn open(dir: &Path, options: &SledOptions) -> io::Result<Keyspace> {
+        std::fs::create_dir_all(dir)?;
+        let segment_size = persisted_segment_size(dir)?.unwrap_or(SLED_SEGMENT_BYTES);
         let db = sled::Config::new()
-            .path(&dir)
+            .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
             .segment_size(segment_size)
             // We flush ourselves, right before each fdatasync.
@@ -163,7 +160,7 @@ impl SledDisk {
         // them.
         db_file.sync_all()?;
         sync_dir(&blob_dir)?;
-        sync_dir(&dir)?;
+        sync_dir(dir)?;
         let durability = Arc::new(Durability {
             db: db.clone(),
             db_file,
@@ -176,48 +173,182 @@ impl SledDisk {
             "cairn-fdatasync",
             Arc::new(move || flusher_durability.sync()),
         )?;
+        Ok(Keyspace {
+            flusher,
+            durability,
+            db,
+        })
+    }
+}
+
+/// Pairs copied per batch when the keyspace is rewritten (`rewrite_keyspace`): bounds the
+/// copy's memory.
+pub const REWRITE_BATCH_KEYS: usize = 4_096;
+/// Where a rewrite builds the new keyspace, inside the store's directory.
+const REWRITE_DIR: &str = "keyspace.new";
+/// Present once the new keyspace is whole and synced: the old sled files at the top of the
+/// store's directory are being deleted (an open deletes what is left, then moves the new in).
+const SWAP_DELETING: &str = "keyspace.swap";
+/// Present once the old sled files are gone: the new ones are being moved to the top.
+const SWAP_MOVING: &str = "keyspace.move";
+
+/// Whether `name`, at the top of the store's directory, is one of sled's own files.
+fn is_sled_file(name: &str) -> bool {
+    matches!(name, "db" | "conf" | "blobs") || name.starts_with("snap.")
+}
+
+/// Creates `marker` (empty) durably.
+fn put_marker(dir: &Path, marker: &str) -> io::Result<()> {
+    File::create(dir.join(marker))?.sync_all()?;
+    sync_dir(dir)
+}
+
+/// Finishes or drops a keyspace rewrite a crash cut short; then sled's files at the top of
+/// `dir` are one whole keyspace (the old or the new).
+fn settle_rewrite(dir: &Path) -> io::Result<()> {
+    if dir.join(SWAP_DELETING).exists() {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if is_sled_file(&name.to_string_lossy()) {
+                if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(entry.path())?;
+                } else {
+                    std::fs::remove_file(entry.path())?;
+                }
+            }
+        }
+        sync_dir(dir)?;
+        std::fs::rename(dir.join(SWAP_DELETING), dir.join(SWAP_MOVING))?;
+        sync_dir(dir)?;
+    }
+    if dir.join(SWAP_MOVING).exists() {
+        let new = dir.join(REWRITE_DIR);
+        if new.exists() {
+            for entry in std::fs::read_dir(&new)? {
+                let entry = entry?;
+                if is_sled_file(&entry.file_name().to_string_lossy()) {
+                    std::fs::rename(entry.path(), dir.join(entry.file_name()))?;
+                }
+            }
+            sync_dir(dir)?;
+            std::fs::remove_dir_all(&new)?;
+        }
+        std::fs::remove_file(dir.join(SWAP_MOVING))?;
+        sync_dir(dir)?;
+    } else if dir.join(REWRITE_DIR).exists() {
+        // A rewrite that never became whole: the old keyspace is still the one.
+        std::fs::remove_dir_all(dir.join(REWRITE_DIR))?;
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// sled behind the storage seam.
+pub struct SledDisk {
+    dir: PathBuf,
+    options: SledOptions,
+    /// `None` only if a keyspace rewrite failed midway (every keyspace call then fails; the
+    /// next open finishes the rewrite). A rewrite holds the write lock; calls hold the read
+    /// lock, so none is lost between the copy and the swap.
+    keyspace: RwLock<Option<Keyspace>>,
+    log_files: Arc<FsLogFiles>,
+    group_files: Arc<FsLogFiles>,
+}
+
+fn closed() -> io::Error {
+    io::Error::other(
+        "the keyspace is closed: its rewrite failed midway (the next start finishes it)",
+    )
+}
+
+impl SledDisk {
+    pub fn open(dir: impl AsRef<Path>, options: SledOptions) -> io::Result<Arc<Self>> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        settle_rewrite(&dir)?;
+        let keyspace = Keyspace::open(&dir, &options)?;
         let log_files = FsLogFiles::open(dir.join(LOG_DIR), "cairn-log-fdatasync")?;
         let group_files = FsLogFiles::open(dir.join(GROUP_DIR), "cairn-group-fdatasync")?;
         Ok(Arc::new(SledDisk {
-            db,
             dir,
-            durability,
-            flusher,
+            options,
+            keyspace: RwLock::new(Some(keyspace)),
             log_files,
             group_files,
         }))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Keyspace) -> io::Result<T>) -> io::Result<T> {
+        let guard = self
+            .keyspace
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match guard.as_ref() {
+            Some(keyspace) => f(keyspace),
+            None => Err(closed()),
+        }
+    }
+
+    /// Copies every pair of `from` into a new keyspace in `REWRITE_DIR`, synced, and closes it.
+    fn build_rewrite(&self, from: &Keyspace) -> io::Result<()> {
+        let new_dir = self.dir.join(REWRITE_DIR);
+        if new_dir.exists() {
+            std::fs::remove_dir_all(&new_dir)?;
+        }
+        let new = Keyspace::open(&new_dir, &self.options)?;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for pair in from.db.iter() {
+            let (key, value) = pair?;
+            batch.insert(key, value);
+            in_batch += 1;
+            if in_batch == REWRITE_BATCH_KEYS {
+                new.db.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        new.db.apply_batch(batch)?;
+        new.durability
+            .blobs_dirty
+            .store(true, AtomicOrdering::Release);
+        new.durability.sync()?;
+        drop(new);
+        sync_dir(&new_dir)
     }
 }
 
 impl Disk for SledDisk {
     fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.db.get(key)?.map(|v| v.to_vec()))
+        self.with(|ks| Ok(ks.db.get(key)?.map(|v| v.to_vec())))
     }
 
     fn scan(&self, range: &KeyRange, order: Order, limit: usize) -> io::Result<Vec<KeyValue>> {
         if range.start >= range.end {
             return Ok(Vec::new());
         }
-        let iter = self.db.range(range.start.as_slice()..range.end.as_slice());
-        let mut pairs = Vec::with_capacity(limit.min(1024));
-        let mut push = |item: sled::Result<(sled::IVec, sled::IVec)>| -> io::Result<()> {
-            let (k, v) = item?;
-            pairs.push((k.to_vec(), v.to_vec()));
-            Ok(())
-        };
-        match order {
-            Order::Ascending => {
-                for item in iter.take(limit) {
-                    push(item)?;
+        self.with(|ks| {
+            let iter = ks.db.range(range.start.as_slice()..range.end.as_slice());
+            let mut pairs = Vec::with_capacity(limit.min(1024));
+            let mut push = |item: sled::Result<(sled::IVec, sled::IVec)>| -> io::Result<()> {
+                let (k, v) = item?;
+                pairs.push((k.to_vec(), v.to_vec()));
+                Ok(())
+            };
+            match order {
+                Order::Ascending => {
+                    for item in iter.take(limit) {
+                        push(item)?;
+                    }
+                }
+                Order::Descending => {
+                    for item in iter.rev().take(limit) {
+                        push(item)?;
+                    }
                 }
             }
-            Order::Descending => {
-                for item in iter.rev().take(limit) {
-                    push(item)?;
-                }
-            }
-        }
-        Ok(pairs)
+            Ok(pairs)
+        })
     }
 
     fn write(&self, batch: WriteBatch) -> io::Result<()> {
@@ -232,21 +363,30 @@ impl Disk for SledDisk {
                 Op::Delete(k) => sled_batch.remove(k),
             }
         }
-        if large {
-            self.durability
-                .blobs_dirty
-                .store(true, AtomicOrdering::Release);
-        }
-        self.db.apply_batch(sled_batch)?;
-        Ok(())
+        self.with(|ks| {
+            if large {
+                ks.durability
+                    .blobs_dirty
+                    .store(true, AtomicOrdering::Release);
+            }
+            ks.db.apply_batch(sled_batch)?;
+            Ok(())
+        })
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.flusher.sync()
+        self.with(|ks| ks.flusher.sync())
     }
 
     fn sync_then(&self, done: SyncCallback) {
-        self.flusher.sync_then(done);
+        let guard = self
+            .keyspace
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match guard.as_ref() {
+            Some(keyspace) => keyspace.flusher.sync_then(done),
+            None => done(Err(closed())),
+        }
     }
 
     fn log_files(&self) -> Arc<dyn LogFiles> {
@@ -264,6 +404,30 @@ impl Disk for SledDisk {
 
     fn size_on_disk(&self) -> io::Result<u64> {
         dir_size(&self.dir)
+    }
+
+    /// Copies the keyspace into `keyspace.new/` and syncs it; marks the swap durably; closes
+    /// the old keyspace and deletes its files; moves the new ones to the top of the store's
+    /// directory (sled's files stay where every build looks for them); opens it. A crash
+    /// after the mark is finished by the next open (`settle_rewrite`), one before it drops
+    /// the copy.
+    fn rewrite_keyspace(&self) -> io::Result<()> {
+        let mut guard = self
+            .keyspace
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(old) = guard.as_ref() else {
+            return Err(closed());
+        };
+        // Everything accepted so far goes into the copy; sync the old one too, so that a
+        // crash before the swap keeps what callers were told is durable.
+        old.durability.sync()?;
+        self.build_rewrite(old)?;
+        put_marker(&self.dir, SWAP_DELETING)?;
+        drop(guard.take());
+        settle_rewrite(&self.dir)?;
+        *guard = Some(Keyspace::open(&self.dir, &self.options)?);
+        Ok(())
     }
 }
 

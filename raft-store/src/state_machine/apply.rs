@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::auth::{AuthCommand, AuthRefusal, AuthResult, AuthState, AUTH_EVENT_TYPE, AUTH_STREAM};
 use crate::codec::encode;
 use crate::disk::{Disk, WriteBatch};
+use crate::erase::{self, ERASE_GROUPS_PER_COMMAND};
 use crate::error::StoreError;
 use crate::group_files::{GroupFiles, GroupWriter};
 use crate::id_index::IdIndexBatch;
@@ -28,8 +29,8 @@ use crate::records::{read_group, write_group, AppliedState, StoredGroup};
 use crate::scavenge::forget_hidden;
 use crate::types::{
     Append, AppendCondition, AppendPosition, AppendRejection, AppendResult, ContentType,
-    DeleteKind, DeleteStream, ExpectedRevision, MultiAppend, MultiAppendResult, MultiPosition,
-    NewEvent, Scavenge, ScavengeResult, SetStreamMetadata,
+    DeleteKind, DeleteStream, EraseResult, EraseStream, ExpectedRevision, MultiAppend,
+    MultiAppendResult, MultiPosition, NewEvent, Scavenge, ScavengeResult, SetStreamMetadata,
 };
 
 /// Bytes of pending writes (frames and keyspace batch) after which an `apply` call writes what
@@ -280,6 +281,70 @@ impl<'a> Applier<'a> {
             command.from_position,
             self.applied.next_position,
         )
+    }
+
+    /// One erase step (`erase`), the entry at `log_index`: the stream tombstoned by a
+    /// metastream event that keeps no metadata (written once), then at most
+    /// `ERASE_GROUPS_PER_COMMAND` groups of the metastream's history and of the stream
+    /// forgotten, and the step noted for this node's scrub. Judged on the disk alone, like a
+    /// scavenge: what came before in this call is written first.
+    pub fn erase(
+        &mut self,
+        command: EraseStream,
+        log_index: u64,
+    ) -> Result<EraseResult, StoreError> {
+        if let Err(invalid) = lifecycle::validate_target(&command.stream) {
+            return Ok(EraseResult {
+                rejected: Some(invalid),
+                ..EraseResult::default()
+            });
+        }
+        self.flush()?;
+        let current = self.lifecycle(&command.stream)?;
+        let meta = lifecycle::metastream(&command.stream);
+        let meta_head = self.head(&meta)?;
+        let history = erase::forget_metastream(
+            self.disk,
+            self.groups,
+            &mut self.batch,
+            &mut self.id_index,
+            &command.stream,
+            current.erased,
+            ERASE_GROUPS_PER_COMMAND,
+        )?;
+        if !current.erased {
+            let erased = Lifecycle {
+                tombstoned: true,
+                erased: true,
+                ..Lifecycle::default()
+            };
+            let event = NewEvent {
+                id: command.id,
+                event_type: lifecycle::ERASED_EVENT_TYPE.to_owned(),
+                content_type: ContentType::Json,
+                data: erased.encode()?,
+                metadata: Vec::new(),
+                tags: Vec::new(),
+            };
+            self.write_group(meta, meta_head, command.created_unix_ms, vec![event])?;
+            self.lifecycles.insert(command.stream.clone(), erased);
+        }
+        let budget = ERASE_GROUPS_PER_COMMAND.saturating_sub(history.groups as usize);
+        let events = erase::forget_stream(
+            self.disk,
+            self.groups,
+            &mut self.batch,
+            &mut self.id_index,
+            &command.stream,
+            budget,
+        )?;
+        erase::note(&mut self.batch, log_index);
+        Ok(EraseResult {
+            rejected: None,
+            removed_groups: history.groups + events.groups,
+            removed_events: history.events + events.events,
+            more: history.more || events.more,
+        })
     }
 
     /// Replaces a stream's metadata: a new event in its metastream, checked against the

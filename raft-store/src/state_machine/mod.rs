@@ -207,6 +207,11 @@ impl StateMachineStore {
         )
     }
 
+    /// This node's erase notes, beside `apply`.
+    pub fn erasures(&self) -> crate::erase::Erasures {
+        crate::erase::Erasures::new(self.shared.disk.clone())
+    }
+
     /// Gives scavenged groups' bytes back, beside `apply`.
     pub fn reclaimer(&self) -> Reclaimer {
         Reclaimer::new(
@@ -269,6 +274,10 @@ impl StateMachineStore {
         done.put(keys::APPLIED, encode(&applied)?);
         done.put(keys::SNAPSHOT, encode(&record)?);
         done.delete(keys::INSTALLING);
+        // What the keyspace held before may include what an erase has since removed from
+        // the leader's: sled keeps old versions of the cleared keys, so this node scrubs its
+        // disk as after an erase step (`erase`).
+        crate::erase::note(&mut done, meta.last_log_id.map_or(0, |id| id.index));
         disk.write(done)?;
         sync_async(disk).await?;
         tracing::info!(last_log_id = ?meta.last_log_id, end_position, "installed snapshot");
@@ -399,6 +408,11 @@ impl StateMachineStore {
                 EntryPayload::Normal(Command::Auth(command)) => Response::Auth(
                     applier
                         .auth(command)
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::EraseStream(command)) => Response::Erased(
+                    applier
+                        .erase(command, log_id.index)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
                 EntryPayload::Membership(membership) => {

@@ -6,6 +6,7 @@ mod common;
 mod consumer_groups;
 mod corruption;
 mod crash;
+mod erase;
 mod format;
 mod index;
 mod lifecycle;
