@@ -64,6 +64,13 @@ def test_profile_and_environment_are_resolved_like_the_cli(tmp_path: Path) -> No
         cairn.resolve_endpoints(profile="/nonexistent/profile.toml", environ={})
     with pytest.raises(cairn.InvalidInput):
         cairn.resolve_endpoints([" "], environ={})
+    # The token: the argument, else CAIRN_TOKEN, else the profile's (when it gives the
+    # endpoints).
+    env = {"CAIRN_PROFILE": str(profile)}
+    assert cairn.resolve_token(environ=env) == "later"
+    assert cairn.resolve_token("mine", environ=env) == "mine"
+    assert cairn.resolve_token(environ={**env, "CAIRN_TOKEN": "env"}) == "env"
+    assert cairn.resolve_token(endpoints=["a:1"], environ=env) is None
     profile.write_text("endpoints = 3\n")
     with pytest.raises(cairn.InvalidInput, match="endpoints"):
         cairn.read_profile(profile)
