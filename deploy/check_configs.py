@@ -36,6 +36,7 @@ import yaml
 DEPLOY = Path(__file__).resolve().parent
 VOLUME = "/data"
 TLS_DIR = "/etc/cairn/tls"
+ADMIN_DIR = "/etc/cairn/admin"
 CHECK_TIMEOUT_S = 30
 
 
@@ -114,16 +115,24 @@ def check_node(cairn, known, scratch, label, argv, env, expect_id=None, reached_
     if made.returncode != 0:
         raise Failure(f"{label}: deploy/certs.sh failed: {made.stderr.strip()}")
     tls = os.path.join(scratch, "tls", tls_name)
+    admin = os.path.join(scratch, "admin")
+    os.makedirs(admin, exist_ok=True)
+    with open(os.path.join(admin, "admin-token"), "w") as secret:
+        secret.write(os.urandom(16).hex() + "\n")
 
     def local(value):
         if value == VOLUME or value.startswith(VOLUME + "/"):
             return data + value[len(VOLUME):]
         if value.startswith(TLS_DIR + "/"):
             return tls + value[len(TLS_DIR):]
+        if value.startswith(ADMIN_DIR + "/"):
+            return admin + value[len(ADMIN_DIR):]
         return value
 
     env = {
-        key: local(value) if key == "CAIRN_DATA_DIR" or key.startswith("CAIRN_TLS_") else value
+        key: local(value)
+        if key in ("CAIRN_DATA_DIR", "CAIRN_ADMIN_TOKEN_FILE") or key.startswith("CAIRN_TLS_")
+        else value
         for key, value in env.items()
     }
     argv = [local(a) for a in argv]
@@ -183,6 +192,8 @@ def compose_configs(docker):
         mounts = [str(v).split(":")[1] for v in service.get("volumes", []) if ":" in str(v)]
         if TLS_DIR not in mounts:
             raise Failure(f"compose {name}: nothing is mounted at {TLS_DIR} (the TLS files)")
+        if ADMIN_DIR not in mounts:
+            raise Failure(f"compose {name}: nothing is mounted at {ADMIN_DIR} (the admin secret)")
         reached_at = {name, service.get("hostname", name)}
         configs.append((f"compose/{name}", command, env, None, reached_at))
     return configs
@@ -259,6 +270,10 @@ def k8s_configs(docker):
             if mounts.get(TLS_DIR) not in secrets:
                 raise Failure(
                     f"{name}/{container['name']}: {TLS_DIR} (the TLS files) is not a Secret volume"
+                )
+            if mounts.get(ADMIN_DIR) not in secrets:
+                raise Failure(
+                    f"{name}/{container['name']}: {ADMIN_DIR} (the admin secret) is not a Secret"
                 )
             for ordinal in range(spec["replicas"]):
                 pod = f"{name}-{ordinal}"

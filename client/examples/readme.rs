@@ -1,9 +1,13 @@
-use cairn_client::{Client, ClientConfig, Error, EventData, ExpectedRevision, ReadOptions};
+use cairn_client::{
+    Client, ClientConfig, Credentials, Error, EventData, ExpectedRevision, ReadOptions,
+};
 use tokio_stream::StreamExt;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // `cairn dev` runs its nodes with TLS, their certificates signed by its throwaway CA.
+    // `cairn dev` runs its nodes with TLS, their certificates signed by its throwaway CA, and
+    // with users: its admin secret is the admin's token.
+    let token = std::fs::read_to_string("cairn-data/admin.token")?;
     let client = Client::with_config(ClientConfig {
         endpoints: vec![
             "https://127.0.0.1:2113".into(),
@@ -11,6 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "https://127.0.0.1:2115".into(),
         ],
         tls_ca: Some(std::fs::read("cairn-data/ca.pem")?),
+        credentials: Some(Credentials::Token(token.trim().to_owned())),
         ..ClientConfig::default()
     })?;
     let placed = EventData::json("OrderPlaced", &serde_json::json!({ "total_cents": 1999 }))?;

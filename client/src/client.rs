@@ -12,6 +12,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::credentials::{AuthChannel, Credentials};
 use crate::endpoints::{ChannelFactory, Endpoints, Node, MEMBERSHIP_REQUEST_TIMEOUT_MS};
 use crate::error::{classify, Error, Failure};
 use crate::event::{EventData, ExpectedRevision};
@@ -19,6 +20,7 @@ use crate::policy::Retries;
 use crate::proto;
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::streams_client::StreamsClient;
+mod auth;
 mod groups;
 mod lifecycle;
 
@@ -61,6 +63,8 @@ pub struct ClientConfig {
     /// without a scheme are then `https://`). `None`: `https://` endpoints are checked against
     /// the system's roots.
     pub tls_ca: Option<Vec<u8>>,
+    /// Sent on every call; `None` for a cluster run `--insecure` (which checks no one).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClientConfig {
@@ -71,6 +75,7 @@ impl Default for ClientConfig {
             max_append_attempts: DEFAULT_MAX_APPEND_ATTEMPTS,
             leader_only: true,
             tls_ca: None,
+            credentials: None,
         }
     }
 }
@@ -159,7 +164,7 @@ impl fmt::Debug for Client {
     }
 }
 
-pub(crate) fn streams(channel: Channel) -> StreamsClient<Channel> {
+pub(crate) fn streams(channel: AuthChannel) -> StreamsClient<AuthChannel> {
     StreamsClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -204,6 +209,11 @@ impl Client {
             &config.endpoints,
             config.request_timeout,
             config.tls_ca.as_deref(),
+            config
+                .credentials
+                .as_ref()
+                .map(Credentials::header)
+                .transpose()?,
             factory,
         )?;
         Ok(Client {
@@ -283,7 +293,7 @@ impl Client {
     ) -> Result<T, Error>
     where
         R: prost::Message + Clone,
-        F: Fn(StreamsClient<Channel>, Request<R>) -> Fut,
+        F: Fn(StreamsClient<AuthChannel>, Request<R>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let size = request.encoded_len();
@@ -356,7 +366,7 @@ impl Client {
         call: F,
     ) -> Result<EventStream, Error>
     where
-        F: Fn(StreamsClient<Channel>) -> Fut,
+        F: Fn(StreamsClient<AuthChannel>) -> Fut,
         Fut: Future<
             Output = Result<tonic::Response<tonic::codec::Streaming<proto::ReadResponse>>, Status>,
         >,
@@ -472,7 +482,7 @@ impl Client {
     ) -> Result<Membership, Error>
     where
         R: Clone + Send + 'static,
-        F: Fn(ClusterClient<Channel>, Request<R>) -> Fut + Copy,
+        F: Fn(ClusterClient<AuthChannel>, Request<R>) -> Fut + Copy,
         Fut: Future<Output = Result<tonic::Response<proto::MembershipResponse>, Status>>,
     {
         let may_have_acted = Arc::new(AtomicBool::new(false));
@@ -685,7 +695,7 @@ impl Client {
         mut call: F,
     ) -> Result<(T, Arc<Node>), Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(AuthChannel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let endpoints = &self.inner.endpoints;

@@ -3,7 +3,11 @@
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::credentials::{AddCredentials, AuthChannel};
 
 use crate::error::Error;
 use crate::read::NodePreference;
@@ -57,6 +61,8 @@ pub(crate) struct Endpoints {
     /// For `https://` endpoints (all or none are); leader hints, which nodes give as
     /// `http://HOST:PORT`, are followed over TLS too then.
     tls: Option<ClientTlsConfig>,
+    /// Added to every call on every channel (`credentials`).
+    credentials: AddCredentials,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -148,6 +154,7 @@ impl Endpoints {
         urls: &[String],
         request_timeout: Duration,
         tls_ca: Option<&[u8]>,
+        credentials: Option<MetadataValue<Ascii>>,
         factory: Arc<ChannelFactory>,
     ) -> Result<Endpoints, Error> {
         if urls.is_empty() {
@@ -181,18 +188,22 @@ impl Endpoints {
             factory,
             request_timeout,
             tls,
+            credentials: AddCredentials::new(credentials),
         })
     }
 
-    pub(crate) fn channel(&self, node: &Node) -> Channel {
-        node.channel
+    pub(crate) fn channel(&self, node: &Node) -> AuthChannel {
+        let channel = node
+            .channel
             .get_or_init(|| (self.factory)(&node.endpoint))
-            .clone()
+            .clone();
+        InterceptedService::new(channel, self.credentials.clone())
     }
 
     /// A channel to `node` whose calls may take up to [`MEMBERSHIP_REQUEST_TIMEOUT_MS`].
-    pub(crate) fn membership_channel(&self, node: &Node) -> Channel {
-        node.membership_channel
+    pub(crate) fn membership_channel(&self, node: &Node) -> AuthChannel {
+        let channel = node
+            .membership_channel
             .get_or_init(|| {
                 let endpoint = node
                     .endpoint
@@ -200,7 +211,8 @@ impl Endpoints {
                     .timeout(Duration::from_millis(MEMBERSHIP_REQUEST_TIMEOUT_MS));
                 (self.factory)(&endpoint)
             })
-            .clone()
+            .clone();
+        InterceptedService::new(channel, self.credentials.clone())
     }
 
     /// Every node, configured ones first, in a snapshot that does not hold the lock.

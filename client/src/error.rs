@@ -63,6 +63,11 @@ pub enum Error {
     /// plain-text client so); never retried. The CLI exits 6.
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
+    /// The caller is authenticated, but no grant of its user covers the call (an append to a
+    /// stream it may only read, an admin call); never retried, nothing was written. The CLI
+    /// exits 6.
+    #[error("not allowed: {0}")]
+    PermissionDenied(String),
     /// Event data could not be turned into or read from JSON.
     #[error("serialization: {0}")]
     Serialization(String),
@@ -126,6 +131,9 @@ pub(crate) fn classify(status: &Status, stream: &str) -> Failure {
         Code::AlreadyExists => Failure::Fatal(conflict(status)),
         Code::Unauthenticated => {
             Failure::Fatal(Error::Unauthenticated(status.message().to_owned()))
+        }
+        Code::PermissionDenied => {
+            Failure::Fatal(Error::PermissionDenied(status.message().to_owned()))
         }
         Code::NotFound
             if status

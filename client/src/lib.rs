@@ -58,6 +58,7 @@
 //! ```
 
 mod client;
+mod credentials;
 mod dcb;
 mod endpoints;
 mod error;
@@ -72,6 +73,7 @@ pub use client::{
     CONSUMER_CLOSE_TIMEOUT_MS, CONSUMER_OUTBOUND_MESSAGES, CONSUMER_RECONNECT_ATTEMPTS,
     DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES,
 };
+pub use credentials::Credentials;
 pub use dcb::{AppendCondition, MultiAppendResult, Query, QueryItem, StreamAppend};
 pub use endpoints::{
     ChannelFactory, CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_ENDPOINTS,

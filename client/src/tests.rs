@@ -399,9 +399,12 @@ fn final_failures_map_to_their_typed_errors() {
         message.contains(&id.to_string()) && !message.contains('\n'),
         "{message}"
     );
+    assert_eq!(
+        classify(&Status::permission_denied("no grant"), "s"),
+        Failure::Fatal(Error::PermissionDenied("no grant".to_owned()))
+    );
     for status in [
         Status::internal("bug"),
-        Status::permission_denied("no"),
         Status::unimplemented("old server"),
         Status::resource_exhausted("busy"),
     ] {
@@ -524,6 +527,7 @@ fn three_nodes() -> (Endpoints, Vec<Arc<Node>>) {
     let endpoints = Endpoints::new(
         &urls,
         Duration::from_secs(1),
+        None,
         None,
         Arc::new(Endpoint::connect_lazy),
     )

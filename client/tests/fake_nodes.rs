@@ -351,6 +351,7 @@ fn client(endpoints: &[&str], attempts: u32) -> Client {
         max_append_attempts: attempts,
         leader_only: true,
         tls_ca: None,
+        credentials: None,
     })
     .unwrap()
 }

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_client::proto::auth_server::AuthServer;
 use cairn_client::proto::cluster_server::ClusterServer;
 use cairn_client::proto::groups_server::GroupsServer;
 use cairn_client::proto::streams_server::StreamsServer;
@@ -24,9 +25,11 @@ use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
 use crate::api::{
-    ClusterService, GroupsService, NodeContext, StoreAccess, StreamsService,
+    AuthService, ClusterService, GroupsService, NodeContext, StoreAccess, StreamsService,
     MAX_CLIENT_MESSAGE_BYTES,
 };
+use crate::auth::layer::Authenticated;
+use crate::auth::Auth;
 use crate::feed::{LiveFeed, LIVE_BUFFER_EVENTS};
 use crate::leadership::{transfer_leadership, HandoffError};
 use crate::metrics::NodeMetrics;
@@ -37,7 +40,7 @@ use crate::timing::{
     ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_INTERVAL_MS,
     RESTART_ELECTION_GRACE_MS,
 };
-use crate::tls::require_peer_certificate;
+use crate::tls::{require_peer_certificate, MemberHosts};
 
 /// A snapshot is recorded after this many log entries (cheap: snapshots are lazy views)...
 pub const SNAPSHOT_EVERY_LOG_ENTRIES: u64 = 5_000;
@@ -81,6 +84,10 @@ pub struct NodeSetup {
     /// nodes; see `tls`). Off when the node runs `--insecure`, and in the simulation, whose
     /// network has no TLS.
     pub peers_need_certificates: bool,
+    /// The admin secret (`--admin-token-file`): users, tokens and grants are checked on every
+    /// public call, and the first admin is bootstrapped from it. `None` (`--insecure`, the
+    /// simulation): nothing is checked.
+    pub admin_secret: Option<String>,
 }
 
 pub fn raft_config(snapshots: SnapshotSettings) -> anyhow::Result<Arc<Config>> {
@@ -116,6 +123,8 @@ pub struct Node {
     pub metrics: Arc<NodeMetrics>,
     ctx: Arc<NodeContext>,
     peers_need_certificates: bool,
+    /// `--peers`' addresses: hosts a node certificate may name before the membership is known.
+    configured_peers: Vec<String>,
 }
 
 /// Opens the store, starts Raft and bootstraps the cluster if this node is the one to.
@@ -137,6 +146,10 @@ pub async fn start(
     );
     let reader = store.reader.clone();
     let reclaimer = store.reclaimer.clone();
+    let auth = setup
+        .admin_secret
+        .is_some()
+        .then(|| Auth::new(store.state_machine.auth_view()));
     let erasures = store.erasures.clone();
     let log = store.log.clone();
     let (damage, repair_until) = (store.damage, store.repair_until);
@@ -175,6 +188,7 @@ pub async fn start(
             reader: reader.clone(),
             reclaimer: reclaimer.clone(),
             disk: disk.clone(),
+            auth,
             erasures: erasures.clone(),
             erase_progress: erase_progress.clone(),
         },
@@ -194,6 +208,9 @@ pub async fn start(
         progress: erase_progress,
     }
     .start();
+    if let Some(secret) = setup.admin_secret.clone() {
+        crate::api::auth::start_bootstrap(ctx.clone(), secret);
+    }
     tracing::info!(node = id, peers = ?setup.peers, "serving");
     Ok(Node {
         id,
@@ -204,6 +221,7 @@ pub async fn start(
         metrics: ctx.metrics.clone(),
         ctx,
         peers_need_certificates: setup.peers_need_certificates,
+        configured_peers: setup.peers.values().cloned().collect(),
     })
 }
 
@@ -231,6 +249,7 @@ impl Node {
             disk,
             repair,
             peers_need_certificates,
+            configured_peers,
             ..
         } = self;
         // First the signal, then (if this node leads) the handoff, while the server still runs:
@@ -245,7 +264,21 @@ impl Node {
             hand_over_if_leader(&handoff_ctx).await;
             stop_streams.send_replace(true);
         };
-        let served = Server::builder()
+        let auth = ctx.auth.clone();
+        let members = Arc::new(MemberHosts::new(raft.clone(), configured_peers));
+        let raft_members = members.clone();
+        let streams = StreamsServer::new(StreamsService::new(ctx.clone()))
+            .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
+        let cluster = ClusterServer::new(ClusterService::new(ctx.clone()));
+        let users = AuthServer::new(AuthService::new(ctx.clone()));
+        let groups = GroupsServer::new(GroupsService::new(
+            ctx.clone(),
+            crate::groups::Groups::start(ctx.clone()),
+        ))
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
+        let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_millis(SERVER_KEEPALIVE_INTERVAL_MS)))
             .http2_keepalive_timeout(Some(Duration::from_millis(SERVER_KEEPALIVE_TIMEOUT_MS)))
             .add_service(InterceptedService::new(
@@ -259,30 +292,31 @@ impl Node {
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
                 move |request: tonic::Request<()>| {
                     if peers_need_certificates {
-                        require_peer_certificate(request)
+                        require_peer_certificate(request, &raft_members)
                     } else {
                         Ok(request)
                     }
                 },
             ))
-            .add_service(
-                StreamsServer::new(StreamsService::new(ctx.clone()))
-                    .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
-            )
+            // Probes ask without credentials: health is not behind the gate.
             .add_service(crate::health::grpc_service(
                 raft.clone(),
                 ctx.standing.clone(),
-            ))
-            .add_service(
-                GroupsServer::new(GroupsService::new(
-                    ctx.clone(),
-                    crate::groups::Groups::start(ctx.clone()),
-                ))
-                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
-            )
-            .add_service(ClusterServer::new(ClusterService::new(ctx)))
+            ));
+        // The public services behind the one gate of `auth::layer` when checks are in force.
+        let router = match auth {
+            Some(auth) => router
+                .add_service(Authenticated::new(streams, auth.clone(), members.clone()))
+                .add_service(Authenticated::new(cluster, auth.clone(), members.clone()))
+                .add_service(Authenticated::new(groups, auth.clone(), members.clone()))
+                .add_service(Authenticated::new(users, auth, members)),
+            None => router
+                .add_service(streams)
+                .add_service(cluster)
+                .add_service(groups)
+                .add_service(users),
+        };
+        let served = router
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         tracing::info!(node = id, "shutting down");

@@ -4,12 +4,14 @@
 //! (`api`), the wiring that runs a node (`app`), leadership handoff (`leadership`), repair of
 //! a damaged store from the others (`repair`); readiness
 //! (`health`), metrics (`metrics`) and the HTTP endpoint that serves them (`http`); TLS and
-//! mutual TLS between nodes (`tls`), throwaway certificates for `cairn dev` and tests (`certs`). The
+//! mutual TLS between nodes (`tls`), users, tokens and grants checked on every call (`auth`),
+//! throwaway certificates for `cairn dev` and tests (`certs`). The
 //! `cairn` binary (server and command line) lives in `main.rs` and `cli/`.
 
 pub mod address;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod certs;
 pub mod error;
 pub mod feed;

@@ -39,12 +39,30 @@ pub struct LocalTls {
     ca_path: PathBuf,
     shared: TlsPaths,
     own: std::collections::BTreeMap<u64, TlsPaths>,
+    /// The admin secret every node gets (`--admin-token-file`), and its file.
+    admin_token: String,
+    admin_token_path: PathBuf,
 }
+
+/// The admin secret's file in a local cluster's data directory.
+pub const ADMIN_TOKEN_FILE_NAME: &str = "admin.token";
 
 impl LocalTls {
     /// Makes a new CA and node certificate and writes them under `data_root`: `ca.pem`, and
-    /// `tls/node.pem` with its key `tls/node-key.pem`.
+    /// `tls/node.pem` with its key `tls/node-key.pem`; and the admin secret `admin.token`,
+    /// kept if it exists (the cluster's admin was made from it when the cluster began).
     pub fn create(data_root: &Path) -> std::io::Result<LocalTls> {
+        let admin_token_path = data_root.join(ADMIN_TOKEN_FILE_NAME);
+        let admin_token = match crate::auth::secrets::read_admin_secret(&admin_token_path) {
+            Ok(secret) => secret,
+            Err(_) => {
+                let secret =
+                    crate::auth::secrets::new_admin_secret().map_err(std::io::Error::other)?;
+                std::fs::create_dir_all(data_root)?;
+                write_private(&admin_token_path, secret.as_bytes())?;
+                secret
+            }
+        };
         let ca = Ca::new("cairn local CA", DEV_CERTIFICATE_DAYS).map_err(std::io::Error::other)?;
         let dir = data_root.join("tls");
         std::fs::create_dir_all(&dir)?;
@@ -63,7 +81,18 @@ impl LocalTls {
             ca_path,
             shared,
             own: Default::default(),
+            admin_token,
+            admin_token_path,
         })
+    }
+
+    /// The admin secret: a token of the bootstrapped admin.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    pub fn admin_token_path(&self) -> &Path {
+        &self.admin_token_path
     }
 
     /// The CA: to issue replacement certificates (rotation).
@@ -89,6 +118,22 @@ impl LocalTls {
     pub fn node_files(&self, id: u64) -> &TlsPaths {
         self.own.get(&id).unwrap_or(&self.shared)
     }
+}
+
+/// Writes a file only its owner may read (a secret), replacing any.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A free port on 127.0.0.1, chosen by the OS (another process could take it before the node
@@ -132,6 +177,13 @@ impl LocalCluster {
 
     pub fn tls_mut(&mut self) -> Option<&mut LocalTls> {
         self.tls.as_mut()
+    }
+
+    /// The admin's token, for a cluster with TLS (which checks users).
+    pub fn admin_credentials(&self) -> Option<cairn_client::Credentials> {
+        self.tls
+            .as_ref()
+            .map(|tls| cairn_client::Credentials::Token(tls.admin_token.clone()))
     }
 
     /// The PEM of the CA clients trust, when the cluster runs with TLS.
@@ -286,6 +338,10 @@ impl LocalCluster {
                 ] {
                     args.extend([flag.into(), path.display().to_string()]);
                 }
+                args.extend([
+                    "--admin-token-file".into(),
+                    tls.admin_token_path.display().to_string(),
+                ]);
             }
             None => args.push("--insecure".into()),
         }
@@ -430,6 +486,7 @@ impl LocalCluster {
         Client::with_config(ClientConfig {
             endpoints: self.endpoints(),
             tls_ca: self.client_tls_ca(),
+            credentials: self.admin_credentials(),
             ..ClientConfig::default()
         })
     }
@@ -439,6 +496,7 @@ impl LocalCluster {
         Client::with_config(ClientConfig {
             endpoints: vec![self.endpoint(id)],
             tls_ca: self.client_tls_ca(),
+            credentials: self.admin_credentials(),
             ..ClientConfig::default()
         })
     }

@@ -1,7 +1,9 @@
 //! TLS for the node's one gRPC port, and mutual TLS between nodes (rustls, ring provider).
 //!
 //! Clients of the public API present no certificate; a peer must present one signed by the
-//! cluster's CA (`--tls-ca`), or the Raft service refuses it ([`require_peer_certificate`]).
+//! cluster's CA (`--tls-ca`) that names a member's host, or the Raft service refuses it
+//! ([`require_peer_certificate`], [`MemberHosts`]); the public API takes such a caller for a
+//! node (`auth::layer`).
 //! Both sides of the handshake take their configuration from [`TlsFiles`], which re-reads the
 //! three files when their modification times change (checked at most every
 //! [`TLS_RELOAD_CHECK_INTERVAL_MS`], on the next handshake): cert-manager's rotation needs no
@@ -388,14 +390,77 @@ async fn refuse_plain_text(stream: TcpStream, deadline: tokio::time::Instant) {
 /// Pause after a failed `accept` (out of file descriptors) before the next.
 const ACCEPT_RETRY_PAUSE_MS: u64 = 50;
 
-/// Refuses a Raft call from a connection that presented no certificate (the handshake already
-/// checked that a presented one chains to the cluster's CA). Only nodes hold such certificates.
+/// The hosts a node certificate may name: those of the members' addresses (from the Raft
+/// membership, which add-node and remove-node change) and of `--peers` (what a node waiting
+/// to be added knows before it has any membership).
+pub struct MemberHosts {
+    raft: cairn_raft_store::Raft,
+    configured: Vec<String>,
+}
+
+/// `HOST` of `HOST:PORT` (brackets of an IPv6 address removed).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+impl MemberHosts {
+    pub fn new(raft: cairn_raft_store::Raft, peers: impl IntoIterator<Item = String>) -> Self {
+        MemberHosts {
+            raft,
+            configured: peers.into_iter().map(|a| host_of(&a).to_owned()).collect(),
+        }
+    }
+
+    fn hosts(&self) -> Vec<String> {
+        use openraft::async_runtime::WatchReceiver;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let mut hosts: Vec<String> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, node)| host_of(&node.addr).to_owned())
+            .collect();
+        hosts.extend(self.configured.iter().cloned());
+        hosts
+    }
+
+    /// Whether the peer's certificate (end entity first; the handshake already checked that
+    /// it chains to the cluster's CA) names a member's host, as DNS name or IP address.
+    pub fn names_a_member(&self, certs: &[CertificateDer<'_>]) -> bool {
+        let Some(end) = certs.first() else {
+            return false;
+        };
+        let Ok(cert) = webpki::EndEntityCert::try_from(end) else {
+            return false;
+        };
+        self.hosts().iter().any(|host| {
+            ServerName::try_from(host.as_str())
+                .is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
+        })
+    }
+}
+
+/// Refuses a Raft call from a connection whose certificate is not a node's: none, or one (of
+/// the cluster's CA, the handshake checked that) that names no member's host: a certificate
+/// the CA issued for something else cannot vote, replicate or send a snapshot.
 #[allow(clippy::result_large_err)]
 pub fn require_peer_certificate(
     request: tonic::Request<()>,
+    members: &MemberHosts,
 ) -> Result<tonic::Request<()>, tonic::Status> {
     match request.peer_certs() {
-        Some(certs) if !certs.is_empty() => Ok(request),
+        Some(certs) if members.names_a_member(&certs) => Ok(request),
+        Some(certs) if !certs.is_empty() => {
+            tracing::warn!(
+                remote = ?request.remote_addr(),
+                "Raft call refused: the caller's certificate names no member of the cluster"
+            );
+            Err(tonic::Status::unauthenticated(
+                "the Raft service is for cluster members: this certificate names no member's host",
+            ))
+        }
         _ => {
             tracing::warn!(
                 remote = ?request.remote_addr(),

@@ -15,6 +15,8 @@
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod alloc_probe;
+pub mod auth;
+mod auth_view;
 mod codec;
 pub mod consumer_group;
 pub mod disk;
@@ -48,6 +50,7 @@ mod types;
 
 use std::sync::Arc;
 
+pub use auth_view::AuthView;
 pub use error::StoreError;
 pub use index::{category, IndexKind, IndexName, READABLE_RESERVED_NAMES};
 pub use limits::{InvalidInput, Limits};

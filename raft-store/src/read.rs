@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::auth::AUTH_STREAM;
 use crate::codec::decode;
 use crate::consumer_group;
 use crate::disk::{Disk, KeyRange, Order};
@@ -94,6 +95,14 @@ fn visibility(
     groups: &GroupFiles,
     stream: &str,
 ) -> Result<Visibility, StoreError> {
+    if stream == AUTH_STREAM {
+        // The security state (password hashes among it) is never shown by a read of `$all`,
+        // an index or a subscription: only the nodes read it (`auth_view`).
+        return Ok(Visibility {
+            tombstoned: true,
+            ..Visibility::ALL
+        });
+    }
     let Some((state, _)) = lifecycle::load(disk, groups, stream)? else {
         return Ok(Visibility::ALL);
     };

@@ -1,9 +1,11 @@
 //! The domain types (ground floor: no imports from the crate): events as written and as
 //! recorded, appends and their expected revision, the commands the state machine applies,
 //! their verdicts, and why an input is invalid. openraft's type configuration is
-//! `raft_types`'s.
+//! `raft_types`'s. Imports only `auth` (the security records, ground floor too).
 
 use std::fmt;
+
+use crate::auth::{AuthCommand, AuthResult};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -196,6 +198,8 @@ pub enum Command {
     /// Define, change, checkpoint or delete a consumer group, park its events or replay its
     /// parked ones (`consumer_group`).
     ConsumerGroup(GroupCommand),
+    /// Change users, tokens or grants (`auth`).
+    Auth(AuthCommand),
     /// Tombstone a stream and forget its events and its metadata's history (`erase`).
     EraseStream(EraseStream),
 }
@@ -569,6 +573,7 @@ impl std::fmt::Display for Command {
             Command::ConsumerGroup(command) => {
                 write!(f, "consumer group {}", command.group())
             }
+            Command::Auth(auth) => write!(f, "{}", auth.change),
             Command::EraseStream(erase) => write!(f, "erase of {}", erase.stream),
         }
     }
@@ -629,6 +634,7 @@ pub enum Response {
     Writes(Vec<WriteResult>),
     Scavenged(ScavengeResult),
     ConsumerGroup(GroupResult),
+    Auth(AuthResult),
     Erased(EraseResult),
 }
 

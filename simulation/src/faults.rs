@@ -11,6 +11,7 @@ pub struct FaultMix {
     pub crashes: bool,
     pub latency: bool,
     pub disk: bool,
+    pub membership: bool,
 }
 
 impl FaultMix {
@@ -19,12 +20,14 @@ impl FaultMix {
         crashes: true,
         latency: true,
         disk: true,
+        membership: true,
     };
     pub const NONE: FaultMix = FaultMix {
         partitions: false,
         crashes: false,
         latency: false,
         disk: false,
+        membership: false,
     };
 }
 
@@ -59,6 +62,10 @@ pub enum Fault {
     /// it must find the damage, never serve it, and repair itself from the others. At most one
     /// per run: most nodes damaged at once stop the cluster, by design.
     CorruptDisk { node: u64, damage: u64 },
+    /// The operator removes the node from the cluster (forced, so three voters may become
+    /// two) and adds it back when the fault ends (`operator`). The node keeps running: it must
+    /// refuse reads and writes while it is out, and catch up once it is back.
+    RemoveNode { node: u64 },
 }
 
 /// A fault at a time.
@@ -137,5 +144,38 @@ pub fn schedule(
         });
         at_ms += rng.between(100, 1_500);
     }
+    faults
+}
+
+/// Chance, in percent, that a run changes membership at all.
+pub const MEMBERSHIP_RUN_PERCENT: u64 = 50;
+/// Most removals in one run (one at a time: a removal is skipped while another node is out).
+pub const MAX_REMOVALS_PER_RUN: u64 = 2;
+
+/// Membership changes between `start_ms` and `end_ms`, drawn from a generator of their own so
+/// that adding them left every seed's other faults as they were.
+pub fn membership_schedule(
+    rng: &mut SimRng,
+    nodes: u64,
+    start_ms: u64,
+    end_ms: u64,
+) -> Vec<Scheduled> {
+    if !rng.percent(MEMBERSHIP_RUN_PERCENT) || end_ms <= start_ms {
+        return Vec::new();
+    }
+    let removals = 1 + rng.below(MAX_REMOVALS_PER_RUN);
+    let mut faults: Vec<Scheduled> = (0..removals)
+        .map(|_| {
+            let at_ms = start_ms + rng.below(end_ms - start_ms);
+            Scheduled {
+                at_ms,
+                for_ms: rng.between(500, 3_000).min(end_ms - at_ms),
+                fault: Fault::RemoveNode {
+                    node: 1 + rng.below(nodes),
+                },
+            }
+        })
+        .collect();
+    faults.sort_by_key(|s| s.at_ms);
     faults
 }

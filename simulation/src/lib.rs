@@ -8,6 +8,7 @@ pub mod disk;
 pub mod faults;
 pub mod history;
 pub mod net;
+pub mod operator;
 pub mod rng;
 pub mod sim;
 pub mod task_ids;

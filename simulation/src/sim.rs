@@ -16,9 +16,10 @@ use openraft::ServerState;
 
 use crate::checker::{check, Report};
 use crate::disk::SimDisk;
-use crate::faults::{schedule, Fault, FaultMix, Scheduled};
+use crate::faults::{membership_schedule, schedule, Fault, FaultMix, Scheduled};
 use crate::history::{content_digest, EventRef, Record};
 use crate::net::{SimConnector, NODE_PORT};
+use crate::operator::{run_operator, Order};
 use crate::rng::SimRng;
 use crate::workload::{index_names, run_client, run_heal_probe, ClientPlan, Recorder};
 
@@ -160,6 +161,12 @@ struct Cluster {
     panicked: bool,
     /// Per node: bumped to ask the running node to stop gracefully.
     stops: BTreeMap<u64, Arc<tokio::sync::watch::Sender<u64>>>,
+    /// Each node's Raft address (what the operator adds a node back at).
+    peers: BTreeMap<u64, String>,
+    /// Where membership changes are ordered (`operator`).
+    operator: tokio::sync::mpsc::UnboundedSender<Order>,
+    /// Nodes the operator was told to remove and not yet to add back.
+    removing: BTreeSet<u64>,
 }
 
 impl Cluster {
@@ -287,6 +294,14 @@ impl Cluster {
                 crate::disk::damage(&self.disks[&node], damage);
                 Some(Ending::Restart(node))
             }
+            Fault::RemoveNode { node } => {
+                if !self.removing.is_empty() {
+                    return None;
+                }
+                self.removing.insert(node);
+                self.operator.send(Order::Remove(node)).ok()?;
+                Some(Ending::AddBack(node))
+            }
             Fault::FailingDisk { node } => {
                 self.disks[&node].set_faults(MemFaults {
                     fail_reads: false,
@@ -317,6 +332,13 @@ impl Cluster {
             Ending::FastDisk(node) => {
                 self.sync_delays[&node].store(self.base_sync_delay_ms[&node], Ordering::Relaxed)
             }
+            Ending::AddBack(node) => {
+                if self.removing.remove(&node) {
+                    let _ = self
+                        .operator
+                        .send(Order::Add(node, self.peers[&node].clone()));
+                }
+            }
             Ending::GoodDisk(node) => {
                 self.disks[&node].set_faults(MemFaults::default());
                 if !self.down.contains(&node) {
@@ -340,6 +362,11 @@ impl Cluster {
     /// Lifts every fault: links, latency, loss, disks; restarts every node that is down or
     /// whose Raft stopped.
     fn heal(&mut self, sim: &mut turmoil::Sim, rng: &mut SimRng) {
+        // Every node the operator may have removed comes back (it adds only those it did).
+        self.removing.clear();
+        let _ = self
+            .operator
+            .send(Order::RestoreAll(self.peers.clone().into_iter().collect()));
         for a in 1..=self.nodes {
             for b in 1..=self.nodes {
                 if a != b {
@@ -422,6 +449,7 @@ enum Ending {
     Lossless,
     FastDisk(u64),
     GoodDisk(u64),
+    AddBack(u64),
 }
 
 fn host_error(e: anyhow::Error) -> Box<dyn std::error::Error> {
@@ -452,6 +480,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
     let base_sync_delay_ms: BTreeMap<u64, u64> = (1..=config.nodes)
         .map(|id| (id, fault_rng.below(MAX_BASE_SYNC_DELAY_MS + 1)))
         .collect();
+    let (operator, orders) = tokio::sync::mpsc::unbounded_channel();
     let mut cluster = Cluster {
         nodes: config.nodes,
         disks: (1..=config.nodes).map(|id| (id, MemDisk::new())).collect(),
@@ -467,6 +496,9 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         stops: (1..=config.nodes)
             .map(|id| (id, Arc::new(tokio::sync::watch::channel(0u64).0)))
             .collect(),
+        peers: peers.clone(),
+        operator,
+        removing: BTreeSet::new(),
     };
     for id in 1..=config.nodes {
         let setup = NodeSetup {
@@ -479,6 +511,8 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
             },
             // turmoil's network has no TLS.
             peers_need_certificates: false,
+            // Nor users: the simulation checks the state machine, not the gate.
+            admin_secret: None,
         };
         let disk = cluster.disks[&id].clone();
         let delay = cluster.sync_delays[&id].clone();
@@ -555,6 +589,18 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         ),
     );
 
+    let mut endpoints: Vec<String> = peers.values().map(|a| format!("http://{a}")).collect();
+    endpoints.rotate_left(root.split(97).below(config.nodes) as usize);
+    sim.client(
+        "operator",
+        run_operator(
+            endpoints,
+            orders,
+            heal_at + HEAL_DEADLINE_MS,
+            recorder.clone(),
+        ),
+    );
+
     let mut pending: Vec<Scheduled> = schedule(
         &mut fault_rng,
         config.nodes,
@@ -562,6 +608,15 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         FAULTS_START_MS,
         heal_at,
     );
+    if config.faults.membership {
+        pending.extend(membership_schedule(
+            &mut root.split(3),
+            config.nodes,
+            FAULTS_START_MS,
+            heal_at,
+        ));
+        pending.sort_by_key(|s| s.at_ms);
+    }
     pending.reverse();
     let mut endings: Vec<(u64, u64, Ending)> = Vec::new();
     let mut sequence = 0u64;

@@ -140,6 +140,7 @@ pub fn client_for(endpoints: Vec<String>) -> Result<Client, Error> {
         leader_only: true,
         // turmoil's network has no TLS.
         tls_ca: None,
+        credentials: None,
     };
     Client::with_channel_factory(config, crate::net::channel)
 }

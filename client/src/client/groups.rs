@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use crate::credentials::AuthChannel;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use uuid::Uuid;
 
@@ -123,7 +123,7 @@ pub enum ConsumerMessage {
     },
 }
 
-fn groups(channel: Channel) -> GroupsClient<Channel> {
+fn groups(channel: AuthChannel) -> GroupsClient<AuthChannel> {
     GroupsClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -147,7 +147,7 @@ impl Client {
     /// Runs one leader-only group call with the append's retry rules.
     async fn group_call<T, F, Fut>(&self, what: &str, group: &str, call: F) -> Result<T, Error>
     where
-        F: Fn(GroupsClient<Channel>) -> Fut,
+        F: Fn(GroupsClient<AuthChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let start = self.inner.endpoints.leader_or_first();

@@ -74,6 +74,9 @@ class Cluster:
                  "127.0.0.1", "localhost"],
                 check=True, capture_output=True,
             )
+            #: A node with TLS checks users: the admin secret, bootstrapped as the admin's token.
+            self.admin_token = "python-harness-admin-" + os.urandom(16).hex()
+            (self.tls_dir / "admin.token").write_text(self.admin_token + "\n")
         self.exe = cairn_exe()
         self.addrs = [f"127.0.0.1:{port}" for port in free_ports(nodes)]
         #: Nodes 1..=initial form the cluster; later ones (add_joiner) wait to be added.
@@ -114,7 +117,8 @@ class Cluster:
         if self.tls_dir:
             node = self.tls_dir / "node"
             args += ["--tls-cert", str(node / "tls.crt"), "--tls-key", str(node / "tls.key"),
-                     "--tls-ca", str(node / "ca.crt")]
+                     "--tls-ca", str(node / "ca.crt"),
+                     "--admin-token-file", str(self.tls_dir / "admin.token")]
         else:
             args.append("--insecure")
         with open(self.log_path(node_id), "ab") as log:
@@ -158,6 +162,7 @@ class Cluster:
     def client(self, **options: object) -> cairn.Client:
         if self.ca_path is not None:
             options.setdefault("tls_ca", self.ca_path)
+            options.setdefault("token", self.admin_token)
         return cairn.Client(self.endpoints, **options)  # type: ignore[arg-type]
 
     def wait_for_leader(self, client: cairn.Client, without: Optional[int] = None) -> int:

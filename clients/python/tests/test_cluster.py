@@ -210,6 +210,42 @@ def test_a_call_that_cannot_finish_in_its_deadline_is_unavailable_with_the_cause
     assert "gave up after 2 attempts" in str(err.value)
 
 
+def test_closing_a_client_on_another_clients_loop_thread_does_not_wait(
+    cluster: Cluster, stream_name: Names
+) -> None:
+    """A client closed on another client's event-loop thread (a garbage collection there
+    finalising an eventsourcing Application did it, while that thread held gRPC's lock) closes
+    in the background: waiting there blocked the other client for ever."""
+    import threading
+    import time
+
+    a = cluster.client()
+    b = cluster.client()
+    release = threading.Event()
+    # b's loop is busy until released, as it was behind the lock the waiting thread held.
+    b._loop.loop.call_soon_threadsafe(release.wait, 10)
+
+    async def close_b() -> None:
+        b.close()
+
+    closer = threading.Thread(target=a._loop.run, args=(close_b(),))
+    closer.start()
+    closer.join(5)
+    returned = not closer.is_alive()
+    release.set()
+    closer.join(10)
+    assert returned, "closing a client waited on another client's loop thread"
+    deadline = time.monotonic() + 10
+    while b._loop._thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not b._loop._thread.is_alive(), "the client closed in the background never stopped"
+    stream = stream_name()
+    with pytest.raises(cairn.InvalidInput, match="closed"):
+        b.append(stream, placed(0))
+    assert a.append(stream, placed(0)).last_revision == 0
+    a.close()
+
+
 def test_closing_a_client_ends_the_calls_other_threads_are_waiting_in(
     cluster: Cluster, stream_name: Names
 ) -> None:

@@ -42,12 +42,22 @@ def test_the_ca_comes_from_the_profile_or_the_environment(
     assert tls_cluster.ca_path is not None
     profile = tmp_path / "client-profile.toml"
     urls = ", ".join(f'"{url}"' for url in tls_cluster.endpoints)
-    profile.write_text(f'endpoints = [{urls}]\ntls_ca = "{tls_cluster.ca_path}"\n')
+    # The profile holds the token too (as `cairn dev` writes it): a node with TLS checks users.
+    profile.write_text(
+        f'endpoints = [{urls}]\ntls_ca = "{tls_cluster.ca_path}"\n'
+        f'token = "{tls_cluster.admin_token}"\n'
+    )
     monkeypatch.delenv("CAIRN_ENDPOINTS", raising=False)
     monkeypatch.delenv("CAIRN_TLS_CA", raising=False)
+    monkeypatch.delenv("CAIRN_TOKEN", raising=False)
     with cairn.Client(profile=profile) as client:
         assert client.status().leader_id is not None
     monkeypatch.setenv("CAIRN_TLS_CA", str(tls_cluster.ca_path))
+    with cairn.Client(tls_cluster.endpoints) as client:
+        # Without a token: refused, never retried into a timeout.
+        with pytest.raises(cairn.NotAuthenticated, match="no credentials"):
+            client.status()
+    monkeypatch.setenv("CAIRN_TOKEN", tls_cluster.admin_token)
     with cairn.Client(tls_cluster.endpoints) as client:
         assert client.status().leader_id is not None
 

@@ -89,6 +89,10 @@ def test_statuses_are_classified_like_the_rust_client() -> None:
         assert isinstance(classify(status(getattr(grpc.StatusCode, code)), ""), Retry)
     assert isinstance(classify(status(grpc.StatusCode.INTERNAL, "broke"), ""),
                       cairn.InternalError)
+    assert type(classify(status(grpc.StatusCode.UNAUTHENTICATED, "no credentials"), "")) \
+        is cairn.NotAuthenticated
+    assert type(classify(status(grpc.StatusCode.PERMISSION_DENIED, "no grant"), "")) \
+        is cairn.PermissionDenied
     event_id = cairn.uuid7()
     reused = classify(status(grpc.StatusCode.ALREADY_EXISTS, "conflict",
                              **{"x-cairn-conflict": "other-content",

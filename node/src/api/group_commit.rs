@@ -234,7 +234,8 @@ async fn propose(raft: &Raft, group: Vec<Queued>, slot: OwnedSemaphorePermit) {
                 Response::Empty
                 | Response::Scavenged(_)
                 | Response::ConsumerGroup(_)
-                | Response::Erased(_) => Err(GroupError::NoResult),
+                | Response::Auth(_) => Err(GroupError::NoResult),
+                Response::Erased(_) => Err(GroupError::NoResult),
             },
             Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Err(GroupError::NotLeader),
             // The entry was proposed, then truncated or purged by a new leader: committed or

@@ -1,6 +1,7 @@
 //! The public gRPC services (`cairn.v1.Streams`, `cairn.v1.Cluster`) on top of the local Raft
 //! instance and the applied state.
 
+pub mod auth;
 mod cluster;
 pub(crate) mod convert;
 pub mod deadlines;
@@ -23,10 +24,12 @@ use cairn_raft_store::{EventReader, Limits, NodeId, Raft};
 use openraft::async_runtime::WatchReceiver;
 use tonic::transport::Channel;
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use groups::GroupsService;
 pub use streams::StreamsService;
 
+use crate::auth::Auth;
 use crate::error::NodeError;
 use crate::feed::LiveFeed;
 use crate::leadership::ProposalGate;
@@ -64,6 +67,9 @@ pub struct NodeContext {
     pub group_commit: group_commit::GroupCommit,
     /// One membership change at a time through this node (`api/cluster.rs`).
     pub membership_lock: tokio::sync::Mutex<()>,
+    /// Authentication and authorization in force (`auth`); `None` when the node runs
+    /// `--insecure` (and in the simulation): nothing is checked.
+    pub auth: Option<Arc<Auth>>,
     /// Whether this node is still a member (`standing`); a node that is not refuses reads,
     /// appends and subscriptions.
     pub standing: tokio::sync::watch::Receiver<Standing>,
@@ -77,6 +83,8 @@ pub struct StoreAccess {
     pub reader: EventReader,
     pub reclaimer: Reclaimer,
     pub disk: Arc<dyn Disk>,
+    /// The applied security state's checks, when they are in force.
+    pub auth: Option<Arc<Auth>>,
     pub erasures: Erasures,
     pub erase_progress: erase::EraseProgress,
 }
@@ -98,6 +106,7 @@ impl NodeContext {
             reader,
             reclaimer,
             disk,
+            auth,
             erasures,
             erase_progress,
         } = store;
@@ -114,6 +123,7 @@ impl NodeContext {
             connector,
             feed,
             metrics,
+            auth,
             gate: ProposalGate::default(),
             membership_lock: tokio::sync::Mutex::new(()),
             standing,

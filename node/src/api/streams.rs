@@ -14,7 +14,7 @@ use cairn_raft_store::limits::validate_query;
 use cairn_raft_store::limits::validate_stream_name;
 use cairn_raft_store::{
     AppendResult, Direction, IndexName, InvalidInput, MultiAppendResult, NodeId, RecordedEvent,
-    StoreError, StreamStatus, READABLE_RESERVED_NAMES,
+    StoreError, StreamStatus, DCB_STREAM, READABLE_RESERVED_NAMES,
 };
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::RaftError;
@@ -31,6 +31,7 @@ use super::lifecycle::{self, Change};
 use super::status::{self, invalid, invalid_input};
 use super::subscribe::{self, Filter, Subscription, Target, DEFAULT_CHECKPOINT_INTERVAL};
 use super::{not_leader, NodeContext, MAX_CLIENT_MESSAGE_BYTES};
+use crate::auth::{self, Action};
 use crate::error::NodeError;
 
 /// Events converted ahead of the gRPC stream per read; gRPC flow control does the rest.
@@ -89,6 +90,21 @@ impl StreamsService {
             Ok(Err(GroupError::NotLeader)) => Err(not_leader(&self.ctx)),
             Ok(Err(e)) => Err(status::status_in(format_args!("node {}", self.ctx.id), &e)),
         }
+    }
+
+    /// The caller's grants cover `action` on every one of `names` (`auth::check`).
+    fn allowed<'a, T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), Status> {
+        auth::check(
+            self.ctx.auth.as_deref(),
+            request.extensions(),
+            action,
+            names,
+        )
     }
 
     /// Whether this node is the leader now, and its term.
@@ -384,6 +400,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<proto::AppendRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
+        self.allowed(&request, Action::Write, [request.get_ref().stream.as_str()])?;
         let started = tokio::time::Instant::now();
         let events = request.get_ref().events.len();
         let answer = self.answer_append(request.into_inner()).await;
@@ -399,6 +416,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<proto::ReadRequest>,
     ) -> Result<Response<ReadStream>, Status> {
+        self.allowed(&request, Action::Read, [request.get_ref().stream.as_str()])?;
         let request = request.into_inner();
         self.ctx.refuse_unless_member()?;
         let target = readable(&request.stream)?;
@@ -444,6 +462,16 @@ impl Streams for StreamsService {
         &self,
         request: Request<proto::MultiAppendRequest>,
     ) -> Result<Response<proto::MultiAppendResponse>, Status> {
+        {
+            let multi = request.get_ref();
+            let dcb = (!multi.dcb_events.is_empty()).then_some(DCB_STREAM);
+            let names = multi.streams.iter().map(|s| s.stream.as_str());
+            self.allowed(&request, Action::Write, names.chain(dcb))?;
+            if multi.condition.is_some() {
+                // A condition looks at every event matching its query: DCB's whole view.
+                self.allowed(&request, Action::Read, [DCB_STREAM])?;
+            }
+        }
         let started = tokio::time::Instant::now();
         let request = request.into_inner();
         let events = request.dcb_events.len()
@@ -465,6 +493,8 @@ impl Streams for StreamsService {
         &self,
         request: Request<proto::QueryReadRequest>,
     ) -> Result<Response<ReadStream>, Status> {
+        // A query reads across every stream: DCB's whole view.
+        self.allowed(&request, Action::Read, [DCB_STREAM])?;
         let request = request.into_inner();
         self.ctx.refuse_unless_member()?;
         let query = convert::query_from_proto(request.query);
@@ -483,6 +513,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<proto::GetStreamMetadataRequest>,
     ) -> Result<Response<proto::GetStreamMetadataResponse>, Status> {
+        self.allowed(&request, Action::Read, [request.get_ref().stream.as_str()])?;
         let request = request.into_inner();
         self.ctx.refuse_unless_member()?;
         self.ensure_consistency(request.consistency, request.min_position)
@@ -494,6 +525,11 @@ impl Streams for StreamsService {
         &self,
         request: Request<proto::SetStreamMetadataRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
+        self.allowed(
+            &request,
+            Action::Delete,
+            [request.get_ref().stream.as_str()],
+        )?;
         let request = request.into_inner();
         let span = tracing::info_span!("set_stream_metadata", node = self.ctx.id, stream = %request.stream);
         lifecycle::answer(&self.ctx, Change::SetMetadata(request))
@@ -506,6 +542,11 @@ impl Streams for StreamsService {
         &self,
         request: Request<proto::DeleteStreamRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
+        self.allowed(
+            &request,
+            Action::Delete,
+            [request.get_ref().stream.as_str()],
+        )?;
         let request = request.into_inner();
         let span = tracing::info_span!("delete_stream", node = self.ctx.id, stream = %request.stream, tombstone = request.tombstone);
         lifecycle::answer(&self.ctx, Change::Delete(request))
@@ -518,6 +559,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<SubscribeStream>, Status> {
+        self.allowed(&request, Action::Read, [request.get_ref().stream.as_str()])?;
         let request = request.into_inner();
         self.ctx.refuse_unless_member()?;
         let filter = Filter::from_proto(request.filter.as_ref())?;

@@ -326,6 +326,8 @@ pub async fn run(args: DevArgs) -> ExitCode {
     let profile = Profile {
         endpoints: cluster.endpoints(),
         tls_ca,
+        // The admin's token: the command line signs in without flags (the file is private).
+        token: cluster.tls().map(|tls| tls.admin_token().to_owned()),
     };
     match profile.write(&profile_path) {
         Ok(()) => {

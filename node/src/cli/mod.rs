@@ -1,6 +1,7 @@
 //! The `cairn` command line. The contract (subcommands, flags, `--json`, exit codes) is in
 //! DESIGN.md; scripts and tests rely on it.
 
+mod auth;
 mod bench;
 mod cluster;
 mod commands;
@@ -76,6 +77,14 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Measure: the peer workload (S1, S2, S3) or leader failover.
     Bench(bench::BenchArgs),
+    /// Users (admins only): add, remove, list, passwd.
+    User(auth::UserArgs),
+    /// API tokens (admins only): create (prints the token alone), revoke, list.
+    Token(auth::TokenArgs),
+    /// Give USER the ACTION (read, write, delete, groups, admin) on names starting with PREFIX.
+    Grant(auth::GrantArgs),
+    /// Take a grant back.
+    Revoke(auth::GrantArgs),
 }
 
 /// The nodes a command talks to (the contract's `--endpoints`, env `CAIRN_ENDPOINTS`).
@@ -113,9 +122,55 @@ pub struct ClientOptions {
     /// profile's `tls_ca`, else the system's trusted roots.
     #[arg(long, env = "CAIRN_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// The API token to send (`cairn token create`; for a cluster with users, i.e. not
+    /// --insecure). Default: --username/--password if given, else the profile's `token`.
+    #[arg(
+        long,
+        env = "CAIRN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Sign in as this user with --password (CAIRN_PASSWORD) instead of a token.
+    #[arg(long, env = "CAIRN_USERNAME", value_name = "NAME")]
+    pub username: Option<String>,
+    /// The password of --username.
+    #[arg(
+        long,
+        env = "CAIRN_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The credentials a command sends: --token, else --username and --password, else the profile's
+/// token, else none.
+fn credentials(
+    options: &ClientOptions,
+    profile_token: Option<String>,
+) -> Result<Option<cairn_client::Credentials>, String> {
+    let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    if let Some(token) = given(&options.token) {
+        return Ok(Some(cairn_client::Credentials::Token(token)));
+    }
+    match (given(&options.username), given(&options.password)) {
+        (Some(user), Some(password)) => {
+            return Ok(Some(cairn_client::Credentials::UserPassword {
+                user,
+                password,
+            }))
+        }
+        (Some(_), None) => return Err("--username needs --password (CAIRN_PASSWORD)".into()),
+        (None, Some(_)) => return Err("--password needs --username (CAIRN_USERNAME)".into()),
+        (None, None) => {}
+    }
+    Ok(profile_token
+        .filter(|t| !t.is_empty())
+        .map(cairn_client::Credentials::Token))
 }
 
 /// How long a client command waits for a TCP connection to any of its endpoints before it
@@ -179,6 +234,7 @@ pub async fn connect(options: &ClientOptions) -> Result<cairn_client::Client, Ex
         urls,
         source,
         tls_ca,
+        token,
     } = match profile::resolve(
         &options.endpoints,
         options.profile.as_deref(),
@@ -199,10 +255,15 @@ pub async fn connect(options: &ClientOptions) -> Result<cairn_client::Client, Ex
         },
         None => None,
     };
-    // Malformed URLs are the client's to report, before anything is dialled.
+    let credentials = match credentials(options, token) {
+        Ok(credentials) => credentials,
+        Err(e) => return Err(output::usage(e)),
+    };
+    // Malformed URLs (and tokens) are the client's to report, before anything is dialled.
     let config = |endpoints: Vec<String>| cairn_client::ClientConfig {
         endpoints,
         tls_ca: tls_ca.clone(),
+        credentials: credentials.clone(),
         ..cairn_client::ClientConfig::default()
     };
     if let Err(e) = cairn_client::Client::with_config(config(urls.clone())) {
@@ -264,6 +325,10 @@ pub fn main() -> ExitCode {
             Command::Group(args) => group::run(args).await,
             Command::Consume(args) => group::consume(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::User(args) => auth::user(args).await,
+            Command::Token(args) => auth::token(args).await,
+            Command::Grant(args) => auth::grant(args).await,
+            Command::Revoke(args) => auth::revoke(args).await,
         }
     })
 }

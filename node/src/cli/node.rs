@@ -59,6 +59,12 @@ pub struct NodeArgs {
     /// TLS); clients present none. Reloaded when it changes.
     #[arg(long, env = "CAIRN_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// The admin secret (a file holding one line of 16 to 512 printable characters, e.g. from
+    /// `openssl rand -hex 32`): the first admin's token, made when the cluster starts with no
+    /// users; every public call is then authenticated and checked against grants. Give every
+    /// node the same file.
+    #[arg(long, env = "CAIRN_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Run without TLS: clients and peers talk plain text and anyone who reaches the port is
     /// trusted. For development and tests only; the node says so loudly at start.
     #[arg(long, env = "CAIRN_INSECURE", value_parser = FalseyValueParser::new())]
@@ -92,6 +98,8 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// The TLS files; `None` with `--insecure`.
     pub tls: Option<TlsPaths>,
+    /// The admin secret's file; `None` with `--insecure`.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -150,6 +158,7 @@ impl NodeConfig {
             data_dir,
             log_format,
             tls: tls_paths(args)?,
+            admin_token_file: admin_token_file(args)?,
         })
     }
 
@@ -161,7 +170,7 @@ impl NodeConfig {
             .map(|(id, a)| format!("{id}={a}"))
             .collect();
         format!(
-            "config ok: node {} of {} (peers {}), listen {}, http {}, data dir {} ({data_dir_state}), log format {}, {}",
+            "config ok: node {} of {} (peers {}), listen {}, http {}, data dir {} ({data_dir_state}), log format {}, {}, {}",
             self.id,
             self.peers.len(),
             peers.join(","),
@@ -180,6 +189,10 @@ impl NodeConfig {
                     tls.key.display(),
                     tls.ca.display()
                 ),
+            },
+            match &self.admin_token_file {
+                None => "no users (nothing checked)".to_owned(),
+                Some(file) => format!("admin token file {}", file.display()),
             }
         )
     }
@@ -212,6 +225,23 @@ fn tls_paths(args: &NodeArgs) -> Result<Option<TlsPaths>, String> {
     let [cert, key, ca] =
         <[PathBuf; 3]>::try_from(paths).map_err(|_| "three TLS files".to_owned())?;
     Ok(Some(TlsPaths { cert, key, ca }))
+}
+
+/// The admin secret's file: required with TLS, never with `--insecure` (a node without TLS
+/// checks no one).
+fn admin_token_file(args: &NodeArgs) -> Result<Option<PathBuf>, String> {
+    let file = args
+        .admin_token_file
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+        .cloned();
+    if args.insecure && file.is_some() {
+        return Err("--insecure (CAIRN_INSECURE) and --admin-token-file (CAIRN_ADMIN_TOKEN_FILE) together: a node without TLS checks no one".into());
+    }
+    if !args.insecure && file.is_none() {
+        return Err("an admin secret is required: give --admin-token-file FILE (CAIRN_ADMIN_TOKEN_FILE), a file holding one line such as `openssl rand -hex 32` makes, the same on every node; or --insecure (CAIRN_INSECURE), for development only".into());
+    }
+    Ok(file)
 }
 
 fn required(value: &Option<String>, what: &str) -> Result<String, String> {
@@ -344,7 +374,7 @@ fn init_tracing(format: LogFormat) {
 fn warn_insecure(id: u64) {
     tracing::warn!(
         node = id,
-        "INSECURE: node {id} runs without TLS (--insecure): plain text to clients and peers, and anyone who can reach its port is trusted; for development and tests only"
+        "INSECURE: node {id} runs without TLS and without users (--insecure): plain text to clients and peers, no credentials asked, anyone who can reach its port may read, write and change the cluster; for development and tests only"
     );
 }
 
@@ -376,6 +406,18 @@ pub async fn run(args: NodeArgs) -> ExitCode {
     // in date, signed by the CA.
     let tls = match config.tls.clone().map(TlsFiles::load).transpose() {
         Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let admin_secret = match config
+        .admin_token_file
+        .as_deref()
+        .map(cairn_node::auth::secrets::read_admin_secret)
+        .transpose()
+    {
+        Ok(secret) => secret,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_USAGE);
@@ -450,6 +492,7 @@ pub async fn run(args: NodeArgs) -> ExitCode {
             None => SnapshotSettings::default(),
         },
         peers_need_certificates: tls.is_some(),
+        admin_secret,
     };
     let connector: Arc<dyn Connector> = match &tls {
         Some(tls) => Arc::new(TlsConnector { tls: tls.clone() }),

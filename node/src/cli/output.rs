@@ -66,7 +66,7 @@ pub fn fail(e: &Error) -> ExitCode {
         Error::GroupExists { .. } => EXIT_WRONG_EXPECTED_VERSION,
         Error::StreamDeleted { .. } => EXIT_STREAM_DELETED,
         Error::InvalidArgument(_) => EXIT_USAGE,
-        Error::Unauthenticated(_) => EXIT_NOT_ALLOWED,
+        Error::Unauthenticated(_) | Error::PermissionDenied(_) => EXIT_NOT_ALLOWED,
         _ => EXIT_FAILURE,
     };
     ExitCode::from(code)

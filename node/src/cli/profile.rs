@@ -12,6 +12,7 @@
 //! ```toml
 //! endpoints = ["https://127.0.0.1:2113", "https://127.0.0.1:2114", "https://127.0.0.1:2115"]
 //! tls_ca = "/home/me/cairn-data/ca.pem"
+//! token = "cairn_..."
 //! ```
 //!
 //! `tls_ca` is the CA that signed the nodes' certificates (`--tls-ca` overrides it); a
@@ -36,6 +37,10 @@ pub struct Profile {
     /// The CA certificate (PEM file) to check the nodes' certificates against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
+    /// The API token every command sends (`cairn dev` writes its admin token here; keep the
+    /// file private: `cairn dev` makes it readable by its owner only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Profile {
@@ -80,6 +85,11 @@ impl Profile {
         );
         let tmp = path.with_extension("toml.tmp");
         std::fs::write(&tmp, text)?;
+        if self.token.is_some() {
+            // It holds a secret: its owner's alone (before it gets its name).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        }
         std::fs::rename(&tmp, path)
     }
 }
@@ -109,6 +119,8 @@ pub struct Resolved {
     pub source: Source,
     /// The CA file from the profile, when the endpoints came from one.
     pub tls_ca: Option<PathBuf>,
+    /// The token from the profile, when the endpoints came from one.
+    pub token: Option<String>,
 }
 
 /// The endpoints a client command uses: `--endpoints` / `CAIRN_ENDPOINTS`, else the profile
@@ -132,6 +144,7 @@ pub fn resolve(flag: &[String], profile: Option<&Path>, default: &str) -> Result
             urls,
             source: Source::Flag,
             tls_ca: None,
+            token: None,
         });
     }
     let (path, named) = match profile {
@@ -149,12 +162,14 @@ pub fn resolve(flag: &[String], profile: Option<&Path>, default: &str) -> Result
             urls,
             source: Source::Profile(path),
             tls_ca: profile.tls_ca,
+            token: profile.token,
         });
     }
     Ok(Resolved {
         urls: vec![default.to_owned()],
         source: Source::Default,
         tls_ca: None,
+        token: None,
     })
 }
 
@@ -169,8 +184,12 @@ mod tests {
         let profile = Profile {
             endpoints: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
             tls_ca: Some(dir.path().join("ca.pem")),
+            token: Some("cairn_secret".into()),
         };
         profile.write(&path).expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "a profile with a token is private");
         assert_eq!(Profile::read(&path), Ok(profile));
         std::fs::write(
             &path,

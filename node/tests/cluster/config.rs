@@ -147,11 +147,25 @@ fn check_config_rejects_each_bad_configuration_with_one_line() {
             with("CAIRN_TLS_CA", "/ca.pem"),
             "--insecure (CAIRN_INSECURE) and --tls-ca (CAIRN_TLS_CA) together",
         ),
+        (
+            with("CAIRN_ADMIN_TOKEN_FILE", "/admin.token"),
+            "--insecure (CAIRN_INSECURE) and --admin-token-file (CAIRN_ADMIN_TOKEN_FILE) together",
+        ),
     ];
     let mut cases: Vec<(Vec<(&str, String)>, String)> = cases
         .into_iter()
         .map(|(env, message)| (env, message.to_owned()))
         .collect();
+    // Secure by default: TLS without an admin secret is refused too.
+    let mut tls_alone = with("CAIRN_INSECURE", "");
+    for (key, value) in [
+        ("CAIRN_TLS_CERT", "/cert.pem"),
+        ("CAIRN_TLS_KEY", "/key.pem"),
+        ("CAIRN_TLS_CA", "/ca.pem"),
+    ] {
+        tls_alone.push((key, value.to_owned()));
+    }
+    cases.push((tls_alone, "an admin secret is required".into()));
     let mut is_a_file = with("CAIRN_DATA_DIR", "");
     is_a_file.push(("CAIRN_DATA_DIR", file.to_owned()));
     cases.push((is_a_file, "is not a directory".into()));

@@ -145,7 +145,7 @@ fn hostile_connections_leave_appends_and_reads_intact(mut cluster: TestCluster) 
         for id in 1..=3 {
             let all = read_all(&cluster.node_client(id)).await;
             for (event_id, position) in &acked {
-                let stored = all.get(*position as usize).map(|e| e.id);
+                let stored = all.iter().find(|e| e.position == *position).map(|e| e.id);
                 assert_eq!(
                     stored,
                     Some(*event_id),

@@ -2,6 +2,7 @@
 //! directories, killed with SIGKILL where the test says so. One test binary, one module per
 //! concern.
 
+mod auth;
 mod bad_input;
 mod cli;
 mod config;

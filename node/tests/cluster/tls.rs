@@ -55,6 +55,12 @@ fn check_config(data: &Path, tls: &[(&str, &Path)]) -> std::process::Output {
     for (flag, path) in tls {
         command.arg(flag).arg(path);
     }
+    // With TLS an admin secret is required too: a good one, unless the case names its own.
+    if !tls.iter().any(|(flag, _)| *flag == "--admin-token-file") {
+        let secret = data.join("admin.token");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("write secret");
+        command.arg("--admin-token-file").arg(secret);
+    }
     command.output().expect("run cairn")
 }
 
@@ -85,6 +91,14 @@ fn check_config_checks_the_tls_files_and_says_what_is_wrong() {
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     let summary = String::from_utf8_lossy(&ok.stdout);
     assert!(summary.contains("tls cert "), "{summary}");
+    assert!(summary.contains("admin token file "), "{summary}");
+    let short_secret = dir.path().join("short.token");
+    std::fs::write(&short_secret, "short").expect("write");
+    let with_secret = |secret: &Path| {
+        let mut tls = files(&good.cert, &good.key, &good.ca);
+        tls.push(("--admin-token-file", secret.to_path_buf()));
+        tls
+    };
 
     let cases = vec![
         (
@@ -109,6 +123,11 @@ fn check_config_checks_the_tls_files_and_says_what_is_wrong() {
             vec![("--tls-cert", good.cert.clone())],
             "--tls-key (CAIRN_TLS_KEY) is required",
         ),
+        (
+            with_secret(&short_secret),
+            "the secret is 5 bytes; it must be 16 to 512",
+        ),
+        (with_secret(&missing), "admin token file"),
     ];
     for (tls, message) in cases {
         let shown = format!("{tls:?}");
@@ -234,6 +253,39 @@ fn a_tls_cluster_refuses_plain_text_clients_untrusting_clients_and_raft_calls_wi
                     "{rpc}: {status:?}"
                 );
             }
+        }
+
+        // A certificate from the cluster's own CA that names no member's host (issued for
+        // something else) is not a node's: the Raft service refuses it, and on the public API
+        // it counts for nothing (no token: not authenticated).
+        let issued = cluster
+            .tls()
+            .expect("tls")
+            .ca()
+            .issue_node(&["stranger.example"], 30)
+            .expect("issue");
+        let stranger = Identity::from_pem(&issued.cert_pem, &issued.key_pem);
+        for id in 1..=3 {
+            let channel = raft_endpoint(&cluster, id, Some(stranger.clone()))
+                .connect()
+                .await
+                .expect("connect: the CA signed it");
+            let vote = RaftInternalClient::new(channel.clone())
+                .vote(RaftBytes {
+                    payload: vec![0xff; 32],
+                })
+                .await
+                .expect_err("a Raft call with a certificate naming no member");
+            assert_eq!(vote.code(), tonic::Code::Unauthenticated, "{vote:?}");
+            assert!(vote.message().contains("names no member"), "{vote:?}");
+            let append = cairn_client::proto::streams_client::StreamsClient::new(channel)
+                .append(cairn_client::proto::AppendRequest {
+                    stream: "secured".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect_err("an append as a certificate holder without a token");
+            assert_eq!(append.code(), tonic::Code::Unauthenticated, "{append:?}");
         }
 
         // Nothing but the first append was written; every node still agrees.

@@ -86,6 +86,7 @@ pub fn client_for(endpoints: Vec<String>) -> Client {
         leader_only: true,
         // The partition clusters run --insecure (LocalCluster without TLS).
         tls_ca: None,
+        credentials: None,
     })
     .expect("client")
 }

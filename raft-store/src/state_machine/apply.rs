@@ -9,10 +9,11 @@
 mod consumer_groups;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use uuid::Uuid;
 
+use crate::auth::{AuthCommand, AuthRefusal, AuthResult, AuthState, AUTH_EVENT_TYPE, AUTH_STREAM};
 use crate::codec::encode;
 use crate::disk::{Disk, WriteBatch};
 use crate::erase::{self, ERASE_GROUPS_PER_COMMAND};
@@ -57,6 +58,11 @@ pub(crate) struct Applier<'a> {
     clock: &'a mut Option<u64>,
     /// Stored ids below this position go unseen: the `forget_event_ids` bug (0 = none).
     pub forget_ids_below: u64,
+    /// Bumped after a flush that wrote a new security state, so that the nodes' caches of it
+    /// (`auth::AuthView`) read it again; `None` in tests that do not care.
+    pub auth_generation: Option<&'a AtomicU64>,
+    /// The security state as this call left it, not flushed yet (`None`: read it from disk).
+    auth: Option<AuthState>,
     /// Events written since the last flush, for DCB conditions (their index entries are not
     /// on disk yet): kept only once a condition has been checked in this call, so appends
     /// without conditions pay nothing. At most `MAX_UNFLUSHED_CONDITION_EVENTS`.
@@ -119,6 +125,8 @@ impl<'a> Applier<'a> {
             group_states: HashMap::new(),
             clock,
             forget_ids_below: 0,
+            auth_generation: None,
+            auth: None,
             unflushed: None,
         }
     }
@@ -141,6 +149,11 @@ impl<'a> Applier<'a> {
         self.group_states.clear();
         if let Some(unflushed) = self.unflushed.as_mut() {
             unflushed.clear();
+        }
+        if self.auth.take().is_some() {
+            if let Some(generation) = self.auth_generation {
+                generation.fetch_add(1, Ordering::AcqRel);
+            }
         }
         Ok(())
     }
@@ -206,8 +219,56 @@ impl<'a> Applier<'a> {
         Ok(AppendResult::Written(written))
     }
 
-    /// Replaces a stream's metadata: a new event in its metastream, checked against the
-    /// metastream's revision.
+    /// Changes users, tokens or grants: the whole new state as the next event of
+    /// `AUTH_STREAM` (`auth`). A retry (its event id stored) changes nothing; a refused
+    /// change writes nothing.
+    pub fn auth(&mut self, command: AuthCommand) -> Result<AuthResult, StoreError> {
+        let stored = match self.ids.get(&command.id) {
+            Some(&position) => Some(position),
+            None => self.id_index.position(&command.id)?,
+        };
+        if let Some(position) = stored {
+            return Ok(AuthResult::AlreadyDone { position });
+        }
+        let current = match &self.auth {
+            Some(state) => state.clone(),
+            None => crate::auth_view::auth_state(self.disk, self.groups)?
+                .map(|(state, _)| state)
+                .unwrap_or_default(),
+        };
+        let next = match current.changed(&command.change, command.created_unix_ms) {
+            Ok(next) => next,
+            Err(refusal) => return Ok(AuthResult::Refused(refusal)),
+        };
+        let data = next.encode();
+        if data.len() > self.limits.max_event_bytes {
+            // The counts' limits keep a state far below an event's; a cluster run with a tiny
+            // event limit meets this instead of writing an event no replica could read back.
+            return Ok(AuthResult::Refused(AuthRefusal::TooMany {
+                what: "bytes of security state (the event size limit)".into(),
+                max: self.limits.max_event_bytes,
+            }));
+        }
+        let head = self.head(AUTH_STREAM)?;
+        let written = self.write_group(
+            AUTH_STREAM.to_owned(),
+            head,
+            command.created_unix_ms,
+            vec![NewEvent {
+                id: command.id,
+                event_type: AUTH_EVENT_TYPE.to_owned(),
+                content_type: ContentType::Json,
+                data,
+                metadata: Vec::new(),
+                tags: Vec::new(),
+            }],
+        )?;
+        self.auth = Some(next);
+        Ok(AuthResult::Done {
+            position: written.last_position,
+        })
+    }
+
     /// Removes what retention hides from one stretch of `$all` (`scavenge`). What came
     /// before in this call is written first, so the removals are judged on the disk alone.
     pub fn scavenge(&mut self, command: Scavenge) -> Result<ScavengeResult, StoreError> {
@@ -286,6 +347,8 @@ impl<'a> Applier<'a> {
         })
     }
 
+    /// Replaces a stream's metadata: a new event in its metastream, checked against the
+    /// metastream's revision.
     pub fn set_metadata(&mut self, command: SetStreamMetadata) -> Result<AppendResult, StoreError> {
         if let Err(invalid) = lifecycle::validate_target(&command.stream) {
             return Ok(AppendResult::Rejected(AppendRejection::Invalid(invalid)));

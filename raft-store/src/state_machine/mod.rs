@@ -22,6 +22,7 @@ use openraft::{OptionalSend, RaftSnapshotBuilder};
 pub use apply::{MAX_APPLY_BATCH_BYTES, MAX_UNFLUSHED_CONDITION_EVENTS};
 pub use install::verify_snapshot;
 
+use crate::auth_view::AuthView;
 use crate::codec::encode;
 use crate::disk::{sync_async, Disk, WriteBatch};
 use crate::error::StoreError;
@@ -54,6 +55,9 @@ struct Shared {
     opened_at_position: u64,
     /// Whether event ids may be stored under keys of their own (`id_index`).
     own_id_keys: AtomicBool,
+    /// Bumped whenever the security state may have changed (an `$auth` event applied, a
+    /// snapshot installed): the nodes' caches of it compare (`auth::AuthView`).
+    auth_generation: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -180,6 +184,7 @@ impl StateMachineStore {
                     snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
                     opened_at_position: applied.next_position,
                     own_id_keys,
+                    auth_generation: Arc::new(AtomicU64::new(0)),
                 }),
                 applied,
                 clock: None,
@@ -191,6 +196,15 @@ impl StateMachineStore {
     /// Reads the applied state beside `apply`.
     pub fn reader(&self) -> EventReader {
         EventReader::new(self.shared.disk.clone(), self.shared.groups.clone())
+    }
+
+    /// The security state as applied here, cached until it changes.
+    pub fn auth_view(&self) -> AuthView {
+        AuthView::new(
+            self.shared.disk.clone(),
+            self.shared.groups.clone(),
+            self.shared.auth_generation.clone(),
+        )
     }
 
     /// This node's erase notes, beside `apply`.
@@ -269,6 +283,7 @@ impl StateMachineStore {
         tracing::info!(last_log_id = ?meta.last_log_id, end_position, "installed snapshot");
         self.applied = applied;
         self.clock = None;
+        shared.auth_generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -311,6 +326,7 @@ impl StateMachineStore {
         if bugs.forget_event_ids {
             applier.forget_ids_below = shared.opened_at_position;
         }
+        applier.auth_generation = Some(&shared.auth_generation);
         // Only builds with the planted bugs pay for collecting the batch.
         #[cfg(feature = "fault-injection")]
         let mut entries = crate::faults::maybe_reverse_payloads(entries, bugs).await;
@@ -387,6 +403,11 @@ impl StateMachineStore {
                 EntryPayload::Normal(Command::ConsumerGroup(command)) => Response::ConsumerGroup(
                     applier
                         .consumer_group(command)
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::Auth(command)) => Response::Auth(
+                    applier
+                        .auth(command)
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
                 EntryPayload::Normal(Command::EraseStream(command)) => Response::Erased(

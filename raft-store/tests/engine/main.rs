@@ -1,6 +1,7 @@
 //! Engine tests: one test binary (link time is the slow part of a build here), one module per
 //! concern.
 
+mod auth;
 mod common;
 mod consumer_groups;
 mod corruption;

@@ -33,6 +33,8 @@ from cairn.errors import (
     IdempotencyConflict,
     InternalError,
     InvalidInput,
+    NotAuthenticated,
+    PermissionDenied,
     StreamDeleted,
     StreamNotFound,
     Unavailable,
@@ -71,7 +73,13 @@ from cairn.policy import (
     RETRY_BACKOFF_INITIAL_MS,
     RETRY_BACKOFF_MAX_MS,
 )
-from cairn.profile import DEFAULT_ENDPOINT, read_profile, resolve_endpoints, resolve_tls_ca
+from cairn.profile import (
+    DEFAULT_ENDPOINT,
+    read_profile,
+    resolve_endpoints,
+    resolve_tls_ca,
+    resolve_token,
+)
 from cairn.reads import AsyncReadStream
 from cairn.subscription import (
     AsyncSubscription,
@@ -95,8 +103,9 @@ __all__ = [
     "CaughtUp", "Checkpoint", "Client", "ClusterStatus", "ContentType", "Direction",
     "EventData", "EventIdReused", "ExpectedRevision", "FellBehind", "From",
     "IdempotencyConflict", "InternalError", "InvalidInput", "Member", "Membership",
-    "NodePreference", "ReadConsistency", "ReadFrom", "ReadStream", "RecordedEvent", "Role",
+    "NodePreference", "NotAuthenticated", "PermissionDenied", "ReadConsistency", "ReadFrom",
+    "ReadStream", "RecordedEvent", "Role",
     "StreamDeleted", "StreamNotFound", "StreamState", "Subscription", "SubscriptionFilter",
     "SubscriptionMessage", "Unavailable", "WrongExpectedVersion", "parse_expected",
-    "read_profile", "resolve_endpoints", "resolve_tls_ca", "uuid7",
+    "read_profile", "resolve_endpoints", "resolve_tls_ca", "resolve_token", "uuid7",
 ]

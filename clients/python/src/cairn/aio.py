@@ -57,7 +57,7 @@ from cairn.options import (
     SubscriptionFilter,
 )
 from cairn.policy import DEFAULT_MAX_APPEND_ATTEMPTS, Retries
-from cairn.profile import resolve_endpoints, resolve_tls_ca
+from cairn.profile import resolve_endpoints, resolve_tls_ca, resolve_token
 from cairn.proto import pb, pb_grpc
 from cairn.reads import AsyncReadStream
 from cairn.subscription import AsyncSubscription, SubscribeOptions
@@ -101,6 +101,7 @@ class AsyncClient:
         leader_only: bool = True,
         tls_ca: Optional[Union[str, Path, bytes]] = None,
         channel_factory: Optional[ChannelFactory] = None,
+        token: Optional[str] = None,
     ) -> None:
         if not request_timeout > 0:
             raise InvalidInput("request_timeout: must be above zero")
@@ -110,6 +111,7 @@ class AsyncClient:
             resolve_endpoints(endpoints, profile),
             channel_factory,
             resolve_tls_ca(tls_ca, endpoints, profile),
+            resolve_token(token, endpoints, profile),
         )
         self.request_timeout_s = float(request_timeout)
         self._max_attempts = max_append_attempts

@@ -54,10 +54,15 @@ def insecure_channel(target: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=channel_options())
 
 
-def tls_channel_factory(ca_pem: Optional[bytes]) -> ChannelFactory:
+def tls_channel_factory(ca_pem: Optional[bytes], token: Optional[str] = None) -> ChannelFactory:
     """The channel factory for ``https://`` endpoints: TLS, the nodes' certificates checked
-    against ``ca_pem`` (PEM), or the system's roots when ``None``."""
+    against ``ca_pem`` (PEM), or the system's roots when ``None``; with ``token``, every call
+    carries it (``authorization: Bearer TOKEN``, what a node that checks users asks for)."""
     credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+    if token:
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token)
+        )
 
     def channel(target: str) -> grpc.aio.Channel:
         return grpc.aio.secure_channel(target, credentials, options=channel_options())
@@ -112,6 +117,7 @@ class Endpoints:
         urls: Sequence[str],
         factory: Optional[ChannelFactory] = None,
         tls_ca: Optional[bytes] = None,
+        token: Optional[str] = None,
     ) -> None:
         """``factory`` builds the channels (default: TLS for ``https://`` endpoints, checked
         against ``tls_ca`` or the system's roots, plaintext for ``http://``). With ``tls_ca``,
@@ -137,7 +143,7 @@ class Endpoints:
         #: Nodes name the leader as ``http://HOST:PORT``; with TLS, hints are followed as https.
         self.tls = schemes == {"https"}
         if factory is None:
-            factory = tls_channel_factory(tls_ca) if self.tls else insecure_channel
+            factory = tls_channel_factory(tls_ca, token) if self.tls else insecure_channel
         self.leader: Optional[Node] = None
         #: Where calls start without a leader: past the last node that failed.
         self._fallback: Optional[Node] = None

@@ -36,6 +36,16 @@ class CairnError(Exception):
     """Base class of every error this package raises."""
 
 
+class NotAuthenticated(CairnError):
+    """The node did not accept who the client is (no token, an unknown, revoked or expired
+    one, a wrong password) or how it connected (plain text to a TLS node); never retried."""
+
+
+class PermissionDenied(CairnError):
+    """The client's user holds no grant for the call (an append to a stream it may only
+    read); never retried, nothing was written."""
+
+
 class WrongExpectedVersion(CairnError):
     """The optimistic-concurrency check failed: a normal outcome, never retried.
 
@@ -157,6 +167,10 @@ def classify(err: grpc.RpcError, stream: str) -> Failure:
         if _metadata(err, STREAM_DELETED_METADATA_KEY) == STREAM_DELETED_TOMBSTONED:
             return StreamDeleted(stream)
         return StreamNotFound(stream)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return NotAuthenticated(details)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return Retry(cause, _metadata(err, LEADER_METADATA_KEY))
     if code in (

@@ -35,6 +35,7 @@ MAX_PROFILE_BYTES = 64 * 1024
 ENDPOINTS_ENV = "CAIRN_ENDPOINTS"
 PROFILE_ENV = "CAIRN_PROFILE"
 TLS_CA_ENV = "CAIRN_TLS_CA"
+TOKEN_ENV = "CAIRN_TOKEN"
 #: Largest CA file read: a PEM bundle of a few certificates.
 MAX_CA_FILE_BYTES = 1024 * 1024
 
@@ -83,6 +84,33 @@ def _profile_in_use(
     if Path(DEFAULT_PROFILE_PATH).exists():
         return DEFAULT_PROFILE_PATH
     return None
+
+
+def resolve_token(
+    token: Optional[str] = None,
+    endpoints: Optional[Sequence[str]] = None,
+    profile: Optional[Union[str, Path]] = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> Optional[str]:
+    """The API token every call carries: ``token``, else ``CAIRN_TOKEN``, else the ``token``
+    of the profile the endpoints come from (``cairn dev`` writes its admin token there);
+    ``None`` for a cluster run ``--insecure``. Sent only over TLS."""
+    env = os.environ if environ is None else environ
+    if token:
+        return token
+    if env.get(TOKEN_ENV, "").strip():
+        return env[TOKEN_ENV].strip()
+    in_use = _profile_in_use(endpoints, profile, env)
+    if in_use is None:
+        return None
+    path = Path(in_use)
+    try:
+        found = tomllib.loads(path.read_text()).get("token")
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise InvalidInput(f"profile {path}: {err}") from err
+    if found is not None and not isinstance(found, str):
+        raise InvalidInput(f"profile {path}: `token` must be a string")
+    return found or None
 
 
 def read_ca(path: Union[str, Path]) -> bytes:

@@ -32,6 +32,10 @@ from cairn.subscription import AsyncSubscription, SubscriptionMessage
 T = TypeVar("T")
 
 
+_LOOP_THREAD_NAME = "cairn-client"
+"""The name of every client's event-loop thread."""
+
+
 class _Loop:
     """An event loop running in a daemon thread until :meth:`stop`.
 
@@ -46,7 +50,7 @@ class _Loop:
         self._stopping = False
         self._waiting: set[concurrent.futures.Future[Any]] = set()
         self._thread = threading.Thread(
-            target=self.loop.run_forever, name="cairn-client", daemon=True
+            target=self.loop.run_forever, name=_LOOP_THREAD_NAME, daemon=True
         )
         self._thread.start()
 
@@ -76,6 +80,16 @@ class _Loop:
         with self._lock:
             if not self._stopping:
                 self.loop.call_soon_threadsafe(function)
+
+    def close_in_background(self, closing: Coroutine[Any, Any, Any]) -> None:
+        """Runs ``closing`` on the loop and stops the loop after it, without waiting: for a
+        close called on a client's own loop thread, where waiting would block that loop."""
+        with self._lock:
+            if self._stopping:
+                closing.close()
+                return
+            future = asyncio.run_coroutine_threadsafe(closing, self.loop)
+        future.add_done_callback(lambda _: self.stop())
 
     def stop(self) -> None:
         """Cancels what still runs on the loop (so gRPC calls end cleanly), ends every call
@@ -182,6 +196,7 @@ class Client:
         max_append_attempts: int = DEFAULT_MAX_APPEND_ATTEMPTS,
         leader_only: bool = True,
         tls_ca: Optional[Union[str, Path, bytes]] = None,
+        token: Optional[str] = None,
     ) -> None:
         self._async = AsyncClient(
             endpoints,
@@ -190,6 +205,7 @@ class Client:
             max_append_attempts=max_append_attempts,
             leader_only=leader_only,
             tls_ca=tls_ca,
+            token=token,
         )
         self._loop = _Loop()
 
@@ -206,7 +222,14 @@ class Client:
         return self._async.last_position
 
     def close(self) -> None:
-        """Closes the channels and stops the client's thread."""
+        """Closes the channels and stops the client's thread. Called on a client's event-loop
+        thread (a garbage collection there finalising an object that owns this client, such as
+        an eventsourcing ``Application``), it closes in the background instead of waiting:
+        that thread may hold a lock (gRPC's, mid-call) the closing needs, and waiting there
+        hung the Python tests."""
+        if threading.current_thread().name == _LOOP_THREAD_NAME:
+            self._loop.close_in_background(self._async.close())
+            return
         try:
             self._loop.run(self._async.close())
         except InvalidInput:

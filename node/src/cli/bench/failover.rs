@@ -37,6 +37,7 @@ pub(super) async fn run_failover(args: &BenchArgs, cluster: &mut LocalCluster) -
         request_timeout: Duration::from_millis(FAILOVER_ATTEMPT_TIMEOUT_MS),
         max_append_attempts: 1,
         tls_ca: cluster.client_tls_ca(),
+        credentials: cluster.admin_credentials(),
         ..ClientConfig::default()
     }) {
         Ok(client) => client,
