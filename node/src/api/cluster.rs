@@ -35,8 +35,11 @@ pub const STATUS_PEER_TIMEOUT_MS: u64 = 500;
 pub const MIN_SAFE_VOTERS: usize = 3;
 /// Longest add-node waits for the new node to answer before changing anything. A node just
 /// started on a loaded machine took over a second to answer its first call (a scaling test
-/// under load failed at 1 s); a node that is not running is refused as fast, by its port.
+/// under load failed at 1 s), and its first connection can fail outright (CI saw an "http2
+/// error" from a node that had started listening), so failed calls are retried until then.
 pub const JOINER_PROBE_TIMEOUT_MS: u64 = 3_000;
+/// Pause between add-node's calls to a joiner that failed to answer.
+pub const JOINER_PROBE_RETRY_MS: u64 = 200;
 /// Longest one membership change may take to commit (openraft commits a joint configuration,
 /// then the new one). At the limit: UNAVAILABLE; the change may still land, and a retry (the
 /// client marks it as one) finds it made.
@@ -290,21 +293,14 @@ impl ClusterService {
 
     /// The node at `addr` must answer, be node `id`, and not belong to another cluster.
     async fn probe_joiner(&self, id: NodeId, addr: &str) -> Result<(), Status> {
-        let mut client = ClusterClient::new(self.ctx.channel(addr)?);
-        let call = client.status(proto::StatusRequest {
-            local_only: true,
-            ..Default::default()
-        });
-        let status = match bounded(JOINER_PROBE_TIMEOUT_MS, call).await {
-            Some(Ok(reply)) => Ok(reply.into_inner()),
-            Some(Err(status)) => Err(format!("({})", status.message())),
-            None => Err(format!("within {JOINER_PROBE_TIMEOUT_MS} ms")),
-        }
-        .map_err(|how| NodeError::JoinerSilent {
-            id,
-            addr: addr.to_owned(),
-            how,
-        })?;
+        let status = self
+            .answer_of_joiner(addr)
+            .await
+            .map_err(|how| NodeError::JoinerSilent {
+                id,
+                addr: addr.to_owned(),
+                how,
+            })?;
         if status.node_id != id {
             return Err(refused(format!(
                 "{addr} is node {}, not node {id}",
@@ -318,6 +314,35 @@ impl ClusterService {
             )));
         }
         Ok(())
+    }
+
+    /// The joiner's own status, asked again after each failure until `JOINER_PROBE_TIMEOUT_MS`;
+    /// Err says how the last call failed.
+    async fn answer_of_joiner(&self, addr: &str) -> Result<proto::StatusResponse, String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(JOINER_PROBE_TIMEOUT_MS);
+        loop {
+            let mut client = ClusterClient::new(
+                self.ctx
+                    .channel(addr)
+                    .map_err(|s| format!("({})", s.message()))?,
+            );
+            let call = client.status(proto::StatusRequest {
+                local_only: true,
+                ..Default::default()
+            });
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let failed = match tokio::time::timeout(left, call).await {
+                Ok(Ok(reply)) => return Ok(reply.into_inner()),
+                Ok(Err(status)) => format!("({})", status.message()),
+                Err(_) => format!("within {JOINER_PROBE_TIMEOUT_MS} ms"),
+            };
+            let retry_at =
+                tokio::time::Instant::now() + Duration::from_millis(JOINER_PROBE_RETRY_MS);
+            if retry_at >= deadline {
+                return Err(failed);
+            }
+            tokio::time::sleep_until(retry_at).await;
+        }
     }
 
     /// Waits until learner `id` holds the log this leader has now; Err at the bound.
