@@ -63,6 +63,7 @@ mod dcb;
 mod endpoints;
 mod error;
 mod event;
+mod filter;
 mod policy;
 pub mod profile;
 mod read;

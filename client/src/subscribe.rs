@@ -18,6 +18,7 @@ use crate::client::{streams, Client};
 use crate::endpoints::Node;
 use crate::error::{classify, Error, Failure};
 use crate::event::RecordedEvent;
+pub use crate::filter::SubscriptionFilter;
 use crate::policy::Retries;
 use crate::proto;
 use crate::proto::subscribe_response::Message;
@@ -29,50 +30,6 @@ use crate::read::{reads_by_position, NodePreference, ReadConsistency, ReadFrom, 
 /// leader election or a node restart. An attempt fails unless the server confirms it and
 /// then delivers at least one message.
 pub const MAX_RESUBSCRIBE_ATTEMPTS: u32 = 20;
-
-/// Server-side filters of a `$all` subscription; an event passes if it matches every one
-/// given. Filtered subscriptions get [`SubscriptionMessage::Checkpoint`]s.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct SubscriptionFilter {
-    pub stream_prefix: Option<String>,
-    pub event_type_prefix: Option<String>,
-    /// A regular expression (Rust `regex` syntax) the whole event type must match.
-    pub event_type_regex: Option<String>,
-}
-
-impl SubscriptionFilter {
-    pub fn stream_prefix(self, prefix: impl Into<String>) -> Self {
-        SubscriptionFilter {
-            stream_prefix: Some(prefix.into()),
-            ..self
-        }
-    }
-
-    pub fn event_type_prefix(self, prefix: impl Into<String>) -> Self {
-        SubscriptionFilter {
-            event_type_prefix: Some(prefix.into()),
-            ..self
-        }
-    }
-
-    pub fn event_type_regex(self, regex: impl Into<String>) -> Self {
-        SubscriptionFilter {
-            event_type_regex: Some(regex.into()),
-            ..self
-        }
-    }
-}
-
-impl From<&SubscriptionFilter> for proto::SubscriptionFilter {
-    /// The wire has no "absent": `None` goes as the empty string, which the server ignores.
-    fn from(filter: &SubscriptionFilter) -> Self {
-        proto::SubscriptionFilter {
-            stream_prefix: filter.stream_prefix.clone().unwrap_or_default(),
-            event_type_prefix: filter.event_type_prefix.clone().unwrap_or_default(),
-            event_type_regex: filter.event_type_regex.clone().unwrap_or_default(),
-        }
-    }
-}
 
 /// How a subscription starts and how it survives failures.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::disk::{Disk, KeyRange, Order};
 use crate::error::StoreError;
+use crate::filter::EventFilter;
 use crate::group_files::GroupFiles;
 use crate::index::IndexName;
 use crate::keys;
@@ -30,6 +31,7 @@ use crate::limits::validate_stream_name;
 use crate::records::last_event;
 use crate::types::{
     GroupCheckpoint, GroupCursor, GroupSettings, GroupStart, InvalidInput, ParkedEvent,
+    SourceFilter,
 };
 
 /// Prefix of a group's state stream: `$group-billing` holds group `billing`.
@@ -102,6 +104,9 @@ pub fn parked_stream(group: &str) -> String {
 pub struct GroupState {
     /// `start` is resolved to `At(..)` when the group is created.
     pub settings: GroupSettings,
+    /// `$all` only: which events the group delivers. Fixed at create, like the source.
+    #[serde(default)]
+    pub filter: Option<SourceFilter>,
     /// The revision of the event that created this group in its stream: a group deleted and
     /// created again is another incarnation, and its predecessor's checkpoints and parks are
     /// refused.
@@ -261,6 +266,32 @@ pub fn validate_settings(settings: &GroupSettings) -> Result<(), InvalidInput> {
         ));
     }
     Ok(())
+}
+
+/// A group's filter: on `$all` only, and one that compiles (as its dispatcher will compile
+/// it). An empty one is as none.
+pub fn validate_filter(source: &str, filter: Option<&SourceFilter>) -> Result<(), InvalidInput> {
+    let Some(filter) = filter else {
+        return Ok(());
+    };
+    let compiled = EventFilter::compile(filter)
+        .map_err(|e| bad_setting(&format!("filter {}", e.field), e.why))?;
+    if compiled.is_some() && source != ALL_SOURCE {
+        return Err(bad_setting(
+            "filter",
+            format!("filters apply to '$all' only, and this group reads {source:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a group on `$all` leaves out events of `stream` before its filter looks at them:
+/// `$` streams unless the filter asks for them by its stream prefix, and `$group-` streams
+/// always (each group's checkpoints are events there: a group that delivered them would
+/// cause a checkpoint with each one it acknowledged, for ever).
+pub fn all_group_skips(filter: Option<&EventFilter>, stream: &str) -> bool {
+    stream.starts_with(GROUP_STREAM_PREFIX)
+        || (stream.starts_with('$') && !filter.is_some_and(EventFilter::asks_for_system_streams))
 }
 
 /// A cursor is well formed: its ranges non-empty, ascending, apart, above `next`, below

@@ -23,6 +23,7 @@ pub mod disk;
 pub mod erase;
 mod error;
 pub mod faults;
+pub mod filter;
 pub mod format;
 mod frame;
 pub mod group_files;

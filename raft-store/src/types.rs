@@ -253,6 +253,20 @@ pub enum GroupStart {
     At(u64),
 }
 
+/// Which events of `$all` a subscription or a consumer group wants: those that match every
+/// part given (`filter::EventFilter` compiles and applies it; limits there). In the Raft log
+/// (postcard) every field is written; in a group's JSON state an absent one is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SourceFilter {
+    /// The event's stream name starts with this. Starting with `$`, it also asks a consumer
+    /// group for system streams, which it leaves out otherwise.
+    pub stream_prefix: Option<String>,
+    pub event_type_prefix: Option<String>,
+    /// A regular expression (Rust `regex` syntax) the whole event type must match.
+    pub event_type_regex: Option<String>,
+}
+
 /// A consumer group's settings. Limits: `consumer_group::validate_settings`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupSettings {
@@ -306,7 +320,9 @@ pub struct ParkedEvent {
 /// records the change in the group's stream (a retried command is recognised by it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupCommand {
-    Create {
+    /// A create as proposed before groups had filters (variant 0 of the log's encoding):
+    /// still applied, as a `Create` without a filter, never proposed.
+    CreateUnfiltered {
         group: String,
         settings: GroupSettings,
         id: Uuid,
@@ -347,12 +363,23 @@ pub enum GroupCommand {
         id: Uuid,
         created_unix_ms: u64,
     },
+    /// Defines a group. A new variant at the end (the log's older ones keep their numbers):
+    /// `filter` is kept beside the settings, which the older variants carry as they were.
+    Create {
+        group: String,
+        settings: GroupSettings,
+        /// `$all` only: which events the group delivers (`filter`).
+        filter: Option<SourceFilter>,
+        id: Uuid,
+        created_unix_ms: u64,
+    },
 }
 
 impl GroupCommand {
     pub fn group(&self) -> &str {
         match self {
             GroupCommand::Create { group, .. }
+            | GroupCommand::CreateUnfiltered { group, .. }
             | GroupCommand::Update { group, .. }
             | GroupCommand::Delete { group, .. }
             | GroupCommand::Checkpoint { group, .. }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::{CallKind, Client, MAX_MESSAGE_BYTES};
 use crate::error::{classify, Error, Failure};
 use crate::event::RecordedEvent;
+use crate::filter::SubscriptionFilter;
 use crate::proto;
 use crate::proto::groups_client::GroupsClient;
 use crate::read::NodePreference;
@@ -59,6 +60,9 @@ pub struct GroupSettings {
     pub max_consumers: Option<u32>,
     pub checkpoint_interval_ms: Option<u64>,
     pub strategy: GroupStrategy,
+    /// `$all` only: the events the group delivers, as a filtered `$all` subscription
+    /// would; `$` streams only if `stream_prefix` starts with `$`. Fixed at create.
+    pub filter: Option<SubscriptionFilter>,
 }
 
 impl GroupSettings {
@@ -88,6 +92,7 @@ impl GroupSettings {
                 GroupStrategy::Ordered => proto::GroupStrategy::Ordered,
             }
             .into(),
+            filter: self.filter.as_ref().map(Into::into),
         }
     }
 }

@@ -13,7 +13,7 @@ use cairn_raft_store::limits::validate_stream_name;
 use cairn_raft_store::{
     Append, AppendCondition, AppendPosition, ContentType, ExpectedRevision, GroupSettings,
     GroupStart, GroupStrategy, MultiAppend, MultiPosition, NewEvent, Query, QueryItem,
-    RecordedEvent, StreamAppend, DCB_STREAM,
+    RecordedEvent, SourceFilter, StreamAppend, DCB_STREAM,
 };
 use tonic::Status;
 use uuid::Uuid;
@@ -288,8 +288,12 @@ pub fn group_settings_from_proto(
     })
 }
 
-/// A group's settings on the wire (a stored group's start is always a key).
-pub fn group_settings_to_proto(settings: &GroupSettings) -> proto::GroupSettings {
+/// A group's settings and filter on the wire (a stored group's start is always a key).
+pub fn group_settings_to_proto(
+    settings: &GroupSettings,
+    filter: Option<&SourceFilter>,
+) -> proto::GroupSettings {
+    let part = |p: &Option<String>| p.clone().unwrap_or_default();
     proto::GroupSettings {
         source: settings.source.clone(),
         start: Some(match settings.start {
@@ -307,6 +311,11 @@ pub fn group_settings_to_proto(settings: &GroupSettings) -> proto::GroupSettings
             GroupStrategy::Ordered => proto::GroupStrategy::Ordered,
         }
         .into(),
+        filter: filter.map(|f| proto::SubscriptionFilter {
+            stream_prefix: part(&f.stream_prefix),
+            event_type_prefix: part(&f.event_type_prefix),
+            event_type_regex: part(&f.event_type_regex),
+        }),
     }
 }
 

@@ -10,9 +10,10 @@ use cairn_client::proto;
 use cairn_client::proto::consume_request::Message as In;
 use cairn_client::proto::groups_server::Groups as GroupsApi;
 use cairn_raft_store::consumer_group::{
-    parked_stream, validate_name, validate_settings, GroupState, Source,
+    parked_stream, validate_filter, validate_name, validate_settings, GroupState, Source,
 };
-use cairn_raft_store::{Command, GroupCommand, GroupResult};
+use cairn_raft_store::filter::normalized;
+use cairn_raft_store::{Command, GroupCommand, GroupResult, SourceFilter};
 use openraft::async_runtime::WatchReceiver;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -21,7 +22,9 @@ use uuid::Uuid;
 use super::convert::{group_settings_from_proto, group_settings_to_proto};
 use super::lifecycle::now_unix_ms;
 use super::status::{self, invalid, invalid_input};
+use super::subscribe;
 use super::{not_leader, NodeContext};
+use crate::auth::{self, Action};
 use crate::error::NodeError;
 use crate::groups::{propose_group, Control, GroupStats, Groups};
 
@@ -64,6 +67,13 @@ impl GroupsService {
             GroupResult::Rejected(invalid) => Err(invalid_input(&invalid)),
             GroupResult::Stale { why } => Err(NodeError::GroupClosed { group, reason: why }.into()),
         }
+    }
+
+    /// Creating or consuming a group needs, beside `groups` on every name (the gate's rule for
+    /// the whole service), `read` on its source, as a subscription to it would: a group is a
+    /// way to read its source. So `$all` (filtered or not) needs `read` on `*`.
+    fn may_read(&self, extensions: &tonic::Extensions, source: &str) -> Result<(), Status> {
+        auth::check(self.ctx.auth.as_deref(), extensions, Action::Read, [source])
     }
 
     fn info_of(
@@ -109,7 +119,10 @@ impl GroupsService {
             .unwrap_or_default();
         Ok(proto::GroupInfoResponse {
             group: group.to_owned(),
-            settings: Some(group_settings_to_proto(&state.settings)),
+            settings: Some(group_settings_to_proto(
+                &state.settings,
+                state.filter.as_ref(),
+            )),
             checkpoint: checkpoint.source.next,
             lag,
             in_flight: stats.as_ref().map_or(0, |s| s.in_flight),
@@ -133,6 +146,15 @@ fn command_id(id: &str) -> Result<Uuid, Status> {
     }
 }
 
+/// The filter a request's settings carry, in the store's terms (empty parts absent).
+fn wire_filter(settings: &Option<proto::GroupSettings>) -> Option<SourceFilter> {
+    settings
+        .as_ref()
+        .and_then(|s| s.filter.as_ref())
+        .map(subscribe::source_filter)
+        .and_then(|f| normalized(&f))
+}
+
 fn checked_name(group: &str) -> Result<(), Status> {
     validate_name(group).map_err(|e| invalid_input(&e))
 }
@@ -147,13 +169,19 @@ impl GroupsApi for GroupsService {
         &self,
         request: Request<proto::CreateGroupRequest>,
     ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let extensions = request.extensions().clone();
         let request = request.into_inner();
         checked_name(&request.group)?;
+        let filter = wire_filter(&request.settings);
         let settings = group_settings_from_proto(request.settings)?;
-        validate_settings(&settings).map_err(|e| invalid_input(&e))?;
+        validate_settings(&settings)
+            .and_then(|()| validate_filter(&settings.source, filter.as_ref()))
+            .map_err(|e| invalid_input(&e))?;
+        self.may_read(&extensions, &settings.source)?;
         let command = GroupCommand::Create {
             group: request.group,
             settings,
+            filter,
             id: command_id(&request.id)?,
             created_unix_ms: now_unix_ms(),
         };
@@ -270,6 +298,7 @@ impl GroupsApi for GroupsService {
         let peer = request
             .remote_addr()
             .map_or_else(String::new, |a| a.to_string());
+        let extensions = request.extensions().clone();
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -279,6 +308,9 @@ impl GroupsApi for GroupsService {
             return Err(invalid("start", "the first message must be `start`"));
         };
         checked_name(&start.group)?;
+        if let Ok(Some((state, _))) = self.ctx.reader.consumer_group(&start.group) {
+            self.may_read(&extensions, &state.settings.source)?;
+        }
         let joined = self.groups.join(&start.group, peer).await?;
         let consumer = joined.consumer;
         let control = joined.control;

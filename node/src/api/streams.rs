@@ -29,7 +29,7 @@ use super::deadlines::{APPEND_TIMEOUT_MS, LINEARIZABLE_READ_TIMEOUT_MS, MIN_POSI
 use super::group_commit::GroupError;
 use super::lifecycle::{self, Change};
 use super::status::{self, invalid, invalid_input};
-use super::subscribe::{self, Filter, Subscription, Target, DEFAULT_CHECKPOINT_INTERVAL};
+use super::subscribe::{self, Subscription, Target, DEFAULT_CHECKPOINT_INTERVAL};
 use super::{not_leader, NodeContext, MAX_CLIENT_MESSAGE_BYTES};
 use crate::auth::{self, Action};
 use crate::error::NodeError;
@@ -562,7 +562,7 @@ impl Streams for StreamsService {
         self.allowed(&request, Action::Read, [request.get_ref().stream.as_str()])?;
         let request = request.into_inner();
         self.ctx.refuse_unless_member()?;
-        let filter = Filter::from_proto(request.filter.as_ref())?;
+        let filter = subscribe::filter_from_proto(request.filter.as_ref())?;
         let target = match (readable(&request.stream)?, filter) {
             (Readable::All, filter) => Target::All(filter),
             (_, Some(_)) => {

@@ -11,6 +11,7 @@ use cairn_client::{proto, ConsumerMessage, GroupSettings, GroupStart, GroupStrat
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::output::{event_json, event_text, fail, usage};
+use super::subscribe::FilterArgs;
 use super::ClientOptions;
 
 #[derive(Args, Debug)]
@@ -47,6 +48,9 @@ pub struct CreateArgs {
     /// The source: a stream, '$all' (events of '$' streams left out), or an index.
     #[arg(long = "stream", value_name = "STREAM")]
     pub source: String,
+    /// '$all' only: which events the group delivers (fixed at create).
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// start, end (events written after the group), or a revision (stream) / position.
     #[arg(long, default_value = "start", value_parser = parse_start)]
     pub from: GroupStart,
@@ -127,6 +131,9 @@ pub async fn run(args: GroupArgs) -> ExitCode {
 }
 
 async fn create(args: CreateArgs) -> ExitCode {
+    if let Err(code) = args.filter.check() {
+        return code;
+    }
     let client = match super::connect(&args.client).await {
         Ok(client) => client,
         Err(code) => return code,
@@ -143,6 +150,7 @@ async fn create(args: CreateArgs) -> ExitCode {
             Strategy::RoundRobin => GroupStrategy::RoundRobin,
             Strategy::Ordered => GroupStrategy::Ordered,
         },
+        filter: args.filter.filter(),
     };
     match client.create_group(&args.group, &settings).await {
         Ok(_) if args.client.json => {
@@ -193,6 +201,7 @@ fn info_json(info: &proto::GroupInfoResponse) -> serde_json::Value {
     serde_json::json!({
         "group": info.group,
         "stream": settings.source,
+        "filter": settings.filter.as_ref().map(filter_json),
         "strategy": strategy,
         "message_timeout_ms": settings.message_timeout_ms,
         "max_retries": settings.max_retries,
@@ -212,10 +221,27 @@ fn info_json(info: &proto::GroupInfoResponse) -> serde_json::Value {
     })
 }
 
+/// A filter's parts given, by their flag's name (`null` for none).
+fn filter_json(filter: &proto::SubscriptionFilter) -> serde_json::Value {
+    let part = |s: &String| (!s.is_empty()).then(|| s.clone());
+    serde_json::json!({
+        "stream_prefix": part(&filter.stream_prefix),
+        "type_prefix": part(&filter.event_type_prefix),
+        "type_regex": part(&filter.event_type_regex),
+    })
+}
+
 fn info_text(info: &proto::GroupInfoResponse) -> String {
     let json = info_json(info);
+    let filter = match &json["filter"] {
+        serde_json::Value::Object(parts) => parts
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| format!(" {k} {v}")))
+            .collect::<String>(),
+        _ => String::new(),
+    };
     format!(
-        "{}  stream {}  {}  checkpoint {}  lag {}  in flight {}  parked {}  consumers {}",
+        "{}  stream {}{filter}  {}  checkpoint {}  lag {}  in flight {}  parked {}  consumers {}",
         info.group,
         json["stream"].as_str().unwrap_or(""),
         json["strategy"].as_str().unwrap_or(""),

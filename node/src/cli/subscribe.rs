@@ -26,15 +26,8 @@ pub struct SubscribeArgs {
     /// (default: the start).
     #[arg(long, value_parser = parse_from)]
     pub from: Option<ReadFrom>,
-    /// $all only: events of streams whose name starts with this.
-    #[arg(long)]
-    pub stream_prefix: Option<String>,
-    /// $all only: events whose type starts with this.
-    #[arg(long)]
-    pub type_prefix: Option<String>,
-    /// $all only: events whose whole type matches this regular expression.
-    #[arg(long)]
-    pub type_regex: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Filtered $all: a checkpoint after this many scanned events (default: the server's).
     #[arg(long)]
     pub checkpoint_interval: Option<u64>,
@@ -43,6 +36,57 @@ pub struct SubscribeArgs {
     pub no_resubscribe: bool,
     #[command(flatten)]
     pub client: ClientOptions,
+}
+
+/// The `$all` filter's flags, the same for `cairn subscribe '$all'` and
+/// `cairn group create G --stream '$all'`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// $all only: events of streams whose name starts with this (starting with '$', a
+    /// consumer group also gets those system streams).
+    #[arg(long)]
+    pub stream_prefix: Option<String>,
+    /// $all only: events whose type starts with this.
+    #[arg(long)]
+    pub type_prefix: Option<String>,
+    /// $all only: events whose whole type matches this regular expression.
+    #[arg(long)]
+    pub type_regex: Option<String>,
+}
+
+impl FilterArgs {
+    /// `None` when no flag is given.
+    pub fn filter(&self) -> Option<SubscriptionFilter> {
+        let filter = SubscriptionFilter {
+            stream_prefix: self.stream_prefix.clone(),
+            event_type_prefix: self.type_prefix.clone(),
+            event_type_regex: self.type_regex.clone(),
+        };
+        (filter != SubscriptionFilter::default()).then_some(filter)
+    }
+
+    /// A bad `--type-regex` is a usage error (exit 2) before anything is dialled; the
+    /// server checks it too.
+    pub fn check(&self) -> Result<(), ExitCode> {
+        let Some(regex) = &self.type_regex else {
+            return Ok(());
+        };
+        let Err(e) = regex::Regex::new(regex) else {
+            return Ok(());
+        };
+        let why = e.to_string();
+        let why = why
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .trim_start_matches("error: ");
+        Err(usage(format!(
+            "--type-regex {regex:?} is not a valid regular expression: {}",
+            one_line(why)
+        )))
+    }
 }
 
 /// `end`, or a revision / position.
@@ -57,12 +101,8 @@ fn parse_from(text: &str) -> Result<ReadFrom, String> {
 
 fn options(args: &SubscribeArgs) -> SubscribeOptions {
     let mut options = SubscribeOptions::default().from(args.from.unwrap_or_default());
-    if args.stream_prefix.is_some() || args.type_prefix.is_some() || args.type_regex.is_some() {
-        options = options.filter(SubscriptionFilter {
-            stream_prefix: args.stream_prefix.clone(),
-            event_type_prefix: args.type_prefix.clone(),
-            event_type_regex: args.type_regex.clone(),
-        });
+    if let Some(filter) = args.filter.filter() {
+        options = options.filter(filter);
     }
     if let Some(interval) = args.checkpoint_interval {
         options = options.checkpoint_interval(interval);
@@ -158,22 +198,8 @@ fn output_failed(e: &io::Error) -> ExitCode {
 }
 
 pub async fn run(args: SubscribeArgs) -> ExitCode {
-    if let Some(regex) = &args.type_regex {
-        // The server checks it too; here a mistake is one line before anything is dialled.
-        if let Err(e) = regex::Regex::new(regex) {
-            let why = e.to_string();
-            let why = why
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim()
-                .trim_start_matches("error: ");
-            return usage(format!(
-                "--type-regex {regex:?} is not a valid regular expression: {}",
-                one_line(why)
-            ));
-        }
+    if let Err(code) = args.filter.check() {
+        return code;
     }
     let client = match super::connect(&args.client).await {
         Ok(client) => client,

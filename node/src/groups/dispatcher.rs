@@ -32,9 +32,10 @@ use std::time::Duration;
 use cairn_client::proto;
 use cairn_client::proto::consume_response::Message as Out;
 use cairn_raft_store::consumer_group::{
-    is_done, parked_stream, GroupState, ParkedRecord, Source, ALL_SOURCE, MAX_PARKED_PER_COMMAND,
-    MAX_PARK_REASON_BYTES,
+    all_group_skips, is_done, parked_stream, GroupState, ParkedRecord, Source, ALL_SOURCE,
+    MAX_PARKED_PER_COMMAND, MAX_PARK_REASON_BYTES,
 };
+use cairn_raft_store::filter::EventFilter;
 use cairn_raft_store::{
     Command, Direction, GroupCheckpoint, GroupCommand, GroupResult, GroupStrategy, ParkedEvent,
     Response,
@@ -143,7 +144,9 @@ struct Dispatcher {
     state: GroupState,
     ordered: bool,
     source_by_position: bool,
-    skip_system_streams: bool,
+    /// A group on `$all`: it leaves out system streams (`all_group_skips`) by `filter`.
+    on_all: bool,
+    filter: Option<EventFilter>,
     items: BTreeMap<Key, Item>,
     /// Keys that may go out now, lowest first.
     ready: BTreeSet<Key>,
@@ -199,8 +202,14 @@ pub async fn start(ctx: Arc<NodeContext>, group: &str) -> Result<mpsc::Sender<Co
     };
     let source =
         Source::parse(&state.settings.source).map_err(|e| crate::api::status::invalid_input(&e))?;
+    // The subscription applies the filter; the dispatcher leaves out system streams after it.
+    let filter = match &state.filter {
+        Some(filter) => EventFilter::compile(filter)
+            .map_err(|e| crate::api::status::invalid(&format!("filter.{}", e.field), e.why))?,
+        None => None,
+    };
     let target = match &source {
-        Source::All => Target::All(None),
+        Source::All => Target::All(filter.clone()),
         Source::Index(index) => Target::Index(index.clone()),
         Source::Stream(stream) => Target::Stream(stream.clone()),
     };
@@ -222,7 +231,8 @@ pub async fn start(ctx: Arc<NodeContext>, group: &str) -> Result<mpsc::Sender<Co
         group: group.to_owned(),
         ordered: state.settings.strategy == GroupStrategy::Ordered,
         source_by_position: source.by_position(),
-        skip_system_streams: state.settings.source == ALL_SOURCE,
+        on_all: state.settings.source == ALL_SOURCE,
+        filter,
         items: BTreeMap::new(),
         ready: BTreeSet::new(),
         streams: HashMap::new(),
@@ -596,7 +606,7 @@ impl Dispatcher {
         }
         self.read_next = key + 1;
         if is_done(&self.committed.source, key)
-            || (self.skip_system_streams && event.stream.starts_with('$'))
+            || (self.on_all && all_group_skips(self.filter.as_ref(), &event.stream))
         {
             return;
         }

@@ -375,3 +375,179 @@ fn four_consumers_get_every_event_in_stream_order_across_consumer_and_leader_sig
         killed_leader_at.elapsed(),
     );
 }
+
+/// The events a `cairn consume --json` run printed, as (stream, revision, type).
+fn consumed(output: &Output) -> Vec<(String, u64, String)> {
+    lines(output)
+        .iter()
+        .map(|e| {
+            (
+                e["stream"].as_str().unwrap_or_default().to_owned(),
+                e["revision"].as_u64().unwrap_or(u64::MAX),
+                e["type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn groups_on_all_deliver_what_their_filter_passes_and_system_streams_only_when_asked() {
+    let cluster = TestCluster::start(3);
+    runtime().block_on(async {
+        cluster.wait_for_leader().await;
+        let client = cluster.client();
+        for round in 0..5 {
+            for (stream, event_type) in [
+                ("orders-1", "OrderPlaced"),
+                ("users-1", "UserJoined"),
+                ("orders-2", "OrderPaid"),
+            ] {
+                let event = EventData::json(event_type, &serde_json::json!({ "round": round }))
+                    .expect("event");
+                client
+                    .append(stream, ExpectedRevision::Any, vec![event])
+                    .await
+                    .expect("append");
+            }
+        }
+        // A system stream's event: `$$orders-1`, the stream's metadata.
+        let metadata = cairn_client::StreamMetadata {
+            max_count: Some(1_000),
+            ..Default::default()
+        };
+        client
+            .set_stream_metadata("orders-1", ExpectedRevision::Any, metadata)
+            .await
+            .expect("metadata");
+    });
+    let endpoints = cluster.endpoints().join(",");
+
+    // Bad filters: usage, 2, and nothing created.
+    for (args, says) in [
+        (
+            vec![
+                "group",
+                "create",
+                "g",
+                "--stream",
+                "orders-1",
+                "--stream-prefix",
+                "orders-",
+            ],
+            "'$all' only",
+        ),
+        (
+            vec![
+                "group",
+                "create",
+                "g",
+                "--stream",
+                "$all",
+                "--type-regex",
+                "(",
+            ],
+            "--type-regex",
+        ),
+    ] {
+        let out = cairn(&endpoints, &args);
+        assert_eq!(code(&out), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let listed = cairn(&endpoints, &["group", "list", "--json"]);
+    assert!(lines(&listed).is_empty(), "{listed:?}");
+
+    // An ordered group on the orders streams: only their events, each stream in order.
+    let create = [
+        "group",
+        "create",
+        "orders",
+        "--stream",
+        "$all",
+        "--stream-prefix",
+        "orders-",
+        "--strategy",
+        "ordered",
+    ];
+    let created = cairn(&endpoints, &create);
+    assert_eq!(code(&created), Some(0), "{created:?}");
+    let info = lines(&cairn(&endpoints, &["group", "info", "orders", "--json"]));
+    assert_eq!(info[0]["filter"]["stream_prefix"], "orders-", "{info:?}");
+    let got = consumed(&cairn(
+        &endpoints,
+        &["consume", "orders", "--count", "10", "--json"],
+    ));
+    assert_eq!(got.len(), 10, "{got:?}");
+    let mut per_stream: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (stream, revision, _) in &got {
+        per_stream.entry(stream).or_default().push(*revision);
+    }
+    let in_order: Vec<u64> = (0..5).collect();
+    assert_eq!(per_stream.get("orders-1"), Some(&in_order), "{got:?}");
+    assert_eq!(per_stream.get("orders-2"), Some(&in_order), "{got:?}");
+    assert_eq!(per_stream.len(), 2, "only the orders streams: {got:?}");
+    // Nothing else was pending: the next event is the next order written.
+    runtime().block_on(async {
+        for stream in ["users-1", "orders-2"] {
+            let event = EventData::json("OrderShipped", &serde_json::json!({})).expect("event");
+            cluster
+                .client()
+                .append(stream, ExpectedRevision::Any, vec![event])
+                .await
+                .expect("append");
+        }
+    });
+    let next = consumed(&cairn(
+        &endpoints,
+        &["consume", "orders", "--count", "1", "--json"],
+    ));
+    assert_eq!(
+        next,
+        vec![("orders-2".to_owned(), 5, "OrderShipped".to_owned())]
+    );
+
+    // A type filter that would match every system event ('$' types) gets none of them: the
+    // first event it delivers is the users' own.
+    let created = cairn(
+        &endpoints,
+        &[
+            "group",
+            "create",
+            "typed",
+            "--stream",
+            "$all",
+            "--type-regex",
+            r"\$.*|UserJoined",
+        ],
+    );
+    assert_eq!(code(&created), Some(0), "{created:?}");
+    let got = consumed(&cairn(
+        &endpoints,
+        &["consume", "typed", "--count", "5", "--json"],
+    ));
+    let expected: Vec<(String, u64, String)> = (0..5)
+        .map(|r| ("users-1".to_owned(), r, "UserJoined".to_owned()))
+        .collect();
+    assert_eq!(got, expected);
+
+    // A stream prefix that starts with '$' asks for those system streams.
+    let created = cairn(
+        &endpoints,
+        &[
+            "group",
+            "create",
+            "meta",
+            "--stream",
+            "$all",
+            "--stream-prefix",
+            "$$",
+        ],
+    );
+    assert_eq!(code(&created), Some(0), "{created:?}");
+    let got = consumed(&cairn(
+        &endpoints,
+        &["consume", "meta", "--count", "1", "--json"],
+    ));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "$$orders-1", "{got:?}");
+}

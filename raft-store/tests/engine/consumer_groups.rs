@@ -7,6 +7,7 @@ use cairn_raft_store::consumer_group::{
 use cairn_raft_store::{
     Command, Entry, EntryPayload, ExpectedRevision as E, GroupCheckpoint, GroupCommand,
     GroupCursor, GroupResult, GroupSettings, GroupStart, InvalidInput, ParkedEvent, Response,
+    SourceFilter,
 };
 use uuid::Uuid;
 
@@ -41,12 +42,30 @@ fn settings(source: &str, start: GroupStart) -> GroupSettings {
 }
 
 fn create(name: &str, settings: GroupSettings) -> GroupCommand {
+    create_filtered(name, settings, None)
+}
+
+fn create_filtered(
+    name: &str,
+    settings: GroupSettings,
+    filter: Option<SourceFilter>,
+) -> GroupCommand {
     GroupCommand::Create {
         group: name.to_owned(),
         settings,
+        filter,
         id: Uuid::new_v4(),
         created_unix_ms: T0,
     }
+}
+
+fn filter(stream_prefix: &str, event_type_regex: &str) -> Option<SourceFilter> {
+    let part = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    Some(SourceFilter {
+        stream_prefix: part(stream_prefix),
+        event_type_prefix: None,
+        event_type_regex: part(event_type_regex),
+    })
 }
 
 fn checkpoint(name: &str, incarnation: u64, next: u64, done: &[(u64, u64)]) -> GroupCommand {
@@ -129,6 +148,13 @@ fn groups_are_created_once_and_bad_definitions_change_nothing() {
                         ..settings("$all", GroupStart::Start)
                     },
                 ),
+                // Filters are for `$all` only, and must compile.
+                create_filtered(
+                    "g",
+                    settings("orders-1", GroupStart::Start),
+                    filter("orders-", ""),
+                ),
+                create_filtered("g", settings("$all", GroupStart::Start), filter("", "(")),
             ];
             for command in bad {
                 let result = group(&mut s, command.clone()).await;
@@ -156,6 +182,30 @@ fn groups_are_created_once_and_bad_definitions_change_nothing() {
                 .map(|(n, _)| n)
                 .collect();
             assert_eq!(listed, vec!["billing".to_owned()], "{name}");
+
+            // A filtered group on `$all` keeps its filter (empty parts dropped); a create
+            // as older builds proposed it still applies, with none.
+            let filtered = create_filtered(
+                "shipping",
+                settings("$all", GroupStart::Start),
+                Some(SourceFilter {
+                    stream_prefix: Some("orders-".into()),
+                    event_type_prefix: Some(String::new()),
+                    event_type_regex: None,
+                }),
+            );
+            assert!(written(&group(&mut s, filtered).await), "{name}");
+            let (state, _) = s.store.reader.consumer_group("shipping").unwrap().unwrap();
+            assert_eq!(state.filter, filter("orders-", ""), "{name}");
+            let old = GroupCommand::CreateUnfiltered {
+                group: "audit".into(),
+                settings: settings("$all", GroupStart::Start),
+                id: Uuid::new_v4(),
+                created_unix_ms: T0,
+            };
+            assert!(written(&group(&mut s, old).await), "{name}");
+            let (state, _) = s.store.reader.consumer_group("audit").unwrap().unwrap();
+            assert_eq!(state.filter, None, "{name}");
         })
     }
 }

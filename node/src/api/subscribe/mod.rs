@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use cairn_client::proto;
 use cairn_client::proto::subscribe_response::Message;
+use cairn_raft_store::filter::EventFilter;
 use cairn_raft_store::lifecycle::METASTREAM_PREFIX;
-use cairn_raft_store::{Direction, EventReader, IndexName, RecordedEvent, Retention};
+use cairn_raft_store::{Direction, EventReader, IndexName, RecordedEvent, Retention, SourceFilter};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
@@ -29,8 +30,6 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub const SUBSCRIPTION_BUFFER_MESSAGES: usize = 32;
 /// Default scanned events between checkpoints on a filtered `$all` subscription.
 pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 1_000;
-/// Largest compiled event-type regex, so a filter cannot make the node allocate without bound.
-pub const MAX_FILTER_REGEX_BYTES: usize = 1024 * 1024;
 
 /// Which events a subscription wants.
 pub enum Target {
@@ -63,55 +62,30 @@ impl Target {
     }
 }
 
-/// Server-side filter of a `$all` subscription.
-pub struct Filter {
-    stream_prefix: Option<String>,
-    event_type_prefix: Option<String>,
-    event_type_regex: Option<regex::Regex>,
+/// Server-side filter of a `$all` subscription: raft-store's [`EventFilter`], the one
+/// consumer groups on `$all` use too.
+pub type Filter = EventFilter;
+
+/// A request's filter in the store's terms (empty parts are absent).
+pub fn source_filter(filter: &proto::SubscriptionFilter) -> SourceFilter {
+    let part = |s: &String| (!s.is_empty()).then(|| s.clone());
+    SourceFilter {
+        stream_prefix: part(&filter.stream_prefix),
+        event_type_prefix: part(&filter.event_type_prefix),
+        event_type_regex: part(&filter.event_type_regex),
+    }
 }
 
-impl Filter {
-    /// `None` when the request has no (non-empty) filter.
-    pub fn from_proto(
-        filter: Option<&proto::SubscriptionFilter>,
-    ) -> Result<Option<Filter>, Status> {
-        let Some(filter) = filter else {
-            return Ok(None);
-        };
-        let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
-        let event_type_regex = match non_empty(&filter.event_type_regex) {
-            Some(pattern) => Some(
-                regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-                    .size_limit(MAX_FILTER_REGEX_BYTES)
-                    .build()
-                    .map_err(|e| invalid("filter.event_type_regex", e))?,
-            ),
-            None => None,
-        };
-        let filter = Filter {
-            stream_prefix: non_empty(&filter.stream_prefix),
-            event_type_prefix: non_empty(&filter.event_type_prefix),
-            event_type_regex,
-        };
-        let empty = filter.stream_prefix.is_none()
-            && filter.event_type_prefix.is_none()
-            && filter.event_type_regex.is_none();
-        Ok((!empty).then_some(filter))
-    }
-
-    fn passes(&self, stream: &str, event_type: &str) -> bool {
-        self.stream_prefix
-            .as_deref()
-            .is_none_or(|p| stream.starts_with(p))
-            && self
-                .event_type_prefix
-                .as_deref()
-                .is_none_or(|p| event_type.starts_with(p))
-            && self
-                .event_type_regex
-                .as_ref()
-                .is_none_or(|r| r.is_match(event_type))
-    }
+/// A subscription's filter, compiled; `None` when the request has no (non-empty) filter. A
+/// bad one is INVALID_ARGUMENT naming its part (`filter.event_type_regex`, ...).
+pub fn filter_from_proto(
+    filter: Option<&proto::SubscriptionFilter>,
+) -> Result<Option<Filter>, Status> {
+    let Some(filter) = filter else {
+        return Ok(None);
+    };
+    EventFilter::compile(&source_filter(filter))
+        .map_err(|e| invalid(&format!("filter.{}", e.field), e.why))
 }
 
 pub struct Subscription {

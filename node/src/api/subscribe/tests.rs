@@ -272,7 +272,7 @@ async fn run_seed(seed: u64) -> (usize, usize) {
                     ),
                     1 => (Target::All(None), None, "$all from end", None, None),
                     2 => {
-                        let filter = Filter::from_proto(Some(&proto::SubscriptionFilter {
+                        let filter = filter_from_proto(Some(&proto::SubscriptionFilter {
                             stream_prefix: "s1".into(),
                             ..Default::default()
                         }))

@@ -7,13 +7,14 @@ use uuid::Uuid;
 
 use super::Applier;
 use crate::consumer_group::{
-    self, forgotten, group_stream, parked_stream, validate_cursor, validate_name,
+    self, forgotten, group_stream, parked_stream, validate_cursor, validate_filter, validate_name,
     validate_settings, GroupState, ParkedRecord, Source, MAX_PARKED_PER_COMMAND,
 };
 use crate::error::StoreError;
 use crate::types::{
     AppendRejection, AppendResult, ContentType, ExpectedRevision, GroupCheckpoint, GroupCommand,
     GroupCursor, GroupResult, GroupSettings, GroupStart, InvalidInput, NewEvent, ParkedEvent,
+    SourceFilter,
 };
 
 fn rejected(invalid: InvalidInput) -> GroupResult {
@@ -29,9 +30,16 @@ impl Applier<'_> {
             GroupCommand::Create {
                 group,
                 settings,
+                filter,
                 id,
                 created_unix_ms,
-            } => self.create_group(group, settings, id, created_unix_ms),
+            } => self.create_group(group, settings, filter, id, created_unix_ms),
+            GroupCommand::CreateUnfiltered {
+                group,
+                settings,
+                id,
+                created_unix_ms,
+            } => self.create_group(group, settings, None, id, created_unix_ms),
             GroupCommand::Update {
                 group,
                 settings,
@@ -171,12 +179,17 @@ impl Applier<'_> {
         &mut self,
         group: String,
         settings: GroupSettings,
+        filter: Option<SourceFilter>,
         id: Uuid,
         created_unix_ms: u64,
     ) -> Result<GroupResult, StoreError> {
-        if let Err(invalid) = validate_settings(&settings) {
+        if let Err(invalid) = validate_settings(&settings)
+            .and_then(|()| validate_filter(&settings.source, filter.as_ref()))
+        {
             return Ok(rejected(invalid));
         }
+        // An empty filter is stored as none: one way to say "every event".
+        let filter = filter.as_ref().and_then(crate::filter::normalized);
         if let Some(result) = self.retry(&group, id)? {
             return Ok(result);
         }
@@ -203,6 +216,7 @@ impl Applier<'_> {
                 start: GroupStart::At(next),
                 ..settings
             },
+            filter,
             incarnation,
             deleted: false,
             checkpoint: GroupCheckpoint {
