@@ -77,7 +77,7 @@ async fn admit(
     {
         Ok(principal) => principal,
         Err(status) => {
-            if status.code() == tonic::Code::Unauthenticated {
+            if status.code() == tonic::Code::Unauthenticated && auth.should_log_failure() {
                 tracing::warn!(target: "cairn::audit", method = %path, reason = %status.message(), "unauthenticated call refused");
             }
             return Err(status);

@@ -180,6 +180,25 @@ fn callers_without_credentials_or_grants_exit_6_and_write_nothing() {
     );
     assert_eq!(exit(&wrong), Some(6), "{wrong:?}");
     assert_eq!(rt.block_on(events_of(&cluster, "orders-1")), 2);
+
+    // `cairn bench` against the running cluster takes the credentials every command takes:
+    // without them it exits 6 at once; with the admin's token (CAIRN_TOKEN) it appends.
+    let bench = [
+        "bench",
+        "--scenario",
+        "s1",
+        "--seconds",
+        "0.3",
+        "--warmup",
+        "0",
+    ];
+    let refused = cairn(&cluster, None, &bench);
+    assert_eq!(exit(&refused), Some(6), "{refused:?}");
+    let measured = cairn(&cluster, Some(&admin), &bench);
+    assert_eq!(exit(&measured), Some(0), "{measured:?}");
+    let line: serde_json::Value = serde_json::from_str(&stdout(&measured)).expect("one JSON line");
+    assert!(line["appends"].as_u64().is_some_and(|n| n > 0), "{line}");
+    assert_eq!(line["errors"].as_u64(), Some(0), "{line}");
 }
 
 #[test]
