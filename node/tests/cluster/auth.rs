@@ -12,6 +12,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::harness::{cairn_exe, runtime, TestCluster};
 
+/// Bad calls of the flood in the malformed-token test: far more than one window's lines.
+const FLOOD_CALLS: usize = 300;
+
 /// How soon a revoked token must be refused by every node (the contract).
 const REVOCATION_DEADLINE: Duration = Duration::from_secs(1);
 
@@ -318,8 +321,43 @@ fn malformed_tokens_and_absurdly_long_headers_get_a_clear_error_and_write_nothin
                 );
             }
         }
+        // A flood of bad tokens: the log gets at most a window's lines of it, and a count.
+        let bad = || {
+            let mut request = tonic::Request::new(cairn_client::proto::StatusRequest::default());
+            request.metadata_mut().insert(
+                "authorization",
+                "Bearer cairn_flood".parse().expect("ascii"),
+            );
+            request
+        };
+        let mut cluster_client =
+            cairn_client::proto::cluster_client::ClusterClient::new(channel.clone());
+        for _ in 0..FLOOD_CALLS {
+            let refused = cluster_client.status(bad()).await.expect_err("refused");
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        }
+        // The count goes out with the first failure of a later window.
+        tokio::time::sleep(Duration::from_millis(
+            cairn_node::auth::audit::AUDIT_WINDOW_MS + 100,
+        ))
+        .await;
+        let _ = cluster_client.status(bad()).await.expect_err("refused");
         // The node is still up and nothing was written.
         cluster.client().status().await.expect("status");
     });
     assert_eq!(rt.block_on(events_of(&cluster, "orders-1")), 0);
+    let log = std::fs::read_to_string(cluster.log_path(1)).expect("node 1's log");
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("unauthenticated call refused"))
+        .count();
+    assert!(
+        lines < FLOOD_CALLS / 2,
+        "{lines} failure lines for {FLOOD_CALLS} bad calls"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("failure lines suppressed")),
+        "no count of the suppressed lines in {}",
+        cluster.log_path(1).display()
+    );
 }
