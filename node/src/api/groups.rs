@@ -2,6 +2,11 @@
 //! consumers (served by the leader's dispatchers, `crate::groups`). Every call is leader
 //! only: another node answers FAILED_PRECONDITION with the leader's address, which the
 //! clients follow (consumers need the leader's delivery state; definitions are rare).
+//!
+//! Who may: `groups` on the group's source (a stream name, `$all` or an index name, as grants
+//! name them), for a new group its new source, for a change both; consuming needs `read` on
+//! it too (it delivers the source's events). A call naming a group that does not exist is
+//! answered NOT_FOUND whoever asks. The list shows the groups the caller may manage.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,6 +27,7 @@ use super::convert::{group_settings_from_proto, group_settings_to_proto};
 use super::lifecycle::now_unix_ms;
 use super::status::{self, invalid, invalid_input};
 use super::{not_leader, NodeContext};
+use crate::auth::{self, Action};
 use crate::error::NodeError;
 use crate::groups::{propose_group, Control, GroupStats, Groups};
 
@@ -63,6 +69,39 @@ impl GroupsService {
             GroupResult::NotFound => Err(NodeError::GroupNotFound { group }.into()),
             GroupResult::Rejected(invalid) => Err(invalid_input(&invalid)),
             GroupResult::Stale { why } => Err(NodeError::GroupClosed { group, reason: why }.into()),
+        }
+    }
+
+    /// The caller holds each of `actions` on `source` (`auth::check`).
+    fn may(
+        &self,
+        extensions: &tonic::Extensions,
+        actions: &[Action],
+        source: &str,
+    ) -> Result<(), Status> {
+        for &action in actions {
+            auth::check(self.ctx.auth.as_deref(), extensions, action, [source])?;
+        }
+        Ok(())
+    }
+
+    /// `may` on the source of `group` as applied here; nothing to check if there is no such
+    /// group (the call then answers NOT_FOUND).
+    fn may_on_group(
+        &self,
+        extensions: &tonic::Extensions,
+        actions: &[Action],
+        group: &str,
+    ) -> Result<(), Status> {
+        if self.ctx.auth.is_none() {
+            return Ok(());
+        }
+        match self.ctx.reader.consumer_group(group) {
+            Ok(Some((state, _))) if !state.deleted => {
+                self.may(extensions, actions, &state.settings.source)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(status::status(&e)),
         }
     }
 
@@ -147,10 +186,12 @@ impl GroupsApi for GroupsService {
         &self,
         request: Request<proto::CreateGroupRequest>,
     ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let extensions = request.extensions().clone();
         let request = request.into_inner();
         checked_name(&request.group)?;
         let settings = group_settings_from_proto(request.settings)?;
         validate_settings(&settings).map_err(|e| invalid_input(&e))?;
+        self.may(&extensions, &[Action::Groups], &settings.source)?;
         let command = GroupCommand::Create {
             group: request.group,
             settings,
@@ -164,10 +205,13 @@ impl GroupsApi for GroupsService {
         &self,
         request: Request<proto::UpdateGroupRequest>,
     ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let extensions = request.extensions().clone();
         let request = request.into_inner();
         checked_name(&request.group)?;
         let settings = group_settings_from_proto(request.settings)?;
         validate_settings(&settings).map_err(|e| invalid_input(&e))?;
+        self.may_on_group(&extensions, &[Action::Groups], &request.group)?;
+        self.may(&extensions, &[Action::Groups], &settings.source)?;
         let group = request.group.clone();
         let command = GroupCommand::Update {
             group: request.group,
@@ -189,8 +233,10 @@ impl GroupsApi for GroupsService {
         &self,
         request: Request<proto::DeleteGroupRequest>,
     ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let extensions = request.extensions().clone();
         let request = request.into_inner();
         checked_name(&request.group)?;
+        self.may_on_group(&extensions, &[Action::Groups], &request.group)?;
         let group = request.group.clone();
         let command = GroupCommand::Delete {
             group: request.group,
@@ -209,8 +255,10 @@ impl GroupsApi for GroupsService {
         &self,
         request: Request<proto::ReplayParkedRequest>,
     ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let extensions = request.extensions().clone();
         let request = request.into_inner();
         checked_name(&request.group)?;
+        self.may_on_group(&extensions, &[Action::Groups], &request.group)?;
         let group = request.group.clone();
         let command = GroupCommand::ReplayParked {
             group: request.group,
@@ -228,7 +276,7 @@ impl GroupsApi for GroupsService {
 
     async fn list_groups(
         &self,
-        _request: Request<proto::ListGroupsRequest>,
+        request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
         self.leader_only()?;
         let listed = self
@@ -237,7 +285,15 @@ impl GroupsApi for GroupsService {
             .consumer_groups(MAX_LISTED_GROUPS)
             .map_err(|e| status::status(&e))?;
         let mut groups = Vec::with_capacity(listed.len());
-        for (name, state) in listed {
+        let shown = listed.into_iter().filter(|(_, state)| {
+            auth::permits(
+                self.ctx.auth.as_deref(),
+                request.extensions(),
+                Action::Groups,
+                &state.settings.source,
+            )
+        });
+        for (name, state) in shown {
             let stats = self.groups.stats(&name).await;
             groups.push(self.info_of(&name, &state, stats)?);
         }
@@ -249,8 +305,10 @@ impl GroupsApi for GroupsService {
         request: Request<proto::GroupInfoRequest>,
     ) -> Result<Response<proto::GroupInfoResponse>, Status> {
         self.leader_only()?;
+        let extensions = request.extensions().clone();
         let group = request.into_inner().group;
         checked_name(&group)?;
+        self.may_on_group(&extensions, &[Action::Groups], &group)?;
         let state = match self.ctx.reader.consumer_group(&group) {
             Ok(Some((state, _))) if !state.deleted => state,
             Ok(_) => return Err(NodeError::GroupNotFound { group }.into()),
@@ -270,6 +328,7 @@ impl GroupsApi for GroupsService {
         let peer = request
             .remote_addr()
             .map_or_else(String::new, |a| a.to_string());
+        let extensions = request.extensions().clone();
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -279,6 +338,7 @@ impl GroupsApi for GroupsService {
             return Err(invalid("start", "the first message must be `start`"));
         };
         checked_name(&start.group)?;
+        self.may_on_group(&extensions, &[Action::Groups, Action::Read], &start.group)?;
         let joined = self.groups.join(&start.group, peer).await?;
         let consumer = joined.consumer;
         let control = joined.control;

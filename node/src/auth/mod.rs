@@ -245,6 +245,26 @@ pub fn check<'a>(
     Ok(())
 }
 
+/// Whether the caller may do `action` on `name`, without logging a refusal: for what a
+/// caller is shown (a list filtered to what it may see), not for refusing a call.
+pub fn permits(
+    auth: Option<&Auth>,
+    extensions: &tonic::Extensions,
+    action: Action,
+    name: &str,
+) -> bool {
+    let Some(auth) = auth else {
+        return true;
+    };
+    match extensions.get::<Principal>() {
+        Some(Principal::Node) => true,
+        Some(Principal::User(user)) => auth
+            .state()
+            .is_ok_and(|state| state.allows(user, action, name)),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use cairn_raft_store::auth::{AuthChange, AuthCommand, Grant};

@@ -361,3 +361,61 @@ fn malformed_tokens_and_absurdly_long_headers_get_a_clear_error_and_write_nothin
         cluster.log_path(1).display()
     );
 }
+
+/// Consumer groups are checked against the group's source: a user with `groups` (and
+/// `read`) on `orders-` manages and consumes groups on `orders-…` streams, not one on `$all`,
+/// and lists only the groups it may manage.
+#[test]
+fn consumer_group_calls_are_checked_against_the_groups_source() {
+    let rt = runtime();
+    let cluster = TestCluster::start_with_tls(3);
+    rt.block_on(cluster.wait_for_leader());
+    let admin = cluster.tls().expect("tls").admin_token().to_owned();
+    let ops = user_with_grant(&cluster, "ops", "groups", "orders-");
+    let read = cairn(&cluster, Some(&admin), &["grant", "ops", "read", "orders-"]);
+    assert_eq!(exit(&read), Some(0), "{read:?}");
+
+    let own = cairn(
+        &cluster,
+        Some(&ops),
+        &["group", "create", "mine", "--stream", "orders-1"],
+    );
+    assert_eq!(exit(&own), Some(0), "{own:?}");
+    let everything = cairn(
+        &cluster,
+        Some(&ops),
+        &["group", "create", "everything", "--stream", "$all"],
+    );
+    assert_eq!(exit(&everything), Some(6), "{everything:?}");
+    let admins = cairn(
+        &cluster,
+        Some(&admin),
+        &["group", "create", "admins", "--stream", "$all"],
+    );
+    assert_eq!(exit(&admins), Some(0), "{admins:?}");
+
+    let listed = cairn(&cluster, Some(&ops), &["group", "list", "--json"]);
+    assert_eq!(exit(&listed), Some(0), "{listed:?}");
+    let listed = stdout(&listed);
+    assert!(
+        listed.contains("\"mine\"") && !listed.contains("\"admins\""),
+        "{listed}"
+    );
+    for call in [
+        &["group", "info", "admins"][..],
+        &["group", "delete", "admins"],
+        &["group", "replay-parked", "admins"],
+        &["consume", "admins", "--count", "1"],
+    ] {
+        let refused = cairn(&cluster, Some(&ops), call);
+        assert_eq!(exit(&refused), Some(6), "{call:?}: {refused:?}");
+    }
+    let info = cairn(&cluster, Some(&admin), &["group", "info", "admins"]);
+    assert_eq!(
+        exit(&info),
+        Some(0),
+        "the admin's group is still there: {info:?}"
+    );
+    let deleted = cairn(&cluster, Some(&ops), &["group", "delete", "mine"]);
+    assert_eq!(exit(&deleted), Some(0), "{deleted:?}");
+}
