@@ -419,3 +419,108 @@ fn consumer_group_calls_are_checked_against_the_groups_source() {
     let deleted = cairn(&cluster, Some(&ops), &["group", "delete", "mine"]);
     assert_eq!(exit(&deleted), Some(0), "{deleted:?}");
 }
+
+/// `cairn user passwd|list|remove`, `cairn revoke` and expiring tokens with real processes:
+/// a changed password replaces the old one, a revoked grant and a removed user stop working
+/// on every node, an expired token is refused as expired, and none of them writes.
+#[test]
+fn passwords_grant_revocations_removals_and_expiry_hold_on_every_node() {
+    let rt = runtime();
+    let cluster = TestCluster::start_with_tls(3);
+    rt.block_on(cluster.wait_for_leader());
+    let admin = cluster.tls().expect("tls").admin_token().to_owned();
+    let as_admin = |args: &[&str]| {
+        let output = cairn(&cluster, Some(&admin), args);
+        assert_eq!(exit(&output), Some(0), "{args:?}: {output:?}");
+        output
+    };
+    as_admin(&["user", "add", "carol", "--new-password", "first password"]);
+    as_admin(&["grant", "carol", "write", "orders-"]);
+    // Carol's append with `password`, on every node in turn (a follower forwards it).
+    let append_as = |password: &str, node: usize| {
+        let mut command = Command::new(cairn_exe());
+        command
+            .args([
+                "append",
+                "orders-1",
+                "--data",
+                "{}",
+                "--username",
+                "carol",
+                "--password",
+            ])
+            .arg(password)
+            .env_clear()
+            .current_dir(cluster.data_root())
+            .env("CAIRN_ENDPOINTS", &cluster.endpoints()[node])
+            .env("CAIRN_TLS_CA", cluster.tls().expect("tls").ca_path());
+        exit(&command.output().expect("run cairn"))
+    };
+    assert_eq!(append_as("first password", 0), Some(0));
+    as_admin(&[
+        "user",
+        "passwd",
+        "carol",
+        "--new-password",
+        "second password",
+    ]);
+    // Until each node has applied a change, it may still judge by the state before: each is
+    // given the second.
+    let refused_everywhere = |password: &str| {
+        (0..cluster.endpoints().len()).all(|node| {
+            let deadline = Instant::now() + REVOCATION_DEADLINE;
+            loop {
+                match append_as(password, node) {
+                    Some(6) => return true,
+                    _ if Instant::now() >= deadline => return false,
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })
+    };
+    assert!(
+        refused_everywhere("first password"),
+        "the old password still works"
+    );
+    assert_eq!(append_as("second password", 1), Some(0));
+    let written = rt.block_on(events_of(&cluster, "orders-1"));
+
+    as_admin(&["revoke", "carol", "write", "orders-"]);
+    assert!(
+        refused_everywhere("second password"),
+        "the revoked grant still works"
+    );
+    let listed = stdout(&as_admin(&["user", "list", "--json"]));
+    assert!(listed.contains("carol"), "{listed}");
+    as_admin(&["user", "remove", "carol"]);
+    let listed = stdout(&as_admin(&["user", "list", "--json"]));
+    assert!(!listed.contains("carol"), "{listed}");
+    assert!(
+        refused_everywhere("second password"),
+        "a removed user still signs in"
+    );
+
+    // A token that expires in a second, used after it did.
+    as_admin(&["user", "add", "dave"]);
+    as_admin(&["grant", "dave", "write", "orders-"]);
+    let token = stdout(&as_admin(&[
+        "token",
+        "create",
+        "--user",
+        "dave",
+        "--expires-in",
+        "1",
+    ]));
+    std::thread::sleep(Duration::from_millis(1_100));
+    let expired = cairn(
+        &cluster,
+        Some(&token),
+        &["append", "orders-1", "--data", "{}"],
+    );
+    assert_eq!(exit(&expired), Some(6), "{expired:?}");
+    assert!(
+        String::from_utf8_lossy(&expired.stderr).contains("expired"),
+        "{expired:?}"
+    );
+    assert_eq!(rt.block_on(events_of(&cluster, "orders-1")), written);
+}
