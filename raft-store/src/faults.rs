@@ -34,6 +34,10 @@ pub struct Bugs {
     /// A consumer-group checkpoint's done ranges are stored one key too long (their end taken
     /// as inclusive): an event in flight is counted as done and never delivered again.
     pub checkpoint_off_by_one: bool,
+    /// The state machine stores a grant on its prefix less the last character: the grant
+    /// covers names it was never given for (`orders-` becomes `orders`, which `ordersX` too
+    /// starts with).
+    pub grant_wrong_prefix: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -50,6 +54,7 @@ thread_local! {
         scavenge_drops_partly_hidden: false,
         forget_repair: false,
         checkpoint_off_by_one: false,
+        grant_wrong_prefix: false,
     }) };
 }
 

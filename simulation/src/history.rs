@@ -4,6 +4,7 @@
 //! the same format is judged the same way. Times are milliseconds since the run began (simulated
 //! time inside the simulation), so a seed gives the same bytes every time.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead, Write};
 
 use serde::{Deserialize, Serialize};
@@ -211,6 +212,23 @@ pub enum Record {
         states: Vec<GroupStateRef>,
         parked: Vec<u64>,
     },
+    /// One change of users, tokens or grants, proposed by the simulated admin.
+    AuthChange {
+        op: u64,
+        start_ms: u64,
+        end_ms: u64,
+        id: Uuid,
+        #[serde(flatten)]
+        change: AuthChangeRef,
+        #[serde(flatten)]
+        outcome: AuthOutcome,
+    },
+    /// A node's security states after the run: every event of its `$auth` stream, in order
+    /// (reads of `$all` never show them, so `NodeLog` has a gap at each position).
+    NodeAuth {
+        node: u64,
+        states: Vec<AuthStateRef>,
+    },
     /// One multi-stream or DCB append (all its parts land contiguously, in order, or none),
     /// from the first try to the final answer; a later one with the same ids is a re-send.
     MultiAppend {
@@ -224,6 +242,57 @@ pub enum Record {
         #[serde(flatten)]
         outcome: MultiOutcome,
     },
+}
+
+/// One change of users, tokens or grants (`auth_admin`), from the first try to the answer; a
+/// retry carries the same `id`, so the change lands at most once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum AuthChangeRef {
+    /// The first admin (`admin`, with `admin` on `*`, and the token `bootstrap`).
+    Bootstrap,
+    AddUser {
+        user: String,
+    },
+    CreateToken {
+        token_id: String,
+        user: String,
+    },
+    RevokeToken {
+        token_id: String,
+    },
+    Grant {
+        user: String,
+        action: String,
+        prefix: String,
+    },
+    Revoke {
+        user: String,
+        action: String,
+        prefix: String,
+    },
+}
+
+/// How a change of the security state ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AuthOutcome {
+    /// Applied (or found applied by its id): the state event's `$all` position.
+    Ok { position: u64 },
+    /// The state machine refused it (nothing written).
+    Refused { reason: String },
+    /// No answer: it may or may not have landed.
+    Unknown { error: String },
+}
+
+/// One stored security state: the `$auth` event at `position` (written by the change `id`),
+/// as tokens (id to user) and each user's grants (`action:prefix`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthStateRef {
+    pub position: u64,
+    pub id: Uuid,
+    pub tokens: BTreeMap<String, String>,
+    pub grants: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// One recorded state of a consumer group: its incarnation, strategy and source checkpoint.

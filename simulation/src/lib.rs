@@ -3,6 +3,7 @@
 //! The deterministic simulation of a Cairn cluster (turmoil, the in-memory disk model, one
 //! seed for everything) and the history checker that judges its runs. See `DESIGN.md`.
 
+pub mod auth_admin;
 pub mod checker;
 pub mod consumers;
 pub mod disk;

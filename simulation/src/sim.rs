@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_node::{NodeSetup, SnapshotSettings};
+use cairn_raft_store::auth::{AuthState, AUTH_STREAM};
 use cairn_raft_store::consumer_group;
 use cairn_raft_store::disk::{MemDisk, MemFaults};
 use cairn_raft_store::faults::Bugs;
@@ -15,11 +16,12 @@ use cairn_raft_store::{Direction, EventReader, IndexName, Limits, Raft, Recorded
 use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 
+use crate::auth_admin::{run_auth_admin, LeaderFinder};
 use crate::checker::{check, Report};
 use crate::consumers::{run_group_consumer, GROUP, GROUP_CONSUMERS};
 use crate::disk::SimDisk;
 use crate::faults::{membership_schedule, schedule, Fault, FaultMix, Scheduled};
-use crate::history::{content_digest, EventRef, GroupStateRef, Record};
+use crate::history::{content_digest, AuthStateRef, EventRef, GroupStateRef, Record};
 use crate::net::{SimConnector, NODE_PORT};
 use crate::operator::{run_operator, Order};
 use crate::rng::SimRng;
@@ -67,6 +69,9 @@ pub struct SimConfig {
     /// seeds of the other tests (and the seeds their planted bugs are found at) stay as they
     /// were; the group tests and `cairn-sim --groups` turn it on.
     pub groups: bool,
+    /// The simulated admin changing users, tokens and grants (`auth_admin`). Off by default
+    /// for the same reason as `groups`; the auth tests and `cairn-sim --auth` turn it on.
+    pub auth: bool,
 }
 
 impl SimConfig {
@@ -80,6 +85,7 @@ impl SimConfig {
             faults: FaultMix::ALL,
             bugs: Bugs::default(),
             groups: false,
+            auth: false,
         }
     }
 }
@@ -112,6 +118,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "skip-dcb-check" => bugs.skip_dcb_check = true,
         "forget-repair" => bugs.forget_repair = true,
         "checkpoint-off-by-one" => bugs.checkpoint_off_by_one = true,
+        "grant-wrong-prefix" => bugs.grant_wrong_prefix = true,
         _ => return None,
     }
     Some(bugs)
@@ -132,6 +139,33 @@ fn stored_ref(e: RecordedEvent) -> EventRef {
         position: e.position,
         event_type: Some(e.event_type),
         tags: e.tags,
+    }
+}
+
+/// A stored security state as the history records it (an undecodable one: empty, which the
+/// checker's replay then finds wrong).
+fn auth_state_ref(position: u64, id: uuid::Uuid, data: &[u8]) -> AuthStateRef {
+    let state = AuthState::decode(data).unwrap_or_default();
+    AuthStateRef {
+        position,
+        id,
+        tokens: state
+            .tokens
+            .into_iter()
+            .map(|(id, token)| (id, token.user))
+            .collect(),
+        grants: state
+            .users
+            .into_iter()
+            .map(|(user, u)| {
+                let grants = u
+                    .grants
+                    .iter()
+                    .map(|g| format!("{}:{}", g.action, g.prefix))
+                    .collect();
+                (user, grants)
+            })
+            .collect(),
     }
 }
 
@@ -483,7 +517,18 @@ impl Cluster {
         });
         let groups =
             groups.filter(|g| matches!(g, Record::NodeGroup { states, .. } if !states.is_empty()));
-        logs.chain(indexes).chain(groups).collect()
+        // `$auth` as stored: reads of `$all` never show it (it holds password hashes).
+        let auth = registry.iter().filter_map(|(&node, handle)| {
+            let states: Vec<AuthStateRef> = handle
+                .reader
+                .read_all_stored(0, Direction::Forwards, u64::MAX)
+                .map_while(Result::ok)
+                .filter(|e| e.stream == AUTH_STREAM)
+                .map(|e| auth_state_ref(e.position, e.id, &e.data))
+                .collect();
+            (!states.is_empty()).then_some(Record::NodeAuth { node, states })
+        });
+        logs.chain(indexes).chain(groups).chain(auth).collect()
     }
 }
 
@@ -632,6 +677,25 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         sim.client(
             format!("g{consumer}"),
             run_group_consumer(consumer, endpoints, rng, until_ms, recorder.clone()),
+        );
+    }
+
+    if config.auth {
+        let registry = cluster.registry.clone();
+        let leader: LeaderFinder = Arc::new(move || {
+            lock(&registry)
+                .values()
+                .filter_map(|handle| {
+                    let metrics = handle.raft.metrics().borrow_watched().clone();
+                    (metrics.state == ServerState::Leader)
+                        .then(|| (metrics.current_term, handle.raft.clone()))
+                })
+                .max_by_key(|(term, _)| *term)
+                .map(|(_, raft)| raft)
+        });
+        sim.client(
+            "admin",
+            run_auth_admin(leader, root.split(400), until_ms, recorder.clone()),
         );
     }
 

@@ -2,6 +2,11 @@
 //! consumers (served by the leader's dispatchers, `crate::groups`). Every call is leader
 //! only: another node answers FAILED_PRECONDITION with the leader's address, which the
 //! clients follow (consumers need the leader's delivery state; definitions are rare).
+//!
+//! Who may: `groups` on the group's source (a stream name, `$all` or an index name, as grants
+//! name them), for a new group its new source, for a change both; consuming needs `read` on
+//! it too (it delivers the source's events). A call naming a group that does not exist is
+//! answered NOT_FOUND whoever asks. The list shows the groups the caller may manage.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -69,11 +74,37 @@ impl GroupsService {
         }
     }
 
-    /// Creating or consuming a group needs, beside `groups` on every name (the gate's rule for
-    /// the whole service), `read` on its source, as a subscription to it would: a group is a
-    /// way to read its source. So `$all` (filtered or not) needs `read` on `*`.
-    fn may_read(&self, extensions: &tonic::Extensions, source: &str) -> Result<(), Status> {
-        auth::check(self.ctx.auth.as_deref(), extensions, Action::Read, [source])
+    /// The caller holds each of `actions` on `source` (`auth::check`).
+    fn may(
+        &self,
+        extensions: &tonic::Extensions,
+        actions: &[Action],
+        source: &str,
+    ) -> Result<(), Status> {
+        for &action in actions {
+            auth::check(self.ctx.auth.as_deref(), extensions, action, [source])?;
+        }
+        Ok(())
+    }
+
+    /// `may` on the source of `group` as applied here; nothing to check if there is no such
+    /// group (the call then answers NOT_FOUND).
+    fn may_on_group(
+        &self,
+        extensions: &tonic::Extensions,
+        actions: &[Action],
+        group: &str,
+    ) -> Result<(), Status> {
+        if self.ctx.auth.is_none() {
+            return Ok(());
+        }
+        match self.ctx.reader.consumer_group(group) {
+            Ok(Some((state, _))) if !state.deleted => {
+                self.may(extensions, actions, &state.settings.source)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(status::status(&e)),
+        }
     }
 
     fn info_of(
@@ -177,7 +208,8 @@ impl GroupsApi for GroupsService {
         validate_settings(&settings)
             .and_then(|()| validate_filter(&settings.source, filter.as_ref()))
             .map_err(|e| invalid_input(&e))?;
-        self.may_read(&extensions, &settings.source)?;
+        // A group is a way to read its source: creating one needs read on it too.
+        self.may(&extensions, &[Action::Groups, Action::Read], &settings.source)?;
         let command = GroupCommand::Create {
             group: request.group,
             settings,
@@ -192,10 +224,13 @@ impl GroupsApi for GroupsService {
         &self,
         request: Request<proto::UpdateGroupRequest>,
     ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let extensions = request.extensions().clone();
         let request = request.into_inner();
         checked_name(&request.group)?;
         let settings = group_settings_from_proto(request.settings)?;
         validate_settings(&settings).map_err(|e| invalid_input(&e))?;
+        self.may_on_group(&extensions, &[Action::Groups], &request.group)?;
+        self.may(&extensions, &[Action::Groups], &settings.source)?;
         let group = request.group.clone();
         let command = GroupCommand::Update {
             group: request.group,
@@ -217,8 +252,10 @@ impl GroupsApi for GroupsService {
         &self,
         request: Request<proto::DeleteGroupRequest>,
     ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let extensions = request.extensions().clone();
         let request = request.into_inner();
         checked_name(&request.group)?;
+        self.may_on_group(&extensions, &[Action::Groups], &request.group)?;
         let group = request.group.clone();
         let command = GroupCommand::Delete {
             group: request.group,
@@ -237,8 +274,10 @@ impl GroupsApi for GroupsService {
         &self,
         request: Request<proto::ReplayParkedRequest>,
     ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        let extensions = request.extensions().clone();
         let request = request.into_inner();
         checked_name(&request.group)?;
+        self.may_on_group(&extensions, &[Action::Groups], &request.group)?;
         let group = request.group.clone();
         let command = GroupCommand::ReplayParked {
             group: request.group,
@@ -256,7 +295,7 @@ impl GroupsApi for GroupsService {
 
     async fn list_groups(
         &self,
-        _request: Request<proto::ListGroupsRequest>,
+        request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
         self.leader_only()?;
         let listed = self
@@ -265,7 +304,15 @@ impl GroupsApi for GroupsService {
             .consumer_groups(MAX_LISTED_GROUPS)
             .map_err(|e| status::status(&e))?;
         let mut groups = Vec::with_capacity(listed.len());
-        for (name, state) in listed {
+        let shown = listed.into_iter().filter(|(_, state)| {
+            auth::permits(
+                self.ctx.auth.as_deref(),
+                request.extensions(),
+                Action::Groups,
+                &state.settings.source,
+            )
+        });
+        for (name, state) in shown {
             let stats = self.groups.stats(&name).await;
             groups.push(self.info_of(&name, &state, stats)?);
         }
@@ -277,8 +324,10 @@ impl GroupsApi for GroupsService {
         request: Request<proto::GroupInfoRequest>,
     ) -> Result<Response<proto::GroupInfoResponse>, Status> {
         self.leader_only()?;
+        let extensions = request.extensions().clone();
         let group = request.into_inner().group;
         checked_name(&group)?;
+        self.may_on_group(&extensions, &[Action::Groups], &group)?;
         let state = match self.ctx.reader.consumer_group(&group) {
             Ok(Some((state, _))) if !state.deleted => state,
             Ok(_) => return Err(NodeError::GroupNotFound { group }.into()),
@@ -308,9 +357,7 @@ impl GroupsApi for GroupsService {
             return Err(invalid("start", "the first message must be `start`"));
         };
         checked_name(&start.group)?;
-        if let Ok(Some((state, _))) = self.ctx.reader.consumer_group(&start.group) {
-            self.may_read(&extensions, &state.settings.source)?;
-        }
+        self.may_on_group(&extensions, &[Action::Groups, Action::Read], &start.group)?;
         let joined = self.groups.join(&start.group, peer).await?;
         let consumer = joined.consumer;
         let control = joined.control;

@@ -29,9 +29,6 @@ pub enum Rule {
     PerName,
     /// Any authenticated caller (cluster status).
     Authenticated,
-    /// Callers holding this action on every name (`*`): consumer groups, whose handlers do
-    /// not check names yet (a group's source against the grant's prefix is the next step).
-    Everywhere(Action),
     /// Admins (and nodes) only.
     Admin,
 }
@@ -46,15 +43,16 @@ pub fn rule(path: &str) -> Rule {
         | "/cairn.v1.Streams/Subscribe"
         | "/cairn.v1.Streams/GetStreamMetadata"
         | "/cairn.v1.Streams/SetStreamMetadata"
-        | "/cairn.v1.Streams/DeleteStream" => Rule::PerName,
-        "/cairn.v1.Cluster/Status" => Rule::Authenticated,
-        "/cairn.v1.Groups/CreateGroup"
+        | "/cairn.v1.Streams/DeleteStream"
+        // Consumer groups: `groups` on the group's source (`api/groups.rs`).
+        | "/cairn.v1.Groups/CreateGroup"
         | "/cairn.v1.Groups/UpdateGroup"
         | "/cairn.v1.Groups/DeleteGroup"
-        | "/cairn.v1.Groups/ListGroups"
         | "/cairn.v1.Groups/GroupInfo"
         | "/cairn.v1.Groups/ReplayParked"
-        | "/cairn.v1.Groups/Consume" => Rule::Everywhere(Action::Groups),
+        | "/cairn.v1.Groups/Consume" => Rule::PerName,
+        // The list shows only the groups whose source the caller may manage.
+        "/cairn.v1.Cluster/Status" | "/cairn.v1.Groups/ListGroups" => Rule::Authenticated,
         // Membership, scavenge, users/tokens/grants, and anything not listed.
         _ => Rule::Admin,
     }
@@ -77,7 +75,7 @@ async fn admit(
     {
         Ok(principal) => principal,
         Err(status) => {
-            if status.code() == tonic::Code::Unauthenticated {
+            if status.code() == tonic::Code::Unauthenticated && auth.should_log_failure() {
                 tracing::warn!(target: "cairn::audit", method = %path, reason = %status.message(), "unauthenticated call refused");
             }
             return Err(status);
@@ -85,7 +83,6 @@ async fn admit(
     };
     match rule(path) {
         Rule::PerName | Rule::Authenticated => {}
-        Rule::Everywhere(action) => auth.allow(&principal, action, EVERY_NAME)?,
         Rule::Admin => {
             auth.allow(&principal, Action::Admin, EVERY_NAME)?;
             if let Principal::User(user) = &principal {
@@ -172,10 +169,8 @@ mod tests {
         assert_eq!(rule("/cairn.v1.Streams/Append"), Rule::PerName);
         assert_eq!(rule("/cairn.v1.Cluster/Status"), Rule::Authenticated);
         assert_eq!(rule("/cairn.v1.Cluster/RemoveNode"), Rule::Admin);
-        assert_eq!(
-            rule("/cairn.v1.Groups/Consume"),
-            Rule::Everywhere(Action::Groups)
-        );
+        assert_eq!(rule("/cairn.v1.Groups/Consume"), Rule::PerName);
+        assert_eq!(rule("/cairn.v1.Groups/ListGroups"), Rule::Authenticated);
         assert_eq!(rule("/cairn.v1.Auth/ChangeAuth"), Rule::Admin);
         assert_eq!(rule("/cairn.v1.Streams/SomethingNew"), Rule::Admin);
     }

@@ -10,8 +10,11 @@
 //! (forwarded writes, status and membership checks between members: the follower already
 //! checked its caller); anyone else presents `Bearer TOKEN` or `Basic user:password`.
 //!
-//! Denials and admin actions are logged as one structured line each, target `cairn::audit`.
+//! Denials and admin actions are logged as one structured line each, target `cairn::audit`;
+//! failures (unauthenticated calls, denials) at most `audit::AUDIT_FAILURE_LINES_PER_WINDOW`
+//! a second, the rest counted (`audit`).
 
+pub mod audit;
 pub mod layer;
 pub mod secrets;
 
@@ -63,6 +66,8 @@ pub struct Auth {
     tokens: RwLock<Option<Arc<TokenIndex>>>,
     passwords: Mutex<HashMap<(String, String), String>>,
     password_checks: tokio::sync::Semaphore,
+    /// The limit of failure lines in the log (`audit`).
+    failure_lines: audit::FailureLines,
 }
 
 impl Auth {
@@ -72,6 +77,7 @@ impl Auth {
             tokens: RwLock::new(None),
             passwords: Mutex::new(HashMap::new()),
             password_checks: tokio::sync::Semaphore::new(MAX_CONCURRENT_PASSWORD_CHECKS),
+            failure_lines: audit::FailureLines::default(),
         })
     }
 
@@ -104,6 +110,11 @@ impl Auth {
         });
         *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Some(index.clone());
         Ok(index)
+    }
+
+    /// Whether a failure's audit line is to be logged now (`audit`: the rate limit).
+    pub fn should_log_failure(&self) -> bool {
+        self.failure_lines.should_log()
     }
 
     /// The applied security state.
@@ -204,7 +215,9 @@ impl Auth {
         if self.state()?.allows(user, action, name) {
             return Ok(());
         }
-        tracing::warn!(target: "cairn::audit", user = %user, action = %action, name = %name, "denied");
+        if self.failure_lines.should_log() {
+            tracing::warn!(target: "cairn::audit", user = %user, action = %action, name = %name, "denied");
+        }
         Err(Status::permission_denied(format!(
             "user {user:?} may not {action} {name:?}: no grant covers it"
         )))
@@ -230,6 +243,26 @@ pub fn check<'a>(
         auth.allow(principal, action, name)?;
     }
     Ok(())
+}
+
+/// Whether the caller may do `action` on `name`, without logging a refusal: for what a
+/// caller is shown (a list filtered to what it may see), not for refusing a call.
+pub fn permits(
+    auth: Option<&Auth>,
+    extensions: &tonic::Extensions,
+    action: Action,
+    name: &str,
+) -> bool {
+    let Some(auth) = auth else {
+        return true;
+    };
+    match extensions.get::<Principal>() {
+        Some(Principal::Node) => true,
+        Some(Principal::User(user)) => auth
+            .state()
+            .is_ok_and(|state| state.allows(user, action, name)),
+        None => false,
+    }
 }
 
 #[cfg(test)]

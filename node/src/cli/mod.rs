@@ -87,19 +87,6 @@ enum Command {
     Revoke(auth::GrantArgs),
 }
 
-/// The nodes a command talks to (the contract's `--endpoints`, env `CAIRN_ENDPOINTS`).
-#[derive(Args, Debug, Clone)]
-pub struct Endpoints {
-    /// Nodes to talk to, comma-separated.
-    #[arg(
-        long,
-        env = "CAIRN_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:2113"
-    )]
-    pub endpoints: Vec<String>,
-}
-
 /// Options every client subcommand takes.
 #[derive(Args, Debug, Clone)]
 pub struct ClientOptions {

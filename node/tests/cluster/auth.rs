@@ -12,6 +12,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::harness::{cairn_exe, runtime, TestCluster};
 
+/// Bad calls of the flood in the malformed-token test: far more than one window's lines.
+const FLOOD_CALLS: usize = 300;
+
 /// How soon a revoked token must be refused by every node (the contract).
 const REVOCATION_DEADLINE: Duration = Duration::from_secs(1);
 
@@ -180,6 +183,25 @@ fn callers_without_credentials_or_grants_exit_6_and_write_nothing() {
     );
     assert_eq!(exit(&wrong), Some(6), "{wrong:?}");
     assert_eq!(rt.block_on(events_of(&cluster, "orders-1")), 2);
+
+    // `cairn bench` against the running cluster takes the credentials every command takes:
+    // without them it exits 6 at once; with the admin's token (CAIRN_TOKEN) it appends.
+    let bench = [
+        "bench",
+        "--scenario",
+        "s1",
+        "--seconds",
+        "0.3",
+        "--warmup",
+        "0",
+    ];
+    let refused = cairn(&cluster, None, &bench);
+    assert_eq!(exit(&refused), Some(6), "{refused:?}");
+    let measured = cairn(&cluster, Some(&admin), &bench);
+    assert_eq!(exit(&measured), Some(0), "{measured:?}");
+    let line: serde_json::Value = serde_json::from_str(&stdout(&measured)).expect("one JSON line");
+    assert!(line["appends"].as_u64().is_some_and(|n| n > 0), "{line}");
+    assert_eq!(line["errors"].as_u64(), Some(0), "{line}");
 }
 
 #[test]
@@ -299,8 +321,206 @@ fn malformed_tokens_and_absurdly_long_headers_get_a_clear_error_and_write_nothin
                 );
             }
         }
+        // A flood of bad tokens: the log gets at most a window's lines of it, and a count.
+        let bad = || {
+            let mut request = tonic::Request::new(cairn_client::proto::StatusRequest::default());
+            request.metadata_mut().insert(
+                "authorization",
+                "Bearer cairn_flood".parse().expect("ascii"),
+            );
+            request
+        };
+        let mut cluster_client =
+            cairn_client::proto::cluster_client::ClusterClient::new(channel.clone());
+        for _ in 0..FLOOD_CALLS {
+            let refused = cluster_client.status(bad()).await.expect_err("refused");
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        }
+        // The count goes out with the first failure of a later window.
+        tokio::time::sleep(Duration::from_millis(
+            cairn_node::auth::audit::AUDIT_WINDOW_MS + 100,
+        ))
+        .await;
+        let _ = cluster_client.status(bad()).await.expect_err("refused");
         // The node is still up and nothing was written.
         cluster.client().status().await.expect("status");
     });
     assert_eq!(rt.block_on(events_of(&cluster, "orders-1")), 0);
+    let log = std::fs::read_to_string(cluster.log_path(1)).expect("node 1's log");
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("unauthenticated call refused"))
+        .count();
+    assert!(
+        lines < FLOOD_CALLS / 2,
+        "{lines} failure lines for {FLOOD_CALLS} bad calls"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("failure lines suppressed")),
+        "no count of the suppressed lines in {}",
+        cluster.log_path(1).display()
+    );
+}
+
+/// Consumer groups are checked against the group's source: a user with `groups` (and
+/// `read`) on `orders-` manages and consumes groups on `orders-…` streams, not one on `$all`,
+/// and lists only the groups it may manage.
+#[test]
+fn consumer_group_calls_are_checked_against_the_groups_source() {
+    let rt = runtime();
+    let cluster = TestCluster::start_with_tls(3);
+    rt.block_on(cluster.wait_for_leader());
+    let admin = cluster.tls().expect("tls").admin_token().to_owned();
+    let ops = user_with_grant(&cluster, "ops", "groups", "orders-");
+    let read = cairn(&cluster, Some(&admin), &["grant", "ops", "read", "orders-"]);
+    assert_eq!(exit(&read), Some(0), "{read:?}");
+
+    let own = cairn(
+        &cluster,
+        Some(&ops),
+        &["group", "create", "mine", "--stream", "orders-1"],
+    );
+    assert_eq!(exit(&own), Some(0), "{own:?}");
+    let everything = cairn(
+        &cluster,
+        Some(&ops),
+        &["group", "create", "everything", "--stream", "$all"],
+    );
+    assert_eq!(exit(&everything), Some(6), "{everything:?}");
+    let admins = cairn(
+        &cluster,
+        Some(&admin),
+        &["group", "create", "admins", "--stream", "$all"],
+    );
+    assert_eq!(exit(&admins), Some(0), "{admins:?}");
+
+    let listed = cairn(&cluster, Some(&ops), &["group", "list", "--json"]);
+    assert_eq!(exit(&listed), Some(0), "{listed:?}");
+    let listed = stdout(&listed);
+    assert!(
+        listed.contains("\"mine\"") && !listed.contains("\"admins\""),
+        "{listed}"
+    );
+    for call in [
+        &["group", "info", "admins"][..],
+        &["group", "delete", "admins"],
+        &["group", "replay-parked", "admins"],
+        &["consume", "admins", "--count", "1"],
+    ] {
+        let refused = cairn(&cluster, Some(&ops), call);
+        assert_eq!(exit(&refused), Some(6), "{call:?}: {refused:?}");
+    }
+    let info = cairn(&cluster, Some(&admin), &["group", "info", "admins"]);
+    assert_eq!(
+        exit(&info),
+        Some(0),
+        "the admin's group is still there: {info:?}"
+    );
+    let deleted = cairn(&cluster, Some(&ops), &["group", "delete", "mine"]);
+    assert_eq!(exit(&deleted), Some(0), "{deleted:?}");
+}
+
+/// `cairn user passwd|list|remove`, `cairn revoke` and expiring tokens with real processes:
+/// a changed password replaces the old one, a revoked grant and a removed user stop working
+/// on every node, an expired token is refused as expired, and none of them writes.
+#[test]
+fn passwords_grant_revocations_removals_and_expiry_hold_on_every_node() {
+    let rt = runtime();
+    let cluster = TestCluster::start_with_tls(3);
+    rt.block_on(cluster.wait_for_leader());
+    let admin = cluster.tls().expect("tls").admin_token().to_owned();
+    let as_admin = |args: &[&str]| {
+        let output = cairn(&cluster, Some(&admin), args);
+        assert_eq!(exit(&output), Some(0), "{args:?}: {output:?}");
+        output
+    };
+    as_admin(&["user", "add", "carol", "--new-password", "first password"]);
+    as_admin(&["grant", "carol", "write", "orders-"]);
+    // Carol's append with `password`, on every node in turn (a follower forwards it).
+    let append_as = |password: &str, node: usize| {
+        let mut command = Command::new(cairn_exe());
+        command
+            .args([
+                "append",
+                "orders-1",
+                "--data",
+                "{}",
+                "--username",
+                "carol",
+                "--password",
+            ])
+            .arg(password)
+            .env_clear()
+            .current_dir(cluster.data_root())
+            .env("CAIRN_ENDPOINTS", &cluster.endpoints()[node])
+            .env("CAIRN_TLS_CA", cluster.tls().expect("tls").ca_path());
+        exit(&command.output().expect("run cairn"))
+    };
+    assert_eq!(append_as("first password", 0), Some(0));
+    as_admin(&[
+        "user",
+        "passwd",
+        "carol",
+        "--new-password",
+        "second password",
+    ]);
+    // Until each node has applied a change, it may still judge by the state before: each is
+    // given the second.
+    let refused_everywhere = |password: &str| {
+        (0..cluster.endpoints().len()).all(|node| {
+            let deadline = Instant::now() + REVOCATION_DEADLINE;
+            loop {
+                match append_as(password, node) {
+                    Some(6) => return true,
+                    _ if Instant::now() >= deadline => return false,
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })
+    };
+    assert!(
+        refused_everywhere("first password"),
+        "the old password still works"
+    );
+    assert_eq!(append_as("second password", 1), Some(0));
+    let written = rt.block_on(events_of(&cluster, "orders-1"));
+
+    as_admin(&["revoke", "carol", "write", "orders-"]);
+    assert!(
+        refused_everywhere("second password"),
+        "the revoked grant still works"
+    );
+    let listed = stdout(&as_admin(&["user", "list", "--json"]));
+    assert!(listed.contains("carol"), "{listed}");
+    as_admin(&["user", "remove", "carol"]);
+    let listed = stdout(&as_admin(&["user", "list", "--json"]));
+    assert!(!listed.contains("carol"), "{listed}");
+    assert!(
+        refused_everywhere("second password"),
+        "a removed user still signs in"
+    );
+
+    // A token that expires in a second, used after it did.
+    as_admin(&["user", "add", "dave"]);
+    as_admin(&["grant", "dave", "write", "orders-"]);
+    let token = stdout(&as_admin(&[
+        "token",
+        "create",
+        "--user",
+        "dave",
+        "--expires-in",
+        "1",
+    ]));
+    std::thread::sleep(Duration::from_millis(1_100));
+    let expired = cairn(
+        &cluster,
+        Some(&token),
+        &["append", "orders-1", "--data", "{}"],
+    );
+    assert_eq!(exit(&expired), Some(6), "{expired:?}");
+    assert!(
+        String::from_utf8_lossy(&expired.stderr).contains("expired"),
+        "{expired:?}"
+    );
+    assert_eq!(rt.block_on(events_of(&cluster, "orders-1")), written);
 }

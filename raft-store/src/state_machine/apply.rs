@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use uuid::Uuid;
 
-use crate::auth::{AuthCommand, AuthRefusal, AuthResult, AuthState, AUTH_EVENT_TYPE, AUTH_STREAM};
+use crate::auth::{
+    AuthChange, AuthCommand, AuthRefusal, AuthResult, AuthState, AUTH_EVENT_TYPE, AUTH_STREAM,
+};
 use crate::codec::encode;
 use crate::disk::{Disk, WriteBatch};
 use crate::erase::{self, ERASE_GROUPS_PER_COMMAND};
@@ -236,7 +238,13 @@ impl<'a> Applier<'a> {
                 .map(|(state, _)| state)
                 .unwrap_or_default(),
         };
-        let next = match current.changed(&command.change, command.created_unix_ms) {
+        let mut change = command.change;
+        if let AuthChange::Grant { grant, .. } = &mut change {
+            if crate::faults::active().grant_wrong_prefix && grant.prefix.chars().count() > 1 {
+                grant.prefix.pop();
+            }
+        }
+        let next = match current.changed(&change, command.created_unix_ms) {
             Ok(next) => next,
             Err(refusal) => return Ok(AuthResult::Refused(refusal)),
         };

@@ -44,13 +44,17 @@ struct Args {
     check: Option<std::path::PathBuf>,
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
-    /// forget-repair, checkpoint-off-by-one (with --groups).
+    /// forget-repair, checkpoint-off-by-one (with --groups), grant-wrong-prefix (with --auth).
     #[arg(long)]
     bug: Option<String>,
     /// Consumer-group consumers in the workload (an ordered group on $all; they crash
     /// mid-event and park some events).
     #[arg(long)]
     groups: bool,
+    /// The simulated admin in the workload: users, tokens, grants and their revocations,
+    /// every node's security state judged after the run.
+    #[arg(long)]
+    auth: bool,
 }
 
 /// Logs to stderr when `RUST_LOG` is set, stamped with simulated time.
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
             fault_ms: args.fault_ms,
             bugs,
             groups: args.groups,
+            auth: args.auth,
             ..SimConfig::new(seed)
         };
         let outcome = match run(&config) {

@@ -1,7 +1,7 @@
 //! The rules about the cluster as a whole: something was committed, every node holds the same
 //! log of the right shape, writes resume after the heal, and nothing panicked.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use uuid::Uuid;
 
@@ -61,14 +61,20 @@ pub(super) fn check_convergence(
 }
 
 /// Rule 3: the reference log itself is well formed. Each check resynchronises after a
-/// violation so one bad event gives one violation, not one per event after it.
-pub(super) fn check_log_shape(log: &Log, sink: &mut Sink) {
+/// violation so one bad event gives one violation, not one per event after it. A gap of
+/// `hidden` positions only (the security state's events, which `$all` never shows) is none.
+pub(super) fn check_log_shape(log: &Log, hidden: &BTreeSet<u64>, sink: &mut Sink) {
     let mut next_revision: HashMap<&str, u64> = HashMap::new();
     let mut first_at: HashMap<Uuid, u64> = HashMap::with_capacity(log.events.len());
     let mut previous: Option<&EventRef> = None;
     for event in log.events {
         if let Some(previous) = previous {
-            if previous.position.checked_add(1) != Some(event.position) {
+            let next = previous.position.checked_add(1);
+            let hidden_gap = next.is_some_and(|next| {
+                event.position > next
+                    && hidden.range(next..event.position).count() as u64 == event.position - next
+            });
+            if next != Some(event.position) && !hidden_gap {
                 sink.push(Rule::PositionOrder, || {
                     format!("{} follows position {}", At(event), previous.position)
                 });

@@ -19,6 +19,7 @@ use crate::history::{AppendOutcome, EventRef, MultiOutcome, Record};
 
 mod agreement;
 mod appends;
+mod auth;
 mod groups;
 mod log;
 mod reads;
@@ -32,6 +33,7 @@ use agreement::{
     check_committed, check_convergence, check_heal, check_log_shape, check_panics, heal_to_write_ms,
 };
 use appends::{check_appends, check_multi_appends, with_multi_parts};
+use auth::{check_auth, hidden_positions};
 use groups::check_groups;
 use log::Log;
 use reads::{check_index_reads, check_node_indexes, check_reads, check_subscriptions};
@@ -146,7 +148,7 @@ pub fn check(history: &[Record]) -> Report {
     check_committed(history, !node_logs.is_empty(), &mut sink);
     if let Some(reference) = reference {
         check_convergence(reference, &node_logs, &mut sink);
-        check_log_shape(&log, &mut sink);
+        check_log_shape(&log, &hidden_positions(history), &mut sink);
     }
     // Without any node log there is nothing to compare client observations with: only the
     // rules that need no log run then (NothingCommitted already says why).
@@ -161,6 +163,7 @@ pub fn check(history: &[Record]) -> Report {
         check_multi_appends(history, &log, &mut sink);
     }
     check_groups(history, &log, &mut sink);
+    check_auth(history, &mut sink);
     check_heal(history, &mut sink);
     check_panics(history, &mut sink);
 
@@ -209,6 +212,8 @@ fn count(history: &[Record]) -> Stats {
             | Record::Healed { .. }
             | Record::NodeLog { .. }
             | Record::NodeIndex { .. }
+            | Record::AuthChange { .. }
+            | Record::NodeAuth { .. }
             | Record::Panic { .. } => {}
         }
     }

@@ -63,6 +63,11 @@ pub enum Rule {
     /// A consumer group's checkpoint forgot an event an earlier one had done: after a leader
     /// change it would be delivered again although acknowledged before its checkpoint.
     GroupCheckpointForgot,
+    /// A node's users, tokens or grants are not the committed changes applied in order: a
+    /// stored state other than its change makes (a grant on another prefix, a revoked token
+    /// kept), a change stored that the state before must refuse, nodes holding different
+    /// sequences, an acknowledged change missing or a refused one stored.
+    AuthState,
 }
 
 impl Rule {
@@ -90,6 +95,7 @@ impl Rule {
             Rule::GroupOrder => "group-order",
             Rule::GroupLost => "group-lost",
             Rule::GroupCheckpointForgot => "group-checkpoint-forgot",
+            Rule::AuthState => "auth-state",
         }
     }
 }

@@ -20,7 +20,7 @@ mod workload;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cairn_client::Client;
+use cairn_client::Error;
 use cairn_node::local::LocalCluster;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
@@ -108,8 +108,12 @@ pub struct BenchArgs {
     /// The `target` label in the output.
     #[arg(long, default_value = "cairn")]
     pub label: String,
+    /// Where a running cluster is and what the bench presents to it: the same flags, env
+    /// and profile as every client command (`--endpoints`, `--profile`, `--tls-ca`,
+    /// `--token`, `--username`/`--password`); not used with --spawn. (`--json` changes
+    /// nothing: the bench prints JSON lines.)
     #[command(flatten)]
-    pub nodes: super::Endpoints,
+    pub client: super::ClientOptions,
 }
 
 /// SplitMix64, as the peer load generator uses for payloads.
@@ -194,7 +198,18 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         spawned = Some((cluster, dir));
         client
     } else {
-        Client::connect(args.nodes.endpoints.clone())
+        let client = match super::connect(&args.client).await {
+            Ok(client) => client,
+            Err(code) => return code,
+        };
+        // Credentials the cluster refuses would make every append of the run an error:
+        // say so at once, with the exit status of every other command (6).
+        if let Err(e @ (Error::Unauthenticated(_) | Error::PermissionDenied(_))) =
+            client.status().await
+        {
+            return super::output::fail(&e);
+        }
+        Ok(client)
     };
     let client = match client {
         Ok(client) => client,

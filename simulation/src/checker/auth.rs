@@ -1,0 +1,471 @@
+//! The rule of users, tokens and grants (`auth-state`): every node's security state is the
+//! committed sequence of changes applied in order, and nothing else.
+//!
+//! Each node dumps every event of its `$auth` stream (`NodeAuth`): the state after each change,
+//! with the id of the change that wrote it. The checker replays each node's sequence with its
+//! own few lines of the rules of change (below; not the store's code, so the store is not
+//! judged by itself) from the changes the admin made (`AuthChange`), and requires:
+//! - each stored state is exactly the one before with its change made (a grant on the prefix
+//!   given, a revoked token gone, a removed one never back), and no change the state before
+//!   must refuse was stored;
+//! - every node holds the same sequence (then a token revoked is refused by every node once
+//!   applied there, and no node allows what a grant was not given for);
+//! - an acknowledged change is in it at its position; a refused one is not in it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use uuid::Uuid;
+
+use super::rule::{Rule, Sink};
+use crate::history::{AuthChangeRef, AuthOutcome, AuthStateRef, Record};
+
+/// The bootstrap admin, its grant and its token, as the store names them.
+const ADMIN: &str = "admin";
+const ADMIN_GRANT: &str = "admin:*";
+const BOOTSTRAP_TOKEN: &str = "bootstrap";
+
+/// The checker's model of a security state: tokens (id to user), grants per user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Model {
+    tokens: BTreeMap<String, String>,
+    grants: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Model {
+    fn of(state: &AuthStateRef) -> Model {
+        Model {
+            tokens: state.tokens.clone(),
+            grants: state.grants.clone(),
+        }
+    }
+
+    /// The state with `change` made, or `None` if it must be refused.
+    fn changed(&self, change: &AuthChangeRef) -> Option<Model> {
+        let mut next = self.clone();
+        let initialized = !self.grants.is_empty();
+        match change {
+            AuthChangeRef::Bootstrap => {
+                if initialized {
+                    return None;
+                }
+                next.grants
+                    .insert(ADMIN.into(), BTreeSet::from([ADMIN_GRANT.to_owned()]));
+                next.tokens.insert(BOOTSTRAP_TOKEN.into(), ADMIN.into());
+            }
+            _ if !initialized => return None,
+            AuthChangeRef::AddUser { user } => {
+                if next.grants.insert(user.clone(), BTreeSet::new()).is_some() {
+                    return None;
+                }
+            }
+            AuthChangeRef::CreateToken { token_id, user } => {
+                if !self.grants.contains_key(user)
+                    || next.tokens.insert(token_id.clone(), user.clone()).is_some()
+                {
+                    return None;
+                }
+            }
+            AuthChangeRef::RevokeToken { token_id } => {
+                next.tokens.remove(token_id)?;
+            }
+            AuthChangeRef::Grant {
+                user,
+                action,
+                prefix,
+            } => {
+                next.grants
+                    .get_mut(user)?
+                    .insert(format!("{action}:{prefix}"));
+            }
+            AuthChangeRef::Revoke {
+                user,
+                action,
+                prefix,
+            } => {
+                let grant = format!("{action}:{prefix}");
+                if !next.grants.get_mut(user)?.remove(&grant) {
+                    return None;
+                }
+                let admins = next.grants.values().filter(|g| g.contains(ADMIN_GRANT));
+                if grant == ADMIN_GRANT && admins.count() == 0 {
+                    return None;
+                }
+            }
+        }
+        Some(next)
+    }
+}
+
+/// The `auth-state` rule (see the module docs).
+pub(super) fn check_auth(history: &[Record], sink: &mut Sink) {
+    let mut changes: HashMap<Uuid, (u64, &AuthChangeRef)> = HashMap::new();
+    let mut outcomes: Vec<(u64, Uuid, &AuthOutcome)> = Vec::new();
+    for record in history {
+        if let Record::AuthChange {
+            op,
+            id,
+            change,
+            outcome,
+            ..
+        } = record
+        {
+            changes.entry(*id).or_insert((*op, change));
+            outcomes.push((*op, *id, outcome));
+        }
+    }
+    let nodes: Vec<(u64, &[AuthStateRef])> = history
+        .iter()
+        .filter_map(|record| match record {
+            Record::NodeAuth { node, states } => Some((*node, states.as_slice())),
+            _ => None,
+        })
+        .collect();
+    for &(node, states) in &nodes {
+        replay(node, states, &changes, sink);
+    }
+    // The longest sequence (the first on ties) is the reference, as for `$all`.
+    let reference = nodes.iter().copied().reduce(|best, next| {
+        if next.1.len() > best.1.len() {
+            next
+        } else {
+            best
+        }
+    });
+    let (reference_node, reference) = reference.unwrap_or((0, &[]));
+    for &(node, states) in &nodes {
+        let ids = states.iter().map(|s| (s.id, s.position));
+        let reference_ids = reference.iter().map(|s| (s.id, s.position));
+        if !ids.eq(reference_ids) {
+            sink.push(Rule::AuthState, || {
+                format!(
+                    "node {node} holds {} security states, node {reference_node} {}, and they differ",
+                    states.len(),
+                    reference.len()
+                )
+            });
+        }
+    }
+    let stored: HashMap<Uuid, u64> = reference.iter().map(|s| (s.id, s.position)).collect();
+    for (op, id, outcome) in outcomes {
+        match outcome {
+            AuthOutcome::Ok { position } if stored.get(&id) != Some(position) => {
+                sink.push(Rule::AuthState, || {
+                    format!(
+                        "auth change op {op} was acknowledged at position {position}, but node \
+                         {reference_node} holds it at {:?}",
+                        stored.get(&id)
+                    )
+                })
+            }
+            AuthOutcome::Refused { reason } if stored.contains_key(&id) => sink
+                .push(Rule::AuthState, || {
+                    format!("auth change op {op} was refused ({reason}) but is stored")
+                }),
+            _ => {}
+        }
+    }
+}
+
+/// One node's sequence against the model, from the empty state. After a wrong state the
+/// replay goes on from the node's own, so one wrong change gives one violation.
+fn replay(
+    node: u64,
+    states: &[AuthStateRef],
+    changes: &HashMap<Uuid, (u64, &AuthChangeRef)>,
+    sink: &mut Sink,
+) {
+    let mut model = Model::default();
+    for state in states {
+        let stored = Model::of(state);
+        let position = state.position;
+        match changes.get(&state.id) {
+            None => sink.push(Rule::AuthState, || {
+                format!(
+                    "node {node}: the security state at position {position} was written by {}, \
+                     a change no one made",
+                    state.id
+                )
+            }),
+            Some(&(op, change)) => match model.changed(change) {
+                None => sink.push(Rule::AuthState, || {
+                    format!(
+                        "node {node}: auth change op {op} ({change:?}) is stored at position \
+                         {position}, but the state before it must refuse it"
+                    )
+                }),
+                Some(expected) if expected != stored => sink.push(Rule::AuthState, || {
+                    format!(
+                        "node {node}: after auth change op {op} ({change:?}) at position \
+                         {position} it holds {stored:?}, the committed changes make {expected:?}"
+                    )
+                }),
+                Some(_) => {}
+            },
+        }
+        model = stored;
+    }
+}
+
+/// Each node's `$auth` positions: `$all` reads never show them, so the node's `NodeLog` has a
+/// gap exactly there.
+pub(super) fn hidden_positions(history: &[Record]) -> BTreeSet<u64> {
+    history
+        .iter()
+        .filter_map(|record| match record {
+            Record::NodeAuth { states, .. } => Some(states.iter().map(|s| s.position)),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::check;
+    use crate::history::{AppendOutcome, EventRef, Expected};
+
+    fn change(op: u64, change: AuthChangeRef, outcome: AuthOutcome) -> Record {
+        Record::AuthChange {
+            op,
+            start_ms: op * 10,
+            end_ms: op * 10 + 5,
+            id: Uuid::from_u128(u128::from(op)),
+            change,
+            outcome,
+        }
+    }
+
+    fn state(
+        op: u64,
+        position: u64,
+        tokens: &[(&str, &str)],
+        grants: &[(&str, &[&str])],
+    ) -> AuthStateRef {
+        AuthStateRef {
+            position,
+            id: Uuid::from_u128(u128::from(op)),
+            tokens: tokens
+                .iter()
+                .map(|(t, u)| ((*t).to_owned(), (*u).to_owned()))
+                .collect(),
+            grants: grants
+                .iter()
+                .map(|(u, g)| ((*u).to_owned(), g.iter().map(|g| (*g).to_owned()).collect()))
+                .collect(),
+        }
+    }
+
+    /// Bootstrap at 0, a user at 1, a token at 2, a grant at 3, the token revoked at 5 (one
+    /// client event at 4, another at 6), and a revoke of a grant never given, refused.
+    fn history(states: Vec<AuthStateRef>) -> Vec<Record> {
+        let event = |n: u128, revision: u64, position: u64| EventRef {
+            event_type: None,
+            tags: Vec::new(),
+            id: Uuid::from_u128(1_000 + n),
+            stream: "s".into(),
+            revision,
+            position,
+            digest: None,
+        };
+        let mut history = vec![
+            Record::Run {
+                seed: 1,
+                nodes: 2,
+                clients: 1,
+            },
+            change(1, AuthChangeRef::Bootstrap, AuthOutcome::Ok { position: 0 }),
+            change(
+                2,
+                AuthChangeRef::AddUser { user: "u1".into() },
+                AuthOutcome::Ok { position: 1 },
+            ),
+            change(
+                3,
+                AuthChangeRef::CreateToken {
+                    token_id: "t1".into(),
+                    user: "u1".into(),
+                },
+                AuthOutcome::Ok { position: 2 },
+            ),
+            change(
+                4,
+                AuthChangeRef::Grant {
+                    user: "u1".into(),
+                    action: "read".into(),
+                    prefix: "hot-".into(),
+                },
+                AuthOutcome::Unknown {
+                    error: "no answer".into(),
+                },
+            ),
+            Record::Append {
+                op: 1,
+                client: 1,
+                start_ms: 40,
+                end_ms: 45,
+                stream: "s".into(),
+                expected: Expected::Any,
+                ids: vec![Uuid::from_u128(1_001)],
+                digests: Vec::new(),
+                outcome: AppendOutcome::Ok {
+                    last_revision: 0,
+                    last_position: 4,
+                },
+            },
+            change(
+                5,
+                AuthChangeRef::RevokeToken {
+                    token_id: "t1".into(),
+                },
+                AuthOutcome::Ok { position: 5 },
+            ),
+            change(
+                6,
+                AuthChangeRef::Revoke {
+                    user: "u1".into(),
+                    action: "write".into(),
+                    prefix: "hot-".into(),
+                },
+                AuthOutcome::Refused {
+                    reason: "no such grant".into(),
+                },
+            ),
+        ];
+        for node in 1..=2 {
+            history.push(Record::NodeLog {
+                node,
+                events: vec![event(1, 0, 4), event(2, 1, 6)],
+            });
+            history.push(Record::NodeAuth {
+                node,
+                states: states.clone(),
+            });
+        }
+        history
+    }
+
+    fn good_states() -> Vec<AuthStateRef> {
+        let admin: (&str, &[&str]) = ("admin", &["admin:*"]);
+        vec![
+            state(1, 0, &[("bootstrap", "admin")], &[admin]),
+            state(2, 1, &[("bootstrap", "admin")], &[admin, ("u1", &[])]),
+            state(
+                3,
+                2,
+                &[("bootstrap", "admin"), ("t1", "u1")],
+                &[admin, ("u1", &[])],
+            ),
+            state(
+                4,
+                3,
+                &[("bootstrap", "admin"), ("t1", "u1")],
+                &[admin, ("u1", &["read:hot-"])],
+            ),
+            state(
+                5,
+                5,
+                &[("bootstrap", "admin")],
+                &[admin, ("u1", &["read:hot-"])],
+            ),
+        ]
+    }
+
+    fn rules(history: &[Record]) -> BTreeSet<Rule> {
+        check(history).violations.iter().map(|v| v.rule).collect()
+    }
+
+    #[test]
+    fn the_committed_changes_in_order_pass_and_their_positions_are_no_gap() {
+        let report = check(&history(good_states()));
+        assert!(report.is_ok(), "{report}");
+    }
+
+    #[test]
+    fn a_revoked_token_still_held_is_found() {
+        let mut states = good_states();
+        states[4].tokens.insert("t1".into(), "u1".into());
+        assert_eq!(rules(&history(states)), BTreeSet::from([Rule::AuthState]));
+    }
+
+    #[test]
+    fn a_grant_on_another_prefix_is_found() {
+        let mut states = good_states();
+        for state in &mut states[3..] {
+            state
+                .grants
+                .insert("u1".into(), BTreeSet::from(["read:hot".to_owned()]));
+        }
+        let report = check(&history(states));
+        // One on each node, at the grant; the replay goes on from the node's own state.
+        assert_eq!(report.violations.len(), 2, "{report}");
+        assert!(
+            report
+                .violations
+                .iter()
+                .all(|v| v.rule == Rule::AuthState && v.detail.contains("op 4")),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn nodes_that_differ_or_lose_an_acknowledged_change_are_found() {
+        let mut history = history(good_states());
+        for record in &mut history {
+            if let Record::NodeAuth { node: 2, states } = record {
+                states.pop();
+            }
+        }
+        let report = check(&history);
+        assert_eq!(
+            rules(&history),
+            BTreeSet::from([Rule::AuthState]),
+            "{report}"
+        );
+        // On every node: the acknowledged revoke is missing, and `$all`'s gap at 5 unexplained.
+        let report = check(&super::tests::history(good_states()[..4].to_vec()));
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| v.rule == Rule::AuthState && v.detail.contains("op 5")),
+            "{report}"
+        );
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| v.rule == Rule::PositionOrder),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_change_the_state_before_must_refuse_is_found_when_stored() {
+        let mut states = good_states();
+        // The refused revoke (op 6) stored after all, changing nothing.
+        let mut extra = states[4].clone();
+        extra.id = Uuid::from_u128(6);
+        extra.position = 7;
+        states.push(extra);
+        let report = check(&history(states));
+        assert!(
+            report.violations.iter().all(|v| v.rule == Rule::AuthState),
+            "{report}"
+        );
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| v.detail.contains("must refuse")),
+            "{report}"
+        );
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| v.detail.contains("refused (no such grant) but is stored")),
+            "{report}"
+        );
+    }
+}
