@@ -234,6 +234,24 @@ fn received(consumers: &[ConsumerProcess]) -> Vec<(u64, String, u64, usize)> {
     all
 }
 
+/// How many distinct events the consumers printed at `$all` positions past `checkpoint`.
+fn delivered_after(consumers: &[ConsumerProcess], checkpoint: u64) -> u64 {
+    let mut events = HashSet::new();
+    for c in consumers {
+        let text = std::fs::read_to_string(&c.out).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let position = event["position"].as_u64().unwrap();
+            if position >= checkpoint {
+                events.insert(position);
+            }
+        }
+    }
+    events.len() as u64
+}
+
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -251,7 +269,9 @@ fn four_consumers_get_every_event_in_stream_order_across_consumer_and_leader_sig
         let client = cluster.client();
         let settings = cairn_client::GroupSettings {
             max_in_flight: Some(WINDOW),
-            message_timeout_ms: Some(5_000),
+            // Long enough that no event times out on a loaded machine: a killed consumer's
+            // events go out again when its connection ends, not by timeout.
+            message_timeout_ms: Some(30_000),
             checkpoint_interval_ms: Some(100),
             strategy: cairn_client::GroupStrategy::Ordered,
             ..cairn_client::GroupSettings::on("$ce-orders")
@@ -293,8 +313,16 @@ fn four_consumers_get_every_event_in_stream_order_across_consumer_and_leader_sig
     kill(&mut consumers[0].child);
     wait_for(&consumers, total as usize * 6 / 10);
     let leader = rt.block_on(cluster.wait_for_leader());
+    // The checkpoint committed before the leader dies: what was acknowledged after it may come
+    // again from the next leader (a loaded machine commits checkpoints late, so this is
+    // measured rather than assumed).
+    let checkpoint_before_kill = rt
+        .block_on(cluster.client().group_info("orders"))
+        .expect("group info before the leader is killed")
+        .checkpoint;
     cluster.kill(leader);
     let killed_leader_at = Instant::now();
+    let uncheckpointed_at_kill = delivered_after(&consumers, checkpoint_before_kill);
     // Done when the group's checkpoint (committed through Raft) covers every event.
     let info = rt.block_on(async {
         let client = cluster.client();
@@ -358,14 +386,14 @@ fn four_consumers_get_every_event_in_stream_order_across_consumer_and_leader_sig
     );
 
     // Redeliveries: bounded by the windows. The killed consumer's window, and at the leader
-    // change the events in flight plus those done since the last checkpoint (at most
-    // UNCHECKPOINTED_WINDOWS windows of all consumers).
+    // change the events in flight plus those delivered after the last committed checkpoint.
     let redelivered = all.len() as u64 - total;
     let windows = u64::from(WINDOW) * CONSUMERS as u64;
-    let bound = u64::from(WINDOW) + windows + 4 * windows;
+    let bound = u64::from(WINDOW) + windows + uncheckpointed_at_kill;
     assert!(
         redelivered <= bound,
-        "{redelivered} redeliveries, more than the windows allow ({bound})"
+        "{redelivered} redeliveries, more than the windows and the {uncheckpointed_at_kill} \
+         events delivered after the last checkpoint allow ({bound})"
     );
     eprintln!(
         "{total} events, {} deliveries ({redelivered} again), per consumer {per_consumer:?}, \
