@@ -42,6 +42,40 @@ impl Applier<'_> {
             } => self.create_group(group, settings, None, id, created_unix_ms),
             GroupCommand::Update {
                 group,
+                change,
+                id,
+                created_unix_ms,
+            } => {
+                if change.is_empty() {
+                    return Ok(rejected(InvalidInput::BadGroupSetting {
+                        field: "settings".into(),
+                        why: "an update names no setting to change".into(),
+                    }));
+                }
+                if let Some(result) = self.retry(&group, id)? {
+                    return Ok(result);
+                }
+                let Some(current) = self.live_group(&group, None)? else {
+                    return self.retry_or(&group, id, GroupResult::NotFound);
+                };
+                let settings = change.applied_to(&current.settings);
+                if let Err(invalid) = validate_settings(&settings) {
+                    return Ok(rejected(invalid));
+                }
+                let next = GroupState {
+                    settings,
+                    ..current
+                };
+                self.record_group(
+                    &group,
+                    next,
+                    consumer_group::UPDATED_EVENT_TYPE,
+                    id,
+                    created_unix_ms,
+                )
+            }
+            GroupCommand::UpdateWhole {
+                group,
                 settings,
                 id,
                 created_unix_ms,
