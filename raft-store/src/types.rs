@@ -798,4 +798,6 @@ pub enum InvalidInput {
     BadGroupSetting { field: String, why: String },
     #[error("consumer group checkpoint: {why}")]
     BadGroupCheckpoint { why: String },
+    #[error("{max} consumer groups exist, the most there may be; delete one first")]
+    TooManyGroups { max: usize },
 }

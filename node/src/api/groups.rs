@@ -29,8 +29,8 @@ use crate::auth::{self, Action};
 use crate::error::NodeError;
 use crate::groups::{propose_group, Control, GroupStats, Groups};
 
-/// Groups listed by one `ListGroups` call, at most.
-pub const MAX_LISTED_GROUPS: usize = 1_000;
+/// Groups listed by one `ListGroups` call, at most: every group there may be.
+pub const MAX_LISTED_GROUPS: usize = cairn_raft_store::consumer_group::MAX_GROUPS;
 
 pub struct GroupsService {
     ctx: Arc<NodeContext>,

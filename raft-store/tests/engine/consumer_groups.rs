@@ -2,7 +2,7 @@
 //! events in a readable stream, and state that survives a snapshot install.
 
 use cairn_raft_store::consumer_group::{
-    parked_stream, ParkedRecord, CHECKPOINT_EVENT_TYPE, PARKED_EVENT_TYPE,
+    parked_stream, ParkedRecord, CHECKPOINT_EVENT_TYPE, MAX_GROUPS, PARKED_EVENT_TYPE,
 };
 use cairn_raft_store::{
     Command, Entry, EntryPayload, ExpectedRevision as E, GroupCheckpoint, GroupCommand,
@@ -298,6 +298,56 @@ fn an_update_changes_only_the_settings_it_names_and_keeps_the_checkpoint() {
             );
             assert_eq!(after.checkpoint, before.checkpoint, "{name}");
             assert_eq!(after.incarnation, before.incarnation, "{name}");
+        })
+    }
+}
+
+#[test]
+fn creates_past_the_group_limit_are_refused_until_one_is_deleted() {
+    for (name, make) in both() {
+        run(async {
+            let mut s = make();
+            // Every group there may be, in one apply (the batch's own creates count).
+            let entries: Vec<Entry> = (0..MAX_GROUPS)
+                .map(|i| {
+                    let entry = Entry {
+                        log_id: log_id(s.next_index),
+                        payload: EntryPayload::Normal(Command::ConsumerGroup(create(
+                            &format!("g{i:04}"),
+                            settings("$all", GroupStart::Start),
+                        ))),
+                    };
+                    s.next_index += 1;
+                    entry
+                })
+                .collect();
+            let results = s.sm().apply_entries(entries).await.expect("apply");
+            assert!(
+                results
+                    .iter()
+                    .all(|r| matches!(r, Response::ConsumerGroup(GroupResult::Written { .. }))),
+                "{name}"
+            );
+            let before = s.all().len();
+            let one_more = create("late", settings("$all", GroupStart::Start));
+            assert_eq!(
+                group(&mut s, one_more.clone()).await,
+                GroupResult::Rejected(InvalidInput::TooManyGroups { max: MAX_GROUPS }),
+                "{name}"
+            );
+            assert_eq!(
+                s.all().len(),
+                before,
+                "{name}: the refused create wrote nothing"
+            );
+            // A deleted group no longer counts.
+            assert!(written(&group(&mut s, delete("g0000")).await), "{name}");
+            assert!(written(&group(&mut s, one_more).await), "{name}");
+            let again = create("later", settings("$all", GroupStart::Start));
+            assert!(matches!(
+                group(&mut s, again).await,
+                GroupResult::Rejected(InvalidInput::TooManyGroups { .. })
+            ));
         })
     }
 }
