@@ -25,8 +25,8 @@ mod groups;
 mod lifecycle;
 
 pub use groups::{
-    Consumer, ConsumerMessage, GroupEvent, GroupSettings, GroupStart, GroupStrategy, NackAction,
-    CONSUMER_CLOSE_TIMEOUT_MS, CONSUMER_OUTBOUND_MESSAGES, CONSUMER_RECONNECT_ATTEMPTS,
+    Consumer, ConsumerMessage, GroupEvent, GroupSettings, GroupStart, GroupStrategy, GroupUpdate,
+    NackAction, CONSUMER_CLOSE_TIMEOUT_MS, CONSUMER_OUTBOUND_MESSAGES, CONSUMER_RECONNECT_ATTEMPTS,
 };
 pub use lifecycle::{StreamMetadata, StreamMetadataState};
 

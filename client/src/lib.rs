@@ -71,9 +71,10 @@ mod subscribe;
 
 pub use client::{
     AppendResult, Client, ClientConfig, Consumer, ConsumerMessage, GroupEvent, GroupSettings,
-    GroupStart, GroupStrategy, Membership, NackAction, StreamMetadata, StreamMetadataState,
-    CONSUMER_CLOSE_TIMEOUT_MS, CONSUMER_OUTBOUND_MESSAGES, CONSUMER_RECONNECT_ATTEMPTS,
-    DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES,
+    GroupStart, GroupStrategy, GroupUpdate, Membership, NackAction, StreamMetadata,
+    StreamMetadataState, CONSUMER_CLOSE_TIMEOUT_MS, CONSUMER_OUTBOUND_MESSAGES,
+    CONSUMER_RECONNECT_ATTEMPTS, DEFAULT_ENDPOINT, DEFAULT_MAX_APPEND_ATTEMPTS,
+    DEFAULT_REQUEST_TIMEOUT_MS, MAX_MESSAGE_BYTES,
 };
 pub use credentials::Credentials;
 pub use dcb::{AppendCondition, MultiAppendResult, Query, QueryItem, StreamAppend};

@@ -42,6 +42,11 @@ pub const PARKED_STREAM_PREFIX: &str = "$parked-";
 pub const MAX_GROUP_NAME_BYTES: usize = 200;
 /// The source name of the whole log.
 pub const ALL_SOURCE: &str = "$all";
+/// Groups that may exist at once (deleted ones not counted): a create past it is refused
+/// (`InvalidInput::TooManyGroups`, RESOURCE_EXHAUSTED). Each live group may have a
+/// dispatcher and a metrics series on the leader, and a list shows them all
+/// (`MAX_LISTED_GROUPS` in the node is the same number).
+pub const MAX_GROUPS: usize = 1_000;
 /// Bounds of the settings (inclusive).
 pub const MIN_MESSAGE_TIMEOUT_MS: u64 = 100;
 pub const MAX_MESSAGE_TIMEOUT_MS: u64 = 3_600_000;

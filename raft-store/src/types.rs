@@ -328,8 +328,9 @@ pub enum GroupCommand {
         id: Uuid,
         created_unix_ms: u64,
     },
-    /// New settings for an existing group; its source cannot change.
-    Update {
+    /// New settings, whole, as older builds proposed an update (variant 1 of the log's
+    /// encoding): still applied (the source must stay, the place is kept), never proposed.
+    UpdateWhole {
         group: String,
         settings: GroupSettings,
         id: Uuid,
@@ -373,6 +374,47 @@ pub enum GroupCommand {
         id: Uuid,
         created_unix_ms: u64,
     },
+    /// Changes the settings `change` names, merged at apply into the committed ones (so two
+    /// updates of different settings both hold); the source, filter, place and strategy stay.
+    Update {
+        group: String,
+        change: GroupSettingsChange,
+        id: Uuid,
+        created_unix_ms: u64,
+    },
+}
+
+/// The settings an update changes (`None`: as it is). The ones a live dispatcher can take
+/// at once; the strategy, the source, its filter and the place cannot change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSettingsChange {
+    pub message_timeout_ms: Option<u64>,
+    pub max_retries: Option<u32>,
+    pub max_in_flight: Option<u32>,
+    pub max_consumers: Option<u32>,
+    pub checkpoint_interval_ms: Option<u64>,
+}
+
+impl GroupSettingsChange {
+    pub fn is_empty(&self) -> bool {
+        *self == GroupSettingsChange::default()
+    }
+
+    /// `settings` with the change made.
+    pub fn applied_to(&self, settings: &GroupSettings) -> GroupSettings {
+        GroupSettings {
+            message_timeout_ms: self
+                .message_timeout_ms
+                .unwrap_or(settings.message_timeout_ms),
+            max_retries: self.max_retries.unwrap_or(settings.max_retries),
+            max_in_flight: self.max_in_flight.unwrap_or(settings.max_in_flight),
+            max_consumers: self.max_consumers.unwrap_or(settings.max_consumers),
+            checkpoint_interval_ms: self
+                .checkpoint_interval_ms
+                .unwrap_or(settings.checkpoint_interval_ms),
+            ..settings.clone()
+        }
+    }
 }
 
 impl GroupCommand {
@@ -381,6 +423,7 @@ impl GroupCommand {
             GroupCommand::Create { group, .. }
             | GroupCommand::CreateUnfiltered { group, .. }
             | GroupCommand::Update { group, .. }
+            | GroupCommand::UpdateWhole { group, .. }
             | GroupCommand::Delete { group, .. }
             | GroupCommand::Checkpoint { group, .. }
             | GroupCommand::Park { group, .. }
@@ -755,4 +798,6 @@ pub enum InvalidInput {
     BadGroupSetting { field: String, why: String },
     #[error("consumer group checkpoint: {why}")]
     BadGroupCheckpoint { why: String },
+    #[error("{max} consumer groups exist, the most there may be; delete one first")]
+    TooManyGroups { max: usize },
 }

@@ -87,12 +87,45 @@ impl GroupSettings {
             max_in_flight: self.max_in_flight,
             max_consumers: self.max_consumers,
             checkpoint_interval_ms: self.checkpoint_interval_ms,
-            strategy: match self.strategy {
-                GroupStrategy::RoundRobin => proto::GroupStrategy::RoundRobin,
-                GroupStrategy::Ordered => proto::GroupStrategy::Ordered,
-            }
-            .into(),
+            strategy: Some(strategy_to_proto(self.strategy)),
             filter: self.filter.as_ref().map(Into::into),
+        }
+    }
+}
+
+fn strategy_to_proto(strategy: GroupStrategy) -> i32 {
+    match strategy {
+        GroupStrategy::RoundRobin => proto::GroupStrategy::RoundRobin,
+        GroupStrategy::Ordered => proto::GroupStrategy::Ordered,
+    }
+    .into()
+}
+
+/// The settings [`Client::update_group`] changes (`None`: as it is). The leader's running
+/// dispatcher takes them at once. The strategy cannot change: one given that is not the
+/// group's own is refused (`Error::InvalidArgument`), as the source, filter and start are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupUpdate {
+    pub message_timeout_ms: Option<u64>,
+    pub max_retries: Option<u32>,
+    pub max_in_flight: Option<u32>,
+    pub max_consumers: Option<u32>,
+    pub checkpoint_interval_ms: Option<u64>,
+    pub strategy: Option<GroupStrategy>,
+}
+
+impl GroupUpdate {
+    fn to_proto(&self) -> proto::GroupSettings {
+        proto::GroupSettings {
+            source: String::new(),
+            start: None,
+            message_timeout_ms: self.message_timeout_ms,
+            max_retries: self.max_retries,
+            max_in_flight: self.max_in_flight,
+            max_consumers: self.max_consumers,
+            checkpoint_interval_ms: self.checkpoint_interval_ms,
+            strategy: self.strategy.map(strategy_to_proto),
+            filter: None,
         }
     }
 }
@@ -212,15 +245,17 @@ impl Client {
         .await
     }
 
-    /// New settings for a group (its source cannot change); its consumers reconnect.
+    /// Changes the settings `update` gives, through Raft; the leader's dispatcher takes them
+    /// at once and its consumers stay connected. Nothing to change, a bad value or a setting
+    /// that cannot change is `Error::InvalidArgument` (nothing changed).
     pub async fn update_group(
         &self,
         group: &str,
-        settings: &GroupSettings,
+        update: &GroupUpdate,
     ) -> Result<proto::GroupChangeResponse, Error> {
         let request = proto::UpdateGroupRequest {
             group: group.to_owned(),
-            settings: Some(settings.to_proto()),
+            settings: Some(update.to_proto()),
             id: Uuid::now_v7().to_string(),
         };
         self.group_call("update group", group, |mut c| {

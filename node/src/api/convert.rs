@@ -12,8 +12,8 @@ use cairn_client::proto;
 use cairn_raft_store::limits::validate_stream_name;
 use cairn_raft_store::{
     Append, AppendCondition, AppendPosition, ContentType, ExpectedRevision, GroupSettings,
-    GroupStart, GroupStrategy, MultiAppend, MultiPosition, NewEvent, Query, QueryItem,
-    RecordedEvent, SourceFilter, StreamAppend, DCB_STREAM,
+    GroupSettingsChange, GroupStart, GroupStrategy, MultiAppend, MultiPosition, NewEvent, Query,
+    QueryItem, RecordedEvent, SourceFilter, StreamAppend, DCB_STREAM,
 };
 use tonic::Status;
 use uuid::Uuid;
@@ -257,16 +257,7 @@ pub fn group_settings_from_proto(
 ) -> Result<GroupSettings, Status> {
     let settings = settings.ok_or_else(|| invalid("settings", "missing"))?;
     let defaults = GroupSettings::default();
-    let strategy = match proto::GroupStrategy::try_from(settings.strategy) {
-        Ok(proto::GroupStrategy::RoundRobin) => GroupStrategy::RoundRobin,
-        Ok(proto::GroupStrategy::Ordered) => GroupStrategy::Ordered,
-        Err(_) => {
-            return Err(invalid(
-                "settings.strategy",
-                format!("unknown value {}", settings.strategy),
-            ))
-        }
-    };
+    let strategy = strategy_from_proto(settings.strategy.unwrap_or_default())?;
     Ok(GroupSettings {
         source: settings.source,
         start: match settings.start {
@@ -288,6 +279,84 @@ pub fn group_settings_from_proto(
     })
 }
 
+/// A `$all` filter in the store's terms (empty parts are absent).
+pub fn source_filter(filter: &proto::SubscriptionFilter) -> SourceFilter {
+    let part = |s: &String| (!s.is_empty()).then(|| s.clone());
+    SourceFilter {
+        stream_prefix: part(&filter.stream_prefix),
+        event_type_prefix: part(&filter.event_type_prefix),
+        event_type_regex: part(&filter.event_type_regex),
+    }
+}
+
+/// A group strategy from the wire; an unknown value is INVALID_ARGUMENT.
+pub fn strategy_from_proto(strategy: i32) -> Result<GroupStrategy, Status> {
+    match proto::GroupStrategy::try_from(strategy) {
+        Ok(proto::GroupStrategy::RoundRobin) => Ok(GroupStrategy::RoundRobin),
+        Ok(proto::GroupStrategy::Ordered) => Ok(GroupStrategy::Ordered),
+        Err(_) => Err(invalid(
+            "settings.strategy",
+            format!("unknown value {strategy}"),
+        )),
+    }
+}
+
+/// An update's settings: the change they make to `current` (the leader's committed state,
+/// read only to refuse what cannot change; the change is merged at apply). Each setting
+/// given that cannot change and differs is INVALID_ARGUMENT naming it.
+pub fn group_change_from_proto(
+    settings: Option<proto::GroupSettings>,
+    current: &GroupSettings,
+    current_filter: Option<&SourceFilter>,
+) -> Result<GroupSettingsChange, Status> {
+    let settings = settings.ok_or_else(|| invalid("settings", "missing"))?;
+    let fixed = |field: &str, why: &str| {
+        invalid(
+            &format!("settings.{field}"),
+            format!("{why} cannot change (delete the group and create it again)"),
+        )
+    };
+    if !settings.source.is_empty() && settings.source != current.source {
+        return Err(fixed(
+            "source",
+            &format!("the group reads {:?}; its source", current.source),
+        ));
+    }
+    if settings.start.is_some() {
+        return Err(fixed("start", "a group's place in its source"));
+    }
+    if let Some(filter) = &settings.filter {
+        let given = source_filter(filter);
+        if cairn_raft_store::filter::normalized(&given).as_ref() != current_filter {
+            return Err(fixed("filter", "a group's filter"));
+        }
+    }
+    if let Some(strategy) = settings.strategy {
+        if strategy_from_proto(strategy)? != current.strategy {
+            return Err(fixed(
+                "strategy",
+                "the strategy (events in flight were handed out by the old one, so an \
+                 ordered group's order could not be kept across the change)",
+            ));
+        }
+    }
+    let change = GroupSettingsChange {
+        message_timeout_ms: settings.message_timeout_ms,
+        max_retries: settings.max_retries,
+        max_in_flight: settings.max_in_flight,
+        max_consumers: settings.max_consumers,
+        checkpoint_interval_ms: settings.checkpoint_interval_ms,
+    };
+    if change.is_empty() {
+        return Err(invalid(
+            "settings",
+            "no setting to change (message timeout, max retries, max in flight, max \
+             consumers, checkpoint interval)",
+        ));
+    }
+    Ok(change)
+}
+
 /// A group's settings and filter on the wire (a stored group's start is always a key).
 pub fn group_settings_to_proto(
     settings: &GroupSettings,
@@ -306,11 +375,13 @@ pub fn group_settings_to_proto(
         max_in_flight: Some(settings.max_in_flight),
         max_consumers: Some(settings.max_consumers),
         checkpoint_interval_ms: Some(settings.checkpoint_interval_ms),
-        strategy: match settings.strategy {
-            GroupStrategy::RoundRobin => proto::GroupStrategy::RoundRobin,
-            GroupStrategy::Ordered => proto::GroupStrategy::Ordered,
-        }
-        .into(),
+        strategy: Some(
+            match settings.strategy {
+                GroupStrategy::RoundRobin => proto::GroupStrategy::RoundRobin,
+                GroupStrategy::Ordered => proto::GroupStrategy::Ordered,
+            }
+            .into(),
+        ),
         filter: filter.map(|f| proto::SubscriptionFilter {
             stream_prefix: part(&f.stream_prefix),
             event_type_prefix: part(&f.event_type_prefix),

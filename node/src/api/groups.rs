@@ -24,17 +24,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use super::convert::{group_settings_from_proto, group_settings_to_proto};
+use super::convert::{
+    group_change_from_proto, group_settings_from_proto, group_settings_to_proto, source_filter,
+};
 use super::lifecycle::now_unix_ms;
 use super::status::{self, invalid, invalid_input};
-use super::subscribe;
 use super::{not_leader, NodeContext};
 use crate::auth::{self, Action};
 use crate::error::NodeError;
 use crate::groups::{propose_group, Control, GroupStats, Groups};
 
-/// Groups listed by one `ListGroups` call, at most.
-pub const MAX_LISTED_GROUPS: usize = 1_000;
+/// Groups listed by one `ListGroups` call, at most: every group there may be.
+pub const MAX_LISTED_GROUPS: usize = cairn_raft_store::consumer_group::MAX_GROUPS;
 
 pub struct GroupsService {
     ctx: Arc<NodeContext>,
@@ -182,7 +183,7 @@ fn wire_filter(settings: &Option<proto::GroupSettings>) -> Option<SourceFilter> 
     settings
         .as_ref()
         .and_then(|s| s.filter.as_ref())
-        .map(subscribe::source_filter)
+        .map(source_filter)
         .and_then(|f| normalized(&f))
 }
 
@@ -224,27 +225,35 @@ impl GroupsApi for GroupsService {
         &self,
         request: Request<proto::UpdateGroupRequest>,
     ) -> Result<Response<proto::GroupChangeResponse>, Status> {
+        self.leader_only()?;
         let extensions = request.extensions().clone();
         let request = request.into_inner();
         checked_name(&request.group)?;
-        let settings = group_settings_from_proto(request.settings)?;
-        validate_settings(&settings).map_err(|e| invalid_input(&e))?;
-        self.may_on_group(&extensions, &[Action::Groups], &request.group)?;
-        self.may(&extensions, &[Action::Groups], &settings.source)?;
+        let current = match self.ctx.reader.consumer_group(&request.group) {
+            Ok(Some((state, _))) if !state.deleted => state,
+            Ok(_) => {
+                return Err(NodeError::GroupNotFound {
+                    group: request.group,
+                }
+                .into())
+            }
+            Err(e) => return Err(status::status(&e)),
+        };
+        // An update cannot move a group to another source: `groups` on this one suffices.
+        self.may(&extensions, &[Action::Groups], &current.settings.source)?;
+        let change =
+            group_change_from_proto(request.settings, &current.settings, current.filter.as_ref())?;
+        validate_settings(&change.applied_to(&current.settings)).map_err(|e| invalid_input(&e))?;
         let group = request.group.clone();
         let command = GroupCommand::Update {
             group: request.group,
-            settings,
+            change,
             id: command_id(&request.id)?,
             created_unix_ms: now_unix_ms(),
         };
         let answer = self.change(command).await?;
-        // Its consumers reconnect and find the new settings.
-        let closed = NodeError::GroupClosed {
-            group: group.clone(),
-            reason: "its settings changed".into(),
-        };
-        self.groups.tell(&group, Control::Stop(closed.into())).await;
+        // The running dispatcher takes the committed settings; its consumers stay.
+        self.groups.tell(&group, Control::Reload).await;
         Ok(Response::new(answer))
     }
 

@@ -90,7 +90,9 @@ pub fn invalid_input(e: &InvalidInput) -> Status {
         InvalidInput::MetadataOutOfRange { .. }
         | InvalidInput::CustomMetadataTooLarge { .. }
         | InvalidInput::CustomMetadataNotAnObject { .. } => "metadata".to_owned(),
-        InvalidInput::BadGroupName { .. } => "group".to_owned(),
+        InvalidInput::BadGroupName { .. } | InvalidInput::TooManyGroups { .. } => {
+            "group".to_owned()
+        }
         InvalidInput::BadGroupSetting { .. } => "settings".to_owned(),
         InvalidInput::BadGroupCheckpoint { .. } => "checkpoint".to_owned(),
     };
@@ -134,7 +136,11 @@ impl GrpcCode for StoreError {
 
 impl GrpcCode for InvalidInput {
     fn code(&self) -> Code {
-        Code::InvalidArgument
+        match self {
+            // Not a bad request: the cluster is at its limit (`MAX_GROUPS`).
+            InvalidInput::TooManyGroups { .. } => Code::ResourceExhausted,
+            _ => Code::InvalidArgument,
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! `cairn group create|list|info|delete|replay-parked` and `cairn consume GROUP`.
+//! `cairn group create|update|list|info|delete|replay-parked` and `cairn consume GROUP`.
 //!
 //! Exit status as for streams: an unknown group is 4 (not found), creating a group that
 //! exists is 3 (like appending with `--expected no-stream` to a stream that exists), bad
@@ -7,7 +7,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use cairn_client::{proto, ConsumerMessage, GroupSettings, GroupStart, GroupStrategy, NackAction};
+use cairn_client::{
+    proto, ConsumerMessage, GroupSettings, GroupStart, GroupStrategy, GroupUpdate, NackAction,
+};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::output::{event_json, event_text, fail, usage};
@@ -24,6 +26,9 @@ pub struct GroupArgs {
 pub enum GroupCommand {
     /// Create a consumer group on a stream, '$all' or an index ('$ce-…', '$et-…', '$tag-…').
     Create(CreateArgs),
+    /// Change a group's settings (message timeout, max retries, max in flight, max
+    /// consumers, checkpoint interval); its running consumers take them at once.
+    Update(UpdateArgs),
     /// Every group with its checkpoint, lag, in flight, parked and consumers.
     List(ListArgs),
     /// One group's settings and figures.
@@ -56,6 +61,15 @@ pub struct CreateArgs {
     pub from: GroupStart,
     #[arg(long, value_enum, default_value = "round-robin")]
     pub strategy: Strategy,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[command(flatten)]
+    pub client: ClientOptions,
+}
+
+/// The settings `create` sets and `update` changes (absent: the default, or as it is).
+#[derive(Args, Debug)]
+pub struct SettingsArgs {
     /// Redeliver an event not acknowledged within this (default 30,000).
     #[arg(long, value_name = "MS")]
     pub message_timeout_ms: Option<u64>,
@@ -71,8 +85,26 @@ pub struct CreateArgs {
     /// How often progress is checkpointed through Raft (default 1,000).
     #[arg(long, value_name = "MS")]
     pub checkpoint_interval_ms: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    pub group: String,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Cannot change (an ordered group's order could not be kept across it): given and not
+    /// the group's own, the update is refused.
+    #[arg(long, value_enum)]
+    pub strategy: Option<Strategy>,
     #[command(flatten)]
     pub client: ClientOptions,
+}
+
+fn strategy(strategy: Strategy) -> GroupStrategy {
+    match strategy {
+        Strategy::RoundRobin => GroupStrategy::RoundRobin,
+        Strategy::Ordered => GroupStrategy::Ordered,
+    }
 }
 
 fn parse_start(text: &str) -> Result<GroupStart, String> {
@@ -123,6 +155,7 @@ pub struct ConsumeArgs {
 pub async fn run(args: GroupArgs) -> ExitCode {
     match args.command {
         GroupCommand::Create(args) => create(args).await,
+        GroupCommand::Update(args) => update(args).await,
         GroupCommand::List(args) => list(args).await,
         GroupCommand::Info(args) => info(args).await,
         GroupCommand::Delete(args) => change(args, "deleted").await,
@@ -141,15 +174,12 @@ async fn create(args: CreateArgs) -> ExitCode {
     let settings = GroupSettings {
         source: args.source,
         start: args.from,
-        message_timeout_ms: args.message_timeout_ms,
-        max_retries: args.max_retries,
-        max_in_flight: args.max_in_flight,
-        max_consumers: args.max_consumers,
-        checkpoint_interval_ms: args.checkpoint_interval_ms,
-        strategy: match args.strategy {
-            Strategy::RoundRobin => GroupStrategy::RoundRobin,
-            Strategy::Ordered => GroupStrategy::Ordered,
-        },
+        message_timeout_ms: args.settings.message_timeout_ms,
+        max_retries: args.settings.max_retries,
+        max_in_flight: args.settings.max_in_flight,
+        max_consumers: args.settings.max_consumers,
+        checkpoint_interval_ms: args.settings.checkpoint_interval_ms,
+        strategy: strategy(args.strategy),
         filter: args.filter.filter(),
     };
     match client.create_group(&args.group, &settings).await {
@@ -162,6 +192,42 @@ async fn create(args: CreateArgs) -> ExitCode {
         }
         Ok(_) => {
             println!("group {} created", args.group);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn update(args: UpdateArgs) -> ExitCode {
+    let s = &args.settings;
+    let change = GroupUpdate {
+        message_timeout_ms: s.message_timeout_ms,
+        max_retries: s.max_retries,
+        max_in_flight: s.max_in_flight,
+        max_consumers: s.max_consumers,
+        checkpoint_interval_ms: s.checkpoint_interval_ms,
+        strategy: args.strategy.map(strategy),
+    };
+    if change == GroupUpdate::default() {
+        return usage(
+            "nothing to change: give --message-timeout-ms, --max-retries, --max-in-flight, \
+             --max-consumers or --checkpoint-interval-ms",
+        );
+    }
+    let client = match super::connect(&args.client).await {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    match client.update_group(&args.group, &change).await {
+        Ok(_) if args.client.json => {
+            println!(
+                "{}",
+                serde_json::json!({ "group": args.group, "updated": true })
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            println!("group {} updated", args.group);
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
@@ -193,7 +259,7 @@ async fn change(args: NameArgs, what: &str) -> ExitCode {
 
 fn info_json(info: &proto::GroupInfoResponse) -> serde_json::Value {
     let settings = info.settings.clone().unwrap_or_default();
-    let strategy = if settings.strategy == proto::GroupStrategy::Ordered as i32 {
+    let strategy = if settings.strategy == Some(proto::GroupStrategy::Ordered as i32) {
         "ordered"
     } else {
         "round-robin"

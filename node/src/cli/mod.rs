@@ -69,7 +69,7 @@ enum Command {
     /// Remove what retention hides (max count, max age, truncate before, deletes) from every
     /// member and give the space back; prints each member's store size before and after.
     Scavenge(scavenge::ScavengeArgs),
-    /// Consumer groups: create, list, info, delete, replay-parked.
+    /// Consumer groups: create, update, list, info, delete, replay-parked.
     Group(group::GroupArgs),
     /// Join a consumer group: print each event and acknowledge it.
     Consume(group::ConsumeArgs),

@@ -108,6 +108,10 @@ struct Item {
 struct Consumer {
     peer: String,
     out: mpsc::Sender<Result<proto::ConsumeResponse, Status>>,
+    /// The window it joined with: its channel has room for that many events (and its
+    /// rejections). A smaller max in flight applies to it at once, a larger one only up to
+    /// this (consumers that join after get all of it).
+    joined_window: usize,
     in_flight: HashMap<Uuid, Key>,
     acked: u64,
 }
@@ -404,6 +408,31 @@ impl Dispatcher {
             }
             Control::ReplayTo(to) => self.replay_to = self.replay_to.max(to),
             Control::Stop(status) => self.stop = Some(status),
+            Control::Reload => self.reload(),
+        }
+    }
+
+    /// Takes the group's committed settings (an update was applied): message timeout, max
+    /// retries and checkpoint interval from the next use on, max in flight at the next
+    /// hand-out (up to each consumer's joined window), max consumers at the next join. A
+    /// group deleted or created again since is not this one: the dispatcher stops.
+    fn reload(&mut self) {
+        match self.ctx.reader.consumer_group(&self.group) {
+            Ok(Some((state, _)))
+                if !state.deleted && state.incarnation == self.state.incarnation =>
+            {
+                tracing::info!(group = %self.group, settings = ?state.settings, "consumer group settings changed");
+                self.state.settings = state.settings;
+            }
+            Ok(_) => {
+                self.stop = Some(
+                    NodeError::GroupNotFound {
+                        group: self.group.clone(),
+                    }
+                    .into(),
+                )
+            }
+            Err(e) => self.stop = Some(crate::api::status::status(&e)),
         }
     }
 
@@ -432,6 +461,7 @@ impl Dispatcher {
             Consumer {
                 peer,
                 out: out_tx,
+                joined_window: window as usize,
                 in_flight: HashMap::new(),
                 acked: 0,
             },
@@ -703,7 +733,7 @@ impl Dispatcher {
                 .consumers
                 .range(self.last_served + 1..)
                 .chain(self.consumers.range(..=self.last_served))
-                .find(|(_, c)| c.in_flight.len() < window)
+                .find(|(_, c)| c.in_flight.len() < window.min(c.joined_window))
                 .map(|(&id, _)| id);
             let Some(consumer) = next_consumer else {
                 return;

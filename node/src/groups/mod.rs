@@ -58,6 +58,8 @@ pub enum Control {
     ReplayTo(u64),
     /// End every consumer's call with this status and stop.
     Stop(Status),
+    /// The group's settings changed (committed): take them from the applied state.
+    Reload,
 }
 
 /// What a dispatcher gives a consumer it admits: its id, and where its messages come from.

@@ -524,3 +524,71 @@ fn passwords_grant_revocations_removals_and_expiry_hold_on_every_node() {
     );
     assert_eq!(rt.block_on(events_of(&cluster, "orders-1")), written);
 }
+
+/// Consumer groups are a way to read their source: beside `groups` on every name, creating
+/// or consuming one needs `read` on its source, as a subscription to it would. A user who
+/// may read `orders-` only can use a group on `orders-1`, not one on `$all` (filtered to
+/// `orders-` or not), and a refused create creates nothing.
+#[test]
+fn a_consumer_group_needs_read_on_its_source() {
+    let rt = runtime();
+    let cluster = TestCluster::start_with_tls(3);
+    rt.block_on(cluster.wait_for_leader());
+    let admin = cluster.tls().expect("tls").admin_token().to_owned();
+    let admin_ok = |args: &[&str]| {
+        let out = cairn(&cluster, Some(&admin), args);
+        assert_eq!(exit(&out), Some(0), "{args:?}: {out:?}");
+    };
+    admin_ok(&["append", "orders-1", "--data", "{}"]);
+    admin_ok(&["group", "create", "on-stream", "--stream", "orders-1"]);
+    admin_ok(&[
+        "group",
+        "create",
+        "on-all",
+        "--stream",
+        "$all",
+        "--stream-prefix",
+        "orders-",
+    ]);
+    let worker = user_with_grant(&cluster, "worker", "read", "orders-");
+    admin_ok(&["grant", "worker", "groups", "*"]);
+
+    let refused = [
+        vec!["consume", "on-all", "--count", "1"],
+        vec![
+            "group",
+            "create",
+            "mine",
+            "--stream",
+            "$all",
+            "--stream-prefix",
+            "orders-",
+        ],
+    ];
+    for args in refused {
+        let out = cairn(&cluster, Some(&worker), &args);
+        assert_eq!(exit(&out), Some(6), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("read"), "{args:?}: {stderr}");
+    }
+    let gone = cairn(&cluster, Some(&admin), &["group", "info", "mine"]);
+    assert_eq!(
+        exit(&gone),
+        Some(4),
+        "the refused create created nothing: {gone:?}"
+    );
+
+    let consumed = cairn(
+        &cluster,
+        Some(&worker),
+        &["consume", "on-stream", "--count", "1", "--json"],
+    );
+    assert_eq!(exit(&consumed), Some(0), "{consumed:?}");
+    assert!(stdout(&consumed).contains("orders-1"), "{consumed:?}");
+    let created = cairn(
+        &cluster,
+        Some(&worker),
+        &["group", "create", "mine", "--stream", "orders-1"],
+    );
+    assert_eq!(exit(&created), Some(0), "{created:?}");
+}

@@ -579,3 +579,124 @@ fn groups_on_all_deliver_what_their_filter_passes_and_system_streams_only_when_a
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].0, "$$orders-1", "{got:?}");
 }
+
+/// The next event a consumer receives (rejections are a test failure here).
+async fn next_event(consumer: &mut cairn_client::Consumer) -> cairn_client::GroupEvent {
+    match tokio::time::timeout(CONSUME_WAIT, consumer.next()).await {
+        Ok(Ok(cairn_client::ConsumerMessage::Event(event))) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[test]
+fn group_update_changes_a_live_group_and_refuses_what_cannot_change() {
+    let cluster = TestCluster::start(3);
+    runtime().block_on(cluster.wait_for_leader());
+    let endpoints = cluster.endpoints().join(",");
+    runtime().block_on(async {
+        let client = cluster.client();
+        for i in 0..6 {
+            let event = EventData::json("Placed", &serde_json::json!({ "i": i })).expect("event");
+            client
+                .append("orders-1", ExpectedRevision::Any, vec![event])
+                .await
+                .expect("append");
+        }
+    });
+    let created = cairn(
+        &endpoints,
+        &[
+            "group",
+            "create",
+            "billing",
+            "--stream",
+            "orders-1",
+            "--max-in-flight",
+            "3",
+        ],
+    );
+    assert_eq!(code(&created), Some(0), "{created:?}");
+    let settings = |endpoints: &str| {
+        let info = lines(&cairn(endpoints, &["group", "info", "billing", "--json"]));
+        (
+            info[0]["max_in_flight"].as_u64(),
+            info[0]["max_retries"].as_u64(),
+            info[0]["strategy"].as_str().map(str::to_owned),
+        )
+    };
+
+    // Refused, and nothing changes: no setting, a strategy change, a bad value, no group.
+    for (args, exit, says) in [
+        (vec!["group", "update", "billing"], 2, "nothing to change"),
+        (
+            vec!["group", "update", "billing", "--strategy", "ordered"],
+            2,
+            "cannot change",
+        ),
+        (
+            vec!["group", "update", "billing", "--max-in-flight", "0"],
+            2,
+            "max in flight",
+        ),
+        (
+            vec!["group", "update", "nobody", "--max-retries", "1"],
+            4,
+            "not found",
+        ),
+    ] {
+        let out = cairn(&endpoints, &args);
+        assert_eq!(code(&out), Some(exit), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        settings(&endpoints),
+        (Some(3), Some(10), Some("round-robin".to_owned()))
+    );
+
+    runtime().block_on(async {
+        // A consumer takes its window of three and holds them.
+        let mut consumer = cluster.client().consume("billing").await.expect("consume");
+        let joined_as = consumer.consumer_id();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(next_event(&mut consumer).await.event.id);
+        }
+        // The window shrinks to one while it is connected: once it acknowledges those, one
+        // event is in flight to it at a time, on the same connection.
+        let updated = cairn(
+            &endpoints,
+            &[
+                "group",
+                "update",
+                "billing",
+                "--max-in-flight",
+                "1",
+                "--max-retries",
+                "4",
+            ],
+        );
+        assert_eq!(code(&updated), Some(0), "{updated:?}");
+        assert_eq!(
+            settings(&endpoints),
+            (Some(1), Some(4), Some("round-robin".to_owned())),
+            "only the settings given changed"
+        );
+        consumer.ack(&held).await.expect("ack");
+        let fourth = next_event(&mut consumer).await;
+        assert_eq!(fourth.event.revision, 3);
+        let info = cluster.client().group_info("billing").await.expect("info");
+        assert_eq!(info.in_flight, 1, "{info:?}");
+        let ids: Vec<u64> = info.consumers.iter().map(|c| c.id).collect();
+        assert_eq!(
+            ids,
+            vec![joined_as.expect("an id")],
+            "the consumer stayed: {info:?}"
+        );
+        assert_eq!(consumer.consumer_id(), joined_as);
+        consumer.ack(&[fourth.event.id]).await.expect("ack");
+        let fifth = next_event(&mut consumer).await;
+        assert_eq!(fifth.event.revision, 4);
+        consumer.close().await;
+    });
+}

@@ -2,12 +2,12 @@
 //! events in a readable stream, and state that survives a snapshot install.
 
 use cairn_raft_store::consumer_group::{
-    parked_stream, ParkedRecord, CHECKPOINT_EVENT_TYPE, PARKED_EVENT_TYPE,
+    parked_stream, ParkedRecord, CHECKPOINT_EVENT_TYPE, MAX_GROUPS, PARKED_EVENT_TYPE,
 };
 use cairn_raft_store::{
     Command, Entry, EntryPayload, ExpectedRevision as E, GroupCheckpoint, GroupCommand,
-    GroupCursor, GroupResult, GroupSettings, GroupStart, InvalidInput, ParkedEvent, Response,
-    SourceFilter,
+    GroupCursor, GroupResult, GroupSettings, GroupSettingsChange, GroupStart, GroupStrategy,
+    InvalidInput, ParkedEvent, Response, SourceFilter,
 };
 use uuid::Uuid;
 
@@ -206,6 +206,148 @@ fn groups_are_created_once_and_bad_definitions_change_nothing() {
             assert!(written(&group(&mut s, old).await), "{name}");
             let (state, _) = s.store.reader.consumer_group("audit").unwrap().unwrap();
             assert_eq!(state.filter, None, "{name}");
+        })
+    }
+}
+
+fn update(name: &str, change: GroupSettingsChange) -> GroupCommand {
+    GroupCommand::Update {
+        group: name.to_owned(),
+        change,
+        id: Uuid::new_v4(),
+        created_unix_ms: T0,
+    }
+}
+
+#[test]
+fn an_update_changes_only_the_settings_it_names_and_keeps_the_checkpoint() {
+    for (name, make) in both() {
+        run(async {
+            let mut s = make();
+            s.apply(append("a", E::Any, events(20))).await;
+            let ordered = GroupSettings {
+                strategy: GroupStrategy::Ordered,
+                ..settings("a", GroupStart::At(4))
+            };
+            assert!(written(&group(&mut s, create("g", ordered)).await));
+            let (before, _) = s.store.reader.consumer_group("g").unwrap().unwrap();
+            let all_before = s.all().len();
+            // Nothing named, a bad value, a product past the limit, no such group: refused,
+            // nothing written.
+            let refused = [
+                update("g", GroupSettingsChange::default()),
+                update(
+                    "g",
+                    GroupSettingsChange {
+                        max_in_flight: Some(0),
+                        ..Default::default()
+                    },
+                ),
+                update(
+                    "g",
+                    GroupSettingsChange {
+                        max_in_flight: Some(10_000),
+                        max_consumers: Some(1_000),
+                        ..Default::default()
+                    },
+                ),
+            ];
+            for command in refused {
+                let result = group(&mut s, command.clone()).await;
+                assert!(
+                    matches!(result, GroupResult::Rejected(_)),
+                    "{name}: {command:?} -> {result:?}"
+                );
+            }
+            let unknown = update(
+                "nobody",
+                GroupSettingsChange {
+                    max_retries: Some(1),
+                    ..Default::default()
+                },
+            );
+            assert_eq!(group(&mut s, unknown).await, GroupResult::NotFound);
+            assert_eq!(
+                s.all().len(),
+                all_before,
+                "{name}: refused updates wrote nothing"
+            );
+
+            // Two updates of different settings both hold (merged at apply).
+            for change in [
+                GroupSettingsChange {
+                    max_in_flight: Some(3),
+                    ..Default::default()
+                },
+                GroupSettingsChange {
+                    message_timeout_ms: Some(500),
+                    ..Default::default()
+                },
+            ] {
+                assert!(written(&group(&mut s, update("g", change)).await), "{name}");
+            }
+            let (after, _) = s.store.reader.consumer_group("g").unwrap().unwrap();
+            assert_eq!(
+                after.settings,
+                GroupSettings {
+                    max_in_flight: 3,
+                    message_timeout_ms: 500,
+                    ..before.settings.clone()
+                },
+                "{name}"
+            );
+            assert_eq!(after.checkpoint, before.checkpoint, "{name}");
+            assert_eq!(after.incarnation, before.incarnation, "{name}");
+        })
+    }
+}
+
+#[test]
+fn creates_past_the_group_limit_are_refused_until_one_is_deleted() {
+    for (name, make) in both() {
+        run(async {
+            let mut s = make();
+            // Every group there may be, in one apply (the batch's own creates count).
+            let entries: Vec<Entry> = (0..MAX_GROUPS)
+                .map(|i| {
+                    let entry = Entry {
+                        log_id: log_id(s.next_index),
+                        payload: EntryPayload::Normal(Command::ConsumerGroup(create(
+                            &format!("g{i:04}"),
+                            settings("$all", GroupStart::Start),
+                        ))),
+                    };
+                    s.next_index += 1;
+                    entry
+                })
+                .collect();
+            let results = s.sm().apply_entries(entries).await.expect("apply");
+            assert!(
+                results
+                    .iter()
+                    .all(|r| matches!(r, Response::ConsumerGroup(GroupResult::Written { .. }))),
+                "{name}"
+            );
+            let before = s.all().len();
+            let one_more = create("late", settings("$all", GroupStart::Start));
+            assert_eq!(
+                group(&mut s, one_more.clone()).await,
+                GroupResult::Rejected(InvalidInput::TooManyGroups { max: MAX_GROUPS }),
+                "{name}"
+            );
+            assert_eq!(
+                s.all().len(),
+                before,
+                "{name}: the refused create wrote nothing"
+            );
+            // A deleted group no longer counts.
+            assert!(written(&group(&mut s, delete("g0000")).await), "{name}");
+            assert!(written(&group(&mut s, one_more).await), "{name}");
+            let again = create("later", settings("$all", GroupStart::Start));
+            assert!(matches!(
+                group(&mut s, again).await,
+                GroupResult::Rejected(InvalidInput::TooManyGroups { .. })
+            ));
         })
     }
 }

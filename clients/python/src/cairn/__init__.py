@@ -30,11 +30,15 @@ from cairn.errors import (
     CairnError,
     ConditionFailed,
     EventIdReused,
+    GroupExists,
+    GroupFull,
+    GroupNotFound,
     IdempotencyConflict,
     InternalError,
     InvalidInput,
     NotAuthenticated,
     PermissionDenied,
+    ResourceExhausted,
     StreamDeleted,
     StreamNotFound,
     Unavailable,
@@ -57,6 +61,19 @@ from cairn.events import (
     parse_expected,
     tag_index,
     uuid7,
+)
+from cairn.groups import (
+    CONSUMER_CLOSE_TIMEOUT_S,
+    CONSUMER_RECONNECT_ATTEMPTS,
+    AckRejected,
+    AsyncConsumer,
+    GroupConsumer,
+    GroupEvent,
+    GroupInfo,
+    GroupSettings,
+    GroupStrategy,
+    GroupUpdate,
+    NackAction,
 )
 from cairn.lifecycle import StreamMetadata, StreamMetadataState
 from cairn.options import (
@@ -88,7 +105,7 @@ from cairn.subscription import (
     FellBehind,
     SubscriptionMessage,
 )
-from cairn.sync import Client, ReadStream, Subscription
+from cairn.sync import Client, Consumer, ReadStream, Subscription
 
 __all__ = [
     "DCB_STREAM", "MAX_QUERY_ITEMS", "MAX_QUERY_ITEM_VALUES", "MAX_TAGS_PER_EVENT",
@@ -108,4 +125,8 @@ __all__ = [
     "StreamDeleted", "StreamNotFound", "StreamState", "Subscription", "SubscriptionFilter",
     "SubscriptionMessage", "Unavailable", "WrongExpectedVersion", "parse_expected",
     "read_profile", "resolve_endpoints", "resolve_tls_ca", "resolve_token", "uuid7",
+    "CONSUMER_CLOSE_TIMEOUT_S", "CONSUMER_RECONNECT_ATTEMPTS", "AckRejected", "AsyncConsumer",
+    "Consumer", "GroupConsumer", "GroupEvent", "GroupExists", "GroupFull", "GroupInfo",
+    "GroupNotFound", "GroupSettings", "GroupStrategy", "GroupUpdate", "NackAction",
+    "ResourceExhausted",
 ]

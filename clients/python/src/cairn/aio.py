@@ -47,6 +47,13 @@ from cairn.events import (
     u64,
     uuid7,
 )
+from cairn.groups import (
+    AsyncConsumer,
+    GroupInfo,
+    GroupSettings,
+    GroupUpdate,
+    group_error,
+)
 from cairn.lifecycle import StreamMetadata, StreamMetadataState
 from cairn.options import (
     Direction,
@@ -584,6 +591,77 @@ class AsyncClient:
         subscription = AsyncSubscription(self, stream, options)
         await subscription.open()
         return subscription
+
+    async def create_group(
+        self, group: str, settings: GroupSettings, *, timeout: Optional[float] = None
+    ) -> None:
+        """Creates a consumer group (at the leader, through Raft). :class:`~cairn.GroupExists`
+        if it exists; bad settings are :class:`~cairn.InvalidInput` naming the setting;
+        :class:`~cairn.GroupFull` at the cluster's most groups. Safe to retry (the request
+        carries an id the client makes once)."""
+        request = pb.CreateGroupRequest(
+            group=group, settings=settings.to_proto(), id=str(uuid7())
+        )
+        await self._group_call("create group", group, "CreateGroup", request, timeout)
+
+    async def update_group(
+        self, group: str, update: GroupUpdate, *, timeout: Optional[float] = None
+    ) -> None:
+        """Changes the settings ``update`` gives; the leader's running dispatcher takes them
+        at once and its consumers stay connected. Nothing named, a bad value, or a strategy
+        other than the group's is :class:`~cairn.InvalidInput` (nothing changed)."""
+        request = pb.UpdateGroupRequest(group=group, settings=update.to_proto(), id=str(uuid7()))
+        await self._group_call("update group", group, "UpdateGroup", request, timeout)
+
+    async def delete_group(self, group: str, *, timeout: Optional[float] = None) -> None:
+        """Deletes a group; its consumers end with :class:`~cairn.GroupNotFound`."""
+        request = pb.DeleteGroupRequest(group=group, id=str(uuid7()))
+        await self._group_call("delete group", group, "DeleteGroup", request, timeout)
+
+    async def replay_parked(self, group: str, *, timeout: Optional[float] = None) -> None:
+        """Delivers every event parked so far (in ``$parked-<group>``) once more."""
+        request = pb.ReplayParkedRequest(group=group, id=str(uuid7()))
+        await self._group_call("replay parked", group, "ReplayParked", request, timeout)
+
+    async def list_groups(self, *, timeout: Optional[float] = None) -> list[GroupInfo]:
+        """Every group with its settings and figures."""
+        response = await self._group_call(
+            "list groups", "", "ListGroups", pb.ListGroupsRequest(), timeout
+        )
+        return [GroupInfo.from_proto(info) for info in response.groups]
+
+    async def group_info(self, group: str, *, timeout: Optional[float] = None) -> GroupInfo:
+        """One group's settings, checkpoint, lag, in flight, parked and consumers."""
+        request = pb.GroupInfoRequest(group=group)
+        response = await self._group_call("group info", group, "GroupInfo", request, timeout)
+        return GroupInfo.from_proto(response)
+
+    async def consume(self, group: str) -> AsyncConsumer:
+        """Joins ``group`` as a consumer, at the leader. :class:`~cairn.GroupNotFound` if
+        there is no such group, :class:`~cairn.GroupFull` at its max consumers."""
+        consumer = AsyncConsumer(self, group)
+        await consumer.open()
+        return consumer
+
+    async def _group_call(
+        self, what: str, group: str, method: str, request: Any, timeout: Optional[float]
+    ) -> Any:
+        """A leader-only group call with the append's retry rules; final answers in the
+        group's terms (:func:`cairn.groups.group_error`)."""
+        attempt_s = self._timeout(timeout)
+
+        async def call(channel: grpc.aio.Channel) -> Any:
+            return await getattr(pb_grpc.GroupsStub(channel), method)(request, timeout=attempt_s)
+
+        try:
+            response, node = await self._with_retries(
+                what, group, self._endpoints.leader_or_first(), NodePreference.LEADER,
+                call, attempt_s,
+            )
+        except CairnError as err:
+            raise group_error(err, group) from None
+        self._endpoints.leader = node
+        return response
 
     async def status(self, *, timeout: Optional[float] = None) -> ClusterStatus:
         """The cluster as the first node that answers sees it (endpoints in order, no pauses).

@@ -1,8 +1,8 @@
 """The client's exceptions, and how a failed gRPC call becomes one (or a reason to retry).
 
 The same classification as the Rust client (client/src/error.rs), against the node's one
-status mapping (node/src/api/status.rs): INVALID_ARGUMENT, ALREADY_EXISTS and NOT_FOUND are
-final answers; UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED and UNKNOWN mean "try again, here or
+status mapping (node/src/api/status.rs): INVALID_ARGUMENT, ALREADY_EXISTS, NOT_FOUND and
+RESOURCE_EXHAUSTED are final answers; UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED and UNKNOWN mean "try again, here or
 elsewhere"; FAILED_PRECONDITION means "not the leader" (the leader's URL in
 ``x-cairn-leader`` when known) and is followed internally; INTERNAL from a server is final.
 """
@@ -124,6 +124,30 @@ class Unavailable(CairnError):
         super().__init__(f"unavailable: {cause}")
 
 
+class ResourceExhausted(CairnError):
+    """The cluster is at one of its limits (RESOURCE_EXHAUSTED); nothing changed."""
+
+
+class GroupNotFound(CairnError):
+    """No consumer group of that name exists (or it was deleted)."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        super().__init__(f"consumer group {group!r} not found")
+
+
+class GroupExists(CairnError):
+    """A create of a consumer group that exists; nothing changed."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        super().__init__(f"consumer group {group!r} already exists")
+
+
+class GroupFull(ResourceExhausted):
+    """A group at its max consumers, or the cluster at its most groups; nothing changed."""
+
+
 class InternalError(CairnError):
     """Anything else, including answers from the server that break the contract."""
 
@@ -169,6 +193,8 @@ def classify(err: grpc.RpcError, stream: str) -> Failure:
         return StreamNotFound(stream)
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return NotAuthenticated(details)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(details)
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return PermissionDenied(details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:

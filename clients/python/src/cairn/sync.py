@@ -15,6 +15,14 @@ from cairn.aio import DEFAULT_REQUEST_TIMEOUT_MS, AsyncClient
 from cairn.cluster import ClusterStatus, Membership
 from cairn.dcb import AppendCondition, MultiAppendResult, Query, StreamAppend
 from cairn.errors import InvalidInput
+from cairn.groups import (
+    AsyncConsumer,
+    ConsumerMessage,
+    GroupInfo,
+    GroupSettings,
+    GroupUpdate,
+    NackAction,
+)
 from cairn.lifecycle import StreamMetadata, StreamMetadataState
 from cairn.events import ANY, AppendResult, EventData, ExpectedRevision, RecordedEvent
 from cairn.options import (
@@ -184,6 +192,53 @@ class Subscription(Iterator[SubscriptionMessage]):
         self._loop.call_soon(self._subscription.cancel)
 
     def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer(Iterator[ConsumerMessage]):
+    """A group's consumer as a blocking iterator of :class:`~cairn.GroupEvent` and
+    :class:`~cairn.AckRejected` (see :class:`cairn.groups.AsyncConsumer`). Close it (or use
+    ``with``) when done."""
+
+    def __init__(self, loop: _Loop, consumer: AsyncConsumer) -> None:
+        self._loop = loop
+        self._consumer = consumer
+
+    @property
+    def consumer_id(self) -> Optional[int]:
+        """The server's id for the current connection."""
+        return self._consumer.consumer_id
+
+    @property
+    def max_in_flight(self) -> Optional[int]:
+        """The window the consumer joined with: events in flight to it at most."""
+        return self._consumer.max_in_flight
+
+    def __iter__(self) -> Consumer:
+        return self
+
+    def __next__(self) -> ConsumerMessage:
+        try:
+            return self._loop.run(self._consumer.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def ack(self, ids: Sequence[Any]) -> None:
+        """See :meth:`cairn.groups.AsyncConsumer.ack`."""
+        self._loop.run(self._consumer.ack(ids))
+
+    def nack(self, ids: Sequence[Any], action: NackAction, reason: str = "") -> None:
+        """See :meth:`cairn.groups.AsyncConsumer.nack`."""
+        self._loop.run(self._consumer.nack(ids, action, reason))
+
+    def close(self) -> None:
+        """Ends the consumer; events it has not acknowledged go to other consumers."""
+        self._loop.run(self._consumer.close())
+
+    def __enter__(self) -> Consumer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -442,6 +497,38 @@ class Client:
             )
         )
         return Subscription(self._loop, subscription)
+
+    def create_group(
+        self, group: str, settings: GroupSettings, *, timeout: Optional[float] = None
+    ) -> None:
+        """See :meth:`cairn.aio.AsyncClient.create_group`."""
+        self._loop.run(self._async.create_group(group, settings, timeout=timeout))
+
+    def update_group(
+        self, group: str, update: GroupUpdate, *, timeout: Optional[float] = None
+    ) -> None:
+        """See :meth:`cairn.aio.AsyncClient.update_group`."""
+        self._loop.run(self._async.update_group(group, update, timeout=timeout))
+
+    def delete_group(self, group: str, *, timeout: Optional[float] = None) -> None:
+        """See :meth:`cairn.aio.AsyncClient.delete_group`."""
+        self._loop.run(self._async.delete_group(group, timeout=timeout))
+
+    def replay_parked(self, group: str, *, timeout: Optional[float] = None) -> None:
+        """See :meth:`cairn.aio.AsyncClient.replay_parked`."""
+        self._loop.run(self._async.replay_parked(group, timeout=timeout))
+
+    def list_groups(self, *, timeout: Optional[float] = None) -> list[GroupInfo]:
+        """See :meth:`cairn.aio.AsyncClient.list_groups`."""
+        return self._loop.run(self._async.list_groups(timeout=timeout))
+
+    def group_info(self, group: str, *, timeout: Optional[float] = None) -> GroupInfo:
+        """See :meth:`cairn.aio.AsyncClient.group_info`."""
+        return self._loop.run(self._async.group_info(group, timeout=timeout))
+
+    def consume(self, group: str) -> Consumer:
+        """See :meth:`cairn.aio.AsyncClient.consume`."""
+        return Consumer(self._loop, self._loop.run(self._async.consume(group)))
 
     def status(self, *, timeout: Optional[float] = None) -> ClusterStatus:
         """See :meth:`cairn.aio.AsyncClient.status`."""

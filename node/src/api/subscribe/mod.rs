@@ -14,11 +14,11 @@ use cairn_client::proto;
 use cairn_client::proto::subscribe_response::Message;
 use cairn_raft_store::filter::EventFilter;
 use cairn_raft_store::lifecycle::METASTREAM_PREFIX;
-use cairn_raft_store::{Direction, EventReader, IndexName, RecordedEvent, Retention, SourceFilter};
+use cairn_raft_store::{Direction, EventReader, IndexName, RecordedEvent, Retention};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
-use super::convert::recorded_to_proto;
+use super::convert::{recorded_to_proto, source_filter};
 use super::status::{invalid, status, status_in};
 use crate::error::NodeError;
 use crate::feed::{LiveFeed, LiveItem, HISTORY_PAGE_EVENTS};
@@ -65,16 +65,6 @@ impl Target {
 /// Server-side filter of a `$all` subscription: raft-store's [`EventFilter`], the one
 /// consumer groups on `$all` use too.
 pub type Filter = EventFilter;
-
-/// A request's filter in the store's terms (empty parts are absent).
-pub fn source_filter(filter: &proto::SubscriptionFilter) -> SourceFilter {
-    let part = |s: &String| (!s.is_empty()).then(|| s.clone());
-    SourceFilter {
-        stream_prefix: part(&filter.stream_prefix),
-        event_type_prefix: part(&filter.event_type_prefix),
-        event_type_regex: part(&filter.event_type_regex),
-    }
-}
 
 /// A subscription's filter, compiled; `None` when the request has no (non-empty) filter. A
 /// bad one is INVALID_ARGUMENT naming its part (`filter.event_type_regex`, ...).

@@ -3,12 +3,14 @@
 //! after the same idempotency check as an append, so a retried command is answered as
 //! already written.
 
+use std::collections::HashSet;
+
 use uuid::Uuid;
 
 use super::Applier;
 use crate::consumer_group::{
     self, forgotten, group_stream, parked_stream, validate_cursor, validate_filter, validate_name,
-    validate_settings, GroupState, ParkedRecord, Source, MAX_PARKED_PER_COMMAND,
+    validate_settings, GroupState, ParkedRecord, Source, MAX_GROUPS, MAX_PARKED_PER_COMMAND,
 };
 use crate::error::StoreError;
 use crate::types::{
@@ -41,6 +43,40 @@ impl Applier<'_> {
                 created_unix_ms,
             } => self.create_group(group, settings, None, id, created_unix_ms),
             GroupCommand::Update {
+                group,
+                change,
+                id,
+                created_unix_ms,
+            } => {
+                if change.is_empty() {
+                    return Ok(rejected(InvalidInput::BadGroupSetting {
+                        field: "settings".into(),
+                        why: "an update names no setting to change".into(),
+                    }));
+                }
+                if let Some(result) = self.retry(&group, id)? {
+                    return Ok(result);
+                }
+                let Some(current) = self.live_group(&group, None)? else {
+                    return self.retry_or(&group, id, GroupResult::NotFound);
+                };
+                let settings = change.applied_to(&current.settings);
+                if let Err(invalid) = validate_settings(&settings) {
+                    return Ok(rejected(invalid));
+                }
+                let next = GroupState {
+                    settings,
+                    ..current
+                };
+                self.record_group(
+                    &group,
+                    next,
+                    consumer_group::UPDATED_EVENT_TYPE,
+                    id,
+                    created_unix_ms,
+                )
+            }
+            GroupCommand::UpdateWhole {
                 group,
                 settings,
                 id,
@@ -196,6 +232,9 @@ impl Applier<'_> {
         if self.live_group(&group, None)?.is_some() {
             return Ok(GroupResult::AlreadyExists);
         }
+        if self.live_groups(MAX_GROUPS)? >= MAX_GROUPS {
+            return Ok(rejected(InvalidInput::TooManyGroups { max: MAX_GROUPS }));
+        }
         let end = self.source_end(&settings.source)?;
         let next = match settings.start {
             GroupStart::Start => 0,
@@ -293,6 +332,27 @@ impl Applier<'_> {
             None => consumer_group::load(self.disk, self.groups, group)?.map(|(state, _)| state),
         };
         Ok(state.filter(|s| !s.deleted && incarnation.is_none_or(|i| i == s.incarnation)))
+    }
+
+    /// How many groups are live (not deleted), counting at most `max` of those stored, with
+    /// this batch's changes (not yet in the keyspace) over them. A create reads the newest
+    /// event of each group stream in name order until `max` live ones: deleted groups'
+    /// streams are read too (creates are rare; the cost is in raft-store/DESIGN.md).
+    fn live_groups(&mut self, max: usize) -> Result<usize, StoreError> {
+        let pending = self.group_states.len();
+        let mut live: HashSet<String> =
+            consumer_group::list(self.disk, self.groups, max + pending)?
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+        for (name, state) in &self.group_states {
+            if state.deleted {
+                live.remove(name);
+            } else {
+                live.insert(name.clone());
+            }
+        }
+        Ok(live.len())
     }
 
     /// Where the source ends: the key its next event will get.
