@@ -15,7 +15,7 @@ use cairn_client::proto::cluster_server::ClusterServer;
 use cairn_client::proto::groups_server::GroupsServer;
 use cairn_client::proto::streams_server::StreamsServer;
 use cairn_raft_store::disk::Disk;
-use cairn_raft_store::{open_store, EventReader, Limits, NodeId, Raft};
+use cairn_raft_store::{open_store, AuthView, EventReader, Limits, NodeId, Raft};
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -119,6 +119,9 @@ pub struct Node {
     repair: Arc<Repair>,
     /// Reads this node's applied state directly (what the simulation's checker compares).
     pub reader: EventReader,
+    /// This node's applied security state, as its gate reads it (the simulation judges
+    /// tokens with it).
+    pub auth_view: AuthView,
     /// What this node counts (appends, subscriptions); `/metrics` renders it.
     pub metrics: Arc<NodeMetrics>,
     ctx: Arc<NodeContext>,
@@ -145,6 +148,7 @@ pub async fn start(
         "store opened"
     );
     let reader = store.reader.clone();
+    let auth_view = store.state_machine.auth_view();
     let reclaimer = store.reclaimer.clone();
     let auth = setup
         .admin_secret
@@ -218,6 +222,7 @@ pub async fn start(
         disk,
         repair,
         reader,
+        auth_view,
         metrics: ctx.metrics.clone(),
         ctx,
         peers_need_certificates: setup.peers_need_certificates,

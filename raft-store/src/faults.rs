@@ -38,6 +38,10 @@ pub struct Bugs {
     /// covers names it was never given for (`orders-` becomes `orders`, which `ordersX` too
     /// starts with).
     pub grant_wrong_prefix: bool,
+    /// Apply writes a new security state but does not tell the nodes' caches (`AuthView`)
+    /// that it changed: a node goes on authenticating with the state it read before (a
+    /// revoked token still works there).
+    pub auth_cache_not_invalidated: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -55,6 +59,7 @@ thread_local! {
         forget_repair: false,
         checkpoint_off_by_one: false,
         grant_wrong_prefix: false,
+        auth_cache_not_invalidated: false,
     }) };
 }
 

@@ -14,6 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cairn_node::auth::secrets::token_hash;
+use cairn_node::auth::Auth;
 use cairn_raft_store::auth::{Action, AuthChange, AuthCommand, AuthResult, Grant};
 use cairn_raft_store::{Command, Raft, Response};
 use uuid::Uuid;
@@ -35,6 +37,20 @@ pub const AUTH_PREFIXES: [&str; 4] = ["hot-", "cold-1-", "$all", "$ce-hot"];
 
 /// Finds the node that leads now, if any (the simulation's registry of running nodes).
 pub type LeaderFinder = Arc<dyn Fn() -> Option<Raft> + Send + Sync>;
+/// Each running node: its id, the last log index it applied, and its gate's authentication.
+pub type Judges = Arc<dyn Fn() -> Vec<(u64, u64, Arc<Auth>)> + Send + Sync>;
+
+/// What the admin reaches of the simulated cluster.
+#[derive(Clone)]
+pub struct Reach {
+    pub leader: LeaderFinder,
+    pub judges: Judges,
+}
+
+/// The text of the token the admin makes as `token_id` (only its hash is proposed).
+pub fn token_text(token_id: &str) -> String {
+    format!("sim-token-{token_id}")
+}
 
 /// What the admin believes holds (from acknowledged answers), to choose plausible changes.
 #[derive(Default)]
@@ -46,7 +62,7 @@ struct Believed {
 
 /// Runs the admin until `until_ms`: the bootstrap, the users, then random changes.
 pub async fn run_auth_admin(
-    leader: LeaderFinder,
+    reach: Reach,
     mut rng: SimRng,
     until_ms: u64,
     recorder: Recorder,
@@ -61,7 +77,7 @@ pub async fn run_auth_admin(
         // Each until it lands (or is refused): nothing else makes sense before.
         while now_ms() < until_ms {
             op += 1;
-            let outcome = change_once(&leader, &mut rng, op, change.clone(), &recorder).await;
+            let (outcome, _) = change_once(&reach, &mut rng, op, change.clone(), &recorder).await;
             if !matches!(outcome, AuthOutcome::Unknown { .. }) {
                 break;
             }
@@ -70,7 +86,14 @@ pub async fn run_auth_admin(
     while now_ms() < until_ms {
         let change = choose(&mut rng, &mut believed);
         op += 1;
-        let outcome = change_once(&leader, &mut rng, op, change.clone(), &recorder).await;
+        let (outcome, index) = change_once(&reach, &mut rng, op, change.clone(), &recorder).await;
+        if let (AuthOutcome::Ok { .. }, Some(index)) = (&outcome, index) {
+            if let AuthChangeRef::CreateToken { token_id, .. }
+            | AuthChangeRef::RevokeToken { token_id } = &change
+            {
+                probe(&reach, op, token_id, index, &recorder).await;
+            }
+        }
         if let AuthOutcome::Ok { .. } = outcome {
             match change {
                 AuthChangeRef::CreateToken { token_id, .. } => believed.tokens.push(token_id),
@@ -161,7 +184,7 @@ fn to_change(change: &AuthChangeRef) -> AuthChange {
     };
     match change {
         AuthChangeRef::Bootstrap => AuthChange::Bootstrap {
-            token_hash: "a".repeat(64),
+            token_hash: token_hash("sim-admin-secret"),
         },
         AuthChangeRef::AddUser { user } => AuthChange::AddUser {
             user: user.clone(),
@@ -170,7 +193,7 @@ fn to_change(change: &AuthChangeRef) -> AuthChange {
         AuthChangeRef::CreateToken { token_id, user } => AuthChange::CreateToken {
             token_id: token_id.clone(),
             user: user.clone(),
-            token_hash: format!("{:0>64}", token_id),
+            token_hash: token_hash(&token_text(token_id)),
             expires_unix_ms: None,
         },
         AuthChangeRef::RevokeToken { token_id } => AuthChange::RevokeToken {
@@ -195,21 +218,52 @@ fn to_change(change: &AuthChangeRef) -> AuthChange {
     }
 }
 
-/// Proposes `change` (up to `AUTH_ATTEMPTS` times, one id) and records how it ended.
+/// Every node that has applied the log up to `index` judges the token `token_id` with its
+/// gate's authentication, right away (the checker knows what each must answer).
+async fn probe(reach: &Reach, op: u64, token_id: &str, index: u64, recorder: &Recorder) {
+    let header = format!("Bearer {}", token_text(token_id));
+    let now_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    for (node, applied, auth) in (reach.judges)() {
+        if applied < index {
+            continue;
+        }
+        let accepted = auth
+            .authenticate(Some(header.as_bytes()), false, now_unix_ms)
+            .await
+            .is_ok();
+        record(
+            recorder,
+            Record::AuthProbe {
+                op,
+                at_ms: now_ms(),
+                node,
+                token_id: token_id.to_owned(),
+                accepted,
+            },
+        );
+    }
+}
+
+/// Proposes `change` (up to `AUTH_ATTEMPTS` times, one id) and records how it ended; the
+/// log index of the entry that answered, when one did.
 async fn change_once(
-    leader: &LeaderFinder,
+    reach: &Reach,
     rng: &mut SimRng,
     op: u64,
     change: AuthChangeRef,
     recorder: &Recorder,
-) -> AuthOutcome {
+) -> (AuthOutcome, Option<u64>) {
     let start_ms = now_ms();
     let id = rng.uuid();
     let mut outcome = AuthOutcome::Unknown {
         error: "no leader".into(),
     };
+    let mut index = None;
     for _ in 0..AUTH_ATTEMPTS {
-        outcome = propose(leader, id, &change).await;
+        (outcome, index) = propose(&reach.leader, id, &change).await;
         if !matches!(outcome, AuthOutcome::Unknown { .. }) {
             break;
         }
@@ -226,14 +280,17 @@ async fn change_once(
             outcome: outcome.clone(),
         },
     );
-    outcome
+    (outcome, index)
 }
 
-async fn propose(leader: &LeaderFinder, id: Uuid, change: &AuthChangeRef) -> AuthOutcome {
+async fn propose(
+    leader: &LeaderFinder,
+    id: Uuid,
+    change: &AuthChangeRef,
+) -> (AuthOutcome, Option<u64>) {
     let Some(raft) = leader() else {
-        return AuthOutcome::Unknown {
-            error: "no leader".into(),
-        };
+        let error = "no leader".into();
+        return (AuthOutcome::Unknown { error }, None);
     };
     let command = Command::Auth(AuthCommand {
         change: to_change(change),
@@ -245,23 +302,28 @@ async fn propose(leader: &LeaderFinder, id: Uuid, change: &AuthChangeRef) -> Aut
             .unwrap_or(0),
     });
     let write = raft.client_write(command);
-    match tokio::time::timeout(Duration::from_millis(AUTH_OP_TIMEOUT_MS), write).await {
-        Ok(Ok(written)) => match written.data {
-            Response::Auth(
-                AuthResult::Done { position } | AuthResult::AlreadyDone { position },
-            ) => AuthOutcome::Ok { position },
-            Response::Auth(AuthResult::Refused(refusal)) => AuthOutcome::Refused {
-                reason: refusal.to_string(),
-            },
-            other => AuthOutcome::Unknown {
-                error: format!("unexpected answer {other:?}"),
-            },
+    let written = match tokio::time::timeout(Duration::from_millis(AUTH_OP_TIMEOUT_MS), write).await
+    {
+        Ok(Ok(written)) => written,
+        Ok(Err(e)) => {
+            let error = e.to_string();
+            return (AuthOutcome::Unknown { error }, None);
+        }
+        Err(_) => {
+            let error = format!("no answer within {AUTH_OP_TIMEOUT_MS} ms");
+            return (AuthOutcome::Unknown { error }, None);
+        }
+    };
+    let outcome = match written.data {
+        Response::Auth(AuthResult::Done { position } | AuthResult::AlreadyDone { position }) => {
+            AuthOutcome::Ok { position }
+        }
+        Response::Auth(AuthResult::Refused(refusal)) => AuthOutcome::Refused {
+            reason: refusal.to_string(),
         },
-        Ok(Err(e)) => AuthOutcome::Unknown {
-            error: e.to_string(),
+        other => AuthOutcome::Unknown {
+            error: format!("unexpected answer {other:?}"),
         },
-        Err(_) => AuthOutcome::Unknown {
-            error: format!("no answer within {AUTH_OP_TIMEOUT_MS} ms"),
-        },
-    }
+    };
+    (outcome, Some(written.log_id.index))
 }

@@ -223,6 +223,16 @@ pub enum Record {
         #[serde(flatten)]
         outcome: AuthOutcome,
     },
+    /// Right after an acknowledged token change (op `op`: a create or a revoke), a node that
+    /// had applied it judged the token with its gate's authentication: `accepted` whether it
+    /// let the token in.
+    AuthProbe {
+        op: u64,
+        at_ms: u64,
+        node: u64,
+        token_id: String,
+        accepted: bool,
+    },
     /// A node's security states after the run: every event of its `$auth` stream, in order
     /// (reads of `$all` never show them, so `NodeLog` has a gap at each position).
     NodeAuth {

@@ -16,7 +16,7 @@ use cairn_raft_store::{Direction, EventReader, IndexName, Limits, Raft, Recorded
 use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 
-use crate::auth_admin::{run_auth_admin, LeaderFinder};
+use crate::auth_admin::{run_auth_admin, Judges, LeaderFinder, Reach};
 use crate::checker::{check, Report};
 use crate::consumers::{run_group_consumer, GROUP, GROUP_CONSUMERS};
 use crate::disk::SimDisk;
@@ -119,6 +119,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "forget-repair" => bugs.forget_repair = true,
         "checkpoint-off-by-one" => bugs.checkpoint_off_by_one = true,
         "grant-wrong-prefix" => bugs.grant_wrong_prefix = true,
+        "auth-cache-not-invalidated" => bugs.auth_cache_not_invalidated = true,
         _ => return None,
     }
     Some(bugs)
@@ -178,6 +179,8 @@ pub fn reproduction(seed: u64) -> String {
 struct NodeHandle {
     raft: Raft,
     reader: EventReader,
+    /// Authentication as this node's gate does it, from its applied security state.
+    auth: Arc<cairn_node::auth::Auth>,
 }
 
 type Registry = Arc<Mutex<BTreeMap<u64, NodeHandle>>>;
@@ -638,6 +641,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
                     NodeHandle {
                         raft: node.raft.clone(),
                         reader: node.reader.clone(),
+                        auth: cairn_node::auth::Auth::new(node.auth_view.clone()),
                     },
                 );
                 let incoming = crate::net::incoming().await?;
@@ -693,9 +697,25 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
                 .max_by_key(|(term, _)| *term)
                 .map(|(_, raft)| raft)
         });
+        let registry = cluster.registry.clone();
+        let judges: Judges = Arc::new(move || {
+            lock(&registry)
+                .iter()
+                .map(|(&id, handle)| {
+                    let metrics = handle.raft.metrics().borrow_watched().clone();
+                    let applied = metrics.last_applied.map_or(0, |l| l.index);
+                    (id, applied, handle.auth.clone())
+                })
+                .collect()
+        });
         sim.client(
             "admin",
-            run_auth_admin(leader, root.split(400), until_ms, recorder.clone()),
+            run_auth_admin(
+                Reach { leader, judges },
+                root.split(400),
+                until_ms,
+                recorder.clone(),
+            ),
         );
     }
 

@@ -339,6 +339,20 @@ fn users_tokens_and_grants_keep_their_promises_through_faults() {
                 .any(|r| matches!(r, Record::NodeAuth { .. })),
             "seed {seed}: no node's security state was dumped"
         );
+        let refusals = outcome
+            .history
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    Record::AuthProbe {
+                        accepted: false,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(refusals > 0, "seed {seed}: no node judged a revoked token");
     }
 }
 
@@ -369,6 +383,34 @@ fn finds_a_grant_stored_on_the_wrong_prefix() {
             .violations
             .iter()
             .any(|v| v.rule == cairn_simulation::checker::Rule::AuthState),
+        "{bug} was found by seed {seed} as something else: {report}"
+    );
+}
+
+/// Issue 17: a state machine that writes a new security state without telling the nodes'
+/// caches lets a revoked token in on a node that applied the revocation: `auth-verdict`.
+#[test]
+fn finds_a_security_cache_that_is_never_invalidated() {
+    let bug = "auth-cache-not-invalidated";
+    let bugs = bug_named(bug).expect("a known bug");
+    let found = (1..=SEEDS_TO_FIND_A_BUG).find_map(|seed| {
+        let outcome = run_seed(&SimConfig {
+            bugs,
+            auth: true,
+            ..SimConfig::new(seed)
+        });
+        let first = outcome.report.violations.first()?.clone();
+        Some((seed, first, outcome.report))
+    });
+    let Some((seed, first, report)) = found else {
+        panic!("the simulation did not find {bug} in {SEEDS_TO_FIND_A_BUG} seeds");
+    };
+    eprintln!("{bug} found by seed {seed}: {first}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.rule == cairn_simulation::checker::Rule::AuthVerdict),
         "{bug} was found by seed {seed} as something else: {report}"
     );
 }

@@ -152,7 +152,7 @@ impl<'a> Applier<'a> {
         if let Some(unflushed) = self.unflushed.as_mut() {
             unflushed.clear();
         }
-        if self.auth.take().is_some() {
+        if self.auth.take().is_some() && !crate::faults::active().auth_cache_not_invalidated {
             if let Some(generation) = self.auth_generation {
                 generation.fetch_add(1, Ordering::AcqRel);
             }

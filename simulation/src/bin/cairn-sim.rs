@@ -44,7 +44,7 @@ struct Args {
     check: Option<std::path::PathBuf>,
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
-    /// forget-repair, checkpoint-off-by-one (with --groups), grant-wrong-prefix (with --auth).
+    /// forget-repair, checkpoint-off-by-one (with --groups), grant-wrong-prefix, auth-cache-not-invalidated (with --auth).
     #[arg(long)]
     bug: Option<String>,
     /// Consumer-group consumers in the workload (an ordered group on $all; they crash

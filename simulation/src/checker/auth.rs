@@ -166,6 +166,44 @@ pub(super) fn check_auth(history: &[Record], sink: &mut Sink) {
     }
 }
 
+/// The `auth-verdict` rule: right after an acknowledged token change, every node that had
+/// applied it judges the token by it (a created token let in, a revoked one refused): the
+/// gate's cache of the state is the state applied, on every node.
+pub(super) fn check_probes(history: &[Record], sink: &mut Sink) {
+    let changes: HashMap<u64, &AuthChangeRef> = history
+        .iter()
+        .filter_map(|record| match record {
+            Record::AuthChange { op, change, .. } => Some((*op, change)),
+            _ => None,
+        })
+        .collect();
+    for record in history {
+        let Record::AuthProbe {
+            op,
+            at_ms,
+            node,
+            token_id,
+            accepted,
+        } = record
+        else {
+            continue;
+        };
+        let expected = match changes.get(op) {
+            Some(AuthChangeRef::CreateToken { .. }) => true,
+            Some(AuthChangeRef::RevokeToken { .. }) => false,
+            _ => continue,
+        };
+        if *accepted != expected {
+            sink.push(Rule::AuthVerdict, || {
+                let verdict = if *accepted { "let in" } else { "refused" };
+                format!(
+                    "at {at_ms}ms node {node}, which had applied auth change op {op}, {verdict} token {token_id}"
+                )
+            });
+        }
+    }
+}
+
 /// One node's sequence against the model, from the empty state. After a wrong state the
 /// replay goes on from the node's own, so one wrong change gives one violation.
 fn replay(
@@ -438,6 +476,26 @@ mod tests {
                 .any(|v| v.rule == Rule::PositionOrder),
             "{report}"
         );
+    }
+
+    #[test]
+    fn a_node_that_lets_a_revoked_token_in_after_applying_the_revocation_is_found() {
+        let probe = |op: u64, node: u64, accepted: bool| Record::AuthProbe {
+            op,
+            at_ms: op * 10 + 6,
+            node,
+            token_id: "t1".into(),
+            accepted,
+        };
+        let mut good = history(good_states());
+        good.extend([probe(3, 1, true), probe(3, 2, true), probe(5, 1, false)]);
+        let report = check(&good);
+        assert!(report.is_ok(), "{report}");
+        let mut bad = good.clone();
+        bad.push(probe(5, 2, true));
+        let report = check(&bad);
+        assert_eq!(rules(&bad), BTreeSet::from([Rule::AuthVerdict]), "{report}");
+        assert!(report.violations[0].detail.contains("node 2"), "{report}");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use agreement::{
     check_committed, check_convergence, check_heal, check_log_shape, check_panics, heal_to_write_ms,
 };
 use appends::{check_appends, check_multi_appends, with_multi_parts};
-use auth::{check_auth, hidden_positions};
+use auth::{check_auth, check_probes, hidden_positions};
 use groups::check_groups;
 use log::Log;
 use reads::{check_index_reads, check_node_indexes, check_reads, check_subscriptions};
@@ -164,6 +164,7 @@ pub fn check(history: &[Record]) -> Report {
     }
     check_groups(history, &log, &mut sink);
     check_auth(history, &mut sink);
+    check_probes(history, &mut sink);
     check_heal(history, &mut sink);
     check_panics(history, &mut sink);
 
@@ -213,6 +214,7 @@ fn count(history: &[Record]) -> Stats {
             | Record::NodeLog { .. }
             | Record::NodeIndex { .. }
             | Record::AuthChange { .. }
+            | Record::AuthProbe { .. }
             | Record::NodeAuth { .. }
             | Record::Panic { .. } => {}
         }

@@ -68,6 +68,10 @@ pub enum Rule {
     /// kept), a change stored that the state before must refuse, nodes holding different
     /// sequences, an acknowledged change missing or a refused one stored.
     AuthState,
+    /// Right after an acknowledged token change, a node that had applied it judged the token
+    /// otherwise: a revoked token let in, or a created one refused (its gate's cache of the
+    /// security state not what it applied).
+    AuthVerdict,
 }
 
 impl Rule {
@@ -96,6 +100,7 @@ impl Rule {
             Rule::GroupLost => "group-lost",
             Rule::GroupCheckpointForgot => "group-checkpoint-forgot",
             Rule::AuthState => "auth-state",
+            Rule::AuthVerdict => "auth-verdict",
         }
     }
 }
