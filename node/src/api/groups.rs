@@ -210,7 +210,11 @@ impl GroupsApi for GroupsService {
             .and_then(|()| validate_filter(&settings.source, filter.as_ref()))
             .map_err(|e| invalid_input(&e))?;
         // A group is a way to read its source: creating one needs read on it too.
-        self.may(&extensions, &[Action::Groups, Action::Read], &settings.source)?;
+        self.may(
+            &extensions,
+            &[Action::Groups, Action::Read],
+            &settings.source,
+        )?;
         let command = GroupCommand::Create {
             group: request.group,
             settings,
