@@ -36,8 +36,9 @@ pub const MIN_SAFE_VOTERS: usize = 3;
 /// Longest add-node waits for the new node to answer before changing anything. A node just
 /// started on a loaded machine took over a second to answer its first call (a scaling test
 /// under load failed at 1 s), and its first connection can fail outright (CI saw an "http2
-/// error" from a node that had started listening), so failed calls are retried until then.
-pub const JOINER_PROBE_TIMEOUT_MS: u64 = 3_000;
+/// error" from a node that had started listening), so failed calls are retried until then;
+/// with the machine loaded by four builds besides, a listening node took over 3 s to answer.
+pub const JOINER_PROBE_TIMEOUT_MS: u64 = 10_000;
 /// Pause between add-node's calls to a joiner that failed to answer.
 pub const JOINER_PROBE_RETRY_MS: u64 = 200;
 /// Longest one membership change may take to commit (openraft commits a joint configuration,
