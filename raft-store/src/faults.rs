@@ -34,6 +34,9 @@ pub struct Bugs {
     /// A consumer-group checkpoint's done ranges are stored one key too long (their end taken
     /// as inclusive): an event in flight is counted as done and never delivered again.
     pub checkpoint_off_by_one: bool,
+    /// A consumer-group update writes the group's state with the checkpoint it had when it
+    /// was created (its start): the progress since is forgotten.
+    pub update_forgets_checkpoint: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -50,6 +53,7 @@ thread_local! {
         scavenge_drops_partly_hidden: false,
         forget_repair: false,
         checkpoint_off_by_one: false,
+        update_forgets_checkpoint: false,
     }) };
 }
 

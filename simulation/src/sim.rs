@@ -67,6 +67,9 @@ pub struct SimConfig {
     /// seeds of the other tests (and the seeds their planted bugs are found at) stay as they
     /// were; the group tests and `cairn-sim --groups` turn it on.
     pub groups: bool,
+    /// With `groups`: one consumer updates the group's settings mid-run (`consumers`). Off by
+    /// default for the same reason (it changes the seeds' course).
+    pub group_update: bool,
 }
 
 impl SimConfig {
@@ -80,6 +83,7 @@ impl SimConfig {
             faults: FaultMix::ALL,
             bugs: Bugs::default(),
             groups: false,
+            group_update: false,
         }
     }
 }
@@ -112,6 +116,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "skip-dcb-check" => bugs.skip_dcb_check = true,
         "forget-repair" => bugs.forget_repair = true,
         "checkpoint-off-by-one" => bugs.checkpoint_off_by_one = true,
+        "update-forgets-checkpoint" => bugs.update_forgets_checkpoint = true,
         _ => return None,
     }
     Some(bugs)
@@ -631,7 +636,14 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         endpoints.rotate_left(root.split(300 + u64::from(consumer)).below(config.nodes) as usize);
         sim.client(
             format!("g{consumer}"),
-            run_group_consumer(consumer, endpoints, rng, until_ms, recorder.clone()),
+            run_group_consumer(
+                consumer,
+                endpoints,
+                rng,
+                until_ms,
+                config.group_update,
+                recorder.clone(),
+            ),
         );
     }
 

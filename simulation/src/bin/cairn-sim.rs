@@ -44,13 +44,17 @@ struct Args {
     check: Option<std::path::PathBuf>,
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
-    /// forget-repair, checkpoint-off-by-one (with --groups).
+    /// forget-repair, checkpoint-off-by-one, update-forgets-checkpoint (with --groups --group-update).
     #[arg(long)]
     bug: Option<String>,
     /// Consumer-group consumers in the workload (an ordered group on $all; they crash
     /// mid-event and park some events).
     #[arg(long)]
     groups: bool,
+    /// With --groups: one consumer updates the group's settings mid-run (the checker then
+    /// requires the update to keep the checkpoint).
+    #[arg(long)]
+    group_update: bool,
 }
 
 /// Logs to stderr when `RUST_LOG` is set, stamped with simulated time.
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
             fault_ms: args.fault_ms,
             bugs,
             groups: args.groups,
+            group_update: args.group_update,
             ..SimConfig::new(seed)
         };
         let outcome = match run(&config) {
