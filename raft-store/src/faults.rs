@@ -42,6 +42,9 @@ pub struct Bugs {
     /// that it changed: a node goes on authenticating with the state it read before (a
     /// revoked token still works there).
     pub auth_cache_not_invalidated: bool,
+    /// A consumer-group update writes the group's state with the checkpoint it had when it
+    /// was created (its start): the progress since is forgotten.
+    pub update_forgets_checkpoint: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -60,6 +63,7 @@ thread_local! {
         checkpoint_off_by_one: false,
         grant_wrong_prefix: false,
         auth_cache_not_invalidated: false,
+        update_forgets_checkpoint: false,
     }) };
 }
 

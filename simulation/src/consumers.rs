@@ -1,11 +1,13 @@
 //! Consumer-group consumers in the workload: two hosts share one ordered group on `$all`,
 //! acknowledge what they get, park some of it, and now and then crash mid-event (drop their
-//! connection without answering). What they receive and answer goes into the history, for
-//! the checker's group rules (`checker/groups.rs`).
+//! connection without answering); with `group_update` one of them updates the group's
+//! settings once, mid-run.
+//! What they receive and answer goes into the history, for the checker's group rules
+//! (`checker/groups.rs`).
 
 use std::time::Duration;
 
-use cairn_client::{ConsumerMessage, Error, GroupSettings, GroupStrategy, NackAction};
+use cairn_client::{ConsumerMessage, Error, GroupSettings, GroupStrategy, GroupUpdate, NackAction};
 
 use crate::history::Record;
 use crate::rng::SimRng;
@@ -25,6 +27,10 @@ pub const GROUP_MAX_RETRIES: u32 = 1_000;
 /// Share of events a consumer parks, and of events it crashes on.
 pub const PARK_PERCENT: u64 = 5;
 pub const CRASH_PERCENT: u64 = 3;
+/// After this many deliveries, consumer 1 updates the group's checkpoint interval (once,
+/// with `SimConfig::group_update`): an update applied mid-run, which must keep the checkpoint.
+pub const UPDATE_AFTER_DELIVERIES: u64 = 20;
+pub const UPDATED_CHECKPOINT_INTERVAL_MS: u64 = 150;
 /// How long a consumer waits for the next message before looking at the clock again.
 const NEXT_WAIT_MS: u64 = 500;
 /// Pause before a consumer connects again.
@@ -36,6 +42,7 @@ pub async fn run_group_consumer(
     endpoints: Vec<String>,
     mut rng: SimRng,
     until_ms: u64,
+    update: bool,
     recorder: Recorder,
 ) -> turmoil::Result {
     let client = client_for(endpoints)?;
@@ -48,6 +55,7 @@ pub async fn run_group_consumer(
         ..GroupSettings::on("$all")
     };
     let id = rng.uuid();
+    let mut deliveries = 0u64;
     while now_ms() < until_ms {
         match client.create_group_with_id(GROUP, &settings, id).await {
             Ok(_) | Err(Error::GroupExists { .. }) => break,
@@ -74,6 +82,16 @@ pub async fn run_group_consumer(
                 }
             };
             let event = delivery.event;
+            deliveries += 1;
+            if update && consumer == 1 && deliveries == UPDATE_AFTER_DELIVERIES {
+                // Its outcome does not matter to the rules (a fault may refuse it); the state
+                // it writes, if any, is judged with the checkpoints.
+                let update = GroupUpdate {
+                    checkpoint_interval_ms: Some(UPDATED_CHECKPOINT_INTERVAL_MS),
+                    ..GroupUpdate::default()
+                };
+                let _ = client.update_group(GROUP, &update).await;
+            }
             record(
                 &recorder,
                 Record::GroupDelivery {

@@ -72,6 +72,9 @@ pub struct SimConfig {
     /// The simulated admin changing users, tokens and grants (`auth_admin`). Off by default
     /// for the same reason as `groups`; the auth tests and `cairn-sim --auth` turn it on.
     pub auth: bool,
+    /// With `groups`: one consumer updates the group's settings mid-run (`consumers`). Off by
+    /// default for the same reason (it changes the seeds' course).
+    pub group_update: bool,
 }
 
 impl SimConfig {
@@ -86,6 +89,7 @@ impl SimConfig {
             bugs: Bugs::default(),
             groups: false,
             auth: false,
+            group_update: false,
         }
     }
 }
@@ -120,6 +124,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "checkpoint-off-by-one" => bugs.checkpoint_off_by_one = true,
         "grant-wrong-prefix" => bugs.grant_wrong_prefix = true,
         "auth-cache-not-invalidated" => bugs.auth_cache_not_invalidated = true,
+        "update-forgets-checkpoint" => bugs.update_forgets_checkpoint = true,
         _ => return None,
     }
     Some(bugs)
@@ -680,7 +685,14 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         endpoints.rotate_left(root.split(300 + u64::from(consumer)).below(config.nodes) as usize);
         sim.client(
             format!("g{consumer}"),
-            run_group_consumer(consumer, endpoints, rng, until_ms, recorder.clone()),
+            run_group_consumer(
+                consumer,
+                endpoints,
+                rng,
+                until_ms,
+                config.group_update,
+                recorder.clone(),
+            ),
         );
     }
 

@@ -251,8 +251,10 @@ fn finds_a_skipped_dcb_condition_check() {
 #[test]
 fn consumer_groups_keep_their_promises_through_faults() {
     for seed in 1..=GROUP_SEEDS {
+        // Odd seeds with a settings update mid-run: it must keep every promise too.
         let outcome = run_seed(&SimConfig {
             groups: true,
+            group_update: seed % 2 == 1,
             ..SimConfig::new(seed)
         });
         assert!(
@@ -265,6 +267,36 @@ fn consumer_groups_keep_their_promises_through_faults() {
             "seed {seed}: no consumer received anything"
         );
     }
+}
+
+/// Issue 19: a state machine whose group update writes the checkpoint the group was created
+/// with forgets the progress since: the `group-checkpoint-forgot` rule finds it in the
+/// group's recorded states (a consumer updates the group mid-run).
+#[test]
+fn finds_a_group_update_that_forgets_the_checkpoint() {
+    let bug = "update-forgets-checkpoint";
+    let bugs = bug_named(bug).expect("a known bug");
+    let found = (1..=SEEDS_TO_FIND_A_BUG).find_map(|seed| {
+        let outcome = run_seed(&SimConfig {
+            bugs,
+            groups: true,
+            group_update: true,
+            ..SimConfig::new(seed)
+        });
+        let first = outcome.report.violations.first()?.clone();
+        Some((seed, first, outcome.report))
+    });
+    let Some((seed, first, report)) = found else {
+        panic!("the simulation did not find {bug} in {SEEDS_TO_FIND_A_BUG} seeds");
+    };
+    eprintln!("{bug} found by seed {seed}: {first}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.rule == cairn_simulation::checker::Rule::GroupCheckpointForgot),
+        "{bug} was found by seed {seed} as something else: {report}"
+    );
 }
 
 /// Seeds of the consumer-group test.

@@ -44,7 +44,8 @@ struct Args {
     check: Option<std::path::PathBuf>,
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
-    /// forget-repair, checkpoint-off-by-one (with --groups), grant-wrong-prefix, auth-cache-not-invalidated (with --auth).
+    /// forget-repair, checkpoint-off-by-one, update-forgets-checkpoint (with --groups, the
+    /// last with --group-update), grant-wrong-prefix, auth-cache-not-invalidated (with --auth).
     #[arg(long)]
     bug: Option<String>,
     /// Consumer-group consumers in the workload (an ordered group on $all; they crash
@@ -55,6 +56,10 @@ struct Args {
     /// every node's security state judged after the run.
     #[arg(long)]
     auth: bool,
+    /// With --groups: one consumer updates the group's settings mid-run (the checker then
+    /// requires the update to keep the checkpoint).
+    #[arg(long)]
+    group_update: bool,
 }
 
 /// Logs to stderr when `RUST_LOG` is set, stamped with simulated time.
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
             bugs,
             groups: args.groups,
             auth: args.auth,
+            group_update: args.group_update,
             ..SimConfig::new(seed)
         };
         let outcome = match run(&config) {

@@ -64,10 +64,18 @@ impl Applier<'_> {
                 if let Err(invalid) = validate_settings(&settings) {
                     return Ok(rejected(invalid));
                 }
-                let next = GroupState {
+                let mut next = GroupState {
                     settings,
                     ..current
                 };
+                if crate::faults::active().update_forgets_checkpoint {
+                    if let GroupStart::At(start) = next.settings.start {
+                        next.checkpoint.source = GroupCursor {
+                            next: start,
+                            done: Vec::new(),
+                        };
+                    }
+                }
                 self.record_group(
                     &group,
                     next,
