@@ -20,6 +20,7 @@ use crate::consumers::{run_group_consumer, GROUP, GROUP_CONSUMERS};
 use crate::disk::SimDisk;
 use crate::faults::{membership_schedule, schedule, Fault, FaultMix, Scheduled};
 use crate::history::{content_digest, EventRef, GroupStateRef, Record};
+use crate::lifecycle::run_lifecycle;
 use crate::net::{SimConnector, NODE_PORT};
 use crate::operator::{run_operator, Order};
 use crate::rng::SimRng;
@@ -67,6 +68,10 @@ pub struct SimConfig {
     /// seeds of the other tests (and the seeds their planted bugs are found at) stay as they
     /// were; the group tests and `cairn-sim --groups` turn it on.
     pub groups: bool,
+    /// The stream-lifecycle client in the workload (`lifecycle`: metadata changes, deletes,
+    /// tombstones, an erase, scavenges). Off by default for the same reason as `groups`; the
+    /// lifecycle tests and `cairn-sim --lifecycle` turn it on.
+    pub lifecycle: bool,
 }
 
 impl SimConfig {
@@ -80,6 +85,7 @@ impl SimConfig {
             faults: FaultMix::ALL,
             bugs: Bugs::default(),
             groups: false,
+            lifecycle: false,
         }
     }
 }
@@ -112,6 +118,8 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "skip-dcb-check" => bugs.skip_dcb_check = true,
         "forget-repair" => bugs.forget_repair = true,
         "checkpoint-off-by-one" => bugs.checkpoint_off_by_one = true,
+        "show-hidden-events" => bugs.show_hidden_events = true,
+        "scavenge-drops-partly-hidden" => bugs.scavenge_drops_partly_hidden = true,
         _ => return None,
     }
     Some(bugs)
@@ -632,6 +640,21 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         sim.client(
             format!("g{consumer}"),
             run_group_consumer(consumer, endpoints, rng, until_ms, recorder.clone()),
+        );
+    }
+
+    if config.lifecycle {
+        let mut endpoints: Vec<String> = peers.values().map(|a| format!("http://{a}")).collect();
+        endpoints.rotate_left(root.split(401).below(config.nodes) as usize);
+        sim.client(
+            "life",
+            run_lifecycle(
+                endpoints,
+                root.split(400),
+                until_ms,
+                heal_at + HEAL_DEADLINE_MS,
+                recorder.clone(),
+            ),
         );
     }
 

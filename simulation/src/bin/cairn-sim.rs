@@ -44,13 +44,18 @@ struct Args {
     check: Option<std::path::PathBuf>,
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
-    /// forget-repair, checkpoint-off-by-one (with --groups).
+    /// forget-repair, checkpoint-off-by-one (with --groups), show-hidden-events and
+    /// scavenge-drops-partly-hidden (with --lifecycle).
     #[arg(long)]
     bug: Option<String>,
     /// Consumer-group consumers in the workload (an ordered group on $all; they crash
     /// mid-event and park some events).
     #[arg(long)]
     groups: bool,
+    /// The stream-lifecycle client in the workload (metadata changes, soft deletes,
+    /// tombstones, an erase and scavenges of streams `life-0`..`life-3`).
+    #[arg(long)]
+    lifecycle: bool,
 }
 
 /// Logs to stderr when `RUST_LOG` is set, stamped with simulated time.
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
             fault_ms: args.fault_ms,
             bugs,
             groups: args.groups,
+            lifecycle: args.lifecycle,
             ..SimConfig::new(seed)
         };
         let outcome = match run(&config) {

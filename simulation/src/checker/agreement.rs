@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
+use super::lifecycle::Removed;
 use super::log::{At, Log};
 use super::rule::{Rule, Sink};
 use crate::history::{AppendOutcome, EventRef, Record};
@@ -62,13 +63,15 @@ pub(super) fn check_convergence(
 
 /// Rule 3: the reference log itself is well formed. Each check resynchronises after a
 /// violation so one bad event gives one violation, not one per event after it.
-pub(super) fn check_log_shape(log: &Log, sink: &mut Sink) {
+pub(super) fn check_log_shape(log: &Log, removed: &Removed, sink: &mut Sink) {
     let mut next_revision: HashMap<&str, u64> = HashMap::new();
     let mut first_at: HashMap<Uuid, u64> = HashMap::with_capacity(log.events.len());
     let mut previous: Option<&EventRef> = None;
     for event in log.events {
         if let Some(previous) = previous {
-            if previous.position.checked_add(1) != Some(event.position) {
+            if previous.position.checked_add(1) != Some(event.position)
+                && !removed.explains_positions(previous.position, event.position)
+            {
                 sink.push(Rule::PositionOrder, || {
                     format!("{} follows position {}", At(event), previous.position)
                 });
@@ -77,7 +80,9 @@ pub(super) fn check_log_shape(log: &Log, sink: &mut Sink) {
         previous = Some(event);
 
         let next = next_revision.entry(&event.stream).or_insert(0);
-        if event.revision != *next {
+        if event.revision != *next
+            && !removed.explains_revisions(&event.stream, *next, event.revision)
+        {
             let expected = *next;
             sink.push(Rule::RevisionGap, || {
                 format!("{} should have revision {expected}", At(event))

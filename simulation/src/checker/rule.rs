@@ -63,6 +63,15 @@ pub enum Rule {
     /// A consumer group's checkpoint forgot an event an earlier one had done: after a leader
     /// change it would be delivered again although acknowledged before its checkpoint.
     GroupCheckpointForgot,
+    /// An event a stream's lifecycle hides (retention, a soft delete, a tombstone, an erase)
+    /// is in a node's log after the run, or was returned by a read whose committed state
+    /// already hid it (issue 18).
+    RemovedVisible,
+    /// An acknowledged event of a managed stream that no lifecycle change hides is not in
+    /// the log where its ack said: retention, a scavenge or a crash lost a live event.
+    LiveLost,
+    /// An append to a tombstoned (or erased) stream was acknowledged.
+    TombstoneWritten,
 }
 
 impl Rule {
@@ -90,6 +99,9 @@ impl Rule {
             Rule::GroupOrder => "group-order",
             Rule::GroupLost => "group-lost",
             Rule::GroupCheckpointForgot => "group-checkpoint-forgot",
+            Rule::RemovedVisible => "removed-visible",
+            Rule::LiveLost => "live-lost",
+            Rule::TombstoneWritten => "tombstone-written",
         }
     }
 }
