@@ -120,6 +120,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "checkpoint-off-by-one" => bugs.checkpoint_off_by_one = true,
         "show-hidden-events" => bugs.show_hidden_events = true,
         "scavenge-drops-partly-hidden" => bugs.scavenge_drops_partly_hidden = true,
+        "append-to-tombstoned" => bugs.append_to_tombstoned = true,
         _ => return None,
     }
     Some(bugs)

@@ -416,3 +416,12 @@ fn lifecycle_seeds_that_diverge_today() {
         assert_clean(&lifecycle_config(seed, Bugs::default()));
     }
 }
+
+/// Issue 18: a state machine that writes appends to a tombstoned stream.
+#[test]
+fn finds_an_append_to_a_tombstoned_stream() {
+    find_in_lifecycle(
+        "append-to-tombstoned",
+        cairn_simulation::checker::Rule::TombstoneWritten,
+    );
+}

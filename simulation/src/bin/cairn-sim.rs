@@ -44,8 +44,8 @@ struct Args {
     check: Option<std::path::PathBuf>,
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
-    /// forget-repair, checkpoint-off-by-one (with --groups), show-hidden-events and
-    /// scavenge-drops-partly-hidden (with --lifecycle).
+    /// forget-repair, checkpoint-off-by-one (with --groups), show-hidden-events,
+    /// scavenge-drops-partly-hidden and append-to-tombstoned (with --lifecycle).
     #[arg(long)]
     bug: Option<String>,
     /// Consumer-group consumers in the workload (an ordered group on $all; they crash
