@@ -28,6 +28,8 @@ pub struct Bugs {
     /// Scavenge removes an append group when any of its events is hidden, not only when all
     /// are: live events are lost.
     pub scavenge_drops_partly_hidden: bool,
+    /// Single appends to a tombstoned stream are written as if it were live.
+    pub append_to_tombstoned: bool,
     /// The store cuts damaged files at open but records no repair: a node whose log lost
     /// entries it acknowledged votes at once.
     pub forget_repair: bool,
@@ -59,6 +61,7 @@ thread_local! {
         skip_dcb_check: false,
         show_hidden_events: false,
         scavenge_drops_partly_hidden: false,
+        append_to_tombstoned: false,
         forget_repair: false,
         checkpoint_off_by_one: false,
         grant_wrong_prefix: false,

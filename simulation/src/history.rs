@@ -252,6 +252,57 @@ pub enum Record {
         #[serde(flatten)]
         outcome: MultiOutcome,
     },
+    /// A change of a stream's lifecycle (issue 18), from the first try to the final answer:
+    /// its metadata replaced, a soft delete, a tombstone, an erase (every step), or a
+    /// scavenge of the whole of `$all` (`stream` empty). The streams it names are written by
+    /// one client, one operation at a time, so the checker knows the order of every change
+    /// and append of theirs (`checker/lifecycle.rs`).
+    Lifecycle {
+        op: u64,
+        client: u32,
+        start_ms: u64,
+        end_ms: u64,
+        stream: String,
+        change: LifecycleChange,
+        /// The id of the metastream event the change writes (none for erase and scavenge).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Uuid>,
+        #[serde(flatten)]
+        outcome: ChangeOutcome,
+    },
+}
+
+/// What a [`Record::Lifecycle`] changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum LifecycleChange {
+    /// The metadata replaced by these limits (`None`: no limit).
+    Metadata {
+        max_count: Option<u64>,
+        truncate_before: Option<u64>,
+    },
+    SoftDelete,
+    Tombstone,
+    Erase,
+    Scavenge,
+}
+
+/// How a lifecycle change ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ChangeOutcome {
+    /// Done; a metadata change or delete wrote its metastream event at this revision and
+    /// position.
+    Ok {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        meta_revision: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        meta_position: Option<u64>,
+    },
+    /// Definitely not done (the stream not found, tombstoned, bad input).
+    Rejected { reason: String },
+    /// Unknown: it may or may not have been done.
+    Unknown { error: String },
 }
 
 /// One change of users, tokens or grants (`auth_admin`), from the first try to the answer; a

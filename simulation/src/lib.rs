@@ -9,6 +9,7 @@ pub mod consumers;
 pub mod disk;
 pub mod faults;
 pub mod history;
+pub mod lifecycle;
 pub mod net;
 pub mod operator;
 pub mod rng;

@@ -22,6 +22,8 @@ use crate::consumers::{run_group_consumer, GROUP, GROUP_CONSUMERS};
 use crate::disk::SimDisk;
 use crate::faults::{membership_schedule, schedule, Fault, FaultMix, Scheduled};
 use crate::history::{content_digest, AuthStateRef, EventRef, GroupStateRef, Record};
+use crate::history::{content_digest, EventRef, GroupStateRef, Record};
+use crate::lifecycle::run_lifecycle;
 use crate::net::{SimConnector, NODE_PORT};
 use crate::operator::{run_operator, Order};
 use crate::rng::SimRng;
@@ -75,6 +77,10 @@ pub struct SimConfig {
     /// With `groups`: one consumer updates the group's settings mid-run (`consumers`). Off by
     /// default for the same reason (it changes the seeds' course).
     pub group_update: bool,
+    /// The stream-lifecycle client in the workload (`lifecycle`: metadata changes, deletes,
+    /// tombstones, an erase, scavenges). Off by default for the same reason as `groups`; the
+    /// lifecycle tests and `cairn-sim --lifecycle` turn it on.
+    pub lifecycle: bool,
 }
 
 impl SimConfig {
@@ -90,6 +96,7 @@ impl SimConfig {
             groups: false,
             auth: false,
             group_update: false,
+            lifecycle: false,
         }
     }
 }
@@ -125,6 +132,9 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "grant-wrong-prefix" => bugs.grant_wrong_prefix = true,
         "auth-cache-not-invalidated" => bugs.auth_cache_not_invalidated = true,
         "update-forgets-checkpoint" => bugs.update_forgets_checkpoint = true,
+        "show-hidden-events" => bugs.show_hidden_events = true,
+        "scavenge-drops-partly-hidden" => bugs.scavenge_drops_partly_hidden = true,
+        "append-to-tombstoned" => bugs.append_to_tombstoned = true,
         _ => return None,
     }
     Some(bugs)
@@ -726,6 +736,21 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
                 Reach { leader, judges },
                 root.split(400),
                 until_ms,
+                recorder.clone(),
+            ),
+        );
+    }
+
+    if config.lifecycle {
+        let mut endpoints: Vec<String> = peers.values().map(|a| format!("http://{a}")).collect();
+        endpoints.rotate_left(root.split(401).below(config.nodes) as usize);
+        sim.client(
+            "life",
+            run_lifecycle(
+                endpoints,
+                root.split(400),
+                until_ms,
+                heal_at + HEAL_DEADLINE_MS,
                 recorder.clone(),
             ),
         );

@@ -726,10 +726,12 @@ pub async fn timed_append(
         Ok(Err(Error::WrongExpectedVersion { actual, .. })) => {
             AppendOutcome::WrongExpectedVersion { actual }
         }
+        // A tombstoned stream refuses every append (the lifecycle client's, issue 18).
         Ok(Err(
             e @ (Error::InvalidArgument(_)
             | Error::IdempotencyConflict(_)
-            | Error::EventIdReused { .. }),
+            | Error::EventIdReused { .. }
+            | Error::StreamDeleted { .. }),
         )) => AppendOutcome::Rejected {
             reason: e.to_string(),
         },

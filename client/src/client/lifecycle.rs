@@ -87,6 +87,21 @@ impl Client {
         expected: ExpectedRevision,
         metadata: StreamMetadata,
     ) -> Result<AppendResult, Error> {
+        self.set_stream_metadata_with_id(stream, expected, metadata, Uuid::now_v7())
+            .await
+    }
+
+    /// [`Client::set_stream_metadata`] with the change's id chosen by the caller: sending
+    /// the same change again with the same id after an unknown outcome is recognised as a
+    /// retry (the original answer, nothing written twice). The simulation draws it from its
+    /// seed.
+    pub async fn set_stream_metadata_with_id(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        metadata: StreamMetadata,
+        id: Uuid,
+    ) -> Result<AppendResult, Error> {
         let request = proto::SetStreamMetadataRequest {
             stream: stream.to_owned(),
             expected: Some(expected.into()),
@@ -96,7 +111,7 @@ impl Client {
                 truncate_before: metadata.truncate_before,
                 custom_json: metadata.custom.map(|c| c.to_string()),
             }),
-            id: Uuid::now_v7().to_string(),
+            id: id.to_string(),
             leader_only: self.inner.leader_only,
         };
         let response = self
@@ -114,7 +129,7 @@ impl Client {
         stream: &str,
         expected: ExpectedRevision,
     ) -> Result<AppendResult, Error> {
-        self.delete(stream, expected, false).await
+        self.delete(stream, expected, false, Uuid::now_v7()).await
     }
 
     /// Tombstones the stream if `expected` holds: it can never be written again, and reads
@@ -124,7 +139,20 @@ impl Client {
         stream: &str,
         expected: ExpectedRevision,
     ) -> Result<AppendResult, Error> {
-        self.delete(stream, expected, true).await
+        self.delete(stream, expected, true, Uuid::now_v7()).await
+    }
+
+    /// [`Client::delete_stream`] (`tombstone` false) or [`Client::tombstone_stream`] with the
+    /// change's id chosen by the caller, so that a re-send after an unknown outcome is
+    /// recognised as a retry.
+    pub async fn delete_stream_with_id(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        tombstone: bool,
+        id: Uuid,
+    ) -> Result<AppendResult, Error> {
+        self.delete(stream, expected, tombstone, id).await
     }
 
     async fn delete(
@@ -132,12 +160,13 @@ impl Client {
         stream: &str,
         expected: ExpectedRevision,
         tombstone: bool,
+        id: Uuid,
     ) -> Result<AppendResult, Error> {
         let request = proto::DeleteStreamRequest {
             stream: stream.to_owned(),
             expected: Some(expected.into()),
             tombstone,
-            id: Uuid::now_v7().to_string(),
+            id: id.to_string(),
             leader_only: self.inner.leader_only,
         };
         let response = self

@@ -200,7 +200,7 @@ impl<'a> Applier<'a> {
         )? {
             return Ok(verdict);
         }
-        if lifecycle.tombstoned {
+        if lifecycle.tombstoned && !crate::faults::active().append_to_tombstoned {
             return Ok(AppendResult::StreamDeleted);
         }
         let stored_head = self.head(&append.stream)?;

@@ -45,7 +45,8 @@ struct Args {
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
     /// forget-repair, checkpoint-off-by-one, update-forgets-checkpoint (with --groups, the
-    /// last with --group-update), grant-wrong-prefix, auth-cache-not-invalidated (with --auth).
+    /// last with --group-update), grant-wrong-prefix, auth-cache-not-invalidated (with --auth),
+    /// show-hidden-events, scavenge-drops-partly-hidden and append-to-tombstoned (with --lifecycle).
     #[arg(long)]
     bug: Option<String>,
     /// Consumer-group consumers in the workload (an ordered group on $all; they crash
@@ -60,6 +61,10 @@ struct Args {
     /// requires the update to keep the checkpoint).
     #[arg(long)]
     group_update: bool,
+    /// The stream-lifecycle client in the workload (metadata changes, soft deletes,
+    /// tombstones, an erase and scavenges of streams `life-0`..`life-3`).
+    #[arg(long)]
+    lifecycle: bool,
 }
 
 /// Logs to stderr when `RUST_LOG` is set, stamped with simulated time.
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
             groups: args.groups,
             auth: args.auth,
             group_update: args.group_update,
+            lifecycle: args.lifecycle,
             ..SimConfig::new(seed)
         };
         let outcome = match run(&config) {

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use uuid::Uuid;
 
+use super::lifecycle::Removed;
 use super::log::{At, Log};
 use super::rule::{Rule, Sink};
 use crate::history::{AppendOutcome, EventRef, Record};
@@ -62,8 +63,14 @@ pub(super) fn check_convergence(
 
 /// Rule 3: the reference log itself is well formed. Each check resynchronises after a
 /// violation so one bad event gives one violation, not one per event after it. A gap of
-/// `hidden` positions only (the security state's events, which `$all` never shows) is none.
-pub(super) fn check_log_shape(log: &Log, hidden: &BTreeSet<u64>, sink: &mut Sink) {
+/// `hidden` positions only (the security state's events, which `$all` never shows) is none,
+/// nor is one that `removed` explains (events a stream's lifecycle removed).
+pub(super) fn check_log_shape(
+    log: &Log,
+    hidden: &BTreeSet<u64>,
+    removed: &Removed,
+    sink: &mut Sink,
+) {
     let mut next_revision: HashMap<&str, u64> = HashMap::new();
     let mut first_at: HashMap<Uuid, u64> = HashMap::with_capacity(log.events.len());
     let mut previous: Option<&EventRef> = None;
@@ -74,7 +81,10 @@ pub(super) fn check_log_shape(log: &Log, hidden: &BTreeSet<u64>, sink: &mut Sink
                 event.position > next
                     && hidden.range(next..event.position).count() as u64 == event.position - next
             });
-            if next != Some(event.position) && !hidden_gap {
+            if next != Some(event.position)
+                && !hidden_gap
+                && !removed.explains_positions(previous.position, event.position)
+            {
                 sink.push(Rule::PositionOrder, || {
                     format!("{} follows position {}", At(event), previous.position)
                 });
@@ -83,7 +93,9 @@ pub(super) fn check_log_shape(log: &Log, hidden: &BTreeSet<u64>, sink: &mut Sink
         previous = Some(event);
 
         let next = next_revision.entry(&event.stream).or_insert(0);
-        if event.revision != *next {
+        if event.revision != *next
+            && !removed.explains_revisions(&event.stream, *next, event.revision)
+        {
             let expected = *next;
             sink.push(Rule::RevisionGap, || {
                 format!("{} should have revision {expected}", At(event))

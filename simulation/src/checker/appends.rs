@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
+use super::lifecycle::Removed;
 use super::log::{At, Log};
 use super::rule::{Rule, Sink};
 use crate::history::{
@@ -210,7 +211,13 @@ pub(super) fn all_or_nothing(log: &Log, parts: &[MultiPart]) -> Result<Option<u6
 }
 
 /// Rules 4–7: acknowledgements and refusals against the log.
-pub(super) fn check_appends(history: &[Record], log: &Log, has_log: bool, sink: &mut Sink) {
+pub(super) fn check_appends(
+    history: &[Record],
+    log: &Log,
+    has_log: bool,
+    removed: &Removed,
+    sink: &mut Sink,
+) {
     // Id lists that may legitimately be in the log: acknowledged or possibly written.
     let mut maybe_written: HashSet<&[Uuid]> = HashSet::new();
     // (stream, expectation) -> the first id list that succeeded on it, and its op.
@@ -242,7 +249,8 @@ pub(super) fn check_appends(history: &[Record], log: &Log, has_log: bool, sink: 
             _ => continue,
         };
         maybe_written.insert(ids.as_slice());
-        if has_log && !ids.is_empty() {
+        // An append a stream's lifecycle hid is judged by the lifecycle rules (`live-lost`).
+        if has_log && !ids.is_empty() && !ids.iter().any(|id| removed.contains(id)) {
             if let Some(detail) = misplaced(log, op, stream, ids, last_revision, last_position) {
                 sink.push(Rule::AcknowledgedLost, || detail);
             }

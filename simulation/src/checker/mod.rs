@@ -21,6 +21,7 @@ mod agreement;
 mod appends;
 mod auth;
 mod groups;
+mod lifecycle;
 mod log;
 mod reads;
 mod rule;
@@ -35,6 +36,7 @@ use agreement::{
 use appends::{check_appends, check_multi_appends, with_multi_parts};
 use auth::{check_auth, check_probes, hidden_positions};
 use groups::check_groups;
+use lifecycle::{check_lifecycles, Lifecycles};
 use log::Log;
 use reads::{check_index_reads, check_node_indexes, check_reads, check_subscriptions};
 use rule::Sink;
@@ -143,19 +145,22 @@ pub fn check(history: &[Record]) -> Report {
     let expanded = with_multi_parts(history);
     let history = expanded.as_slice();
     stats.events_committed = log.events.len() as u64;
+    // What the streams' lifecycles hide: the other rules judge the log without it.
+    let lifecycles = Lifecycles::new(history);
+    let removed = &lifecycles.removed;
     stats.heal_to_write_ms = heal_to_write_ms(history);
 
     check_committed(history, !node_logs.is_empty(), &mut sink);
     if let Some(reference) = reference {
         check_convergence(reference, &node_logs, &mut sink);
-        check_log_shape(&log, &hidden_positions(history), &mut sink);
+        check_log_shape(&log, &hidden_positions(history), removed, &mut sink);
     }
     // Without any node log there is nothing to compare client observations with: only the
     // rules that need no log run then (NothingCommitted already says why).
-    check_appends(history, &log, reference.is_some(), &mut sink);
+    check_appends(history, &log, reference.is_some(), removed, &mut sink);
     if reference.is_some() {
-        check_reads(history, &log, &mut sink);
-        check_subscriptions(history, &log, &mut sink);
+        check_reads(history, &log, removed, &mut sink);
+        check_subscriptions(history, &log, removed, &mut sink);
         check_index_reads(history, &log, &mut sink);
     }
     check_node_indexes(history, &node_logs, &mut sink);
@@ -165,6 +170,13 @@ pub fn check(history: &[Record]) -> Report {
     check_groups(history, &log, &mut sink);
     check_auth(history, &mut sink);
     check_probes(history, &mut sink);
+    check_lifecycles(
+        history,
+        &lifecycles,
+        &node_logs,
+        reference.is_some().then_some(&log),
+        &mut sink,
+    );
     check_heal(history, &mut sink);
     check_panics(history, &mut sink);
 
@@ -216,7 +228,8 @@ fn count(history: &[Record]) -> Stats {
             | Record::AuthChange { .. }
             | Record::AuthProbe { .. }
             | Record::NodeAuth { .. }
-            | Record::Panic { .. } => {}
+            | Record::Panic { .. }
+            | Record::Lifecycle { .. } => {}
         }
     }
     stats

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::lifecycle::Removed;
 use super::log::{At, Log};
 use super::rule::{Rule, Sink};
 use crate::history::{in_index, AppendOutcome, Consistency, EventRef, ReadOutcome, Record};
@@ -43,7 +44,7 @@ impl AckedBefore {
 
 /// Rule 8: every successful read is a prefix of its scope in the log, fresh enough for the
 /// consistency it asked for.
-pub(super) fn check_reads(history: &[Record], log: &Log, sink: &mut Sink) {
+pub(super) fn check_reads(history: &[Record], log: &Log, removed: &Removed, sink: &mut Sink) {
     // Appends without events say nothing about what a read must see.
     let mut acked_all = AckedBefore::default();
     let mut acked_streams: HashMap<&str, AckedBefore> = HashMap::new();
@@ -57,7 +58,8 @@ pub(super) fn check_reads(history: &[Record], log: &Log, sink: &mut Sink) {
             ..
         } = record
         {
-            if !ids.is_empty() {
+            // An append a lifecycle hid since need not be seen (`removed-visible` judges it).
+            if !ids.is_empty() && !ids.iter().any(|id| removed.contains(id)) {
                 acked_all.add(*end_ms, *last_position, *op);
                 acked_streams
                     .entry(stream)
@@ -98,6 +100,15 @@ pub(super) fn check_reads(history: &[Record], log: &Log, sink: &mut Sink) {
             });
             continue;
         }
+        // Events a lifecycle hid by the end are left out of both sides: whether the read
+        // could still show them is `removed-visible`'s to judge.
+        let events = &*removed.visible(events);
+        let visible_scope = removed.visible_scope(scope);
+        let scope = if removed.is_empty() {
+            scope
+        } else {
+            &visible_scope[..]
+        };
         if let Some(index) = first_mismatch(events, scope) {
             sink.push(Rule::StaleRead, || {
                 format!(
@@ -153,7 +164,12 @@ pub(super) fn check_reads(history: &[Record], log: &Log, sink: &mut Sink) {
 
 /// Rule 9: each subscription delivered a prefix of its scope: no gap, duplicate, reordering
 /// or invented event.
-pub(super) fn check_subscriptions(history: &[Record], log: &Log, sink: &mut Sink) {
+pub(super) fn check_subscriptions(
+    history: &[Record],
+    log: &Log,
+    removed: &Removed,
+    sink: &mut Sink,
+) {
     for record in history {
         let Record::Subscription {
             sub,
@@ -169,6 +185,15 @@ pub(super) fn check_subscriptions(history: &[Record], log: &Log, sink: &mut Sink
         let (scope, name) = match stream {
             Some(stream) => (log.stream_from(stream, *from), format!("stream {stream}")),
             None => (log.all_from(*from), "$all".to_string()),
+        };
+        // A subscription may have delivered an event before a lifecycle hid it, or passed
+        // over one hidden already: both sides without them.
+        let events = &*removed.visible(events);
+        let visible_scope = removed.visible_scope(scope);
+        let scope = if removed.is_empty() {
+            scope
+        } else {
+            &visible_scope[..]
         };
         if let Some(index) = first_mismatch(events, scope) {
             sink.push(Rule::SubscriptionGap, || {

@@ -72,6 +72,15 @@ pub enum Rule {
     /// otherwise: a revoked token let in, or a created one refused (its gate's cache of the
     /// security state not what it applied).
     AuthVerdict,
+    /// An event a stream's lifecycle hides (retention, a soft delete, a tombstone, an erase)
+    /// is in a node's log after the run, or was returned by a read whose committed state
+    /// already hid it (issue 18).
+    RemovedVisible,
+    /// An acknowledged event of a managed stream that no lifecycle change hides is not in
+    /// the log where its ack said: retention, a scavenge or a crash lost a live event.
+    LiveLost,
+    /// An append to a tombstoned (or erased) stream was acknowledged.
+    TombstoneWritten,
 }
 
 impl Rule {
@@ -101,6 +110,9 @@ impl Rule {
             Rule::GroupCheckpointForgot => "group-checkpoint-forgot",
             Rule::AuthState => "auth-state",
             Rule::AuthVerdict => "auth-verdict",
+            Rule::RemovedVisible => "removed-visible",
+            Rule::LiveLost => "live-lost",
+            Rule::TombstoneWritten => "tombstone-written",
         }
     }
 }

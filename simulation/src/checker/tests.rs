@@ -967,3 +967,124 @@ fn group_rules_find_order_loss_and_forgetting() {
         BTreeSet::from([Rule::GroupCheckpointForgot])
     );
 }
+
+/// A stream `s` with two appends (revisions 0-1 at positions 0-1, 2 at 2), then max count 1
+/// (its metastream event at position 3): revisions 0 and 1 are hidden from 50 ms on.
+fn lifecycle_history(late_read: Vec<EventRef>, log: &[EventRef]) -> Vec<Record> {
+    use crate::history::{ChangeOutcome, LifecycleChange};
+    let mut history = vec![
+        Record::Run {
+            seed: 7,
+            nodes: 3,
+            clients: 1,
+        },
+        append(1, (0, 10), "s", Expected::Any, &[1, 2], ok(1, 1)),
+        append(2, (20, 30), "s", Expected::Any, &[3], ok(2, 2)),
+        read(
+            3,
+            35,
+            Some("s"),
+            0,
+            64,
+            Consistency::Linearizable,
+            vec![ev(1, "s", 0, 0), ev(2, "s", 1, 1), ev(3, "s", 2, 2)],
+        ),
+        Record::Lifecycle {
+            op: 4,
+            client: 0,
+            start_ms: 40,
+            end_ms: 50,
+            stream: "s".into(),
+            change: LifecycleChange::Metadata {
+                max_count: Some(1),
+                truncate_before: None,
+            },
+            id: Some(id(100)),
+            outcome: ChangeOutcome::Ok {
+                meta_revision: Some(0),
+                meta_position: Some(3),
+            },
+        },
+        read(
+            5,
+            60,
+            Some("s"),
+            0,
+            64,
+            Consistency::Linearizable,
+            late_read,
+        ),
+    ];
+    history.extend(node_logs(log));
+    history
+}
+
+fn lifecycle_log() -> Vec<EventRef> {
+    vec![ev(3, "s", 2, 2), ev(100, "$$s", 0, 3)]
+}
+
+#[test]
+fn hidden_events_leave_holes_the_other_rules_accept() {
+    let history = lifecycle_history(vec![ev(3, "s", 2, 2)], &lifecycle_log());
+    assert_eq!(rules(&history), BTreeSet::new(), "{}", check(&history));
+}
+
+#[test]
+fn a_read_after_the_change_must_not_show_what_it_hid() {
+    let late = vec![ev(2, "s", 1, 1), ev(3, "s", 2, 2)];
+    let history = lifecycle_history(late, &lifecycle_log());
+    assert_eq!(rules(&history), only(Rule::RemovedVisible));
+}
+
+#[test]
+fn a_node_log_must_not_keep_a_hidden_event() {
+    let mut log = lifecycle_log();
+    log.insert(0, ev(2, "s", 1, 1));
+    let history = lifecycle_history(vec![ev(3, "s", 2, 2)], &log);
+    assert!(rules(&history).contains(&Rule::RemovedVisible));
+}
+
+#[test]
+fn a_live_event_must_not_be_lost() {
+    let log = vec![ev(100, "$$s", 0, 3)];
+    let history = lifecycle_history(Vec::new(), &log);
+    assert!(
+        rules(&history).contains(&Rule::LiveLost),
+        "{}",
+        check(&history)
+    );
+}
+
+#[test]
+fn a_tombstoned_stream_must_take_no_write() {
+    use crate::history::{ChangeOutcome, LifecycleChange};
+    let mut history = lifecycle_history(vec![ev(3, "s", 2, 2)], &lifecycle_log());
+    let at = history.len() - 3;
+    history.insert(
+        at,
+        Record::Lifecycle {
+            op: 6,
+            client: 0,
+            start_ms: 70,
+            end_ms: 80,
+            stream: "s".into(),
+            change: LifecycleChange::Tombstone,
+            id: Some(id(101)),
+            outcome: ChangeOutcome::Ok {
+                meta_revision: Some(1),
+                meta_position: Some(4),
+            },
+        },
+    );
+    history.insert(
+        at + 1,
+        append(7, (90, 95), "s", Expected::Any, &[5], ok(3, 5)),
+    );
+    let log = vec![ev(100, "$$s", 0, 3), ev(101, "$$s", 1, 4)];
+    let history = with_log(history, &log);
+    assert!(
+        rules(&history).contains(&Rule::TombstoneWritten),
+        "{}",
+        check(&history)
+    );
+}
