@@ -41,14 +41,17 @@ pub async fn run_operator(
     recorder: Recorder,
 ) -> turmoil::Result {
     let client = client_for(endpoints)?;
+    // Every node the operator tried to remove, whether or not it heard the answer: a removal
+    // whose answer was lost (a timeout, a leader change) may still complete, and a node left
+    // out would never converge. Adding back a node that is still a voter is a no-op.
     let mut removed: BTreeSet<u64> = BTreeSet::new();
     while let Some(order) = orders.recv().await {
         match order {
             Order::Remove(node) => {
+                removed.insert(node);
                 for _ in 0..MAX_REMOVE_ATTEMPTS {
                     match client.force_remove_node(node).await {
                         Ok(_) => {
-                            removed.insert(node);
                             note(&recorder, format!("operator removed node {node}"));
                             break;
                         }
@@ -60,16 +63,18 @@ pub async fn run_operator(
             Order::Add(node, address) => {
                 // Bounded during the faults (the node may be down); the heal retries.
                 let until_ms = deadline_ms.min(now_ms() + ADD_DURING_FAULTS_MS);
-                if removed.contains(&node) && add(&client, node, &address, until_ms).await {
+                if removed.contains(&node)
+                    && add(&client, &recorder, node, &address, until_ms).await
+                {
                     removed.remove(&node);
-                    note(&recorder, format!("operator added node {node} back"));
                 }
             }
             Order::RestoreAll(nodes) => {
                 for (node, address) in nodes {
-                    if removed.contains(&node) && add(&client, node, &address, deadline_ms).await {
+                    if removed.contains(&node)
+                        && add(&client, &recorder, node, &address, deadline_ms).await
+                    {
                         removed.remove(&node);
-                        note(&recorder, format!("operator added node {node} back"));
                     }
                 }
                 break;
@@ -79,11 +84,21 @@ pub async fn run_operator(
     Ok(())
 }
 
-/// Adds `node` back, retrying until it is a voter again or `deadline_ms` passes.
-async fn add(client: &cairn_client::Client, node: u64, address: &str, deadline_ms: u64) -> bool {
+/// Adds `node` back, retrying until it is a voter again or `deadline_ms` passes; notes it
+/// in the history when it was out (a removal whose answer was lost may never have happened).
+async fn add(
+    client: &cairn_client::Client,
+    recorder: &Recorder,
+    node: u64,
+    address: &str,
+    deadline_ms: u64,
+) -> bool {
     while now_ms() < deadline_ms {
         match client.add_node(node, address).await {
-            Ok(_) => return true,
+            Ok(_) => {
+                note(recorder, format!("operator added node {node} back"));
+                return true;
+            }
             Err(e) if e.to_string().contains("is already a voter") => return true,
             Err(_) => pause().await,
         }

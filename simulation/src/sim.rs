@@ -175,6 +175,9 @@ struct Cluster {
     operator: tokio::sync::mpsc::UnboundedSender<Order>,
     /// Nodes the operator was told to remove and not yet to add back.
     removing: BTreeSet<u64>,
+    /// The node whose disk was damaged, and the last log index it held before: until its log
+    /// is back there it repairs, and neither votes nor stands for election.
+    damaged: Option<(u64, u64)>,
 }
 
 impl Cluster {
@@ -216,6 +219,37 @@ impl Cluster {
         }
         disk.crash(surviving);
         self.down.insert(node);
+    }
+
+    /// Whether fewer nodes than all of them are voters now: the operator was told to remove a
+    /// node and not yet to add it back, or a running node's membership is not every node as a
+    /// voter in one config (a removal done, under way, or left joint; a node not back yet).
+    /// A damaged node's vote is then one that every majority needs.
+    fn membership_reduced(&self) -> bool {
+        if !self.removing.is_empty() {
+            return true;
+        }
+        let everyone: BTreeSet<u64> = (1..=self.nodes).collect();
+        lock(&self.registry).values().any(|handle| {
+            let metrics = handle.raft.metrics().borrow_watched().clone();
+            metrics.membership_config.membership().get_joint_config() != &vec![everyone.clone()]
+        })
+    }
+
+    /// Whether the damaged node (if any) is still repairing: down, or its log short of what
+    /// it held before the damage.
+    fn repairing(&mut self) -> bool {
+        let Some((node, needed)) = self.damaged else {
+            return false;
+        };
+        let repaired = lock(&self.registry).get(&node).is_some_and(|handle| {
+            let metrics = handle.raft.metrics().borrow_watched().clone();
+            metrics.last_log_index.unwrap_or(0) >= needed
+        });
+        if repaired {
+            self.damaged = None;
+        }
+        !repaired
     }
 
     fn restart(&mut self, sim: &mut turmoil::Sim, node: u64) {
@@ -294,16 +328,26 @@ impl Cluster {
                 Some(Ending::FastDisk(node))
             }
             Fault::CorruptDisk { node, damage } => {
-                if self.down.contains(&node) {
+                // With the membership reduced, the damaged node's vote is one every majority
+                // needs: a majority damaged at once, which stops the cluster by design
+                // (DESIGN.md, "Membership and damaged disks").
+                if self.down.contains(&node) || self.membership_reduced() {
                     return None;
                 }
+                let held = lock(&self.registry)
+                    .get(&node)
+                    .and_then(|h| h.raft.metrics().borrow_watched().last_log_index)
+                    .unwrap_or(0);
+                self.damaged = Some((node, held));
                 // Stopped, not a power loss: what it wrote stays; then the damage.
                 self.crash(sim, node, rng, true);
                 crate::disk::damage(&self.disks[&node], damage);
                 Some(Ending::Restart(node))
             }
             Fault::RemoveNode { node } => {
-                if !self.removing.is_empty() {
+                // One node out at a time; and none while a damaged node repairs, for the
+                // same reason as above.
+                if !self.removing.is_empty() || self.repairing() {
                     return None;
                 }
                 self.removing.insert(node);
@@ -547,6 +591,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         peers: peers.clone(),
         operator,
         removing: BTreeSet::new(),
+        damaged: None,
     };
     for id in 1..=config.nodes {
         let setup = NodeSetup {
