@@ -21,7 +21,7 @@ use crate::disk::SimDisk;
 use crate::faults::{membership_schedule, schedule, Fault, FaultMix, Scheduled};
 use crate::history::{content_digest, EventRef, GroupStateRef, Record};
 use crate::net::{SimConnector, NODE_PORT};
-use crate::operator::{run_operator, Order};
+use crate::operator::{run_operator, Order, OutOfCluster};
 use crate::rng::SimRng;
 use crate::workload::{index_names, run_client, run_heal_probe, ClientPlan, Recorder};
 
@@ -175,6 +175,9 @@ struct Cluster {
     operator: tokio::sync::mpsc::UnboundedSender<Order>,
     /// Nodes the operator was told to remove and not yet to add back.
     removing: BTreeSet<u64>,
+    /// Nodes the operator tried to remove and has not added back (its removal may complete
+    /// after the order to add the node back was given).
+    out_of_cluster: OutOfCluster,
     /// The node whose disk was damaged, and the last log index it held before: until its log
     /// is back there it repairs, and neither votes nor stands for election.
     damaged: Option<(u64, u64)>,
@@ -221,12 +224,13 @@ impl Cluster {
         self.down.insert(node);
     }
 
-    /// Whether fewer nodes than all of them are voters now: the operator was told to remove a
-    /// node and not yet to add it back, or a running node's membership is not every node as a
-    /// voter in one config (a removal done, under way, or left joint; a node not back yet).
-    /// A damaged node's vote is then one that every majority needs.
+    /// Whether fewer nodes than all of them are voters now, or may be soon: the operator was
+    /// told to remove a node and not yet to add it back, or tried to remove one and has not
+    /// added it back, or a running node's membership is not every node as a voter in one
+    /// config (a removal done, under way, or left joint). A damaged node's vote is then one
+    /// that every majority needs.
     fn membership_reduced(&self) -> bool {
-        if !self.removing.is_empty() {
+        if !self.removing.is_empty() || !lock(&self.out_of_cluster).is_empty() {
             return true;
         }
         let everyone: BTreeSet<u64> = (1..=self.nodes).collect();
@@ -591,6 +595,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         peers: peers.clone(),
         operator,
         removing: BTreeSet::new(),
+        out_of_cluster: OutOfCluster::default(),
         damaged: None,
     };
     for id in 1..=config.nodes {
@@ -702,6 +707,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
             orders,
             heal_at + HEAL_DEADLINE_MS,
             recorder.clone(),
+            cluster.out_of_cluster.clone(),
         ),
     );
 
