@@ -25,7 +25,7 @@ use crate::history::{content_digest, AuthStateRef, EventRef, GroupStateRef, Reco
 use crate::history::{content_digest, EventRef, GroupStateRef, Record};
 use crate::lifecycle::run_lifecycle;
 use crate::net::{SimConnector, NODE_PORT};
-use crate::operator::{run_operator, Order};
+use crate::operator::{run_operator, Order, OutOfCluster};
 use crate::rng::SimRng;
 use crate::workload::{index_names, run_client, run_heal_probe, ClientPlan, Recorder};
 
@@ -227,6 +227,12 @@ struct Cluster {
     operator: tokio::sync::mpsc::UnboundedSender<Order>,
     /// Nodes the operator was told to remove and not yet to add back.
     removing: BTreeSet<u64>,
+    /// Nodes the operator tried to remove and has not added back (its removal may complete
+    /// after the order to add the node back was given).
+    out_of_cluster: OutOfCluster,
+    /// The node whose disk was damaged, and the last log index it held before: until its log
+    /// is back there it repairs, and neither votes nor stands for election.
+    damaged: Option<(u64, u64)>,
 }
 
 impl Cluster {
@@ -268,6 +274,38 @@ impl Cluster {
         }
         disk.crash(surviving);
         self.down.insert(node);
+    }
+
+    /// Whether fewer nodes than all of them are voters now, or may be soon: the operator was
+    /// told to remove a node and not yet to add it back, or tried to remove one and has not
+    /// added it back, or a running node's membership is not every node as a voter in one
+    /// config (a removal done, under way, or left joint). A damaged node's vote is then one
+    /// that every majority needs.
+    fn membership_reduced(&self) -> bool {
+        if !self.removing.is_empty() || !lock(&self.out_of_cluster).is_empty() {
+            return true;
+        }
+        let everyone: BTreeSet<u64> = (1..=self.nodes).collect();
+        lock(&self.registry).values().any(|handle| {
+            let metrics = handle.raft.metrics().borrow_watched().clone();
+            metrics.membership_config.membership().get_joint_config() != &vec![everyone.clone()]
+        })
+    }
+
+    /// Whether the damaged node (if any) is still repairing: down, or its log short of what
+    /// it held before the damage.
+    fn repairing(&mut self) -> bool {
+        let Some((node, needed)) = self.damaged else {
+            return false;
+        };
+        let repaired = lock(&self.registry).get(&node).is_some_and(|handle| {
+            let metrics = handle.raft.metrics().borrow_watched().clone();
+            metrics.last_log_index.unwrap_or(0) >= needed
+        });
+        if repaired {
+            self.damaged = None;
+        }
+        !repaired
     }
 
     fn restart(&mut self, sim: &mut turmoil::Sim, node: u64) {
@@ -346,16 +384,26 @@ impl Cluster {
                 Some(Ending::FastDisk(node))
             }
             Fault::CorruptDisk { node, damage } => {
-                if self.down.contains(&node) {
+                // With the membership reduced, the damaged node's vote is one every majority
+                // needs: a majority damaged at once, which stops the cluster by design
+                // (DESIGN.md, "Membership and damaged disks").
+                if self.down.contains(&node) || self.membership_reduced() {
                     return None;
                 }
+                let held = lock(&self.registry)
+                    .get(&node)
+                    .and_then(|h| h.raft.metrics().borrow_watched().last_log_index)
+                    .unwrap_or(0);
+                self.damaged = Some((node, held));
                 // Stopped, not a power loss: what it wrote stays; then the damage.
                 self.crash(sim, node, rng, true);
                 crate::disk::damage(&self.disks[&node], damage);
                 Some(Ending::Restart(node))
             }
             Fault::RemoveNode { node } => {
-                if !self.removing.is_empty() {
+                // One node out at a time; and none while a damaged node repairs, for the
+                // same reason as above.
+                if !self.removing.is_empty() || self.repairing() {
                     return None;
                 }
                 self.removing.insert(node);
@@ -610,6 +658,8 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         peers: peers.clone(),
         operator,
         removing: BTreeSet::new(),
+        out_of_cluster: OutOfCluster::default(),
+        damaged: None,
     };
     for id in 1..=config.nodes {
         let setup = NodeSetup {
@@ -778,6 +828,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
             orders,
             heal_at + HEAL_DEADLINE_MS,
             recorder.clone(),
+            cluster.out_of_cluster.clone(),
         ),
     );
 

@@ -15,12 +15,17 @@ const FIVE_NODE_SEEDS: std::ops::RangeInclusive<u64> = 1..=2;
 /// short left a log purged past a state machine with no snapshot, which openraft refuses at
 /// start (found by the 1,000-seed soak with damaged disks); 935, a log stream made obsolete by
 /// a snapshot to its follower read the log after a purge and sent entries after a hole
-/// (`network::raft_client::SnapshotsStarted`).
-const REGRESSION_SEEDS: &[u64] = &[46, 935];
+/// (`network::raft_client::SnapshotsStarted`); 87, a removal whose answer the operator never
+/// heard completed later and the node was never added back (the operator now adds back every
+/// node it tried to remove); 139, a disk damaged on one of two voters left after a removal,
+/// a majority damaged, which stops the cluster by design (the schedule now keeps damage and a
+/// reduced membership apart: simulation/DESIGN.md, "Membership and damaged disks").
+const REGRESSION_SEEDS: &[u64] = &[46, 935, 87, 139];
 /// Most seeds a planted bug may take to be found. `ack-before-durable` is the rarest since
 /// leaders accept a follower's log that went back (`allow_log_reversion`, for repaired
-/// nodes): only a lost majority shows it now, first at seed 60 (it was found earlier when the
-/// leader panicked on any reversion).
+/// nodes): only a lost majority shows it now, first at seed 73 (60 before the schedule kept
+/// disk damage and a reduced membership apart; it was found earlier when the leader panicked
+/// on any reversion). `forget-repair` is found at seed 73 too.
 const SEEDS_TO_FIND_A_BUG: u64 = 90;
 
 fn run_seed(config: &SimConfig) -> RunOutcome {
