@@ -22,7 +22,6 @@ use crate::consumers::{run_group_consumer, GROUP, GROUP_CONSUMERS};
 use crate::disk::SimDisk;
 use crate::faults::{membership_schedule, schedule, Fault, FaultMix, Scheduled};
 use crate::history::{content_digest, AuthStateRef, EventRef, GroupStateRef, Record};
-use crate::history::{content_digest, EventRef, GroupStateRef, Record};
 use crate::lifecycle::run_lifecycle;
 use crate::net::{SimConnector, NODE_PORT};
 use crate::operator::{run_operator, Order, OutOfCluster};

@@ -449,6 +449,9 @@ fn finds_a_security_cache_that_is_never_invalidated() {
             .iter()
             .any(|v| v.rule == cairn_simulation::checker::Rule::AuthVerdict),
         "{bug} was found by seed {seed} as something else: {report}"
+    );
+}
+
 /// Seeds of the stream-lifecycle tests (issue 18). Seeds 1, 2, 5 and 6 fail today, on a real
 /// divergence: see `lifecycle_seeds_that_diverge_today`.
 const LIFECYCLE_SEEDS: &[u64] = &[3, 4];
