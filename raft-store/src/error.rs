@@ -15,7 +15,8 @@ pub enum StoreError {
     /// A snapshot stream that does not follow the format.
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
-    /// A lazily streamed snapshot whose source state machine was replaced meanwhile.
+    /// A lazily streamed snapshot whose source state machine was replaced, or changed below
+    /// its end by a scavenge or erase, meanwhile; the newer snapshot is to be sent instead.
     #[error("snapshot source changed while it was being read")]
     SnapshotSourceChanged,
     /// A data dir written by a newer build, in a format this build does not know. Nothing was

@@ -47,6 +47,11 @@ pub struct Bugs {
     /// A consumer-group update writes the group's state with the checkpoint it had when it
     /// was created (its start): the progress since is forgotten.
     pub update_forgets_checkpoint: bool,
+    /// A forgetting step (scavenge, erase) neither stops the readers of an earlier snapshot
+    /// nor records one at its own point: a snapshot streamed later holds the store as it is
+    /// then, without the groups forgotten after its point, and the node that installs it
+    /// applies the log after that point on another state than the others did.
+    pub snapshot_ignores_forgetting: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -67,6 +72,7 @@ thread_local! {
         grant_wrong_prefix: false,
         auth_cache_not_invalidated: false,
         update_forgets_checkpoint: false,
+        snapshot_ignores_forgetting: false,
     }) };
 }
 

@@ -77,7 +77,8 @@ fn a_group(stream: &str, events: usize) -> StoredGroup {
     }
 }
 
-/// A valid snapshot stream of `groups` one-event groups: `MAGIC`, frames, trailer.
+/// A valid snapshot stream of `groups` one-event groups and one kept head (of a stream whose
+/// group at position `groups` was scavenged): `MAGIC`, frames, the head, trailer.
 fn a_snapshot(groups: u64) -> Vec<u8> {
     let mut bytes = MAGIC.to_vec();
     for position in 0..groups {
@@ -85,7 +86,15 @@ fn a_snapshot(groups: u64) -> Vec<u8> {
         let crc = crate::frame::crc(position, &encoded);
         crate::snapshot::push_frame(&mut bytes, position, crc, &encoded);
     }
-    crate::snapshot::push_trailer(&mut bytes, groups, groups);
+    let head = crate::snapshot::KeptHead {
+        key: crate::keys::stream_key("gone", 4),
+        run: crate::records::StreamRun {
+            first_position: groups,
+            count: 1,
+        },
+    };
+    crate::snapshot::push_kept_head(&mut bytes, &head);
+    crate::snapshot::push_trailer(&mut bytes, groups + 1, groups, 1);
     bytes
 }
 

@@ -116,6 +116,16 @@ pub fn stream_key_revision(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
+/// The stream name of a stream-index key, if `key` is one (table, name, NUL, revision).
+pub fn stream_key_name(key: &[u8]) -> Option<&str> {
+    let name_end = key.len().checked_sub(9)?;
+    if key.first() != Some(&STREAMS) || key.get(name_end) != Some(&0) || name_end < 1 {
+        return None;
+    }
+    let name = std::str::from_utf8(&key[1..name_end]).ok()?;
+    (!name.contains('\0')).then_some(name)
+}
+
 /// Stream-index keys of one stream with revision in `[from, to)`.
 pub fn stream_range(stream: &str, from: u64, to_exclusive: Option<u64>) -> KeyRange {
     let start = stream_key(stream, from);

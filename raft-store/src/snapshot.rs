@@ -1,16 +1,27 @@
 //! Snapshot data: the type openraft moves around, its byte format, and the lazy reader that
 //! streams a snapshot straight out of the store.
 //!
-//! The state machine is append-only, so the snapshot at `$all` position P is simply every append
-//! group below P. Building one costs nothing; its bytes are produced only when somebody reads
-//! them, a few groups at a time, so neither side ever holds the store in memory.
+//! The snapshot at log point P is the append groups below P's `$all` end that the store still
+//! holds, plus the stream-index entries a scavenge or erase kept without their group (a
+//! stream's head: where its revisions go on). Building one costs nothing; its bytes are
+//! produced only when somebody reads them, a few groups at a time, so neither side ever holds
+//! the store in memory.
+//!
+//! That is an exact image of P because below P's end only a forgetting step (scavenge, erase)
+//! changes the store, and each one bumps the store's generation before it writes and records
+//! a new snapshot at its own point (`state_machine`): a reader checks the generation after
+//! reading each chunk and stops with `SnapshotSourceChanged` when it moved, so the leader
+//! sends the newer snapshot instead.
 //!
 //! Format: `MAGIC`, then frames `[len: u32 LE][first_position: u64 LE][crc: u32 LE][group: len
-//! bytes]` in position order, then `[0u32][end_position: u64 LE][group_count: u64 LE][crc: u32
-//! LE]`. A frame's checksum is the group file frame's (`frame::crc` of the first position and
-//! the group), carried over as it was read back and checked; the trailer's covers its two
-//! counts. So a bit flipped on the wire or in the receiver's spool file is refused before it
-//! is installed, and the group is never re-hashed by the sender.
+//! bytes]` in position order, then kept heads `[KEPT_HEAD_MARK][len: u32 LE][crc: u32 LE][len
+//! bytes: key length u16 LE, stream-index key, run]`, then `[0u32][end_position: u64 LE]
+//! [group_count: u64 LE][head_count: u64 LE][crc: u32 LE]`. A frame's checksum is the group
+//! file frame's (`frame::crc` of the first position and the group), carried over as it was
+//! read back and checked; a kept head's covers its bytes, the trailer's its three counts. So a
+//! bit flipped on the wire or in the receiver's spool file is refused before it is installed,
+//! and the group is never re-hashed by the sender. `MAGIC_V2` streams (no kept heads, a
+//! trailer without their count) from nodes of the previous version are still read.
 
 use std::io::{self, Cursor, SeekFrom};
 use std::pin::Pin;
@@ -24,8 +35,19 @@ use crate::disk::{Disk, Order, SnapshotSpool};
 use crate::error::StoreError;
 use crate::group_files::{GroupFiles, Location};
 use crate::keys;
+use crate::records::StreamRun;
 
-pub const MAGIC: &[u8; 8] = b"CAIRNSN2";
+pub const MAGIC: &[u8; 8] = b"CAIRNSN3";
+/// The previous version's streams: groups only, a trailer of two counts.
+pub const MAGIC_V2: &[u8; 8] = b"CAIRNSN2";
+/// Stands where a group frame's length would, before a kept head (no group is that long).
+pub const KEPT_HEAD_MARK: u32 = u32::MAX;
+/// Largest kept head record: a stream-index key (a stream name of at most a few hundred
+/// bytes, a metastream's `$$` prefix, a revision) and its run. A record claiming more is
+/// refused before anything is allocated for it.
+pub const MAX_KEPT_HEAD_BYTES: usize = 1024;
+/// Stream-index entries read per chunk while looking for kept heads.
+pub const KEPT_HEAD_SCAN_KEYS: usize = 1024;
 /// Largest snapshot a node spools to a file while receiving it; past it the install fails
 /// with an error naming this limit (and the leader retries later), so a runaway or hostile
 /// stream cannot fill the disk.
@@ -42,20 +64,72 @@ pub(crate) fn push_frame(buf: &mut Vec<u8>, position: u64, crc: u32, payload: &[
     buf.extend_from_slice(payload);
 }
 
-/// The trailer's checksum: its end position and group count.
-pub(crate) fn trailer_crc(end_position: u64, group_count: u64) -> u32 {
+/// A stream-index entry kept without its group: the key and its run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeptHead {
+    pub key: Vec<u8>,
+    pub run: StreamRun,
+}
+
+impl KeptHead {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(2 + self.key.len() + 12);
+        bytes.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(&self.key);
+        bytes.extend_from_slice(&self.run.encode());
+        bytes
+    }
+
+    /// Decodes and checks a kept head record: a stream-index key of a valid stream name.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let bad = |detail: &str| StoreError::InvalidSnapshot(format!("kept head: {detail}"));
+        let (len, rest) = bytes.split_at_checked(2).ok_or_else(|| bad("short record"))?;
+        let key_len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+        let (key, run) = rest
+            .split_at_checked(key_len)
+            .ok_or_else(|| bad("key longer than the record"))?;
+        let stream = keys::stream_key_name(key).ok_or_else(|| bad("not a stream-index key"))?;
+        if stream.is_empty() {
+            return Err(bad("empty stream name"));
+        }
+        let run = StreamRun::decode(run)?;
+        if run.count == 0 {
+            return Err(bad("a run of no events"));
+        }
+        Ok(KeptHead {
+            key: key.to_vec(),
+            run,
+        })
+    }
+}
+
+/// Appends one kept head record.
+pub(crate) fn push_kept_head(buf: &mut Vec<u8>, head: &KeptHead) {
+    let payload = head.encode();
+    buf.extend_from_slice(&KEPT_HEAD_MARK.to_le_bytes());
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    buf.extend_from_slice(&payload);
+}
+
+/// The trailer's checksum: its end position, group count and (from `MAGIC` on) head count.
+pub(crate) fn trailer_crc(end_position: u64, group_count: u64, head_count: Option<u64>) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&end_position.to_le_bytes());
     hasher.update(&group_count.to_le_bytes());
+    if let Some(heads) = head_count {
+        hasher.update(&heads.to_le_bytes());
+    }
     hasher.finalize()
 }
 
 /// Appends the trailer.
-pub(crate) fn push_trailer(buf: &mut Vec<u8>, end_position: u64, group_count: u64) {
+pub(crate) fn push_trailer(buf: &mut Vec<u8>, end_position: u64, group_count: u64, heads: u64) {
     buf.extend_from_slice(&0u32.to_le_bytes());
     buf.extend_from_slice(&end_position.to_le_bytes());
     buf.extend_from_slice(&group_count.to_le_bytes());
-    buf.extend_from_slice(&trailer_crc(end_position, group_count).to_le_bytes());
+    buf.extend_from_slice(&heads.to_le_bytes());
+    buf.extend_from_slice(&trailer_crc(end_position, group_count, Some(heads)).to_le_bytes());
 }
 /// Append groups read from the store per chunk of a lazy snapshot. A group is at most
 /// `MAX_APPEND_BYTES`, so a chunk is bounded by this many of those.
@@ -136,9 +210,29 @@ pub(crate) struct SnapshotSource {
     pub end_position: u64,
 }
 
+impl SnapshotSource {
+    /// Whether the store still holds what this snapshot was made from (checked after each
+    /// read: a forgetting step bumps the generation before it writes).
+    fn check_unchanged(&self) -> Result<(), StoreError> {
+        if self.generation.load(Ordering::Acquire) != self.expected_generation {
+            return Err(StoreError::SnapshotSourceChanged);
+        }
+        Ok(())
+    }
+}
+
 enum Stage {
     Header,
-    Groups { next_position: u64, groups: u64 },
+    Groups {
+        next_position: u64,
+        groups: u64,
+    },
+    /// Stream-index entries after `after` (the whole table when `None`) are looked at next.
+    KeptHeads {
+        after: Option<Vec<u8>>,
+        groups: u64,
+        heads: u64,
+    },
     Done,
 }
 
@@ -178,17 +272,17 @@ impl Generator {
                 mut next_position,
                 mut groups,
             } => {
-                if source.generation.load(Ordering::Acquire) != source.expected_generation {
-                    return Err(StoreError::SnapshotSourceChanged);
-                }
+                source.check_unchanged()?;
                 let range = keys::u64_range(keys::EVENTS, next_position, source.end_position);
                 let page = source
                     .disk
                     .scan(&range, Order::Ascending, SNAPSHOT_GROUPS_PER_CHUNK)?;
                 if page.is_empty() {
-                    // Contiguity and the end are checked by the receiver, which decodes groups.
-                    push_trailer(&mut self.chunk, source.end_position, groups);
-                    self.stage = Stage::Done;
+                    self.stage = Stage::KeptHeads {
+                        after: None,
+                        groups,
+                        heads: 0,
+                    };
                     return Ok(());
                 }
                 for (key, value) in page {
@@ -200,10 +294,53 @@ impl Generator {
                     next_position = position + 1;
                     groups += 1;
                 }
+                source.check_unchanged()?;
                 self.stage = Stage::Groups {
                     next_position,
                     groups,
                 };
+            }
+            Stage::KeptHeads {
+                ref after,
+                groups,
+                mut heads,
+            } => {
+                let mut range = keys::table_range(keys::STREAMS);
+                if let Some(after) = after {
+                    range.start = after.clone();
+                    range.start.push(0);
+                }
+                let page = source
+                    .disk
+                    .scan(&range, Order::Ascending, KEPT_HEAD_SCAN_KEYS)?;
+                let last_key = page.last().map(|(key, _)| key.clone());
+                for (key, value) in page {
+                    let run = StreamRun::decode(&value)?;
+                    if run.first_position < source.end_position
+                        && source
+                            .disk
+                            .get(&keys::event_key(run.first_position))?
+                            .is_none()
+                    {
+                        push_kept_head(&mut self.chunk, &KeptHead { key, run });
+                        heads += 1;
+                    }
+                }
+                source.check_unchanged()?;
+                match last_key {
+                    Some(after) => {
+                        self.stage = Stage::KeptHeads {
+                            after: Some(after),
+                            groups,
+                            heads,
+                        }
+                    }
+                    None => {
+                        // Contiguity and the end are checked by the receiver.
+                        push_trailer(&mut self.chunk, source.end_position, groups, heads);
+                        self.stage = Stage::Done;
+                    }
+                }
             }
             Stage::Done => {}
         }

@@ -134,6 +134,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "show-hidden-events" => bugs.show_hidden_events = true,
         "scavenge-drops-partly-hidden" => bugs.scavenge_drops_partly_hidden = true,
         "append-to-tombstoned" => bugs.append_to_tombstoned = true,
+        "snapshot-ignores-forgetting" => bugs.snapshot_ignores_forgetting = true,
         _ => return None,
     }
     Some(bugs)

@@ -6,6 +6,11 @@
 //! durable, and after a crash openraft re-applies from the last applied id that survived
 //! (`recover` makes the files agree with it). A snapshot makes the state durable before it is
 //! recorded, because recording it lets the log below it be purged.
+//!
+//! A forgetting step (scavenge, erase) is the one change below the applied end. It bumps the
+//! generation before it writes, so lazy snapshot readers of the earlier state stop, and then
+//! records a snapshot at its own point: the recorded snapshot is always an exact image of
+//! its point (`snapshot`), and a rollback to it (`recover`) never undoes a forgetting.
 
 mod apply;
 mod install;
@@ -45,7 +50,8 @@ struct Shared {
     disk: Arc<dyn Disk>,
     groups: Arc<GroupFiles>,
     limits: Limits,
-    /// Bumped when a snapshot replaces the state: lazy readers of the old state stop.
+    /// Bumped when a snapshot replaces the state or a forgetting step changes it below the
+    /// applied end: lazy readers of the old state stop.
     generation: Arc<AtomicU64>,
     /// Serializes writers of the snapshot record (builds run beside `apply`), and keeps the
     /// reclaimer (`scavenge::Reclaimer`, which only tries it) off the files an install
@@ -63,6 +69,26 @@ struct Shared {
 impl Shared {
     fn snapshot_record(&self) -> Result<Option<SnapshotRecord>, StoreError> {
         read_snapshot_record(self.disk.as_ref())
+    }
+
+    /// Makes what a snapshot at `applied` covers durable (the groups' frames, then the
+    /// keyspace that points at them) and records it. The caller holds the snapshot lock.
+    async fn record_snapshot(&self, applied: &AppliedState) -> Result<SnapshotRecord, StoreError> {
+        self.groups.sync_async().await?;
+        sync_async(self.disk.as_ref()).await?;
+        let record = SnapshotRecord {
+            meta: SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+            },
+            end_position: applied.next_position,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(keys::SNAPSHOT, encode(&record)?);
+        self.disk.write(batch)?;
+        sync_async(self.disk.as_ref()).await?;
+        tracing::info!(last_log_id = ?applied.last_applied, end_position = applied.next_position, "recorded snapshot");
+        Ok(record)
     }
 
     fn snapshot_from(&self, record: SnapshotRecord) -> Snapshot {
@@ -421,8 +447,26 @@ impl StateMachineStore {
                 }
             };
             applier.applied.last_applied = Some(log_id);
+            let forgot = match &response {
+                Response::Scavenged(result) => result.removed_groups > 0,
+                Response::Erased(result) => result.removed_groups > 0,
+                _ => false,
+            };
             answers.push((waiter, response));
-            if applier.pending_bytes() >= MAX_APPLY_BATCH_BYTES {
+            if forgot && !bugs.snapshot_ignores_forgetting {
+                // Readers of a snapshot from before this step must stop before it writes,
+                // and the snapshot recorded from now on is this point's (module doc).
+                let _guard = shared.snapshot_lock.lock().await;
+                shared.generation.fetch_add(1, Ordering::AcqRel);
+                applier.flush().or_storage(Failed::WriteStateMachine)?;
+                shared
+                    .record_snapshot(applier.applied)
+                    .await
+                    .or_storage(Failed::WriteSnapshot)?;
+                for (waiter, response) in answers.drain(..) {
+                    answer(waiter, response);
+                }
+            } else if applier.pending_bytes() >= MAX_APPLY_BATCH_BYTES {
                 applier.flush().or_storage(Failed::WriteStateMachine)?;
                 for (waiter, response) in answers.drain(..) {
                     answer(waiter, response);
@@ -437,39 +481,30 @@ impl StateMachineStore {
     }
 }
 
-/// Builds snapshots beside `apply`: it captures the applied state when created, and the
-/// append-only store still holds exactly that prefix however far `apply` has gone since.
+/// Builds snapshots beside `apply`: it captures the applied state and the generation when
+/// created. Appends since then leave that prefix as it was; a forgetting step or an install
+/// since then has recorded a later snapshot, which the build returns instead.
 pub struct SnapshotBuilder {
     shared: Arc<Shared>,
     applied: AppliedState,
+    generation: u64,
 }
 
 impl SnapshotBuilder {
     async fn build(&mut self) -> Result<Snapshot, StoreError> {
-        // The snapshot lets openraft purge the log below it, so what it covers must be durable
-        // first: the groups' frames, then the keyspace that points at them.
-        self.shared.groups.sync_async().await?;
-        sync_async(self.shared.disk.as_ref()).await?;
         let _guard = self.shared.snapshot_lock.lock().await;
-        if let Some(existing) = self.shared.snapshot_record()? {
-            if existing.meta.last_log_id >= self.applied.last_applied {
+        let existing = self.shared.snapshot_record()?;
+        if let Some(existing) = existing {
+            let changed = self.shared.generation.load(Ordering::Acquire) != self.generation;
+            if changed || existing.meta.last_log_id >= self.applied.last_applied {
                 return Ok(self.shared.snapshot_from(existing));
             }
+        } else if self.shared.generation.load(Ordering::Acquire) != self.generation {
+            // Every change that bumps the generation records a snapshot, so this is a
+            // broken invariant, not a race.
+            return Err(StoreError::SnapshotSourceChanged);
         }
-        let last_log_id = self.applied.last_applied;
-        let end_position = self.applied.next_position;
-        let record = SnapshotRecord {
-            meta: SnapshotMeta {
-                last_log_id,
-                last_membership: self.applied.membership.clone(),
-            },
-            end_position,
-        };
-        let mut batch = WriteBatch::default();
-        batch.put(keys::SNAPSHOT, encode(&record)?);
-        self.shared.disk.write(batch)?;
-        sync_async(self.shared.disk.as_ref()).await?;
-        tracing::info!(?last_log_id, end_position, "built snapshot");
+        let record = self.shared.record_snapshot(&self.applied).await?;
         Ok(self.shared.snapshot_from(record))
     }
 }
@@ -508,6 +543,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             shared: self.shared.clone(),
             applied: self.applied.clone(),
+            generation: self.shared.generation.load(Ordering::Acquire),
         }
     }
 
@@ -522,6 +558,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        // The record and the generation its reader expects, read together.
+        let _guard = self.shared.snapshot_lock.lock().await;
         let record = self
             .shared
             .snapshot_record()

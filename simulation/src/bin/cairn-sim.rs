@@ -46,7 +46,8 @@ struct Args {
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
     /// forget-repair, checkpoint-off-by-one, update-forgets-checkpoint (with --groups, the
     /// last with --group-update), grant-wrong-prefix, auth-cache-not-invalidated (with --auth),
-    /// show-hidden-events, scavenge-drops-partly-hidden and append-to-tombstoned (with --lifecycle).
+    /// show-hidden-events, scavenge-drops-partly-hidden, append-to-tombstoned and
+    /// snapshot-ignores-forgetting (with --lifecycle).
     #[arg(long)]
     bug: Option<String>,
     /// Consumer-group consumers in the workload (an ordered group on $all; they crash
