@@ -47,10 +47,11 @@ pub struct Bugs {
     /// A consumer-group update writes the group's state with the checkpoint it had when it
     /// was created (its start): the progress since is forgotten.
     pub update_forgets_checkpoint: bool,
-    /// A forgetting step (scavenge, erase) neither stops the readers of an earlier snapshot
-    /// nor records one at its own point: a snapshot streamed later holds the store as it is
-    /// then, without the groups forgotten after its point, and the node that installs it
-    /// applies the log after that point on another state than the others did.
+    /// Snapshots ignore forgetting steps (scavenge, erase), as they did before kept heads: a
+    /// forgetting step neither stops the readers of an earlier snapshot nor records one at
+    /// its own point, and a snapshot leaves out the stream heads kept without their group.
+    /// The node that installs one applies the log after its point on another state than the
+    /// others did (a stream's next revision lost, or groups missing that its point held).
     pub snapshot_ignores_forgetting: bool,
 }
 

@@ -169,8 +169,7 @@ async fn read_snapshot(
             } else {
                 None
             };
-            if reader.read_u32_le().await? != trailer_crc(end_position, group_count, head_count)
-            {
+            if reader.read_u32_le().await? != trailer_crc(end_position, group_count, head_count) {
                 return Err(invalid("the trailer fails its checksum"));
             }
             if end_position < expected_position

@@ -3,12 +3,12 @@
 //! reopen, a snapshot install and a crash at either half.
 
 use cairn_raft_store::disk::MemDisk;
-use openraft::storage::RaftStateMachine;
 use cairn_raft_store::{
     Command, DeleteKind, DeleteStream, Direction, Entry, EntryPayload, ExpectedRevision as E,
     IndexName, NewEvent, Query, QueryItem, RecordedEvent, Response, Scavenge, ScavengeResult,
     SetStreamMetadata, StreamMetadata,
 };
+use openraft::storage::RaftStateMachine;
 use uuid::Uuid;
 
 use crate::common::*;
@@ -213,7 +213,12 @@ fn a_snapshot_streamed_after_a_scavenge_is_the_image_of_its_own_point() {
         let error = tokio::io::copy(&mut stale, &mut sink).await.unwrap_err();
         assert!(error.to_string().contains("changed"), "{error}");
 
-        let current = s.sm().get_current_snapshot().await.unwrap().expect("a snapshot");
+        let current = s
+            .sm()
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("a snapshot");
         assert!(current.meta.last_log_id > early.meta.last_log_id);
         let mut t = TestStore::mem();
         crate::snapshot::ship(current, &mut t).await;
@@ -224,9 +229,15 @@ fn a_snapshot_streamed_after_a_scavenge_is_the_image_of_its_own_point() {
         let recreate = tagged(1);
         for store in [&mut s, &mut t] {
             // b's head (9) was kept without its group: revisions go on after it.
-            store.apply(append("b", E::NoStream, recreate.clone())).await;
+            store
+                .apply(append("b", E::NoStream, recreate.clone()))
+                .await;
             assert_eq!(
-                store.stream("b").iter().map(|e| e.revision).collect::<Vec<_>>(),
+                store
+                    .stream("b")
+                    .iter()
+                    .map(|e| e.revision)
+                    .collect::<Vec<_>>(),
                 [10]
             );
             // A's first append was forgotten with its ids: the same ids are a new append.
@@ -259,7 +270,11 @@ fn a_crash_at_either_half_of_a_scavenge_loses_no_shown_event() {
         disk.crash(0);
         let mut s = TestStore::on(disk.clone(), None);
         assert_eq!(views(&s), before, "crash before the bytes went");
-        assert_eq!(scavenge(&mut s).await.removed_groups, 0, "already forgotten");
+        assert_eq!(
+            scavenge(&mut s).await.removed_groups,
+            0,
+            "already forgotten"
+        );
         // Reclaimed, but the notes' removal lost: the next step discards them again.
         assert_eq!(s.store.reclaimer.step().unwrap().groups, 16);
         disk.group_model().crash(0, 0);
