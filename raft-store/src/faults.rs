@@ -53,6 +53,9 @@ pub struct Bugs {
     /// The node that installs one applies the log after its point on another state than the
     /// others did (a stream's next revision lost, or groups missing that its point held).
     pub snapshot_ignores_forgetting: bool,
+    /// A consumer-group create stores the group without the filter it asked for: the group
+    /// delivers every stream of `$all`.
+    pub group_filter_dropped: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -74,6 +77,7 @@ thread_local! {
         auth_cache_not_invalidated: false,
         update_forgets_checkpoint: false,
         snapshot_ignores_forgetting: false,
+        group_filter_dropped: false,
     }) };
 }
 

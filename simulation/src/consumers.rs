@@ -1,13 +1,16 @@
 //! Consumer-group consumers in the workload: two hosts share one ordered group on `$all`,
 //! acknowledge what they get, park some of it, and now and then crash mid-event (drop their
 //! connection without answering); with `group_update` one of them updates the group's
-//! settings once, mid-run.
+//! settings once, mid-run; with `group_filter` the group delivers only the hot streams.
 //! What they receive and answer goes into the history, for the checker's group rules
 //! (`checker/groups.rs`).
 
 use std::time::Duration;
 
-use cairn_client::{ConsumerMessage, Error, GroupSettings, GroupStrategy, GroupUpdate, NackAction};
+use cairn_client::{
+    ConsumerMessage, Error, GroupSettings, GroupStrategy, GroupUpdate, NackAction,
+    SubscriptionFilter,
+};
 
 use crate::history::Record;
 use crate::rng::SimRng;
@@ -31,6 +34,9 @@ pub const CRASH_PERCENT: u64 = 3;
 /// with `SimConfig::group_update`): an update applied mid-run, which must keep the checkpoint.
 pub const UPDATE_AFTER_DELIVERIES: u64 = 20;
 pub const UPDATED_CHECKPOINT_INTERVAL_MS: u64 = 150;
+/// The stream prefix of the group's filter, with `SimConfig::group_filter`: the workload's
+/// hot streams pass, its cold ones do not.
+pub const GROUP_FILTER_STREAM_PREFIX: &str = "hot-";
 /// How long a consumer waits for the next message before looking at the clock again.
 const NEXT_WAIT_MS: u64 = 500;
 /// Pause before a consumer connects again.
@@ -43,17 +49,30 @@ pub async fn run_group_consumer(
     mut rng: SimRng,
     until_ms: u64,
     update: bool,
+    filter: bool,
     recorder: Recorder,
 ) -> turmoil::Result {
     let client = client_for(endpoints)?;
+    let stream_prefix = filter.then(|| GROUP_FILTER_STREAM_PREFIX.to_owned());
     let settings = GroupSettings {
         max_in_flight: Some(GROUP_WINDOW),
         message_timeout_ms: Some(GROUP_MESSAGE_TIMEOUT_MS),
         checkpoint_interval_ms: Some(GROUP_CHECKPOINT_INTERVAL_MS),
         max_retries: Some(GROUP_MAX_RETRIES),
         strategy: GroupStrategy::Ordered,
+        filter: stream_prefix
+            .clone()
+            .map(|prefix| SubscriptionFilter::default().stream_prefix(prefix)),
         ..GroupSettings::on("$all")
     };
+    record(
+        &recorder,
+        Record::GroupCreate {
+            consumer,
+            group: GROUP.into(),
+            stream_prefix,
+        },
+    );
     let id = rng.uuid();
     let mut deliveries = 0u64;
     while now_ms() < until_ms {

@@ -198,6 +198,14 @@ pub enum Record {
         position: u64,
         action: String,
     },
+    /// A consumer is about to create its group with this stream-prefix filter (`None`: the
+    /// whole of `$all`). Every create of a group in a run carries the same definition, so
+    /// whichever is applied, the group must deliver only the events the filter passes.
+    GroupCreate {
+        consumer: u32,
+        group: String,
+        stream_prefix: Option<String>,
+    },
     /// A consumer crashed mid-event: it dropped its connection without answering.
     GroupCrash {
         consumer: u32,

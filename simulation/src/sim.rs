@@ -76,6 +76,9 @@ pub struct SimConfig {
     /// With `groups`: one consumer updates the group's settings mid-run (`consumers`). Off by
     /// default for the same reason (it changes the seeds' course).
     pub group_update: bool,
+    /// With `groups`: the group is created with a stream-prefix filter (`consumers`), so it
+    /// delivers only the hot streams' events. Off by default for the same reason.
+    pub group_filter: bool,
     /// The stream-lifecycle client in the workload (`lifecycle`: metadata changes, deletes,
     /// tombstones, an erase, scavenges). Off by default for the same reason as `groups`; the
     /// lifecycle tests and `cairn-sim --lifecycle` turn it on.
@@ -95,6 +98,7 @@ impl SimConfig {
             groups: false,
             auth: false,
             group_update: false,
+            group_filter: false,
             lifecycle: false,
         }
     }
@@ -131,6 +135,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "grant-wrong-prefix" => bugs.grant_wrong_prefix = true,
         "auth-cache-not-invalidated" => bugs.auth_cache_not_invalidated = true,
         "update-forgets-checkpoint" => bugs.update_forgets_checkpoint = true,
+        "group-filter-dropped" => bugs.group_filter_dropped = true,
         "show-hidden-events" => bugs.show_hidden_events = true,
         "scavenge-drops-partly-hidden" => bugs.scavenge_drops_partly_hidden = true,
         "append-to-tombstoned" => bugs.append_to_tombstoned = true,
@@ -751,6 +756,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
                 rng,
                 until_ms,
                 config.group_update,
+                config.group_filter,
                 recorder.clone(),
             ),
         );

@@ -256,10 +256,12 @@ fn finds_a_skipped_dcb_condition_check() {
 #[test]
 fn consumer_groups_keep_their_promises_through_faults() {
     for seed in 1..=GROUP_SEEDS {
-        // Odd seeds with a settings update mid-run: it must keep every promise too.
+        // Odd seeds with a settings update mid-run, even ones with a filtered group: they
+        // must keep every promise too.
         let outcome = run_seed(&SimConfig {
             groups: true,
             group_update: seed % 2 == 1,
+            group_filter: seed % 2 == 0,
             ..SimConfig::new(seed)
         });
         assert!(
@@ -300,6 +302,36 @@ fn finds_a_group_update_that_forgets_the_checkpoint() {
             .violations
             .iter()
             .any(|v| v.rule == cairn_simulation::checker::Rule::GroupCheckpointForgot),
+        "{bug} was found by seed {seed} as something else: {report}"
+    );
+}
+
+/// Issue 19: a state machine that stores a group without the filter its create asked for:
+/// the group then delivers every stream of `$all`, and the `group-filter` rule finds a
+/// delivery the filter does not pass.
+#[test]
+fn finds_a_group_stored_without_its_filter() {
+    let bug = "group-filter-dropped";
+    let bugs = bug_named(bug).expect("a known bug");
+    let found = (1..=SEEDS_TO_FIND_A_BUG).find_map(|seed| {
+        let outcome = run_seed(&SimConfig {
+            bugs,
+            groups: true,
+            group_filter: true,
+            ..SimConfig::new(seed)
+        });
+        let first = outcome.report.violations.first()?.clone();
+        Some((seed, first, outcome.report))
+    });
+    let Some((seed, first, report)) = found else {
+        panic!("the simulation did not find {bug} in {SEEDS_TO_FIND_A_BUG} seeds");
+    };
+    eprintln!("{bug} found by seed {seed}: {first}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.rule == cairn_simulation::checker::Rule::GroupFilter),
         "{bug} was found by seed {seed} as something else: {report}"
     );
 }

@@ -44,8 +44,8 @@ struct Args {
     check: Option<std::path::PathBuf>,
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
-    /// forget-repair, checkpoint-off-by-one, update-forgets-checkpoint (with --groups, the
-    /// last with --group-update), grant-wrong-prefix, auth-cache-not-invalidated (with --auth),
+    /// forget-repair, checkpoint-off-by-one, update-forgets-checkpoint, group-filter-dropped
+    /// (with --groups, the last two with --group-update and --group-filter), grant-wrong-prefix, auth-cache-not-invalidated (with --auth),
     /// show-hidden-events, scavenge-drops-partly-hidden, append-to-tombstoned and
     /// snapshot-ignores-forgetting (with --lifecycle).
     #[arg(long)]
@@ -62,6 +62,10 @@ struct Args {
     /// requires the update to keep the checkpoint).
     #[arg(long)]
     group_update: bool,
+    /// With --groups: the group delivers only the hot streams (a stream-prefix filter; the
+    /// checker then requires every delivery to pass it).
+    #[arg(long)]
+    group_filter: bool,
     /// The stream-lifecycle client in the workload (metadata changes, soft deletes,
     /// tombstones, an erase and scavenges of streams `life-0`..`life-3`).
     #[arg(long)]
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
             groups: args.groups,
             auth: args.auth,
             group_update: args.group_update,
+            group_filter: args.group_filter,
             lifecycle: args.lifecycle,
             ..SimConfig::new(seed)
         };

@@ -1,6 +1,6 @@
 //! Consumer groups: per-stream order of an ordered group as its consumers saw it, no event
-//! counted done by a committed checkpoint that nobody answered (nor parked), and checkpoints
-//! that never forget.
+//! counted done by a committed checkpoint that nobody answered (nor parked), checkpoints
+//! that never forget, and no delivery its filter does not pass.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -36,8 +36,56 @@ pub(super) fn check_groups(history: &[Record], log: &Log, sink: &mut Sink) {
                 .extend(positions.iter().copied());
         }
     }
+    // The filter each group was asked for (every create of a group carries the same one).
+    let mut filters: HashMap<&str, Option<&str>> = HashMap::new();
+    for record in history {
+        if let Record::GroupCreate {
+            group,
+            stream_prefix,
+            ..
+        } = record
+        {
+            filters.insert(group, stream_prefix.as_deref());
+        }
+    }
     check_order(history, &states, sink);
-    check_checkpoints(history, &states, &parked, log, sink);
+    check_filter(history, &filters, sink);
+    check_checkpoints(history, &states, &parked, &filters, log, sink);
+}
+
+/// Whether `group`'s filter passes an event of `stream` (groups read `$all`, which leaves
+/// `$` streams out unless the prefix asks for them).
+fn passes(filters: &HashMap<&str, Option<&str>>, group: &str, stream: &str) -> bool {
+    match filters.get(group).copied().flatten() {
+        Some(prefix) => stream.starts_with(prefix),
+        None => !stream.starts_with('$'),
+    }
+}
+
+/// `group-filter`: a group delivers only events its filter passes.
+fn check_filter(history: &[Record], filters: &HashMap<&str, Option<&str>>, sink: &mut Sink) {
+    for record in history {
+        if let Record::GroupDelivery {
+            group,
+            event,
+            consumer,
+            at_ms,
+            ..
+        } = record
+        {
+            if !passes(filters, group, &event.stream) {
+                sink.push(Rule::GroupFilter, || {
+                    format!(
+                        "group {group}: {}@{} delivered to consumer {consumer} at {at_ms} ms, \
+                         which its filter {:?} does not pass",
+                        event.stream,
+                        event.revision,
+                        filters.get(group.as_str()).copied().flatten()
+                    )
+                });
+            }
+        }
+    }
 }
 
 /// `group-order`: in an ordered group, a stream's revision r (r > 0) is delivered only after
@@ -96,6 +144,7 @@ fn check_checkpoints(
     history: &[Record],
     states: &BTreeMap<&str, &[GroupStateRef]>,
     parked: &HashMap<&str, HashSet<u64>>,
+    filters: &HashMap<&str, Option<&str>>,
     log: &Log,
     sink: &mut Sink,
 ) {
@@ -133,14 +182,15 @@ fn check_checkpoints(
             }
         }
         // The last checkpoint: every event it counts as done was answered or parked. (Groups
-        // in the simulation read `$all`, whose keys are positions; `$` streams are not theirs.)
+        // in the simulation read `$all`, whose keys are positions; what their filter does
+        // not pass is passed over, done without an answer.)
         let Some(last) = recorded.last().filter(|s| !s.deleted) else {
             continue;
         };
         let answered = answered.get(group);
         let parked = parked.get(group);
         for event in log.events {
-            if event.stream.starts_with('$') || !done(last, event.position) {
+            if !passes(filters, group, &event.stream) || !done(last, event.position) {
                 continue;
             }
             let handled = answered.is_some_and(|a| a.contains(&event.position))

@@ -221,6 +221,7 @@ fn count(history: &[Record]) -> Stats {
             Record::Run { .. }
             | Record::GroupAck { .. }
             | Record::GroupCrash { .. }
+            | Record::GroupCreate { .. }
             | Record::NodeGroup { .. }
             | Record::Healed { .. }
             | Record::NodeLog { .. }

@@ -60,6 +60,9 @@ pub enum Rule {
     /// A consumer group's committed checkpoint counts an event as done that no consumer
     /// answered and that is not parked: it will never be delivered.
     GroupLost,
+    /// A consumer group delivered an event its filter (the one its create asked for) does
+    /// not pass: the filter was not stored, or not applied.
+    GroupFilter,
     /// A consumer group's checkpoint forgot an event an earlier one had done: after a leader
     /// change it would be delivered again although acknowledged before its checkpoint.
     GroupCheckpointForgot,
@@ -108,6 +111,7 @@ impl Rule {
             Rule::GroupOrder => "group-order",
             Rule::GroupLost => "group-lost",
             Rule::GroupCheckpointForgot => "group-checkpoint-forgot",
+            Rule::GroupFilter => "group-filter",
             Rule::AuthState => "auth-state",
             Rule::AuthVerdict => "auth-verdict",
             Rule::RemovedVisible => "removed-visible",

@@ -234,6 +234,7 @@ impl Applier<'_> {
         }
         // An empty filter is stored as none: one way to say "every event".
         let filter = filter.as_ref().and_then(crate::filter::normalized);
+        let filter = filter.filter(|_| !crate::faults::active().group_filter_dropped);
         if let Some(result) = self.retry(&group, id)? {
             return Ok(result);
         }
