@@ -1,6 +1,7 @@
 //! Damaged files on one stopped node (a follower, then the former leader): found at start,
 //! never served, repaired from the others, with writes going on and no acknowledged event
 //! lost. Prints how long each repair took (no timing assert: the figure is 30 s).
+//! And damage on a majority at once: the cluster stops with a clear error instead.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -222,6 +223,122 @@ fn damaged_files_on_one_node_are_found_never_served_and_repaired_from_the_others
         cluster.wait_until_converged().await;
         for id in 1..=3 {
             check_history(id, &read_all(&cluster.node_client(id)).await, &history);
+        }
+    });
+}
+
+/// How long a cluster with a damaged majority is watched for a leader (there must be none):
+/// several election timeouts.
+const STOPPED_WATCH: Duration = Duration::from_secs(10);
+/// What a damaged node logs at start: it neither votes nor stands until repaired.
+const NOT_VOTING_LINE: &str = "not voting or standing for election";
+/// What it logs while no leader repairs it.
+const STOPS_LINE: &str = "the cluster stops rather than elect";
+
+/// A majority damaged at once (the whole cluster stopped, two of three logs flipped, all
+/// restarted): the cluster stops with a clear error instead of electing a leader that may
+/// lack acknowledged events. No node has a leader, an append gets an error, the damaged
+/// nodes say why, and every node serves only events that are right (the healthy one all of
+/// them).
+#[test]
+fn damage_on_a_majority_at_once_stops_the_cluster_and_nothing_wrong_is_served() {
+    runtime().block_on(async {
+        let mut cluster = TestCluster::start_with(3, |c| {
+            let env = format!("CAIRN_SNAPSHOT_EVERY={SNAPSHOT_EVERY}");
+            c.with_launchers(vec![vec!["env".into(), env]; 3])
+        });
+        cluster.wait_for_leader().await;
+        let load = Load::start(&cluster.client(), "majority", WRITERS);
+        while load.acked() < APPENDS_BEFORE {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let history = load.stop().await;
+        tokio::time::sleep(MARK_SETTLE).await;
+        let leader = cluster.wait_for_leader().await;
+        let healthy = (1..=3).find(|&id| id != leader).expect("a follower");
+        for id in 1..=3 {
+            cluster.terminate(id);
+            if cluster.wait_exit(id, CLUSTER_WAIT).await.is_none() {
+                cluster.kill(id);
+            }
+        }
+        let damaged: Vec<u64> = (1..=3).filter(|&id| id != healthy).collect();
+        for &id in &damaged {
+            let done = harm_store(&cluster.data_dir(id).join("store"), Harm::FlipLog);
+            println!("node {id}: {done}");
+        }
+        for id in 1..=3 {
+            cluster.restart(id);
+        }
+        let restarted = Instant::now();
+        let mut append_error = None;
+        while restarted.elapsed() < STOPPED_WATCH {
+            for id in 1..=3 {
+                if let Ok(status) = cluster.node_client(id).status().await {
+                    assert_eq!(
+                        status.leader_id, None,
+                        "node {id} knows a leader with two of three logs damaged"
+                    );
+                }
+            }
+            if append_error.is_none() && restarted.elapsed() > Duration::from_secs(3) {
+                let event =
+                    cairn_client::EventData::json("Probe", &serde_json::json!({})).expect("json");
+                // One attempt, so the answer is the node's own, not the client's retries.
+                let client = cairn_client::Client::with_config(cairn_client::ClientConfig {
+                    endpoints: cluster.endpoints(),
+                    max_append_attempts: 1,
+                    ..cairn_client::ClientConfig::default()
+                })
+                .expect("client");
+                let append = client.append(
+                    "majority-probe",
+                    cairn_client::ExpectedRevision::Any,
+                    vec![event],
+                );
+                append_error = Some(match tokio::time::timeout(CLUSTER_WAIT, append).await {
+                    Ok(Ok(result)) => panic!("an append was acknowledged: {result:?}"),
+                    Ok(Err(e @ cairn_client::Error::Unavailable(_))) => e.to_string(),
+                    Ok(Err(e)) => panic!("an append got {e:?}, not Unavailable"),
+                    Err(_) => panic!("an append got no answer within {CLUSTER_WAIT:?}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        println!("an append while stopped: {append_error:?}");
+        for &id in &damaged {
+            // The second line comes every 10 s of waiting, from the node's own start.
+            let mut log = String::new();
+            let deadline = Instant::now() + CLUSTER_WAIT;
+            while Instant::now() < deadline {
+                log = std::fs::read_to_string(cluster.log_path(id)).unwrap_or_default();
+                if log.contains(STOPS_LINE) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            for line in [NOT_VOTING_LINE, STOPS_LINE] {
+                assert!(
+                    log.contains(line),
+                    "node {id} (damaged) did not log \"{line}\"; its log:\n{log}"
+                );
+            }
+            let metrics = scrape(&cluster, id);
+            assert!(
+                metrics.value("cairn_corruption_detected_total", &[("file", "raft-log")]) >= 1.0,
+                "node {id} did not count the damage to its log"
+            );
+        }
+        let whole = read_all(&cluster.node_client(healthy)).await;
+        check_history(healthy, &whole, &history);
+        for &id in &damaged {
+            match try_read_all(&cluster.node_client(id), ReadOptions::forwards()).await {
+                Ok(served) => assert!(
+                    served.len() <= whole.len() && served[..] == whole[..served.len()],
+                    "node {id} (damaged) served events that differ from the healthy node's"
+                ),
+                Err(e) => println!("node {id} (damaged) refuses reads: {e}"),
+            }
         }
     });
 }
