@@ -12,7 +12,8 @@ use crate::disk::{Disk, Order};
 use crate::error::StoreError;
 use crate::group_files::GroupFiles;
 use crate::keys;
-use crate::records::{read_group, StreamRun};
+use crate::records::read_group;
+use crate::stream_run::StreamRun;
 
 /// The stored security state and its revision in `AUTH_STREAM`; `None` before the first
 /// change.

@@ -30,8 +30,9 @@ use crate::group_files::{GroupFiles, Location};
 use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::lifecycle::metastream;
-use crate::records::{StoredGroup, StreamRun};
+use crate::records::StoredGroup;
 use crate::scavenge::forget_group;
+use crate::stream_run::StreamRun;
 
 /// Most groups one `EraseStream` step forgets: bounds the apply call's work and batch, like
 /// `scavenge::SCAVENGE_GROUPS_PER_COMMAND`; the driver proposes the next step while the last

@@ -19,9 +19,10 @@ use crate::codec::{decode_position, decode_u64_u32};
 use crate::disk::{Disk, LogFiles, MemDisk, MemLogFiles};
 use crate::frame;
 use crate::group_files::{GroupFiles, Location};
-use crate::records::{read_group, StoredGroup, StreamRun};
+use crate::records::{read_group, StoredGroup};
 use crate::segment_file::{Layout, SegmentFiles};
 use crate::snapshot::{SnapshotData, MAGIC};
+use crate::stream_run::StreamRun;
 use crate::{ContentType, Entry, Limits, LogStore, NewEvent, SnapshotMeta, StateMachineStore};
 
 #[global_allocator]
@@ -88,7 +89,7 @@ fn a_snapshot(groups: u64) -> Vec<u8> {
     }
     let head = crate::snapshot::KeptHead {
         key: crate::keys::stream_key("gone", 4),
-        run: crate::records::StreamRun {
+        run: StreamRun {
             first_position: groups,
             count: 1,
         },

@@ -47,6 +47,7 @@ mod segment_log;
 mod snapshot;
 mod state_machine;
 mod storage_error;
+mod stream_run;
 mod types;
 
 use std::sync::Arc;

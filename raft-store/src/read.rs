@@ -18,7 +18,8 @@ use crate::index::{run_after, run_at_or_before, IndexName, Run};
 use crate::keys;
 use crate::lifecycle::{self, Lifecycle, Visibility};
 use crate::query::{next_match, query_matches, Walk};
-use crate::records::{read_group, AppliedState, StoredGroup, StreamRun};
+use crate::records::{read_group, AppliedState, StoredGroup};
+use crate::stream_run::StreamRun;
 use crate::types::{Query, RecordedEvent};
 
 /// Which way a read goes.

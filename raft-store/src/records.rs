@@ -3,13 +3,14 @@
 use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
-use crate::codec::{decode, decode_prefix, decode_u64_u32, encode_u64_u32};
+use crate::codec::{decode, decode_prefix};
 use crate::disk::{Disk, WriteBatch};
 use crate::error::StoreError;
 use crate::group_files::{GroupFiles, Location};
 use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::raft_types::{LogId, SnapshotMeta, StoredMembership};
+use crate::stream_run::StreamRun;
 use crate::types::{ContentType, Format1Event, NewEvent};
 
 /// One append, stored whole as one frame of the group files (`group_files`), found through
@@ -169,27 +170,6 @@ pub fn last_event(
         return Ok(None);
     };
     Ok(Some((event, first_revision + u64::from(run.count) - 1)))
-}
-
-/// Value of a stream-index key: where one append to the stream landed in `$all`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamRun {
-    pub first_position: u64,
-    pub count: u32,
-}
-
-impl StreamRun {
-    pub fn encode(self) -> Vec<u8> {
-        encode_u64_u32(self.first_position, self.count)
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let (first_position, count) = decode_u64_u32("stream run", bytes)?;
-        Ok(StreamRun {
-            first_position,
-            count,
-        })
-    }
 }
 
 /// The state machine's own progress, written in the same batch as what it describes.

@@ -35,7 +35,7 @@ use crate::disk::{Disk, Order, SnapshotSpool};
 use crate::error::StoreError;
 use crate::group_files::{GroupFiles, Location};
 use crate::keys;
-use crate::records::StreamRun;
+use crate::stream_run::StreamRun;
 
 pub const MAGIC: &[u8; 8] = b"CAIRNSN3";
 /// The previous version's streams: groups only, a trailer of two counts.
@@ -210,6 +210,9 @@ pub(crate) struct SnapshotSource {
     pub expected_generation: u64,
     /// The snapshot holds every group below this `$all` position.
     pub end_position: u64,
+    /// Whether it carries the stream heads kept without their group (always, but for the
+    /// planted bug `snapshot_ignores_forgetting`).
+    pub kept_heads: bool,
 }
 
 impl SnapshotSource {
@@ -280,7 +283,7 @@ impl Generator {
                     .disk
                     .scan(&range, Order::Ascending, SNAPSHOT_GROUPS_PER_CHUNK)?;
                 if page.is_empty() {
-                    self.stage = if crate::faults::active().snapshot_ignores_forgetting {
+                    self.stage = if !source.kept_heads {
                         push_trailer(&mut self.chunk, source.end_position, groups, 0);
                         Stage::Done
                     } else {

@@ -98,6 +98,7 @@ impl Shared {
             generation: self.generation.clone(),
             expected_generation: self.generation.load(Ordering::Acquire),
             end_position: record.end_position,
+            kept_heads: !crate::faults::active().snapshot_ignores_forgetting,
         };
         Snapshot {
             meta: record.meta,

@@ -19,7 +19,8 @@ use crate::disk::{delete_range, rewrite_range, Disk, Order, Rewrite, WriteBatch}
 use crate::error::StoreError;
 use crate::group_files::{GroupFiles, Location};
 use crate::keys;
-use crate::records::{read_group, read_snapshot_record, AppliedState, StreamRun};
+use crate::records::{read_group, read_snapshot_record, AppliedState};
+use crate::stream_run::StreamRun;
 
 /// Keys visited per batch while rolling back.
 pub const RECOVER_PAGE_KEYS: usize = 4096;
