@@ -1,6 +1,13 @@
-//! Users, API tokens and grants (issue 17, part B): the security records, replicated through
-//! Raft so that every node authenticates and authorizes every request from its own applied
-//! state, and a change (a revoked token) holds on every node once applied there.
+//! Users, API tokens, roles and grants (issue 17, part B): the security records, replicated
+//! through Raft so that every node authenticates and authorizes every request from its own
+//! applied state, and a change (a revoked token) holds on every node once applied there.
+//!
+//! **Roles.** A grant goes to a user or to a role; a user holds the grants of each role it
+//! is assigned as its own (KurrentDB's groups in stream ACLs, Kafka's principals): grant
+//! `read orders-` to role `reporting` once, assign and unassign people. One level only (a
+//! role holds grants, not roles), so what a user may do is its grants and its roles' grants,
+//! nothing to resolve. Admin through a role counts as admin: no change may leave the cluster
+//! without one (`LastAdmin`), whichever way it would.
 //!
 //! **Where the state lives.** Like a stream's lifecycle (`lifecycle`), the whole state is the
 //! JSON data of the last event of one system stream, [`AUTH_STREAM`]. It is then ordinary
@@ -35,6 +42,12 @@ pub const MAX_USERS: usize = 256;
 pub const MAX_TOKENS: usize = 1_024;
 /// Most grants one user holds. At the limit, a new grant is refused.
 pub const MAX_GRANTS_PER_USER: usize = 64;
+/// Most roles. At the limit, adding one is refused (`TooMany`).
+pub const MAX_ROLES: usize = 64;
+/// Most grants one role holds. At the limit, a new grant is refused.
+pub const MAX_GRANTS_PER_ROLE: usize = 64;
+/// Most roles one user is assigned. At the limit, assigning one more is refused.
+pub const MAX_ROLES_PER_USER: usize = 16;
 /// Longest user name, in bytes of UTF-8.
 pub const MAX_USER_NAME_BYTES: usize = 64;
 /// Longest stored secret hash (an argon2 PHC string is about 100 bytes; a SHA-256 hex 64).
@@ -121,12 +134,18 @@ pub struct User {
     #[serde(default)]
     pub grants: BTreeSet<Grant>,
     pub created_unix_ms: u64,
+    /// The roles whose grants the user holds. Absent from states written before roles (and
+    /// left out when empty, so such a state encodes as it did).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub roles: BTreeSet<String>,
 }
 
-impl User {
-    pub fn is_admin(&self) -> bool {
-        self.grants.iter().any(|g| g.action == Action::Admin)
-    }
+/// A named set of grants that users are assigned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    #[serde(default)]
+    pub grants: BTreeSet<Grant>,
+    pub created_unix_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +166,9 @@ pub struct AuthState {
     pub users: BTreeMap<String, User>,
     /// By token id.
     pub tokens: BTreeMap<String, Token>,
+    /// Absent from states written before roles (and left out when empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, Role>,
 }
 
 /// One change of the security state.
@@ -186,6 +208,33 @@ pub enum AuthChange {
     Revoke {
         user: String,
         grant: Grant,
+    },
+    // Roles: new variants go at the end, so entries older builds logged decode as they did.
+    AddRole {
+        role: String,
+    },
+    /// Removes the role and takes it from every user; never when that leaves no admin.
+    RemoveRole {
+        role: String,
+    },
+    GrantRole {
+        role: String,
+        grant: Grant,
+    },
+    /// Takes a grant back from a role; never when that leaves no admin.
+    RevokeRole {
+        role: String,
+        grant: Grant,
+    },
+    /// Gives the user the role's grants (again: nothing changes).
+    AssignRole {
+        user: String,
+        role: String,
+    },
+    /// Takes the role from the user; never when that leaves no admin.
+    UnassignRole {
+        user: String,
+        role: String,
     },
 }
 
@@ -234,6 +283,18 @@ pub enum AuthRefusal {
     },
     #[error("{user:?} is the last admin: make another admin first")]
     LastAdmin { user: String },
+    #[error("role {role:?} already exists")]
+    RoleExists { role: String },
+    #[error("no role {role:?}")]
+    NoSuchRole { role: String },
+    #[error("role {role:?} holds no grant {action} {prefix:?}")]
+    NoSuchRoleGrant {
+        role: String,
+        action: Action,
+        prefix: String,
+    },
+    #[error("user {user:?} is not assigned role {role:?}")]
+    RoleNotAssigned { user: String, role: String },
     #[error("at most {max} {what}")]
     TooMany { what: String, max: usize },
     #[error("{field}: {why}")]
@@ -265,6 +326,14 @@ pub fn validate_user_name(user: &str) -> Result<(), AuthRefusal> {
         ));
     }
     Ok(())
+}
+
+/// A role name: the same rule as a user name.
+pub fn validate_role_name(role: &str) -> Result<(), AuthRefusal> {
+    validate_user_name(role).map_err(|refusal| match refusal {
+        AuthRefusal::Invalid { why, .. } => invalid("role", why),
+        other => other,
+    })
 }
 
 /// A grant: the admin action only on [`EVERY_NAME`]; a prefix 1..=`MAX_GRANT_PREFIX_BYTES`
@@ -318,15 +387,48 @@ impl AuthState {
     }
 
     /// Whether `user` may do `action` on `name` (a stream name, `$all`, an index name such as
-    /// `$ce-orders`, or `$dcb`).
+    /// `$ce-orders`, or `$dcb`): by a grant of its own or of one of its roles.
     pub fn allows(&self, user: &str, action: Action, name: &str) -> bool {
         self.users
             .get(user)
-            .is_some_and(|u| u.grants.iter().any(|g| g.allows(action, name)))
+            .is_some_and(|u| self.grants_of(u).any(|g| g.allows(action, name)))
     }
 
-    fn admins(&self) -> usize {
-        self.users.values().filter(|u| u.is_admin()).count()
+    /// The user's grants and its roles' grants.
+    pub fn grants_of<'a>(&'a self, user: &'a User) -> impl Iterator<Item = &'a Grant> + 'a {
+        let from_roles = user
+            .roles
+            .iter()
+            .filter_map(|role| self.roles.get(role))
+            .flat_map(|role| role.grants.iter());
+        user.grants.iter().chain(from_roles)
+    }
+
+    /// Whether `user` holds admin, by its own grant or a role's.
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|u| self.grants_of(u).any(|g| g.action == Action::Admin))
+    }
+
+    /// The first admin of this state that `next` no longer has, when `next` has none: the
+    /// change that made `next` is refused (`LastAdmin`) whichever way it took the last one.
+    fn last_admin_lost(&self, next: &AuthState) -> Result<(), AuthRefusal> {
+        if next.users.keys().any(|u| next.is_admin(u)) {
+            return Ok(());
+        }
+        match self.users.keys().find(|u| self.is_admin(u)) {
+            Some(user) => Err(AuthRefusal::LastAdmin { user: user.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    fn role_mut(&mut self, role: &str) -> Result<&mut Role, AuthRefusal> {
+        self.roles
+            .get_mut(role)
+            .ok_or_else(|| AuthRefusal::NoSuchRole {
+                role: role.to_owned(),
+            })
     }
 
     fn user_mut(&mut self, user: &str) -> Result<&mut User, AuthRefusal> {
@@ -413,17 +515,15 @@ impl AuthState {
                         password_hash: password_hash.clone(),
                         grants: BTreeSet::new(),
                         created_unix_ms: now_unix_ms,
+                        roles: BTreeSet::new(),
                     },
                 );
             }
             AuthChange::RemoveUser { user } => {
-                let removed = next
-                    .users
-                    .remove(user)
-                    .ok_or_else(|| AuthRefusal::NoSuchUser { user: user.clone() })?;
-                if removed.is_admin() && self.admins() == 1 {
-                    return Err(AuthRefusal::LastAdmin { user: user.clone() });
+                if next.users.remove(user).is_none() {
+                    return Err(AuthRefusal::NoSuchUser { user: user.clone() });
                 }
+                self.last_admin_lost(&next)?;
                 next.tokens.retain(|_, t| &t.user != user);
             }
             AuthChange::SetPassword {
@@ -471,7 +571,6 @@ impl AuthState {
                 held.grants.insert(grant.clone());
             }
             AuthChange::Revoke { user, grant } => {
-                let was_admin = self.users.get(user).is_some_and(User::is_admin);
                 let held = next.user_mut(user)?;
                 if !held.grants.remove(grant) {
                     return Err(AuthRefusal::NoSuchGrant {
@@ -480,9 +579,78 @@ impl AuthState {
                         prefix: grant.prefix.clone(),
                     });
                 }
-                if was_admin && !held.is_admin() && self.admins() == 1 {
-                    return Err(AuthRefusal::LastAdmin { user: user.clone() });
+                self.last_admin_lost(&next)?;
+            }
+            AuthChange::AddRole { role } => {
+                validate_role_name(role)?;
+                if self.roles.contains_key(role) {
+                    return Err(AuthRefusal::RoleExists { role: role.clone() });
                 }
+                if self.roles.len() >= MAX_ROLES {
+                    return Err(AuthRefusal::TooMany {
+                        what: "roles".into(),
+                        max: MAX_ROLES,
+                    });
+                }
+                next.roles.insert(
+                    role.clone(),
+                    Role {
+                        grants: BTreeSet::new(),
+                        created_unix_ms: now_unix_ms,
+                    },
+                );
+            }
+            AuthChange::RemoveRole { role } => {
+                if next.roles.remove(role).is_none() {
+                    return Err(AuthRefusal::NoSuchRole { role: role.clone() });
+                }
+                for user in next.users.values_mut() {
+                    user.roles.remove(role);
+                }
+                self.last_admin_lost(&next)?;
+            }
+            AuthChange::GrantRole { role, grant } => {
+                validate_grant(grant)?;
+                let held = next.role_mut(role)?;
+                if !held.grants.contains(grant) && held.grants.len() >= MAX_GRANTS_PER_ROLE {
+                    return Err(AuthRefusal::TooMany {
+                        what: format!("grants per role ({role:?} holds them)"),
+                        max: MAX_GRANTS_PER_ROLE,
+                    });
+                }
+                held.grants.insert(grant.clone());
+            }
+            AuthChange::RevokeRole { role, grant } => {
+                if !next.role_mut(role)?.grants.remove(grant) {
+                    return Err(AuthRefusal::NoSuchRoleGrant {
+                        role: role.clone(),
+                        action: grant.action,
+                        prefix: grant.prefix.clone(),
+                    });
+                }
+                self.last_admin_lost(&next)?;
+            }
+            AuthChange::AssignRole { user, role } => {
+                if !self.roles.contains_key(role) {
+                    return Err(AuthRefusal::NoSuchRole { role: role.clone() });
+                }
+                let held = next.user_mut(user)?;
+                if !held.roles.contains(role) && held.roles.len() >= MAX_ROLES_PER_USER {
+                    return Err(AuthRefusal::TooMany {
+                        what: format!("roles per user ({user:?} holds them)"),
+                        max: MAX_ROLES_PER_USER,
+                    });
+                }
+                held.roles.insert(role.clone());
+            }
+            AuthChange::UnassignRole { user, role } => {
+                if !next.user_mut(user)?.roles.remove(role) {
+                    return Err(AuthRefusal::RoleNotAssigned {
+                        user: user.clone(),
+                        role: role.clone(),
+                    });
+                }
+                self.last_admin_lost(&next)?;
             }
         }
         Ok(next)
@@ -515,6 +683,18 @@ impl std::fmt::Display for AuthChange {
             }
             AuthChange::Revoke { user, grant } => {
                 write!(f, "revoke {user} {} {}", grant.action, grant.prefix)
+            }
+            AuthChange::AddRole { role } => write!(f, "role add {role}"),
+            AuthChange::RemoveRole { role } => write!(f, "role remove {role}"),
+            AuthChange::GrantRole { role, grant } => {
+                write!(f, "role grant {role} {} {}", grant.action, grant.prefix)
+            }
+            AuthChange::RevokeRole { role, grant } => {
+                write!(f, "role revoke {role} {} {}", grant.action, grant.prefix)
+            }
+            AuthChange::AssignRole { user, role } => write!(f, "role assign {user} {role}"),
+            AuthChange::UnassignRole { user, role } => {
+                write!(f, "role unassign {user} {role}")
             }
         }
     }
@@ -665,5 +845,237 @@ mod tests {
             1,
         );
         assert!(matches!(refused, Err(AuthRefusal::Invalid { .. })));
+    }
+
+    /// Applies `changes` in order, each required to be accepted.
+    fn after(mut state: AuthState, changes: &[AuthChange]) -> AuthState {
+        for change in changes {
+            state = state
+                .changed(change, 5)
+                .unwrap_or_else(|e| panic!("{change}: {e}"));
+        }
+        state
+    }
+
+    fn add_user(user: &str) -> AuthChange {
+        AuthChange::AddUser {
+            user: user.into(),
+            password_hash: None,
+        }
+    }
+
+    #[test]
+    fn a_user_holds_its_roles_grants_while_assigned() {
+        let state = after(
+            bootstrapped(),
+            &[
+                add_user("alice"),
+                AuthChange::AddRole {
+                    role: "reporting".into(),
+                },
+                AuthChange::GrantRole {
+                    role: "reporting".into(),
+                    grant: grant(Action::Read, "orders-"),
+                },
+            ],
+        );
+        assert!(!state.allows("alice", Action::Read, "orders-1"));
+        let assigned = after(
+            state.clone(),
+            &[AuthChange::AssignRole {
+                user: "alice".into(),
+                role: "reporting".into(),
+            }],
+        );
+        assert!(assigned.allows("alice", Action::Read, "orders-1"));
+        assert!(!assigned.allows("alice", Action::Write, "orders-1"));
+        assert!(!assigned.allows("alice", Action::Read, "invoices-1"));
+        // A grant to the role reaches its members at once; its revoke takes it back.
+        let more = after(
+            assigned.clone(),
+            &[AuthChange::GrantRole {
+                role: "reporting".into(),
+                grant: grant(Action::Read, "invoices-"),
+            }],
+        );
+        assert!(more.allows("alice", Action::Read, "invoices-1"));
+        let revoked = after(
+            more,
+            &[AuthChange::RevokeRole {
+                role: "reporting".into(),
+                grant: grant(Action::Read, "invoices-"),
+            }],
+        );
+        assert!(!revoked.allows("alice", Action::Read, "invoices-1"));
+        // Unassigned, or the role removed: nothing left.
+        for change in [
+            AuthChange::UnassignRole {
+                user: "alice".into(),
+                role: "reporting".into(),
+            },
+            AuthChange::RemoveRole {
+                role: "reporting".into(),
+            },
+        ] {
+            let without = after(revoked.clone(), std::slice::from_ref(&change));
+            assert!(
+                !without.allows("alice", Action::Read, "orders-1"),
+                "{change}"
+            );
+            assert!(without.users["alice"].roles.is_empty(), "{change}");
+        }
+    }
+
+    #[test]
+    fn no_role_change_leaves_the_cluster_without_an_admin() {
+        // The admin role is the only way anyone is admin.
+        let state = after(
+            bootstrapped(),
+            &[
+                add_user("ops"),
+                AuthChange::AddRole {
+                    role: "admins".into(),
+                },
+                AuthChange::GrantRole {
+                    role: "admins".into(),
+                    grant: grant(Action::Admin, EVERY_NAME),
+                },
+                AuthChange::AssignRole {
+                    user: "ops".into(),
+                    role: "admins".into(),
+                },
+                AuthChange::RemoveUser {
+                    user: BOOTSTRAP_USER.into(),
+                },
+            ],
+        );
+        assert!(state.is_admin("ops"));
+        for change in [
+            AuthChange::UnassignRole {
+                user: "ops".into(),
+                role: "admins".into(),
+            },
+            AuthChange::RemoveRole {
+                role: "admins".into(),
+            },
+            AuthChange::RevokeRole {
+                role: "admins".into(),
+                grant: grant(Action::Admin, EVERY_NAME),
+            },
+            AuthChange::RemoveUser { user: "ops".into() },
+        ] {
+            assert_eq!(
+                state.changed(&change, 6),
+                Err(AuthRefusal::LastAdmin { user: "ops".into() }),
+                "{change}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_role_changes_are_refused_and_change_nothing() {
+        let state = after(
+            bootstrapped(),
+            &[
+                add_user("alice"),
+                AuthChange::AddRole {
+                    role: "reporting".into(),
+                },
+            ],
+        );
+        let bad = [
+            (
+                AuthChange::AddRole {
+                    role: "reporting".into(),
+                },
+                "exists",
+            ),
+            (AuthChange::AddRole { role: "".into() }, "empty name"),
+            (
+                AuthChange::AddRole {
+                    role: "has space".into(),
+                },
+                "bad name",
+            ),
+            (
+                AuthChange::RemoveRole {
+                    role: "nope".into(),
+                },
+                "no such role",
+            ),
+            (
+                AuthChange::GrantRole {
+                    role: "nope".into(),
+                    grant: grant(Action::Read, "a"),
+                },
+                "grant to no role",
+            ),
+            (
+                AuthChange::GrantRole {
+                    role: "reporting".into(),
+                    grant: grant(Action::Admin, "orders-"),
+                },
+                "admin on a prefix",
+            ),
+            (
+                AuthChange::RevokeRole {
+                    role: "reporting".into(),
+                    grant: grant(Action::Read, "a"),
+                },
+                "a grant it does not hold",
+            ),
+            (
+                AuthChange::AssignRole {
+                    user: "alice".into(),
+                    role: "nope".into(),
+                },
+                "assign of no role",
+            ),
+            (
+                AuthChange::AssignRole {
+                    user: "bob".into(),
+                    role: "reporting".into(),
+                },
+                "assign to no user",
+            ),
+            (
+                AuthChange::UnassignRole {
+                    user: "alice".into(),
+                    role: "reporting".into(),
+                },
+                "unassign of a role not held",
+            ),
+        ];
+        for (change, why) in bad {
+            assert!(state.changed(&change, 6).is_err(), "{why}: {change}");
+        }
+        let mut full = state.clone();
+        for n in full.roles.len()..MAX_ROLES {
+            full = after(
+                full,
+                &[AuthChange::AddRole {
+                    role: format!("r{n}"),
+                }],
+            );
+        }
+        assert!(matches!(
+            full.changed(
+                &AuthChange::AddRole {
+                    role: "one-more".into()
+                },
+                7
+            ),
+            Err(AuthRefusal::TooMany { .. })
+        ));
+    }
+
+    #[test]
+    fn a_state_without_roles_encodes_as_before_roles() {
+        let state = bootstrapped();
+        let json = String::from_utf8(state.encode()).expect("utf-8");
+        assert!(!json.contains("roles"), "{json}");
+        let old = r#"{"users":{"admin":{"grants":[{"action":"admin","prefix":"*"}],"created_unix_ms":1}},"tokens":{}}"#;
+        let decoded = AuthState::decode(old.as_bytes()).expect("a state from before roles");
+        assert!(decoded.roles.is_empty() && decoded.is_admin("admin"));
     }
 }
