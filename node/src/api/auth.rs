@@ -1,4 +1,4 @@
-//! `cairn.v1.Auth`: users, tokens and grants (admins only: the gate in `auth::layer` lets no
+//! `cairn.v1.Auth`: users, tokens, roles and grants (admins only: the gate in `auth::layer` lets no
 //! one else in). A change is made on the leader: passwords are hashed and tokens made there
 //! (a password never enters the Raft log, only its argon2 hash; a token only as its SHA-256),
 //! then proposed as one `Command::Auth` entry. A follower forwards the request as it came
@@ -12,7 +12,8 @@ use cairn_client::proto::auth_change_request::Change as ProtoChange;
 use cairn_client::proto::auth_client::AuthClient;
 use cairn_client::proto::auth_server::Auth as AuthRpc;
 use cairn_raft_store::auth::{
-    validate_user_name, Action, AuthChange, AuthCommand, AuthRefusal, AuthResult, Grant,
+    validate_role_name, validate_user_name, Action, AuthChange, AuthCommand, AuthRefusal,
+    AuthResult, Grant,
 };
 use cairn_raft_store::{Command, Response as StoreResponse};
 use tonic::{Request, Response, Status};
@@ -77,7 +78,13 @@ async fn hash(password: String) -> Result<String, Status> {
         .map_err(|e| Status::internal(e.to_string()))
 }
 
-fn grant(change: proto::GrantChange) -> Result<(String, Grant), Status> {
+/// Whom a grant change names: a user or a role.
+enum Grantee {
+    User(String),
+    Role(String),
+}
+
+fn grant(change: proto::GrantChange) -> Result<(Grantee, Grant), Status> {
     let action = Action::parse(&change.action).ok_or_else(|| {
         invalid(
             "action",
@@ -87,8 +94,13 @@ fn grant(change: proto::GrantChange) -> Result<(String, Grant), Status> {
             ),
         )
     })?;
+    let grantee = match (change.user.is_empty(), change.role.is_empty()) {
+        (false, true) => Grantee::User(change.user),
+        (true, false) => Grantee::Role(change.role),
+        _ => return Err(invalid("user", "name a user or a role, not both")),
+    };
     Ok((
-        change.user,
+        grantee,
         Grant {
             action,
             prefix: change.prefix,
@@ -161,14 +173,40 @@ async fn to_change(
         }
         ProtoChange::RevokeToken(token_id) => (AuthChange::RevokeToken { token_id }, None),
         ProtoChange::Grant(change) => {
-            let (user, grant) = grant(change)?;
+            let (grantee, grant) = grant(change)?;
             cairn_raft_store::auth::validate_grant(&grant).map_err(refusal)?;
-            (AuthChange::Grant { user, grant }, None)
+            let change = match grantee {
+                Grantee::User(user) => AuthChange::Grant { user, grant },
+                Grantee::Role(role) => AuthChange::GrantRole { role, grant },
+            };
+            (change, None)
         }
         ProtoChange::Revoke(change) => {
-            let (user, grant) = grant(change)?;
-            (AuthChange::Revoke { user, grant }, None)
+            let change = match grant(change)? {
+                (Grantee::User(user), grant) => AuthChange::Revoke { user, grant },
+                (Grantee::Role(role), grant) => AuthChange::RevokeRole { role, grant },
+            };
+            (change, None)
         }
+        ProtoChange::AddRole(role) => {
+            validate_role_name(&role).map_err(refusal)?;
+            (AuthChange::AddRole { role }, None)
+        }
+        ProtoChange::RemoveRole(role) => (AuthChange::RemoveRole { role }, None),
+        ProtoChange::AssignRole(member) => (
+            AuthChange::AssignRole {
+                user: member.user,
+                role: member.role,
+            },
+            None,
+        ),
+        ProtoChange::UnassignRole(member) => (
+            AuthChange::UnassignRole {
+                user: member.user,
+                role: member.role,
+            },
+            None,
+        ),
     })
 }
 
@@ -238,19 +276,36 @@ impl AuthRpc for AuthService {
             ));
         };
         let state = auth.state()?;
+        let grants = |grants: &std::collections::BTreeSet<Grant>| {
+            grants
+                .iter()
+                .map(|g| proto::GrantInfo {
+                    action: g.action.to_string(),
+                    prefix: g.prefix.clone(),
+                })
+                .collect()
+        };
         let users = state
             .users
             .iter()
             .map(|(name, user)| proto::UserInfo {
                 name: name.clone(),
                 has_password: user.password_hash.is_some(),
-                grants: user
-                    .grants
+                grants: grants(&user.grants),
+                roles: user.roles.iter().cloned().collect(),
+            })
+            .collect();
+        let roles = state
+            .roles
+            .iter()
+            .map(|(name, role)| proto::RoleInfo {
+                name: name.clone(),
+                grants: grants(&role.grants),
+                members: state
+                    .users
                     .iter()
-                    .map(|g| proto::GrantInfo {
-                        action: g.action.to_string(),
-                        prefix: g.prefix.clone(),
-                    })
+                    .filter(|(_, user)| user.roles.contains(name))
+                    .map(|(user, _)| user.clone())
                     .collect(),
             })
             .collect();
@@ -264,7 +319,11 @@ impl AuthRpc for AuthService {
                 expires_unix_ms: token.expires_unix_ms.unwrap_or(0),
             })
             .collect();
-        Ok(Response::new(proto::ListAuthResponse { users, tokens }))
+        Ok(Response::new(proto::ListAuthResponse {
+            users,
+            tokens,
+            roles,
+        }))
     }
 }
 

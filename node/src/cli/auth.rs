@@ -1,12 +1,14 @@
 //! `cairn user add|remove|list|passwd`, `cairn token create|revoke|list`, `cairn grant` and
-//! `cairn revoke`: users, tokens and grants (admins only). `token create` prints the new token
-//! alone on stdout, so `TOKEN=$(cairn token create --user app)` works.
+//! `cairn revoke` (to a user, or with `--role` to a role), `cairn role
+//! add|remove|list|assign|unassign`: users, tokens, roles and grants (admins only). `token
+//! create` prints the new token alone on stdout, so `TOKEN=$(cairn token create --user app)`
+//! works.
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use cairn_client::proto::auth_change_request::Change;
-use cairn_client::proto::{self, AddUser, CreateToken, GrantChange, SetPassword};
+use cairn_client::proto::{self, AddUser, CreateToken, GrantChange, RoleMember, SetPassword};
 use clap::{Args, Subcommand};
 
 use super::output::{fail, usage};
@@ -97,8 +99,12 @@ pub struct TokenRevokeArgs {
 
 #[derive(Args, Debug)]
 pub struct GrantArgs {
+    /// The user (with --role: the role) the grant goes to or is taken from.
     #[arg(value_name = "USER")]
     pub grantee: String,
+    /// The grantee is a role: every user assigned it holds the grant.
+    #[arg(long)]
+    pub role: bool,
     /// read, write, delete (metadata and deletes), groups, or admin.
     pub action: String,
     /// Stream-name prefix ('orders-'), '$all', '$ce-', '$et-', '$tag-', '$dcb', or '*' for
@@ -217,10 +223,25 @@ pub async fn token(args: TokenArgs) -> ExitCode {
 }
 
 fn grant_change(args: &GrantArgs) -> GrantChange {
+    let (user, role) = if args.role {
+        (String::new(), args.grantee.clone())
+    } else {
+        (args.grantee.clone(), String::new())
+    };
     GrantChange {
-        user: args.grantee.clone(),
+        user,
         action: args.action.clone(),
         prefix: args.prefix.clone(),
+        role,
+    }
+}
+
+/// How a grant's holder is named in what the command prints.
+fn grantee(args: &GrantArgs) -> String {
+    if args.role {
+        format!("role {}", args.grantee)
+    } else {
+        args.grantee.clone()
     }
 }
 
@@ -228,7 +249,12 @@ pub async fn grant(args: GrantArgs) -> ExitCode {
     match change(&args.client, Change::Grant(grant_change(&args))).await {
         Ok(_) => done(
             &args.client,
-            &format!("granted {} {} {:?}", args.grantee, args.action, args.prefix),
+            &format!(
+                "granted {} {} {:?}",
+                grantee(&args),
+                args.action,
+                args.prefix
+            ),
         ),
         Err(code) => code,
     }
@@ -238,10 +264,129 @@ pub async fn revoke(args: GrantArgs) -> ExitCode {
     match change(&args.client, Change::Revoke(grant_change(&args))).await {
         Ok(_) => done(
             &args.client,
-            &format!("revoked {} {} {:?}", args.grantee, args.action, args.prefix),
+            &format!(
+                "revoked {} {} {:?}",
+                grantee(&args),
+                args.action,
+                args.prefix
+            ),
         ),
         Err(code) => code,
     }
+}
+
+#[derive(Args, Debug)]
+pub struct RoleArgs {
+    #[command(subcommand)]
+    pub command: RoleCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoleCommand {
+    /// Add a role (without grants; `cairn grant --role ROLE ACTION PREFIX` gives them).
+    Add(RoleNameArgs),
+    /// Remove a role and take it from every user (refused if that leaves no admin).
+    Remove(RoleNameArgs),
+    /// List roles, their grants and the users assigned them.
+    List(ListArgs),
+    /// Assign USER the role: the user holds the role's grants as its own.
+    Assign(RoleMemberArgs),
+    /// Take the role from USER (refused if that leaves no admin).
+    Unassign(RoleMemberArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RoleNameArgs {
+    pub role: String,
+    #[command(flatten)]
+    pub client: ClientOptions,
+}
+
+#[derive(Args, Debug)]
+pub struct RoleMemberArgs {
+    pub user: String,
+    pub role: String,
+    #[command(flatten)]
+    pub client: ClientOptions,
+}
+
+pub async fn role(args: RoleArgs) -> ExitCode {
+    let (client, request, what) = match args.command {
+        RoleCommand::List(args) => return list_roles(args).await,
+        RoleCommand::Add(args) => {
+            let what = format!("role {} added", args.role);
+            (args.client, Change::AddRole(args.role), what)
+        }
+        RoleCommand::Remove(args) => {
+            let what = format!("role {} removed", args.role);
+            (args.client, Change::RemoveRole(args.role), what)
+        }
+        RoleCommand::Assign(args) => {
+            let what = format!("role {} assigned to {}", args.role, args.user);
+            let member = RoleMember {
+                user: args.user,
+                role: args.role,
+            };
+            (args.client, Change::AssignRole(member), what)
+        }
+        RoleCommand::Unassign(args) => {
+            let what = format!("role {} taken from {}", args.role, args.user);
+            let member = RoleMember {
+                user: args.user,
+                role: args.role,
+            };
+            (args.client, Change::UnassignRole(member), what)
+        }
+    };
+    match change(&client, request).await {
+        Ok(_) => done(&client, &what),
+        Err(code) => code,
+    }
+}
+
+fn grant_texts(grants: &[proto::GrantInfo]) -> Vec<String> {
+    grants
+        .iter()
+        .map(|g| format!("{} {}", g.action, g.prefix))
+        .collect()
+}
+
+fn grant_json(grants: &[proto::GrantInfo]) -> Vec<serde_json::Value> {
+    grants
+        .iter()
+        .map(|g| serde_json::json!({ "action": g.action, "prefix": g.prefix }))
+        .collect()
+}
+
+async fn list_roles(args: ListArgs) -> ExitCode {
+    let client = match super::connect(&args.client).await {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let listed = match client.list_auth().await {
+        Ok(listed) => listed,
+        Err(e) => return fail(&e),
+    };
+    for role in listed.roles {
+        if args.client.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "role": role.name,
+                    "grants": grant_json(&role.grants),
+                    "members": role.members,
+                })
+            );
+        } else {
+            println!(
+                "{}  grants: {}  members: {}",
+                role.name,
+                grant_texts(&role.grants).join(", "),
+                role.members.join(", ")
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn list(args: ListArgs, users: bool) -> ExitCode {
@@ -256,20 +401,15 @@ async fn list(args: ListArgs, users: bool) -> ExitCode {
     let json = args.client.json;
     if users {
         for user in listed.users {
-            let grants: Vec<String> = user
-                .grants
-                .iter()
-                .map(|g| format!("{} {}", g.action, g.prefix))
-                .collect();
             if json {
-                let grants: Vec<_> = user
-                    .grants
-                    .iter()
-                    .map(|g| serde_json::json!({ "action": g.action, "prefix": g.prefix }))
-                    .collect();
                 println!(
                     "{}",
-                    serde_json::json!({ "user": user.name, "password": user.has_password, "grants": grants })
+                    serde_json::json!({
+                        "user": user.name,
+                        "password": user.has_password,
+                        "grants": grant_json(&user.grants),
+                        "roles": user.roles,
+                    })
                 );
             } else {
                 let password = if user.has_password {
@@ -277,7 +417,16 @@ async fn list(args: ListArgs, users: bool) -> ExitCode {
                 } else {
                     "tokens only"
                 };
-                println!("{}  ({password})  {}", user.name, grants.join(", "));
+                let roles = if user.roles.is_empty() {
+                    String::new()
+                } else {
+                    format!("  roles: {}", user.roles.join(", "))
+                };
+                println!(
+                    "{}  ({password})  {}{roles}",
+                    user.name,
+                    grant_texts(&user.grants).join(", ")
+                );
             }
         }
     } else {

@@ -81,10 +81,14 @@ enum Command {
     User(auth::UserArgs),
     /// API tokens (admins only): create (prints the token alone), revoke, list.
     Token(auth::TokenArgs),
-    /// Give USER the ACTION (read, write, delete, groups, admin) on names starting with PREFIX.
+    /// Give USER (or, with --role, a role) the ACTION (read, write, delete, groups, admin) on
+    /// names starting with PREFIX.
     Grant(auth::GrantArgs),
     /// Take a grant back.
     Revoke(auth::GrantArgs),
+    /// Roles (admins only): add, remove, list, assign, unassign; `cairn grant --role` gives
+    /// them grants, which every user assigned the role holds.
+    Role(auth::RoleArgs),
 }
 
 /// Options every client subcommand takes.
@@ -306,6 +310,7 @@ pub fn main() -> ExitCode {
             Command::Token(args) => auth::token(args).await,
             Command::Grant(args) => auth::grant(args).await,
             Command::Revoke(args) => auth::revoke(args).await,
+            Command::Role(args) => auth::role(args).await,
         }
     })
 }
