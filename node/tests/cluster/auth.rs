@@ -1,4 +1,4 @@
-//! Users, tokens and grants with real processes and TLS on: what a caller without
+//! Users, tokens, roles and grants with real processes and TLS on: what a caller without
 //! credentials, with a read-only user's token, with a revoked token, or with a malformed or
 //! absurdly long header gets (exit 6 from the CLI, UNAUTHENTICATED or PERMISSION_DENIED from
 //! the API), and that none of them writes anything.
@@ -596,4 +596,125 @@ fn a_consumer_group_needs_read_on_its_source() {
         &["group", "create", "mine", "--stream", "orders-1"],
     );
     assert_eq!(exit(&created), Some(0), "{created:?}");
+}
+
+/// Roles (issue 17: grants "to users or roles"): a grant to a role reaches every user
+/// assigned it, on every node; unassigned, the user is refused everywhere within a second
+/// and writes nothing; bad role changes exit 2 and change nothing; the lists show it all.
+#[test]
+fn a_roles_grants_hold_for_its_members_on_every_node_until_unassigned() {
+    let rt = runtime();
+    let cluster = TestCluster::start_with_tls(3);
+    rt.block_on(cluster.wait_for_leader());
+    let admin = cluster.tls().expect("tls").admin_token().to_owned();
+    let ok = |args: &[&str]| {
+        let output = cairn(&cluster, Some(&admin), args);
+        assert_eq!(exit(&output), Some(0), "cairn {args:?}: {output:?}");
+        stdout(&output)
+    };
+    ok(&["user", "add", "clerk"]);
+    let token = ok(&["token", "create", "--user", "clerk"]);
+    ok(&["role", "add", "writers"]);
+    ok(&["grant", "--role", "writers", "write", "orders-"]);
+    // Not yet assigned: refused.
+    let refused = cairn(
+        &cluster,
+        Some(&token),
+        &["append", "orders-1", "--data", "{}"],
+    );
+    assert_eq!(exit(&refused), Some(6), "{refused:?}");
+    ok(&["role", "assign", "clerk", "writers"]);
+
+    let append = |client: Client| async move {
+        let event = EventData::json("Placed", &serde_json::json!({})).expect("event");
+        client
+            .append("orders-1", ExpectedRevision::Any, vec![event])
+            .await
+    };
+    let since = Instant::now();
+    rt.block_on(async {
+        for node in 1..=3 {
+            let client = client_with(&cluster, vec![cluster.endpoint(node)], &token);
+            loop {
+                match append(client.clone()).await {
+                    Ok(_) => break,
+                    Err(Error::PermissionDenied(_)) if since.elapsed() < REVOCATION_DEADLINE => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => panic!("node {node}: the role's member was refused: {e}"),
+                }
+            }
+        }
+    });
+    // The role covers `orders-` only.
+    let other = cairn(
+        &cluster,
+        Some(&token),
+        &["append", "invoices-1", "--data", "{}"],
+    );
+    assert_eq!(exit(&other), Some(6), "{other:?}");
+
+    let roles = ok(&["role", "list", "--json"]);
+    let role: serde_json::Value = serde_json::from_str(&roles).expect("one role as JSON");
+    assert_eq!(role["role"], "writers", "{roles}");
+    assert_eq!(role["members"], serde_json::json!(["clerk"]), "{roles}");
+    assert_eq!(
+        role["grants"],
+        serde_json::json!([{ "action": "write", "prefix": "orders-" }]),
+        "{roles}"
+    );
+    let users = ok(&["user", "list", "--json"]);
+    assert!(
+        users
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|u| u["user"] == "clerk" && u["roles"] == serde_json::json!(["writers"])),
+        "{users}"
+    );
+
+    // Bad role changes: exit 2 with the reason, nothing changed.
+    for (args, reason) in [
+        (&["role", "assign", "clerk", "nope"][..], "no role"),
+        (&["role", "add", "writers"][..], "already exists"),
+        (&["role", "add", "bad name"][..], "letters, digits"),
+        (
+            &["role", "unassign", "admin", "writers"][..],
+            "not assigned",
+        ),
+        (
+            &["grant", "--role", "writers", "admin", "orders-"][..],
+            "admin covers",
+        ),
+    ] {
+        let output = cairn(&cluster, Some(&admin), args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(exit(&output), Some(2), "cairn {args:?}: {output:?}");
+        assert!(stderr.contains(reason), "cairn {args:?}: {stderr}");
+    }
+    assert_eq!(ok(&["role", "list", "--json"]), roles);
+
+    ok(&["role", "unassign", "clerk", "writers"]);
+    let since = Instant::now();
+    rt.block_on(async {
+        for node in 1..=3 {
+            let client = client_with(&cluster, vec![cluster.endpoint(node)], &token);
+            loop {
+                match append(client.clone()).await {
+                    Err(Error::PermissionDenied(_)) => break,
+                    other => {
+                        assert!(
+                            since.elapsed() < REVOCATION_DEADLINE,
+                            "node {node} still lets the unassigned user write: {other:?}"
+                        );
+                    }
+                }
+            }
+        }
+        println!(
+            "an unassigned role refused by all 3 nodes {:?} after the unassign returned",
+            since.elapsed()
+        );
+    });
+    // One append per node went in while assigned; the refused ones wrote nothing.
+    assert_eq!(rt.block_on(events_of(&cluster, "orders-1")), 3);
 }
