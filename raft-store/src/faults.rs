@@ -56,6 +56,9 @@ pub struct Bugs {
     /// A consumer-group create stores the group without the filter it asked for: the group
     /// delivers every stream of `$all`.
     pub group_filter_dropped: bool,
+    /// Removing a role leaves it assigned to its members: a role added again later under
+    /// the same name gives them its grants without anyone assigning it.
+    pub role_removal_keeps_members: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -78,6 +81,7 @@ thread_local! {
         update_forgets_checkpoint: false,
         snapshot_ignores_forgetting: false,
         group_filter_dropped: false,
+        role_removal_keeps_members: false,
     }) };
 }
 

@@ -1,5 +1,5 @@
-//! The simulated admin: changes users, tokens and grants (`Command::Auth`) while the faults
-//! run, so that the checker can judge every node's security state (`checker/auth.rs`).
+//! The simulated admin: changes users, tokens, roles and grants (`Command::Auth`) while the
+//! faults run, so that the checker can judge every node's security state (`checker/auth.rs`).
 //!
 //! It proposes each change on whichever node leads, through that node's Raft handle: the
 //! step the node's `Auth` service takes once it has hashed the secrets (`api/auth.rs`). The
@@ -34,6 +34,9 @@ pub const AUTH_RETRY_PAUSE_MS: u64 = 100;
 pub const AUTH_USERS: [&str; 2] = ["u1", "u2"];
 /// The prefixes grants are given on.
 pub const AUTH_PREFIXES: [&str; 4] = ["hot-", "cold-1-", "$all", "$ce-hot"];
+/// The admin's roles: the first is added at the start, the second now and then added and
+/// removed (taking it from its members).
+pub const AUTH_ROLES: [&str; 2] = ["r1", "r2"];
 
 /// Finds the node that leads now, if any (the simulation's registry of running nodes).
 pub type LeaderFinder = Arc<dyn Fn() -> Option<Raft> + Send + Sync>;
@@ -58,6 +61,9 @@ struct Believed {
     next_token: u64,
     tokens: Vec<String>,
     grants: Vec<(String, Action, String)>,
+    role_grants: Vec<(String, Action, String)>,
+    /// (user, role) pairs assigned.
+    assigned: Vec<(String, String)>,
 }
 
 /// Runs the admin until `until_ms`: the bootstrap, the users, then random changes.
@@ -73,6 +79,9 @@ pub async fn run_auth_admin(
     setup.extend(AUTH_USERS.iter().map(|user| AuthChangeRef::AddUser {
         user: (*user).to_owned(),
     }));
+    setup.push(AuthChangeRef::AddRole {
+        role: AUTH_ROLES[0].to_owned(),
+    });
     for change in setup {
         // Each until it lands (or is refused): nothing else makes sense before.
         while now_ms() < until_ms {
@@ -116,7 +125,33 @@ pub async fn run_auth_admin(
                 } => believed.grants.retain(|g| {
                     (g.0.as_str(), g.1.as_str(), g.2.as_str()) != (&user, &action, &prefix)
                 }),
-                AuthChangeRef::Bootstrap | AuthChangeRef::AddUser { .. } => {}
+                AuthChangeRef::GrantRole {
+                    role,
+                    action,
+                    prefix,
+                } => {
+                    if let Some(action) = Action::parse(&action) {
+                        believed.role_grants.push((role, action, prefix));
+                    }
+                }
+                AuthChangeRef::RevokeRole {
+                    role,
+                    action,
+                    prefix,
+                } => believed.role_grants.retain(|g| {
+                    (g.0.as_str(), g.1.as_str(), g.2.as_str()) != (&role, &action, &prefix)
+                }),
+                AuthChangeRef::AssignRole { user, role } => believed.assigned.push((user, role)),
+                AuthChangeRef::UnassignRole { user, role } => believed
+                    .assigned
+                    .retain(|a| *a != (user.clone(), role.clone())),
+                AuthChangeRef::RemoveRole { role } => {
+                    believed.assigned.retain(|a| a.1 != role);
+                    believed.role_grants.retain(|g| g.0 != role);
+                }
+                AuthChangeRef::Bootstrap
+                | AuthChangeRef::AddUser { .. }
+                | AuthChangeRef::AddRole { .. } => {}
             }
         }
         tokio::time::sleep(Duration::from_millis(rng.between(50, 250))).await;
@@ -125,8 +160,12 @@ pub async fn run_auth_admin(
 }
 
 /// The next change: mostly ones that should apply, some that the state machine must refuse
-/// (a token never made, a grant not held, a token for a user that does not exist).
+/// (a token never made, a grant not held, a token for a user that does not exist, a role
+/// added twice or assigned once removed). One in four is a role change.
 fn choose(rng: &mut SimRng, believed: &mut Believed) -> AuthChangeRef {
+    if rng.percent(25) {
+        return choose_role_change(rng, believed);
+    }
     let user =
         |rng: &mut SimRng| AUTH_USERS[rng.below(AUTH_USERS.len() as u64) as usize].to_owned();
     match rng.below(10) {
@@ -174,6 +213,54 @@ fn choose(rng: &mut SimRng, believed: &mut Believed) -> AuthChangeRef {
     }
 }
 
+fn choose_role_change(rng: &mut SimRng, believed: &mut Believed) -> AuthChangeRef {
+    let user =
+        |rng: &mut SimRng| AUTH_USERS[rng.below(AUTH_USERS.len() as u64) as usize].to_owned();
+    let role =
+        |rng: &mut SimRng| AUTH_ROLES[rng.below(AUTH_ROLES.len() as u64) as usize].to_owned();
+    match rng.below(10) {
+        0..=2 => {
+            let action = [Action::Read, Action::Write, Action::Delete, Action::Groups]
+                [rng.below(4) as usize];
+            AuthChangeRef::GrantRole {
+                role: role(rng),
+                action: action.as_str().to_owned(),
+                prefix: AUTH_PREFIXES[rng.below(AUTH_PREFIXES.len() as u64) as usize].to_owned(),
+            }
+        }
+        3 => {
+            let (role, action, prefix) = if believed.role_grants.is_empty() || rng.percent(10) {
+                (role(rng), Action::Read, "never-granted-".to_owned())
+            } else {
+                believed.role_grants[rng.below(believed.role_grants.len() as u64) as usize].clone()
+            };
+            AuthChangeRef::RevokeRole {
+                role,
+                action: action.as_str().to_owned(),
+                prefix,
+            }
+        }
+        4..=6 => AuthChangeRef::AssignRole {
+            user: user(rng),
+            role: role(rng),
+        },
+        7 => {
+            let (user, role) = if believed.assigned.is_empty() || rng.percent(10) {
+                (user(rng), role(rng))
+            } else {
+                believed.assigned[rng.below(believed.assigned.len() as u64) as usize].clone()
+            };
+            AuthChangeRef::UnassignRole { user, role }
+        }
+        8 => AuthChangeRef::AddRole {
+            role: AUTH_ROLES[1].to_owned(),
+        },
+        _ => AuthChangeRef::RemoveRole {
+            role: AUTH_ROLES[1].to_owned(),
+        },
+    }
+}
+
 /// The state machine's change for a recorded one (the secrets: fixed hashes; the simulation
 /// never authenticates with them).
 fn to_change(change: &AuthChangeRef) -> AuthChange {
@@ -214,6 +301,32 @@ fn to_change(change: &AuthChangeRef) -> AuthChange {
         } => AuthChange::Revoke {
             user: user.clone(),
             grant: grant(action, prefix),
+        },
+        AuthChangeRef::AddRole { role } => AuthChange::AddRole { role: role.clone() },
+        AuthChangeRef::RemoveRole { role } => AuthChange::RemoveRole { role: role.clone() },
+        AuthChangeRef::GrantRole {
+            role,
+            action,
+            prefix,
+        } => AuthChange::GrantRole {
+            role: role.clone(),
+            grant: grant(action, prefix),
+        },
+        AuthChangeRef::RevokeRole {
+            role,
+            action,
+            prefix,
+        } => AuthChange::RevokeRole {
+            role: role.clone(),
+            grant: grant(action, prefix),
+        },
+        AuthChangeRef::AssignRole { user, role } => AuthChange::AssignRole {
+            user: user.clone(),
+            role: role.clone(),
+        },
+        AuthChangeRef::UnassignRole { user, role } => AuthChange::UnassignRole {
+            user: user.clone(),
+            role: role.clone(),
         },
     }
 }

@@ -340,6 +340,30 @@ pub enum AuthChangeRef {
         action: String,
         prefix: String,
     },
+    AddRole {
+        role: String,
+    },
+    RemoveRole {
+        role: String,
+    },
+    GrantRole {
+        role: String,
+        action: String,
+        prefix: String,
+    },
+    RevokeRole {
+        role: String,
+        action: String,
+        prefix: String,
+    },
+    AssignRole {
+        user: String,
+        role: String,
+    },
+    UnassignRole {
+        user: String,
+        role: String,
+    },
 }
 
 /// How a change of the security state ended.
@@ -362,6 +386,12 @@ pub struct AuthStateRef {
     pub id: Uuid,
     pub tokens: BTreeMap<String, String>,
     pub grants: BTreeMap<String, BTreeSet<String>>,
+    /// Each role's grants (`action:prefix`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, BTreeSet<String>>,
+    /// Each user's roles (users with none left out).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_roles: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// One recorded state of a consumer group: its incarnation, strategy and source checkpoint.

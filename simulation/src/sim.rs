@@ -136,6 +136,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "auth-cache-not-invalidated" => bugs.auth_cache_not_invalidated = true,
         "update-forgets-checkpoint" => bugs.update_forgets_checkpoint = true,
         "group-filter-dropped" => bugs.group_filter_dropped = true,
+        "role-removal-keeps-members" => bugs.role_removal_keeps_members = true,
         "show-hidden-events" => bugs.show_hidden_events = true,
         "scavenge-drops-partly-hidden" => bugs.scavenge_drops_partly_hidden = true,
         "append-to-tombstoned" => bugs.append_to_tombstoned = true,
@@ -167,25 +168,35 @@ fn stored_ref(e: RecordedEvent) -> EventRef {
 /// checker's replay then finds wrong).
 fn auth_state_ref(position: u64, id: uuid::Uuid, data: &[u8]) -> AuthStateRef {
     let state = AuthState::decode(data).unwrap_or_default();
+    let grants = |grants: &BTreeSet<cairn_raft_store::auth::Grant>| {
+        grants
+            .iter()
+            .map(|g| format!("{}:{}", g.action, g.prefix))
+            .collect()
+    };
     AuthStateRef {
         position,
         id,
         tokens: state
             .tokens
-            .into_iter()
-            .map(|(id, token)| (id, token.user))
+            .iter()
+            .map(|(id, token)| (id.clone(), token.user.clone()))
             .collect(),
         grants: state
             .users
-            .into_iter()
-            .map(|(user, u)| {
-                let grants = u
-                    .grants
-                    .iter()
-                    .map(|g| format!("{}:{}", g.action, g.prefix))
-                    .collect();
-                (user, grants)
-            })
+            .iter()
+            .map(|(user, u)| (user.clone(), grants(&u.grants)))
+            .collect(),
+        roles: state
+            .roles
+            .iter()
+            .map(|(role, r)| (role.clone(), grants(&r.grants)))
+            .collect(),
+        user_roles: state
+            .users
+            .iter()
+            .filter(|(_, u)| !u.roles.is_empty())
+            .map(|(user, u)| (user.clone(), u.roles.clone()))
             .collect(),
     }
 }

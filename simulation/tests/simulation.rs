@@ -311,15 +311,28 @@ fn finds_a_group_update_that_forgets_the_checkpoint() {
 /// delivery the filter does not pass.
 #[test]
 fn finds_a_group_stored_without_its_filter() {
-    let bug = "group-filter-dropped";
-    let bugs = bug_named(bug).expect("a known bug");
-    let found = (1..=SEEDS_TO_FIND_A_BUG).find_map(|seed| {
-        let outcome = run_seed(&SimConfig {
+    find_in(
+        "group-filter-dropped",
+        cairn_simulation::checker::Rule::GroupFilter,
+        |seed, bugs| SimConfig {
             bugs,
             groups: true,
             group_filter: true,
             ..SimConfig::new(seed)
-        });
+        },
+    );
+}
+
+/// Plants `bug` in the configuration `config` makes of each seed, up to
+/// `SEEDS_TO_FIND_A_BUG`, and requires the first seed with a violation to show `rule`.
+fn find_in(
+    bug: &str,
+    rule: cairn_simulation::checker::Rule,
+    config: impl Fn(u64, Bugs) -> SimConfig,
+) {
+    let bugs = bug_named(bug).expect("a known bug");
+    let found = (1..=SEEDS_TO_FIND_A_BUG).find_map(|seed| {
+        let outcome = run_seed(&config(seed, bugs));
         let first = outcome.report.violations.first()?.clone();
         Some((seed, first, outcome.report))
     });
@@ -328,10 +341,7 @@ fn finds_a_group_stored_without_its_filter() {
     };
     eprintln!("{bug} found by seed {seed}: {first}");
     assert!(
-        report
-            .violations
-            .iter()
-            .any(|v| v.rule == cairn_simulation::checker::Rule::GroupFilter),
+        report.violations.iter().any(|v| v.rule == rule),
         "{bug} was found by seed {seed} as something else: {report}"
     );
 }
@@ -368,11 +378,13 @@ fn finds_a_checkpoint_that_counts_an_event_in_flight_as_done() {
 }
 
 /// Issue 17: the simulated admin bootstraps the admin, adds users, creates and revokes tokens,
-/// grants and revokes grants through each seed's faults and leader changes: every node holds
-/// the committed changes applied in order, and nothing else (`auth-state`).
+/// grants and revokes grants, adds, removes, grants, assigns and unassigns roles through
+/// each seed's faults and leader changes: every node holds the committed changes applied in
+/// order, and nothing else (`auth-state`).
 #[test]
 fn users_tokens_and_grants_keep_their_promises_through_faults() {
-    use cairn_simulation::history::{AuthOutcome, Record};
+    use cairn_simulation::history::{AuthChangeRef, AuthOutcome, Record};
+    let mut assigned = 0;
     for seed in 1..=AUTH_SEEDS {
         let outcome = run_seed(&SimConfig {
             auth: true,
@@ -388,8 +400,14 @@ fn users_tokens_and_grants_keep_their_promises_through_faults() {
             match record {
                 Record::AuthChange {
                     outcome: AuthOutcome::Ok { .. },
+                    change,
                     ..
-                } => applied += 1,
+                } => {
+                    applied += 1;
+                    if matches!(change, AuthChangeRef::AssignRole { .. }) {
+                        assigned += 1;
+                    }
+                }
                 Record::AuthChange {
                     outcome: AuthOutcome::Refused { .. },
                     ..
@@ -423,10 +441,30 @@ fn users_tokens_and_grants_keep_their_promises_through_faults() {
             .count();
         assert!(refusals > 0, "seed {seed}: no node judged a revoked token");
     }
+    assert!(
+        assigned > 0,
+        "no role was assigned in seeds 1..={AUTH_SEEDS}"
+    );
 }
 
 /// Seeds of the auth test.
 const AUTH_SEEDS: u64 = 2;
+
+/// Issue 17: a state machine that removes a role but leaves it assigned to its members (a
+/// role added again under that name would give them its grants unasked) must be found as
+/// `auth-state`.
+#[test]
+fn finds_a_role_removal_that_keeps_its_members() {
+    find_in(
+        "role-removal-keeps-members",
+        cairn_simulation::checker::Rule::AuthState,
+        |seed, bugs| SimConfig {
+            bugs,
+            auth: true,
+            ..SimConfig::new(seed)
+        },
+    );
+}
 
 /// Issue 17: a state machine that stores a grant on another prefix than given (one character
 /// short: it covers names it was never given for) must be found as `auth-state`.

@@ -244,10 +244,23 @@ impl<'a> Applier<'a> {
                 grant.prefix.pop();
             }
         }
-        let next = match current.changed(&change, command.created_unix_ms) {
+        let mut next = match current.changed(&change, command.created_unix_ms) {
             Ok(next) => next,
             Err(refusal) => return Ok(AuthResult::Refused(refusal)),
         };
+        if let AuthChange::RemoveRole { role } = &change {
+            if crate::faults::active().role_removal_keeps_members {
+                for (name, user) in &mut next.users {
+                    if current
+                        .users
+                        .get(name)
+                        .is_some_and(|u| u.roles.contains(role))
+                    {
+                        user.roles.insert(role.clone());
+                    }
+                }
+            }
+        }
         let data = next.encode();
         if data.len() > self.limits.max_event_bytes {
             // The counts' limits keep a state far below an event's; a cluster run with a tiny

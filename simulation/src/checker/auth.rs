@@ -24,11 +24,14 @@ const ADMIN: &str = "admin";
 const ADMIN_GRANT: &str = "admin:*";
 const BOOTSTRAP_TOKEN: &str = "bootstrap";
 
-/// The checker's model of a security state: tokens (id to user), grants per user.
+/// The checker's model of a security state: tokens (id to user), grants per user, grants
+/// per role, roles per user (users with none left out).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Model {
     tokens: BTreeMap<String, String>,
     grants: BTreeMap<String, BTreeSet<String>>,
+    roles: BTreeMap<String, BTreeSet<String>>,
+    user_roles: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Model {
@@ -36,7 +39,24 @@ impl Model {
         Model {
             tokens: state.tokens.clone(),
             grants: state.grants.clone(),
+            roles: state.roles.clone(),
+            user_roles: state.user_roles.clone(),
         }
+    }
+
+    /// Users holding admin, by their own grant or a role's.
+    fn admins(&self) -> usize {
+        self.grants
+            .iter()
+            .filter(|(user, grants)| {
+                grants.contains(ADMIN_GRANT)
+                    || self.user_roles.get(*user).is_some_and(|roles| {
+                        roles
+                            .iter()
+                            .any(|r| self.roles.get(r).is_some_and(|g| g.contains(ADMIN_GRANT)))
+                    })
+            })
+            .count()
     }
 
     /// The state with `change` made, or `None` if it must be refused.
@@ -86,11 +106,60 @@ impl Model {
                 if !next.grants.get_mut(user)?.remove(&grant) {
                     return None;
                 }
-                let admins = next.grants.values().filter(|g| g.contains(ADMIN_GRANT));
-                if grant == ADMIN_GRANT && admins.count() == 0 {
+            }
+            AuthChangeRef::AddRole { role } => {
+                if next.roles.insert(role.clone(), BTreeSet::new()).is_some() {
                     return None;
                 }
             }
+            AuthChangeRef::RemoveRole { role } => {
+                next.roles.remove(role)?;
+                for roles in next.user_roles.values_mut() {
+                    roles.remove(role);
+                }
+                next.user_roles.retain(|_, roles| !roles.is_empty());
+            }
+            AuthChangeRef::GrantRole {
+                role,
+                action,
+                prefix,
+            } => {
+                next.roles
+                    .get_mut(role)?
+                    .insert(format!("{action}:{prefix}"));
+            }
+            AuthChangeRef::RevokeRole {
+                role,
+                action,
+                prefix,
+            } => {
+                if !next
+                    .roles
+                    .get_mut(role)?
+                    .remove(&format!("{action}:{prefix}"))
+                {
+                    return None;
+                }
+            }
+            AuthChangeRef::AssignRole { user, role } => {
+                if !self.roles.contains_key(role) || !self.grants.contains_key(user) {
+                    return None;
+                }
+                next.user_roles
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(role.clone());
+            }
+            AuthChangeRef::UnassignRole { user, role } => {
+                if !self.grants.contains_key(user) || !next.user_roles.get_mut(user)?.remove(role) {
+                    return None;
+                }
+                next.user_roles.retain(|_, roles| !roles.is_empty());
+            }
+        }
+        // No change may leave the cluster without an admin, whichever way it would.
+        if self.admins() > 0 && next.admins() == 0 {
+            return None;
         }
         Some(next)
     }
