@@ -360,6 +360,8 @@ mod tests {
                 .iter()
                 .map(|(u, g)| ((*u).to_owned(), g.iter().map(|g| (*g).to_owned()).collect()))
                 .collect(),
+            roles: BTreeMap::new(),
+            user_roles: BTreeMap::new(),
         }
     }
 
@@ -592,6 +594,72 @@ mod tests {
                 .violations
                 .iter()
                 .any(|v| v.detail.contains("refused (no such grant) but is stored")),
+            "{report}"
+        );
+    }
+
+    /// The good history, then a role added (op 7, position 7), assigned to u1 (op 8, 8) and
+    /// removed (op 9, 9), each acknowledged; with `removed_keeps_member`, node 2 stored the
+    /// removal with u1 still assigned the role.
+    fn role_history(removed_keeps_member: bool) -> Vec<Record> {
+        let mut states = good_states();
+        let mut at = |op: u64, roles: &[(&str, &[&str])], user_roles: &[(&str, &[&str])]| {
+            let mut next = states.last().expect("a state").clone();
+            next.id = Uuid::from_u128(u128::from(op));
+            next.position = op;
+            next.roles = roles
+                .iter()
+                .map(|(r, g)| ((*r).to_owned(), g.iter().map(|g| (*g).to_owned()).collect()))
+                .collect();
+            next.user_roles = user_roles
+                .iter()
+                .map(|(u, r)| ((*u).to_owned(), r.iter().map(|r| (*r).to_owned()).collect()))
+                .collect();
+            states.push(next);
+        };
+        at(7, &[("r1", &[])], &[]);
+        at(8, &[("r1", &[])], &[("u1", &["r1"])]);
+        at(9, &[], &[]);
+        let mut history = history(states);
+        for (op, change) in [
+            (7, AuthChangeRef::AddRole { role: "r1".into() }),
+            (
+                8,
+                AuthChangeRef::AssignRole {
+                    user: "u1".into(),
+                    role: "r1".into(),
+                },
+            ),
+            (9, AuthChangeRef::RemoveRole { role: "r1".into() }),
+        ] {
+            history.push(super::tests::change(
+                op,
+                change,
+                AuthOutcome::Ok { position: op },
+            ));
+        }
+        for record in &mut history {
+            if let Record::NodeAuth { node: 2, states } = record {
+                if removed_keeps_member {
+                    let last = states.last_mut().expect("a state");
+                    last.user_roles
+                        .insert("u1".into(), BTreeSet::from(["r1".to_owned()]));
+                }
+            }
+        }
+        history
+    }
+
+    #[test]
+    fn roles_replay_and_a_removed_role_kept_by_its_member_is_found() {
+        let report = check(&role_history(false));
+        assert!(report.is_ok(), "{report}");
+        let report = check(&role_history(true));
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| v.rule == Rule::AuthState && v.detail.contains("op 9")),
             "{report}"
         );
     }
