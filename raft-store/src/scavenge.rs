@@ -1,8 +1,10 @@
 //! Scavenge: removing what retention hides, in two halves.
 //!
-//! 1. **Forget, at one point of the log on every replica.** A `Command::Scavenge` examines
-//!    at most `SCAVENGE_GROUPS_PER_COMMAND` append groups from a position on and removes each
-//!    group retention hides wholly: its location, stream-index entry, event ids and category,
+//! 1. **Forget, at one point of the log on every replica.** A `Command::ScavengeWithin`
+//!    examines at most `SCAVENGE_GROUPS_PER_COMMAND` append groups from a position on, and
+//!    stops sooner once the groups examined hold `SCAVENGE_EVENT_BYTES_PER_COMMAND` of events
+//!    (at least one group: a count alone let one step read 16 MiB on the apply path, with
+//!    every append waiting behind it), and removes each group retention hides wholly: its location, stream-index entry, event ids and category,
 //!    type and tag entries go in the apply batch, and its location is noted in the `RECLAIM`
 //!    table. It is committed through Raft, so every replica forgets the same groups at the
 //!    same log point, and the verdicts apply reaches from them (a retry recognised by its
@@ -35,6 +37,10 @@ use crate::types::ScavengeResult;
 /// batch and the pause it puts in front of appends; the driver proposes the next command
 /// from where this one stopped.
 pub const SCAVENGE_GROUPS_PER_COMMAND: usize = 1_024;
+/// Event bytes (data and metadata) of the groups one step examines, at least one group: the
+/// budget the node's driver puts in each `Command::ScavengeWithin`. Counted from the events,
+/// not the frames, so every replica stops at the same group whatever its file format.
+pub const SCAVENGE_EVENT_BYTES_PER_COMMAND: u64 = 1 << 20;
 /// Most noted groups one reclaimer step discards: bounds its memory and the time it holds
 /// the reclaim lock (a snapshot install waits for it).
 pub const RECLAIM_GROUPS_PER_STEP: usize = 256;
@@ -52,6 +58,7 @@ pub(crate) fn forget_hidden(
     ids: &mut IdIndexBatch,
     from_position: u64,
     end_position: u64,
+    max_event_bytes: Option<u64>,
 ) -> Result<ScavengeResult, StoreError> {
     let range = keys::u64_range(keys::EVENTS, from_position, end_position);
     let found = disk.scan(&range, Order::Ascending, SCAVENGE_GROUPS_PER_COMMAND + 1)?;
@@ -63,12 +70,22 @@ pub(crate) fn forget_hidden(
         ..ScavengeResult::default()
     };
     let mut retention = Retention::new();
+    let mut examined_bytes = 0u64;
     for (key, value) in found.iter().take(SCAVENGE_GROUPS_PER_COMMAND) {
+        if max_event_bytes.is_some_and(|max| examined_bytes >= max) {
+            result.next_position = Some(position_of(key)?);
+            break;
+        }
         result.examined_groups += 1;
         let first_position = position_of(key)?;
         let location = Location::decode(value)?;
         let frame = groups.read(location, first_position)?;
         let group = StoredGroup::decode("event group", frame.payload())?;
+        examined_bytes += group
+            .events
+            .iter()
+            .map(|e| (e.data.len() + e.metadata.len()) as u64)
+            .sum::<u64>();
         let count = group.events.len() as u64;
         if first_position + count >= end_position
             || group.stream.starts_with(RESERVED_STREAM_PREFIX)

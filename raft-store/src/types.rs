@@ -202,6 +202,13 @@ pub enum Command {
     Auth(AuthCommand),
     /// Tombstone a stream and forget its events and its metadata's history (`erase`).
     EraseStream(EraseStream),
+    /// A `Scavenge` that also stops once the groups it examined hold `max_event_bytes` of
+    /// events (`scavenge`). A new variant, so a `Scavenge` older builds logged is applied as
+    /// it was, and every replica takes the budget from the entry, not from its own code.
+    ScavengeWithin {
+        scavenge: Scavenge,
+        max_event_bytes: u64,
+    },
 }
 
 /// One step of an erase: tombstones `stream` (a fresh tombstone that keeps no metadata, if
@@ -640,6 +647,14 @@ impl std::fmt::Display for Command {
             Command::Scavenge(scavenge) => {
                 write!(f, "scavenge from position {}", scavenge.from_position)
             }
+            Command::ScavengeWithin {
+                scavenge,
+                max_event_bytes,
+            } => write!(
+                f,
+                "scavenge from position {} within {max_event_bytes} bytes",
+                scavenge.from_position
+            ),
             Command::ConsumerGroup(command) => {
                 write!(f, "consumer group {}", command.group())
             }

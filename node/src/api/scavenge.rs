@@ -1,6 +1,7 @@
 //! Scavenge on the API, and each node's reclaimer.
 //!
-//! A step (`cairn.v1.Cluster/Scavenge`) is one `Command::Scavenge` proposed by the leader: every
+//! A step (`cairn.v1.Cluster/Scavenge`) is one `Command::ScavengeWithin` proposed by the leader (a
+//! bounded stretch: `SCAVENGE_EVENT_BYTES_PER_COMMAND` of examined events at most): every
 //! member forgets the same hidden groups at the same log point (`cairn_raft_store::scavenge`).
 //! The caller (`cairn scavenge`) drives the steps from position 0 until one reaches the end,
 //! pausing between them. Each node's reclaimer, started with the node, then gives the
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_client::proto;
-use cairn_raft_store::scavenge::Reclaimer;
+use cairn_raft_store::scavenge::{Reclaimer, SCAVENGE_EVENT_BYTES_PER_COMMAND};
 use cairn_raft_store::{Command, Response, Scavenge};
 use openraft::async_runtime::WatchReceiver;
 use tonic::Status;
@@ -40,10 +41,13 @@ pub async fn step(
     if ctx.raft.metrics().borrow_watched().current_leader != Some(ctx.id) {
         return Err(not_leader(ctx));
     }
-    let command = Command::Scavenge(Scavenge {
-        from_position: request.from_position,
-        created_unix_ms: now_unix_ms(),
-    });
+    let command = Command::ScavengeWithin {
+        scavenge: Scavenge {
+            from_position: request.from_position,
+            created_unix_ms: now_unix_ms(),
+        },
+        max_event_bytes: SCAVENGE_EVENT_BYTES_PER_COMMAND,
+    };
     let (log_index, response) = propose(ctx, command).await?;
     let Response::Scavenged(result) = response else {
         return Err(status::status(&GroupError::NoResult));

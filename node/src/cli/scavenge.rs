@@ -16,7 +16,8 @@ use super::output::fail;
 use super::ClientOptions;
 
 /// Pause between scavenge steps: each step holds the leader's apply for a bounded stretch
-/// (`scavenge::SCAVENGE_GROUPS_PER_COMMAND` groups), and the pause lets appends through.
+/// (`scavenge::SCAVENGE_GROUPS_PER_COMMAND` groups, or `SCAVENGE_EVENT_BYTES_PER_COMMAND` of
+/// their events), and the pause lets appends through.
 pub const SCAVENGE_STEP_PAUSE_MS: u64 = 20;
 /// How often `--wait` asks the members how far they are.
 pub const WAIT_POLL_MS: u64 = 250;

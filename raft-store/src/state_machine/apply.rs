@@ -290,9 +290,14 @@ impl<'a> Applier<'a> {
         })
     }
 
-    /// Removes what retention hides from one stretch of `$all` (`scavenge`). What came
-    /// before in this call is written first, so the removals are judged on the disk alone.
-    pub fn scavenge(&mut self, command: Scavenge) -> Result<ScavengeResult, StoreError> {
+    /// Removes what retention hides from one stretch of `$all` (`scavenge`), stopping after
+    /// `max_event_bytes` of examined events when given. What came before in this call is
+    /// written first, so the removals are judged on the disk alone.
+    pub fn scavenge(
+        &mut self,
+        command: Scavenge,
+        max_event_bytes: Option<u64>,
+    ) -> Result<ScavengeResult, StoreError> {
         self.flush()?;
         forget_hidden(
             self.disk,
@@ -301,6 +306,7 @@ impl<'a> Applier<'a> {
             &mut self.id_index,
             command.from_position,
             self.applied.next_position,
+            max_event_bytes,
         )
     }
 

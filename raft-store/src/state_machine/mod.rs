@@ -424,7 +424,15 @@ impl StateMachineStore {
                 ),
                 EntryPayload::Normal(Command::Scavenge(command)) => Response::Scavenged(
                     applier
-                        .scavenge(command)
+                        .scavenge(command, None)
+                        .or_storage(Failed::WriteStateMachine)?,
+                ),
+                EntryPayload::Normal(Command::ScavengeWithin {
+                    scavenge,
+                    max_event_bytes,
+                }) => Response::Scavenged(
+                    applier
+                        .scavenge(scavenge, Some(max_event_bytes))
                         .or_storage(Failed::WriteStateMachine)?,
                 ),
                 EntryPayload::Normal(Command::ConsumerGroup(command)) => Response::ConsumerGroup(

@@ -70,15 +70,31 @@ async fn populate(s: &mut TestStore) -> Vec<Uuid> {
 
 /// Every command of one scavenge pass, as a driver proposes them; the results summed.
 async fn scavenge(s: &mut TestStore) -> ScavengeResult {
+    scavenge_within(s, None).await.0
+}
+
+/// `scavenge` with commands that stop after `max_event_bytes` of examined events (the
+/// node's driver's `Command::ScavengeWithin`); also the steps it took.
+async fn scavenge_within(s: &mut TestStore, max_event_bytes: Option<u64>) -> (ScavengeResult, u64) {
     let mut total = ScavengeResult::default();
+    let mut steps = 0;
     let mut from = Some(0);
     while let Some(from_position) = from {
+        steps += 1;
+        let scavenge = Scavenge {
+            from_position,
+            created_unix_ms: T0,
+        };
+        let command = match max_event_bytes {
+            Some(max_event_bytes) => Command::ScavengeWithin {
+                scavenge,
+                max_event_bytes,
+            },
+            None => Command::Scavenge(scavenge),
+        };
         let entry = Entry {
             log_id: log_id(s.next_index),
-            payload: EntryPayload::Normal(Command::Scavenge(Scavenge {
-                from_position,
-                created_unix_ms: T0,
-            })),
+            payload: EntryPayload::Normal(command),
         };
         s.next_index += 1;
         let result = match s.sm().apply_entries(vec![entry]).await.unwrap().remove(0) {
@@ -91,7 +107,52 @@ async fn scavenge(s: &mut TestStore) -> ScavengeResult {
         total.removed_bytes += result.removed_bytes;
         from = result.next_position;
     }
-    total
+    (total, steps)
+}
+
+/// A step within a byte budget stops at the group that reaches it (one group at least), and
+/// the pass of such steps removes exactly what one unbounded pass removes.
+#[test]
+fn a_scavenge_within_a_byte_budget_takes_more_steps_and_removes_the_same() {
+    for (name, make) in both() {
+        run(async {
+            let mut unbounded = make();
+            populate(&mut unbounded).await;
+            let (whole, steps) = scavenge_within(&mut unbounded, None).await;
+            assert_eq!(steps, 1, "{name}");
+            // Ids are random per store: compare where the shown events are.
+            let places = |s: &TestStore| -> Vec<Vec<(String, u64, u64)>> {
+                views(s)
+                    .iter()
+                    .map(|v| {
+                        v.iter()
+                            .map(|e| (e.stream.clone(), e.revision, e.position))
+                            .collect()
+                    })
+                    .collect()
+            };
+            // An append here holds 48 bytes of events (a metastream's, about 20): a budget
+            // of 1 byte stops after every group, one of 100 after two or three.
+            for budget in [1, 100] {
+                let mut s = make();
+                populate(&mut s).await;
+                let (result, steps) = scavenge_within(&mut s, Some(budget)).await;
+                assert_eq!(result.removed_groups, whole.removed_groups, "{name}");
+                assert_eq!(result.removed_events, whole.removed_events, "{name}");
+                assert_eq!(result.examined_groups, whole.examined_groups, "{name}");
+                if budget == 1 {
+                    assert_eq!(steps, whole.examined_groups, "{name}");
+                } else {
+                    assert!(
+                        steps > 1 && steps <= whole.examined_groups.div_ceil(2),
+                        "{name}: {steps} steps of {} groups",
+                        whole.examined_groups
+                    );
+                }
+                assert_eq!(places(&s), places(&unbounded), "{name}: budget {budget}");
+            }
+        });
+    }
 }
 
 /// What every kind of read shows: `$all`, each stream, an index and a DCB query.
