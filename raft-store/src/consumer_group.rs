@@ -8,8 +8,8 @@
 //! the stream shows the history of the group.
 //!
 //! Parked events are recorded by reference in `$parked-<name>`, one event each (type
-//! `$parked`, data: the source event's stream, revision, position, id and the reason), a
-//! stream any client can read. Replaying them is a marker in the group's state (`replay_to`):
+//! `$parked`, data: the source event's stream, revision, position and the reason; not its
+//! id, which an erase of the source must leave nowhere), a stream any client can read. Replaying them is a marker in the group's state (`replay_to`):
 //! the leader delivers the parked events below it again, once, and the group's checkpoint
 //! keeps a second cursor over the parked stream's revisions, so a replay cut short by a
 //! leader change resumes where it stood instead of starting over.
@@ -132,13 +132,18 @@ impl GroupState {
     }
 }
 
-/// A parked-stream event's data.
+/// A parked-stream event's data: where the parked event is, by reference. It holds no id of
+/// the event (records parked by earlier builds do): an erase must leave none of an erased
+/// event's ids behind, and a `$all` position is never reused, so the position alone names
+/// the event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParkedRecord {
     pub stream: String,
     pub revision: u64,
     pub position: u64,
-    pub event_id: uuid::Uuid,
+    /// Only in records written before ids were left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<uuid::Uuid>,
     pub reason: String,
 }
 
@@ -148,7 +153,7 @@ impl ParkedRecord {
             stream: event.stream.clone(),
             revision: event.revision,
             position: event.position,
-            event_id: event.event_id,
+            event_id: None,
             reason: event.reason.clone(),
         }
     }
@@ -453,5 +458,25 @@ mod tests {
         assert!(is_done(&cursor(3, &[(5, 6)]), 5));
         assert!(!is_done(&cursor(3, &[(5, 6)]), 6));
         assert!(is_done(&cursor(3, &[(5, 6)]), 2));
+    }
+
+    #[test]
+    fn a_parked_record_holds_no_id_and_one_from_an_earlier_build_still_decodes() {
+        let event = ParkedEvent {
+            id: uuid::Uuid::new_v4(),
+            stream: "orders-1".into(),
+            revision: 3,
+            position: 17,
+            event_id: uuid::Uuid::from_u128(42),
+            reason: "poison".into(),
+        };
+        let record = ParkedRecord::of(&event);
+        let json = String::from_utf8(record.encode().unwrap()).unwrap();
+        assert!(!json.contains("event_id"), "{json}");
+        assert_eq!(ParkedRecord::decode(json.as_bytes()).unwrap(), record);
+        let old = r#"{"stream":"orders-1","revision":3,"position":17,"event_id":"00000000-0000-0000-0000-00000000002a","reason":"poison"}"#;
+        let decoded = ParkedRecord::decode(old.as_bytes()).unwrap();
+        assert_eq!(decoded.event_id, Some(uuid::Uuid::from_u128(42)));
+        assert_eq!((decoded.position, decoded.revision), (17, 3));
     }
 }

@@ -709,7 +709,11 @@ impl Dispatcher {
                     .read_all(record.position, Direction::Forwards, 1)
                     .next()?
                     .ok()?;
-                (event.id == record.event_id).then_some(event)
+                // A record from before ids were left out is checked by its id too.
+                record
+                    .event_id
+                    .is_none_or(|id| id == event.id)
+                    .then_some(event)
             });
             match original {
                 Some(event) => self.add(

@@ -477,7 +477,11 @@ fn parked_events_are_readable_and_a_replay_marks_them_once_through_a_snapshot() 
             assert_eq!(parked.len(), 2, "{name}");
             assert_eq!(parked[0].event_type, PARKED_EVENT_TYPE);
             let record = ParkedRecord::decode(&parked[1].data).unwrap();
-            assert_eq!((record.event_id, record.revision), (a[1].id, 1), "{name}");
+            assert_eq!(
+                (record.position, record.revision, record.event_id),
+                (a[1].position, 1, None),
+                "{name}: the record names the event by place, not by id"
+            );
 
             let replay = GroupCommand::ReplayParked {
                 group: "g".into(),
