@@ -42,11 +42,12 @@ pub const PARKED_STREAM_PREFIX: &str = "$parked-";
 pub const MAX_GROUP_NAME_BYTES: usize = 200;
 /// The source name of the whole log.
 pub const ALL_SOURCE: &str = "$all";
-/// Groups that may exist at once (deleted ones not counted): a create past it is refused
-/// (`InvalidInput::TooManyGroups`, RESOURCE_EXHAUSTED). Each live group may have a
+/// Groups that may exist at once (deleted ones not counted; the default of
+/// `Limits::max_groups`): a create past it is refused (`InvalidInput::TooManyGroups`,
+/// RESOURCE_EXHAUSTED). Each live group may have a
 /// dispatcher and a metrics series on the leader, and a list shows them all
 /// (`MAX_LISTED_GROUPS` in the node is the same number).
-pub const MAX_GROUPS: usize = 1_000;
+pub const MAX_GROUPS: usize = crate::limits::DEFAULT_MAX_GROUPS;
 /// Bounds of the settings (inclusive).
 pub const MIN_MESSAGE_TIMEOUT_MS: u64 = 100;
 pub const MAX_MESSAGE_TIMEOUT_MS: u64 = 3_600_000;

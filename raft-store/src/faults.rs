@@ -59,6 +59,8 @@ pub struct Bugs {
     /// Removing a role leaves it assigned to its members: a role added again later under
     /// the same name gives them its grants without anyone assigning it.
     pub role_removal_keeps_members: bool,
+    /// A consumer-group create is not checked against the limit of live groups.
+    pub group_limit_ignored: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -82,6 +84,7 @@ thread_local! {
         snapshot_ignores_forgetting: false,
         group_filter_dropped: false,
         role_removal_keeps_members: false,
+        group_limit_ignored: false,
     }) };
 }
 

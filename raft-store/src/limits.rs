@@ -39,6 +39,17 @@ pub struct Limits {
     pub max_event_bytes: usize,
     pub max_append_bytes: usize,
     pub max_events_per_append: usize,
+    /// Live consumer groups at once (`DEFAULT_MAX_GROUPS` unless a test, such as the
+    /// simulation's, sets a few to reach the limit).
+    #[serde(default = "default_max_groups")]
+    pub max_groups: usize,
+}
+
+/// Live consumer groups at once unless configured (`consumer_group::MAX_GROUPS`).
+pub const DEFAULT_MAX_GROUPS: usize = 1_000;
+
+fn default_max_groups() -> usize {
+    DEFAULT_MAX_GROUPS
 }
 
 impl Default for Limits {
@@ -47,6 +58,7 @@ impl Default for Limits {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
             max_events_per_append: DEFAULT_MAX_EVENTS_PER_APPEND,
+            max_groups: default_max_groups(),
         }
     }
 }

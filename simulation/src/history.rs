@@ -206,6 +206,16 @@ pub enum Record {
         group: String,
         stream_prefix: Option<String>,
     },
+    /// The cluster's limit of live consumer groups, when the run churns groups against it.
+    GroupLimit { max: u64 },
+    /// The group churn client created (`create`) or deleted a group; `outcome` is "ok",
+    /// "full" (refused at the limit), "exists", "not-found" or "unknown: ...".
+    GroupChurn {
+        at_ms: u64,
+        group: String,
+        create: bool,
+        outcome: String,
+    },
     /// A consumer crashed mid-event: it dropped its connection without answering.
     GroupCrash {
         consumer: u32,

@@ -8,6 +8,7 @@ pub mod checker;
 pub mod consumers;
 pub mod disk;
 pub mod faults;
+pub mod group_churn;
 pub mod history;
 pub mod lifecycle;
 pub mod net;

@@ -79,6 +79,9 @@ pub struct SimConfig {
     /// With `groups`: the group is created with a stream-prefix filter (`consumers`), so it
     /// delivers only the hot streams' events. Off by default for the same reason.
     pub group_filter: bool,
+    /// A client that creates and deletes groups against a limit of `SIM_MAX_GROUPS` live
+    /// groups (`group_churn`). Off by default for the same reason.
+    pub group_limit: bool,
     /// The stream-lifecycle client in the workload (`lifecycle`: metadata changes, deletes,
     /// tombstones, an erase, scavenges). Off by default for the same reason as `groups`; the
     /// lifecycle tests and `cairn-sim --lifecycle` turn it on.
@@ -99,6 +102,7 @@ impl SimConfig {
             auth: false,
             group_update: false,
             group_filter: false,
+            group_limit: false,
             lifecycle: false,
         }
     }
@@ -137,6 +141,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "update-forgets-checkpoint" => bugs.update_forgets_checkpoint = true,
         "group-filter-dropped" => bugs.group_filter_dropped = true,
         "role-removal-keeps-members" => bugs.role_removal_keeps_members = true,
+        "group-limit-ignored" => bugs.group_limit_ignored = true,
         "show-hidden-events" => bugs.show_hidden_events = true,
         "scavenge-drops-partly-hidden" => bugs.scavenge_drops_partly_hidden = true,
         "append-to-tombstoned" => bugs.append_to_tombstoned = true,
@@ -681,7 +686,14 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         let setup = NodeSetup {
             id,
             peers: peers.clone(),
-            limits: Limits::default(),
+            limits: Limits {
+                max_groups: if config.group_limit {
+                    crate::group_churn::SIM_MAX_GROUPS
+                } else {
+                    Limits::default().max_groups
+                },
+                ..Limits::default()
+            },
             snapshots: SnapshotSettings {
                 every_log_entries: SIM_SNAPSHOT_EVERY_LOG_ENTRIES,
                 log_entries_kept: SIM_LOG_ENTRIES_KEPT_AFTER_SNAPSHOT,
@@ -770,6 +782,15 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
                 config.group_filter,
                 recorder.clone(),
             ),
+        );
+    }
+
+    if config.group_limit {
+        let rng = root.split(400);
+        let endpoints: Vec<String> = peers.values().map(|a| format!("http://{a}")).collect();
+        sim.client(
+            "gchurn",
+            crate::group_churn::run_group_churn(endpoints, rng, until_ms, recorder.clone()),
         );
     }
 

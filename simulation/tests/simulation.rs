@@ -346,6 +346,43 @@ fn find_in(
     );
 }
 
+/// Issue 19: a client creates and deletes groups against a limit of two live groups through
+/// each seed's faults: creates past it are refused ("full"), and no committed point of any
+/// node's log holds more (`group-limit`).
+#[test]
+fn group_creates_past_the_limit_are_refused_through_faults() {
+    use cairn_simulation::history::Record;
+    let mut full = 0;
+    for seed in 1..=2 {
+        let outcome = run_seed(&SimConfig {
+            group_limit: true,
+            ..SimConfig::new(seed)
+        });
+        assert!(outcome.report.is_ok(), "seed {seed}: {}", outcome.report);
+        full += outcome
+            .history
+            .iter()
+            .filter(|r| matches!(r, Record::GroupChurn { outcome, .. } if outcome == "full"))
+            .count();
+    }
+    assert!(full > 0, "no create met the limit");
+}
+
+/// Issue 19: a state machine that does not check a create against the limit of live groups
+/// must be found as `group-limit`.
+#[test]
+fn finds_a_group_create_past_the_limit() {
+    find_in(
+        "group-limit-ignored",
+        cairn_simulation::checker::Rule::GroupLimit,
+        |seed, bugs| SimConfig {
+            bugs,
+            group_limit: true,
+            ..SimConfig::new(seed)
+        },
+    );
+}
+
 /// Seeds of the consumer-group test.
 const GROUP_SEEDS: u64 = 3;
 

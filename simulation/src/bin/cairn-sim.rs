@@ -45,7 +45,8 @@ struct Args {
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
     /// forget-repair, checkpoint-off-by-one, update-forgets-checkpoint, group-filter-dropped
-    /// (with --groups, the last two with --group-update and --group-filter), grant-wrong-prefix, auth-cache-not-invalidated, role-removal-keeps-members (with --auth),
+    /// (with --groups, the last two with --group-update and --group-filter), group-limit-ignored
+    /// (with --group-limit), grant-wrong-prefix, auth-cache-not-invalidated, role-removal-keeps-members (with --auth),
     /// show-hidden-events, scavenge-drops-partly-hidden, append-to-tombstoned and
     /// snapshot-ignores-forgetting (with --lifecycle).
     #[arg(long)]
@@ -66,6 +67,10 @@ struct Args {
     /// checker then requires every delivery to pass it).
     #[arg(long)]
     group_filter: bool,
+    /// A client that creates and deletes consumer groups against a limit of 2 live groups
+    /// (the checker then requires that no committed point holds more).
+    #[arg(long)]
+    group_limit: bool,
     /// The stream-lifecycle client in the workload (metadata changes, soft deletes,
     /// tombstones, an erase and scavenges of streams `life-0`..`life-3`).
     #[arg(long)]
@@ -152,6 +157,7 @@ fn main() -> ExitCode {
             auth: args.auth,
             group_update: args.group_update,
             group_filter: args.group_filter,
+            group_limit: args.group_limit,
             lifecycle: args.lifecycle,
             ..SimConfig::new(seed)
         };

@@ -1,8 +1,13 @@
 //! Consumer groups: per-stream order of an ordered group as its consumers saw it, no event
 //! counted done by a committed checkpoint that nobody answered (nor parked), checkpoints
-//! that never forget, and no delivery its filter does not pass.
+//! that never forget, no delivery its filter does not pass, and never more live groups than
+//! the limit.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use cairn_raft_store::consumer_group::{
+    CREATED_EVENT_TYPE, DELETED_EVENT_TYPE, GROUP_STREAM_PREFIX,
+};
 
 use super::log::Log;
 use super::rule::{Rule, Sink};
@@ -50,6 +55,7 @@ pub(super) fn check_groups(history: &[Record], log: &Log, sink: &mut Sink) {
     }
     check_order(history, &states, sink);
     check_filter(history, &filters, sink);
+    check_limit(history, sink);
     check_checkpoints(history, &states, &parked, &filters, log, sink);
 }
 
@@ -59,6 +65,45 @@ fn passes(filters: &HashMap<&str, Option<&str>>, group: &str, stream: &str) -> b
     match filters.get(group).copied().flatten() {
         Some(prefix) => stream.starts_with(prefix),
         None => !stream.starts_with('$'),
+    }
+}
+
+/// `group-limit`: with a limit recorded (`Record::GroupLimit`), no point of any node's log
+/// holds more live groups than it. A group is live from its `$group-created` event to its
+/// `$group-deleted` one, both in its `$group-` stream, which every node's `$all` shows.
+fn check_limit(history: &[Record], sink: &mut Sink) {
+    let Some(max) = history.iter().find_map(|r| match r {
+        Record::GroupLimit { max } => Some(*max),
+        _ => None,
+    }) else {
+        return;
+    };
+    for record in history {
+        let Record::NodeLog { node, events } = record else {
+            continue;
+        };
+        let mut live: BTreeSet<&str> = BTreeSet::new();
+        for event in events {
+            let Some(group) = event.stream.strip_prefix(GROUP_STREAM_PREFIX) else {
+                continue;
+            };
+            match event.event_type.as_deref() {
+                Some(CREATED_EVENT_TYPE) => live.insert(group),
+                Some(DELETED_EVENT_TYPE) => live.remove(group),
+                _ => continue,
+            };
+            if live.len() as u64 > max {
+                sink.push(Rule::GroupLimit, || {
+                    format!(
+                        "node {node}: after position {} ({group}) {} groups are live, more \
+                         than the limit {max}: {live:?}",
+                        event.position,
+                        live.len()
+                    )
+                });
+                break;
+            }
+        }
     }
 }
 

@@ -222,6 +222,8 @@ fn count(history: &[Record]) -> Stats {
             | Record::GroupAck { .. }
             | Record::GroupCrash { .. }
             | Record::GroupCreate { .. }
+            | Record::GroupLimit { .. }
+            | Record::GroupChurn { .. }
             | Record::NodeGroup { .. }
             | Record::Healed { .. }
             | Record::NodeLog { .. }

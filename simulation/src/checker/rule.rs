@@ -60,6 +60,9 @@ pub enum Rule {
     /// A consumer group's committed checkpoint counts an event as done that no consumer
     /// answered and that is not parked: it will never be delivered.
     GroupLost,
+    /// A committed point of a node's log holds more live consumer groups than the cluster's
+    /// limit: a create past it was not refused.
+    GroupLimit,
     /// A consumer group delivered an event its filter (the one its create asked for) does
     /// not pass: the filter was not stored, or not applied.
     GroupFilter,
@@ -112,6 +115,7 @@ impl Rule {
             Rule::GroupLost => "group-lost",
             Rule::GroupCheckpointForgot => "group-checkpoint-forgot",
             Rule::GroupFilter => "group-filter",
+            Rule::GroupLimit => "group-limit",
             Rule::AuthState => "auth-state",
             Rule::AuthVerdict => "auth-verdict",
             Rule::RemovedVisible => "removed-visible",

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::Applier;
 use crate::consumer_group::{
     self, forgotten, group_stream, parked_stream, validate_cursor, validate_filter, validate_name,
-    validate_settings, GroupState, ParkedRecord, Source, MAX_GROUPS, MAX_PARKED_PER_COMMAND,
+    validate_settings, GroupState, ParkedRecord, Source, MAX_PARKED_PER_COMMAND,
 };
 use crate::error::StoreError;
 use crate::types::{
@@ -241,8 +241,9 @@ impl Applier<'_> {
         if self.live_group(&group, None)?.is_some() {
             return Ok(GroupResult::AlreadyExists);
         }
-        if self.live_groups(MAX_GROUPS)? >= MAX_GROUPS {
-            return Ok(rejected(InvalidInput::TooManyGroups { max: MAX_GROUPS }));
+        let max = self.limits.max_groups;
+        if self.live_groups(max)? >= max && !crate::faults::active().group_limit_ignored {
+            return Ok(rejected(InvalidInput::TooManyGroups { max }));
         }
         let end = self.source_end(&settings.source)?;
         let next = match settings.start {
