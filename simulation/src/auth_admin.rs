@@ -161,9 +161,9 @@ pub async fn run_auth_admin(
 
 /// The next change: mostly ones that should apply, some that the state machine must refuse
 /// (a token never made, a grant not held, a token for a user that does not exist, a role
-/// added twice or assigned once removed). One in four is a role change.
+/// added twice or assigned once removed). About one in three is a role change.
 fn choose(rng: &mut SimRng, believed: &mut Believed) -> AuthChangeRef {
-    if rng.percent(25) {
+    if rng.percent(30) {
         return choose_role_change(rng, believed);
     }
     let user =
@@ -219,7 +219,7 @@ fn choose_role_change(rng: &mut SimRng, believed: &mut Believed) -> AuthChangeRe
     let role =
         |rng: &mut SimRng| AUTH_ROLES[rng.below(AUTH_ROLES.len() as u64) as usize].to_owned();
     match rng.below(10) {
-        0..=2 => {
+        0..=1 => {
             let action = [Action::Read, Action::Write, Action::Delete, Action::Groups]
                 [rng.below(4) as usize];
             AuthChangeRef::GrantRole {
@@ -228,7 +228,7 @@ fn choose_role_change(rng: &mut SimRng, believed: &mut Believed) -> AuthChangeRe
                 prefix: AUTH_PREFIXES[rng.below(AUTH_PREFIXES.len() as u64) as usize].to_owned(),
             }
         }
-        3 => {
+        2 => {
             let (role, action, prefix) = if believed.role_grants.is_empty() || rng.percent(10) {
                 (role(rng), Action::Read, "never-granted-".to_owned())
             } else {
@@ -240,11 +240,11 @@ fn choose_role_change(rng: &mut SimRng, believed: &mut Believed) -> AuthChangeRe
                 prefix,
             }
         }
-        4..=6 => AuthChangeRef::AssignRole {
+        3..=5 => AuthChangeRef::AssignRole {
             user: user(rng),
             role: role(rng),
         },
-        7 => {
+        6 => {
             let (user, role) = if believed.assigned.is_empty() || rng.percent(10) {
                 (user(rng), role(rng))
             } else {
@@ -252,7 +252,7 @@ fn choose_role_change(rng: &mut SimRng, believed: &mut Believed) -> AuthChangeRe
             };
             AuthChangeRef::UnassignRole { user, role }
         }
-        8 => AuthChangeRef::AddRole {
+        7..=8 => AuthChangeRef::AddRole {
             role: AUTH_ROLES[1].to_owned(),
         },
         _ => AuthChangeRef::RemoveRole {

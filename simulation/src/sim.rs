@@ -786,7 +786,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
     }
 
     if config.group_limit {
-        let rng = root.split(400);
+        let rng = root.split(403);
         let endpoints: Vec<String> = peers.values().map(|a| format!("http://{a}")).collect();
         sim.client(
             "gchurn",
@@ -822,7 +822,9 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
             "admin",
             run_auth_admin(
                 Reach { leader, judges },
-                root.split(400),
+                // Not the lifecycle client's 400: the same generator made the same event ids,
+                // and an auth change was taken for a retry of a metadata change.
+                root.split(402),
                 until_ms,
                 recorder.clone(),
             ),

@@ -111,9 +111,9 @@ impl Removed {
         self.ids.is_empty()
     }
 
-    /// Whether every position strictly between `before` and `after` was removed.
-    pub(super) fn explains_positions(&self, before: u64, after: u64) -> bool {
-        after > before && (before + 1..after).all(|p| self.positions.contains(&p))
+    /// Whether the event at `position` was removed.
+    pub(super) fn explains_position(&self, position: u64) -> bool {
+        self.positions.contains(&position)
     }
 
     /// Whether every revision of `stream` from `from` to `to` (excluded) was removed.
