@@ -9,6 +9,7 @@ use cairn_raft_store::consumer_group::{
     CREATED_EVENT_TYPE, DELETED_EVENT_TYPE, GROUP_STREAM_PREFIX,
 };
 
+use super::lifecycle::Removed;
 use super::log::Log;
 use super::rule::{Rule, Sink};
 use crate::history::{GroupStateRef, Record};
@@ -19,7 +20,7 @@ fn done(state: &GroupStateRef, key: u64) -> bool {
 }
 
 /// Judges every group the history has consumers or states of.
-pub(super) fn check_groups(history: &[Record], log: &Log, sink: &mut Sink) {
+pub(super) fn check_groups(history: &[Record], log: &Log, removed: &Removed, sink: &mut Sink) {
     // The strategy, from any node's recorded states (they are one committed history).
     let mut states: BTreeMap<&str, &[GroupStateRef]> = BTreeMap::new();
     let mut parked: HashMap<&str, HashSet<u64>> = HashMap::new();
@@ -53,7 +54,7 @@ pub(super) fn check_groups(history: &[Record], log: &Log, sink: &mut Sink) {
             filters.insert(group, stream_prefix.as_deref());
         }
     }
-    check_order(history, &states, sink);
+    check_order(history, &states, removed, sink);
     check_filter(history, &filters, sink);
     check_limit(history, sink);
     check_checkpoints(history, &states, &parked, &filters, log, sink);
@@ -134,9 +135,15 @@ fn check_filter(history: &[Record], filters: &HashMap<&str, Option<&str>>, sink:
 }
 
 /// `group-order`: in an ordered group, a stream's revision r (r > 0) is delivered only after
-/// revision r - 1 was answered (acknowledged, parked or skipped) by some consumer. Consumers
+/// revision r - 1 was answered (acknowledged, parked or skipped) by some consumer, or removed
+/// by the stream's lifecycle (hidden events are passed over, never delivered). Consumers
 /// answer before the dispatcher moves on, so the answer is in the history first.
-fn check_order(history: &[Record], states: &BTreeMap<&str, &[GroupStateRef]>, sink: &mut Sink) {
+fn check_order(
+    history: &[Record],
+    states: &BTreeMap<&str, &[GroupStateRef]>,
+    removed: &Removed,
+    sink: &mut Sink,
+) {
     let mut answered: HashSet<(&str, &str, u64)> = HashSet::new();
     for record in history {
         match record {
@@ -162,6 +169,7 @@ fn check_order(history: &[Record], states: &BTreeMap<&str, &[GroupStateRef]>, si
                     .is_some_and(|s| s.ordered);
                 if ordered
                     && event.revision > 0
+                    && !removed.has_revision(&event.stream, event.revision - 1)
                     && !answered.contains(&(
                         group.as_str(),
                         event.stream.as_str(),

@@ -111,6 +111,11 @@ impl Removed {
         self.ids.is_empty()
     }
 
+    /// Whether revision `revision` of `stream` was removed.
+    pub(super) fn has_revision(&self, stream: &str, revision: u64) -> bool {
+        self.revisions.contains(&(stream.to_owned(), revision))
+    }
+
     /// Whether the event at `position` was removed.
     pub(super) fn explains_position(&self, position: u64) -> bool {
         self.positions.contains(&position)

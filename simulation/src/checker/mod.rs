@@ -167,7 +167,7 @@ pub fn check(history: &[Record]) -> Report {
     if reference.is_some() {
         check_multi_appends(history, &log, &mut sink);
     }
-    check_groups(history, &log, &mut sink);
+    check_groups(history, &log, removed, &mut sink);
     check_auth(history, &mut sink);
     check_probes(history, &mut sink);
     check_lifecycles(
