@@ -48,12 +48,25 @@ pub struct MetaArgs {
     /// The application's own metadata: a JSON object (at most 16 KiB).
     #[arg(long, value_name = "JSON")]
     pub custom: Option<String>,
+    /// Remove a setting (repeatable): max-count, max-age, truncate-before or custom. Events
+    /// it hid are shown again, unless a scavenge removed them since.
+    #[arg(long, value_name = "SETTING")]
+    pub clear: Vec<MetaSetting>,
     /// The metadata's current revision (as `stream meta` prints it), or any / no-stream.
     /// Default: the revision just read, so a concurrent change is not overwritten.
     #[arg(long)]
     pub expected: Option<ExpectedRevision>,
     #[command(flatten)]
     pub client: ClientOptions,
+}
+
+/// A metadata setting `--clear` removes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaSetting {
+    MaxCount,
+    MaxAge,
+    TruncateBefore,
+    Custom,
 }
 
 #[derive(Args, Debug)]
@@ -98,13 +111,33 @@ async fn meta(args: MetaArgs) -> ExitCode {
         }
         Some(Err(e)) => return usage(format!("--custom: not JSON ({e})")),
     };
+    let clears = |setting| args.clear.contains(&setting);
+    for (setting, given, flag) in [
+        (
+            MetaSetting::MaxCount,
+            args.max_count.is_some(),
+            "--max-count",
+        ),
+        (MetaSetting::MaxAge, args.max_age.is_some(), "--max-age"),
+        (
+            MetaSetting::TruncateBefore,
+            args.truncate_before.is_some(),
+            "--truncate-before",
+        ),
+        (MetaSetting::Custom, custom.is_some(), "--custom"),
+    ] {
+        if given && clears(setting) {
+            return usage(format!("{flag} and --clear of the same setting: give one"));
+        }
+    }
     let changing = args.max_count.is_some()
         || args.max_age.is_some()
         || args.truncate_before.is_some()
-        || custom.is_some();
+        || custom.is_some()
+        || !args.clear.is_empty();
     if !changing && args.expected.is_some() {
         return usage(
-            "--expected goes with a change (--max-count, --max-age, --truncate-before or --custom)",
+            "--expected goes with a change (--max-count, --max-age, --truncate-before, --custom or --clear)",
         );
     }
     let client = match super::connect(&args.client).await {
@@ -119,11 +152,22 @@ async fn meta(args: MetaArgs) -> ExitCode {
         println!("{}", state_json(&args.stream, &current));
         return ExitCode::SUCCESS;
     }
+    let kept = |setting, value: Option<u64>| value.filter(|_| !clears(setting));
     let metadata = StreamMetadata {
-        max_count: args.max_count.or(current.metadata.max_count),
-        max_age_seconds: args.max_age.or(current.metadata.max_age_seconds),
-        truncate_before: args.truncate_before.or(current.metadata.truncate_before),
-        custom: custom.or(current.metadata.custom),
+        max_count: args
+            .max_count
+            .or(kept(MetaSetting::MaxCount, current.metadata.max_count)),
+        max_age_seconds: args
+            .max_age
+            .or(kept(MetaSetting::MaxAge, current.metadata.max_age_seconds)),
+        truncate_before: args.truncate_before.or(kept(
+            MetaSetting::TruncateBefore,
+            current.metadata.truncate_before,
+        )),
+        custom: custom.or(current
+            .metadata
+            .custom
+            .filter(|_| !clears(MetaSetting::Custom))),
     };
     let expected = args.expected.unwrap_or(match current.revision {
         Some(revision) => ExpectedRevision::Exact(revision),

@@ -302,3 +302,33 @@ fn subscribers_pass_over_hidden_events_and_across_a_delete_without_a_gap_alarm()
         assert_eq!(revisions, vec![4, 5, 7]);
     });
 }
+
+/// `cairn stream meta --clear SETTING` removes a setting: what it hid is shown again, the
+/// other settings stay; clearing and setting one setting at once is refused (exit 2).
+#[test]
+fn a_cleared_metadata_setting_shows_its_events_again() {
+    let cluster = TestCluster::start(3);
+    let leader = runtime().block_on(cluster.wait_for_leader());
+    let endpoints = cluster.endpoint(leader);
+    for _ in 0..4 {
+        assert_eq!(code(&append(&endpoints, "orders-9", "any")), Some(0));
+    }
+    let meta = |args: &[&str]| {
+        let mut all = vec!["stream", "meta", "orders-9"];
+        all.extend_from_slice(args);
+        cairn(&endpoints, &all)
+    };
+    let set = meta(&["--max-count", "1", "--custom", r#"{"owner":"billing"}"#]);
+    assert_eq!(code(&set), Some(0), "{set:?}");
+    assert_eq!(revisions(&endpoints, "orders-9"), Ok(vec![3]));
+    let both = meta(&["--max-count", "2", "--clear", "max-count"]);
+    assert_eq!(code(&both), Some(2), "{both:?}");
+    let cleared = meta(&["--clear", "max-count"]);
+    assert_eq!(code(&cleared), Some(0), "{cleared:?}");
+    let shown = &json_lines(&cleared)[0];
+    assert_eq!(shown["max_count"], serde_json::Value::Null, "{shown}");
+    assert_eq!(shown["custom"]["owner"], "billing", "{shown}");
+    assert_eq!(revisions(&endpoints, "orders-9"), Ok(vec![0, 1, 2, 3]));
+    let cleared = meta(&["--clear", "custom"]);
+    assert_eq!(json_lines(&cleared)[0]["custom"], serde_json::Value::Null);
+}
