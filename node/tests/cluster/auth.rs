@@ -695,7 +695,10 @@ fn a_roles_grants_hold_for_its_members_on_every_node_until_unassigned() {
 
     ok(&["role", "unassign", "clerk", "writers"]);
     let since = Instant::now();
-    rt.block_on(async {
+    // A follower that has not yet applied the unassign may still let one append through
+    // (within the deadline): counted, so the total below is exact.
+    let late = rt.block_on(async {
+        let mut late = 0;
         for node in 1..=3 {
             let client = client_with(&cluster, vec![cluster.endpoint(node)], &token);
             loop {
@@ -706,6 +709,10 @@ fn a_roles_grants_hold_for_its_members_on_every_node_until_unassigned() {
                             since.elapsed() < REVOCATION_DEADLINE,
                             "node {node} still lets the unassigned user write: {other:?}"
                         );
+                        if other.is_ok() {
+                            late += 1;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
             }
@@ -714,7 +721,9 @@ fn a_roles_grants_hold_for_its_members_on_every_node_until_unassigned() {
             "an unassigned role refused by all 3 nodes {:?} after the unassign returned",
             since.elapsed()
         );
+        late
     });
-    // One append per node went in while assigned; the refused ones wrote nothing.
-    assert_eq!(rt.block_on(events_of(&cluster, "orders-1")), 3);
+    // One append per node went in while assigned (and any late one); the refused ones
+    // wrote nothing.
+    assert_eq!(rt.block_on(events_of(&cluster, "orders-1")), 3 + late);
 }
