@@ -61,6 +61,9 @@ pub struct Bugs {
     pub role_removal_keeps_members: bool,
     /// A consumer-group create is not checked against the limit of live groups.
     pub group_limit_ignored: bool,
+    /// A `$group-` stream shows (and a scavenge keeps) one event fewer than the group history
+    /// it is configured with.
+    pub group_history_keeps_too_few: bool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -85,6 +88,7 @@ thread_local! {
         group_filter_dropped: false,
         role_removal_keeps_members: false,
         group_limit_ignored: false,
+        group_history_keeps_too_few: false,
     }) };
 }
 

@@ -43,6 +43,12 @@ pub struct Limits {
     /// simulation's, sets a few to reach the limit).
     #[serde(default = "default_max_groups")]
     pub max_groups: usize,
+    /// Newest events a consumer group's `$group-` stream shows and a scavenge keeps
+    /// (`DEFAULT_GROUP_HISTORY` unless a test, such as the simulation's, sets a few). At
+    /// least 1: the newest event is the group's state. Every replica must have the same
+    /// number, since a scavenge removes by it.
+    #[serde(default = "default_group_history")]
+    pub group_history: u64,
 }
 
 /// Live consumer groups at once unless configured (`consumer_group::MAX_GROUPS`).
@@ -52,6 +58,17 @@ fn default_max_groups() -> usize {
     DEFAULT_MAX_GROUPS
 }
 
+/// Events of a `$group-` stream shown and kept unless configured: the group's state and the
+/// checkpoints before it, about a quarter of a minute of a busy group's history at the
+/// default checkpoint interval. Without a bound the stream grew by an event per checkpoint
+/// for as long as the group lived (3,600 an hour), and a checkpoint's state can be large
+/// (its done ranges).
+pub const DEFAULT_GROUP_HISTORY: u64 = 16;
+
+fn default_group_history() -> u64 {
+    DEFAULT_GROUP_HISTORY
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -59,6 +76,7 @@ impl Default for Limits {
             max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
             max_events_per_append: DEFAULT_MAX_EVENTS_PER_APPEND,
             max_groups: default_max_groups(),
+            group_history: default_group_history(),
         }
     }
 }

@@ -90,17 +90,35 @@ pub(crate) fn log_clock(
     Ok(group_at_or_before(disk, groups, last)?.map_or(0, |g| g.group.created_unix_ms))
 }
 
-/// Which events of `stream` are shown now.
+/// Which events of `stream` are shown now. A consumer group's `$group-` stream shows its
+/// newest `group_history` events (`Limits::group_history`); `$` streams have no lifecycle of
+/// their own.
 fn visibility(
     disk: &dyn Disk,
     groups: &GroupFiles,
     stream: &str,
+    group_history: u64,
 ) -> Result<Visibility, StoreError> {
     if stream == AUTH_STREAM {
         // The security state (password hashes among it) is never shown by a read of `$all`,
         // an index or a subscription: only the nodes read it (`auth_view`).
         return Ok(Visibility {
             tombstoned: true,
+            ..Visibility::ALL
+        });
+    }
+    if stream.starts_with(consumer_group::GROUP_STREAM_PREFIX) {
+        let kept = if crate::faults::active().group_history_keeps_too_few {
+            group_history.saturating_sub(1)
+        } else {
+            group_history
+        };
+        let first_visible = match stream_head(disk, stream)? {
+            Some(head) => (head + 1).saturating_sub(kept.max(1)),
+            None => 0,
+        };
+        return Ok(Visibility {
+            first_visible,
             ..Visibility::ALL
         });
     }
@@ -117,14 +135,18 @@ fn visibility(
 /// `MAX_CACHED_VISIBILITIES` streams; past it the memory is cleared and filled again, costing
 /// lookups, not correctness) for as long as its owner says the answer holds: one read, or a
 /// subscription until the stream's metastream changes (`forget`).
-#[derive(Default)]
 pub struct Retention {
     visibilities: HashMap<String, Visibility>,
+    /// `Limits::group_history`.
+    group_history: u64,
 }
 
 impl Retention {
-    pub fn new() -> Self {
-        Retention::default()
+    pub(crate) fn new(group_history: u64) -> Self {
+        Retention {
+            visibilities: HashMap::new(),
+            group_history,
+        }
     }
 
     /// Whether retention shows `stream`'s event at `revision`, created at `created_unix_ms`.
@@ -142,7 +164,7 @@ impl Retention {
         let visibility = match self.visibilities.get(stream) {
             Some(v) => *v,
             None => {
-                let v = visibility(disk, groups, stream)?;
+                let v = visibility(disk, groups, stream, self.group_history)?;
                 if self.visibilities.len() >= MAX_CACHED_VISIBILITIES {
                     self.visibilities.clear();
                 }
@@ -306,11 +328,22 @@ fn event_at(
 pub struct EventReader {
     disk: Arc<dyn Disk>,
     groups: Arc<GroupFiles>,
+    /// `Limits::group_history`: what retention shows of `$group-` streams.
+    group_history: u64,
 }
 
 impl EventReader {
-    pub(crate) fn new(disk: Arc<dyn Disk>, groups: Arc<GroupFiles>) -> Self {
-        EventReader { disk, groups }
+    pub(crate) fn new(disk: Arc<dyn Disk>, groups: Arc<GroupFiles>, group_history: u64) -> Self {
+        EventReader {
+            disk,
+            groups,
+            group_history,
+        }
+    }
+
+    /// A retention judge for this store's reads (a subscription keeps one).
+    pub fn retention(&self) -> Retention {
+        Retention::new(self.group_history)
     }
 
     /// The stream's last revision, or `None` if it has no events.
@@ -361,7 +394,7 @@ impl EventReader {
 
     /// Which events of `stream` are shown now.
     pub fn visibility(&self, stream: &str) -> Result<Visibility, StoreError> {
-        visibility(self.disk.as_ref(), &self.groups, stream)
+        visibility(self.disk.as_ref(), &self.groups, stream, self.group_history)
     }
 
     /// Whether retention shows this event of `stream`; `retention` remembers what it looked up.
@@ -403,7 +436,7 @@ impl EventReader {
     fn retained<S>(&self, stored: S, max_count: u64) -> Retained<S> {
         Retained {
             stored,
-            retention: Some(Retention::new()),
+            retention: Some(self.retention()),
             disk: self.disk.clone(),
             groups: self.groups.clone(),
             remaining: max_count,
@@ -486,6 +519,7 @@ impl EventReader {
             remaining: max_count,
             current: None,
             visibility: None,
+            group_history: self.group_history,
         }
     }
 }
@@ -605,6 +639,8 @@ pub struct StreamEvents {
     current: Option<LoadedGroup>,
     /// Computed at the first step.
     visibility: Option<Visibility>,
+    /// `Limits::group_history`.
+    group_history: u64,
 }
 
 impl StreamEvents {
@@ -614,7 +650,12 @@ impl StreamEvents {
         let visibility = match self.visibility {
             Some(v) => v,
             None => {
-                let v = visibility(self.disk.as_ref(), &self.groups, &self.stream)?;
+                let v = visibility(
+                    self.disk.as_ref(),
+                    &self.groups,
+                    &self.stream,
+                    self.group_history,
+                )?;
                 self.visibility = Some(v);
                 v
             }

@@ -17,7 +17,8 @@
 //!    it again.
 //!
 //! Kept on purpose: a group that is the last of `$all` (the committed clock is its created
-//! time), groups of `$`-streams (metastreams hold the lifecycle itself), and a stream's last
+//! time), groups of `$`-streams (metastreams hold the lifecycle itself) but for the consumer
+//! groups' `$group-` streams (all but their newest `Limits::group_history` events go), and a stream's last
 //! stream-index entry (its head: where revisions continue after a soft delete, and what max
 //! count counts from); the entry stays without its group, whose bytes go.
 
@@ -45,22 +46,32 @@ pub const SCAVENGE_EVENT_BYTES_PER_COMMAND: u64 = 1 << 20;
 /// the reclaim lock (a snapshot install waits for it).
 pub const RECLAIM_GROUPS_PER_STEP: usize = 256;
 
+/// Streams a scavenge leaves alone: the `$` streams (metastreams hold the lifecycle itself,
+/// `$auth` the security state, `$parked-` what a group set aside), but for the consumer
+/// groups' `$group-` streams, whose retention is their group history.
+fn kept_whole(stream: &str) -> bool {
+    stream.starts_with(RESERVED_STREAM_PREFIX)
+        && !stream.starts_with(crate::consumer_group::GROUP_STREAM_PREFIX)
+}
+
 fn position_of(key: &[u8]) -> Result<u64, StoreError> {
     keys::key_u64(key).ok_or_else(|| StoreError::corrupt("event key", "short key"))
 }
 
-/// The removals of one `Scavenge` command from `from_position`, added to `batch` and `ids`.
-/// `end_position` is the applied end: the group ending there is kept.
+/// The removals of one `Scavenge` command over `positions` (from its position to the applied
+/// end; the group ending there is kept), added to `batch` and `ids`: the groups `retention`
+/// hides wholly.
 pub(crate) fn forget_hidden(
     disk: &dyn Disk,
     groups: &GroupFiles,
     batch: &mut WriteBatch,
     ids: &mut IdIndexBatch,
-    from_position: u64,
-    end_position: u64,
+    positions: std::ops::Range<u64>,
     max_event_bytes: Option<u64>,
+    mut retention: Retention,
 ) -> Result<ScavengeResult, StoreError> {
-    let range = keys::u64_range(keys::EVENTS, from_position, end_position);
+    let end_position = positions.end;
+    let range = keys::u64_range(keys::EVENTS, positions.start, end_position);
     let found = disk.scan(&range, Order::Ascending, SCAVENGE_GROUPS_PER_COMMAND + 1)?;
     let mut result = ScavengeResult {
         next_position: match found.get(SCAVENGE_GROUPS_PER_COMMAND) {
@@ -69,7 +80,6 @@ pub(crate) fn forget_hidden(
         },
         ..ScavengeResult::default()
     };
-    let mut retention = Retention::new();
     let mut examined_bytes = 0u64;
     for (key, value) in found.iter().take(SCAVENGE_GROUPS_PER_COMMAND) {
         if max_event_bytes.is_some_and(|max| examined_bytes >= max) {
@@ -87,9 +97,7 @@ pub(crate) fn forget_hidden(
             .map(|e| (e.data.len() + e.metadata.len()) as u64)
             .sum::<u64>();
         let count = group.events.len() as u64;
-        if first_position + count >= end_position
-            || group.stream.starts_with(RESERVED_STREAM_PREFIX)
-        {
+        if first_position + count >= end_position || kept_whole(&group.stream) {
             continue;
         }
         let mut shown = 0;

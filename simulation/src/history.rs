@@ -208,6 +208,9 @@ pub enum Record {
     },
     /// The cluster's limit of live consumer groups, when the run churns groups against it.
     GroupLimit { max: u64 },
+    /// How many newest events of each `$group-` stream reads show (`Limits::group_history`),
+    /// when it is not unbounded: the older ones are hidden, and a scavenge removes them.
+    GroupHistory { events: u64 },
     /// The group churn client created (`create`) or deleted a group; `outcome` is "ok",
     /// "full" (refused at the limit), "exists", "not-found" or "unknown: ...".
     GroupChurn {

@@ -142,6 +142,7 @@ pub fn bug_named(name: &str) -> Option<Bugs> {
         "group-filter-dropped" => bugs.group_filter_dropped = true,
         "role-removal-keeps-members" => bugs.role_removal_keeps_members = true,
         "group-limit-ignored" => bugs.group_limit_ignored = true,
+        "group-history-keeps-too-few" => bugs.group_history_keeps_too_few = true,
         "show-hidden-events" => bugs.show_hidden_events = true,
         "scavenge-drops-partly-hidden" => bugs.scavenge_drops_partly_hidden = true,
         "append-to-tombstoned" => bugs.append_to_tombstoned = true,
@@ -565,15 +566,14 @@ impl Cluster {
             })
         });
         let groups = registry.iter().map(|(&node, handle)| {
+            // As stored: reads show only the newest `Limits::group_history` states, the
+            // checker judges every one a scavenge left.
+            let stream = consumer_group::group_stream(GROUP);
             let states = handle
                 .reader
-                .read_stream(
-                    &consumer_group::group_stream(GROUP),
-                    0,
-                    Direction::Forwards,
-                    u64::MAX,
-                )
+                .read_all_stored(0, Direction::Forwards, u64::MAX)
                 .map_while(Result::ok)
+                .filter(|e| e.stream == stream)
                 .filter_map(|e| consumer_group::GroupState::decode(&e.data).ok())
                 .map(|state| GroupStateRef {
                     incarnation: state.incarnation,
@@ -682,18 +682,26 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         out_of_cluster: OutOfCluster::default(),
         damaged: None,
     };
+    let limits = Limits {
+        max_groups: if config.group_limit {
+            crate::group_churn::SIM_MAX_GROUPS
+        } else {
+            Limits::default().max_groups
+        },
+        // `group-limit` judges every create and delete in the logs: the churned groups'
+        // streams keep their whole history then.
+        group_history: if config.group_limit {
+            u64::MAX
+        } else {
+            Limits::default().group_history
+        },
+        ..Limits::default()
+    };
     for id in 1..=config.nodes {
         let setup = NodeSetup {
             id,
             peers: peers.clone(),
-            limits: Limits {
-                max_groups: if config.group_limit {
-                    crate::group_churn::SIM_MAX_GROUPS
-                } else {
-                    Limits::default().max_groups
-                },
-                ..Limits::default()
-            },
+            limits,
             snapshots: SnapshotSettings {
                 every_log_entries: SIM_SNAPSHOT_EVERY_LOG_ENTRIES,
                 log_entries_kept: SIM_LOG_ENTRIES_KEPT_AFTER_SNAPSHOT,
@@ -744,11 +752,17 @@ pub fn run(config: &SimConfig) -> anyhow::Result<RunOutcome> {
         });
     }
 
-    let recorder: Recorder = Arc::new(Mutex::new(vec![Record::Run {
+    let mut records = vec![Record::Run {
         seed: config.seed,
         nodes: config.nodes as u32,
         clients: config.clients,
-    }]));
+    }];
+    if limits.group_history != u64::MAX {
+        records.push(Record::GroupHistory {
+            events: limits.group_history,
+        });
+    }
+    let recorder: Recorder = Arc::new(Mutex::new(records));
     let heal_at = FAULTS_START_MS + config.fault_ms;
     let until_ms = heal_at + config.heal_ms;
     for client in 1..=config.clients {

@@ -275,7 +275,39 @@ fn consumer_groups_keep_their_promises_through_faults() {
             outcome.report.stats.group_deliveries > 0,
             "seed {seed}: no consumer received anything"
         );
+        // The group's stream outgrew its history, so reads hid its older states (and the
+        // checker judged the gaps they left in `$all`).
+        let stored = outcome
+            .history
+            .iter()
+            .filter_map(|r| match r {
+                cairn_simulation::history::Record::NodeGroup { states, .. } => {
+                    Some(states.len() as u64)
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            stored > cairn_raft_store::limits::DEFAULT_GROUP_HISTORY,
+            "seed {seed}: the group stream holds {stored} states, within its history"
+        );
     }
+}
+
+/// Issue 19: a `$group-` stream that shows (and keeps through a scavenge) one state fewer
+/// than its history is found by `group-history`.
+#[test]
+fn finds_a_group_stream_that_keeps_too_few_states() {
+    find_in(
+        "group-history-keeps-too-few",
+        cairn_simulation::checker::Rule::GroupHistory,
+        |seed, bugs| SimConfig {
+            bugs,
+            groups: true,
+            ..SimConfig::new(seed)
+        },
+    );
 }
 
 /// Issue 19: a state machine whose group update writes the checkpoint the group was created

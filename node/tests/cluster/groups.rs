@@ -402,6 +402,58 @@ fn four_consumers_get_every_event_in_stream_order_across_consumer_and_leader_sig
         started.elapsed(),
         killed_leader_at.elapsed(),
     );
+
+    // The group's stream grew by a state per checkpoint; reads show the newest
+    // `DEFAULT_GROUP_HISTORY` of them, and a scavenge removes the rest on every node while the
+    // group keeps its state.
+    cluster.restart(leader);
+    let history = cairn_raft_store::limits::DEFAULT_GROUP_HISTORY;
+    let group_stream = |rt: &tokio::runtime::Runtime| -> Vec<u64> {
+        rt.block_on(async {
+            let client = cluster.client();
+            let events = client
+                .read_stream(
+                    "$group-orders",
+                    cairn_client::ReadOptions::forwards().max_count(1_000),
+                )
+                .await
+                .expect("read the group stream");
+            use tokio_stream::StreamExt;
+            events
+                .map(|e| e.expect("a group state").revision)
+                .collect::<Vec<_>>()
+                .await
+        })
+    };
+    let shown = group_stream(&rt);
+    let head = *shown.last().expect("the group's state");
+    assert!(head >= history, "only {} states: {shown:?}", head + 1);
+    assert_eq!(
+        shown,
+        (head + 1 - history..=head).collect::<Vec<_>>(),
+        "the newest {history} states"
+    );
+    let scavenge = cairn(&endpoints, &["scavenge", "--json"]);
+    assert!(
+        scavenge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scavenge.stderr)
+    );
+    let removed = lines(&scavenge)[0]["removed_events"].as_u64().unwrap();
+    let head_after = *group_stream(&rt).last().expect("the group's state");
+    assert!(
+        (head + 1 - history..=head_after + 1 - history).contains(&removed),
+        "removed {removed} events; the group stream hid {} to {}",
+        head + 1 - history,
+        head_after + 1 - history
+    );
+    let after = rt
+        .block_on(cluster.client().group_info("orders"))
+        .expect("group info after the scavenge");
+    assert_eq!(
+        after.checkpoint, info.checkpoint,
+        "the group kept its state"
+    );
 }
 
 /// The events a `cairn consume --json` run printed, as (stream, revision, type).

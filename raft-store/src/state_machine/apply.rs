@@ -28,6 +28,7 @@ use crate::limits::Limits;
 use crate::query::{first_match_after, query_matches};
 use crate::read::{log_clock, stream_head};
 use crate::records::{read_group, write_group, AppliedState, StoredGroup};
+use crate::read::Retention;
 use crate::scavenge::forget_hidden;
 use crate::types::{
     Append, AppendCondition, AppendPosition, AppendRejection, AppendResult, ContentType,
@@ -304,9 +305,9 @@ impl<'a> Applier<'a> {
             self.groups,
             &mut self.batch,
             &mut self.id_index,
-            command.from_position,
-            self.applied.next_position,
+            command.from_position..self.applied.next_position,
             max_event_bytes,
+            Retention::new(self.limits.group_history),
         )
     }
 

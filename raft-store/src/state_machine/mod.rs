@@ -222,7 +222,11 @@ impl StateMachineStore {
 
     /// Reads the applied state beside `apply`.
     pub fn reader(&self) -> EventReader {
-        EventReader::new(self.shared.disk.clone(), self.shared.groups.clone())
+        EventReader::new(
+            self.shared.disk.clone(),
+            self.shared.groups.clone(),
+            self.shared.limits.group_history,
+        )
     }
 
     /// The security state as applied here, cached until it changes.

@@ -45,8 +45,9 @@ struct Args {
     /// Plant a bug (to see the checker catch it): ack-before-durable, skip-expected-version,
     /// apply-out-of-order, forget-event-ids, ignore-retry-content, index-skips-tag, skip-dcb-check,
     /// forget-repair, checkpoint-off-by-one, update-forgets-checkpoint, group-filter-dropped
-    /// (with --groups, the last two with --group-update and --group-filter), group-limit-ignored
-    /// (with --group-limit), grant-wrong-prefix, auth-cache-not-invalidated, role-removal-keeps-members (with --auth),
+    /// (with --groups, the last two with --group-update and --group-filter),
+    /// group-history-keeps-too-few (with --groups), group-limit-ignored (with --group-limit),
+    /// grant-wrong-prefix, auth-cache-not-invalidated, role-removal-keeps-members (with --auth),
     /// show-hidden-events, scavenge-drops-partly-hidden, append-to-tombstoned and
     /// snapshot-ignores-forgetting (with --lifecycle).
     #[arg(long)]

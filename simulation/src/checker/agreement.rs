@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use cairn_raft_store::consumer_group::GROUP_STREAM_PREFIX;
 use uuid::Uuid;
 
 use super::lifecycle::Removed;
@@ -64,35 +65,54 @@ pub(super) fn check_convergence(
 /// Rule 3: the reference log itself is well formed. Each check resynchronises after a
 /// violation so one bad event gives one violation, not one per event after it. A gap of
 /// `hidden` positions only (the security state's events, which `$all` never shows) is none,
-/// nor is one that `removed` explains (events a stream's lifecycle removed).
+/// nor is one that `removed` explains (events a stream's lifecycle removed). With a bounded
+/// group history (`group_history`), a `$group-` stream starts at its first shown revision,
+/// and the positions no other rule explains must be exactly as many as the group events the
+/// log no longer shows (which ones is not in the history: only their count is).
 pub(super) fn check_log_shape(
     log: &Log,
     hidden: &BTreeSet<u64>,
     removed: &Removed,
+    group_history: Option<u64>,
     sink: &mut Sink,
 ) {
     let mut next_revision: HashMap<&str, u64> = HashMap::new();
     let mut first_at: HashMap<Uuid, u64> = HashMap::with_capacity(log.events.len());
+    let explained = |p: u64| hidden.contains(&p) || removed.explains_position(p);
+    // Gaps nothing explains, as (event after the gap, position before it), and their size.
+    let mut gaps: Vec<(&EventRef, u64)> = Vec::new();
+    let mut unexplained = match log.events.first() {
+        Some(first) => (0..first.position).filter(|&p| !explained(p)).count() as u64,
+        None => 0,
+    };
+    let mut group_hidden = 0u64;
     let mut previous: Option<&EventRef> = None;
     for event in log.events {
         if let Some(previous) = previous {
-            let next = previous.position.checked_add(1);
-            // Each position of a gap is either hidden from reads (`$auth`) or removed by a
-            // lifecycle change: one gap may hold both.
-            let explained_gap = next.is_some_and(|next| {
-                event.position > next
-                    && (next..event.position)
-                        .all(|p| hidden.contains(&p) || removed.explains_position(p))
-            });
-            if next != Some(event.position) && !explained_gap {
-                sink.push(Rule::PositionOrder, || {
-                    format!("{} follows position {}", At(event), previous.position)
-                });
+            match previous.position.checked_add(1) {
+                Some(next) if next == event.position => {}
+                // Each position of a gap is either hidden from reads (`$auth`) or removed by
+                // a lifecycle change: one gap may hold both.
+                Some(next) if event.position > next => {
+                    let count = (next..event.position).filter(|&p| !explained(p)).count();
+                    if count > 0 {
+                        unexplained += count as u64;
+                        gaps.push((event, previous.position));
+                    }
+                }
+                _ => gaps.push((event, previous.position)),
             }
         }
         previous = Some(event);
 
+        let first_of_group_stream = group_history.is_some()
+            && event.stream.starts_with(GROUP_STREAM_PREFIX)
+            && !next_revision.contains_key(event.stream.as_str());
         let next = next_revision.entry(&event.stream).or_insert(0);
+        if first_of_group_stream {
+            group_hidden += event.revision;
+            *next = event.revision;
+        }
         if event.revision != *next
             && !removed.explains_revisions(&event.stream, *next, event.revision)
         {
@@ -110,6 +130,22 @@ pub(super) fn check_log_shape(
         } else {
             first_at.insert(event.id, event.position);
         }
+    }
+    if group_history.is_some() && unexplained == group_hidden {
+        return; // every gap is the group streams' hidden history
+    }
+    if group_history.is_some() {
+        sink.push(Rule::GroupHistory, || {
+            format!(
+                "the log misses {unexplained} positions that neither `$auth` nor a lifecycle \
+                 explains, but its group streams no longer show {group_hidden} events"
+            )
+        });
+    }
+    for (event, before) in gaps {
+        sink.push(Rule::PositionOrder, || {
+            format!("{} follows position {before}", At(event))
+        });
     }
 }
 

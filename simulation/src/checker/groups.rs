@@ -12,7 +12,7 @@ use cairn_raft_store::consumer_group::{
 use super::lifecycle::Removed;
 use super::log::Log;
 use super::rule::{Rule, Sink};
-use crate::history::{GroupStateRef, Record};
+use crate::history::{EventRef, GroupStateRef, Record};
 
 /// Whether `key` is done by a recorded checkpoint.
 fn done(state: &GroupStateRef, key: u64) -> bool {
@@ -66,6 +66,50 @@ fn passes(filters: &HashMap<&str, Option<&str>>, group: &str, stream: &str) -> b
     match filters.get(group).copied().flatten() {
         Some(prefix) => stream.starts_with(prefix),
         None => !stream.starts_with('$'),
+    }
+}
+
+/// The group history the run's nodes were configured with, when it is bounded.
+pub(super) fn group_history(history: &[Record]) -> Option<u64> {
+    history.iter().find_map(|r| match r {
+        Record::GroupHistory { events } => Some(*events),
+        _ => None,
+    })
+}
+
+/// `group-history`: each node's `$group-` streams show exactly their newest `events` events:
+/// a run of revisions without a hole, ending at the stream's head (the group's state), as
+/// long as the history or the whole stream if shorter. (That the positions `$all` misses
+/// are those events is `check_log_shape`'s.)
+pub(super) fn check_group_history(node_logs: &[(u64, &[EventRef])], events: u64, sink: &mut Sink) {
+    for &(node, log) in node_logs {
+        let mut shown: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for event in log {
+            if event.stream.starts_with(GROUP_STREAM_PREFIX) {
+                shown.entry(&event.stream).or_default().push(event.revision);
+            }
+        }
+        for (stream, revisions) in shown {
+            let (Some(&first), Some(&head)) = (revisions.first(), revisions.last()) else {
+                continue;
+            };
+            let expected_first = (head + 1).saturating_sub(events);
+            let contiguous = revisions
+                .iter()
+                .enumerate()
+                .all(|(i, &r)| r == first + i as u64);
+            if first != expected_first || !contiguous {
+                sink.push(Rule::GroupHistory, || {
+                    format!(
+                        "node {node}: {stream} shows {} events from revision {first} to its head \
+                         {head}{}, but a history of {events} shows revisions {expected_first} to \
+                         {head}",
+                        revisions.len(),
+                        if contiguous { "" } else { " with holes" }
+                    )
+                });
+            }
+        }
     }
 }
 

@@ -27,6 +27,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use cairn_raft_store::consumer_group::GROUP_STREAM_PREFIX;
 use uuid::Uuid;
 
 use super::log::{At, Log};
@@ -100,6 +101,11 @@ pub(super) struct Removed {
     ids: HashSet<Uuid>,
     positions: HashSet<u64>,
     revisions: HashSet<(String, u64)>,
+    /// The consumer groups' `$group-` streams show only their newest events
+    /// ([`Record::GroupHistory`]): a read's events of them are left out of the comparisons
+    /// with the final log, which no longer shows the older ones (`group-history` judges
+    /// those streams).
+    group_streams: bool,
 }
 
 impl Removed {
@@ -107,8 +113,15 @@ impl Removed {
         self.ids.contains(id)
     }
 
+    /// Whether `event` is left out of the comparisons: removed by a lifecycle, or an event of
+    /// a group stream with a bounded history.
+    fn leaves_out(&self, event: &EventRef) -> bool {
+        self.ids.contains(&event.id)
+            || (self.group_streams && event.stream.starts_with(GROUP_STREAM_PREFIX))
+    }
+
     pub(super) fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.ids.is_empty() && !self.group_streams
     }
 
     /// Whether revision `revision` of `stream` was removed.
@@ -133,7 +146,7 @@ impl Removed {
         }
         events
             .iter()
-            .filter(|e| !self.contains(&e.id))
+            .filter(|e| !self.leaves_out(e))
             .cloned()
             .collect::<Vec<_>>()
             .into()
@@ -144,7 +157,7 @@ impl Removed {
         scope
             .iter()
             .copied()
-            .filter(|e| !self.contains(&e.id))
+            .filter(|e| !self.leaves_out(e))
             .collect()
     }
 }
@@ -267,7 +280,12 @@ impl Lifecycles {
                 _ => {}
             }
         }
-        let mut removed = Removed::default();
+        let mut removed = Removed {
+            group_streams: history
+                .iter()
+                .any(|r| matches!(r, Record::GroupHistory { .. })),
+            ..Removed::default()
+        };
         for event in streams
             .values()
             .flat_map(|m| m.events.iter().chain(&m.metadata_events))

@@ -35,7 +35,7 @@ use agreement::{
 };
 use appends::{check_appends, check_multi_appends, with_multi_parts};
 use auth::{check_auth, check_probes, hidden_positions};
-use groups::check_groups;
+use groups::{check_group_history, check_groups, group_history};
 use lifecycle::{check_lifecycles, Lifecycles};
 use log::Log;
 use reads::{check_index_reads, check_node_indexes, check_reads, check_subscriptions};
@@ -153,7 +153,13 @@ pub fn check(history: &[Record]) -> Report {
     check_committed(history, !node_logs.is_empty(), &mut sink);
     if let Some(reference) = reference {
         check_convergence(reference, &node_logs, &mut sink);
-        check_log_shape(&log, &hidden_positions(history), removed, &mut sink);
+        check_log_shape(
+            &log,
+            &hidden_positions(history),
+            removed,
+            group_history(history),
+            &mut sink,
+        );
     }
     // Without any node log there is nothing to compare client observations with: only the
     // rules that need no log run then (NothingCommitted already says why).
@@ -168,6 +174,9 @@ pub fn check(history: &[Record]) -> Report {
         check_multi_appends(history, &log, &mut sink);
     }
     check_groups(history, &log, removed, &mut sink);
+    if let Some(events) = group_history(history) {
+        check_group_history(&node_logs, events, &mut sink);
+    }
     check_auth(history, &mut sink);
     check_probes(history, &mut sink);
     check_lifecycles(
@@ -223,6 +232,7 @@ fn count(history: &[Record]) -> Stats {
             | Record::GroupCrash { .. }
             | Record::GroupCreate { .. }
             | Record::GroupLimit { .. }
+            | Record::GroupHistory { .. }
             | Record::GroupChurn { .. }
             | Record::NodeGroup { .. }
             | Record::Healed { .. }

@@ -63,6 +63,10 @@ pub enum Rule {
     /// A committed point of a node's log holds more live consumer groups than the cluster's
     /// limit: a create past it was not refused.
     GroupLimit,
+    /// A node's `$group-` stream does not show exactly its newest `Limits::group_history`
+    /// events (a contiguous run ending at its head), or the positions `$all` misses are not
+    /// exactly those of the group events it no longer shows.
+    GroupHistory,
     /// A consumer group delivered an event its filter (the one its create asked for) does
     /// not pass: the filter was not stored, or not applied.
     GroupFilter,
@@ -116,6 +120,7 @@ impl Rule {
             Rule::GroupCheckpointForgot => "group-checkpoint-forgot",
             Rule::GroupFilter => "group-filter",
             Rule::GroupLimit => "group-limit",
+            Rule::GroupHistory => "group-history",
             Rule::AuthState => "auth-state",
             Rule::AuthVerdict => "auth-verdict",
             Rule::RemovedVisible => "removed-visible",

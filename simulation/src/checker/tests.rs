@@ -1088,3 +1088,52 @@ fn a_tombstoned_stream_must_take_no_write() {
         check(&history)
     );
 }
+
+/// `clean()` with a group stream `$group-g` of five states at positions 6..=10, of which a
+/// history of 2 shows `shown` (revision, position) on every node.
+fn with_group_history(shown: &[(u64, u64)]) -> Vec<Record> {
+    let mut log = clean_log();
+    for &(revision, position) in shown {
+        log.push(ev(
+            100 + u128::from(revision),
+            "$group-g",
+            revision,
+            position,
+        ));
+    }
+    let mut history = with_log(clean(), &log);
+    history.push(Record::GroupHistory { events: 2 });
+    history
+}
+
+#[test]
+fn a_group_stream_showing_its_newest_states_passes_and_its_hidden_positions_are_no_gap() {
+    let report = check(&with_group_history(&[(3, 9), (4, 10)]));
+    assert!(report.is_ok(), "{report}");
+}
+
+#[test]
+fn a_gap_beyond_the_group_streams_hidden_history_is_found() {
+    // Four positions (6..=9) are missing, but the group stream hides only three states.
+    assert_eq!(
+        rules(&with_group_history(&[(3, 10), (4, 11)])),
+        BTreeSet::from([Rule::PositionOrder, Rule::GroupHistory])
+    );
+}
+
+#[test]
+fn a_group_stream_showing_fewer_states_than_its_history_is_found() {
+    // The positions match the hidden states (6..=9), but a history of 2 shows revisions 3-4.
+    assert_eq!(
+        rules(&with_group_history(&[(4, 10)])),
+        only(Rule::GroupHistory)
+    );
+}
+
+#[test]
+fn a_group_stream_with_a_hole_is_found() {
+    assert_eq!(
+        rules(&with_group_history(&[(2, 8), (4, 10)])),
+        BTreeSet::from([Rule::RevisionGap, Rule::PositionOrder, Rule::GroupHistory])
+    );
+}

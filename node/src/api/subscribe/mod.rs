@@ -310,7 +310,7 @@ pub async fn run(sub: Subscription, reader: EventReader, feed: LiveFeed, out: Ou
         out: &out,
         next: sub.from,
         announced: sub.from,
-        retention: Retention::new(),
+        retention: reader.retention(),
         scanned_since_checkpoint: 0,
         batch: Vec::with_capacity(MAX_EVENTS_PER_MESSAGE),
         batch_bytes: 0,
