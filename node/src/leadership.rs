@@ -42,7 +42,7 @@ pub const HANDOFF_CATCH_UP_TIMEOUT_MS: u64 = 2_000;
 /// Deadline of the `TimeoutNow` RPC.
 pub const TIMEOUT_NOW_RPC_TIMEOUT_MS: u64 = 500;
 /// Longest the leader waits, after `TimeoutNow`, to learn of a new leader. Three nodes elect at
-/// once; more need about one leader lease (400 ms) and an election timeout.
+/// once; more need about one leader lease (250 ms) and an election timeout.
 pub const HANDOFF_ELECTION_WAIT_MS: u64 = 3_000;
 /// Past the end of this leader's own lease before the candidate is told to stand (the lease
 /// check is `now <= voted_at + lease`).

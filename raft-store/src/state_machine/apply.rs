@@ -26,9 +26,9 @@ use crate::keys;
 use crate::lifecycle::{self, Lifecycle};
 use crate::limits::Limits;
 use crate::query::{first_match_after, query_matches};
+use crate::read::Retention;
 use crate::read::{log_clock, stream_head};
 use crate::records::{read_group, write_group, AppliedState, StoredGroup};
-use crate::read::Retention;
 use crate::scavenge::forget_hidden;
 use crate::types::{
     Append, AppendCondition, AppendPosition, AppendRejection, AppendResult, ContentType,
