@@ -5,7 +5,9 @@
 //! checkpoint streams): it is then ordinary append-only data, replicated, snapshotted,
 //! installed and rolled back with the event groups, and a retried command is recognised by
 //! its event id like any append. Each event's data is the whole state as JSON, so reading
-//! the stream shows the history of the group.
+//! the stream shows the history of the group: its newest `Limits::group_history` states
+//! (retention hides the older ones and a scavenge removes them, `read::visibility`), since a
+//! checkpoint adds one.
 //!
 //! Parked events are recorded by reference in `$parked-<name>`, one event each (type
 //! `$parked`, data: the source event's stream, revision, position and the reason; not its
