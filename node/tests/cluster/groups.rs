@@ -405,7 +405,8 @@ fn four_consumers_get_every_event_in_stream_order_across_consumer_and_leader_sig
 
     // The group's stream grew by a state per checkpoint; reads show the newest
     // `DEFAULT_GROUP_HISTORY` of them, and a scavenge removes the rest on every node while the
-    // group keeps its state.
+    // group keeps its state. Linearizable reads: the restarted node may still be catching up,
+    // and a local read there shows an older head (seen in CI).
     cluster.restart(leader);
     let history = cairn_raft_store::limits::DEFAULT_GROUP_HISTORY;
     let group_stream = |rt: &tokio::runtime::Runtime| -> Vec<u64> {
@@ -414,7 +415,9 @@ fn four_consumers_get_every_event_in_stream_order_across_consumer_and_leader_sig
             let events = client
                 .read_stream(
                     "$group-orders",
-                    cairn_client::ReadOptions::forwards().max_count(1_000),
+                    cairn_client::ReadOptions::forwards()
+                        .max_count(1_000)
+                        .linearizable(),
                 )
                 .await
                 .expect("read the group stream");
