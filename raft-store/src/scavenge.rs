@@ -18,9 +18,9 @@
 //!
 //! Kept on purpose: a group that is the last of `$all` (the committed clock is its created
 //! time), groups of `$`-streams (metastreams hold the lifecycle itself) but for the consumer
-//! groups' `$group-` streams (all but their newest `Limits::group_history` events go), and a stream's last
-//! stream-index entry (its head: where revisions continue after a soft delete, and what max
-//! count counts from); the entry stays without its group, whose bytes go.
+//! groups' `$group-` streams (all but their newest `Limits::group_history` events go), and a
+//! stream's last stream-index entry (its head: where revisions continue after a soft delete,
+//! and what max count counts from); the entry stays without its group, whose bytes go.
 
 use std::sync::Arc;
 

@@ -176,24 +176,38 @@ fn a_seed_replays_byte_for_byte() {
 /// workload change; the search from seed 1 still runs when a known seed stops finding it.
 const KNOWN_FINDERS: &[(&str, u64)] = &[("ack-before-durable", 92), ("forget-repair", 36)];
 
-/// Runs seeds with `bug` planted until the checker objects; returns the seed.
-fn find(bug: &str) -> u64 {
+/// Runs `bug` planted in the configuration `config` makes of each seed (a known finder
+/// first, then 1 to `SEEDS_TO_FIND_A_BUG`) until the checker objects; the seed and report.
+fn search(
+    bug: &str,
+    config: impl Fn(u64, Bugs) -> SimConfig,
+) -> (u64, cairn_simulation::checker::Report) {
     let bugs: Bugs = bug_named(bug).expect("a known bug");
     let known = KNOWN_FINDERS
         .iter()
         .filter(|(name, _)| *name == bug)
         .map(|&(_, seed)| seed);
     for seed in known.chain(1..=SEEDS_TO_FIND_A_BUG) {
-        let outcome = run_seed(&SimConfig {
-            bugs,
-            ..SimConfig::new(seed)
-        });
+        let outcome = run_seed(&config(seed, bugs));
         if let Some(first) = outcome.report.violations.first() {
             eprintln!("{bug} found by seed {seed}: {first}");
-            return seed;
+            return (seed, outcome.report);
         }
     }
     panic!("the simulation did not find {bug} in {SEEDS_TO_FIND_A_BUG} seeds");
+}
+
+/// The default workload with `bug` planted.
+fn plain(seed: u64, bugs: Bugs) -> SimConfig {
+    SimConfig {
+        bugs,
+        ..SimConfig::new(seed)
+    }
+}
+
+/// Runs seeds of the default workload with `bug` planted until the checker objects.
+fn find(bug: &str) {
+    search(bug, plain);
 }
 
 #[test]
@@ -218,16 +232,7 @@ fn finds_an_event_id_index_forgotten_across_restart() {
 
 /// Finds `bug` and requires the checker to name it by `rule` (not find something else).
 fn find_as(bug: &str, rule: cairn_simulation::checker::Rule) {
-    let seed = find(bug);
-    let outcome = run_seed(&SimConfig {
-        bugs: bug_named(bug).expect("a known bug"),
-        ..SimConfig::new(seed)
-    });
-    assert!(
-        outcome.report.violations.iter().any(|v| v.rule == rule),
-        "{bug} was found by seed {seed} as something else: {}",
-        outcome.report
-    );
+    find_in(bug, rule, plain);
 }
 
 /// Issue 21: a node whose log lost entries it acknowledged votes before the leader gave them
@@ -327,28 +332,15 @@ fn finds_a_group_stream_that_keeps_too_few_states() {
 /// group's recorded states (a consumer updates the group mid-run).
 #[test]
 fn finds_a_group_update_that_forgets_the_checkpoint() {
-    let bug = "update-forgets-checkpoint";
-    let bugs = bug_named(bug).expect("a known bug");
-    let found = (1..=SEEDS_TO_FIND_A_BUG).find_map(|seed| {
-        let outcome = run_seed(&SimConfig {
+    find_in(
+        "update-forgets-checkpoint",
+        cairn_simulation::checker::Rule::GroupCheckpointForgot,
+        |seed, bugs| SimConfig {
             bugs,
             groups: true,
             group_update: true,
             ..SimConfig::new(seed)
-        });
-        let first = outcome.report.violations.first()?.clone();
-        Some((seed, first, outcome.report))
-    });
-    let Some((seed, first, report)) = found else {
-        panic!("the simulation did not find {bug} in {SEEDS_TO_FIND_A_BUG} seeds");
-    };
-    eprintln!("{bug} found by seed {seed}: {first}");
-    assert!(
-        report
-            .violations
-            .iter()
-            .any(|v| v.rule == cairn_simulation::checker::Rule::GroupCheckpointForgot),
-        "{bug} was found by seed {seed} as something else: {report}"
+        },
     );
 }
 
@@ -376,16 +368,7 @@ fn find_in(
     rule: cairn_simulation::checker::Rule,
     config: impl Fn(u64, Bugs) -> SimConfig,
 ) {
-    let bugs = bug_named(bug).expect("a known bug");
-    let found = (1..=SEEDS_TO_FIND_A_BUG).find_map(|seed| {
-        let outcome = run_seed(&config(seed, bugs));
-        let first = outcome.report.violations.first()?.clone();
-        Some((seed, first, outcome.report))
-    });
-    let Some((seed, first, report)) = found else {
-        panic!("the simulation did not find {bug} in {SEEDS_TO_FIND_A_BUG} seeds");
-    };
-    eprintln!("{bug} found by seed {seed}: {first}");
+    let (seed, report) = search(bug, config);
     assert!(
         report.violations.iter().any(|v| v.rule == rule),
         "{bug} was found by seed {seed} as something else: {report}"
@@ -436,27 +419,14 @@ const GROUP_SEEDS: u64 = 3;
 /// an event in flight as done: it is never delivered again, and no consumer answered it.
 #[test]
 fn finds_a_checkpoint_that_counts_an_event_in_flight_as_done() {
-    let bug = "checkpoint-off-by-one";
-    let bugs = bug_named(bug).expect("a known bug");
-    let found = (1..=SEEDS_TO_FIND_A_BUG).find_map(|seed| {
-        let outcome = run_seed(&SimConfig {
+    find_in(
+        "checkpoint-off-by-one",
+        cairn_simulation::checker::Rule::GroupLost,
+        |seed, bugs| SimConfig {
             bugs,
             groups: true,
             ..SimConfig::new(seed)
-        });
-        let first = outcome.report.violations.first()?.clone();
-        Some((seed, first, outcome.report))
-    });
-    let Some((seed, first, report)) = found else {
-        panic!("the simulation did not find {bug} in {SEEDS_TO_FIND_A_BUG} seeds");
-    };
-    eprintln!("{bug} found by seed {seed}: {first}");
-    assert!(
-        report
-            .violations
-            .iter()
-            .any(|v| v.rule == cairn_simulation::checker::Rule::GroupLost),
-        "{bug} was found by seed {seed} as something else: {report}"
+        },
     );
 }
 
