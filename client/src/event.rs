@@ -307,8 +307,8 @@ impl TryFrom<proto::RecordedEvent> for RecordedEvent {
             id,
             event_type: event.r#type,
             content_type,
-            data: event.data,
-            metadata: event.metadata,
+            data: event.data.into(),
+            metadata: event.metadata.into(),
             created_unix_ms: event.created_unix_ms,
             tags: event.tags,
         })
@@ -324,8 +324,8 @@ impl From<RecordedEvent> for proto::RecordedEvent {
             id: event.id.hyphenated().to_string(),
             r#type: event.event_type,
             content_type: proto::ContentType::from(event.content_type).into(),
-            data: event.data,
-            metadata: event.metadata,
+            data: event.data.into(),
+            metadata: event.metadata.into(),
             created_unix_ms: event.created_unix_ms,
             tags: event.tags,
         }

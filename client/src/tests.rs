@@ -151,8 +151,8 @@ fn recorded_wire() -> proto::RecordedEvent {
         id: Uuid::now_v7().to_string(),
         r#type: "OrderPlaced".to_owned(),
         content_type: proto::ContentType::Json as i32,
-        data: br#"{"total_cents":1999}"#.to_vec(),
-        metadata: Vec::new(),
+        data: br#"{"total_cents":1999}"#.to_vec().into(),
+        metadata: Default::default(),
         created_unix_ms: 1_800_000_000_000,
         tags: vec!["customer:7".into()],
     }
@@ -194,7 +194,7 @@ fn recorded_event_with_a_bad_id_or_content_type_is_internal() {
 #[test]
 fn recorded_event_with_non_json_data_is_a_serialization_error() {
     let mut wire = recorded_wire();
-    wire.data = b"\xff not json".to_vec();
+    wire.data = b"\xff not json".to_vec().into();
     let event = RecordedEvent::try_from(wire).unwrap();
     assert!(matches!(
         event.json::<serde_json::Value>(),

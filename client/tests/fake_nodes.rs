@@ -383,8 +383,8 @@ fn recorded(stream: &str, revision: u64, position: u64) -> proto::RecordedEvent 
         id: uuid::Uuid::now_v7().to_string(),
         r#type: "T".to_owned(),
         content_type: proto::ContentType::Json as i32,
-        data: b"{}".to_vec(),
-        metadata: Vec::new(),
+        data: b"{}".to_vec().into(),
+        metadata: Default::default(),
         created_unix_ms: 1,
         tags: Vec::new(),
     }
@@ -717,7 +717,7 @@ async fn a_read_can_carry_an_event_larger_than_tonics_default_limit() {
         let mut big = event("s", 0, 0);
         if let Ok(response) = &mut big {
             if let Some(event) = response.event.as_mut() {
-                event.data = vec![b' '; 8 * 1024 * 1024];
+                event.data = vec![b' '; 8 * 1024 * 1024].into();
             }
         }
         Ok(vec![big])

@@ -14,7 +14,9 @@
 //! Each batch size runs on a fresh store until it has written `--events` events or run for
 //! `--max-seconds`. Every `--snapshot-every` entries it builds a snapshot and purges the log
 //! up to it, as openraft does under a snapshot policy, so the disk figure includes the log that
-//! a running node would keep. Prints one JSON line per batch size on stdout.
+//! a running node would keep. Then it reads `$all` back from the start in pages, as a
+//! catch-up subscription does (`read_all_events_per_s`). Prints one JSON line per batch size
+//! on stdout.
 
 use std::time::{Duration, Instant};
 
@@ -152,6 +154,7 @@ async fn run_batch(args: &Args, batch: u64) {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let (read_seconds, read_events) = read_back(&store.reader);
     disk.sync().expect("sync");
     let disk_bytes = disk.size_on_disk().expect("size");
     let payload_bytes = events * args.event_bytes as u64;
@@ -161,7 +164,8 @@ async fn run_batch(args: &Args, batch: u64) {
         "{{\"bench\":\"engine\",\"ids\":\"{}\",\"events_per_append\":{batch},\"event_bytes\":{},\"events\":{events},\
          \"seconds\":{elapsed:.2},\"events_per_s\":{:.0},\"appends_per_s\":{:.0},\
          \"append_p50_ms\":{:.3},\"append_p99_ms\":{:.3},\"disk_bytes\":{disk_bytes},\
-         \"disk_bytes_per_payload_byte\":{:.2},\"rss_mib\":{:.1},\"peak_rss_mib\":{:.1}}}",
+         \"disk_bytes_per_payload_byte\":{:.2},\"rss_mib\":{:.1},\"peak_rss_mib\":{:.1},\
+         \"read_all_events_per_s\":{:.0}}}",
         if args.random_ids { "v4" } else { "v7" },
         args.event_bytes,
         events as f64 / elapsed,
@@ -171,7 +175,35 @@ async fn run_batch(args: &Args, batch: u64) {
         disk_bytes as f64 / payload_bytes.max(1) as f64,
         rss as f64 / 1024.0,
         peak_rss as f64 / 1024.0,
+        read_events as f64 / read_seconds,
     );
+}
+
+/// Events read back per page, as a catch-up subscription reads history (the node's
+/// `feed::HISTORY_PAGE_EVENTS`).
+const READ_PAGE_EVENTS: u64 = 256;
+
+/// Reads `$all` from the start in pages, as a catch-up subscription does: the store's side of
+/// catch-up, without the network. Returns the seconds taken and the events read.
+fn read_back(reader: &cairn_raft_store::EventReader) -> (f64, u64) {
+    let started = Instant::now();
+    let mut next = 0;
+    let mut bytes = 0usize;
+    loop {
+        let page: Vec<_> = reader
+            .read_all(
+                next,
+                cairn_raft_store::Direction::Forwards,
+                READ_PAGE_EVENTS,
+            )
+            .collect::<Result<_, _>>()
+            .expect("read $all");
+        let Some(last) = page.last() else { break };
+        next = last.position + 1;
+        bytes += page.iter().map(|e| e.data.len()).sum::<usize>();
+    }
+    assert!(bytes > 0 || next == 0);
+    (started.elapsed().as_secs_f64(), next)
 }
 
 fn main() {

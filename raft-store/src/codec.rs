@@ -2,7 +2,7 @@
 //! values, fixed big-endian layouts for the small ones (a position; a u64 and a u32).
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
@@ -18,7 +18,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
 }
 
 /// Decodes a value from the front of `bytes`; returns it and the bytes after it.
-pub(crate) fn decode_prefix<'a, T: DeserializeOwned>(
+pub(crate) fn decode_prefix<'a, T: Deserialize<'a>>(
     what: &'static str,
     bytes: &'a [u8],
 ) -> Result<(T, &'a [u8]), StoreError> {

@@ -75,6 +75,11 @@ impl Frame {
         &self.0[FRAME_HEADER_BYTES..]
     }
 
+    /// The payload, keeping the buffer it was read into (no copy).
+    pub fn into_payload(self) -> bytes::Bytes {
+        bytes::Bytes::from(self.0).slice(FRAME_HEADER_BYTES..)
+    }
+
     /// The frame's checksum (of its first position and payload), checked when it was read.
     pub fn crc(&self) -> u32 {
         u32::from_le_bytes([self.0[4], self.0[5], self.0[6], self.0[7]])
@@ -204,8 +209,9 @@ impl GroupFiles {
                     location.offset
                 ))
             })?;
-        let mut buf = vec![0u8; frame_bytes as usize];
-        self.files.read_exact_at(id, in_segment, &mut buf)?;
+        let buf = self
+            .files
+            .read_vec_at(id, in_segment, frame_bytes as usize)?;
         let holds = frame_under(&buf, first_position).is_some_and(|(h, _)| h.len == location.len);
         if !holds {
             return Err(corrupt(format!(

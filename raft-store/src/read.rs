@@ -18,7 +18,7 @@ use crate::index::{run_after, run_at_or_before, IndexName, Run};
 use crate::keys;
 use crate::lifecycle::{self, Lifecycle, Visibility};
 use crate::query::{next_match, query_matches, Walk};
-use crate::records::{read_group, AppliedState, StoredGroup};
+use crate::records::{read_shared_group, AppliedState, SharedGroup};
 use crate::stream_run::StreamRun;
 use crate::types::{Query, RecordedEvent};
 
@@ -195,7 +195,7 @@ pub enum StreamStatus {
 /// One decoded append group; events are moved out as they are read.
 struct LoadedGroup {
     first_position: u64,
-    group: StoredGroup,
+    group: SharedGroup,
 }
 
 impl LoadedGroup {
@@ -236,7 +236,7 @@ fn load_group(
 ) -> Result<LoadedGroup, StoreError> {
     Ok(LoadedGroup {
         first_position,
-        group: read_group(groups, first_position, location)?,
+        group: read_shared_group(groups, first_position, location)?,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The values stored in the keyspace (see `keys` for the keys).
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
@@ -11,7 +12,7 @@ use crate::id_index::IdIndexBatch;
 use crate::keys;
 use crate::raft_types::{LogId, SnapshotMeta, StoredMembership};
 use crate::stream_run::StreamRun;
-use crate::types::{ContentType, Format1Event, NewEvent};
+use crate::types::{ContentType, NewEvent};
 
 /// One append, stored whole as one frame of the group files (`group_files`), found through
 /// its `Location` under the `$all` position of its first event. Storing the group rather than
@@ -28,13 +29,26 @@ pub struct StoredGroup {
     pub events: Vec<NewEvent>,
 }
 
-/// The part of a group format 1 wrote, as it is decoded.
+/// The part of a group format 1 wrote, as it is decoded: borrowed from the frame, so one
+/// parse serves both the owned group (`StoredGroup`) and the readers' shared one
+/// (`SharedGroup`), which copies no event's bytes.
 #[derive(Deserialize)]
-struct Format1Group {
-    stream: String,
+struct GroupView<'a> {
+    stream: &'a str,
     first_revision: u64,
     created_unix_ms: u64,
-    events: Vec<Format1Event>,
+    #[serde(borrow)]
+    events: Vec<EventView<'a>>,
+}
+
+/// An event of format 1 (`Format1Event`), borrowed from the frame.
+#[derive(Deserialize)]
+struct EventView<'a> {
+    id: Uuid,
+    event_type: &'a str,
+    content_type: ContentType,
+    data: &'a [u8],
+    metadata: &'a [u8],
 }
 
 /// The same part, as it is encoded, borrowing the group.
@@ -96,31 +110,94 @@ impl Serialize for StoredGroup {
     }
 }
 
+/// A group's parts and its tags, parsed from a frame of either format (see `StoredGroup`):
+/// every event's tags in order (an empty list each when the frame has none).
+fn parse<'a>(
+    what: &'static str,
+    bytes: &'a [u8],
+) -> Result<(GroupView<'a>, impl Iterator<Item = Vec<String>>), StoreError> {
+    let (head, rest): (GroupView, &[u8]) = decode_prefix(what, bytes)?;
+    let tags: Vec<Vec<String>> = if rest.is_empty() {
+        Vec::new()
+    } else {
+        decode(what, rest)?
+    };
+    if !rest.is_empty() && tags.len() != head.events.len() {
+        return Err(StoreError::corrupt(
+            what,
+            format!("{} events, {} tag lists", head.events.len(), tags.len()),
+        ));
+    }
+    Ok((head, tags.into_iter().chain(std::iter::repeat(Vec::new()))))
+}
+
 impl StoredGroup {
     /// Decodes a group of either format (see the type).
     pub fn decode(what: &'static str, bytes: &[u8]) -> Result<StoredGroup, StoreError> {
-        let (head, rest): (Format1Group, &[u8]) = decode_prefix(what, bytes)?;
-        let mut tags: Vec<Vec<String>> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            decode(what, rest)?
-        };
-        if !rest.is_empty() && tags.len() != head.events.len() {
-            return Err(StoreError::corrupt(
-                what,
-                format!("{} events, {} tag lists", head.events.len(), tags.len()),
-            ));
-        }
-        tags.resize(head.events.len(), Vec::new());
+        let (head, tags) = parse(what, bytes)?;
         Ok(StoredGroup {
-            stream: head.stream,
+            stream: head.stream.to_owned(),
             first_revision: head.first_revision,
             created_unix_ms: head.created_unix_ms,
             events: head
                 .events
                 .into_iter()
                 .zip(tags)
-                .map(|(event, tags)| event.with_tags(tags))
+                .map(|(event, tags)| NewEvent {
+                    id: event.id,
+                    event_type: event.event_type.to_owned(),
+                    content_type: event.content_type,
+                    data: event.data.to_vec(),
+                    metadata: event.metadata.to_vec(),
+                    tags,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// A group as readers take it: every event's data and metadata are slices of the frame that
+/// was read, so serving a read copies an event's bytes only into the answer (catch-up was
+/// bound by decoding: BENCHMARKS.md, issue 15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedGroup {
+    pub stream: String,
+    pub first_revision: u64,
+    pub created_unix_ms: u64,
+    pub events: Vec<SharedEvent>,
+}
+
+/// An event of a `SharedGroup`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SharedEvent {
+    pub id: Uuid,
+    pub event_type: String,
+    pub content_type: ContentType,
+    pub data: Bytes,
+    pub metadata: Bytes,
+    pub tags: Vec<String>,
+}
+
+impl SharedGroup {
+    /// Decodes a group of either format from `payload`, sharing its buffer.
+    pub fn decode(what: &'static str, payload: &Bytes) -> Result<SharedGroup, StoreError> {
+        let (head, tags) = parse(what, payload)?;
+        Ok(SharedGroup {
+            stream: head.stream.to_owned(),
+            first_revision: head.first_revision,
+            created_unix_ms: head.created_unix_ms,
+            events: head
+                .events
+                .into_iter()
+                .zip(tags)
+                .map(|(event, tags)| SharedEvent {
+                    id: event.id,
+                    event_type: event.event_type.to_owned(),
+                    content_type: event.content_type,
+                    data: payload.slice_ref(event.data),
+                    metadata: payload.slice_ref(event.metadata),
+                    tags,
+                })
                 .collect(),
         })
     }
@@ -134,6 +211,23 @@ pub fn read_group(
 ) -> Result<StoredGroup, StoreError> {
     let frame = groups.read(Location::decode(location)?, first_position)?;
     let group = StoredGroup::decode("event group", frame.payload())?;
+    if group.events.is_empty() {
+        return Err(StoreError::corrupt(
+            "event group",
+            format!("empty group at {first_position}"),
+        ));
+    }
+    Ok(group)
+}
+
+/// The group stored under `first_position` as readers take it (`SharedGroup`).
+pub fn read_shared_group(
+    groups: &GroupFiles,
+    first_position: u64,
+    location: &[u8],
+) -> Result<SharedGroup, StoreError> {
+    let frame = groups.read(Location::decode(location)?, first_position)?;
+    let group = SharedGroup::decode("event group", &frame.into_payload())?;
     if group.events.is_empty() {
         return Err(StoreError::corrupt(
             "event group",

@@ -7,6 +7,7 @@ use std::fmt;
 
 use crate::auth::{AuthCommand, AuthResult};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -65,10 +66,9 @@ pub struct RecordedEvent {
     pub id: Uuid,
     pub event_type: String,
     pub content_type: ContentType,
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    pub metadata: Vec<u8>,
+    /// Shares the buffer its group was read into (`records::SharedGroup`).
+    pub data: Bytes,
+    pub metadata: Bytes,
     /// Milliseconds since the Unix epoch, assigned by the leader when it proposed the append.
     pub created_unix_ms: u64,
     pub tags: Vec<String>,

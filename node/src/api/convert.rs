@@ -232,21 +232,22 @@ pub fn wrong_expected_version(
     }
 }
 
-/// The wire form of a stored event (only moves: no byte is copied but the id's text).
+/// The wire form of a stored event (only moves: no byte is copied but the id's text; the
+/// data stays in the buffer its group was read into until the encoder copies it out).
 pub fn recorded_to_proto(event: RecordedEvent) -> proto::RecordedEvent {
-    cairn_client::RecordedEvent {
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    proto::RecordedEvent {
         stream: event.stream,
         revision: event.revision,
         position: event.position,
-        id: event.id,
-        event_type: event.event_type,
-        content_type: content_type_from_store(event.content_type),
+        id: event.id.hyphenated().encode_lower(&mut id).to_owned(),
+        r#type: event.event_type,
+        content_type: proto::ContentType::from(content_type_from_store(event.content_type)).into(),
         data: event.data,
         metadata: event.metadata,
         created_unix_ms: event.created_unix_ms,
         tags: event.tags,
     }
-    .into()
 }
 
 /// A group's settings from the wire: absent ones are the defaults
@@ -415,8 +416,8 @@ mod tests {
                 id: Uuid::now_v7(),
                 event_type: "t".into(),
                 content_type,
-                data: vec![1],
-                metadata: vec![],
+                data: vec![1].into(),
+                metadata: Default::default(),
                 created_unix_ms: 1,
                 tags: vec!["t:1".into()],
             };

@@ -153,6 +153,36 @@ impl LogFiles for FsLogFiles {
         self.shared.file(id)?.read_exact_at(buf, offset)
     }
 
+    fn read_vec_at(&self, id: u64, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        use std::os::fd::AsRawFd;
+        let file = self.shared.file(id)?;
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        while buf.len() < len {
+            let at = offset + buf.len() as u64;
+            let at = libc::off_t::try_from(at)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            let want = len - buf.len();
+            let spare = &mut buf.spare_capacity_mut()[..want];
+            // SAFETY: pread writes at most `spare.len()` bytes into `spare`, memory this
+            // buffer owns, on a descriptor this `File` keeps open for the call.
+            let read = unsafe {
+                libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at)
+            };
+            match read {
+                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                n if n < 0 => {
+                    let error = io::Error::last_os_error();
+                    if error.kind() != io::ErrorKind::Interrupted {
+                        return Err(error);
+                    }
+                }
+                // SAFETY: the kernel wrote these `n` bytes just past the initialised ones.
+                n => unsafe { buf.set_len(buf.len() + n as usize) },
+            }
+        }
+        Ok(buf)
+    }
+
     fn write_at(&self, id: u64, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let file = self.shared.file(id)?;
         file.write_all_at(bytes, offset)?;
@@ -223,5 +253,28 @@ impl LogFiles for FsLogFiles {
 
     fn sync_then(&self, done: SyncCallback) {
         self.flusher.sync_then(done);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_into_a_new_buffer_gives_the_bytes_written_and_refuses_past_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = FsLogFiles::open(dir.path(), "test-fdatasync").expect("open");
+        files.create(7).expect("create");
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+        files.write_at(7, 0, &bytes).expect("write");
+        assert_eq!(files.read_vec_at(7, 0, bytes.len()).expect("read"), bytes);
+        assert_eq!(
+            files.read_vec_at(7, 99_990, 10).expect("read the tail"),
+            bytes[99_990..]
+        );
+        assert_eq!(files.read_vec_at(7, 5, 0).expect("read nothing"), b"");
+        let past = files.read_vec_at(7, 99_990, 11).expect_err("past the end");
+        assert_eq!(past.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(files.read_vec_at(8, 0, 1).is_err(), "no such file");
     }
 }

@@ -225,6 +225,15 @@ pub trait LogFiles: Send + Sync + 'static {
     /// Fills `buf` from `offset`; an error if the file is shorter.
     fn read_exact_at(&self, id: u64, offset: u64, buf: &mut [u8]) -> io::Result<()>;
 
+    /// `len` bytes from `offset` in a new buffer; an error if the file is shorter. For reads
+    /// whose buffer lives on (a group frame its events share): an implementation may fill it
+    /// without zeroing it first, which was a tenth of a catch-up's CPU.
+    fn read_vec_at(&self, id: u64, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; len];
+        self.read_exact_at(id, offset, &mut buf)?;
+        Ok(buf)
+    }
+
     /// Writes `bytes` at `offset` (the log writes only at the end).
     fn write_at(&self, id: u64, offset: u64, bytes: &[u8]) -> io::Result<()>;
 

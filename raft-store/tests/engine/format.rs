@@ -109,8 +109,8 @@ fn expected_of(appends: impl Iterator<Item = Command>) -> Vec<RecordedEvent> {
                     id: e.id,
                     event_type: e.event_type,
                     content_type: e.content_type,
-                    data: e.data,
-                    metadata: e.metadata,
+                    data: e.data.into(),
+                    metadata: e.metadata.into(),
                     created_unix_ms: a.created_unix_ms,
                     tags: e.tags,
                 });

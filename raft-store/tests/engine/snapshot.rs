@@ -124,8 +124,8 @@ fn a_snapshot_of_100k_events_installs_on_empty_and_stale_stores_identically() {
                     id: e.id,
                     event_type: e.event_type.clone(),
                     content_type: e.content_type,
-                    data: e.data.clone(),
-                    metadata: e.metadata.clone(),
+                    data: e.data.to_vec(),
+                    metadata: e.metadata.to_vec(),
                     tags: e.tags.clone(),
                 })
                 .collect();
