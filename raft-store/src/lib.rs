@@ -48,6 +48,7 @@ mod snapshot;
 mod state_machine;
 mod storage_error;
 mod stream_run;
+mod synced_mark;
 mod types;
 
 use std::sync::Arc;

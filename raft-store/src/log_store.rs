@@ -8,9 +8,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use std::io;
 
@@ -27,6 +25,7 @@ use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
 use crate::repair::{self, Damage};
 use crate::segment_log::SegmentLog;
 use crate::storage_error::{Failed, OrStorage};
+use crate::synced_mark::SyncedMark;
 
 /// Entries returned by one `limited_get_log_entries` call (what replication reads at once).
 pub const MAX_LOG_ENTRIES_PER_READ: usize = 4096;
@@ -36,18 +35,13 @@ pub const MAX_LOG_ENTRIES_PER_READ: usize = 4096;
 /// was the largest consumer of a leader's heap (a heap profile put 75 MiB in encoding alone).
 pub const MAX_LOG_BYTES_PER_READ: usize = 4 * 1024 * 1024;
 
-/// The synced mark (`keys::LOG_SYNCED`) is written to the keyspace after every log sync but
-/// not synced there; a keyspace sync follows within this long, so that a log cut short later
-/// (a damaged or truncated file) is found at open even after a SIGKILL.
-pub const LOG_SYNCED_MARK_SYNC_DELAY_MS: u64 = 1_000;
-
 /// The Raft log. Cheap to clone: clones share the disk and the segments.
 #[derive(Clone)]
 pub struct LogStore {
     disk: Arc<dyn Disk>,
     segments: Arc<SegmentLog>,
-    /// A keyspace sync for the synced mark is scheduled.
-    mark_sync_scheduled: Arc<AtomicBool>,
+    /// The synced mark (`synced_mark`), shared by the clones.
+    mark: Arc<SyncedMark>,
     /// Damage the open found (and cut); the caller reports it.
     damage: Option<Damage>,
 }
@@ -75,9 +69,9 @@ impl LogStore {
         }
         let segments = Arc::new(SegmentLog::open(disk.log_files())?);
         let mut store = LogStore {
+            mark: SyncedMark::new(disk.clone()),
             disk,
             segments,
-            mark_sync_scheduled: Arc::new(AtomicBool::new(false)),
             damage: None,
         };
         if let Some(purged) = store.last_purged()? {
@@ -94,7 +88,8 @@ impl LogStore {
     fn judge_cut(&self) -> Result<Option<Damage>, StoreError> {
         let cut = self.segments.cut();
         let acknowledged = self
-            .synced_mark()?
+            .mark
+            .stored()?
             .max(cut.and_then(|c| c.highest_whole_key));
         let last = self.last_index()?;
         let Some(acknowledged) = acknowledged.filter(|&a| Some(a) > last) else {
@@ -137,21 +132,15 @@ impl LogStore {
         self.damage.as_ref()
     }
 
-    fn synced_mark(&self) -> Result<Option<u64>, StoreError> {
-        self.disk
-            .get(keys::LOG_SYNCED)?
-            .map(|bytes| decode("log synced mark", &bytes))
-            .transpose()
-    }
-
     /// The last index this log may have acknowledged: what a repair must get back.
     pub fn acknowledged_end(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.synced_mark()?.max(self.last_index()?))
+        Ok(self.mark.stored()?.max(self.last_index()?))
     }
 
     /// Removes every entry and the purge point (before a state machine cleared for repair is
     /// sent a snapshot), then syncs. The vote stays.
     pub fn clear_for_repair(&self) -> Result<(), StoreError> {
+        self.mark.lower(None)?;
         self.segments.clear()?;
         let mut batch = WriteBatch::default();
         batch.delete(keys::LAST_PURGED);
@@ -178,35 +167,11 @@ impl LogStore {
         self.segments.purge(log_id.index)
     }
 
-    /// Writes the synced mark (after a log sync reported `index` durable) and makes sure a
-    /// keyspace sync follows (`LOG_SYNCED_MARK_SYNC_DELAY_MS`).
-    fn note_synced(disk: &dyn Disk, index: u64) {
-        let mut batch = WriteBatch::default();
-        match encode(&index) {
-            Ok(value) => batch.put(keys::LOG_SYNCED, value),
-            Err(_) => return,
-        }
-        if let Err(e) = disk.write(batch) {
-            // A hint only: without it a cut file is found only if whole entries follow it.
-            tracing::warn!(error = %e, "could not write the log's synced mark");
-        }
-    }
-
-    fn schedule_mark_sync(&self) {
-        if self.mark_sync_scheduled.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let disk = self.disk.clone();
-        let scheduled = self.mark_sync_scheduled.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(LOG_SYNCED_MARK_SYNC_DELAY_MS)).await;
-            scheduled.store(false, Ordering::Release);
-            disk.sync_then(Box::new(|result| {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "keyspace sync for the log's synced mark failed");
-                }
-            }));
-        });
+    /// Writes the synced mark a log sync left pending now, unsynced: what happens within a
+    /// second of a sync (`LOG_SYNCED_MARK_SYNC_DELAY_MS`). For tests of a node that stopped
+    /// after a quiet second.
+    pub fn write_synced_mark(&self) {
+        self.mark.write_pending();
     }
 
     /// The index of the last entry the log holds (or was purged up to).
@@ -372,37 +337,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.segments.sync_then(Box::new(|_| {}));
             return Ok(());
         }
-        // Entries are readable now; openraft hears they are durable only from the files,
-        // after the synced mark says so.
-        let disk = self.disk.clone();
+        // Entries are readable now; openraft hears they are durable only from the files. The
+        // synced mark follows within a second (`synced_mark`).
+        let mark = self.mark.clone();
+        let runtime = tokio::runtime::Handle::current();
         self.segments.sync_then(Box::new(move |result| {
             if let (Ok(()), Some(last)) = (&result, last) {
-                Self::note_synced(disk.as_ref(), last);
+                mark.note(last, &runtime);
             }
             callback.io_completed(result)
         }));
-        self.schedule_mark_sync();
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         tracing::debug!(?last_log_id, "truncating log after");
         let from = last_log_id.map_or(0, |kept| kept.index + 1);
-        // The synced mark comes down first, durably, once the appends before have set it:
+        // The synced mark comes down first, durably, once the appends before have noted theirs:
         // entries removed on purpose are not damage at the next open.
         wait_for_sync(|done| self.segments.sync_then(done))
             .await
             .or_storage(Failed::WriteLogs)?;
-        if self.synced_mark().or_storage(Failed::WriteLogs)? >= Some(from) {
-            let mut batch = WriteBatch::default();
-            match from.checked_sub(1) {
-                Some(kept) => batch.put(
-                    keys::LOG_SYNCED,
-                    encode(&kept).or_storage(Failed::WriteLogs)?,
-                ),
-                None => batch.delete(keys::LOG_SYNCED),
-            }
-            self.disk.write(batch).or_storage(Failed::WriteLogs)?;
+        if self
+            .mark
+            .lower(from.checked_sub(1))
+            .or_storage(Failed::WriteLogs)?
+        {
             sync_async(self.disk.as_ref())
                 .await
                 .or_storage(Failed::WriteLogs)?;

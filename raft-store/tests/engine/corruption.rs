@@ -16,6 +16,8 @@ async fn written(entries: u64) -> (std::sync::Arc<MemDisk>, TestStore) {
     let log = log_entries(1, entries);
     s.store.log.blocking_append(log.clone()).await.unwrap();
     s.sm().apply_entries(log).await.unwrap();
+    // What the second brings: the synced mark written (then the sync below).
+    s.store.log.write_synced_mark();
     disk.sync().unwrap();
     (disk, s)
 }
@@ -168,5 +170,54 @@ fn a_snapshot_damaged_in_transit_or_in_the_spool_is_refused() {
         let mut data = SnapshotData::memory();
         data.write_all(&bytes).await.unwrap();
         assert!(verify_snapshot(&mut data).await.is_ok());
+    });
+}
+
+#[test]
+fn the_synced_mark_reaches_the_disk_within_its_delay_and_finds_a_cut_made_after() {
+    run(async {
+        let disk = MemDisk::new();
+        let mut s = TestStore::on(disk.clone(), None);
+        s.store
+            .log
+            .blocking_append(log_entries(1, 20))
+            .await
+            .unwrap();
+        // No explicit write: the mark's own task writes and syncs it.
+        tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+        drop(s);
+        let files = disk.log_model();
+        let segment = *files.list().unwrap().last().unwrap();
+        files
+            .truncate(segment, files.len(segment).unwrap() / 2)
+            .unwrap();
+        files.sync().unwrap();
+        disk.crash(0);
+        let s = TestStore::on(disk.clone(), None);
+        assert_eq!(s.store.damage.len(), 1, "{:?}", s.store.damage);
+        assert_eq!(s.store.repair_until, Some(20));
+    });
+}
+
+#[test]
+fn a_truncation_below_a_pending_synced_mark_is_not_damage() {
+    run(async {
+        let disk = MemDisk::new();
+        let mut s = TestStore::on(disk.clone(), None);
+        s.store
+            .log
+            .blocking_append(log_entries(1, 20))
+            .await
+            .unwrap();
+        // The mark for 20 is still pending when openraft removes the entries after 10.
+        s.store.log.truncate_after(Some(log_id(10))).await.unwrap();
+        s.store.log.write_synced_mark();
+        disk.sync().unwrap();
+        drop(s);
+        let s = TestStore::on(disk.clone(), None);
+        assert!(s.store.damage.is_empty(), "{:?}", s.store.damage);
+        assert_eq!(s.store.repair_until, None);
+        let state = s.store.log.clone().get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(10)));
     });
 }
