@@ -3,9 +3,9 @@
 //!
 //! A sync only leaves its index pending here; a task writes the mark and syncs the keyspace
 //! `LOG_SYNCED_MARK_SYNC_DELAY_MS` later, for every sync in between at once: the second the
-//! design always allowed it. Writing it (unsynced) after each sync was a sled batch, and the I/O sled does
-//! behind one, on every node for every log sync: S1 made 527-578 appends/s with it and 666-723
-//! without it (BENCHMARKS.md, issue 15).
+//! design always allowed it. Writing it (unsynced) after each sync was a sled batch, and the
+//! I/O sled does behind one, on every node for every log sync: S1 made 527-578 appends/s with
+//! it and 666-723 without it (BENCHMARKS.md, issue 15).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
