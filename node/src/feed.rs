@@ -112,7 +112,7 @@ async fn run_tailer(
             if page.is_empty() {
                 break;
             }
-            for event in page {
+            for mut event in page {
                 // A gap is events a scavenge or an erasure removed after they were applied and
                 // before this read: they were hidden already, and a subscriber that meets the
                 // jump reads history again. Going backwards would be a bug.
@@ -120,6 +120,9 @@ async fn run_tailer(
                 next = event.position + 1;
                 let size = event.data.len() + event.metadata.len() + event.event_type.len();
                 let item = if size <= LIVE_INLINE_EVENT_BYTES {
+                    // The ring holds it long: its own buffers, not its group's (whose large
+                    // events are not in the ring), so the ring's bound above holds.
+                    event.detach();
                     LiveItem::Event(Arc::new(recorded_to_proto(event)))
                 } else {
                     LiveItem::Large {

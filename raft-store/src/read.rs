@@ -429,17 +429,20 @@ impl EventReader {
             direction,
             current: None,
         };
-        self.retained(stored, max_count)
+        self.retained(stored, max_count, false)
     }
 
-    /// `stored` with retention applied, at most `max_count` shown events.
-    fn retained<S>(&self, stored: S, max_count: u64) -> Retained<S> {
+    /// `stored` with retention applied, at most `max_count` shown events. `sparse`: the read
+    /// takes some events of each group only (an index, a query), so every shown event is
+    /// detached from its group's buffer (`Retained::detach`).
+    fn retained<S>(&self, stored: S, max_count: u64, sparse: bool) -> Retained<S> {
         Retained {
             stored,
             retention: Some(self.retention()),
             disk: self.disk.clone(),
             groups: self.groups.clone(),
             remaining: max_count,
+            detach: sparse,
         }
     }
 
@@ -470,7 +473,7 @@ impl EventReader {
             run: None,
             current: None,
         };
-        self.retained(stored, max_count)
+        self.retained(stored, max_count, true)
     }
 
     /// The `$all` position of the last event in an index, if it has any: one reverse seek,
@@ -498,7 +501,7 @@ impl EventReader {
             direction,
             current: None,
         };
-        self.retained(stored, max_count)
+        self.retained(stored, max_count, true)
     }
 
     /// One stream from revision `from` (inclusive; backwards from `u64::MAX` means from the
@@ -533,6 +536,13 @@ pub struct Retained<S> {
     disk: Arc<dyn Disk>,
     groups: Arc<GroupFiles>,
     remaining: u64,
+    /// Shown events get buffers of their own (`RecordedEvent::detach`) instead of slices of
+    /// their group's: set for a sparse read, and once retention hid an event (the rest of a
+    /// group it hid some of may be what is shown). A caller may hold the events a read
+    /// returns for long (a subscriber's queue); a slice holds its whole group, so one shown
+    /// event of each of many large groups would hold them all. A read that shows every
+    /// event of its groups holds no more than it returns.
+    detach: bool,
 }
 
 impl<S: Iterator<Item = Result<RecordedEvent, StoreError>>> Iterator for Retained<S> {
@@ -560,9 +570,13 @@ impl<S: Iterator<Item = Result<RecordedEvent, StoreError>>> Iterator for Retaine
             match shown {
                 Ok(true) => {
                     self.remaining -= 1;
+                    let mut event = event;
+                    if self.detach {
+                        event.detach();
+                    }
                     return Some(Ok(event));
                 }
-                Ok(false) => {}
+                Ok(false) => self.detach = true,
                 Err(e) => {
                     self.remaining = 0;
                     return Some(Err(e));

@@ -74,6 +74,17 @@ pub struct RecordedEvent {
     pub tags: Vec<String>,
 }
 
+impl RecordedEvent {
+    /// Gives the data and metadata buffers of their own. As read they are slices of the
+    /// buffer their whole append group was read into (`records::SharedGroup`), which they
+    /// keep alive: an event held long apart from the rest of its group (a live feed's ring, a
+    /// filtered subscription's queue) is detached first, so what is held is its own size.
+    pub fn detach(&mut self) {
+        self.data = Bytes::copy_from_slice(&self.data);
+        self.metadata = Bytes::copy_from_slice(&self.metadata);
+    }
+}
+
 impl fmt::Debug for RecordedEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecordedEvent")

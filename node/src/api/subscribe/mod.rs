@@ -52,13 +52,22 @@ impl Target {
     }
 
     fn passes(&self, event: &proto::RecordedEvent) -> bool {
+        self.passes_fields(&event.stream, &event.r#type, &event.tags)
+    }
+
+    fn passes_fields(&self, stream: &str, event_type: &str, tags: &[String]) -> bool {
         match self {
-            Target::All(filter) => filter
-                .as_ref()
-                .is_none_or(|f| f.passes(&event.stream, &event.r#type)),
+            Target::All(filter) => filter.as_ref().is_none_or(|f| f.passes(stream, event_type)),
             Target::Stream(_) => true,
-            Target::Index(index) => index.matches(&event.stream, &event.r#type, &event.tags),
+            Target::Index(index) => index.matches(stream, event_type, tags),
         }
+    }
+
+    /// Whether a history read passes on some events of a group only, so that the ones it
+    /// keeps must not hold their group's buffer (`RecordedEvent::detach`; an index's read
+    /// detaches its events itself).
+    fn keeps_some(&self) -> bool {
+        matches!(self, Target::All(Some(_)))
     }
 }
 
@@ -216,7 +225,15 @@ impl Cursor<'_> {
                 self.next = self.next.max(applied_end);
                 return Ok(Ok(()));
             }
-            for event in page {
+            for mut event in page {
+                if self.sub.target.keeps_some()
+                    && self
+                        .sub
+                        .target
+                        .passes_fields(&event.stream, &event.event_type, &event.tags)
+                {
+                    event.detach();
+                }
                 self.deliver(recorded_to_proto(event)).await?;
             }
         }
@@ -264,7 +281,11 @@ impl Cursor<'_> {
                 .read_all_stored(position, Direction::Forwards, 1)
                 .next()
             {
-                Some(Ok(event)) => Ok(Some(recorded_to_proto(event))),
+                Some(Ok(mut event)) => {
+                    // Held in this subscriber's queue apart from the rest of its group.
+                    event.detach();
+                    Ok(Some(recorded_to_proto(event)))
+                }
                 Some(Err(e)) => Err(status_in(format_args!("reading event {position}"), &e)),
                 None => Err(NodeError::AnnouncedEventMissing { position }.into()),
             },
