@@ -250,6 +250,14 @@ pub fn recorded_to_proto(event: RecordedEvent) -> proto::RecordedEvent {
     }
 }
 
+/// `RecordedEvent::detach` for an event in its wire form: its bytes in buffers of their own
+/// rather than slices of the group it was read with, for an event held long (a consumer
+/// group's window).
+pub fn detach(event: &mut proto::RecordedEvent) {
+    event.data = prost::bytes::Bytes::copy_from_slice(&event.data);
+    event.metadata = prost::bytes::Bytes::copy_from_slice(&event.metadata);
+}
+
 /// A group's settings from the wire: absent ones are the defaults
 /// (`consumer_group::DEFAULT_*`), an unknown strategy is refused. The bounds are checked by
 /// `validate_settings`.

@@ -643,7 +643,9 @@ impl Dispatcher {
         self.add(Key::Source(key), event);
     }
 
-    fn add(&mut self, key: Key, event: proto::RecordedEvent) {
+    fn add(&mut self, key: Key, mut event: proto::RecordedEvent) {
+        // Held until a consumer acks it, maybe long after the rest of its group went.
+        crate::api::convert::detach(&mut event);
         let id = Uuid::parse_str(&event.id).unwrap_or_default();
         if self.ordered {
             self.streams
