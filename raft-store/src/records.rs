@@ -21,12 +21,32 @@ use crate::types::{ContentType, NewEvent};
 /// Encoded (postcard) as format 1 wrote it, events without tags, followed, only when an
 /// event has tags, by every event's tags (`Vec<Vec<String>>`). So a frame of format 1 is a
 /// frame of format 2 without tags, and untagged events cost no byte more than before.
+pub type StoredGroup = Group<NewEvent>;
+
+/// A group as readers take it: every event's data and metadata are slices of the frame that
+/// was read, so serving a read copies an event's bytes only into the answer (catch-up was
+/// bound by decoding: BENCHMARKS.md, issue 15).
+pub type SharedGroup = Group<SharedEvent>;
+
+/// An append group's fields, with its events as the writer (`NewEvent`) or a reader
+/// (`SharedEvent`) holds them; both come from one parse (`Group::decode_with`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredGroup {
+pub struct Group<E> {
     pub stream: String,
     pub first_revision: u64,
     pub created_unix_ms: u64,
-    pub events: Vec<NewEvent>,
+    pub events: Vec<E>,
+}
+
+/// An event of a `SharedGroup`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SharedEvent {
+    pub id: Uuid,
+    pub event_type: String,
+    pub content_type: ContentType,
+    pub data: Bytes,
+    pub metadata: Bytes,
+    pub tags: Vec<String>,
 }
 
 /// The part of a group format 1 wrote, as it is decoded: borrowed from the frame, so one
@@ -110,32 +130,28 @@ impl Serialize for StoredGroup {
     }
 }
 
-/// A group's parts and its tags, parsed from a frame of either format (see `StoredGroup`):
-/// every event's tags in order (an empty list each when the frame has none).
-fn parse<'a>(
-    what: &'static str,
-    bytes: &'a [u8],
-) -> Result<(GroupView<'a>, impl Iterator<Item = Vec<String>>), StoreError> {
-    let (head, rest): (GroupView, &[u8]) = decode_prefix(what, bytes)?;
-    let tags: Vec<Vec<String>> = if rest.is_empty() {
-        Vec::new()
-    } else {
-        decode(what, rest)?
-    };
-    if !rest.is_empty() && tags.len() != head.events.len() {
-        return Err(StoreError::corrupt(
-            what,
-            format!("{} events, {} tag lists", head.events.len(), tags.len()),
-        ));
-    }
-    Ok((head, tags.into_iter().chain(std::iter::repeat(Vec::new()))))
-}
-
-impl StoredGroup {
-    /// Decodes a group of either format (see the type).
-    pub fn decode(what: &'static str, bytes: &[u8]) -> Result<StoredGroup, StoreError> {
-        let (head, tags) = parse(what, bytes)?;
-        Ok(StoredGroup {
+impl<E> Group<E> {
+    /// Decodes a group of either format (see `StoredGroup`), making each event with `event`
+    /// from its borrowed form and its tags (an empty list each when the frame has none).
+    fn decode_with(
+        what: &'static str,
+        bytes: &[u8],
+        mut event: impl FnMut(EventView<'_>, Vec<String>) -> E,
+    ) -> Result<Group<E>, StoreError> {
+        let (head, rest): (GroupView, &[u8]) = decode_prefix(what, bytes)?;
+        let tags: Vec<Vec<String>> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            decode(what, rest)?
+        };
+        if !rest.is_empty() && tags.len() != head.events.len() {
+            return Err(StoreError::corrupt(
+                what,
+                format!("{} events, {} tag lists", head.events.len(), tags.len()),
+            ));
+        }
+        let tags = tags.into_iter().chain(std::iter::repeat(Vec::new()));
+        Ok(Group {
             stream: head.stream.to_owned(),
             first_revision: head.first_revision,
             created_unix_ms: head.created_unix_ms,
@@ -143,62 +159,36 @@ impl StoredGroup {
                 .events
                 .into_iter()
                 .zip(tags)
-                .map(|(event, tags)| NewEvent {
-                    id: event.id,
-                    event_type: event.event_type.to_owned(),
-                    content_type: event.content_type,
-                    data: event.data.to_vec(),
-                    metadata: event.metadata.to_vec(),
-                    tags,
-                })
+                .map(|(view, tags)| event(view, tags))
                 .collect(),
         })
     }
 }
 
-/// A group as readers take it: every event's data and metadata are slices of the frame that
-/// was read, so serving a read copies an event's bytes only into the answer (catch-up was
-/// bound by decoding: BENCHMARKS.md, issue 15).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedGroup {
-    pub stream: String,
-    pub first_revision: u64,
-    pub created_unix_ms: u64,
-    pub events: Vec<SharedEvent>,
-}
-
-/// An event of a `SharedGroup`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SharedEvent {
-    pub id: Uuid,
-    pub event_type: String,
-    pub content_type: ContentType,
-    pub data: Bytes,
-    pub metadata: Bytes,
-    pub tags: Vec<String>,
+impl StoredGroup {
+    /// Decodes a group of either format, copying every event out.
+    pub fn decode(what: &'static str, bytes: &[u8]) -> Result<StoredGroup, StoreError> {
+        Group::decode_with(what, bytes, |event, tags| NewEvent {
+            id: event.id,
+            event_type: event.event_type.to_owned(),
+            content_type: event.content_type,
+            data: event.data.to_vec(),
+            metadata: event.metadata.to_vec(),
+            tags,
+        })
+    }
 }
 
 impl SharedGroup {
     /// Decodes a group of either format from `payload`, sharing its buffer.
     pub fn decode(what: &'static str, payload: &Bytes) -> Result<SharedGroup, StoreError> {
-        let (head, tags) = parse(what, payload)?;
-        Ok(SharedGroup {
-            stream: head.stream.to_owned(),
-            first_revision: head.first_revision,
-            created_unix_ms: head.created_unix_ms,
-            events: head
-                .events
-                .into_iter()
-                .zip(tags)
-                .map(|(event, tags)| SharedEvent {
-                    id: event.id,
-                    event_type: event.event_type.to_owned(),
-                    content_type: event.content_type,
-                    data: payload.slice_ref(event.data),
-                    metadata: payload.slice_ref(event.metadata),
-                    tags,
-                })
-                .collect(),
+        Group::decode_with(what, payload, |event, tags| SharedEvent {
+            id: event.id,
+            event_type: event.event_type.to_owned(),
+            content_type: event.content_type,
+            data: payload.slice_ref(event.data),
+            metadata: payload.slice_ref(event.metadata),
+            tags,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! acknowledged, never read back; snapshots damaged on the way refused.
 
 use cairn_raft_store::disk::{Disk, LogFiles, MemDisk};
-use cairn_raft_store::{repair, verify_snapshot, SnapshotData, StoreError};
+use cairn_raft_store::{repair, verify_snapshot, Entry, SnapshotData, StoreError};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -11,15 +11,22 @@ use crate::common::*;
 /// A store on the disk model with `entries` log entries, durable and applied, the log's
 /// synced mark and the state machine made durable too (a node stopped after a quiet second).
 async fn written(entries: u64) -> (std::sync::Arc<MemDisk>, TestStore) {
-    let disk = MemDisk::new();
-    let mut s = TestStore::on(disk.clone(), None);
-    let log = log_entries(1, entries);
-    s.store.log.blocking_append(log.clone()).await.unwrap();
+    let (disk, mut s, log) = logged(entries).await;
     s.sm().apply_entries(log).await.unwrap();
     // What the second brings: the synced mark written (then the sync below).
     s.store.log.write_synced_mark();
     disk.sync().unwrap();
     (disk, s)
+}
+
+/// A store on the disk model with `entries` log entries (returned), durable, nothing
+/// applied, and the synced mark left to its own timing.
+async fn logged(entries: u64) -> (std::sync::Arc<MemDisk>, TestStore, Vec<Entry>) {
+    let disk = MemDisk::new();
+    let mut s = TestStore::on(disk.clone(), None);
+    let log = log_entries(1, entries);
+    s.store.log.blocking_append(log.clone()).await.unwrap();
+    (disk, s, log)
 }
 
 fn flip(files: &dyn LogFiles, segment: u64, at: u64) {
@@ -176,13 +183,7 @@ fn a_snapshot_damaged_in_transit_or_in_the_spool_is_refused() {
 #[test]
 fn the_synced_mark_reaches_the_disk_within_its_delay_and_finds_a_cut_made_after() {
     run(async {
-        let disk = MemDisk::new();
-        let mut s = TestStore::on(disk.clone(), None);
-        s.store
-            .log
-            .blocking_append(log_entries(1, 20))
-            .await
-            .unwrap();
+        let (disk, s, _) = logged(20).await;
         // No explicit write: the mark's own task writes and syncs it.
         tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
         drop(s);
@@ -202,13 +203,7 @@ fn the_synced_mark_reaches_the_disk_within_its_delay_and_finds_a_cut_made_after(
 #[test]
 fn a_truncation_below_a_pending_synced_mark_is_not_damage() {
     run(async {
-        let disk = MemDisk::new();
-        let mut s = TestStore::on(disk.clone(), None);
-        s.store
-            .log
-            .blocking_append(log_entries(1, 20))
-            .await
-            .unwrap();
+        let (disk, mut s, _) = logged(20).await;
         // The mark for 20 is still pending when openraft removes the entries after 10.
         s.store.log.truncate_after(Some(log_id(10))).await.unwrap();
         s.store.log.write_synced_mark();

@@ -349,7 +349,10 @@ impl TransactionalTree {
     }
 
     fn unstage(&self) {
-        unimplemented!()
+        // Cairn: was a panic ("not implemented"). Never reached in 0.34
+        // (`stage` always succeeds and `validate` is always true), and a tree
+        // stages nothing to undo: its writes live in the overlay each retry
+        // makes anew.
     }
 
     const fn validate(&self) -> bool {
