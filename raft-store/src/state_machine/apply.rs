@@ -3,8 +3,8 @@
 //! Everything here is deterministic: the verdict depends only on the command and the stored
 //! state, so every replica reaches the same one. All writes of one `apply` call go into one
 //! atomic batch together with the new applied state, after the groups' frames it points at;
-//! what has not been written yet lives in small overlays (stream heads, event ids) so later
-//! entries of the same call see it.
+//! what has not been written yet lives in small overlays (event ids, and the stream cache that
+//! outlives the call: `stream_cache`) so later entries of the same call see it.
 
 mod consumer_groups;
 
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use uuid::Uuid;
 
+use super::stream_cache::StreamCache;
 use crate::auth::{
     AuthChange, AuthCommand, AuthRefusal, AuthResult, AuthState, AUTH_EVENT_TYPE, AUTH_STREAM,
 };
@@ -50,10 +51,9 @@ pub(crate) struct Applier<'a> {
     pub applied: &'a mut AppliedState,
     batch: WriteBatch,
     id_index: IdIndexBatch<'a>,
-    heads: HashMap<String, u64>,
+    /// Streams' heads and lifecycle states, read or written; kept across calls.
+    streams: &'a mut StreamCache,
     ids: HashMap<Uuid, u64>,
-    /// Lifecycle states changed by this call and not yet flushed, by stream.
-    lifecycles: HashMap<String, Lifecycle>,
     /// Consumer-group states changed by this call and not yet flushed, by group.
     group_states: HashMap<String, crate::consumer_group::GroupState>,
     /// The committed log's clock: the created time of the newest event (`None`: not read yet).
@@ -113,6 +113,7 @@ impl<'a> Applier<'a> {
         own_id_keys: &'a AtomicBool,
         applied: &'a mut AppliedState,
         clock: &'a mut Option<u64>,
+        streams: &'a mut StreamCache,
     ) -> Self {
         Applier {
             disk,
@@ -122,9 +123,8 @@ impl<'a> Applier<'a> {
             applied,
             batch: WriteBatch::default(),
             id_index: IdIndexBatch::new(disk, own_id_keys),
-            heads: HashMap::new(),
+            streams,
             ids: HashMap::new(),
-            lifecycles: HashMap::new(),
             group_states: HashMap::new(),
             clock,
             forget_ids_below: 0,
@@ -139,16 +139,16 @@ impl<'a> Applier<'a> {
     }
 
     /// Writes the pending groups' frames, then the changes that point at them and the applied
-    /// state atomically, then forgets the overlays (the disk now answers for them).
+    /// state atomically, then forgets the overlays (the disk now answers for them; the stream
+    /// cache stays, equal to it: `stream_cache`).
     pub fn flush(&mut self) -> Result<(), StoreError> {
         self.groups.write(&mut self.frames)?;
         let mut batch = std::mem::take(&mut self.batch);
         self.id_index.write_into(&mut batch);
         batch.put(keys::APPLIED, encode(&*self.applied)?);
         self.disk.write(batch)?;
-        self.heads.clear();
+        self.streams.flushed();
         self.ids.clear();
-        self.lifecycles.clear();
         self.group_states.clear();
         if let Some(unflushed) = self.unflushed.as_mut() {
             unflushed.clear();
@@ -161,13 +161,15 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    fn lifecycle(&self, stream: &str) -> Result<Lifecycle, StoreError> {
-        if let Some(state) = self.lifecycles.get(stream) {
+    fn lifecycle(&mut self, stream: &str) -> Result<Lifecycle, StoreError> {
+        if let Some(state) = self.streams.lifecycle(stream) {
             return Ok(state.clone());
         }
-        Ok(lifecycle::load(self.disk, self.groups, stream)?
+        let state = lifecycle::load(self.disk, self.groups, stream)?
             .map(|(state, _)| state)
-            .unwrap_or_default())
+            .unwrap_or_default();
+        self.streams.set_lifecycle(stream, state.clone());
+        Ok(state)
     }
 
     /// The committed log's clock, read from the newest event the first time it is needed.
@@ -180,11 +182,13 @@ impl<'a> Applier<'a> {
         Ok(clock)
     }
 
-    fn head(&self, stream: &str) -> Result<Option<u64>, StoreError> {
-        match self.heads.get(stream) {
-            Some(&revision) => Ok(Some(revision)),
-            None => stream_head(self.disk, stream),
+    fn head(&mut self, stream: &str) -> Result<Option<u64>, StoreError> {
+        if let Some(head) = self.streams.head(stream) {
+            return Ok(head);
         }
+        let head = stream_head(self.disk, stream)?;
+        self.streams.set_head(stream, head);
+        Ok(head)
     }
 
     pub fn append(&mut self, append: Append) -> Result<AppendResult, StoreError> {
@@ -300,6 +304,7 @@ impl<'a> Applier<'a> {
         max_event_bytes: Option<u64>,
     ) -> Result<ScavengeResult, StoreError> {
         self.flush()?;
+        self.streams.forgetting();
         forget_hidden(
             self.disk,
             self.groups,
@@ -328,6 +333,7 @@ impl<'a> Applier<'a> {
             });
         }
         self.flush()?;
+        self.streams.forgetting();
         let current = self.lifecycle(&command.stream)?;
         let meta = lifecycle::metastream(&command.stream);
         let meta_head = self.head(&meta)?;
@@ -355,7 +361,7 @@ impl<'a> Applier<'a> {
                 tags: Vec::new(),
             };
             self.write_group(meta, meta_head, command.created_unix_ms, vec![event])?;
-            self.lifecycles.insert(command.stream.clone(), erased);
+            self.streams.set_lifecycle(&command.stream, erased);
         }
         let budget = ERASE_GROUPS_PER_COMMAND.saturating_sub(history.groups as usize);
         let events = erase::forget_stream(
@@ -491,7 +497,7 @@ impl<'a> Applier<'a> {
             });
         }
         let written = self.write_group(append.stream, meta_head, created_unix_ms, append.events)?;
-        self.lifecycles.insert(stream.to_owned(), next);
+        self.streams.set_lifecycle(stream, next);
         Ok(AppendResult::Written(written))
     }
 
@@ -541,7 +547,7 @@ impl<'a> Applier<'a> {
         }
         let last_revision = first_revision + count - 1;
         let last_position = first_position + count - 1;
-        self.heads.insert(group.stream, last_revision);
+        self.streams.set_head(&group.stream, Some(last_revision));
         self.applied.next_position = last_position + 1;
         *self.clock = Some(created_unix_ms);
         Ok(AppendPosition {

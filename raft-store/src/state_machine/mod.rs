@@ -15,6 +15,7 @@
 mod apply;
 mod install;
 mod recover;
+mod stream_cache;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -126,6 +127,8 @@ pub struct StateMachineStore {
     applied: AppliedState,
     /// The committed log's clock (`lifecycle`), read at the first append after open or install.
     clock: Option<u64>,
+    /// Streams' heads and lifecycle states as apply last read or wrote them (`stream_cache`).
+    streams: stream_cache::StreamCache,
 }
 
 impl StateMachineStore {
@@ -215,6 +218,7 @@ impl StateMachineStore {
                 }),
                 applied,
                 clock: None,
+                streams: Default::default(),
             },
             damage,
         ))
@@ -271,6 +275,7 @@ impl StateMachineStore {
         let disk = shared.disk.as_ref();
         let _guard = shared.snapshot_lock.lock().await;
         shared.generation.fetch_add(1, Ordering::AcqRel);
+        self.streams.clear();
 
         let mut mark = WriteBatch::default();
         mark.put(keys::INSTALLING, Vec::new());
@@ -338,6 +343,23 @@ impl StateMachineStore {
     async fn apply_stream<S, R>(
         &mut self,
         entries: S,
+        answer: impl FnMut(R, Response),
+    ) -> Result<(), io::Error>
+    where
+        S: Stream<Item = Result<(Entry, R), io::Error>> + Unpin + Send,
+        R: Send,
+    {
+        let applied = self.apply_stream_cached(entries, answer).await;
+        if applied.is_err() {
+            // The stream cache may hold what the failed call never wrote.
+            self.streams.clear();
+        }
+        applied
+    }
+
+    async fn apply_stream_cached<S, R>(
+        &mut self,
+        entries: S,
         mut answer: impl FnMut(R, Response),
     ) -> Result<(), io::Error>
     where
@@ -352,6 +374,7 @@ impl StateMachineStore {
             &shared.own_id_keys,
             &mut self.applied,
             &mut self.clock,
+            &mut self.streams,
         );
         let bugs = crate::faults::active();
         if bugs.forget_event_ids {

@@ -16,4 +16,5 @@ mod reads;
 mod scavenge;
 mod semantics;
 mod snapshot;
+mod stream_cache;
 mod suite;
