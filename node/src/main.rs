@@ -18,10 +18,14 @@ unsafe extern "C" {
 }
 
 /// How long mimalloc keeps freed memory before giving it back to the system, in ms (its
-/// default is 1,000). Measured with the log in segment files (S3, two runs each): 0 ms
+/// default is 1,000; set here so that a new mimalloc default does not move it unseen).
+/// Measured with the log in segment files and the groups in sled (S3, two runs each): 0 ms
 /// 53-58k events/s at 147-169 MiB peak RSS per node, the zeroing of re-faulted pages 7 % of
-/// the CPU; 100 ms 64-66k at 169-189 MiB; 1,000 ms 67k at 208-241 MiB.
-const PURGE_DELAY_MS: std::ffi::c_long = 100;
+/// the CPU; 100 ms 64-66k at 169-189 MiB; 1,000 ms 67k at 208-241 MiB, so 100 ms was chosen.
+/// With the groups out of sled (2026-12-07, alternating with 100 ms): 1,000 ms gave S2 -3 to
+/// +14 % (median +6 %), S3 -6 to +15 % (median +8 %), multi-stream +9 and +11 %, at most 208
+/// MiB peak RSS per node (100 ms: 198), still under issue 15's 256 MiB.
+const PURGE_DELAY_MS: std::ffi::c_long = 1_000;
 
 /// Sets the purge delay. `MIMALLOC_PURGE_DELAY` in the environment still wins.
 fn tune_allocator() {
