@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_client::proto;
-use cairn_raft_store::{Direction, EventReader, RecordedEvent};
+use cairn_raft_store::{EventReader, RecordedEvent};
 use tokio::sync::{broadcast, watch};
 
 use crate::api::convert::recorded_to_proto;
@@ -17,7 +17,9 @@ pub const LIVE_BUFFER_EVENTS: usize = 1024;
 /// Events up to this size travel in the ring; larger ones as their position only (the
 /// subscriber reads them from storage), so the ring holds at most ~16 MiB.
 pub const LIVE_INLINE_EVENT_BYTES: usize = 16 * 1024;
-/// Events read from storage per page, by the tailer and by a subscription reading history.
+/// Events read from storage per page, by the tailer and by a subscription reading history;
+/// a page of `$all` goes on to the end of the group its last event is in (`read_all_page`),
+/// so a group is read once, however large.
 pub const HISTORY_PAGE_EVENTS: u64 = 256;
 /// Pause before the tailer retries after a storage error.
 const TAILER_RETRY_MS: u64 = 100;
@@ -99,7 +101,7 @@ async fn run_tailer(
         }
         loop {
             let page: Result<Vec<RecordedEvent>, _> = reader
-                .read_all_stored(next, Direction::Forwards, HISTORY_PAGE_EVENTS)
+                .read_all_stored_page(next, HISTORY_PAGE_EVENTS)
                 .collect();
             let page = match page {
                 Ok(page) => page,

@@ -442,7 +442,28 @@ impl EventReader {
             disk: self.disk.clone(),
             groups: self.groups.clone(),
             remaining: max_count,
+            to_group_end: false,
             detach: sparse,
+        }
+    }
+
+    /// One page of `$all` forwards from `from`, retention applied: `min_count` shown events
+    /// (fewer at the end), then the rest of the group the last one came from. A reader paging
+    /// through `$all` so reads and decodes each group once: pages of a fixed count read a
+    /// 1,000-event group four times over (BENCHMARKS.md). Holds no more than the group that
+    /// was loaded anyway.
+    pub fn read_all_page(&self, from: u64, min_count: u64) -> AllEvents {
+        Retained {
+            to_group_end: true,
+            ..self.read_all(from, Direction::Forwards, min_count)
+        }
+    }
+
+    /// `read_all_page` as stored: for the live feed (see `read_all_stored`).
+    pub fn read_all_stored_page(&self, from: u64, min_count: u64) -> AllEvents {
+        Retained {
+            to_group_end: true,
+            ..self.read_all_stored(from, Direction::Forwards, min_count)
         }
     }
 
@@ -536,6 +557,8 @@ pub struct Retained<S> {
     disk: Arc<dyn Disk>,
     groups: Arc<GroupFiles>,
     remaining: u64,
+    /// Past `remaining`, go on to the end of the group being read (`read_all_page`).
+    to_group_end: bool,
     /// Shown events get buffers of their own (`RecordedEvent::detach`) instead of slices of
     /// their group's: set for a sparse read, and once retention hid an event (the rest of a
     /// group it hid some of may be what is shown). A caller may hold the events a read
@@ -545,15 +568,33 @@ pub struct Retained<S> {
     detach: bool,
 }
 
-impl<S: Iterator<Item = Result<RecordedEvent, StoreError>>> Iterator for Retained<S> {
+/// A stored read that knows whether its next event is in the group it has loaded.
+pub trait GroupCursor {
+    fn next_in_loaded_group(&self) -> bool {
+        false
+    }
+}
+
+impl<S> Retained<S> {
+    /// Counted events left, or the rest of the loaded group once they are out.
+    fn more(&self) -> bool
+    where
+        S: GroupCursor,
+    {
+        self.remaining > 0 || (self.to_group_end && self.stored.next_in_loaded_group())
+    }
+}
+
+impl<S: Iterator<Item = Result<RecordedEvent, StoreError>> + GroupCursor> Iterator for Retained<S> {
     type Item = Result<RecordedEvent, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.remaining > 0 {
+        while self.more() {
             let event = match self.stored.next()? {
                 Ok(event) => event,
                 Err(e) => {
                     self.remaining = 0;
+                    self.to_group_end = false;
                     return Some(Err(e));
                 }
             };
@@ -569,7 +610,7 @@ impl<S: Iterator<Item = Result<RecordedEvent, StoreError>>> Iterator for Retaine
             };
             match shown {
                 Ok(true) => {
-                    self.remaining -= 1;
+                    self.remaining = self.remaining.saturating_sub(1);
                     let mut event = event;
                     if self.detach {
                         event.detach();
@@ -579,6 +620,7 @@ impl<S: Iterator<Item = Result<RecordedEvent, StoreError>>> Iterator for Retaine
                 Ok(false) => self.detach = true,
                 Err(e) => {
                     self.remaining = 0;
+                    self.to_group_end = false;
                     return Some(Err(e));
                 }
             }
@@ -641,6 +683,15 @@ impl AllStored {
 }
 
 step_iterator!(AllStored, step_stored);
+
+impl GroupCursor for AllStored {
+    fn next_in_loaded_group(&self) -> bool {
+        match (self.next, &self.current) {
+            (Some(position), Some(group)) => group.contains_position(position),
+            _ => false,
+        }
+    }
+}
 
 /// Events of one stream in revision order (or reverse).
 pub struct StreamEvents {
@@ -865,6 +916,8 @@ impl IndexStored {
 
 step_iterator!(IndexStored, step);
 
+impl GroupCursor for IndexStored {}
+
 /// Events matching a DCB query in `$all` order (or reverse), as stored.
 pub struct QueryStored {
     disk: Arc<dyn Disk>,
@@ -924,3 +977,5 @@ impl std::fmt::Display for QueryName<'_> {
 }
 
 step_iterator!(QueryStored, step);
+
+impl GroupCursor for QueryStored {}

@@ -125,3 +125,53 @@ fn reads_of_all_and_of_streams_match_the_model_from_every_start() {
         });
     }
 }
+
+/// `read_all_page`: each page holds at least its count of events (fewer only at the end) and
+/// ends where a group ends, so paging reads each group once; the pages together are `$all`,
+/// each event once, from any start.
+#[test]
+fn pages_of_all_end_at_group_ends_and_hold_every_event_once() {
+    for (name, make) in both() {
+        run(async {
+            let mut s = make();
+            let mut rng = Lcg(11);
+            let mut group_ends = std::collections::BTreeSet::new();
+            let mut all = Vec::new();
+            for _ in 0..40 {
+                let batch = events(1 + rng.next(9) as usize);
+                all.extend(batch.iter().map(|e| e.id));
+                s.apply(append(&format!("s-{}", rng.next(3)), E::Any, batch))
+                    .await;
+                group_ends.insert(all.len() as u64 - 1);
+            }
+            let len = all.len() as u64;
+            for min_count in [1, 2, 5, 12, 1_000] {
+                for start in [0, 1, len / 2, len - 1] {
+                    let mut from = start;
+                    let mut read = Vec::new();
+                    loop {
+                        let page: Vec<RecordedEvent> = s
+                            .store
+                            .reader
+                            .read_all_page(from, min_count)
+                            .collect::<Result<_, _>>()
+                            .unwrap();
+                        let Some(last) = page.last().map(|e| e.position) else {
+                            break;
+                        };
+                        let context = format!("{name}: min {min_count} from {from}");
+                        assert!(group_ends.contains(&last), "{context}: ends inside a group");
+                        assert!(
+                            page.len() as u64 >= min_count || last == len - 1,
+                            "{context}: {} events",
+                            page.len()
+                        );
+                        from = last + 1;
+                        read.extend(ids(page));
+                    }
+                    assert_eq!(read, all[start as usize..], "{name}: min {min_count}");
+                }
+            }
+        });
+    }
+}

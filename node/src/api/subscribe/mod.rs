@@ -206,7 +206,7 @@ impl Cursor<'_> {
             let page: Result<Vec<RecordedEvent>, _> = match &self.sub.target {
                 Target::All(_) => self
                     .reader
-                    .read_all(self.next, Direction::Forwards, HISTORY_PAGE_EVENTS)
+                    .read_all_page(self.next, HISTORY_PAGE_EVENTS)
                     .collect(),
                 Target::Stream(name) => self
                     .reader
