@@ -18,8 +18,8 @@ pub const LIVE_BUFFER_EVENTS: usize = 1024;
 /// subscriber reads them from storage), so the ring holds at most ~16 MiB.
 pub const LIVE_INLINE_EVENT_BYTES: usize = 16 * 1024;
 /// Events read from storage per page, by the tailer and by a subscription reading history;
-/// a page of `$all` goes on to the end of the group its last event is in (`read_all_page`),
-/// so a group is read once, however large.
+/// a page goes on to the end of the group its last event is in (`read_all_page`,
+/// `read_stream_page`), so a group is read once, however large.
 pub const HISTORY_PAGE_EVENTS: u64 = 256;
 /// Pause before the tailer retries after a storage error.
 const TAILER_RETRY_MS: u64 = 100;

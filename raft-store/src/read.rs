@@ -541,9 +541,20 @@ impl EventReader {
             next: Some(from),
             direction,
             remaining: max_count,
+            to_group_end: false,
+            uncounted: false,
             current: None,
             visibility: None,
             group_history: self.group_history,
+        }
+    }
+
+    /// One page of a stream forwards from `from`: `min_count` shown events (fewer at the end),
+    /// then the rest of the group the last one came from (see `read_all_page`).
+    pub fn read_stream_page(&self, stream: &str, from: u64, min_count: u64) -> StreamEvents {
+        StreamEvents {
+            to_group_end: true,
+            ..self.read_stream(stream, from, Direction::Forwards, min_count)
         }
     }
 }
@@ -701,6 +712,10 @@ pub struct StreamEvents {
     next: Option<u64>,
     direction: Direction,
     remaining: u64,
+    /// Past `remaining`, go on to the end of the group being read (`read_stream_page`).
+    to_group_end: bool,
+    /// The last stored event was one past `remaining` (to the group's end): not counted.
+    uncounted: bool,
     current: Option<LoadedGroup>,
     /// Computed at the first step.
     visibility: Option<Visibility>,
@@ -749,7 +764,9 @@ impl StreamEvents {
                 self.next = None;
                 return Ok(None);
             }
-            self.remaining += 1;
+            if !self.uncounted {
+                self.remaining += 1;
+            }
         }
         Ok(None)
     }
@@ -808,14 +825,14 @@ impl StreamEvents {
         let Some(mut revision) = self.next else {
             return Ok(None);
         };
-        if self.remaining == 0 {
-            return Ok(None);
-        }
-        if !self
+        let in_loaded_group = self
             .current
             .as_ref()
-            .is_some_and(|g| Self::contains_revision(g, revision))
-        {
+            .is_some_and(|g| Self::contains_revision(g, revision));
+        if self.remaining == 0 && !(self.to_group_end && in_loaded_group) {
+            return Ok(None);
+        }
+        if !in_loaded_group {
             let found = match self.load(revision)? {
                 Some(group) if Self::contains_revision(&group, revision) => Some(group),
                 None if self.direction == Direction::Forwards => self.load_after(revision)?,
@@ -845,7 +862,8 @@ impl StreamEvents {
         };
         let position = group.first_position + (revision - group.group.first_revision);
         let event = group.take(position);
-        self.remaining -= 1;
+        self.uncounted = self.remaining == 0;
+        self.remaining = self.remaining.saturating_sub(1);
         self.next = self.direction.beyond(revision);
         Ok(Some(event))
     }

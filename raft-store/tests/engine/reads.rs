@@ -126,9 +126,9 @@ fn reads_of_all_and_of_streams_match_the_model_from_every_start() {
     }
 }
 
-/// `read_all_page`: each page holds at least its count of events (fewer only at the end) and
-/// ends where a group ends, so paging reads each group once; the pages together are `$all`,
-/// each event once, from any start.
+/// `read_all_page` and `read_stream_page`: each page holds at least its count of events
+/// (fewer only at the end) and ends where a group ends, so paging reads each group once; the
+/// pages together are `$all` (or the stream), each event once, from any start.
 #[test]
 fn pages_of_all_end_at_group_ends_and_hold_every_event_once() {
     for (name, make) in both() {
@@ -137,12 +137,47 @@ fn pages_of_all_end_at_group_ends_and_hold_every_event_once() {
             let mut rng = Lcg(11);
             let mut group_ends = std::collections::BTreeSet::new();
             let mut all = Vec::new();
+            // By stream: its events' ids, and the revisions its groups end at.
+            let mut streams: BTreeMap<String, (Vec<Uuid>, Vec<u64>)> = BTreeMap::new();
             for _ in 0..40 {
                 let batch = events(1 + rng.next(9) as usize);
+                let stream = format!("s-{}", rng.next(3));
                 all.extend(batch.iter().map(|e| e.id));
-                s.apply(append(&format!("s-{}", rng.next(3)), E::Any, batch))
-                    .await;
+                let (ids, ends) = streams.entry(stream.clone()).or_default();
+                ids.extend(batch.iter().map(|e| e.id));
+                ends.push(ids.len() as u64 - 1);
+                s.apply(append(&stream, E::Any, batch)).await;
                 group_ends.insert(all.len() as u64 - 1);
+            }
+            for (stream, (model, ends)) in &streams {
+                let n = model.len() as u64;
+                for min_count in [1, 3, 1_000] {
+                    for start in [0, 1, n / 2] {
+                        let mut from = start;
+                        let mut read = Vec::new();
+                        loop {
+                            let page: Vec<RecordedEvent> = s
+                                .store
+                                .reader
+                                .read_stream_page(stream, from, min_count)
+                                .collect::<Result<_, _>>()
+                                .unwrap();
+                            let Some(last) = page.last().map(|e| e.revision) else {
+                                break;
+                            };
+                            let context = format!("{name}: {stream} min {min_count} from {from}");
+                            assert!(ends.contains(&last), "{context}: ends inside a group");
+                            assert!(
+                                page.len() as u64 >= min_count || last == n - 1,
+                                "{context}: {} events",
+                                page.len()
+                            );
+                            from = last + 1;
+                            read.extend(ids(page));
+                        }
+                        assert_eq!(read, model[start as usize..], "{name}: {stream}");
+                    }
+                }
             }
             let len = all.len() as u64;
             for min_count in [1, 2, 5, 12, 1_000] {

@@ -210,7 +210,7 @@ impl Cursor<'_> {
                     .collect(),
                 Target::Stream(name) => self
                     .reader
-                    .read_stream(name, self.next, Direction::Forwards, HISTORY_PAGE_EVENTS)
+                    .read_stream_page(name, self.next, HISTORY_PAGE_EVENTS)
                     .collect(),
                 Target::Index(index) => self
                     .reader
