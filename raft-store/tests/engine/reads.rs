@@ -126,6 +126,44 @@ fn reads_of_all_and_of_streams_match_the_model_from_every_start() {
     }
 }
 
+/// Pages through a read from each of `starts` with each of `min_counts` (`read(from,
+/// min_count)`, events placed by `place`: a position or a revision) and checks every page:
+/// at least `min_count` events unless it reaches the end, its last event the end of a group
+/// (`group_ends`), and the pages together `model` from the start, each event once.
+fn page_through(
+    context: &str,
+    read: impl Fn(u64, u64) -> Vec<RecordedEvent>,
+    place: fn(&RecordedEvent) -> u64,
+    model: &[Uuid],
+    group_ends: &std::collections::BTreeSet<u64>,
+    starts: &[u64],
+    min_counts: &[u64],
+) {
+    let end = model.len() as u64 - 1;
+    for &min_count in min_counts {
+        for &start in starts {
+            let mut from = start;
+            let mut pages = Vec::new();
+            loop {
+                let page = read(from, min_count);
+                let Some(last) = page.last().map(place) else {
+                    break;
+                };
+                let context = format!("{context} min {min_count} from {from}");
+                assert!(group_ends.contains(&last), "{context}: ends inside a group");
+                assert!(
+                    page.len() as u64 >= min_count || last == end,
+                    "{context}: {} events",
+                    page.len()
+                );
+                from = last + 1;
+                pages.extend(ids(page));
+            }
+            assert_eq!(pages, model[start as usize..], "{context} min {min_count}");
+        }
+    }
+}
+
 /// `read_all_page` and `read_stream_page`: each page holds at least its count of events
 /// (fewer only at the end) and ends where a group ends, so paging reads each group once; the
 /// pages together are `$all` (or the stream), each event once, from any start.
@@ -138,75 +176,51 @@ fn pages_of_all_end_at_group_ends_and_hold_every_event_once() {
             let mut group_ends = std::collections::BTreeSet::new();
             let mut all = Vec::new();
             // By stream: its events' ids, and the revisions its groups end at.
-            let mut streams: BTreeMap<String, (Vec<Uuid>, Vec<u64>)> = BTreeMap::new();
+            let mut streams: BTreeMap<String, (Vec<Uuid>, std::collections::BTreeSet<u64>)> =
+                BTreeMap::new();
             for _ in 0..40 {
                 let batch = events(1 + rng.next(9) as usize);
                 let stream = format!("s-{}", rng.next(3));
                 all.extend(batch.iter().map(|e| e.id));
                 let (ids, ends) = streams.entry(stream.clone()).or_default();
                 ids.extend(batch.iter().map(|e| e.id));
-                ends.push(ids.len() as u64 - 1);
+                ends.insert(ids.len() as u64 - 1);
                 s.apply(append(&stream, E::Any, batch)).await;
                 group_ends.insert(all.len() as u64 - 1);
             }
+            let reader = &s.store.reader;
             for (stream, (model, ends)) in &streams {
                 let n = model.len() as u64;
-                for min_count in [1, 3, 1_000] {
-                    for start in [0, 1, n / 2] {
-                        let mut from = start;
-                        let mut read = Vec::new();
-                        loop {
-                            let page: Vec<RecordedEvent> = s
-                                .store
-                                .reader
-                                .read_stream_page(stream, from, min_count)
-                                .collect::<Result<_, _>>()
-                                .unwrap();
-                            let Some(last) = page.last().map(|e| e.revision) else {
-                                break;
-                            };
-                            let context = format!("{name}: {stream} min {min_count} from {from}");
-                            assert!(ends.contains(&last), "{context}: ends inside a group");
-                            assert!(
-                                page.len() as u64 >= min_count || last == n - 1,
-                                "{context}: {} events",
-                                page.len()
-                            );
-                            from = last + 1;
-                            read.extend(ids(page));
-                        }
-                        assert_eq!(read, model[start as usize..], "{name}: {stream}");
-                    }
-                }
+                page_through(
+                    &format!("{name}: {stream}"),
+                    |from, min_count| {
+                        reader
+                            .read_stream_page(stream, from, min_count)
+                            .collect::<Result<_, _>>()
+                            .unwrap()
+                    },
+                    |e| e.revision,
+                    model,
+                    ends,
+                    &[0, 1, n / 2],
+                    &[1, 3, 1_000],
+                );
             }
             let len = all.len() as u64;
-            for min_count in [1, 2, 5, 12, 1_000] {
-                for start in [0, 1, len / 2, len - 1] {
-                    let mut from = start;
-                    let mut read = Vec::new();
-                    loop {
-                        let page: Vec<RecordedEvent> = s
-                            .store
-                            .reader
-                            .read_all_page(from, min_count)
-                            .collect::<Result<_, _>>()
-                            .unwrap();
-                        let Some(last) = page.last().map(|e| e.position) else {
-                            break;
-                        };
-                        let context = format!("{name}: min {min_count} from {from}");
-                        assert!(group_ends.contains(&last), "{context}: ends inside a group");
-                        assert!(
-                            page.len() as u64 >= min_count || last == len - 1,
-                            "{context}: {} events",
-                            page.len()
-                        );
-                        from = last + 1;
-                        read.extend(ids(page));
-                    }
-                    assert_eq!(read, all[start as usize..], "{name}: min {min_count}");
-                }
-            }
+            page_through(
+                &format!("{name}: $all"),
+                |from, min_count| {
+                    reader
+                        .read_all_page(from, min_count)
+                        .collect::<Result<_, _>>()
+                        .unwrap()
+                },
+                |e| e.position,
+                &all,
+                &group_ends,
+                &[0, 1, len / 2, len - 1],
+                &[1, 2, 5, 12, 1_000],
+            );
         });
     }
 }
