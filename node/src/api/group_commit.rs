@@ -35,8 +35,11 @@ pub const MAX_GROUP_BYTES: usize = 1024 * 1024;
 /// 16 gave 2,600–3,900, because smaller, more frequent entries cost more CPU per append. With
 /// the log in segment files (2026-11-24, two runs each): 1 gave 9,382 / 9,401 appends/s (p99
 /// 10.4 / 10.1 ms), 2 gave 8,286 / 8,291 (13.2 / 12.3 ms), 4 gave 7,896 / 7,984; S3 1: 62.9k /
-/// 65.6k events/s, 2: 62.0k / 61.8k; S1 the same. One group per commit round trip still
-/// allows `MAX_GROUP_APPENDS` appends per round trip where network latency dominates.
+/// 65.6k events/s, 2: 62.0k / 61.8k; S1 the same. Again with openraft 0.10's pipelined
+/// replication (2026-12-07, S2, 3 rounds alternating): 1 gave 8,474 / 8,762 / 8,820, 2 gave
+/// 8,579 / 8,150 / 7,333, 3 gave 7,660 / 8,129 / 8,063; and giving the slot back at commit
+/// instead of at apply was within the noise (-18 to +20 %). One group per commit round trip
+/// still allows `MAX_GROUP_APPENDS` appends per round trip where network latency dominates.
 pub const MAX_GROUPS_IN_FLIGHT: usize = 1;
 /// Longest a proposed group waits for openraft's answer before its slot is given back and its
 /// appends are told the outcome is unknown (they retry with the same event ids, which is
