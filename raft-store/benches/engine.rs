@@ -1,5 +1,6 @@
 //! Benchmark of the engine alone: 256-byte events through log append + durable flush + apply,
-//! on sled with real fdatasync, as one node would do it with no network.
+//! on the production disk (fjall and segment files) with real fdatasync, as one node would do
+//! it with no network.
 //!
 //! ```text
 //! cargo bench -p cairn-raft-store --bench engine -- [--events N] [--batches 1,10,100]
@@ -9,7 +10,7 @@
 //!
 //! Event ids are time-ordered UUIDv7 (what Cairn's client library generates) unless
 //! `--random-ids` asks for UUIDv4, the worst case for the event-id index: random keys dirty a
-//! random sled leaf per event.
+//! random place in the keyspace per event.
 //!
 //! Each batch size runs on a fresh store until it has written `--events` events or run for
 //! `--max-seconds`. Every `--snapshot-every` entries it builds a snapshot and purges the log
@@ -20,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_raft_store::disk::{Disk, SledDisk, SledOptions};
+use cairn_raft_store::disk::{Disk, FjallDisk, FjallOptions};
 use cairn_raft_store::EntryPayload;
 use cairn_raft_store::{
     open_store, Append, Command, ContentType, Entry, ExpectedRevision, Limits, NewEvent,
@@ -95,7 +96,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn run_batch(args: &Args, batch: u64) {
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(&parent).expect("bench dir");
-    let disk = SledDisk::open(dir.path(), SledOptions::default()).expect("open sled");
+    let disk = FjallDisk::open(dir.path(), FjallOptions::default()).expect("open the store");
     let mut store = open_store(disk.clone(), Limits::default()).expect("open store");
     let payload = vec![b'x'; args.event_bytes];
     let mut latencies = Vec::new();
@@ -140,7 +141,7 @@ async fn run_batch(args: &Args, batch: u64) {
             .expect("apply");
         latencies.push(t.elapsed());
         events += batch;
-        if index % args.snapshot_every == 0 {
+        if index.is_multiple_of(args.snapshot_every) {
             let snapshot = store
                 .state_machine
                 .get_snapshot_builder()

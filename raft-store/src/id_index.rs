@@ -58,7 +58,9 @@ struct Bucket {
 
 impl Bucket {
     fn decode(link: u16, bytes: &[u8]) -> Result<Bucket, StoreError> {
-        if bytes.len() % ENTRY_BYTES != 0 || bytes.len() / ENTRY_BYTES > MAX_IDS_PER_BUCKET {
+        if !bytes.len().is_multiple_of(ENTRY_BYTES)
+            || bytes.len() / ENTRY_BYTES > MAX_IDS_PER_BUCKET
+        {
             return Err(StoreError::corrupt(
                 "event id bucket",
                 format!("{} bytes", bytes.len()),

@@ -39,7 +39,7 @@ fn align_task_ids() {
             .to_string()
             .parse()
             .expect("tokio prints a task id as its number");
-        if (number + 1) % TASK_ID_ALIGNMENT == 0 {
+        if (number + 1).is_multiple_of(TASK_ID_ALIGNMENT) {
             break;
         }
     }

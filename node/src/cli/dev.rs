@@ -147,9 +147,12 @@ fn lock_data_root(root: &Path) -> Result<std::fs::File, String> {
     Ok(file)
 }
 
-/// Whether another process holds node `dir`'s store (sled's `flock` on `store/db`).
+/// Whether another process holds node `dir`'s store (the disk's `flock` on `store/lock`).
 fn store_in_use(dir: &Path) -> bool {
-    match std::fs::File::open(dir.join("store").join("db")) {
+    let lock = dir
+        .join("store")
+        .join(cairn_raft_store::disk::STORE_LOCK_FILE);
+    match std::fs::File::open(lock) {
         // Taken and released at once (closing the file releases it).
         Ok(file) => matches!(try_flock(&file), Ok(false)),
         Err(_) => false,

@@ -14,7 +14,7 @@ use cairn_node::http::HttpState;
 use cairn_node::network::{Connector, TcpConnector};
 use cairn_node::tls::{TlsConnector, TlsFiles, TlsPaths};
 use cairn_node::{NodeSetup, SnapshotSettings};
-use cairn_raft_store::disk::{Disk, SledDisk, SledOptions};
+use cairn_raft_store::disk::{Disk, FjallDisk, FjallOptions};
 use cairn_raft_store::Limits;
 use clap::builder::FalseyValueParser;
 use clap::Args;
@@ -344,9 +344,8 @@ fn check_data_dir(dir: &Path) -> Result<&'static str, String> {
     }
 }
 
-/// Whether opening the store failed because another process holds its lock (sled takes an
-/// exclusive `flock` on its `db` file; taken, it fails with EWOULDBLOCK, which sled passes on
-/// as text).
+/// Whether opening the store failed because another process holds its lock (the disk takes an
+/// exclusive `flock` on `store/lock`; taken, it fails with `WouldBlock`).
 fn store_is_locked(e: &std::io::Error) -> bool {
     let text = format!("{e} {e:?}");
     e.kind() == std::io::ErrorKind::WouldBlock
@@ -454,14 +453,14 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         },
     };
     let opening = std::time::Instant::now();
-    let disk: Arc<dyn Disk> = match SledDisk::open(
+    let disk: Arc<dyn Disk> = match FjallDisk::open(
         config.data_dir.join("store"),
-        SledOptions::default(),
+        FjallOptions::default(),
     ) {
         Ok(disk) => {
             tracing::info!(
                 ms = opening.elapsed().as_millis() as u64,
-                "disk opened (sled replays what was written since its last open)"
+                "disk opened (the keyspace replays its journal since its last table file)"
             );
             disk
         }

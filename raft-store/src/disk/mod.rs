@@ -5,6 +5,7 @@
 //! semantics exactly: writes are visible at once, survive a crash only once made durable, and a
 //! batch is all-or-nothing.
 
+mod fjall_disk;
 mod flusher;
 mod fs_log;
 mod mem;
@@ -14,6 +15,7 @@ mod sled_disk;
 use std::io;
 use std::sync::Arc;
 
+pub use fjall_disk::{FjallDisk, FjallOptions, KEYSPACE_DIR, STORE_LOCK_FILE};
 pub use flusher::{MAX_PENDING_SYNCS, MAX_SYNCS_PER_FDATASYNC};
 pub use fs_log::FsLogFiles;
 pub use mem::{MemDisk, MemFaults};
@@ -145,6 +147,22 @@ pub trait Disk: Send + Sync + 'static {
     /// The files the state machine's append groups live in (`group_files`); the keyspace
     /// holds only where each one is.
     fn group_files(&self) -> Arc<dyn LogFiles>;
+}
+
+/// Bytes allocated on disk under `dir` (blocks, not apparent length: holes cost nothing).
+pub(crate) fn dir_size(dir: &std::path::Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    Ok(total)
 }
 
 /// Deletes every key in `range`, `page_keys` at a time, so memory stays bounded however large

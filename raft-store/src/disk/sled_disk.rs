@@ -1,4 +1,6 @@
-//! The production disk: sled, made durable for real.
+//! The keyspace as builds before 2026-12-07 kept it: sled, made durable for real. Now only
+//! opened to copy a store it wrote into fjall (`fjall_disk::migrate_from_sled`); the notes
+//! below are why it was written as it is.
 //!
 //! sled's `flush` writes its buffers with `pwrite` and then calls `sync_file_range`, which
 //! starts and waits for writeback of those pages but does not flush the drive's cache or the
@@ -22,8 +24,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::flusher::Flusher;
 use super::{
-    Disk, FsLogFiles, KeyRange, KeyValue, LogFiles, Op, Order, SnapshotSpool, SyncCallback,
-    WriteBatch,
+    dir_size, Disk, FsLogFiles, KeyRange, KeyValue, LogFiles, Op, Order, SnapshotSpool,
+    SyncCallback, WriteBatch,
 };
 
 /// Default size of sled's page cache. sled's own default (1 GiB) would let one node's RSS grow
@@ -181,9 +183,6 @@ impl Keyspace {
     }
 }
 
-/// Pairs copied per batch when the keyspace is rewritten (`rewrite_keyspace`): bounds the
-/// copy's memory.
-pub const REWRITE_BATCH_KEYS: usize = 4_096;
 /// Where a rewrite builds the new keyspace, inside the store's directory.
 const REWRITE_DIR: &str = "keyspace.new";
 /// Present once the new keyspace is whole and synced: the old sled files at the top of the
@@ -192,15 +191,12 @@ const SWAP_DELETING: &str = "keyspace.swap";
 /// Present once the old sled files are gone: the new ones are being moved to the top.
 const SWAP_MOVING: &str = "keyspace.move";
 
-/// Whether `name`, at the top of the store's directory, is one of sled's own files.
-fn is_sled_file(name: &str) -> bool {
-    matches!(name, "db" | "conf" | "blobs") || name.starts_with("snap.")
-}
+/// What every name a sled rewrite leaves at the top of the store's directory starts with.
+pub(super) const SLED_REWRITE_PREFIX: &str = "keyspace.";
 
-/// Creates `marker` (empty) durably.
-fn put_marker(dir: &Path, marker: &str) -> io::Result<()> {
-    File::create(dir.join(marker))?.sync_all()?;
-    sync_dir(dir)
+/// Whether `name`, at the top of the store's directory, is one of sled's own files.
+pub(super) fn is_sled_file(name: &str) -> bool {
+    matches!(name, "db" | "conf" | "blobs") || name.starts_with("snap.")
 }
 
 /// Finishes or drops a keyspace rewrite a crash cut short; then sled's files at the top of
@@ -247,7 +243,6 @@ fn settle_rewrite(dir: &Path) -> io::Result<()> {
 /// sled behind the storage seam.
 pub struct SledDisk {
     dir: PathBuf,
-    options: SledOptions,
     /// `None` only if a keyspace rewrite failed midway (every keyspace call then fails; the
     /// next open finishes the rewrite). A rewrite holds the write lock; calls hold the read
     /// lock, so none is lost between the copy and the swap.
@@ -272,7 +267,6 @@ impl SledDisk {
         let group_files = FsLogFiles::open(dir.join(GROUP_DIR), "cairn-group-fdatasync")?;
         Ok(Arc::new(SledDisk {
             dir,
-            options,
             keyspace: RwLock::new(Some(keyspace)),
             log_files,
             group_files,
@@ -288,33 +282,6 @@ impl SledDisk {
             Some(keyspace) => f(keyspace),
             None => Err(closed()),
         }
-    }
-
-    /// Copies every pair of `from` into a new keyspace in `REWRITE_DIR`, synced, and closes it.
-    fn build_rewrite(&self, from: &Keyspace) -> io::Result<()> {
-        let new_dir = self.dir.join(REWRITE_DIR);
-        if new_dir.exists() {
-            std::fs::remove_dir_all(&new_dir)?;
-        }
-        let new = Keyspace::open(&new_dir, &self.options)?;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for pair in from.db.iter() {
-            let (key, value) = pair?;
-            batch.insert(key, value);
-            in_batch += 1;
-            if in_batch == REWRITE_BATCH_KEYS {
-                new.db.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
-            }
-        }
-        new.db.apply_batch(batch)?;
-        new.durability
-            .blobs_dirty
-            .store(true, AtomicOrdering::Release);
-        new.durability.sync()?;
-        drop(new);
-        sync_dir(&new_dir)
     }
 }
 
@@ -405,46 +372,6 @@ impl Disk for SledDisk {
     fn size_on_disk(&self) -> io::Result<u64> {
         dir_size(&self.dir)
     }
-
-    /// Copies the keyspace into `keyspace.new/` and syncs it; marks the swap durably; closes
-    /// the old keyspace and deletes its files; moves the new ones to the top of the store's
-    /// directory (sled's files stay where every build looks for them); opens it. A crash
-    /// after the mark is finished by the next open (`settle_rewrite`), one before it drops
-    /// the copy.
-    fn rewrite_keyspace(&self) -> io::Result<()> {
-        let mut guard = self
-            .keyspace
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(old) = guard.as_ref() else {
-            return Err(closed());
-        };
-        // Everything accepted so far goes into the copy; sync the old one too, so that a
-        // crash before the swap keeps what callers were told is durable.
-        old.durability.sync()?;
-        self.build_rewrite(old)?;
-        put_marker(&self.dir, SWAP_DELETING)?;
-        drop(guard.take());
-        settle_rewrite(&self.dir)?;
-        *guard = Some(Keyspace::open(&self.dir, &self.options)?);
-        Ok(())
-    }
-}
-
-/// Bytes allocated on disk (blocks, not apparent length: holes cost nothing).
-fn dir_size(dir: &Path) -> io::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
-        total += if meta.is_dir() {
-            dir_size(&entry.path())?
-        } else {
-            meta.blocks() * 512
-        };
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

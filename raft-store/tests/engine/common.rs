@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cairn_raft_store::disk::{Disk, MemDisk, SledDisk, SledOptions};
+use cairn_raft_store::disk::{Disk, FjallDisk, FjallOptions, MemDisk};
 use cairn_raft_store::EntryPayload;
 use cairn_raft_store::{
     category, open_store, Append, AppendResult, Command, ContentType, Direction, Entry,
@@ -63,9 +63,9 @@ impl TestStore {
         Self::on(MemDisk::new(), None)
     }
 
-    pub fn sled() -> Self {
+    pub fn on_disk() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let disk = SledDisk::open(dir.path(), SledOptions::default()).expect("open sled");
+        let disk = FjallDisk::open(dir.path(), FjallOptions::default()).expect("open the store");
         Self::on(disk, Some(dir))
     }
 
@@ -270,7 +270,7 @@ pub type MakeStore = fn() -> TestStore;
 
 /// Both disks, for tests that must hold on each.
 pub fn both() -> [(&'static str, MakeStore); 2] {
-    [("mem", TestStore::mem), ("sled", TestStore::sled)]
+    [("mem", TestStore::mem), ("disk", TestStore::on_disk)]
 }
 
 /// Log entries `from..=to`, each an append of two events to one of three streams.

@@ -1,6 +1,6 @@
 //! Crashes: only what was never reported durable may be lost.
 
-use cairn_raft_store::disk::{Disk, LogFiles, MemDisk, MemFaults, SledDisk, SledOptions};
+use cairn_raft_store::disk::{Disk, FjallDisk, FjallOptions, LogFiles, MemDisk, MemFaults};
 use cairn_raft_store::{open_store, Entry, ExpectedRevision as E, Limits, Vote};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{EntryPayload, RaftLogReader};
@@ -293,16 +293,16 @@ fn failing_writes_are_errors_not_panics() {
 }
 
 #[test]
-fn sled_reopened_after_drop_keeps_every_acknowledged_entry() {
+fn the_disk_reopened_after_drop_keeps_every_acknowledged_entry() {
     let dir = tempfile::tempdir().unwrap();
     let expected = run(async {
-        let disk = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+        let disk = FjallDisk::open(dir.path(), FjallOptions::default()).unwrap();
         let mut store = open_store(disk.clone(), Limits::default()).unwrap();
         store.log.save_vote(&Vote::new(2, 1)).await.unwrap();
         for i in 1..=50 {
             store.log.blocking_append(log_entries(i, i)).await.unwrap();
         }
-        // A large entry goes to one of sled's blob files, which sled itself never syncs.
+        // A large entry (sled wrote such to blob files it never synced itself).
         let mut big = events(1);
         big[0].data = vec![b'b'; 600 * 1024];
         store
@@ -327,7 +327,7 @@ fn sled_reopened_after_drop_keeps_every_acknowledged_entry() {
         all
     });
     run(async {
-        let disk = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+        let disk = FjallDisk::open(dir.path(), FjallOptions::default()).unwrap();
         let mut store = open_store(disk, Limits::default()).unwrap();
         assert_eq!(store.log.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
         let entries = store.log.try_get_log_entries(1..).await.unwrap();
@@ -378,17 +378,17 @@ fn numbered_entry(i: u64) -> Entry {
     }
 }
 
-/// The child half of `sled_keeps_every_acknowledged_entry_across_sigkill`: appends entries
+/// The child half of `the_disk_keeps_every_acknowledged_entry_across_sigkill`: appends entries
 /// forever, printing each index once the store reports it durable. Ignored in normal runs.
 #[test]
-#[ignore = "run as a child process by sled_keeps_every_acknowledged_entry_across_sigkill"]
+#[ignore = "run as a child process by the_disk_keeps_every_acknowledged_entry_across_sigkill"]
 fn sigkill_child_appends_until_killed() {
     use std::io::Write;
     let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
         return;
     };
     run(async {
-        let disk = SledDisk::open(dir, SledOptions::default()).unwrap();
+        let disk = FjallDisk::open(dir, FjallOptions::default()).unwrap();
         let mut store = open_store(disk, Limits::default()).unwrap();
         let mut stdout = std::io::stdout();
         for i in 1.. {
@@ -410,7 +410,7 @@ fn sigkill_child_appends_until_killed() {
 }
 
 #[test]
-fn sled_keeps_every_acknowledged_entry_across_sigkill() {
+fn the_disk_keeps_every_acknowledged_entry_across_sigkill() {
     use std::io::BufRead;
     const ACKS_BEFORE_KILL: u64 = 300;
     let dir = tempfile::tempdir().unwrap();
@@ -446,7 +446,7 @@ fn sled_keeps_every_acknowledged_entry_across_sigkill() {
     );
 
     run(async {
-        let disk = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+        let disk = FjallDisk::open(dir.path(), FjallOptions::default()).unwrap();
         let mut store = open_store(disk, Limits::default()).unwrap();
         let entries = store.log.try_get_log_entries(1..).await.unwrap();
         assert!(

@@ -4,7 +4,7 @@
 //! log's purged entries left in a kept segment are zeroed; the keyspace rewrite keeps every
 //! pair and drops every old version.
 
-use cairn_raft_store::disk::{Disk, SledDisk, SledOptions, WriteBatch};
+use cairn_raft_store::disk::{Disk, FjallDisk, FjallOptions, WriteBatch, KEYSPACE_DIR};
 use cairn_raft_store::erase::ERASE_GROUPS_PER_COMMAND;
 use cairn_raft_store::{
     AppendResult, Command, Direction, Entry, EntryPayload, EraseResult, EraseStream,
@@ -159,7 +159,7 @@ fn a_keyspace_rewrite_keeps_every_pair_and_no_old_version_and_a_cut_short_one_se
     let dir = tempfile::tempdir().unwrap();
     let needle = b"OLD-VERSION-OF-A-REMOVED-KEY";
     {
-        let disk = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+        let disk = FjallDisk::open(dir.path(), FjallOptions::default()).unwrap();
         let mut batch = WriteBatch::default();
         for i in 0..2_000u32 {
             batch.put(i.to_be_bytes().to_vec(), format!("value {i}").into_bytes());
@@ -173,7 +173,7 @@ fn a_keyspace_rewrite_keeps_every_pair_and_no_old_version_and_a_cut_short_one_se
         disk.sync().unwrap();
         assert!(
             !holding(dir.path(), needle).is_empty(),
-            "sled keeps the old version"
+            "the keyspace's journal keeps the old version"
         );
         disk.rewrite_keyspace().unwrap();
         assert!(
@@ -191,7 +191,7 @@ fn a_keyspace_rewrite_keeps_every_pair_and_no_old_version_and_a_cut_short_one_se
         disk.write(more).unwrap();
         disk.sync().unwrap();
     }
-    let reopened = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+    let reopened = FjallDisk::open(dir.path(), FjallOptions::default()).unwrap();
     assert_eq!(reopened.get(b"after").unwrap(), Some(b"rewrite".to_vec()));
     assert_eq!(
         reopened.get(&1_999u32.to_be_bytes()).unwrap(),
@@ -199,75 +199,60 @@ fn a_keyspace_rewrite_keeps_every_pair_and_no_old_version_and_a_cut_short_one_se
     );
     drop(reopened);
     // A rewrite cut short before its mark: the copy is dropped, the keyspace is the old one.
-    std::fs::create_dir_all(dir.path().join("keyspace.new")).unwrap();
-    std::fs::write(dir.path().join("keyspace.new").join("db"), b"half a copy").unwrap();
-    let reopened = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
-    assert!(!dir.path().join("keyspace.new").exists());
+    std::fs::create_dir_all(dir.path().join("fjall.new")).unwrap();
+    std::fs::write(dir.path().join("fjall.new").join("version"), b"half a copy").unwrap();
+    let reopened = FjallDisk::open(dir.path(), FjallOptions::default()).unwrap();
+    assert!(!dir.path().join("fjall.new").exists());
     assert_eq!(reopened.get(b"after").unwrap(), Some(b"rewrite".to_vec()));
 }
 
 #[test]
 fn a_keyspace_rewrite_cut_short_after_its_mark_is_finished_by_the_next_open() {
-    for moved_already in [false, true] {
+    for old_gone_already in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         {
-            let old = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+            let old = FjallDisk::open(dir.path(), FjallOptions::default()).unwrap();
             let mut batch = WriteBatch::default();
             batch.put(b"k".to_vec(), b"old".to_vec());
             old.write(batch).unwrap();
             old.sync().unwrap();
         }
-        // The copy, whole and synced (a rewrite writes it the same way).
+        // The copy, whole and synced: a keyspace written and closed like a rewrite's.
+        let other = tempfile::tempdir().unwrap();
         {
-            let new =
-                SledDisk::open(dir.path().join("keyspace.new"), SledOptions::default()).unwrap();
+            let new = FjallDisk::open(other.path(), FjallOptions::default()).unwrap();
             let mut batch = WriteBatch::default();
             batch.put(b"k".to_vec(), b"new".to_vec());
             new.write(batch).unwrap();
             new.sync().unwrap();
         }
-        // sled's directories of our own files inside the copy are not part of it.
-        for own in ["raft-log", "event-groups"] {
-            let _ = std::fs::remove_dir_all(dir.path().join("keyspace.new").join(own));
+        std::fs::rename(
+            other.path().join(KEYSPACE_DIR),
+            dir.path().join("fjall.new"),
+        )
+        .unwrap();
+        if old_gone_already {
+            // Cut short between deleting the old keyspace and moving the copy in.
+            std::fs::remove_dir_all(dir.path().join(KEYSPACE_DIR)).unwrap();
         }
-        if moved_already {
-            // Cut short while moving: the old files are gone, the conf already moved.
-            for name in ["db", "conf", "blobs"] {
-                let path = dir.path().join(name);
-                if path.is_dir() {
-                    std::fs::remove_dir_all(path).unwrap();
-                } else {
-                    std::fs::remove_file(path).unwrap();
-                }
-            }
-            for entry in std::fs::read_dir(dir.path()).unwrap() {
-                let path = entry.unwrap().path();
-                if path
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("snap.")
-                {
-                    std::fs::remove_file(path).unwrap();
-                }
-            }
-            std::fs::rename(
-                dir.path().join("keyspace.new").join("conf"),
-                dir.path().join("conf"),
-            )
-            .unwrap();
-            std::fs::write(dir.path().join("keyspace.move"), b"").unwrap();
-        } else {
-            std::fs::write(dir.path().join("keyspace.swap"), b"").unwrap();
-        }
-        let disk = SledDisk::open(dir.path(), SledOptions::default()).unwrap();
+        std::fs::write(dir.path().join("fjall.swap"), b"").unwrap();
+        let disk = FjallDisk::open(dir.path(), FjallOptions::default()).unwrap();
         assert_eq!(
             disk.get(b"k").unwrap(),
             Some(b"new".to_vec()),
-            "moved already: {moved_already}"
+            "old gone already: {old_gone_already}"
         );
-        for gone in ["keyspace.new", "keyspace.swap", "keyspace.move"] {
+        for gone in ["fjall.new", "fjall.swap"] {
             assert!(!dir.path().join(gone).exists(), "{gone}");
         }
     }
+}
+
+#[test]
+fn a_second_process_cannot_open_a_store_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = FjallDisk::open(dir.path(), FjallOptions::default()).unwrap();
+    let second = FjallDisk::open(dir.path(), FjallOptions::default());
+    let error = second.err().expect("the store is in use");
+    assert_eq!(error.kind(), std::io::ErrorKind::WouldBlock, "{error}");
 }

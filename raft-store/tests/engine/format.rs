@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn_raft_store::disk::{SledDisk, SledOptions};
+use cairn_raft_store::disk::{FjallDisk, FjallOptions};
 use cairn_raft_store::{
     format, Append, AppendPosition, AppendResult, Command, ContentType, ExpectedRevision, NewEvent,
     RecordedEvent, Vote,
@@ -39,7 +39,7 @@ fn event(n: u128, event_type: &str) -> NewEvent {
             ContentType::Json
         },
         data: format!("{{\"n\":{n}}}").into_bytes(),
-        metadata: if n % 3 == 0 {
+        metadata: if n.is_multiple_of(3) {
             vec![n as u8; 3]
         } else {
             Vec::new()
@@ -127,7 +127,7 @@ fn write_format_1_fixture() {
     let dir = fixture_dir();
     let _ = std::fs::remove_dir_all(&dir);
     run(async {
-        let disk = SledDisk::open(&dir, SledOptions::default()).expect("open sled");
+        let disk = FjallDisk::open(&dir, FjallOptions::default()).expect("open the store");
         let mut s = TestStore::on(disk, None);
         s.apply_all(before_snapshot()).await;
         s.build_snapshot().await;
@@ -154,10 +154,10 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn the_format_1_fixture_opens_and_reads_back_exactly() {
-    // Opening writes (sled's recovery, the vote demoted), so open a copy.
+    // Opening writes (the copy out of sled, the vote demoted), so open a copy.
     let copy = tempfile::tempdir().expect("tempdir");
     copy_dir(&fixture_dir(), copy.path());
-    let disk = SledDisk::open(copy.path(), SledOptions::default()).expect("open sled");
+    let disk = FjallDisk::open(copy.path(), FjallOptions::default()).expect("open the store");
     assert_eq!(format::stored_version(disk.as_ref()).unwrap(), 1);
     let mut s = TestStore::on(disk, None);
     let expected = expected_events();
@@ -245,7 +245,7 @@ fn write_format_2_fixture() {
     let dir = fixture("format-2");
     let _ = std::fs::remove_dir_all(&dir);
     run(async {
-        let disk = SledDisk::open(&dir, SledOptions::default()).expect("open sled");
+        let disk = FjallDisk::open(&dir, FjallOptions::default()).expect("open the store");
         let mut s = TestStore::on(disk, None);
         s.apply_all(before_snapshot()).await;
         s.build_snapshot().await;
@@ -262,7 +262,7 @@ fn write_format_2_fixture() {
 fn the_format_1_fixture_is_indexed_by_its_upgrade() {
     let copy = tempfile::tempdir().expect("tempdir");
     copy_dir(&fixture_dir(), copy.path());
-    let disk = SledDisk::open(copy.path(), SledOptions::default()).expect("open sled");
+    let disk = FjallDisk::open(copy.path(), FjallOptions::default()).expect("open the store");
     let s = TestStore::on(disk, None);
     assert_eq!(
         format::stored_version(s.disk.as_ref()).unwrap(),
@@ -277,7 +277,7 @@ fn the_format_1_fixture_is_indexed_by_its_upgrade() {
 fn the_format_2_fixture_opens_and_reads_back_exactly_with_its_tags_and_indexes() {
     let copy = tempfile::tempdir().expect("tempdir");
     copy_dir(&fixture("format-2"), copy.path());
-    let disk = SledDisk::open(copy.path(), SledOptions::default()).expect("open sled");
+    let disk = FjallDisk::open(copy.path(), FjallOptions::default()).expect("open the store");
     assert_eq!(format::stored_version(disk.as_ref()).unwrap(), 2);
     let mut s = TestStore::on(disk, None);
     let expected = expected_format_2();
@@ -317,4 +317,37 @@ impl CloneAppend for Command {
             other => panic!("not one append: {other:?}"),
         }
     }
+}
+
+/// A store sled wrote is copied into fjall at its first open, and sled's files go; a copy cut
+/// short before its swap is made again, and sled's files left after the swap are deleted.
+#[test]
+fn a_sled_store_is_copied_into_the_keyspace_once_even_when_a_copy_was_cut_short() {
+    let sled_files = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n == "db" || n == "conf" || n == "blobs" || n.starts_with("snap."))
+            .collect()
+    };
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture("format-2"), copy.path());
+    assert!(!sled_files(copy.path()).is_empty());
+    // A copy cut short before its swap: half a keyspace, no mark.
+    std::fs::create_dir_all(copy.path().join("fjall.new")).unwrap();
+    std::fs::write(copy.path().join("fjall.new").join("version"), b"half").unwrap();
+    {
+        let disk = FjallDisk::open(copy.path(), FjallOptions::default()).expect("open");
+        assert!(sled_files(copy.path()).is_empty(), "sled's files are gone");
+        assert!(!copy.path().join("fjall.new").exists());
+        let s = TestStore::on(disk, None);
+        assert_eq!(s.all(), expected_format_2());
+    }
+    // sled's files left behind by a crash after the swap: deleted, the keyspace untouched.
+    std::fs::write(copy.path().join("db"), b"left over").unwrap();
+    std::fs::create_dir_all(copy.path().join("blobs")).unwrap();
+    let disk = FjallDisk::open(copy.path(), FjallOptions::default()).expect("reopen");
+    assert!(sled_files(copy.path()).is_empty());
+    let s = TestStore::on(disk, None);
+    assert_eq!(s.all(), expected_format_2());
 }

@@ -70,9 +70,9 @@ fn indexes_survive_a_reopen() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let open = || {
-            let disk = cairn_raft_store::disk::SledDisk::open(
+            let disk = cairn_raft_store::disk::FjallDisk::open(
                 dir.path(),
-                cairn_raft_store::disk::SledOptions::default(),
+                cairn_raft_store::disk::FjallOptions::default(),
             )
             .unwrap();
             TestStore::on(disk, None)

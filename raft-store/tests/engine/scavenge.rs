@@ -239,7 +239,7 @@ fn scavenge_forgets_only_what_retention_hides_and_the_reclaimer_gives_the_bytes_
 #[test]
 fn a_scavenged_store_reopens_and_ships_as_a_snapshot_with_its_gaps() {
     run(async {
-        let mut s = TestStore::sled();
+        let mut s = TestStore::on_disk();
         populate(&mut s).await;
         scavenge(&mut s).await;
         while s.store.reclaimer.step().unwrap().groups > 0 {}
@@ -263,7 +263,7 @@ fn a_scavenged_store_reopens_and_ships_as_a_snapshot_with_its_gaps() {
 #[test]
 fn a_snapshot_streamed_after_a_scavenge_is_the_image_of_its_own_point() {
     run(async {
-        let mut s = TestStore::sled();
+        let mut s = TestStore::on_disk();
         let first_ids = populate(&mut s).await;
         let early = s.build_snapshot().await;
         assert_eq!(scavenge(&mut s).await.removed_groups, 16);

@@ -271,7 +271,7 @@ fn idempotency_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let batch = events(3);
     let open = || {
-        let disk = cairn_raft_store::disk::SledDisk::open(dir.path(), Default::default()).unwrap();
+        let disk = cairn_raft_store::disk::FjallDisk::open(dir.path(), Default::default()).unwrap();
         TestStore::on(disk, None)
     };
     run(async {
@@ -373,7 +373,7 @@ fn an_id_reused_with_other_content_is_refused_and_writes_nothing() {
     // After a restart (the comparison reads the stored events back from disk).
     let dir = tempfile::tempdir().unwrap();
     let open = || {
-        let disk = cairn_raft_store::disk::SledDisk::open(dir.path(), Default::default()).unwrap();
+        let disk = cairn_raft_store::disk::FjallDisk::open(dir.path(), Default::default()).unwrap();
         TestStore::on(disk, None)
     };
     let batch = events(2);
@@ -462,7 +462,7 @@ fn ids_overflowing_one_id_bucket_keep_idempotency_across_a_restart() {
     let batch = shared_prefix(700);
     let (first, second) = (batch[..300].to_vec(), batch[300..].to_vec());
     let open = || {
-        let disk = cairn_raft_store::disk::SledDisk::open(dir.path(), Default::default()).unwrap();
+        let disk = cairn_raft_store::disk::FjallDisk::open(dir.path(), Default::default()).unwrap();
         TestStore::on(disk, None)
     };
     let conflicts = |result: &AppendResult| {

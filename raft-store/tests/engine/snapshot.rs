@@ -55,7 +55,7 @@ fn streams(s: &TestStore) -> Vec<Vec<RecordedEvent>> {
 #[test]
 fn a_snapshot_of_100k_events_installs_on_empty_and_stale_stores_identically() {
     run(async {
-        let mut source = TestStore::sled();
+        let mut source = TestStore::on_disk();
         let mut stale = TestStore::mem();
         fill(&mut source, 0..EVENTS_TOTAL / EVENTS_PER_APPEND / 10).await;
         fill(&mut stale, 0..EVENTS_TOTAL / EVENTS_PER_APPEND / 10).await;
@@ -73,7 +73,7 @@ fn a_snapshot_of_100k_events_installs_on_empty_and_stale_stores_identically() {
         // The source goes on after the snapshot; the snapshot still holds exactly its prefix.
         fill(&mut source, 0..3).await;
 
-        let mut empty = TestStore::sled();
+        let mut empty = TestStore::on_disk();
         ship(
             source.sm().get_current_snapshot().await.unwrap().unwrap(),
             &mut empty,

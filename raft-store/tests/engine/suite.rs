@@ -1,19 +1,19 @@
 //! openraft's storage conformance suite, against both disks.
 
-use cairn_raft_store::disk::{MemDisk, SledDisk, SledOptions};
+use cairn_raft_store::disk::{FjallDisk, FjallOptions, MemDisk};
 use cairn_raft_store::{open_store, Limits, LogStore, StateMachineStore, StorageError, TypeConfig};
 use openraft::testing::log::{StoreBuilder, Suite};
 
 use crate::common::run;
 
-struct SledBuilder;
+struct DiskBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for DiskBuilder {
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let disk = SledDisk::open(dir.path(), SledOptions::default()).expect("open sled");
+        let disk = FjallDisk::open(dir.path(), FjallOptions::default()).expect("open the store");
         let store = open_store(disk, Limits::default()).expect("open store");
         Ok((dir, store.log, store.state_machine))
     }
@@ -29,8 +29,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for MemBuilder {
 }
 
 #[test]
-fn openraft_suite_passes_on_sled() {
-    run(Suite::test_all(SledBuilder)).expect("openraft storage suite on sled");
+fn openraft_suite_passes_on_the_production_disk() {
+    run(Suite::test_all(DiskBuilder)).expect("openraft storage suite on the production disk");
 }
 
 #[test]

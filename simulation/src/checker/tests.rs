@@ -678,7 +678,7 @@ fn indexed() -> Vec<Record> {
     let tag = |e: &mut EventRef| {
         let n = e.id.as_u128();
         e.event_type = Some(format!("T{}", n % 2));
-        if n % 3 != 0 {
+        if !n.is_multiple_of(3) {
             e.tags = vec!["x".into()];
         }
     };
