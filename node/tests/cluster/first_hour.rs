@@ -412,7 +412,7 @@ fn a_data_directory_in_use_is_said_in_plain_words_by_node_and_dev() {
         .stderr(Stdio::null())
         .spawn()
         .expect("first node");
-    let store = data_dir.join("store").join("db");
+    let store = data_dir.join("store").join("lock");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !store.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

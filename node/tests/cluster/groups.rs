@@ -453,10 +453,17 @@ fn four_consumers_get_every_event_in_stream_order_across_consumer_and_leader_sig
     let after = rt
         .block_on(cluster.client().group_info("orders"))
         .expect("group info after the scavenge");
-    assert_eq!(
-        after.checkpoint, info.checkpoint,
-        "the group kept its state"
+    // The group kept its state: its checkpoint never goes back. It may go forwards: past the
+    // last `orders-` event `$all` holds only the group's own states and the scavenge's, and a
+    // dispatcher that subscribes again (the restart above may move it) is told the index's
+    // end when it catches up (seen under a full test run's load: 10,001 -> 10,030).
+    assert!(
+        after.checkpoint >= info.checkpoint,
+        "the group kept its state: checkpoint {} before, {} after",
+        info.checkpoint,
+        after.checkpoint
     );
+    assert_eq!(after.parked, info.parked, "nothing was parked");
 }
 
 /// The events a `cairn consume --json` run printed, as (stream, revision, type).

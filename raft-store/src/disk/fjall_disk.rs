@@ -45,6 +45,10 @@ pub const DEFAULT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 /// A memtable is sealed and written out as a table file at this size. It bounds the journal
 /// replayed at open too.
 pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// Most bytes of journal kept (fjall's smallest allowed; its default is 512 MiB): past it fjall
+/// writes the oldest memtables out to table files so that their journals can go. With
+/// `MEMTABLE_BYTES` memtables this is reached only when table writes fall behind.
+pub const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 /// fjall's background threads (memtable flushes, compactions). One: three nodes may share
 /// two cores, and the index is small beside the event groups.
 pub const WORKER_THREADS: usize = 1;
@@ -95,6 +99,7 @@ impl Keyspace {
             .cache_size(options.cache_bytes)
             .manual_journal_persist(true)
             .worker_threads(WORKER_THREADS)
+            .max_journaling_size(MAX_JOURNAL_BYTES)
             .open()
             .map_err(to_io)?;
         let tree = db
