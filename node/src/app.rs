@@ -2,7 +2,7 @@
 //!
 //! [`start`] takes its disk and its channel factory and [`Node::serve`] its incoming
 //! connections as parameters, so
-//! the same node runs on sled and TCP in production and on the disk model and turmoil in the
+//! the same node runs on files and TCP in production and on the disk model and turmoil in the
 //! simulation.
 
 use std::collections::BTreeMap;

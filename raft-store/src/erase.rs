@@ -13,8 +13,9 @@
 //!    noted frames are zeroed (the reclaimer), a snapshot covers the step and the Raft log is
 //!    purged past it (the entries that carried the events), the purged frames still inside a
 //!    kept log segment are zeroed (`LogStore::scrub_purged`), and the keyspace is rewritten
-//!    into fresh files (`Disk::rewrite_keyspace`: sled keeps old versions of removed keys,
-//!    ids and index names among them, in its files until it happens to reuse the space).
+//!    into fresh files (`Disk::rewrite_keyspace`: the keyspace keeps old versions of removed
+//!    keys, ids and index names among them, in its journal and table files until a
+//!    compaction happens to drop them).
 //!    Then the notes go (`Erasures::finished`), and the node reports nothing pending.
 //!
 //! Kept, and why: the stream's head stream-index entry (name, revision, position: no event

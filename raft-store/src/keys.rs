@@ -1,7 +1,7 @@
 //! The layout of the one ordered keyspace that both the log and the state machine live in.
 //!
-//! The first byte names the table, so one atomic write batch can span tables (sled batches are
-//! atomic within one tree). Integers are big-endian so byte order is numeric order.
+//! The first byte names the table, so one atomic write batch can span tables (a keyspace batch is
+//! atomic). Integers are big-endian so byte order is numeric order.
 
 use uuid::Uuid;
 

@@ -2,8 +2,8 @@
 //!
 //! Durable Raft log storage and the event-store state machine for Cairn, on openraft
 //! 0.10.0-alpha.37 (its `RaftLogStorage` and `RaftStateMachine`). Everything durable goes through one narrow storage seam, [`disk::Disk`], with
-//! two implementations: [`disk::SledDisk`] for production (sled, made durable with fdatasync)
-//! and [`disk::MemDisk`], an in-memory disk model for the simulation that loses unflushed
+//! two implementations: [`disk::FjallDisk`] for production (a fjall keyspace and segment
+//! files, made durable with fdatasync) and [`disk::MemDisk`], an in-memory disk model for the simulation that loses unflushed
 //! writes on a simulated crash and can fail I/O on demand.
 //!
 //! ```

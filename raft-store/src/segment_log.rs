@@ -1,4 +1,4 @@
-//! The Raft log in append-only segment files of its own, beside sled rather than in it.
+//! The Raft log in append-only segment files of its own, beside the keyspace rather than in it.
 //!
 //! Each entry is one frame (`frame`) keyed by its index, the postcard-encoded entry its
 //! payload, in a directory of `Layout::Keyed` segment files (`segment_file`: a segment is

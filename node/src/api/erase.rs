@@ -11,7 +11,7 @@
 //! pass starts again): the forgotten frames zeroed (the reclaimer's step), a snapshot that
 //! covers the note (so the log below it may go), the Raft log purged up to it (the entries
 //! that carried the events), the purged entries left in a kept log segment zeroed, and the
-//! keyspace rewritten into fresh files (sled keeps old versions of removed keys). Then the
+//! keyspace rewritten into fresh files (it keeps old versions of removed keys). Then the
 //! notes are deleted. What it is doing or waiting for is in the status call
 //! (`Member.erase_progress`), so `cairn stream erase` can say which node has not finished and
 //! why.

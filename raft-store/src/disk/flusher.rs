@@ -1,6 +1,6 @@
 //! A thread that answers sync requests, many per fdatasync (group commit).
 //!
-//! Both production stores (sled's keyspace and the Raft log's segment files) make writes
+//! Both production stores (the fjall keyspace and the segment files) make writes
 //! durable the same way: writers queue a callback, and one thread drains every queued callback
 //! before each sync, so concurrent writers share one fdatasync.
 

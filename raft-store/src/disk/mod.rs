@@ -133,8 +133,8 @@ pub trait Disk: Send + Sync + 'static {
     fn size_on_disk(&self) -> io::Result<u64>;
 
     /// Rewrites the keyspace into fresh files and deletes the old ones, so that no old
-    /// version of a removed or replaced key stays on disk (an erase needs it: sled keeps them
-    /// in its files until it happens to reuse the space). Every keyspace call waits meanwhile.
+    /// version of a removed or replaced key stays on disk (an erase needs it: an LSM tree keeps
+    /// them in its journal and table files until a compaction drops them). Every keyspace call waits meanwhile.
     /// Crash-safe: an open finishes a rewrite that was cut short, or drops it. The disk
     /// model keeps no old versions, so by default there is nothing to do.
     fn rewrite_keyspace(&self) -> io::Result<()> {

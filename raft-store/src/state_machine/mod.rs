@@ -311,7 +311,7 @@ impl StateMachineStore {
         done.put(keys::SNAPSHOT, encode(&record)?);
         done.delete(keys::INSTALLING);
         // What the keyspace held before may include what an erase has since removed from
-        // the leader's: sled keeps old versions of the cleared keys, so this node scrubs its
+        // the leader's: the keyspace keeps old versions of the cleared keys, so this node scrubs its
         // disk as after an erase step (`erase`).
         crate::erase::note(&mut done, meta.last_log_id.map_or(0, |id| id.index));
         disk.write(done)?;
