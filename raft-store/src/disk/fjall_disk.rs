@@ -221,12 +221,11 @@ fn migrate_from_sled(dir: &Path, options: &FjallOptions) -> io::Result<()> {
         // The copy was swapped in before a crash: only sled's leftovers remain to go.
         return remove_sled_files(dir);
     }
-    if !dir.join("db").exists() {
-        // No sled keyspace, only a rewrite's leftovers without one: nothing to copy.
-        return remove_sled_files(dir);
-    }
+    // Opening settles a sled rewrite a crash cut short (its copy may be all there is of the
+    // keyspace, in `keyspace.new/`), so it is opened even when `db` is missing.
     tracing::info!(dir = %dir.display(), "copying a sled keyspace into fjall (once)");
     let sled = SledDisk::open(dir, SledOptions::default())?;
+    // Every key starts with a table byte (`keys.rs`), far below 0xff.
     let everything = KeyRange {
         start: Vec::new(),
         end: vec![0xff; 64],

@@ -351,3 +351,30 @@ fn a_sled_store_is_copied_into_the_keyspace_once_even_when_a_copy_was_cut_short(
     let s = TestStore::on(disk, None);
     assert_eq!(s.all(), expected_format_2());
 }
+
+/// A sled store whose own keyspace rewrite a crash cut short while moving the copy in (its old
+/// files gone, the copy still in `keyspace.new/`): sled's open finishes the move, and the copy
+/// into fjall takes that keyspace.
+#[test]
+fn a_sled_store_cut_short_in_its_own_rewrite_is_settled_before_the_copy() {
+    use cairn_raft_store::disk::{Disk, SledDisk, SledOptions, WriteBatch};
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let copy = SledDisk::open(dir.path().join("keyspace.new"), SledOptions::default())
+            .expect("open sled");
+        let mut batch = WriteBatch::default();
+        batch.put(b"k".to_vec(), b"from the rewrite".to_vec());
+        copy.write(batch).unwrap();
+        copy.sync().unwrap();
+    }
+    for own in ["raft-log", "event-groups"] {
+        std::fs::remove_dir_all(dir.path().join("keyspace.new").join(own)).unwrap();
+    }
+    std::fs::write(dir.path().join("keyspace.move"), b"").unwrap();
+    assert!(!dir.path().join("db").exists());
+    let disk = FjallDisk::open(dir.path(), FjallOptions::default()).expect("open");
+    assert_eq!(disk.get(b"k").unwrap(), Some(b"from the rewrite".to_vec()));
+    for gone in ["db", "conf", "keyspace.new", "keyspace.move"] {
+        assert!(!dir.path().join(gone).exists(), "{gone}");
+    }
+}
