@@ -21,11 +21,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use super::flusher::Flusher;
-use super::sled_disk::{is_sled_file, SLED_REWRITE_PREFIX};
+use super::sled_disk::{is_sled_file, SledSource, SLED_REWRITE_PREFIX};
 use super::{
-    dir_size, Disk, FsLogFiles, KeyRange, KeyValue, LogFiles, Op, Order, SledDisk, SledOptions,
-    SnapshotSpool, SyncCallback, WriteBatch, GROUP_DIR, LOG_DIR,
+    dir_size, Disk, FsLogFiles, KeyRange, KeyValue, LogFiles, Op, Order, SnapshotSpool,
+    SyncCallback, WriteBatch,
 };
+
+/// The directory, inside the store's, that holds the Raft log's segment files.
+pub const LOG_DIR: &str = "raft-log";
+/// The directory, inside the store's, that holds the event groups' segment files.
+pub const GROUP_DIR: &str = "event-groups";
 
 /// The keyspace's directory, inside the store's.
 pub const KEYSPACE_DIR: &str = "fjall";
@@ -227,35 +232,8 @@ fn migrate_from_sled(dir: &Path, options: &FjallOptions) -> io::Result<()> {
     // Opening settles a sled rewrite a crash cut short (its copy may be all there is of the
     // keyspace, in `keyspace.new/`), so it is opened even when `db` is missing.
     tracing::info!(dir = %dir.display(), "copying a sled keyspace into fjall (once)");
-    let sled = SledDisk::open(dir, SledOptions::default())?;
-    // Every key starts with a table byte (`keys.rs`), far below 0xff.
-    let everything = KeyRange {
-        start: Vec::new(),
-        end: vec![0xff; 64],
-    };
-    let mut start = everything.start.clone();
-    let mut done = false;
-    build_copy(dir, options, || {
-        if done {
-            return Ok(None);
-        }
-        let page = sled.scan(
-            &KeyRange {
-                start: start.clone(),
-                end: everything.end.clone(),
-            },
-            Order::Ascending,
-            COPY_BATCH_KEYS,
-        )?;
-        match page.last() {
-            Some((last, _)) if page.len() == COPY_BATCH_KEYS => {
-                start = last.clone();
-                start.push(0);
-            }
-            _ => done = true,
-        }
-        Ok(Some(page))
-    })?;
+    let mut sled = SledSource::open(dir)?;
+    build_copy(dir, options, || sled.next_page(COPY_BATCH_KEYS))?;
     drop(sled);
     mark_swap(dir)?;
     settle_copy(dir)?;

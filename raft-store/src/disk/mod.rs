@@ -15,12 +15,11 @@ mod sled_disk;
 use std::io;
 use std::sync::Arc;
 
-pub use fjall_disk::{FjallDisk, FjallOptions, KEYSPACE_DIR, STORE_LOCK_FILE};
+pub use fjall_disk::{FjallDisk, FjallOptions, GROUP_DIR, KEYSPACE_DIR, LOG_DIR, STORE_LOCK_FILE};
 pub use flusher::{MAX_PENDING_SYNCS, MAX_SYNCS_PER_FDATASYNC};
 pub use fs_log::FsLogFiles;
 pub use mem::{MemDisk, MemFaults};
 pub use mem_log::{MemLogFiles, MAX_UNFLUSHED_LOG_WRITES};
-pub use sled_disk::{SledDisk, SledOptions, GROUP_DIR, LOG_DIR};
 
 use crate::error::StoreError;
 

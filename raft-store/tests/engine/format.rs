@@ -357,18 +357,17 @@ fn a_sled_store_is_copied_into_the_keyspace_once_even_when_a_copy_was_cut_short(
 /// into fjall takes that keyspace.
 #[test]
 fn a_sled_store_cut_short_in_its_own_rewrite_is_settled_before_the_copy() {
-    use cairn_raft_store::disk::{Disk, SledDisk, SledOptions, WriteBatch};
+    use cairn_raft_store::disk::Disk;
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let copy = SledDisk::open(dir.path().join("keyspace.new"), SledOptions::default())
+        // A sled keyspace as earlier builds wrote one (1 MiB segments), whole and flushed.
+        let copy = sled::Config::new()
+            .path(dir.path().join("keyspace.new"))
+            .segment_size(1024 * 1024)
+            .open()
             .expect("open sled");
-        let mut batch = WriteBatch::default();
-        batch.put(b"k".to_vec(), b"from the rewrite".to_vec());
-        copy.write(batch).unwrap();
-        copy.sync().unwrap();
-    }
-    for own in ["raft-log", "event-groups"] {
-        std::fs::remove_dir_all(dir.path().join("keyspace.new").join(own)).unwrap();
+        copy.insert(b"k", b"from the rewrite".to_vec()).unwrap();
+        copy.flush().unwrap();
     }
     std::fs::write(dir.path().join("keyspace.move"), b"").unwrap();
     assert!(!dir.path().join("db").exists());
